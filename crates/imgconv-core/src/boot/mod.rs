@@ -1,0 +1,1 @@
+//! Boot code: GRUB for BIOS (and later UEFI), grub.cfg. (issue 5)

@@ -1,0 +1,1 @@
+//! One conversion, end to end: inspect → plan → stream → graft → fixups → boot.

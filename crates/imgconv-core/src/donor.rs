@@ -1,0 +1,1 @@
+//! The donor: where the kernel, initrd, modules and GRUB files come from. (issue 4)

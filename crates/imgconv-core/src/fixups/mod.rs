@@ -1,0 +1,1 @@
+//! Guest configuration fixups for the new hardware, each with a backup. (issue 4)

@@ -1,0 +1,572 @@
+//! The guest filesystem as graft and fixups see it: a small trait over "the root
+//! filesystem of the converted guest", implemented by the libext2fs engine (`ext`) for
+//! real images and by [`MemFs`] for unit tests.
+//!
+//! Paths are guest paths (absolute, `/`-separated). Implementations resolve them inside
+//! the guest only: a symlink's absolute target starts again at the guest root, `..` at the
+//! root stays at the root, and more than [`MAX_SYMLINK_HOPS`] links is a
+//! [`GuestFsError::SymlinkLoop`]. Nothing ever resolves against the host.
+
+use crate::extread::{DirItem, NodeKind, NodeMeta};
+use std::io::Read;
+
+/// Symlinks followed while resolving one path before giving up (Linux uses 40).
+pub const MAX_SYMLINK_HOPS: usize = 40;
+
+/// Owner, permissions and time for a node the converter creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct NodeAttrs {
+    /// Permission bits (0o7777 range).
+    pub mode: u16,
+    pub uid: u32,
+    pub gid: u32,
+    /// Modification (and access/change) time, seconds since the epoch.
+    pub mtime: i64,
+}
+
+impl NodeAttrs {
+    /// root:root with the given mode and time.
+    pub fn root(mode: u16, mtime: i64) -> Self {
+        NodeAttrs {
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime,
+        }
+    }
+}
+
+/// Errors of guest filesystem operations.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestFsError {
+    #[error("{path}: no such file or directory in the guest")]
+    NotFound { path: String },
+    #[error("{path}: already exists in the guest")]
+    AlreadyExists { path: String },
+    #[error("{path}: a path component is not a directory in the guest")]
+    NotADirectory { path: String },
+    #[error("{path}: too many levels of symbolic links in the guest (symlink loop?)")]
+    SymlinkLoop { path: String },
+    #[error("{path}: is a directory")]
+    IsADirectory { path: String },
+    #[error("{path}: {size} bytes is more than the {cap} bytes allowed for this file")]
+    TooLarge { path: String, size: u64, cap: u64 },
+    /// The filesystem engine failed; `why` carries its own error text.
+    #[error("{op} {path}: {why}")]
+    Engine {
+        op: &'static str,
+        path: String,
+        why: String,
+    },
+    /// Reading the source of a new file failed.
+    #[error("reading the content for {path}: {source}")]
+    Source {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Operations on the guest's root filesystem.
+pub trait GuestFs {
+    /// Metadata of `path` itself (final symlink not followed); `None` if absent.
+    fn lstat(&mut self, path: &str) -> Result<Option<NodeMeta>, GuestFsError>;
+    /// Metadata of `path` following symlinks inside the guest; `None` if absent.
+    fn stat(&mut self, path: &str) -> Result<Option<NodeMeta>, GuestFsError>;
+    /// Whole content of a regular file (following symlinks), at most `cap` bytes.
+    fn read_file(&mut self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, GuestFsError>;
+    /// Target of the symlink at `path`; `None` if absent.
+    fn read_link(&mut self, path: &str) -> Result<Option<String>, GuestFsError>;
+    /// Entries of a directory (without `.`/`..`); `None` if absent.
+    fn read_dir(&mut self, path: &str) -> Result<Option<Vec<DirItem>>, GuestFsError>;
+    /// Create `path` and any missing parents with `attrs`; existing directories are kept.
+    fn mkdir_p(&mut self, path: &str, attrs: NodeAttrs) -> Result<(), GuestFsError>;
+    /// Create a new regular file from `content` (exactly `size` bytes). Fails if it exists.
+    fn create_file(
+        &mut self,
+        path: &str,
+        content: &mut dyn Read,
+        size: u64,
+        attrs: NodeAttrs,
+    ) -> Result<(), GuestFsError>;
+    /// Replace the content of an existing regular file, keeping its inode, owner and mode.
+    fn replace_content(&mut self, path: &str, content: &[u8]) -> Result<(), GuestFsError>;
+    /// Create a symlink at `path` pointing to `target`. Fails if `path` exists.
+    fn symlink(&mut self, path: &str, target: &str, attrs: NodeAttrs) -> Result<(), GuestFsError>;
+    /// Rename `from` to `to` (same filesystem); fails if `to` exists.
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), GuestFsError>;
+    /// Remove a file or symlink (not a directory).
+    fn remove(&mut self, path: &str) -> Result<(), GuestFsError>;
+}
+
+/// Split a guest path into its normal components, dropping empty and `.` parts.
+/// `..` is kept; resolution handles it.
+pub fn components(path: &str) -> Vec<&str> {
+    path.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect()
+}
+
+/// Parent directory and final name of a guest path (`/a/b/c` → (`/a/b`, `c`)).
+pub fn split_parent(path: &str) -> Option<(String, &str)> {
+    let comps = components(path);
+    let (last, dirs) = comps.split_last()?;
+    Some((format!("/{}", dirs.join("/")), last))
+}
+
+pub use mem::MemFs;
+
+mod mem {
+    //! An in-memory [`GuestFs`] with real guest-path semantics, for unit tests of graft
+    //! and fixups and for dry runs.
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Node {
+        Dir {
+            attrs: NodeAttrs,
+            entries: BTreeMap<String, u64>,
+        },
+        File {
+            attrs: NodeAttrs,
+            data: Vec<u8>,
+        },
+        Symlink {
+            attrs: NodeAttrs,
+            target: String,
+        },
+    }
+
+    /// An in-memory guest filesystem. Inodes are numbered; hard links are not modelled.
+    #[derive(Debug, Clone)]
+    pub struct MemFs {
+        nodes: BTreeMap<u64, Node>,
+        next: u64,
+    }
+
+    const ROOT: u64 = 2;
+
+    impl Default for MemFs {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    impl MemFs {
+        /// An empty filesystem with a root directory.
+        pub fn new() -> Self {
+            let mut nodes = BTreeMap::new();
+            nodes.insert(
+                ROOT,
+                Node::Dir {
+                    attrs: NodeAttrs::root(0o755, 0),
+                    entries: BTreeMap::new(),
+                },
+            );
+            MemFs {
+                nodes,
+                next: ROOT + 1,
+            }
+        }
+
+        /// Convenience for tests: create parents and a file with mode 0644.
+        pub fn with_file(mut self, path: &str, content: &str) -> Self {
+            let (parent, _) = split_parent(path).expect("path");
+            self.mkdir_p(&parent, NodeAttrs::root(0o755, 0))
+                .expect("mkdir");
+            let mut r = content.as_bytes();
+            self.create_file(
+                path,
+                &mut r,
+                content.len() as u64,
+                NodeAttrs::root(0o644, 0),
+            )
+            .expect("create");
+            self
+        }
+
+        /// Convenience for tests: create parents and a symlink.
+        pub fn with_symlink(mut self, path: &str, target: &str) -> Self {
+            let (parent, _) = split_parent(path).expect("path");
+            self.mkdir_p(&parent, NodeAttrs::root(0o755, 0))
+                .expect("mkdir");
+            self.symlink(path, target, NodeAttrs::root(0o777, 0))
+                .expect("symlink");
+            self
+        }
+
+        /// Content of a file as text, for assertions (`None` if absent or not a file).
+        pub fn text(&mut self, path: &str) -> Option<String> {
+            self.read_file(path, u64::MAX)
+                .ok()
+                .flatten()
+                .map(|d| String::from_utf8_lossy(&d).into_owned())
+        }
+
+        /// Every path in the filesystem with its kind, for assertions.
+        pub fn list(&self) -> Vec<(String, NodeKind)> {
+            let mut out = Vec::new();
+            self.walk(ROOT, String::new(), &mut out);
+            out
+        }
+
+        fn walk(&self, ino: u64, prefix: String, out: &mut Vec<(String, NodeKind)>) {
+            if let Some(Node::Dir { entries, .. }) = self.nodes.get(&ino) {
+                for (name, child) in entries {
+                    let p = format!("{prefix}/{name}");
+                    let kind = match &self.nodes[child] {
+                        Node::Dir { .. } => NodeKind::Dir,
+                        Node::File { .. } => NodeKind::File,
+                        Node::Symlink { .. } => NodeKind::Symlink,
+                    };
+                    out.push((p.clone(), kind));
+                    self.walk(*child, p, out);
+                }
+            }
+        }
+
+        fn meta(&self, ino: u64) -> NodeMeta {
+            let (kind, attrs, len) = match &self.nodes[&ino] {
+                Node::Dir { attrs, .. } => (NodeKind::Dir, attrs, 4096),
+                Node::File { attrs, data } => (NodeKind::File, attrs, data.len() as u64),
+                Node::Symlink { attrs, target } => (NodeKind::Symlink, attrs, target.len() as u64),
+            };
+            NodeMeta {
+                kind,
+                mode: attrs.mode,
+                uid: attrs.uid,
+                gid: attrs.gid,
+                len,
+                mtime: attrs.mtime,
+                atime: attrs.mtime,
+            }
+        }
+
+        /// Resolve `path` to (parent dir inode, final name, inode if present). Intermediate
+        /// symlinks are always followed; the final one only when `follow`.
+        fn resolve(
+            &self,
+            path: &str,
+            follow: bool,
+        ) -> Result<(u64, String, Option<u64>), GuestFsError> {
+            let mut hops = 0;
+            let mut pending: Vec<String> = components(path)
+                .iter()
+                .rev()
+                .map(|s| s.to_string())
+                .collect();
+            let mut stack: Vec<u64> = vec![ROOT];
+            let mut last: Option<(u64, String, Option<u64>)> = None;
+            while let Some(name) = pending.pop() {
+                if name == ".." {
+                    if stack.len() > 1 {
+                        stack.pop();
+                    }
+                    last = None;
+                    continue;
+                }
+                let dir = *stack.last().expect("root");
+                let entries = match &self.nodes[&dir] {
+                    Node::Dir { entries, .. } => entries,
+                    _ => return Err(GuestFsError::NotADirectory { path: path.into() }),
+                };
+                let child = entries.get(&name).copied();
+                let is_final = pending.is_empty();
+                match child.map(|c| &self.nodes[&c]) {
+                    Some(Node::Symlink { target, .. }) if !is_final || follow => {
+                        hops += 1;
+                        if hops > MAX_SYMLINK_HOPS {
+                            return Err(GuestFsError::SymlinkLoop { path: path.into() });
+                        }
+                        if target.starts_with('/') {
+                            stack.truncate(1);
+                        }
+                        for c in components(target).iter().rev() {
+                            pending.push(c.to_string());
+                        }
+                        last = None;
+                    }
+                    _ if is_final => last = Some((dir, name, child)),
+                    Some(Node::Dir { .. }) => {
+                        stack.push(child.expect("child"));
+                        last = None;
+                    }
+                    None => return Err(GuestFsError::NotFound { path: path.into() }),
+                    Some(_) => return Err(GuestFsError::NotADirectory { path: path.into() }),
+                }
+            }
+            match last {
+                Some(l) => Ok(l),
+                // The path resolved to a directory reached through `..` or a symlink, or the root.
+                None => {
+                    let ino = *stack.last().expect("root");
+                    Ok((ino, String::new(), Some(ino)))
+                }
+            }
+        }
+
+        fn insert(&mut self, path: &str, node: Node) -> Result<u64, GuestFsError> {
+            let (parent, name, existing) = self.resolve(path, false)?;
+            if existing.is_some() || name.is_empty() {
+                return Err(GuestFsError::AlreadyExists { path: path.into() });
+            }
+            let ino = self.next;
+            self.next += 1;
+            self.nodes.insert(ino, node);
+            match self.nodes.get_mut(&parent) {
+                Some(Node::Dir { entries, .. }) => {
+                    entries.insert(name, ino);
+                    Ok(ino)
+                }
+                _ => Err(GuestFsError::NotADirectory { path: path.into() }),
+            }
+        }
+    }
+
+    impl GuestFs for MemFs {
+        fn lstat(&mut self, path: &str) -> Result<Option<NodeMeta>, GuestFsError> {
+            match self.resolve(path, false) {
+                Ok((_, _, Some(ino))) => Ok(Some(self.meta(ino))),
+                Ok((_, _, None)) | Err(GuestFsError::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+
+        fn stat(&mut self, path: &str) -> Result<Option<NodeMeta>, GuestFsError> {
+            match self.resolve(path, true) {
+                Ok((_, _, Some(ino))) => Ok(Some(self.meta(ino))),
+                Ok((_, _, None)) | Err(GuestFsError::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+
+        fn read_file(&mut self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, GuestFsError> {
+            let ino = match self.resolve(path, true) {
+                Ok((_, _, Some(ino))) => ino,
+                Ok((_, _, None)) | Err(GuestFsError::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            match &self.nodes[&ino] {
+                Node::File { data, .. } if data.len() as u64 > cap => Err(GuestFsError::TooLarge {
+                    path: path.into(),
+                    size: data.len() as u64,
+                    cap,
+                }),
+                Node::File { data, .. } => Ok(Some(data.clone())),
+                _ => Err(GuestFsError::IsADirectory { path: path.into() }),
+            }
+        }
+
+        fn read_link(&mut self, path: &str) -> Result<Option<String>, GuestFsError> {
+            match self.resolve(path, false) {
+                Ok((_, _, Some(ino))) => match &self.nodes[&ino] {
+                    Node::Symlink { target, .. } => Ok(Some(target.clone())),
+                    _ => Err(GuestFsError::Engine {
+                        op: "readlink",
+                        path: path.into(),
+                        why: "not a symlink".into(),
+                    }),
+                },
+                Ok((_, _, None)) | Err(GuestFsError::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+
+        fn read_dir(&mut self, path: &str) -> Result<Option<Vec<DirItem>>, GuestFsError> {
+            let ino = match self.resolve(path, true) {
+                Ok((_, _, Some(ino))) => ino,
+                Ok((_, _, None)) | Err(GuestFsError::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            match &self.nodes[&ino] {
+                Node::Dir { entries, .. } => Ok(Some(
+                    entries
+                        .iter()
+                        .map(|(name, c)| DirItem {
+                            name: name.clone(),
+                            kind: self.meta(*c).kind,
+                        })
+                        .collect(),
+                )),
+                _ => Err(GuestFsError::NotADirectory { path: path.into() }),
+            }
+        }
+
+        fn mkdir_p(&mut self, path: &str, attrs: NodeAttrs) -> Result<(), GuestFsError> {
+            let mut cur = String::new();
+            for c in components(path) {
+                cur.push('/');
+                cur.push_str(c);
+                match self.stat(&cur)? {
+                    Some(m) if m.kind == NodeKind::Dir => {}
+                    Some(_) => return Err(GuestFsError::NotADirectory { path: cur }),
+                    None => {
+                        self.insert(
+                            &cur,
+                            Node::Dir {
+                                attrs,
+                                entries: BTreeMap::new(),
+                            },
+                        )?;
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        fn create_file(
+            &mut self,
+            path: &str,
+            content: &mut dyn Read,
+            size: u64,
+            attrs: NodeAttrs,
+        ) -> Result<(), GuestFsError> {
+            let mut data = Vec::new();
+            content
+                .take(size)
+                .read_to_end(&mut data)
+                .map_err(|source| GuestFsError::Source {
+                    path: path.into(),
+                    source,
+                })?;
+            if data.len() as u64 != size {
+                return Err(GuestFsError::Source {
+                    path: path.into(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "content shorter than its size",
+                    ),
+                });
+            }
+            self.insert(path, Node::File { attrs, data }).map(|_| ())
+        }
+
+        fn replace_content(&mut self, path: &str, content: &[u8]) -> Result<(), GuestFsError> {
+            let ino = match self.resolve(path, true)? {
+                (_, _, Some(ino)) => ino,
+                _ => return Err(GuestFsError::NotFound { path: path.into() }),
+            };
+            match self.nodes.get_mut(&ino) {
+                Some(Node::File { data, .. }) => {
+                    *data = content.to_vec();
+                    Ok(())
+                }
+                _ => Err(GuestFsError::IsADirectory { path: path.into() }),
+            }
+        }
+
+        fn symlink(
+            &mut self,
+            path: &str,
+            target: &str,
+            attrs: NodeAttrs,
+        ) -> Result<(), GuestFsError> {
+            self.insert(
+                path,
+                Node::Symlink {
+                    attrs,
+                    target: target.into(),
+                },
+            )
+            .map(|_| ())
+        }
+
+        fn rename(&mut self, from: &str, to: &str) -> Result<(), GuestFsError> {
+            let (src_dir, src_name, src) = self.resolve(from, false)?;
+            let ino = src.ok_or_else(|| GuestFsError::NotFound { path: from.into() })?;
+            let (dst_dir, dst_name, dst) = self.resolve(to, false)?;
+            if dst.is_some() || dst_name.is_empty() {
+                return Err(GuestFsError::AlreadyExists { path: to.into() });
+            }
+            if let Some(Node::Dir { entries, .. }) = self.nodes.get_mut(&src_dir) {
+                entries.remove(&src_name);
+            }
+            match self.nodes.get_mut(&dst_dir) {
+                Some(Node::Dir { entries, .. }) => {
+                    entries.insert(dst_name, ino);
+                    Ok(())
+                }
+                _ => Err(GuestFsError::NotADirectory { path: to.into() }),
+            }
+        }
+
+        fn remove(&mut self, path: &str) -> Result<(), GuestFsError> {
+            let (dir, name, ino) = self.resolve(path, false)?;
+            let ino = ino.ok_or_else(|| GuestFsError::NotFound { path: path.into() })?;
+            if matches!(self.nodes[&ino], Node::Dir { .. }) {
+                return Err(GuestFsError::IsADirectory { path: path.into() });
+            }
+            if let Some(Node::Dir { entries, .. }) = self.nodes.get_mut(&dir) {
+                entries.remove(&name);
+            }
+            self.nodes.remove(&ino);
+            Ok(())
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn symlinks_resolve_inside_the_guest() {
+            let mut fs = MemFs::new()
+                .with_file("/usr/lib/modules/x", "m")
+                .with_symlink("/lib", "usr/lib")
+                .with_symlink("/etc/escape", "../../../../usr/lib/modules/x")
+                .with_symlink("/etc/abs", "/usr/lib/modules/x");
+            assert_eq!(fs.text("/lib/modules/x").as_deref(), Some("m"));
+            assert_eq!(
+                fs.text("/etc/escape").as_deref(),
+                Some("m"),
+                "`..` stops at the guest root"
+            );
+            assert_eq!(
+                fs.text("/etc/abs").as_deref(),
+                Some("m"),
+                "absolute targets start at the guest root"
+            );
+            assert_eq!(fs.lstat("/lib").unwrap().unwrap().kind, NodeKind::Symlink);
+            assert_eq!(fs.stat("/lib").unwrap().unwrap().kind, NodeKind::Dir);
+        }
+
+        #[test]
+        fn symlink_loop_is_an_error() {
+            let mut fs = MemFs::new()
+                .with_symlink("/etc/fstab", "/etc/loop")
+                .with_symlink("/etc/loop", "fstab");
+            assert!(matches!(
+                fs.read_file("/etc/fstab", 100),
+                Err(GuestFsError::SymlinkLoop { .. })
+            ));
+        }
+
+        #[test]
+        fn mkdir_p_through_symlink_and_create_rename_remove() {
+            let mut fs = MemFs::new().with_symlink("/lib", "usr/lib");
+            fs.mkdir_p("/usr/lib", NodeAttrs::root(0o755, 0)).unwrap();
+            fs.mkdir_p("/lib/modules/6.1", NodeAttrs::root(0o755, 0))
+                .unwrap();
+            assert_eq!(
+                fs.stat("/usr/lib/modules/6.1").unwrap().unwrap().kind,
+                NodeKind::Dir
+            );
+            let mut c: &[u8] = b"abc";
+            fs.create_file("/lib/modules/6.1/a", &mut c, 3, NodeAttrs::root(0o600, 5))
+                .unwrap();
+            let mut c: &[u8] = b"abc";
+            assert!(matches!(
+                fs.create_file("/lib/modules/6.1/a", &mut c, 3, NodeAttrs::root(0o600, 5)),
+                Err(GuestFsError::AlreadyExists { .. })
+            ));
+            fs.rename("/usr/lib/modules/6.1/a", "/usr/lib/modules/6.1/b")
+                .unwrap();
+            assert_eq!(fs.text("/lib/modules/6.1/b").as_deref(), Some("abc"));
+            fs.replace_content("/lib/modules/6.1/b", b"xyz").unwrap();
+            assert_eq!(fs.stat("/lib/modules/6.1/b").unwrap().unwrap().mode, 0o600);
+            fs.remove("/lib/modules/6.1/b").unwrap();
+            assert!(fs.stat("/lib/modules/6.1/b").unwrap().is_none());
+        }
+    }
+}

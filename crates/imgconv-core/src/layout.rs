@@ -1,0 +1,1 @@
+//! The target disk plan: partitions, sizes, what the graft adds; a printable value. (issue 3)

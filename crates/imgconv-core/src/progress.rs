@@ -1,0 +1,86 @@
+//! Progress reporting and cancellation.
+//!
+//! The library calls a [`Progress`] implementation at each stage and as work advances; a
+//! CLI draws bars from it, a batch driver aggregates it, an embedding tool may ignore it.
+//! Cancellation is polled through [`Progress::is_cancelled`] at every buffer boundary, so a
+//! Ctrl-C handler only has to flip a flag.
+
+use std::fmt;
+
+/// The stages of one conversion, in pipeline order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// Identify the source image and the guest inside it.
+    Inspect,
+    /// Read the donor and choose the kernel.
+    Donor,
+    /// Compute the target disk layout.
+    Plan,
+    /// Copy the used blocks of the guest filesystem into partition 1.
+    Stream,
+    /// Grow the copied filesystem (and replay a journal, when asked).
+    Grow,
+    /// Copy the donor kernel, initrd, modules and GRUB files into the guest.
+    Graft,
+    /// Adapt the guest configuration to the new hardware.
+    Fixups,
+    /// Write boot code and grub.cfg.
+    Boot,
+    /// Finish: flush, rename the temporary output into place.
+    Finish,
+}
+
+impl Stage {
+    /// A short lower-case name, stable for logs and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Inspect => "inspect",
+            Stage::Donor => "donor",
+            Stage::Plan => "plan",
+            Stage::Stream => "stream",
+            Stage::Grow => "grow",
+            Stage::Graft => "graft",
+            Stage::Fixups => "fixups",
+            Stage::Boot => "boot",
+            Stage::Finish => "finish",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Receives progress from the library. Every method has a no-op default.
+pub trait Progress {
+    /// A stage begins. `total` is its amount of work in the stage's unit (bytes for
+    /// stream, files for graft), when known.
+    fn stage(&mut self, _stage: Stage, _total: Option<u64>) {}
+    /// Work done so far within the current stage (absolute, not a delta).
+    fn advance(&mut self, _done: u64) {}
+    /// A note worth showing (a warning, a decision such as an automatic grow).
+    fn note(&mut self, _message: &str) {}
+    /// Polled between units of work; returning true makes the library stop with
+    /// [`crate::Error::Cancelled`] and remove anything it wrote.
+    fn is_cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// A [`Progress`] that reports nothing and is never cancelled.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// Return `Err(Cancelled)` when the caller asked to stop.
+pub fn check_cancel(progress: &dyn Progress) -> crate::Result<()> {
+    if progress.is_cancelled() {
+        Err(crate::Error::Cancelled)
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! Linux swap v1 signature for the swap partition. (issue 3)
