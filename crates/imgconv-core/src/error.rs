@@ -49,8 +49,9 @@ pub enum Error {
     // ---- donor (issue 4): Donor(#[from] crate::donor::DonorError)
 
     // ---- graft (issue 4): Graft(#[from] crate::graft::GraftError)
-
-    // ---- fixups (issue 4): Fixup(#[from] crate::fixups::FixupError)
+    /// A guest configuration fixup failed.
+    #[error(transparent)]
+    Fixup(#[from] crate::fixups::FixupError),
 
     // ---- boot (issue 5): Boot(#[from] crate::boot::BootError)
     /// The operation was cancelled through [`crate::Progress::is_cancelled`].
