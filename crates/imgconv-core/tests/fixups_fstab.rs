@@ -54,14 +54,21 @@ fn xen_tools_layout_comments_and_tabs_preserved_byte_for_byte() {
     assert_eq!(text, expected);
     assert_eq!(
         report.changes[0].what,
-        format!("root entry /dev/xvda2 → UUID={ROOT_UUID}; swap entry /dev/xvda1 → UUID={SWAP_UUID}")
+        format!(
+            "root entry /dev/xvda2 → UUID={ROOT_UUID}; swap entry /dev/xvda1 → UUID={SWAP_UUID}"
+        )
     );
     assert!(report.warnings.is_empty());
 }
 
 #[test]
 fn root_by_label_and_dev_root_become_uuid() {
-    for spec in ["LABEL=root", "/dev/root", "UUID=11111111-2222-3333-4444-555555555555", "/dev/disk/by-label/root"] {
+    for spec in [
+        "LABEL=root",
+        "/dev/root",
+        "UUID=11111111-2222-3333-4444-555555555555",
+        "/dev/disk/by-label/root",
+    ] {
         let (text, report) = fixed(
             &format!("{spec} / ext4 defaults 0 1\nUUID={SWAP_UUID} none swap sw 0 0\n"),
             &ctx(),
@@ -75,7 +82,10 @@ fn root_by_label_and_dev_root_become_uuid() {
     }
     // Already right (UUID case differs): nothing to do.
     let (text, report) = fixed(
-        &format!("UUID={} / auto defaults 0 1\nUUID={SWAP_UUID} none swap sw 0 0\n", ROOT_UUID.to_uppercase()),
+        &format!(
+            "UUID={} / auto defaults 0 1\nUUID={SWAP_UUID} none swap sw 0 0\n",
+            ROOT_UUID.to_uppercase()
+        ),
         &ctx(),
     );
     assert!(text.contains("/ auto defaults"), "auto is kept");
@@ -95,7 +105,10 @@ fn missing_root_is_added_with_a_warning() {
              UUID={SWAP_UUID} none swap sw 0 0\n"
         )
     );
-    assert_eq!(report.warnings, ["/etc/fstab had no entry for /; imgconv added one by UUID"]);
+    assert_eq!(
+        report.warnings,
+        ["/etc/fstab had no entry for /; imgconv added one by UUID"]
+    );
 }
 
 #[test]
@@ -140,8 +153,14 @@ tmpfs /tmp tmpfs defaults 0 0
         )
     );
     assert_eq!(report.warnings.len(), 5, "{:#?}", report.warnings);
-    assert!(report.warnings.iter().any(|w| w.contains("/dev/xvdb1") && w.contains("/dev/vdb1")));
-    assert!(report.warnings.iter().any(|w| w.contains("/dev/hdd1") && w.contains("/dev/vdd1")));
+    assert!(report
+        .warnings
+        .iter()
+        .any(|w| w.contains("/dev/xvdb1") && w.contains("/dev/vdb1")));
+    assert!(report
+        .warnings
+        .iter()
+        .any(|w| w.contains("/dev/hdd1") && w.contains("/dev/vdd1")));
 }
 
 #[test]
@@ -153,7 +172,10 @@ fn fstab_through_a_symlink_is_edited_at_its_target() {
     c.swap_uuid = None;
     c.new_swap_partition_exists = false;
     let report = fix_twice(&mut fs, &c);
-    assert_eq!(fs.lstat("/etc/fstab").unwrap().unwrap().kind, NodeKind::Symlink);
+    assert_eq!(
+        fs.lstat("/etc/fstab").unwrap().unwrap().kind,
+        NodeKind::Symlink
+    );
     assert_eq!(
         fs.text("/etc/fstab.d/real").unwrap(),
         format!("UUID={ROOT_UUID} / ext4 defaults 0 1\n")
@@ -181,7 +203,10 @@ fn fstab_symlink_loop_is_a_clear_error() {
         other => panic!("unexpected error {other:?}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains("/etc/fstab") && msg.contains("symbolic links"), "{msg}");
+    assert!(
+        msg.contains("/etc/fstab") && msg.contains("symbolic links"),
+        "{msg}"
+    );
     // The library error wraps it too.
     let top: imgconv_core::Error = err.into();
     assert!(matches!(top, imgconv_core::Error::Fixup(_)));
@@ -220,24 +245,36 @@ fn second_swap_partition_is_disabled_and_existing_backup_kept() {
              # imgconv: /dev/xvdb2 none swap sw,pri=1 0 0\n"
         )
     );
-    assert_eq!(fs.text("/etc/fstab.imgconv-orig").unwrap(), "an older backup\n");
+    assert_eq!(
+        fs.text("/etc/fstab.imgconv-orig").unwrap(),
+        "an older backup\n"
+    );
     assert_eq!(
         report.changes[0].backup.as_deref(),
         Some("/etc/fstab.imgconv-orig.2")
     );
-    assert!(fs.text("/etc/fstab.imgconv-orig.2").unwrap().starts_with("/dev/xvda2 /"));
+    assert!(fs
+        .text("/etc/fstab.imgconv-orig.2")
+        .unwrap()
+        .starts_with("/dev/xvda2 /"));
 }
 
 #[test]
 fn crypttab_and_resume() {
     let mut fs = MemFs::new()
-        .with_file("/etc/fstab", &format!("UUID={ROOT_UUID} / ext4 defaults 0 1\nUUID={SWAP_UUID} none swap sw 0 0\n"))
+        .with_file(
+            "/etc/fstab",
+            &format!("UUID={ROOT_UUID} / ext4 defaults 0 1\nUUID={SWAP_UUID} none swap sw 0 0\n"),
+        )
         .with_file("/etc/crypttab", "data /dev/xvdb1 none luks\n")
         .with_file("/etc/initramfs-tools/conf.d/resume", "RESUME=/dev/xvda1\n");
     let mut report = Report::default();
     fixups::fstab::fix_crypttab(&mut fs, &ctx(), &mut report).unwrap();
     fixups::fstab::fix_resume(&mut fs, &ctx(), &mut report).unwrap();
-    assert_eq!(fs.text("/etc/crypttab").unwrap(), "data /dev/vdb1 none luks\n");
+    assert_eq!(
+        fs.text("/etc/crypttab").unwrap(),
+        "data /dev/vdb1 none luks\n"
+    );
     assert_eq!(
         fs.text("/etc/initramfs-tools/conf.d/resume").unwrap(),
         format!("RESUME=UUID={SWAP_UUID}\n")
@@ -245,7 +282,11 @@ fn crypttab_and_resume() {
     assert_eq!(
         changes(&report),
         [
-            ch("crypttab", "/etc/crypttab", Some("/etc/crypttab.imgconv-orig")),
+            ch(
+                "crypttab",
+                "/etc/crypttab",
+                Some("/etc/crypttab.imgconv-orig")
+            ),
             ch(
                 "resume",
                 "/etc/initramfs-tools/conf.d/resume",

@@ -138,7 +138,11 @@ LABEL=scratch /scratch ext4 defaults 0 2
         Some("/lib/systemd/system/serial-getty@.service"),
         "the moved-aside link is the backup"
     );
-    assert_eq!(g.text("/etc/udev/rules.d/70-persistent-net.rules.imgconv-orig").unwrap(), NET_RULES);
+    assert_eq!(
+        g.text("/etc/udev/rules.d/70-persistent-net.rules.imgconv-orig")
+            .unwrap(),
+        NET_RULES
+    );
 
     let (added, removed) = diff(&before, &snapshot(&mut g));
     assert_eq!(
@@ -211,7 +215,9 @@ LABEL=scratch /scratch ext4 defaults 0 2
             "root entry /dev/xvda2 → UUID={ROOT_UUID}; root filesystem type ext3 → ext4; swap entry /dev/xvda1 → UUID={SWAP_UUID}; /srv/data entry /dev/xvdb1 → /dev/vdb1"
         )
     );
-    assert!(report.changes[5].why.contains("net.ifnames=0 biosdevname=0"));
+    assert!(report.changes[5]
+        .why
+        .contains("net.ifnames=0 biosdevname=0"));
     assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
     assert!(report.warnings[0].contains("/dev/xvdb1"));
 }
@@ -238,7 +244,10 @@ fn backups_keep_mode_and_owner() {
     let mut report = imgconv_core::report::Report::default();
     fixups::apply(&mut g, &c, &mut report).unwrap();
     let orig = g.lstat("/etc/fstab.imgconv-orig").unwrap().unwrap();
-    assert_eq!((orig.mode, orig.uid, orig.gid, orig.mtime), (0o640, 0, 42, 1234));
+    assert_eq!(
+        (orig.mode, orig.uid, orig.gid, orig.mtime),
+        (0o640, 0, 42, 1234)
+    );
     let new = g.lstat("/etc/fstab").unwrap().unwrap();
     assert_eq!((new.mode, new.gid), (0o640, 42), "rewritten in place");
 }

@@ -41,14 +41,23 @@ fn guest() -> MemFs {
         .with_file("/etc/fstab", FSTAB)
         .with_file("/etc/init.d/xe-linux-distribution", "#!/bin/sh\n")
         .with_file("/etc/init.d/ssh", "#!/bin/sh\n")
-        .with_symlink("/etc/rc0.d/K01xe-linux-distribution", "../init.d/xe-linux-distribution")
+        .with_symlink(
+            "/etc/rc0.d/K01xe-linux-distribution",
+            "../init.d/xe-linux-distribution",
+        )
         .with_symlink("/etc/rc2.d/S02ssh", "../init.d/ssh")
         .with_file(
             "/etc/udev/rules.d/70-persistent-net.rules",
             "SUBSYSTEM==\"net\", ATTR{address}==\"00:16:3e:00:00:01\", NAME=\"eth0\"\n",
         )
-        .with_file("/etc/udev/rules.d/75-persistent-net-generator.rules", "# override\n")
-        .with_file("/etc/modprobe.conf", "alias eth0 xennet\nalias char-major-10-135 rtc\n");
+        .with_file(
+            "/etc/udev/rules.d/75-persistent-net-generator.rules",
+            "# override\n",
+        )
+        .with_file(
+            "/etc/modprobe.conf",
+            "alias eth0 xennet\nalias char-major-10-135 rtc\n",
+        );
     for level in 2..=5 {
         g = g.with_symlink(
             &format!("/etc/rc{level}.d/S20xe-linux-distribution"),
@@ -107,8 +116,14 @@ T0:2345:respawn:/sbin/getty -L ttyS0 115200 vt100
 "
     );
     assert_eq!(g.text("/etc/inittab.imgconv-orig").unwrap(), INITTAB);
-    assert_eq!(g.text("/etc/securetty").unwrap(), "console\nhvc0\ntty1\nttyS0\n");
-    assert_eq!(g.text("/etc/securetty.imgconv-orig").unwrap(), "console\nhvc0\ntty1\n");
+    assert_eq!(
+        g.text("/etc/securetty").unwrap(),
+        "console\nhvc0\ntty1\nttyS0\n"
+    );
+    assert_eq!(
+        g.text("/etc/securetty.imgconv-orig").unwrap(),
+        "console\nhvc0\ntty1\n"
+    );
     assert_eq!(
         g.text("/etc/fstab").unwrap(),
         format!(
@@ -165,8 +180,16 @@ proc /proc proc defaults 0 0
     assert_eq!(
         steps,
         [
-            "fstab", "console", "console", "network", "network", "modules", "xen-tools",
-            "xen-tools", "xen-tools", "xen-tools"
+            "fstab",
+            "console",
+            "console",
+            "network",
+            "network",
+            "modules",
+            "xen-tools",
+            "xen-tools",
+            "xen-tools",
+            "xen-tools"
         ]
     );
     assert_eq!(
@@ -187,7 +210,10 @@ fn agetty_is_used_when_getty_is_missing() {
     let mut g = MemFs::new()
         .with_file("/sbin/init", "ELF")
         .with_file("/sbin/agetty", "ELF")
-        .with_file("/etc/inittab", "co:2345:respawn:/sbin/agetty xvc0 9600 vt100-nav\n");
+        .with_file(
+            "/etc/inittab",
+            "co:2345:respawn:/sbin/agetty xvc0 9600 vt100-nav\n",
+        );
     let mut c = sysv_ctx();
     c.init_system = Some(InitSystem::Sysvinit);
     apply_twice(&mut g, &c);

@@ -71,9 +71,15 @@ exec /sbin/getty -L 115200 ttyS0 vt102
 "
     );
     assert_eq!(g.text("/etc/init/tty1.conf").unwrap(), TTY1_CONF, "kept");
-    assert_eq!(g.text("/etc/init/hvc0.conf.imgconv-orig").unwrap(), HVC0_CONF);
+    assert_eq!(
+        g.text("/etc/init/hvc0.conf.imgconv-orig").unwrap(),
+        HVC0_CONF
+    );
     let (added, removed) = diff(&before, &snapshot(&mut g));
-    assert_eq!(added, ["/etc/init/hvc0.conf.imgconv-orig", "/etc/init/ttyS0.conf"]);
+    assert_eq!(
+        added,
+        ["/etc/init/hvc0.conf.imgconv-orig", "/etc/init/ttyS0.conf"]
+    );
     assert_eq!(removed, ["/etc/init/hvc0.conf"]);
     assert_eq!(
         changes(&report),
@@ -152,7 +158,10 @@ respawn
         XVC0_JOB,
         "hidden: every file in /etc/event.d is a job"
     );
-    assert_eq!(g.text("/etc/securetty").unwrap(), "console\nxvc0\nttyS0\ntty1\n");
+    assert_eq!(
+        g.text("/etc/securetty").unwrap(),
+        "console\nxvc0\nttyS0\ntty1\n"
+    );
     assert_eq!(
         g.text("/etc/fstab").unwrap(),
         format!(
@@ -180,7 +189,10 @@ fn upstart_without_a_xen_job_gets_template_jobs() {
         .with_file("/sbin/init", "ELF")
         .with_file("/sbin/initctl", "ELF")
         .with_file("/etc/init/rc.conf", "task\n")
-        .with_file("/etc/fstab", &format!("UUID={ROOT_UUID} / ext4 defaults 0 1\nUUID={SWAP_UUID} none swap sw 0 0\n"));
+        .with_file(
+            "/etc/fstab",
+            &format!("UUID={ROOT_UUID} / ext4 defaults 0 1\nUUID={SWAP_UUID} none swap sw 0 0\n"),
+        );
     let report = apply_twice(&mut g, &ctx());
     assert_eq!(
         g.text("/etc/init/ttyS0.conf").unwrap(),
