@@ -60,7 +60,11 @@ pub fn output_for(out_dir: &Path, source: &Path) -> PathBuf {
 
 fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
     let rd = std::fs::read_dir(dir).map_err(|e| {
-        CliError::new(Class::Input, format!("cannot list {}: {e}", dir.display()), "give a directory of images with --dir")
+        CliError::new(
+            Class::Input,
+            format!("cannot list {}: {e}", dir.display()),
+            "give a directory of images with --dir",
+        )
     })?;
     let mut files: Vec<PathBuf> = rd
         .filter_map(|e| e.ok())
@@ -70,7 +74,11 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(CliError::new(Class::Input, format!("no image files in {}", dir.display()), "put the Xen images there, or list them on the command line"));
+        return Err(CliError::new(
+            Class::Input,
+            format!("no image files in {}", dir.display()),
+            "put the Xen images there, or list them on the command line",
+        ));
     }
     Ok(files)
 }
@@ -82,7 +90,14 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
         None => a.sources.clone(),
     };
     std::fs::create_dir_all(&a.out_dir).map_err(|e| {
-        CliError::new(Class::Output, format!("cannot create the output directory {}: {e}", a.out_dir.display()), "choose another --out-dir")
+        CliError::new(
+            Class::Output,
+            format!(
+                "cannot create the output directory {}: {e}",
+                a.out_dir.display()
+            ),
+            "choose another --out-dir",
+        )
     })?;
     // Everything that can be refused is refused before the first conversion starts.
     let mut seen = HashSet::new();
@@ -109,7 +124,11 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
     }
     if let Some(first) = refused.first() {
         let causes: Vec<&str> = refused.iter().map(|e| e.cause.as_str()).collect();
-        return Err(CliError::new(first.class, causes.join("; "), first.hint.clone()));
+        return Err(CliError::new(
+            first.class,
+            causes.join("; "),
+            first.hint.clone(),
+        ));
     }
 
     let mode = Mode::detect(a.settings.quiet);
@@ -127,12 +146,14 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
                 if stop.load(Ordering::SeqCst) || signals::cancelled() {
                     return;
                 }
-                let Some((i, src, out, o)) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+                let Some((i, src, out, o)) = queue.lock().ok().and_then(|mut q| q.pop_front())
+                else {
                     return;
                 };
-                let label = src
-                    .file_name()
-                    .map_or_else(|| src.display().to_string(), |f| f.to_string_lossy().into_owned());
+                let label = src.file_name().map_or_else(
+                    || src.display().to_string(),
+                    |f| f.to_string_lossy().into_owned(),
+                );
                 let mut p = CliProgress::in_batch(mode, multi, &label, signals::cancel_flag());
                 let t0 = Instant::now();
                 let result = convert::convert_one(&o, &a.settings, &mut p);
@@ -163,7 +184,14 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
                 output: output_for(&a.out_dir, src),
                 result: "skipped",
                 exit_code: if cancelled { 130 } else { 1 },
-                error: Some(if cancelled { "not started: interrupted" } else { "not started: an earlier image failed (use --keep-going)" }.into()),
+                error: Some(
+                    if cancelled {
+                        "not started: interrupted"
+                    } else {
+                        "not started: an earlier image failed (use --keep-going)"
+                    }
+                    .into(),
+                ),
                 hint: None,
                 seconds: 0.0,
                 output_size: None,
@@ -177,14 +205,20 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
         ok: images.iter().all(|e| e.result == "ok"),
         jobs: n,
         succeeded: images.iter().filter(|e| e.result == "ok").count(),
-        failed: images.iter().filter(|e| e.result == "failed" || e.result == "cancelled").count(),
+        failed: images
+            .iter()
+            .filter(|e| e.result == "failed" || e.result == "cancelled")
+            .count(),
         skipped: images.iter().filter(|e| e.result == "skipped").count(),
         seconds: started.elapsed().as_secs_f64(),
         images,
     };
     print_summary(&report);
     if let Some(path) = &a.json {
-        convert::write_json(path, &serde_json::to_value(&report).expect("batch report serializes"))?;
+        convert::write_json(
+            path,
+            &serde_json::to_value(&report).expect("batch report serializes"),
+        )?;
     }
     if report.ok {
         return Ok(());
@@ -192,7 +226,11 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
     if cancelled {
         return Err(CliError::cancelled());
     }
-    let failed: Vec<&Entry> = report.images.iter().filter(|e| e.result == "failed").collect();
+    let failed: Vec<&Entry> = report
+        .images
+        .iter()
+        .filter(|e| e.result == "failed")
+        .collect();
     let first = failed.first().map(|e| e.exit_code).unwrap_or(1);
     let class = if failed.iter().all(|e| e.exit_code == first) {
         class_of(first)
@@ -245,7 +283,11 @@ fn entry(source: PathBuf, output: PathBuf, r: Result<Converted, CliError>, secon
         Err(e) => Entry {
             source,
             output,
-            result: if e.class == Class::Cancelled { "cancelled" } else { "failed" },
+            result: if e.class == Class::Cancelled {
+                "cancelled"
+            } else {
+                "failed"
+            },
             exit_code: e.class.code(),
             error: Some(e.cause),
             hint: Some(e.hint),
@@ -266,7 +308,10 @@ fn print_summary(r: &BatchReport) {
         .max()
         .unwrap_or(5)
         .clamp(5, 60);
-    println!("{:<name_w$}  {:<9}  {:>8}  {:>10}  {:>8}", "IMAGE", "RESULT", "SECONDS", "SIZE", "WARNINGS");
+    println!(
+        "{:<name_w$}  {:<9}  {:>8}  {:>10}  {:>8}",
+        "IMAGE", "RESULT", "SECONDS", "SIZE", "WARNINGS"
+    );
     for e in &r.images {
         println!(
             "{:<name_w$}  {:<9}  {:>8.1}  {:>10}  {:>8}",
@@ -279,7 +324,11 @@ fn print_summary(r: &BatchReport) {
     }
     for e in r.images.iter().filter(|e| e.result != "ok") {
         if let Some(err) = &e.error {
-            println!("{}: {}", e.source.display(), err.lines().next().unwrap_or(""));
+            println!(
+                "{}: {}",
+                e.source.display(),
+                err.lines().next().unwrap_or("")
+            );
         }
     }
     println!(

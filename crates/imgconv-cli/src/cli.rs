@@ -7,8 +7,10 @@ use std::path::PathBuf;
 /// Convert exported Xen PV guest images into raw disk images that boot under KVM/QEMU.
 #[derive(Debug, Parser)]
 #[command(name = "imgconv", version, about, propagate_version = true)]
-#[command(after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 bad input image, 4 donor problem, \
-5 output problem, 6 verification failed, 130 cancelled (see README).")]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 bad input image, 4 donor problem, \
+5 output problem, 6 verification failed, 130 cancelled (see README)."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -62,7 +62,10 @@ pub fn preflight(o: &ConvertOptions) -> Result<(), CliError> {
         Ok(m) if m.is_dir() => {
             return Err(CliError::new(
                 Class::Input,
-                format!("the source {} is a directory, not an image", o.source.display()),
+                format!(
+                    "the source {} is a directory, not an image",
+                    o.source.display()
+                ),
                 "give the path of an exported Xen guest image (a file)",
             ))
         }
@@ -126,7 +129,10 @@ pub fn preflight(o: &ConvertOptions) -> Result<(), CliError> {
         return Err(CliError::new(
             Class::Output,
             format!("the output directory {} does not exist", dir.display()),
-            format!("create it (mkdir -p {}) or choose another -o", dir.display()),
+            format!(
+                "create it (mkdir -p {}) or choose another -o",
+                dir.display()
+            ),
         ));
     }
     let _ = paths;
@@ -143,19 +149,37 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 /// Where the source's root filesystem is (for `--fsck pre`), from the library's inspection.
 fn source_root(_source: &Path) -> Result<FsLocation, CliError> {
-    Err(CliError::not_yet("source inspection (imgconv_core::source::inspect), needed by --fsck pre"))
+    Err(CliError::not_yet(
+        "source inspection (imgconv_core::source::inspect), needed by --fsck pre",
+    ))
 }
 
 /// Where the output's root filesystem is (for `--fsck post`): partition 1 of the table we wrote.
 pub fn output_root(output: &Path) -> Result<FsLocation, CliError> {
     use imgconv_core::blockio::Region;
-    let region = Region::open(output)
-        .map_err(|e| CliError::new(Class::Output, e.to_string(), "the converted image cannot be read back"))?;
-    let table = imgconv_core::partition::read_table(&region)
-        .map_err(|e| CliError::new(Class::Verify, e.to_string(), "the converted image has a broken partition table"))?;
+    let region = Region::open(output).map_err(|e| {
+        CliError::new(
+            Class::Output,
+            e.to_string(),
+            "the converted image cannot be read back",
+        )
+    })?;
+    let table = imgconv_core::partition::read_table(&region).map_err(|e| {
+        CliError::new(
+            Class::Verify,
+            e.to_string(),
+            "the converted image has a broken partition table",
+        )
+    })?;
     let p1 = table
         .and_then(|t| t.entries.into_iter().find(|e| e.number == 1))
-        .ok_or_else(|| CliError::new(Class::Verify, format!("{} has no partition 1", output.display()), "the converted image is not what imgconv writes"))?;
+        .ok_or_else(|| {
+            CliError::new(
+                Class::Verify,
+                format!("{} has no partition 1", output.display()),
+                "the converted image is not what imgconv writes",
+            )
+        })?;
     Ok(FsLocation {
         image: output.to_path_buf(),
         offset: p1.start,
@@ -167,7 +191,9 @@ pub fn output_root(output: &Path) -> Result<FsLocation, CliError> {
 fn library_convert(o: &ConvertOptions, _progress: &mut CliProgress) -> Result<Converted, CliError> {
     let _ = errors::from_core;
     let _ = o;
-    Err(CliError::not_yet("the conversion pipeline (imgconv_core::convert::convert)"))
+    Err(CliError::not_yet(
+        "the conversion pipeline (imgconv_core::convert::convert)",
+    ))
 }
 
 /// Convert one image: preflight, pre-fsck, library convert, post-fsck.
@@ -199,7 +225,9 @@ pub fn run(a: &ConvertArgs) -> Result<(), CliError> {
     let o = options(&a.source, &a.output, &a.settings);
     if a.dry_run {
         preflight(&o)?;
-        return Err(CliError::not_yet("the dry-run plan (imgconv_core::convert::plan)"));
+        return Err(CliError::not_yet(
+            "the dry-run plan (imgconv_core::convert::plan)",
+        ));
     }
     let mut progress = CliProgress::single(Mode::detect(a.settings.quiet), signals::cancel_flag());
     let result = convert_one(&o, &a.settings, &mut progress);

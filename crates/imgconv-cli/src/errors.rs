@@ -153,9 +153,11 @@ fn hint_for(class: Class, paths: &Paths) -> String {
              or a partitioned disk holding one",
             show(&paths.source, "SRC")
         ),
-        Class::Donor => "check the donor: it needs /boot/vmlinuz-VER, its initrd and /lib/modules/VER \
+        Class::Donor => {
+            "check the donor: it needs /boot/vmlinuz-VER, its initrd and /lib/modules/VER \
              (choose one with --kernel), and GRUB i386-pc modules (or pass --grub-dir)"
-            .into(),
+                .into()
+        }
         Class::Output => format!(
             "check free space and permissions where {} goes, or choose another -o",
             show(&paths.output, "the output")
@@ -163,12 +165,19 @@ fn hint_for(class: Class, paths: &Paths) -> String {
         Class::Verify => "the filesystem or boot check failed; see the messages above".into(),
         Class::Cancelled => "nothing was left behind; run the command again to start over".into(),
         Class::Usage => "see `imgconv help`".into(),
-        Class::Failure => "run again; if it persists, report it with the command line and this message".into(),
+        Class::Failure => {
+            "run again; if it persists, report it with the command line and this message".into()
+        }
     }
 }
 
 /// Classify an `io::Error` concerning `path`.
-pub fn classify_io(kind: std::io::ErrorKind, raw: Option<i32>, path: &Path, paths: &Paths) -> Class {
+pub fn classify_io(
+    kind: std::io::ErrorKind,
+    raw: Option<i32>,
+    path: &Path,
+    paths: &Paths,
+) -> Class {
     // Space and write permission are output problems whatever file they hit first.
     if kind == std::io::ErrorKind::StorageFull
         || raw == Some(libc::ENOSPC)
@@ -195,7 +204,9 @@ pub fn from_core(err: &Error, paths: &Paths) -> CliError {
         }
         // Variants teammates add later land here until they are matched above.
         #[allow(unreachable_patterns)]
-        _ => paths.side_of_text(&err.to_string()).unwrap_or(Class::Failure),
+        _ => paths
+            .side_of_text(&err.to_string())
+            .unwrap_or(Class::Failure),
     };
     let mut cause = err.to_string();
     // Include the chain of sources that Display does not already show.
@@ -227,11 +238,18 @@ mod tests {
     fn io_errors_are_classified_by_side_and_kind() {
         let p = paths();
         let e = |path: &str, kind| {
-            from_core(&Error::io("cannot open", path, std::io::Error::from(kind)), &p).class
+            from_core(
+                &Error::io("cannot open", path, std::io::Error::from(kind)),
+                &p,
+            )
+            .class
         };
         use std::io::ErrorKind::*;
         assert_eq!(e("/in/xen.img", NotFound), Class::Input);
-        assert_eq!(e("/donors/deb12/boot/vmlinuz", PermissionDenied), Class::Donor);
+        assert_eq!(
+            e("/donors/deb12/boot/vmlinuz", PermissionDenied),
+            Class::Donor
+        );
         assert_eq!(e("/out/.kvm.img.tmp123", PermissionDenied), Class::Output);
         assert_eq!(e("/elsewhere", NotFound), Class::Failure);
         let full = Error::io(
@@ -262,7 +280,11 @@ mod tests {
     #[test]
     fn every_error_has_a_hint() {
         let e = from_core(
-            &Error::io("cannot open", "/in/xen.img", std::io::Error::from(std::io::ErrorKind::NotFound)),
+            &Error::io(
+                "cannot open",
+                "/in/xen.img",
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ),
             &paths(),
         );
         assert!(e.cause.contains("/in/xen.img"), "{}", e.cause);

@@ -114,7 +114,11 @@ pub fn check(loc: &FsLocation, use_loop: bool) -> Result<FsckOutcome, CliError> 
 }
 
 /// Run the check and turn anything but a clean result into an exit-6 error.
-pub fn require_clean(loc: &FsLocation, use_loop: bool, what: &str) -> Result<FsckOutcome, CliError> {
+pub fn require_clean(
+    loc: &FsLocation,
+    use_loop: bool,
+    what: &str,
+) -> Result<FsckOutcome, CliError> {
     let outcome = check(loc, use_loop)?;
     if outcome.clean {
         return Ok(outcome);

@@ -13,5 +13,7 @@ pub fn run(a: &InspectArgs) -> Result<(), CliError> {
         ));
     }
     let _ = a.json;
-    Err(CliError::not_yet("source inspection (imgconv_core::source::inspect)"))
+    Err(CliError::not_yet(
+        "source inspection (imgconv_core::source::inspect)",
+    ))
 }

@@ -65,7 +65,11 @@ fn run_verify(args: &cli::VerifyArgs) -> Result<(), CliError> {
             .collect();
         Err(CliError::new(
             errors::Class::Verify,
-            format!("{}: failed checks: {}", args.image.display(), failed.join(", ")),
+            format!(
+                "{}: failed checks: {}",
+                args.image.display(),
+                failed.join(", ")
+            ),
             "see the FAIL lines above; `imgconv verify --json` gives the details for scripts",
         ))
     }

@@ -108,7 +108,12 @@ impl CliProgress {
     }
 
     /// Progress for one image of a batch: one line in `multi`, labelled.
-    pub fn in_batch(mode: Mode, multi: &MultiProgress, label: &str, cancel: Arc<AtomicBool>) -> Self {
+    pub fn in_batch(
+        mode: Mode,
+        multi: &MultiProgress,
+        label: &str,
+        cancel: Arc<AtomicBool>,
+    ) -> Self {
         let bar = (mode == Mode::Bars).then(|| {
             let bar = multi.add(ProgressBar::new_spinner());
             bar.set_style(spinner_style(true));
@@ -192,8 +197,10 @@ impl CliProgress {
                     }
                 } else {
                     let bar = match total {
-                        Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr())
-                            .with_style(bar_style(unit, false)),
+                        Some(t) => {
+                            ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr())
+                                .with_style(bar_style(unit, false))
+                        }
                         None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
                             .with_style(spinner_style(false)),
                     };

@@ -91,14 +91,25 @@ impl Drop for QemuGuard {
 }
 
 /// Boot `image` and wait for a login prompt for at most `timeout`.
-pub fn boot(image: &Path, bus: BusArg, uefi: bool, timeout: Duration) -> Result<BootResult, CliError> {
+pub fn boot(
+    image: &Path,
+    bus: BusArg,
+    uefi: bool,
+    timeout: Duration,
+) -> Result<BootResult, CliError> {
     let qemu = locate()?;
     let accel = choose_accel();
     let log = tempfile::Builder::new()
         .prefix("imgconv-serial-")
         .suffix(".log")
         .tempfile()
-        .map_err(|e| CliError::new(Class::Failure, format!("cannot create the serial log: {e}"), "check $TMPDIR"))?;
+        .map_err(|e| {
+            CliError::new(
+                Class::Failure,
+                format!("cannot create the serial log: {e}"),
+                "check $TMPDIR",
+            )
+        })?;
     let mut cmd = Command::new(&qemu);
     let machine = match bus {
         BusArg::Sata => "q35",
@@ -125,30 +136,50 @@ pub fn boot(image: &Path, bus: BusArg, uefi: bool, timeout: Duration) -> Result<
             .into_iter()
             .find(|p| Path::new(p).exists())
             .ok_or_else(|| {
-                CliError::new(Class::Failure, "OVMF firmware is not installed: apt-get install ovmf", "install ovmf, or boot without --uefi")
+                CliError::new(
+                    Class::Failure,
+                    "OVMF firmware is not installed: apt-get install ovmf",
+                    "install ovmf, or boot without --uefi",
+                )
             })?;
         cmd.arg("-bios").arg(ovmf);
     }
     // qemu's own messages go to a file: a pipe nobody reads could fill and stall it.
-    let errlog = tempfile::tempfile()
-        .map_err(|e| CliError::new(Class::Failure, format!("cannot create a temporary file: {e}"), "check $TMPDIR"))?;
-    let errlog_w = errlog
-        .try_clone()
-        .map_err(|e| CliError::new(Class::Failure, format!("cannot create a temporary file: {e}"), "check $TMPDIR"))?;
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::from(errlog_w));
+    let errlog = tempfile::tempfile().map_err(|e| {
+        CliError::new(
+            Class::Failure,
+            format!("cannot create a temporary file: {e}"),
+            "check $TMPDIR",
+        )
+    })?;
+    let errlog_w = errlog.try_clone().map_err(|e| {
+        CliError::new(
+            Class::Failure,
+            format!("cannot create a temporary file: {e}"),
+            "check $TMPDIR",
+        )
+    })?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(errlog_w));
     let child = tools::spawn(&mut cmd, &qemu_binary())?;
     signals::register_pid(child.id());
     let mut guard = QemuGuard(child);
     let started = Instant::now();
-    let console = || std::fs::read(log.path()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-    let result = |ok: bool, marker: Option<&str>, reason: Option<String>, console: &str| BootResult {
-        ok,
-        accel: accel.to_string(),
-        seconds: started.elapsed().as_secs_f64(),
-        marker: marker.map(str::to_string),
-        reason,
-        console_tail: tools::tail(console, 15),
+    let console = || {
+        std::fs::read(log.path())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     };
+    let result =
+        |ok: bool, marker: Option<&str>, reason: Option<String>, console: &str| BootResult {
+            ok,
+            accel: accel.to_string(),
+            seconds: started.elapsed().as_secs_f64(),
+            marker: marker.map(str::to_string),
+            reason,
+            console_tail: tools::tail(console, 15),
+        };
     loop {
         std::thread::sleep(Duration::from_millis(250));
         let text = console();
@@ -169,7 +200,10 @@ pub fn boot(image: &Path, bus: BusArg, uefi: bool, timeout: Duration) -> Result<
             return Ok(result(
                 false,
                 None,
-                Some(format!("qemu exited ({status}) before a login prompt: {}", tools::tail(&stderr, 3))),
+                Some(format!(
+                    "qemu exited ({status}) before a login prompt: {}",
+                    tools::tail(&stderr, 3)
+                )),
                 &text,
             ));
         }
@@ -177,7 +211,10 @@ pub fn boot(image: &Path, bus: BusArg, uefi: bool, timeout: Duration) -> Result<
             return Ok(result(
                 false,
                 None,
-                Some(format!("no login prompt on the serial console within {} s", timeout.as_secs())),
+                Some(format!(
+                    "no login prompt on the serial console within {} s",
+                    timeout.as_secs()
+                )),
                 &text,
             ));
         }

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// The shared "stop now" flag.
 pub fn cancel_flag() -> Arc<AtomicBool> {
     static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-    FLAG.get_or_init(|| Arc::new(AtomicBool::new(false))).clone()
+    FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)))
+        .clone()
 }
 
 /// True once the user asked to stop.
@@ -73,7 +74,9 @@ pub fn install() {
             );
             exit_now();
         }
-        eprintln!("imgconv: interrupted: stopping and cleaning up (press Ctrl-C again to exit at once)");
+        eprintln!(
+            "imgconv: interrupted: stopping and cleaning up (press Ctrl-C again to exit at once)"
+        );
     });
     if let Err(e) = result {
         eprintln!("imgconv: warning: cannot install the Ctrl-C handler: {e}");

@@ -22,8 +22,14 @@ fn package_of(tool: &str) -> &'static str {
 pub fn not_installed(tool: &str) -> CliError {
     CliError::new(
         Class::Failure,
-        format!("{tool} is not installed: apt-get install {}", package_of(tool)),
-        format!("install it (apt-get install {}) and run again", package_of(tool)),
+        format!(
+            "{tool} is not installed: apt-get install {}",
+            package_of(tool)
+        ),
+        format!(
+            "install it (apt-get install {}) and run again",
+            package_of(tool)
+        ),
     )
 }
 
@@ -33,7 +39,11 @@ pub fn spawn(cmd: &mut Command, tool: &str) -> Result<Child, CliError> {
         if e.kind() == std::io::ErrorKind::NotFound {
             not_installed(tool)
         } else {
-            CliError::new(Class::Failure, format!("cannot run {tool}: {e}"), "check that it is installed and executable")
+            CliError::new(
+                Class::Failure,
+                format!("cannot run {tool}: {e}"),
+                "check that it is installed and executable",
+            )
         }
     })
 }
@@ -45,7 +55,13 @@ pub fn wait_cancellable(child: &mut Child) -> Result<ExitStatus, CliError> {
         match child.try_wait() {
             Ok(Some(status)) => break Ok(status),
             Ok(None) => {}
-            Err(e) => break Err(CliError::new(Class::Failure, format!("waiting for a child process: {e}"), "")),
+            Err(e) => {
+                break Err(CliError::new(
+                    Class::Failure,
+                    format!("waiting for a child process: {e}"),
+                    "",
+                ))
+            }
         }
         if signals::cancelled() {
             let _ = child.kill();
@@ -61,7 +77,9 @@ pub fn wait_cancellable(child: &mut Child) -> Result<ExitStatus, CliError> {
 /// Run a tool to completion with stdout and stderr captured (merged, in arrival order per
 /// stream). Cancellable.
 pub fn run(cmd: &mut Command, tool: &str) -> Result<(ExitStatus, String, String), CliError> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = spawn(cmd, tool)?;
     let out = child.stdout.take().map(|mut s| {
         thread::spawn(move || {

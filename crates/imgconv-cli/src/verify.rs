@@ -13,7 +13,9 @@ use crate::progress::{CliProgress, Unit};
 use crate::qemu::{self, BootResult};
 use imgconv_core::blockio::Region;
 use imgconv_core::extread::{ExtReader, NodeKind};
-use imgconv_core::partition::{read_table, PartitionEntry, PartitionTable, PartitionType, TableKind};
+use imgconv_core::partition::{
+    read_table, PartitionEntry, PartitionTable, PartitionType, TableKind,
+};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -103,8 +105,16 @@ pub fn run(args: &VerifyArgs, progress: &mut CliProgress) -> Result<VerifyReport
         );
         check(&mut checks, "grub-files", grub_files(&image, p1));
     } else {
-        check(&mut checks, "fsck", Err("no root partition to check".into()));
-        check(&mut checks, "grub-files", Err("no root partition to read".into()));
+        check(
+            &mut checks,
+            "fsck",
+            Err("no root partition to check".into()),
+        );
+        check(
+            &mut checks,
+            "grub-files",
+            Err("no root partition to read".into()),
+        );
     }
     if let Some(p2) = &p2 {
         check(&mut checks, "swap", swap_signature(&image, p2));
@@ -114,7 +124,12 @@ pub fn run(args: &VerifyArgs, progress: &mut CliProgress) -> Result<VerifyReport
     let mut boot = None;
     if args.boot {
         progress.step("boot-test", Unit::Items, None);
-        let r = qemu::boot(&args.image, args.bus, args.uefi, Duration::from_secs(args.timeout))?;
+        let r = qemu::boot(
+            &args.image,
+            args.bus,
+            args.uefi,
+            Duration::from_secs(args.timeout),
+        )?;
         check(
             &mut checks,
             "boot",
@@ -145,20 +160,34 @@ pub fn run(args: &VerifyArgs, progress: &mut CliProgress) -> Result<VerifyReport
 fn table_sanity(
     t: &PartitionTable,
     disk_len: u64,
-) -> (Option<PartitionEntry>, Option<PartitionEntry>, Result<String, String>) {
+) -> (
+    Option<PartitionEntry>,
+    Option<PartitionEntry>,
+    Result<String, String>,
+) {
     if t.kind != TableKind::Mbr {
-        return (None, None, Err("GPT table: the BIOS layout imgconv writes is MBR".into()));
+        return (
+            None,
+            None,
+            Err("GPT table: the BIOS layout imgconv writes is MBR".into()),
+        );
     }
     let find = |n: usize| t.entries.iter().find(|e| e.number == n).cloned();
     let (p1, p2) = (find(1), find(2));
     let mut problems = Vec::new();
     match &p1 {
         Some(PartitionEntry {
-            kind: PartitionType::Mbr { type_code, bootable },
+            kind:
+                PartitionType::Mbr {
+                    type_code,
+                    bootable,
+                },
             ..
         }) => {
             if *type_code != 0x83 {
-                problems.push(format!("partition 1 has type 0x{type_code:02x}, not Linux 0x83"));
+                problems.push(format!(
+                    "partition 1 has type 0x{type_code:02x}, not Linux 0x83"
+                ));
             }
             if !bootable {
                 problems.push("partition 1 is not marked active (bootable)".into());
@@ -172,7 +201,9 @@ fn table_sanity(
     }) = &p2
     {
         if *type_code != 0x82 {
-            problems.push(format!("partition 2 has type 0x{type_code:02x}, not Linux swap 0x82"));
+            problems.push(format!(
+                "partition 2 has type 0x{type_code:02x}, not Linux swap 0x82"
+            ));
         }
     }
     let mut spans: Vec<(u64, u64, usize)> = t
@@ -197,10 +228,15 @@ fn table_sanity(
         }
     }
     let verdict = if problems.is_empty() {
-        let describe = |e: &PartitionEntry| format!("p{} {} MiB at {}", e.number, e.len >> 20, e.start);
+        let describe =
+            |e: &PartitionEntry| format!("p{} {} MiB at {}", e.number, e.len >> 20, e.start);
         Ok(format!(
             "MBR: {}",
-            t.entries.iter().map(describe).collect::<Vec<_>>().join(", ")
+            t.entries
+                .iter()
+                .map(describe)
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     } else {
         Err(problems.join("; "))
@@ -275,7 +311,9 @@ fn grub_files(image: &Region, p1: &PartitionEntry) -> Result<String, String> {
     let cfg = String::from_utf8_lossy(&cfg);
     let uuid = fs.uuid();
     if !cfg.contains(&format!("root=UUID={uuid}")) {
-        return Err(format!("/boot/grub/grub.cfg does not boot root=UUID={uuid} (the UUID of partition 1)"));
+        return Err(format!(
+            "/boot/grub/grub.cfg does not boot root=UUID={uuid} (the UUID of partition 1)"
+        ));
     }
     Ok(format!(
         "grub.cfg (root=UUID={uuid}), i386-pc modules, kernel {}",
@@ -313,13 +351,20 @@ fn boot_code(image: &Region, p1: Option<&PartitionEntry>) -> Result<String, Stri
     if first.iter().all(|&b| b == 0) {
         return Err(format!("sector {core_lba} (core.img) is blank"));
     }
-    Ok(format!("GRUB boot.img in LBA 0, core.img at sector {core_lba}"))
+    Ok(format!(
+        "GRUB boot.img in LBA 0, core.img at sector {core_lba}"
+    ))
 }
 
 /// Print the report for people.
 pub fn print_human(r: &VerifyReport) {
     for c in &r.checks {
-        println!("{:<5} {:<16} {}", if c.ok { "ok" } else { "FAIL" }, c.name, c.detail);
+        println!(
+            "{:<5} {:<16} {}",
+            if c.ok { "ok" } else { "FAIL" },
+            c.name,
+            c.detail
+        );
     }
     if let Some(b) = &r.boot {
         if !b.ok && !b.console_tail.is_empty() {
@@ -332,6 +377,10 @@ pub fn print_human(r: &VerifyReport) {
     println!(
         "{}: {}",
         r.image.display(),
-        if r.ok { "verified" } else { "verification FAILED" }
+        if r.ok {
+            "verified"
+        } else {
+            "verification FAILED"
+        }
     );
 }
