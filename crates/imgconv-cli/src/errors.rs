@@ -202,6 +202,15 @@ pub fn from_core(err: &Error, paths: &Paths) -> CliError {
         Error::Parse(_) | Error::Partition(_) | Error::ExtRead(_) | Error::Guest(_) => {
             paths.side_of_text(&err.to_string()).unwrap_or(Class::Input)
         }
+        Error::Boot(imgconv_core::boot::BootError::Io { path, source, .. }) => {
+            classify_io(source.kind(), source.raw_os_error(), path, paths)
+        }
+        // GRUB files come from the donor (or --grub-dir): what is wrong with them is a
+        // donor problem unless the message names the output.
+        Error::Boot(_) => match paths.side_of_text(&err.to_string()) {
+            Some(Class::Output) => Class::Output,
+            _ => Class::Donor,
+        },
         // Variants teammates add later land here until they are matched above.
         #[allow(unreachable_patterns)]
         _ => paths
