@@ -4,8 +4,8 @@
 //! LZMA encoder), and so do the fields that hold their size.
 
 use imgconv_core::boot::grub_bios::core_image::{
-    read_core_image, CoreContents, DECOMPRESSOR_COMPRESSED_SIZE, FIRST_BLOCKLIST,
-    OBJ_TYPE_ELF, OBJ_TYPE_PREFIX, SECTOR,
+    read_core_image, CoreContents, DECOMPRESSOR_COMPRESSED_SIZE, FIRST_BLOCKLIST, OBJ_TYPE_ELF,
+    OBJ_TYPE_PREFIX, SECTOR,
 };
 use imgconv_core::boot::{build_core_image, GrubPlatformFiles, HOST_I386_PC_DIR};
 use std::path::Path;
@@ -69,7 +69,11 @@ fn compare(prefix: &str, modules: &[&str]) -> (CoreContents, Vec<String>) {
         .map(|r| r.text().unwrap())
         .collect();
     assert_eq!(prefixes, [prefix]);
-    assert_eq!(a.records.last().unwrap().kind, OBJ_TYPE_PREFIX, "prefix last");
+    assert_eq!(
+        a.records.last().unwrap().kind,
+        OBJ_TYPE_PREFIX,
+        "prefix last"
+    );
 
     // The sectors around the payload: diskboot identical but for the blocklist length
     // (each counts its own compressed size); the decompressor identical but for the
@@ -112,7 +116,16 @@ fn same_payload_as_grub_mkimage_for_biosdisk_part_msdos_ext2() {
 fn same_payload_as_grub_mkimage_for_a_larger_module_set() {
     let (_, names) = compare(
         "(,gpt2)/boot/grub",
-        &["biosdisk", "part_gpt", "ext2", "normal", "linux", "search", "configfile", "echo"],
+        &[
+            "biosdisk",
+            "part_gpt",
+            "ext2",
+            "normal",
+            "linux",
+            "search",
+            "configfile",
+            "echo",
+        ],
     );
     assert!(names.len() > 15, "{names:?}");
     let pos = |m: &str| names.iter().position(|n| n == m).unwrap();
@@ -129,5 +142,10 @@ fn size_close_to_grub_mkimage() {
     let ours = build_core_image(&files, "(,msdos1)/boot/grub", &mods).unwrap();
     let theirs = grub_mkimage("(,msdos1)/boot/grub", &mods);
     let (a, b) = (ours.sectors(), theirs.len().div_ceil(SECTOR) as u64);
-    assert!(a <= b + 1, "ours {} bytes, grub-mkimage {} bytes", ours.bytes.len(), theirs.len());
+    assert!(
+        a <= b + 1,
+        "ours {} bytes, grub-mkimage {} bytes",
+        ours.bytes.len(),
+        theirs.len()
+    );
 }
