@@ -49,11 +49,15 @@ pub enum Error {
     // ---- donor (issue 4): Donor(#[from] crate::donor::DonorError)
 
     // ---- graft (issue 4): Graft(#[from] crate::graft::GraftError)
+
     /// A guest configuration fixup failed.
     #[error(transparent)]
     Fixup(#[from] crate::fixups::FixupError),
 
-    // ---- boot (issue 5): Boot(#[from] crate::boot::BootError)
+    /// A failure while building or installing the GRUB boot code.
+    #[error(transparent)]
+    Boot(#[from] crate::boot::BootError),
+
     /// The operation was cancelled through [`crate::Progress::is_cancelled`].
     #[error("cancelled")]
     Cancelled,
