@@ -49,7 +49,6 @@ pub enum Error {
     // ---- donor (issue 4): Donor(#[from] crate::donor::DonorError)
 
     // ---- graft (issue 4): Graft(#[from] crate::graft::GraftError)
-
     /// A guest configuration fixup failed.
     #[error(transparent)]
     Fixup(#[from] crate::fixups::FixupError),

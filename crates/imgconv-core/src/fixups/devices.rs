@@ -5,7 +5,7 @@
 //! under KVM the same disk is `vdX` (virtio) or `sdX` (SATA/IDE through libata). Names by
 //! UUID=, LABEL=, PARTUUID= and /dev/disk/by-* do not depend on the bus.
 
-use super::DiskBus;
+use super::{device_prefix, DiskBus};
 
 /// A parsed kernel disk name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +46,7 @@ impl<'a> KernelDisk<'a> {
     pub(crate) fn on_bus(&self, bus: DiskBus) -> String {
         format!(
             "/dev/{}{}{}",
-            bus.device_prefix(),
+            device_prefix(bus),
             self.letters,
             self.partition
         )

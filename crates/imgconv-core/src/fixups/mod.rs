@@ -42,27 +42,18 @@ use crate::report::Report;
 
 pub use edit::BACKUP_SUFFIX;
 
-/// The disk bus of the converted disk, which decides the kernel's disk names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DiskBus {
-    /// virtio-blk: `/dev/vda`, `/dev/vdb`, …
-    Virtio,
-    /// AHCI SATA: `/dev/sda`, … (libata).
-    Sata,
-    /// IDE (PIIX): also `/dev/sda`, … because every kernel since libata's `ata_piix`/
-    /// `pata_*` drivers replaced the old IDE layer (Linux 2.6.19+, and the only IDE
-    /// drivers in current distribution kernels) names IDE disks `sd*`, not `hd*`.
-    Ide,
-}
+/// The disk bus of the converted disk (the pipeline's own type), which decides the
+/// kernel's disk names.
+pub use crate::convert::DiskBus;
 
-impl DiskBus {
-    /// The kernel's disk name prefix on this bus (`vd` or `sd`).
-    pub fn device_prefix(self) -> &'static str {
-        match self {
-            DiskBus::Virtio => "vd",
-            DiskBus::Sata | DiskBus::Ide => "sd",
-        }
+/// The kernel's disk name prefix on `bus`: `vd` for virtio, `sd` for SATA and for IDE —
+/// every kernel since libata's `ata_piix`/`pata_*` drivers replaced the old IDE layer
+/// (Linux 2.6.19+, and the only IDE drivers in current distribution kernels) names IDE
+/// disks `sd*`, not `hd*`.
+pub fn device_prefix(bus: DiskBus) -> &'static str {
+    match bus {
+        DiskBus::Virtio => "vd",
+        DiskBus::Sata | DiskBus::Ide => "sd",
     }
 }
 
@@ -243,8 +234,8 @@ mod tests {
 
     #[test]
     fn bus_prefixes() {
-        assert_eq!(DiskBus::Virtio.device_prefix(), "vd");
-        assert_eq!(DiskBus::Sata.device_prefix(), "sd");
-        assert_eq!(DiskBus::Ide.device_prefix(), "sd");
+        assert_eq!(device_prefix(DiskBus::Virtio), "vd");
+        assert_eq!(device_prefix(DiskBus::Sata), "sd");
+        assert_eq!(device_prefix(DiskBus::Ide), "sd");
     }
 }
