@@ -329,7 +329,7 @@ fn sigint_or_sigterm_during_the_boot_test_exits_130_and_kills_qemu() {
     write_at(&img, 0, &[0u8; 0x1b8]);
     write_at(&img, 0, &[0xfa, 0xf4, 0xeb, 0xfd]); // halts silently
     for signal in [libc::SIGINT, libc::SIGTERM] {
-        let mut child = Command::new(bin())
+        let child = Command::new(bin())
             .arg("verify")
             .arg(&img)
             .args(["--boot", "--timeout", "120"])
