@@ -51,8 +51,10 @@ pub enum Error {
     // ---- graft (issue 4): Graft(#[from] crate::graft::GraftError)
 
     // ---- fixups (issue 4): Fixup(#[from] crate::fixups::FixupError)
+    /// A failure while building or installing the GRUB boot code.
+    #[error(transparent)]
+    Boot(#[from] crate::boot::BootError),
 
-    // ---- boot (issue 5): Boot(#[from] crate::boot::BootError)
     /// The operation was cancelled through [`crate::Progress::is_cancelled`].
     #[error("cancelled")]
     Cancelled,
