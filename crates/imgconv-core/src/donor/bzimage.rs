@@ -172,7 +172,11 @@ mod tests {
     fn an_old_protocol_cannot_tell() {
         let data = synthetic_header(0x020A, 0x01, "2.6.32-5-amd64");
         let h = BzImageHeader::parse(&data).unwrap().unwrap();
-        assert_eq!(h.arch, KernelArch::Unknown, "xloadflags is not defined before 2.12");
+        assert_eq!(
+            h.arch,
+            KernelArch::Unknown,
+            "xloadflags is not defined before 2.12"
+        );
     }
 
     #[test]

@@ -92,7 +92,10 @@ mod tests {
         assert_eq!(compare_versions("6.1.0~rc1", "6.1.0"), Less);
         assert_eq!(compare_versions("6.1.0", "6.1.0-1"), Less);
         assert_eq!(compare_versions("6.1a", "6.1-"), Less, "letters before '-'");
-        assert_eq!(compare_versions("6.1.0-28-amd64", "6.1.0-28-cloud-amd64"), Less);
+        assert_eq!(
+            compare_versions("6.1.0-28-amd64", "6.1.0-28-cloud-amd64"),
+            Less
+        );
     }
 
     #[test]
