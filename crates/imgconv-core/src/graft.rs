@@ -322,9 +322,7 @@ impl Grafter<'_> {
             Some(m) if m.kind == NodeKind::Dir => Ok(()),
             Some(_) => {
                 let backup = self.keep_aside(path)?;
-                self.guest.mkdir_p(path, attrs)?;
-                self.sum.dirs += 1;
-                self.sum.written.push(path.to_string());
+                self.mkdir_counted(path, attrs)?;
                 self.report.change(
                     STEP,
                     path,
@@ -346,12 +344,26 @@ impl Grafter<'_> {
                         Some(backup),
                     );
                 }
-                self.guest.mkdir_p(path, attrs)?;
-                self.sum.dirs += 1;
-                self.sum.written.push(path.to_string());
-                Ok(())
+                self.mkdir_counted(path, attrs)
             }
         }
+    }
+
+    /// `mkdir -p`, counting and listing each directory it creates.
+    fn mkdir_counted(&mut self, path: &str, attrs: NodeAttrs) -> Result<(), GraftError> {
+        let mut missing = Vec::new();
+        let mut prefix = String::new();
+        for c in crate::guestfs::components(path) {
+            prefix.push('/');
+            prefix.push_str(c);
+            if !missing.is_empty() || self.guest.stat(&prefix)?.is_none() {
+                missing.push(prefix.clone());
+            }
+        }
+        self.guest.mkdir_p(path, attrs)?;
+        self.sum.dirs += missing.len() as u64;
+        self.sum.written.extend(missing);
+        Ok(())
     }
 
     /// Rename the guest's `path` to the first free backup name and return that name.
