@@ -45,6 +45,7 @@ pub enum Error {
     // ---- e2fsprogs tools (issue 3): Tool(#[from] crate::e2fs_tools::ToolError)
 
     // ---- ext engine (issue 4): Ext(#[from] crate::ext::ExtError)
+
     /// A failure reading the donor or choosing its kernel.
     #[error(transparent)]
     Donor(#[from] crate::donor::DonorError),
@@ -53,7 +54,10 @@ pub enum Error {
     #[error(transparent)]
     Graft(#[from] crate::graft::GraftError),
 
-    // ---- fixups (issue 4): Fixup(#[from] crate::fixups::FixupError)
+    /// A guest configuration fixup failed.
+    #[error(transparent)]
+    Fixup(#[from] crate::fixups::FixupError),
+
     /// A failure while building or installing the GRUB boot code.
     #[error(transparent)]
     Boot(#[from] crate::boot::BootError),

@@ -171,6 +171,35 @@ impl GrubPlatformFiles {
     pub fn total_bytes(&self) -> u64 {
         self.files.values().map(|d| d.len() as u64).sum()
     }
+
+    /// The GRUB version of this build, from `modinfo.sh` (written by GRUB's build since
+    /// 2.00 and copied by grub-install): `grub_version` (upstream, e.g. `2.06`) and
+    /// `grub_package_version` (distribution, e.g. `2.06-13+deb12u2`). `None` when the file
+    /// or the `grub_version` line is absent. kernel.img carries no version string
+    /// (only `normal.mod` prints one), so modinfo.sh is the one reliable place.
+    pub fn grub_version(&self) -> Option<GrubVersion> {
+        let text = String::from_utf8_lossy(self.get("modinfo.sh")?);
+        let value = |key: &str| -> Option<String> {
+            text.lines().find_map(|line| {
+                let v = line.trim().strip_prefix(key)?.strip_prefix('=')?;
+                let v = v.trim().trim_matches(|c| c == '"' || c == '\'');
+                (!v.is_empty() && v.len() <= 100).then(|| v.to_string())
+            })
+        };
+        Some(GrubVersion {
+            upstream: value("grub_version")?,
+            package: value("grub_package_version"),
+        })
+    }
+}
+
+/// A GRUB build's version, from `modinfo.sh`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrubVersion {
+    /// Upstream release, e.g. `2.06`.
+    pub upstream: String,
+    /// Distribution package version, e.g. `2.06-13+deb12u2`, when recorded.
+    pub package: Option<String>,
 }
 
 /// Read a whole file, refusing more than [`MAX_FILE_BYTES`] without allocating for it.
@@ -265,5 +294,23 @@ mod tests {
             assert!(files.get(name).is_some(), "{name} missing");
         }
         assert!(files.get("grub-bios-setup").is_none());
+        let v = files.grub_version().expect("modinfo.sh has grub_version");
+        assert!(v.upstream.starts_with("2."), "{v:?}");
+    }
+
+    #[test]
+    fn version_from_modinfo() {
+        let files = GrubPlatformFiles::from_files(
+            "i386-pc",
+            [(
+                "modinfo.sh".to_string(),
+                b"#!/bin/bash\ngrub_version_x=\"9\"\ngrub_version=\"2.06\"\ngrub_package_version=\"2.06-13+deb12u2\"\n".to_vec(),
+            )],
+        )
+        .unwrap();
+        let v = files.grub_version().unwrap();
+        assert_eq!(v.upstream, "2.06");
+        assert_eq!(v.package.as_deref(), Some("2.06-13+deb12u2"));
+        assert_eq!(GrubPlatformFiles::default().grub_version(), None);
     }
 }
