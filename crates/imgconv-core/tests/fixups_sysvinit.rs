@@ -224,3 +224,103 @@ fn agetty_is_used_when_getty_is_missing() {
          1:2345:respawn:/sbin/agetty 38400 tty1\n"
     );
 }
+
+/// A RHEL 5-like Xen guest: xvc0 agetty, modprobe.conf aliases, ifcfg HWADDR,
+/// /etc/rcN.d as links into /etc/rc.d, and a SUSE-style sysconfig/kernel list.
+#[test]
+fn rhel_like_guest() {
+    let mut g = MemFs::new()
+        .with_file("/sbin/init", "ELF")
+        .with_file("/sbin/agetty", "ELF")
+        .with_file("/sbin/mingetty", "ELF")
+        .with_file(
+            "/etc/inittab",
+            "id:3:initdefault:\nsi::sysinit:/etc/rc.d/rc.sysinit\nco:2345:respawn:/sbin/agetty xvc0 9600 vt100-nav\n1:2345:respawn:/sbin/mingetty tty1\n",
+        )
+        .with_file("/etc/securetty", "console\nvc/1\ntty1\nxvc0\n")
+        .with_file(
+            "/etc/modprobe.conf",
+            "alias eth0 xennet\nalias scsi_hostadapter xenblk\n",
+        )
+        .with_file(
+            "/etc/sysconfig/network-scripts/ifcfg-eth0",
+            "DEVICE=eth0\nBOOTPROTO=dhcp\nHWADDR=00:16:3E:11:22:33\nONBOOT=yes\n",
+        )
+        .with_file("/etc/sysconfig/network-scripts/ifcfg-lo", "DEVICE=lo\n")
+        .with_file(
+            "/etc/sysconfig/kernel",
+            "INITRD_MODULES=\"xenblk processor\"\n",
+        )
+        .with_file(
+            "/etc/fstab",
+            "/dev/VolGroup00/LogVol00 / ext3 defaults 1 1\nLABEL=/boot /boot ext3 defaults 1 2\n/dev/VolGroup00/LogVol01 swap swap defaults 0 0\n",
+        )
+        .with_symlink(
+            "/etc/rc.d/rc3.d/S14xe-linux-distribution",
+            "../init.d/xe-linux-distribution",
+        )
+        .with_symlink("/etc/rc3.d", "rc.d/rc3.d");
+    let c = FixupContext {
+        root_fstype: "ext3".into(),
+        ..ctx()
+    };
+    let report = apply_twice(&mut g, &c);
+    assert_eq!(
+        g.text("/etc/inittab").unwrap(),
+        "id:3:initdefault:\nsi::sysinit:/etc/rc.d/rc.sysinit\n\
+         # imgconv: co:2345:respawn:/sbin/agetty xvc0 9600 vt100-nav\n\
+         T0:2345:respawn:/sbin/agetty -L ttyS0 115200 vt100\n\
+         1:2345:respawn:/sbin/mingetty tty1\n"
+    );
+    assert_eq!(
+        g.text("/etc/securetty").unwrap(),
+        "console\nvc/1\ntty1\nxvc0\nttyS0\n"
+    );
+    assert_eq!(
+        g.text("/etc/modprobe.conf").unwrap(),
+        "# imgconv: alias eth0 xennet\nalias eth0 virtio_net\n# imgconv: alias scsi_hostadapter xenblk\nalias scsi_hostadapter virtio_blk\n"
+    );
+    assert_eq!(
+        g.text("/etc/sysconfig/network-scripts/ifcfg-eth0").unwrap(),
+        "DEVICE=eth0\nBOOTPROTO=dhcp\n# imgconv: HWADDR=00:16:3E:11:22:33\nONBOOT=yes\n"
+    );
+    assert_eq!(
+        g.text("/etc/sysconfig/kernel").unwrap(),
+        "INITRD_MODULES=\"processor\"\n"
+    );
+    assert_eq!(
+        g.text("/etc/fstab").unwrap(),
+        format!(
+            "UUID={ROOT_UUID} / ext3 defaults 1 1\n\
+             # imgconv: next entry disabled: the converted disk has no separate /boot (LABEL=/boot); the kernel is in the root filesystem's /boot\n\
+             # imgconv: LABEL=/boot /boot ext3 defaults 1 2\n\
+             /dev/VolGroup00/LogVol01 swap swap defaults 0 0\n\
+             # imgconv: the new swap partition\n\
+             UUID={SWAP_UUID} none swap sw 0 0\n"
+        ),
+        "an LVM swap is not a partition of the converted disk: kept, and the new swap added"
+    );
+    assert_eq!(
+        g.read_link("/etc/rc.d/rc3.d/K86xe-linux-distribution")
+            .unwrap()
+            .as_deref(),
+        Some("../init.d/xe-linux-distribution")
+    );
+    assert!(g
+        .lstat("/etc/rc.d/rc3.d/S14xe-linux-distribution")
+        .unwrap()
+        .is_none());
+    let paths: Vec<&str> = report.changes.iter().map(|c| c.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/etc/fstab",
+            "/etc/inittab",
+            "/etc/securetty",
+            "/etc/sysconfig/network-scripts/ifcfg-eth0",
+            "/etc/modprobe.conf",
+            "/etc/sysconfig/kernel",
+            "/etc/rc3.d/S14xe-linux-distribution",
+        ]
+    );
+}

@@ -8,6 +8,9 @@
 //! `alias scsi_hostadapter <xen block module>` becomes `alias scsi_hostadapter virtio_blk`
 //! when the new disk is on virtio (otherwise only commented: udev loads the right driver
 //! for the emulated hardware). `blacklist` lines are left alone.
+//!
+//! SUSE guests list initrd modules in `/etc/sysconfig/kernel` (`INITRD_MODULES`,
+//! `DOMU_INITRD_MODULES`); the Xen ones are dropped from those lists, as virt-v2v does.
 
 use super::edit::{
     is_blank_or_comment, join, lines, read_config, rewrite, split_eol, Edited, COMMENT_PREFIX,
@@ -107,6 +110,45 @@ fn edit_modprobe(old: &[u8], bus: DiskBus) -> Edited {
     out
 }
 
+/// Drop Xen modules from SUSE's `INITRD_MODULES="..."`/`DOMU_INITRD_MODULES="..."`.
+fn edit_sysconfig_kernel(old: &[u8]) -> Edited {
+    let mut out = Edited::default();
+    for line in lines(old) {
+        let (bytes, eol) = split_eol(line);
+        let parsed = std::str::from_utf8(bytes).ok().and_then(|text| {
+            let (var, value) = text.split_once('=')?;
+            if !matches!(var.trim(), "INITRD_MODULES" | "DOMU_INITRD_MODULES") {
+                return None;
+            }
+            let quote = match value.trim_end().chars().next() {
+                Some(q @ ('"' | '\'')) => q.to_string(),
+                _ => String::new(),
+            };
+            let inner = value
+                .trim_end()
+                .strip_prefix(quote.as_str())?
+                .strip_suffix(quote.as_str())?;
+            let words: Vec<&str> = inner.split_whitespace().collect();
+            let kept: Vec<&str> = words
+                .iter()
+                .copied()
+                .filter(|w| !is_xen_module(w))
+                .collect();
+            (kept.len() != words.len()).then(|| (var.to_string(), quote, kept.join(" "), words))
+        });
+        match parsed {
+            Some((var, quote, kept, words)) => {
+                out.push(&format!("{var}={quote}{kept}{quote}"), eol);
+                let dropped: Vec<&str> = words.into_iter().filter(|w| is_xen_module(w)).collect();
+                out.edits
+                    .push(format!("dropped {} from {}", dropped.join(" "), var.trim()));
+            }
+            None => out.keep(line),
+        }
+    }
+    out
+}
+
 /// The `*.conf` files of a directory, sorted.
 fn conf_files(guest: &mut dyn GuestFs, dir: &str) -> Result<Vec<String>, FixupError> {
     let mut names: Vec<String> = guest
@@ -163,7 +205,12 @@ pub fn fix_modules(
     for path in modprobe {
         fix_file(guest, report, &path, |old| edit_modprobe(old, ctx.disk_bus))?;
     }
-    Ok(())
+    fix_file(
+        guest,
+        report,
+        "/etc/sysconfig/kernel",
+        edit_sysconfig_kernel,
+    )
 }
 
 #[cfg(test)]
@@ -183,6 +230,24 @@ mod tests {
         );
         let e = edit_modprobe(b"alias eth0 xennet", DiskBus::Sata);
         assert_eq!(e.text, b"# imgconv: alias eth0 xennet");
+    }
+
+    #[test]
+    fn suse_initrd_modules() {
+        let e = edit_sysconfig_kernel(
+            b"## Type: string\nINITRD_MODULES=\"xenblk processor xennet thermal\"\nDOMU_INITRD_MODULES='xennet xenblk'\nMODULES_LOADED_ON_BOOT=\"\"\n",
+        );
+        assert_eq!(
+            String::from_utf8(e.text).unwrap(),
+            "## Type: string\nINITRD_MODULES=\"processor thermal\"\nDOMU_INITRD_MODULES=''\nMODULES_LOADED_ON_BOOT=\"\"\n"
+        );
+        assert_eq!(
+            e.edits,
+            [
+                "dropped xenblk xennet from INITRD_MODULES",
+                "dropped xennet xenblk from DOMU_INITRD_MODULES"
+            ]
+        );
     }
 
     #[test]
