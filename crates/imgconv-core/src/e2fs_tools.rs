@@ -138,13 +138,70 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
+/// What e2fsck 1.47 prints when it loses the io options after replaying a journal.
+const REOPEN_BUG: &str = "while trying to re-open";
+
 /// Replay the journal of the filesystem at `offset` in the output image (and fix what
 /// e2fsck finds): `e2fsck -fy 'out.img?offset=N'`. Exit codes 0 (clean) and 1 (errors
 /// corrected) are success; 2 and above are a [`ToolError::Failed`] carrying the tail of
 /// its output. Only ever call this on the output copy.
+///
+/// e2fsprogs 1.47.0 bug, worked around here: after replaying the journal, e2fsck
+/// re-opens the filesystem with `ext2fs_open()` *without* the io options
+/// (e2fsck/journal.c, `e2fsck_run_ext3_journal`), so with `?offset=N` the re-open reads
+/// the wrong superblock and fails ("Bad magic number in super-block while trying to
+/// re-open", exit 12). By then the journal has been replayed and reset (its start is 0)
+/// but `needs_recovery` is still set, so every further e2fsck would hit the same wall.
+/// When that exact failure follows "recovering journal", we clear the flag with
+/// `debugfs -w -R "feature -needs_recovery"` (debugfs honours the io options for normal
+/// operations) and run `e2fsck -fy` again, which now does the full check and repair that
+/// e2fsck would have done after the re-open. A fixed e2fsprogs succeeds on the first run.
 pub fn replay_journal(out_image: &Path, offset: u64) -> Result<ToolRun, ToolError> {
     let (dev, _guard) = device_arg(out_image, offset)?;
-    run("e2fsck", &["-f".into(), "-y".into(), dev], &[0, 1])
+    let fsck_args = ["-f".to_string(), "-y".to_string(), dev.clone()];
+    let first = match run("e2fsck", &fsck_args, &[0, 1]) {
+        Ok(r) => return Ok(r),
+        Err(e) => e,
+    };
+    let ToolError::Failed {
+        command,
+        output_tail,
+        ..
+    } = &first
+    else {
+        return Err(first);
+    };
+    if offset == 0
+        || !output_tail.contains(REOPEN_BUG)
+        || !output_tail.contains("recovering journal")
+    {
+        return Err(first);
+    }
+    let first_command = command.clone();
+    let clear = run(
+        "debugfs",
+        &[
+            "-w".into(),
+            "-R".into(),
+            "feature -needs_recovery".into(),
+            dev,
+        ],
+        &[0],
+    )?;
+    if clear.output_tail.contains("needs_recovery") {
+        // debugfs prints the resulting feature list; the flag must be gone from it.
+        return Err(ToolError::Failed {
+            command: clear.command,
+            code: Some(clear.exit_code),
+            output_tail: clear.output_tail,
+        });
+    }
+    let second = run("e2fsck", &fsck_args, &[0, 1])?;
+    Ok(ToolRun {
+        command: format!("{first_command}; {}; {}", clear.command, second.command),
+        exit_code: second.exit_code,
+        output_tail: second.output_tail,
+    })
 }
 
 /// Grow the filesystem at `offset` in the output image to `new_size_bytes` (rounded
