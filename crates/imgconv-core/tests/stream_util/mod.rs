@@ -333,10 +333,12 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest(pub BTreeMap<String, Entry>);
 
+/// (`-c`: catastrophic mode, read-only without loading bitmaps, so a filesystem with a
+/// deliberately broken bitmap can still be walked.)
 fn debugfs(device: &str, request: &str) -> String {
     run(Command::new("debugfs")
         .env("DEBUGFS_PAGER", "__none__")
-        .arg("-R")
+        .args(["-c", "-R"])
         .arg(request)
         .arg(device))
 }
@@ -382,7 +384,7 @@ pub fn manifest(img: &Path, offset: u64) -> Manifest {
     .unwrap();
     let out = run(Command::new("debugfs")
         .env("DEBUGFS_PAGER", "__none__")
-        .arg("-f")
+        .args(["-c", "-f"])
         .arg(&cmds)
         .arg(&device));
     let mut stats: BTreeMap<String, (String, String)> = BTreeMap::new();
@@ -412,7 +414,7 @@ pub fn manifest(img: &Path, offset: u64) -> Manifest {
     std::fs::create_dir(&dump).unwrap();
     let _ = run_status(
         Command::new("debugfs")
-            .arg("-R")
+            .args(["-c", "-R"])
             .arg(format!("rdump / {}", dump.display()))
             .arg(&device),
     );
