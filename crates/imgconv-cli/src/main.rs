@@ -1,7 +1,77 @@
 //! imgconv: the command-line front end. It parses arguments, drives imgconv-core and
-//! prints; all the work is in the library.
+//! prints; all the work is in the library. Exit codes are documented in README
+//! ("Exit codes") and in [`errors::Class`].
+
+mod batch;
+mod cli;
+mod convert;
+mod errors;
+mod fsck;
+mod inspect;
+mod outline;
+mod progress;
+mod qemu;
+mod signals;
+mod size;
+mod tools;
+mod verify;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use errors::CliError;
 
 fn main() {
-    eprintln!("imgconv: not yet: the convert pipeline is being built (see README)");
-    std::process::exit(2);
+    let cli = Cli::parse();
+    signals::install();
+    let result = match cli.command {
+        Command::Inspect(a) => inspect::run(&a),
+        Command::Convert(a) => convert::run(&a),
+        Command::Batch(a) => batch::run(&a),
+        Command::Verify(a) => run_verify(&a),
+    };
+    match result {
+        Ok(()) => {}
+        Err(e) => {
+            e.print();
+            std::process::exit(e.class.code());
+        }
+    }
+}
+
+fn run_verify(args: &cli::VerifyArgs) -> Result<(), CliError> {
+    let mode = if args.json {
+        progress::Mode::Quiet
+    } else {
+        progress::Mode::detect(false)
+    };
+    let mut p = progress::CliProgress::single(mode, signals::cancel_flag());
+    let report = verify::run(args, &mut p)?;
+    drop(p);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("verify report serializes")
+        );
+    } else {
+        verify::print_human(&report);
+    }
+    if report.ok {
+        Ok(())
+    } else {
+        let failed: Vec<&str> = report
+            .checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.name)
+            .collect();
+        Err(CliError::new(
+            errors::Class::Verify,
+            format!(
+                "{}: failed checks: {}",
+                args.image.display(),
+                failed.join(", ")
+            ),
+            "see the FAIL lines above; `imgconv verify --json` gives the details for scripts",
+        ))
+    }
 }

@@ -61,10 +61,14 @@ pub enum Error {
     // ---- donor (issue 4): Donor(#[from] crate::donor::DonorError)
 
     // ---- graft (issue 4): Graft(#[from] crate::graft::GraftError)
+    /// A guest configuration fixup failed.
+    #[error(transparent)]
+    Fixup(#[from] crate::fixups::FixupError),
 
-    // ---- fixups (issue 4): Fixup(#[from] crate::fixups::FixupError)
+    /// A failure while building or installing the GRUB boot code.
+    #[error(transparent)]
+    Boot(#[from] crate::boot::BootError),
 
-    // ---- boot (issue 5): Boot(#[from] crate::boot::BootError)
     /// The operation was cancelled through [`crate::Progress::is_cancelled`].
     #[error("cancelled")]
     Cancelled,

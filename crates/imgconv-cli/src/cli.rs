@@ -1,0 +1,235 @@
+//! The command line, as clap derive types. Parsing only: no work happens here.
+
+use crate::size::parse_size;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Convert exported Xen PV guest images into raw disk images that boot under KVM/QEMU.
+#[derive(Debug, Parser)]
+#[command(name = "imgconv", version, about, propagate_version = true)]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 bad input image, 4 donor problem, \
+5 output problem, 6 verification failed, 130 cancelled (see README)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Tell what a source image is: layout, filesystem, guest OS, kernels, Xen-isms.
+    Inspect(InspectArgs),
+    /// Convert one Xen image into a bootable raw disk image.
+    Convert(ConvertArgs),
+    /// Convert many images in parallel, with a summary and a JSON report.
+    Batch(BatchArgs),
+    /// Check a converted image: partition table, fsck, swap, GRUB files, boot code;
+    /// optionally boot it under QEMU.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The Xen guest image (bare ext2/3/4 filesystem or partitioned disk).
+    pub source: PathBuf,
+    /// Print machine-readable JSON on stdout instead of the human summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// When to run `e2fsck -fn` around a conversion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsckWhen {
+    /// Never.
+    #[default]
+    None,
+    /// On the input's root filesystem, before converting (read-only).
+    Pre,
+    /// On the output's root filesystem, after converting.
+    Post,
+    /// Both.
+    Both,
+}
+
+impl FsckWhen {
+    pub fn pre(self) -> bool {
+        matches!(self, FsckWhen::Pre | FsckWhen::Both)
+    }
+    pub fn post(self) -> bool {
+        matches!(self, FsckWhen::Post | FsckWhen::Both)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FirmwareArg {
+    /// MBR disk with GRUB i386-pc boot code.
+    Bios,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BusArg {
+    Virtio,
+    Sata,
+    Ide,
+}
+
+impl From<BusArg> for imgconv_core::convert::DiskBus {
+    fn from(b: BusArg) -> Self {
+        match b {
+            BusArg::Virtio => imgconv_core::convert::DiskBus::Virtio,
+            BusArg::Sata => imgconv_core::convert::DiskBus::Sata,
+            BusArg::Ide => imgconv_core::convert::DiskBus::Ide,
+        }
+    }
+}
+
+/// Conversion settings shared by `convert` and `batch`.
+#[derive(Debug, Clone, Args)]
+pub struct ConversionSettings {
+    /// Donor: a bootable HVM disk image, a bare filesystem image or a directory holding
+    /// a kernel, its initrd and /lib/modules.
+    #[arg(long, value_name = "DONOR")]
+    pub donor: Option<PathBuf>,
+    /// Swap partition size (0 for none), e.g. 512M, 1G.
+    #[arg(long = "swap", value_name = "SIZE", value_parser = parse_size, default_value = "512M")]
+    pub swap: u64,
+    /// Total disk size (default: the source plus room for the graft).
+    #[arg(long = "size", value_name = "SIZE", value_parser = parse_size)]
+    pub size: Option<u64>,
+    /// Donor kernel version to graft instead of the newest.
+    #[arg(long = "kernel", value_name = "VER")]
+    pub kernel: Option<String>,
+    /// Keep a non-Xen kernel the guest already has instead of grafting the donor's.
+    #[arg(long)]
+    pub use_guest_kernel: bool,
+    /// Firmware the disk boots with.
+    #[arg(long, value_enum, default_value = "bios")]
+    pub firmware: FirmwareArg,
+    /// Disk bus the converted guest will run on (decides device names in fstab).
+    #[arg(long, value_enum, default_value = "virtio")]
+    pub bus: BusArg,
+    /// Replay a dirty journal in the output copy (the input is never touched).
+    #[arg(long)]
+    pub replay_journal: bool,
+    /// GRUB i386-pc module directory to use instead of the donor's.
+    #[arg(long, value_name = "DIR")]
+    pub grub_dir: Option<PathBuf>,
+    /// Run `e2fsck -fn` on the input root before, the output root after, or both.
+    #[arg(long, value_enum, default_value = "none")]
+    pub fsck: FsckWhen,
+    /// Run the fsck checks on a read-only loop device instead of the rootless
+    /// `file?offset=N` form (needs root).
+    #[arg(long = "loop")]
+    pub use_loop: bool,
+    /// Overwrite existing outputs.
+    #[arg(long)]
+    pub force: bool,
+    /// Print only errors and the final result.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The Xen guest image (bare ext2/3/4 filesystem or partitioned disk). Never modified.
+    pub source: PathBuf,
+    /// The raw disk image to write.
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub settings: ConversionSettings,
+    /// Print the plan (layout, kernel, fixups) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the conversion report (plan, changes, warnings, timings) as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// Source images (or use --dir).
+    #[arg(required_unless_present = "dir", conflicts_with = "dir")]
+    pub sources: Vec<PathBuf>,
+    /// Convert every regular file in DIR (sorted by name, hidden files skipped).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Where outputs go: <out-dir>/<stem>.raw for each source.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: PathBuf,
+    /// Conversions run at once.
+    #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: u32,
+    /// Go on with the remaining images after a failure (default: start no new ones).
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Write the batch report (one entry per image) as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: ConversionSettings,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The converted raw disk image.
+    pub image: PathBuf,
+    /// Also boot it under QEMU and wait for a login prompt on the serial console.
+    #[arg(long)]
+    pub boot: bool,
+    /// Seconds to wait for the login prompt.
+    #[arg(long, value_name = "S", default_value_t = 300, requires = "boot")]
+    pub timeout: u64,
+    /// Boot with UEFI firmware (OVMF) instead of SeaBIOS.
+    #[arg(long, requires = "boot")]
+    pub uefi: bool,
+    /// Disk bus QEMU attaches the image on.
+    #[arg(long, value_enum, default_value = "virtio")]
+    pub bus: BusArg,
+    /// Run e2fsck on a read-only loop device instead of `file?offset=N` (needs root).
+    #[arg(long = "loop")]
+    pub use_loop: bool,
+    /// Print a machine-readable result on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn convert_parses_sizes_and_enums() {
+        let cli = Cli::try_parse_from([
+            "imgconv", "convert", "x.img", "--donor", "d.img", "-o", "o.img", "--swap", "1.5G",
+            "--size", "8G", "--bus", "sata", "--fsck", "both",
+        ])
+        .unwrap();
+        let Command::Convert(c) = cli.command else {
+            panic!("not convert")
+        };
+        assert_eq!(c.settings.swap, 3 << 29);
+        assert_eq!(c.settings.size, Some(8 << 30));
+        assert_eq!(c.settings.bus, BusArg::Sata);
+        assert!(c.settings.fsck.pre() && c.settings.fsck.post());
+    }
+
+    #[test]
+    fn batch_needs_sources_or_dir_not_both() {
+        assert!(Cli::try_parse_from(["imgconv", "batch", "--out-dir", "o"]).is_err());
+        assert!(
+            Cli::try_parse_from(["imgconv", "batch", "a", "--dir", "d", "--out-dir", "o"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["imgconv", "batch", "a", "b", "--out-dir", "o"]).is_ok());
+        assert!(Cli::try_parse_from(["imgconv", "batch", "--dir", "d", "--out-dir", "o"]).is_ok());
+    }
+}

@@ -1,0 +1,276 @@
+//! `imgconv convert`, and the one-image driver that `batch` shares: checks up front
+//! (before any work), the optional pre-fsck of the input, the library conversion, the
+//! optional post-fsck of the output, the JSON report.
+
+use crate::cli::{ConversionSettings, ConvertArgs, FirmwareArg};
+use crate::errors::{self, Class, CliError, Paths};
+use crate::fsck::{self, FsLocation};
+use crate::progress::{CliProgress, Mode, Unit};
+use crate::signals;
+use imgconv_core::convert::{ConvertOptions, Firmware};
+use std::path::{Path, PathBuf};
+
+/// What one successful conversion produced, in the CLI's terms.
+#[derive(Debug, Clone)]
+pub struct Converted {
+    /// The library's result as JSON (report, plan, timings).
+    pub json: serde_json::Value,
+    /// One-paragraph human summary (the library's Display).
+    pub summary: String,
+    /// Warnings from the conversion report.
+    pub warnings: Vec<String>,
+}
+
+/// Build the library's options from the command line.
+pub fn options(source: &Path, output: &Path, s: &ConversionSettings) -> ConvertOptions {
+    let mut o = ConvertOptions::new(source, s.donor.clone(), output);
+    o.swap_size = s.swap;
+    o.target_size = s.size;
+    o.kernel_version = s.kernel.clone();
+    o.use_guest_kernel = s.use_guest_kernel;
+    o.firmware = match s.firmware {
+        FirmwareArg::Bios => Firmware::Bios,
+    };
+    o.disk_bus = s.bus.into();
+    o.replay_journal = s.replay_journal;
+    o.force = s.force;
+    o.grub_dir = s.grub_dir.clone();
+    o
+}
+
+/// The paths of a conversion, to classify I/O errors.
+pub fn paths_of(o: &ConvertOptions) -> Paths {
+    Paths {
+        source: Some(o.source.clone()),
+        donor: o.donor.clone(),
+        output: Some(o.output.clone()),
+    }
+}
+
+/// Everything that can be refused before any work: missing source or donor, an output
+/// that exists (without --force), a missing output directory, output == input.
+pub fn preflight(o: &ConvertOptions) -> Result<(), CliError> {
+    match std::fs::metadata(&o.source) {
+        Err(e) => {
+            return Err(CliError::new(
+                Class::Input,
+                format!("cannot read the source {}: {e}", o.source.display()),
+                "give the path of an exported Xen guest image",
+            ))
+        }
+        Ok(m) if m.is_dir() => {
+            return Err(CliError::new(
+                Class::Input,
+                format!(
+                    "the source {} is a directory, not an image",
+                    o.source.display()
+                ),
+                "give the path of an exported Xen guest image (a file)",
+            ))
+        }
+        Ok(_) => {}
+    }
+    if let Err(e) = std::fs::File::open(&o.source) {
+        return Err(CliError::new(
+            Class::Input,
+            format!(
+                "cannot open the source {} for reading: {e}",
+                o.source.display()
+            ),
+            "check its permissions (imgconv only ever reads it)",
+        ));
+    }
+    match &o.donor {
+        Some(d) if !d.exists() => {
+            return Err(CliError::new(
+                Class::Donor,
+                format!("the donor {} does not exist", d.display()),
+                "give a bootable HVM disk image, a bare filesystem image or a directory with a kernel, initrd and /lib/modules",
+            ))
+        }
+        None if !o.use_guest_kernel => {
+            return Err(CliError::new(
+                Class::Usage,
+                "no --donor given",
+                "pass --donor DONOR, or --use-guest-kernel to keep a non-Xen kernel the guest has",
+            ))
+        }
+        _ => {}
+    }
+    if let Some(g) = &o.grub_dir {
+        if !g.is_dir() {
+            return Err(CliError::new(
+                Class::Donor,
+                format!("--grub-dir {} is not a directory", g.display()),
+                "give a GRUB i386-pc module directory such as /usr/lib/grub/i386-pc",
+            ));
+        }
+    }
+    if same_file(&o.source, &o.output) {
+        return Err(CliError::new(
+            Class::Usage,
+            format!("the output {} is the source itself", o.output.display()),
+            "the input is never modified: choose another -o",
+        ));
+    }
+    if let Ok(m) = std::fs::symlink_metadata(&o.output) {
+        if m.is_dir() {
+            return Err(CliError::new(
+                Class::Output,
+                format!("the output {} is a directory", o.output.display()),
+                "give a file name for -o",
+            ));
+        }
+        if !o.force {
+            return Err(CliError::new(
+                Class::Output,
+                format!("the output {} already exists", o.output.display()),
+                "pass --force to overwrite it, or choose another -o",
+            ));
+        }
+    }
+    let dir = o
+        .output
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(CliError::new(
+            Class::Output,
+            format!("the output directory {} does not exist", dir.display()),
+            format!(
+                "create it (mkdir -p {}) or choose another -o",
+                dir.display()
+            ),
+        ));
+    }
+    // Can we create the temporary output beside OUT? (Read-only mounts, permissions.)
+    if let Err(e) = tempfile::Builder::new()
+        .prefix(".imgconv-probe-")
+        .tempfile_in(dir)
+    {
+        return Err(CliError::new(
+            Class::Output,
+            format!(
+                "cannot write in the output directory {}: {e}",
+                dir.display()
+            ),
+            "choose an -o in a writable directory",
+        ));
+    }
+    Ok(())
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Where the source's root filesystem is (for `--fsck pre`), from the library's inspection.
+fn source_root(_source: &Path) -> Result<FsLocation, CliError> {
+    Err(CliError::not_yet(
+        "source inspection (imgconv_core::source::inspect), needed by --fsck pre",
+    ))
+}
+
+/// Where the output's root filesystem is (for `--fsck post`): partition 1 of the table we wrote.
+pub fn output_root(output: &Path) -> Result<FsLocation, CliError> {
+    use imgconv_core::blockio::Region;
+    let region = Region::open(output).map_err(|e| {
+        CliError::new(
+            Class::Output,
+            e.to_string(),
+            "the converted image cannot be read back",
+        )
+    })?;
+    let table = imgconv_core::partition::read_table(&region).map_err(|e| {
+        CliError::new(
+            Class::Verify,
+            e.to_string(),
+            "the converted image has a broken partition table",
+        )
+    })?;
+    let p1 = table
+        .and_then(|t| t.entries.into_iter().find(|e| e.number == 1))
+        .ok_or_else(|| {
+            CliError::new(
+                Class::Verify,
+                format!("{} has no partition 1", output.display()),
+                "the converted image is not what imgconv writes",
+            )
+        })?;
+    Ok(FsLocation {
+        image: output.to_path_buf(),
+        offset: p1.start,
+        len: p1.len,
+    })
+}
+
+/// The library conversion, mapped to the CLI's terms.
+fn library_convert(o: &ConvertOptions, _progress: &mut CliProgress) -> Result<Converted, CliError> {
+    let _ = (errors::from_core, paths_of(o));
+    Err(CliError::not_yet(
+        "the conversion pipeline (imgconv_core::convert::convert)",
+    ))
+}
+
+/// Convert one image: preflight, pre-fsck, library convert, post-fsck.
+pub fn convert_one(
+    o: &ConvertOptions,
+    s: &ConversionSettings,
+    progress: &mut CliProgress,
+) -> Result<Converted, CliError> {
+    preflight(o)?;
+    if s.fsck.pre() {
+        let root = source_root(&o.source)?;
+        progress.step("fsck-pre", Unit::Items, None);
+        fsck::require_clean(&root, s.use_loop, "input's root filesystem")?;
+    }
+    if signals::cancelled() {
+        return Err(CliError::cancelled());
+    }
+    let converted = library_convert(o, progress)?;
+    if s.fsck.post() {
+        let root = output_root(&o.output)?;
+        progress.step("fsck-post", Unit::Items, None);
+        fsck::require_clean(&root, s.use_loop, "output's root filesystem")?;
+    }
+    Ok(converted)
+}
+
+/// `imgconv convert`.
+pub fn run(a: &ConvertArgs) -> Result<(), CliError> {
+    let o = options(&a.source, &a.output, &a.settings);
+    if a.dry_run {
+        preflight(&o)?;
+        return Err(CliError::not_yet(
+            "the dry-run plan (imgconv_core::convert::plan)",
+        ));
+    }
+    let mut progress = CliProgress::single(Mode::detect(a.settings.quiet), signals::cancel_flag());
+    let result = convert_one(&o, &a.settings, &mut progress);
+    progress.finish(if result.is_ok() { "ok" } else { "failed" });
+    drop(progress);
+    let converted = result?;
+    if let Some(path) = &a.json {
+        write_json(path, &converted.json)?;
+    }
+    println!("{}", converted.summary);
+    Ok(())
+}
+
+/// Write a JSON document to `path` (pretty, newline-terminated).
+pub fn write_json(path: &PathBuf, value: &serde_json::Value) -> Result<(), CliError> {
+    let mut text = serde_json::to_string_pretty(value).expect("JSON value serializes");
+    text.push('\n');
+    std::fs::write(path, text).map_err(|e| {
+        CliError::new(
+            Class::Output,
+            format!("cannot write the JSON report {}: {e}", path.display()),
+            "choose another --json path",
+        )
+    })
+}

@@ -1,0 +1,222 @@
+//! The QEMU boot smoke test: boot the image with `-snapshot` (never written), serial
+//! console to a temporary log, and wait for a `login:` prompt (or the test fixtures'
+//! `IMGCONV-MARKER` line). The qemu process is always killed by PID at the end.
+//!
+//! Acceleration: KVM when /dev/kvm is usable and is not the `kvm_pvm` software variant
+//! (which cannot boot Linux), TCG otherwise; `IMGCONV_ACCEL=kvm|tcg` forces a choice.
+//! `IMGCONV_QEMU` names another qemu binary.
+
+use crate::cli::BusArg;
+use crate::errors::{Class, CliError};
+use crate::signals;
+use crate::tools;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What the serial console must show for the boot to count.
+pub const SUCCESS_MARKERS: [&str; 2] = ["login:", "IMGCONV-MARKER"];
+
+/// The result of a boot test.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BootResult {
+    pub ok: bool,
+    /// "kvm" or "tcg".
+    pub accel: String,
+    /// Seconds until the marker (or until giving up).
+    pub seconds: f64,
+    /// The marker seen, if any.
+    pub marker: Option<String>,
+    /// Why it failed, if it did.
+    pub reason: Option<String>,
+    /// The last lines of the serial console.
+    pub console_tail: String,
+}
+
+/// The qemu binary to run.
+pub fn qemu_binary() -> String {
+    std::env::var("IMGCONV_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into())
+}
+
+/// Find the qemu binary on PATH (or as given), or say how to install it.
+pub fn locate() -> Result<PathBuf, CliError> {
+    let name = qemu_binary();
+    let found = if name.contains('/') {
+        Some(PathBuf::from(&name)).filter(|p| p.is_file())
+    } else {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(&name))
+                .find(|p| p.is_file())
+        })
+    };
+    found.ok_or_else(|| {
+        CliError::new(
+            Class::Failure,
+            format!("{name} is not installed: apt-get install qemu-system-x86"),
+            "install QEMU (apt-get install qemu-system-x86), or verify without --boot",
+        )
+    })
+}
+
+/// "kvm" or "tcg", by the rules in the module doc.
+pub fn choose_accel() -> &'static str {
+    match std::env::var("IMGCONV_ACCEL").as_deref() {
+        Ok("kvm") => return "kvm",
+        Ok("tcg") => return "tcg",
+        _ => {}
+    }
+    let kvm_usable = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    let pvm = Path::new("/sys/module/kvm_pvm").exists();
+    if kvm_usable && !pvm {
+        "kvm"
+    } else {
+        "tcg"
+    }
+}
+
+/// Kills qemu when dropped, whatever path we leave by.
+struct QemuGuard(Child);
+
+impl Drop for QemuGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        signals::unregister_pid(self.0.id());
+    }
+}
+
+/// Boot `image` and wait for a login prompt for at most `timeout`.
+pub fn boot(
+    image: &Path,
+    bus: BusArg,
+    uefi: bool,
+    timeout: Duration,
+) -> Result<BootResult, CliError> {
+    let qemu = locate()?;
+    let accel = choose_accel();
+    let log = tempfile::Builder::new()
+        .prefix("imgconv-serial-")
+        .suffix(".log")
+        .tempfile()
+        .map_err(|e| {
+            CliError::new(
+                Class::Failure,
+                format!("cannot create the serial log: {e}"),
+                "check $TMPDIR",
+            )
+        })?;
+    let mut cmd = Command::new(&qemu);
+    let machine = match bus {
+        BusArg::Sata => "q35",
+        _ => "pc",
+    };
+    let if_name = match bus {
+        BusArg::Virtio => "virtio",
+        // On q35 `if=ide` drives sit on the ICH9 AHCI (SATA) controller.
+        BusArg::Sata | BusArg::Ide => "ide",
+    };
+    cmd.args(["-machine", machine, "-m", "1024", "-smp", "2"])
+        .args(["-nodefaults", "-display", "none", "-no-reboot", "-snapshot"])
+        .arg("-serial")
+        .arg(format!("file:{}", log.path().display()))
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if={if_name}", image.display()));
+    if accel == "kvm" {
+        cmd.args(["-accel", "kvm", "-cpu", "host"]);
+    } else {
+        cmd.args(["-accel", "tcg,thread=multi"]);
+    }
+    if uefi {
+        let ovmf = ["/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .ok_or_else(|| {
+                CliError::new(
+                    Class::Failure,
+                    "OVMF firmware is not installed: apt-get install ovmf",
+                    "install ovmf, or boot without --uefi",
+                )
+            })?;
+        cmd.arg("-bios").arg(ovmf);
+    }
+    // qemu's own messages go to a file: a pipe nobody reads could fill and stall it.
+    let errlog = tempfile::tempfile().map_err(|e| {
+        CliError::new(
+            Class::Failure,
+            format!("cannot create a temporary file: {e}"),
+            "check $TMPDIR",
+        )
+    })?;
+    let errlog_w = errlog.try_clone().map_err(|e| {
+        CliError::new(
+            Class::Failure,
+            format!("cannot create a temporary file: {e}"),
+            "check $TMPDIR",
+        )
+    })?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(errlog_w));
+    let child = tools::spawn(&mut cmd, &qemu_binary())?;
+    signals::register_pid(child.id());
+    let mut guard = QemuGuard(child);
+    let started = Instant::now();
+    let console = || {
+        std::fs::read(log.path())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    let result =
+        |ok: bool, marker: Option<&str>, reason: Option<String>, console: &str| BootResult {
+            ok,
+            accel: accel.to_string(),
+            seconds: started.elapsed().as_secs_f64(),
+            marker: marker.map(str::to_string),
+            reason,
+            console_tail: tools::tail(console, 15),
+        };
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let text = console();
+        if let Some(m) = SUCCESS_MARKERS.iter().find(|m| text.contains(*m)) {
+            return Ok(result(true, Some(m), None, &text));
+        }
+        if signals::cancelled() {
+            return Err(CliError::cancelled());
+        }
+        if let Ok(Some(status)) = guard.0.try_wait() {
+            let mut stderr = String::new();
+            {
+                use std::io::{Read, Seek};
+                let mut e = &errlog;
+                let _ = e.rewind();
+                let _ = e.read_to_string(&mut stderr);
+            }
+            return Ok(result(
+                false,
+                None,
+                Some(format!(
+                    "qemu exited ({status}) before a login prompt: {}",
+                    tools::tail(&stderr, 3)
+                )),
+                &text,
+            ));
+        }
+        if started.elapsed() >= timeout {
+            return Ok(result(
+                false,
+                None,
+                Some(format!(
+                    "no login prompt on the serial console within {} s",
+                    timeout.as_secs()
+                )),
+                &text,
+            ));
+        }
+    }
+}

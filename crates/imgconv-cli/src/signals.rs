@@ -1,0 +1,109 @@
+//! Ctrl-C and SIGTERM.
+//!
+//! The first signal flips a flag that every [`crate::progress::CliProgress`] returns from
+//! `is_cancelled()`: the library stops at its next buffer boundary with
+//! `Error::Cancelled`, removes its temporary output, and the CLI exits 130.
+//!
+//! A second signal exits at once. The library's temporary file is then NOT removed (its
+//! `Drop` does not run on `process::exit`); what the CLI itself started is still cleaned
+//! up here first: child processes (qemu, e2fsck) are killed and loop devices detached,
+//! from the registry below.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// The shared "stop now" flag.
+pub fn cancel_flag() -> Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)))
+        .clone()
+}
+
+/// True once the user asked to stop.
+pub fn cancelled() -> bool {
+    cancel_flag().load(Ordering::SeqCst)
+}
+
+/// Things to undo if the process must exit immediately.
+#[derive(Default)]
+struct Registry {
+    pids: Vec<u32>,
+    loops: Vec<String>,
+}
+
+fn registry() -> &'static Mutex<Registry> {
+    static REG: OnceLock<Mutex<Registry>> = OnceLock::new();
+    REG.get_or_init(Mutex::default)
+}
+
+/// Remember a child process to kill on an immediate exit.
+pub fn register_pid(pid: u32) {
+    if let Ok(mut r) = registry().lock() {
+        r.pids.push(pid);
+    }
+}
+
+/// Forget a child process (it has been reaped).
+pub fn unregister_pid(pid: u32) {
+    if let Ok(mut r) = registry().lock() {
+        r.pids.retain(|&p| p != pid);
+    }
+}
+
+/// Remember a loop device to detach on an immediate exit.
+pub fn register_loop(dev: &str) {
+    if let Ok(mut r) = registry().lock() {
+        r.loops.push(dev.to_string());
+    }
+}
+
+/// Forget a loop device (it has been detached).
+pub fn unregister_loop(dev: &str) {
+    if let Ok(mut r) = registry().lock() {
+        r.loops.retain(|d| d != dev);
+    }
+}
+
+/// Install the SIGINT/SIGTERM/SIGHUP handler. Call once, early in `main`.
+pub fn install() {
+    let flag = cancel_flag();
+    let result = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!(
+                "imgconv: interrupted again: exiting now (a temporary output file may remain beside the output)"
+            );
+            exit_now();
+        }
+        eprintln!(
+            "imgconv: interrupted: stopping and cleaning up (press Ctrl-C again to exit at once)"
+        );
+    });
+    if let Err(e) = result {
+        eprintln!("imgconv: warning: cannot install the Ctrl-C handler: {e}");
+    }
+}
+
+fn exit_now() -> ! {
+    // try_lock: the registry may be held by the thread we interrupted; don't deadlock.
+    if let Ok(r) = registry().try_lock() {
+        for &pid in &r.pids {
+            kill_hard(pid);
+        }
+        for dev in &r.loops {
+            let _ = std::process::Command::new("losetup")
+                .arg("-d")
+                .arg(dev)
+                .status();
+        }
+    }
+    std::process::exit(130);
+}
+
+/// SIGKILL a child we spawned. Through kill(1) so that the CLI needs no `unsafe`; this
+/// is the rare exit-at-once path.
+fn kill_hard(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .arg("-KILL")
+        .arg(pid.to_string())
+        .status();
+}
