@@ -7,9 +7,13 @@
 //! 'disk.img?offset=1048576' 131072K` grows an ext4 at 1 MiB, and `e2fsck -fn` on the
 //! same name is clean afterwards). Both programs only ever get the *output* image.
 //!
-//! Caveat: with an offset, resize2fs measures "the device" as the whole file, so it
-//! would not stop a size that runs into the next partition; callers pass the size from
-//! the [`crate::layout::DiskPlan`], which is exactly partition 1.
+//! Two e2fsprogs 1.47.0 bugs with `?offset=` on a regular file are worked around here
+//! (details on each function): e2fsck re-opens the filesystem *without* the offset after
+//! replaying a journal ([`replay_journal`]), and resize2fs extends/truncates the file to
+//! the new filesystem size, ignoring the offset ([`grow`]). resize2fs also measures "the
+//! device" as the whole file, so it would not stop a size that runs into the next
+//! partition; callers pass the size from the [`crate::layout::DiskPlan`], which is
+//! exactly partition 1.
 //!
 //! Order in a conversion: stream the blocks, then replay the journal (if asked), then
 //! grow — replay may change the free-block counts resize2fs relies on.
@@ -51,8 +55,18 @@ pub enum ToolError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot grow the filesystem to {bytes} bytes: not a positive multiple of 1 KiB")]
-    BadSize { bytes: u64 },
+    #[error("cannot grow the filesystem to {bytes} bytes: it is already {current} bytes")]
+    BadSize { bytes: u64, current: u64 },
+    #[error("no ext filesystem at offset {offset} of {}: {why}", path.display())]
+    NotExt {
+        path: PathBuf,
+        offset: u64,
+        why: String,
+    },
+    #[error("growing by {growth} bytes is less than the partition offset {offset}: resize2fs cannot be run safely on a regular file at an offset for so small a growth")]
+    GrowthBelowOffset { growth: u64, offset: u64 },
+    #[error("more than {cap} bytes of data follow the filesystem in {}; refusing to move them aside for resize2fs", path.display())]
+    TailTooLarge { path: PathBuf, cap: u64 },
 }
 
 /// The `name?offset=N` argument; a path that itself contains `?` is reached through a
@@ -204,20 +218,103 @@ pub fn replay_journal(out_image: &Path, offset: u64) -> Result<ToolRun, ToolErro
     })
 }
 
+/// Most data kept aside from beyond the grown filesystem during a grow (see [`grow`]).
+const MAX_TAIL_SAVE: u64 = 64 << 20;
+
 /// Grow the filesystem at `offset` in the output image to `new_size_bytes` (rounded
-/// down to a whole KiB; resize2fs rounds down to its block size):
-/// `resize2fs -f 'out.img?offset=N' <KiB>K`. `-f` skips resize2fs's "run e2fsck
-/// first" check, which the freshly copied (clean, or just replayed) filesystem passes
-/// anyway but whose last-check time is usually older than its last mount.
+/// down to its block size) with `resize2fs -f 'out.img?offset=N' <blocks>`. `-f` skips
+/// resize2fs's "run e2fsck first" check, which a freshly copied (clean, or just
+/// replayed) filesystem passes anyway but whose last-check time is usually older than
+/// its last mount.
+///
+/// resize2fs 1.47 and regular files: when the device is a regular file, resize2fs
+/// extends it to `new size` bytes before resizing (writing an ASCII "0" at the last
+/// byte) and *truncates* it to `new size` bytes afterwards (resize/main.c) — ignoring the
+/// offset, which cuts the end of the grown filesystem and everything after it (the swap
+/// partition). To make both branches no-ops, the file is set to exactly `new size` bytes
+/// for the duration of the run (the grown filesystem's tail lies beyond that length and
+/// is simply written past the end), then given back its length; the non-zero blocks that
+/// lay beyond `new size` (e.g. a swap header already written) are kept aside and written
+/// back. This needs the growth to be at least `offset` bytes (1 MiB in our layout), so the
+/// shortened file still holds the whole current filesystem.
 pub fn grow(out_image: &Path, offset: u64, new_size_bytes: u64) -> Result<ToolRun, ToolError> {
-    let kib = new_size_bytes / 1024;
-    if kib == 0 {
+    use std::os::unix::fs::FileExt;
+    let path_err = |source| ToolError::Path {
+        path: out_image.to_path_buf(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(out_image)
+        .map_err(path_err)?;
+    let mut raw = vec![0u8; crate::source::superblock::SUPERBLOCK_SIZE];
+    file.read_exact_at(
+        &mut raw,
+        offset + crate::source::superblock::SUPERBLOCK_OFFSET,
+    )
+    .map_err(path_err)?;
+    let sb = crate::source::Superblock::parse(&raw).map_err(|e| ToolError::NotExt {
+        path: out_image.to_path_buf(),
+        offset,
+        why: e.to_string(),
+    })?;
+    let bs = sb.block_size();
+    let new_blocks = new_size_bytes / bs;
+    let new_bytes = new_blocks * bs;
+    let old_bytes = sb.fs_bytes();
+    if new_bytes <= old_bytes {
         return Err(ToolError::BadSize {
             bytes: new_size_bytes,
+            current: old_bytes,
         });
     }
+    if new_bytes < offset + old_bytes {
+        return Err(ToolError::GrowthBelowOffset {
+            growth: new_bytes - old_bytes,
+            offset,
+        });
+    }
+    let orig_len = file.metadata().map_err(path_err)?.len();
+    // Keep aside the non-zero blocks beyond the cut.
+    let mut saved: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut saved_bytes = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = new_bytes;
+    while pos < orig_len {
+        let n = (orig_len - pos).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], pos).map_err(path_err)?;
+        for (i, block) in buf[..n].chunks(4096).enumerate() {
+            if block.iter().any(|&b| b != 0) {
+                saved_bytes += block.len() as u64;
+                if saved_bytes > MAX_TAIL_SAVE {
+                    return Err(ToolError::TailTooLarge {
+                        path: out_image.to_path_buf(),
+                        cap: MAX_TAIL_SAVE,
+                    });
+                }
+                saved.push((pos + (i * 4096) as u64, block.to_vec()));
+            }
+        }
+        pos += n as u64;
+    }
     let (dev, _guard) = device_arg(out_image, offset)?;
-    run("resize2fs", &["-f".into(), dev, format!("{kib}K")], &[0])
+    file.set_len(new_bytes).map_err(path_err)?;
+    let result = run(
+        "resize2fs",
+        &["-f".into(), dev, new_blocks.to_string()],
+        &[0],
+    );
+    // Give the file its length and tail back whatever resize2fs did.
+    let now = file.metadata().map_err(path_err)?.len();
+    if now < orig_len {
+        file.set_len(orig_len).map_err(path_err)?;
+    }
+    for (at, data) in &saved {
+        file.write_all_at(data, *at).map_err(path_err)?;
+    }
+    file.sync_data().map_err(path_err)?;
+    result
 }
 
 #[cfg(test)]
@@ -252,6 +349,9 @@ mod tests {
             }
             other => panic!("expected failure, got {other:?}"),
         }
-        assert!(matches!(grow(&img, 0, 100), Err(ToolError::BadSize { .. })));
+        assert!(matches!(
+            grow(&img, 0, 100 << 20),
+            Err(ToolError::NotExt { .. })
+        ));
     }
 }

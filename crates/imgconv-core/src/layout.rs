@@ -71,6 +71,10 @@ pub struct PlanOptions {
     pub graft_bytes: u64,
     /// Explicit size of partition 1, if the user asked for one.
     pub root_bytes: Option<u64>,
+    /// Explicit size of the whole disk, if the user asked for one (partition 1 gets
+    /// what the 1 MiB lead-in and the swap partition leave). Ignored when `root_bytes`
+    /// is set.
+    pub disk_bytes: Option<u64>,
     /// Size of the swap partition; 0 for none.
     pub swap_bytes: u64,
     /// A fixed disk signature (for reproducible output); random when `None`.
@@ -82,6 +86,7 @@ impl Default for PlanOptions {
         PlanOptions {
             graft_bytes: 0,
             root_bytes: None,
+            disk_bytes: None,
             swap_bytes: DEFAULT_SWAP_BYTES,
             disk_signature: None,
         }
@@ -214,8 +219,10 @@ impl DiskPlan {
 /// Planning failures, before anything is written.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("the requested root partition size {} is too small: at least {} ({needed} bytes) is needed for the {} filesystem{}", human(*requested), human(*needed), human(*fs_bytes), if *graft_bytes > 0 { format!(" plus {} for the graft and a {} margin", human(*graft_bytes), human(*margin_bytes)) } else { String::new() })]
+    #[error("the requested {what} size {} is too small: at least {} ({needed} bytes) is needed for the {} filesystem{}{}", human(*requested), human(*needed), human(*fs_bytes), if *graft_bytes > 0 { format!(" plus {} for the graft and a {} margin", human(*graft_bytes), human(*margin_bytes)) } else { String::new() }, if *what == "disk" { " and the swap partition" } else { "" })]
     TargetTooSmall {
+        /// "root partition" or "disk".
+        what: &'static str,
         requested: u64,
         needed: u64,
         fs_bytes: u64,
@@ -245,23 +252,41 @@ pub fn plan(source: &SourceSpace, opts: &PlanOptions) -> Result<DiskPlan, PlanEr
     let margin = margin_for(fs);
     let needed_free = opts.graft_bytes.saturating_add(margin);
     let deficit = needed_free.saturating_sub(source.free_bytes);
-    let min_root = align_up(fs.saturating_add(deficit), ALIGN_BYTES);
-    let root_bytes = match opts.root_bytes {
-        Some(req) => {
+    // A grow is at least one alignment unit: resize2fs on a regular file at an offset
+    // needs the growth to cover the partition offset (see e2fs_tools::grow).
+    let min_root = if deficit > 0 {
+        align_up(fs.saturating_add(deficit.max(ALIGN_BYTES)), ALIGN_BYTES)
+    } else {
+        align_up(fs, ALIGN_BYTES)
+    };
+    let swap_bytes = align_up(opts.swap_bytes, ALIGN_BYTES);
+    let too_small = |what, requested, needed| PlanError::TargetTooSmall {
+        what,
+        requested,
+        needed,
+        fs_bytes: fs,
+        graft_bytes: opts.graft_bytes,
+        margin_bytes: margin,
+    };
+    let requested_root = match (opts.root_bytes, opts.disk_bytes) {
+        (Some(req), _) => {
             let req_aligned = align_up(req, ALIGN_BYTES);
             if req_aligned < min_root {
-                return Err(PlanError::TargetTooSmall {
-                    requested: req,
-                    needed: min_root,
-                    fs_bytes: fs,
-                    graft_bytes: opts.graft_bytes,
-                    margin_bytes: margin,
-                });
+                return Err(too_small("root partition", req, min_root));
             }
-            req_aligned
+            Some(req_aligned)
         }
-        None => min_root,
+        (None, Some(disk)) => {
+            let lead_and_swap = ALIGN_BYTES + swap_bytes;
+            let root = disk.saturating_sub(lead_and_swap) / ALIGN_BYTES * ALIGN_BYTES;
+            if root < min_root {
+                return Err(too_small("disk", disk, lead_and_swap + min_root));
+            }
+            Some(root)
+        }
+        (None, None) => None,
     };
+    let root_bytes = requested_root.unwrap_or(min_root);
     let bs = u64::from(source.block_size.max(1));
     let fs_target = root_bytes / bs * bs;
     let grow = if deficit > 0 {
@@ -273,7 +298,7 @@ pub fn plan(source: &SourceSpace, opts: &PlanOptions) -> Result<DiskPlan, PlanEr
                 needed_bytes: needed_free,
             },
         })
-    } else if opts.root_bytes.is_some() && fs_target >= fs + ALIGN_BYTES {
+    } else if requested_root.is_some() && fs_target >= fs + ALIGN_BYTES {
         Some(GrowPlan {
             from_bytes: fs,
             to_bytes: fs_target,
@@ -301,14 +326,8 @@ pub fn plan(source: &SourceSpace, opts: &PlanOptions) -> Result<DiskPlan, PlanEr
         next += bytes;
     };
     add(1, PartitionRole::Root, TYPE_LINUX, true, root_bytes);
-    if opts.swap_bytes > 0 {
-        add(
-            2,
-            PartitionRole::Swap,
-            TYPE_SWAP,
-            false,
-            align_up(opts.swap_bytes, ALIGN_BYTES),
-        );
+    if swap_bytes > 0 {
+        add(2, PartitionRole::Swap, TYPE_SWAP, false, swap_bytes);
     }
     let disk_bytes = next;
     if disk_bytes / SECTOR_SIZE > u64::from(u32::MAX) {
@@ -633,6 +652,37 @@ mod tests {
         assert!(p.swap().is_none());
         assert_eq!(p.disk_bytes, MIB + 3 * GIB);
         assert_eq!(p.disk_signature, 0xdeadbeef);
+    }
+
+    #[test]
+    fn explicit_disk_size_leaves_room_for_swap() {
+        let p = plan(
+            &src(GIB, GIB / 2),
+            &PlanOptions {
+                disk_bytes: Some(4 * GIB),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(p.disk_bytes <= 4 * GIB);
+        assert_eq!(p.root().len_bytes(), 4 * GIB - MIB - 512 * MIB);
+        assert_eq!(p.grow.unwrap().reason, GrowReason::Requested);
+        let e = plan(
+            &src(GIB, GIB / 2),
+            &PlanOptions {
+                disk_bytes: Some(GIB),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("disk size") && e.to_string().contains("swap"),
+            "{e}"
+        );
+        match e {
+            PlanError::TargetTooSmall { needed, .. } => assert_eq!(needed, MIB + 512 * MIB + GIB),
+            other => panic!("{other}"),
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod group_desc;
 pub mod guest;
 pub mod probe;
 pub mod superblock;
+pub mod unjournaled;
 
 pub use elf::Arch;
 pub use guest::{GuestInfo, InitSystem, KernelInfo, OsRelease, XenIsm, XenIsmKind};
@@ -394,7 +395,26 @@ fn open_root(
             source,
         })?;
     let label = format!("{} ({place})", path.display());
-    let reader = ExtReader::open(fs_region.clone(), label)?;
+    let mut warnings = Vec::new();
+    let reader = match ExtReader::open(fs_region.clone(), label.clone()) {
+        Ok(r) => r,
+        Err(ExtReadError::Incompatible { why, .. }) if sb.needs_recovery() => {
+            let mut raw = vec![0u8; superblock::SUPERBLOCK_SIZE];
+            fs_region
+                .read_exact_at(superblock::SUPERBLOCK_OFFSET, &mut raw)
+                .map_err(|source| InspectError::Io {
+                    action: "cannot read",
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            warnings.push(format!(
+                "the journal needs recovery and cannot be replayed in memory ({why}); the guest was inspected as it is on disk, without its last journal transactions"
+            ));
+            let view = unjournaled::UnjournaledView::new(fs_region.clone(), &raw);
+            ExtReader::open_reader(Box::new(view), label)?
+        }
+        Err(e) => return Err(e.into()),
+    };
     if !guest::looks_like_root(&reader) {
         return Err(InspectError::NoGuestRoot {
             path: path.to_path_buf(),
@@ -408,7 +428,8 @@ fn open_root(
             )],
         });
     }
-    let guest = guest::inspect_guest(&reader);
+    let mut guest = guest::inspect_guest(&reader);
+    guest.warnings.splice(0..0, warnings);
     Ok((fs_region, guest))
 }
 
