@@ -36,13 +36,25 @@ pub enum Error {
     #[error(transparent)]
     Guest(#[from] crate::guestfs::GuestFsError),
 
-    // ---- source inspection (issue 3): Inspect(#[from] crate::source::InspectError)
+    /// The source image is not a convertible guest (issue 3).
+    #[error(transparent)]
+    Inspect(#[from] crate::source::InspectError),
 
-    // ---- layout (issue 3): Plan(#[from] crate::layout::PlanError)
+    /// The target disk cannot be planned or its table written (issue 3).
+    #[error(transparent)]
+    Plan(#[from] crate::layout::PlanError),
 
-    // ---- stream + swap (issue 3): Stream(#[from] crate::stream::StreamError)
+    /// Copying the filesystem or writing the swap header failed (issue 3). Converted
+    /// by hand (see `stream.rs`) so that a cancelled stream becomes [`Error::Cancelled`].
+    #[error(transparent)]
+    Stream(crate::stream::StreamError),
+    /// Creating, writing or committing the output image failed (issue 3).
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
 
-    // ---- e2fsprogs tools (issue 3): Tool(#[from] crate::e2fs_tools::ToolError)
+    /// resize2fs or e2fsck failed on the output (issue 3).
+    #[error(transparent)]
+    Tool(#[from] crate::e2fs_tools::ToolError),
 
     /// A failure of the libext2fs write engine (opening, writing or closing the output fs).
     #[error(transparent)]
