@@ -66,7 +66,7 @@ pub enum Error {
 
     /// A failure grafting the donor kernel, modules or GRUB files into the guest.
     #[error(transparent)]
-    Graft(#[from] crate::graft::GraftError),
+    Graft(crate::graft::GraftError),
 
     /// A guest configuration fixup failed.
     #[error(transparent)]
@@ -75,6 +75,10 @@ pub enum Error {
     /// A failure while building or installing the GRUB boot code.
     #[error(transparent)]
     Boot(#[from] crate::boot::BootError),
+
+    /// No donor was given and the guest's own kernel was not asked for.
+    #[error("no donor given: pass --donor with a bootable HVM image of a similar distribution (or a directory with an unpacked kernel), or --use-guest-kernel")]
+    NoDonor,
 
     /// The operation was cancelled through [`crate::Progress::is_cancelled`].
     #[error("cancelled")]
@@ -88,6 +92,16 @@ impl Error {
             action,
             path: path.into(),
             source,
+        }
+    }
+}
+
+/// A cancelled graft is a cancellation like any other, so callers match one variant.
+impl From<crate::graft::GraftError> for Error {
+    fn from(e: crate::graft::GraftError) -> Self {
+        match e {
+            crate::graft::GraftError::Cancelled => Error::Cancelled,
+            other => Error::Graft(other),
         }
     }
 }
