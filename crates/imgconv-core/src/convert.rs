@@ -206,15 +206,26 @@ fn userland_arch(inspection: &Inspection) -> Option<UserlandArch> {
     }
 }
 
-fn timed<T>(timings: &mut Vec<StageTime>, stage: Stage, f: impl FnOnce() -> Result<T>) -> Result<T> {
+fn timed<T>(
+    timings: &mut Vec<StageTime>,
+    stage: Stage,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
     let start = Instant::now();
     let r = f();
-    timings.push(StageTime { stage, seconds: start.elapsed().as_secs_f64() });
+    timings.push(StageTime {
+        stage,
+        seconds: start.elapsed().as_secs_f64(),
+    });
     r
 }
 
 /// Read the source and the donor and decide everything: kernel, GRUB files, disk layout.
-fn prepare(opts: &ConvertOptions, progress: &mut dyn Progress, timings: &mut Vec<StageTime>) -> Result<Prepared> {
+fn prepare(
+    opts: &ConvertOptions,
+    progress: &mut dyn Progress,
+    timings: &mut Vec<StageTime>,
+) -> Result<Prepared> {
     let inspection = timed(timings, Stage::Inspect, || {
         progress.stage(Stage::Inspect, None);
         Ok(source::inspect(&opts.source)?)
@@ -232,13 +243,30 @@ fn prepare(opts: &ConvertOptions, progress: &mut dyn Progress, timings: &mut Vec
         };
         let (grub, origin) = grub_files(opts, donor.as_ref())?;
         let (donor_kernel, kernel) = if opts.use_guest_kernel {
-            let reader = ExtReader::open(inspection.open_fs()?, inspection.image.display().to_string())?;
+            let reader = ExtReader::open(
+                inspection.open_fs()?,
+                inspection.image.display().to_string(),
+            )?;
             let gk = donor::guest_kernel::find_guest_kernel_in_reader(&reader)?;
             // Only GRUB files are added; round each up to a 4 KiB block.
-            let graft_bytes = grub.files.values().map(|d| (d.len() as u64).div_ceil(4096) * 4096).sum();
-            (None, KernelChoice { version: gk.version, origin: KernelOrigin::Guest, arch_check: None, graft_bytes })
+            let graft_bytes = grub
+                .files
+                .values()
+                .map(|d| (d.len() as u64).div_ceil(4096) * 4096)
+                .sum();
+            (
+                None,
+                KernelChoice {
+                    version: gk.version,
+                    origin: KernelOrigin::Guest,
+                    arch_check: None,
+                    graft_bytes,
+                },
+            )
         } else {
-            let donor = donor.as_ref().expect("donor is required without use_guest_kernel");
+            let donor = donor
+                .as_ref()
+                .expect("donor is required without use_guest_kernel");
             let k = donor.select_kernel(opts.kernel_version.as_deref())?;
             let arch_check = match userland_arch(&inspection) {
                 Some(userland) => Some(donor::check_arch(k.arch, userland)?),
@@ -248,15 +276,26 @@ fn prepare(opts: &ConvertOptions, progress: &mut dyn Progress, timings: &mut Vec
                 }
             };
             if arch_check == Some(ArchCheck::KernelUnknown) {
-                warnings.push(format!("the architecture of donor kernel {} could not be read from its boot header", k.version));
+                warnings.push(format!(
+                    "the architecture of donor kernel {} could not be read from its boot header",
+                    k.version
+                ));
             }
             warnings.extend(k.warnings.iter().cloned());
             let graft_bytes = Donor::graft_size_with(&k, Some(&grub));
-            let choice = KernelChoice { version: k.version.clone(), origin: KernelOrigin::Donor, arch_check, graft_bytes };
+            let choice = KernelChoice {
+                version: k.version.clone(),
+                origin: KernelOrigin::Donor,
+                arch_check,
+                graft_bytes,
+            };
             (Some(k), choice)
         };
         let support = GrubExtSupport::detect(&grub);
-        support.check(inspection.fs.features.incompat_raw, inspection.fs.features.ro_compat_raw)?;
+        support.check(
+            inspection.fs.features.incompat_raw,
+            inspection.fs.features.ro_compat_raw,
+        )?;
         let grub_choice = GrubChoice {
             origin,
             version: grub.grub_version().map(|v| v.package.unwrap_or(v.upstream)),
@@ -275,7 +314,10 @@ fn prepare(opts: &ConvertOptions, progress: &mut dyn Progress, timings: &mut Vec
             swap_bytes: opts.swap_size,
             disk_signature: None,
         };
-        Ok(layout::plan(&SourceSpace::from(&inspection.fs), &plan_opts)?)
+        Ok(layout::plan(
+            &SourceSpace::from(&inspection.fs),
+            &plan_opts,
+        )?)
     })?;
     if let Some(grow) = &disk.grow {
         progress.note(&format!(
@@ -307,9 +349,16 @@ fn prepare(opts: &ConvertOptions, progress: &mut dyn Progress, timings: &mut Vec
 /// GRUB's i386-pc files: from `grub_dir`, else the donor's, else the host's.
 fn grub_files(opts: &ConvertOptions, donor: Option<&Donor>) -> Result<(GrubPlatformFiles, String)> {
     if let Some(dir) = &opts.grub_dir {
-        return Ok((GrubPlatformFiles::from_dir(dir, "i386-pc")?, dir.display().to_string()));
+        return Ok((
+            GrubPlatformFiles::from_dir(dir, "i386-pc")?,
+            dir.display().to_string(),
+        ));
     }
-    if let Some(files) = donor.map(|d| d.grub_files("i386-pc")).transpose()?.flatten() {
+    if let Some(files) = donor
+        .map(|d| d.grub_files("i386-pc"))
+        .transpose()?
+        .flatten()
+    {
         return Ok((files, "donor".into()));
     }
     Ok((GrubPlatformFiles::host_i386_pc()?, "host".into()))
@@ -318,7 +367,10 @@ fn grub_files(opts: &ConvertOptions, donor: Option<&Donor>) -> Result<(GrubPlatf
 fn grow_reason(reason: &layout::GrowReason) -> String {
     match reason {
         layout::GrowReason::Requested => "a larger root partition was requested".into(),
-        layout::GrowReason::GraftRoom { free_bytes, needed_bytes } => format!(
+        layout::GrowReason::GraftRoom {
+            free_bytes,
+            needed_bytes,
+        } => format!(
             "the graft needs {} free, the guest has {}",
             layout::human(*needed_bytes),
             layout::human(*free_bytes)
@@ -343,7 +395,10 @@ pub fn plan(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Conver
     let mut prepared = prepare(opts, progress, &mut timings)?;
     let plan = &mut prepared.plan;
     progress.stage(Stage::Fixups, None);
-    let reader = ExtReader::open(plan.inspection.open_fs()?, plan.inspection.image.display().to_string())?;
+    let reader = ExtReader::open(
+        plan.inspection.open_fs()?,
+        plan.inspection.image.display().to_string(),
+    )?;
     plan.fixups = fixups::plan(&reader, &fixup_context(plan))?;
     Ok(prepared.plan)
 }
@@ -355,8 +410,13 @@ pub fn plan(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Conver
 /// `progress` reports cancellation, the temporary file is removed and nothing is left.
 pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Conversion> {
     let mut timings = Vec::new();
-    let Prepared { plan, donor, donor_kernel, grub } = prepare(opts, progress, &mut timings)?;
-    let root = plan.disk.root().clone();
+    let Prepared {
+        plan,
+        donor,
+        donor_kernel,
+        grub,
+    } = prepare(opts, progress, &mut timings)?;
+    let root = *plan.disk.root();
     let root_offset = root.start_bytes();
     let mut report = Report::default();
     report.warnings.extend(plan.warnings.iter().cloned());
@@ -388,7 +448,11 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
             report.change(
                 "grow",
                 "/",
-                format!("grew the filesystem from {} to {}", layout::human(grow.from_bytes), layout::human(grow.to_bytes)),
+                format!(
+                    "grew the filesystem from {} to {}",
+                    layout::human(grow.from_bytes),
+                    layout::human(grow.to_bytes)
+                ),
                 grow_reason(&grow.reason),
                 None,
             );
@@ -406,11 +470,18 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
     check_cancel(progress)?;
 
     let mut fs = ExtFs::open(out.path(), root_offset)?;
-    let graft = timed(&mut timings, Stage::Graft, || match (&donor, &donor_kernel) {
-        (Some(donor), Some(kernel)) => {
-            Ok(Some(crate::graft::graft(donor, kernel, &mut fs, Some(&grub), &mut report, progress)?))
+    let graft = timed(&mut timings, Stage::Graft, || {
+        match (&donor, &donor_kernel) {
+            (Some(donor), Some(kernel)) => Ok(Some(crate::graft::graft(
+                donor,
+                kernel,
+                &mut fs,
+                Some(&grub),
+                &mut report,
+                progress,
+            )?)),
+            _ => Ok(None),
         }
-        _ => Ok(None),
     })?;
     check_cancel(progress)?;
 
@@ -427,7 +498,10 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
             &boot::prefix_for_partition(false, u32::from(root.number)),
             boot::MSDOS_EXT_MODULES,
         )?;
-        let mut cfg = boot::grub_cfg::GrubConfig::new(plan.inspection.fs.uuid.clone(), plan.kernel.version.clone());
+        let mut cfg = boot::grub_cfg::GrubConfig::new(
+            plan.inspection.fs.uuid.clone(),
+            plan.kernel.version.clone(),
+        );
         cfg.extra_args = opts.extra_cmdline.join(" ");
         boot::write_guest_boot_files(&mut fs, &grub, &core, &cfg, &mut report)?;
         Ok(core)
@@ -453,19 +527,57 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
 impl fmt::Display for ConversionPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let i = &self.inspection;
-        writeln!(f, "source:  {} ({} {}, {} used of {}, UUID {})", i.image.display(), i.place(), i.fs.kind,
-            layout::human(i.fs.used_bytes), layout::human(i.fs.size_bytes), i.fs.uuid)?;
-        if let Some(name) = i.guest.os.as_ref().and_then(|os| os.pretty_name.clone().or(os.name.clone())) {
+        writeln!(
+            f,
+            "source:  {} ({} {}, {} used of {}, UUID {})",
+            i.image.display(),
+            i.place(),
+            i.fs.kind,
+            layout::human(i.fs.used_bytes),
+            layout::human(i.fs.size_bytes),
+            i.fs.uuid
+        )?;
+        if let Some(name) = i
+            .guest
+            .os
+            .as_ref()
+            .and_then(|os| os.pretty_name.clone().or(os.name.clone()))
+        {
             let arch = i.guest.arch.map(|a| format!(", {a}")).unwrap_or_default();
-            writeln!(f, "guest:   {name}{arch}, {:?} init, {} Xen-isms", i.guest.init, i.guest.xenisms.len())?;
+            writeln!(
+                f,
+                "guest:   {name}{arch}, {:?} init, {} Xen-isms",
+                i.guest.init,
+                i.guest.xenisms.len()
+            )?;
         }
         let origin = match self.kernel.origin {
-            KernelOrigin::Donor => format!("from the donor {}", self.options.donor.as_ref().map(|d| d.display().to_string()).unwrap_or_default()),
+            KernelOrigin::Donor => format!(
+                "from the donor {}",
+                self.options
+                    .donor
+                    .as_ref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default()
+            ),
             KernelOrigin::Guest => "already in the guest".to_string(),
         };
-        writeln!(f, "kernel:  {} ({origin}; graft adds {})", self.kernel.version, layout::human(self.kernel.graft_bytes))?;
-        writeln!(f, "grub:    i386-pc files from {}{}", self.grub.origin,
-            self.grub.version.as_deref().map(|v| format!(" (GRUB {v})")).unwrap_or_default())?;
+        writeln!(
+            f,
+            "kernel:  {} ({origin}; graft adds {})",
+            self.kernel.version,
+            layout::human(self.kernel.graft_bytes)
+        )?;
+        writeln!(
+            f,
+            "grub:    i386-pc files from {}{}",
+            self.grub.origin,
+            self.grub
+                .version
+                .as_deref()
+                .map(|v| format!(" (GRUB {v})"))
+                .unwrap_or_default()
+        )?;
         writeln!(f, "output:  {}", self.options.output.display())?;
         write!(f, "{}", self.disk)?;
         if !self.fixups.changes.is_empty() {

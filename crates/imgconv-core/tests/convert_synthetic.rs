@@ -11,17 +11,41 @@ use std::process::Command;
 const KERNEL: &str = "6.1.0-99-amd64";
 
 fn run(cmd: &str, args: &[&str]) -> (i32, String) {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.code().unwrap_or(-1), text)
 }
 
 fn sha256(path: &Path) -> String {
-    run("sha256sum", &[path.to_str().unwrap()]).1.split_whitespace().next().unwrap().to_string()
+    run("sha256sum", &[path.to_str().unwrap()])
+        .1
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 fn blkid_at(image: &Path, offset: u64, tag: &str) -> String {
-    let (_, out) = run("blkid", &["-p", "-o", "value", "-s", tag, "-O", &offset.to_string(), image.to_str().unwrap()]);
+    let (_, out) = run(
+        "blkid",
+        &[
+            "-p",
+            "-o",
+            "value",
+            "-s",
+            tag,
+            "-O",
+            &offset.to_string(),
+            image.to_str().unwrap(),
+        ],
+    );
     out.trim().to_string()
 }
 
@@ -65,25 +89,50 @@ fn check_output(done: &Conversion, out: &Path) -> u64 {
     // Boot code in LBA 0 and the core image after it.
     let mbr = std::fs::read(out).unwrap();
     assert_eq!(&mbr[510..512], &[0x55, 0xaa]);
-    assert!(mbr[..440].windows(5).any(|w| w == b"GRUB "), "boot.img in the MBR");
+    assert!(
+        mbr[..440].windows(5).any(|w| w == b"GRUB "),
+        "boot.img in the MBR"
+    );
 
     // GRUB's own filesystem code reads the grafted kernel and our grub.cfg.
     let (rc, ls) = run("grub-fstest", &[img, "ls", "(loop0,msdos1)/boot"]);
     assert_eq!(rc, 0, "{ls}");
-    assert!(ls.contains(&format!("vmlinuz-{KERNEL}")), "grub-fstest ls /boot: {ls}");
-    let (rc, cfg) = run("grub-fstest", &[img, "cat", "(loop0,msdos1)/boot/grub/grub.cfg"]);
+    assert!(
+        ls.contains(&format!("vmlinuz-{KERNEL}")),
+        "grub-fstest ls /boot: {ls}"
+    );
+    let (rc, cfg) = run(
+        "grub-fstest",
+        &[img, "cat", "(loop0,msdos1)/boot/grub/grub.cfg"],
+    );
     assert_eq!(rc, 0, "{cfg}");
-    assert!(cfg.contains(&format!("root=UUID={}", done.root_uuid)), "{cfg}");
+    assert!(
+        cfg.contains(&format!("root=UUID={}", done.root_uuid)),
+        "{cfg}"
+    );
     assert!(cfg.contains(&format!("/boot/vmlinuz-{KERNEL}")), "{cfg}");
 
     // fstab now mounts root and swap by UUID, with the original kept.
     let fs = format!("{img}?offset={root_offset}");
     let (_, fstab) = run("debugfs", &["-R", "cat /etc/fstab", &fs]);
-    assert!(fstab.contains(&format!("UUID={}", done.root_uuid)), "{fstab}");
-    assert!(fstab.contains(&format!("UUID={}", done.swap_uuid.as_ref().unwrap())), "{fstab}");
+    assert!(
+        fstab.contains(&format!("UUID={}", done.root_uuid)),
+        "{fstab}"
+    );
+    assert!(
+        fstab.contains(&format!("UUID={}", done.swap_uuid.as_ref().unwrap())),
+        "{fstab}"
+    );
     let (_, orig) = run("debugfs", &["-R", "cat /etc/fstab.imgconv-orig", &fs]);
-    assert!(orig.contains("/dev/xvda"), "backup keeps the Xen fstab: {orig}");
-    assert!(done.report.changes.iter().any(|c| c.step == "fstab"), "{:?}", done.report.changes);
+    assert!(
+        orig.contains("/dev/xvda"),
+        "backup keeps the Xen fstab: {orig}"
+    );
+    assert!(
+        done.report.changes.iter().any(|c| c.step == "fstab"),
+        "{:?}",
+        done.report.changes
+    );
     root_offset
 }
 
@@ -103,10 +152,21 @@ fn converts_bare_ext2_ext3_ext4_and_partitioned_guests() {
         let dumped = dir.path().join("vmlinuz");
         let _ = std::fs::remove_file(&dumped);
         let fs = format!("{}?offset={root_offset}", out.display());
-        let (rc, msg) = run("debugfs", &["-R", &format!("dump /boot/vmlinuz-{KERNEL} {}", dumped.display()), &fs]);
+        let (rc, msg) = run(
+            "debugfs",
+            &[
+                "-R",
+                &format!("dump /boot/vmlinuz-{KERNEL} {}", dumped.display()),
+                &fs,
+            ],
+        );
         assert_eq!(rc, 0, "{msg}");
         let donor_kernel = support::synthetic().join(format!("donor-dir/boot/vmlinuz-{KERNEL}"));
-        assert_eq!(std::fs::read(&dumped).unwrap(), std::fs::read(donor_kernel).unwrap(), "{name}");
+        assert_eq!(
+            std::fs::read(&dumped).unwrap(),
+            std::fs::read(donor_kernel).unwrap(),
+            "{name}"
+        );
         std::fs::remove_file(&out).unwrap();
     }
 }
@@ -120,14 +180,22 @@ fn dirty_journal_is_refused_unless_replay_is_asked_for() {
     let err = convert(&opts, &mut NoProgress).unwrap_err();
     assert!(err.to_string().contains("journal"), "{err}");
     assert!(!out.exists());
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing left behind");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
 
     let before = sha256(&fx.join("dirty-ext4.img"));
     opts.replay_journal = true;
     let done = convert(&opts, &mut NoProgress).expect("replayed conversion");
     assert!(done.report.changes.iter().any(|c| c.step == "journal"));
     check_output(&done, &out);
-    assert_eq!(sha256(&fx.join("dirty-ext4.img")), before, "the input's journal is not replayed");
+    assert_eq!(
+        sha256(&fx.join("dirty-ext4.img")),
+        before,
+        "the input's journal is not replayed"
+    );
 }
 
 /// Cancels as soon as a given stage starts.
@@ -153,7 +221,10 @@ fn cancellation_at_any_write_stage_leaves_nothing() {
         let opts = ConvertOptions::new(fx.join("xen-ext4.img"), Some(fx.join("donor-dir")), &out);
         let err = convert(&opts, &mut CancelAt(stage, false)).unwrap_err();
         assert!(matches!(err, Error::Cancelled), "{stage}: {err}");
-        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert!(left.is_empty(), "{stage}: left behind {left:?}");
     }
 }
@@ -177,13 +248,24 @@ fn dry_run_plans_everything_and_writes_nothing() {
     let fx = support::synthetic();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.raw");
-    let opts = ConvertOptions::new(fx.join("xen-ext4-mbr.img"), Some(fx.join("donor.img")), &out);
+    let opts = ConvertOptions::new(
+        fx.join("xen-ext4-mbr.img"),
+        Some(fx.join("donor.img")),
+        &out,
+    );
     let p = plan(&opts, &mut NoProgress).unwrap();
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     assert_eq!(p.kernel.version, KERNEL);
-    assert!(p.fixups.changes.iter().any(|c| c.path == "/etc/fstab"), "{:?}", p.fixups.changes);
+    assert!(
+        p.fixups.changes.iter().any(|c| c.path == "/etc/fstab"),
+        "{:?}",
+        p.fixups.changes
+    );
     let text = p.to_string();
-    assert!(text.contains(KERNEL) && text.contains("/etc/fstab"), "{text}");
+    assert!(
+        text.contains(KERNEL) && text.contains("/etc/fstab"),
+        "{text}"
+    );
     // The planned swap UUID is the one the conversion writes.
     let done = convert(&opts, &mut NoProgress).unwrap();
     assert_eq!(done.plan.disk.root().start_lba, p.disk.root().start_lba);
@@ -194,5 +276,8 @@ fn missing_donor_is_a_clear_error() {
     let fx = support::synthetic();
     let dir = tempfile::tempdir().unwrap();
     let opts = ConvertOptions::new(fx.join("xen-ext4.img"), None, dir.path().join("o.raw"));
-    assert!(matches!(convert(&opts, &mut NoProgress), Err(Error::NoDonor)));
+    assert!(matches!(
+        convert(&opts, &mut NoProgress),
+        Err(Error::NoDonor)
+    ));
 }
