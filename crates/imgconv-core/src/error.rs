@@ -43,8 +43,10 @@ pub enum Error {
     // ---- stream + swap (issue 3): Stream(#[from] crate::stream::StreamError)
 
     // ---- e2fsprogs tools (issue 3): Tool(#[from] crate::e2fs_tools::ToolError)
+    /// A failure of the libext2fs write engine (opening, writing or closing the output fs).
+    #[error(transparent)]
+    Ext(#[from] crate::ext::ExtError),
 
-    // ---- ext engine (issue 4): Ext(#[from] crate::ext::ExtError)
     /// A failure reading the donor or choosing its kernel.
     #[error(transparent)]
     Donor(#[from] crate::donor::DonorError),
