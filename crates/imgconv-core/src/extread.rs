@@ -126,7 +126,14 @@ pub struct DirItem {
 pub struct ExtReader {
     fs: Ext4,
     image: String,
+    /// Symlink-free directory paths already met by [`ExtReader::resolve`]: walking a tree
+    /// then costs one extra lookup per file, not one per path component. The
+    /// filesystem is read-only, so an entry never goes stale.
+    real_dirs: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// Entries kept in [`ExtReader::real_dirs`] before it is cleared (bounded memory).
+const MAX_REAL_DIRS: usize = 1 << 16;
 
 impl std::fmt::Debug for ExtReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -175,7 +182,11 @@ impl ExtReader {
         let image = label.into();
         let loaded = guarded(&image, "the superblock", || Ext4::load(reader))?;
         match loaded {
-            Ok(fs) => Ok(Self { fs, image }),
+            Ok(fs) => Ok(Self {
+                fs,
+                image,
+                real_dirs: Default::default(),
+            }),
             Err(Ext4Error::Incompatible(i)) => Err(ExtReadError::Incompatible {
                 image,
                 why: i.to_string(),
@@ -224,6 +235,9 @@ impl ExtReader {
             }
             done.push(c);
             let here = join(&done);
+            if !todo.is_empty() && self.real_dirs.lock().is_ok_and(|d| d.contains(&here)) {
+                continue;
+            }
             let meta = match guarded(&self.image, path, || {
                 self.fs.symlink_metadata(here.as_str())
             })? {
@@ -237,6 +251,14 @@ impl ExtReader {
                 if !meta.file_type().is_dir() && !todo.is_empty() {
                     done.extend(todo);
                     return Ok(join(&done));
+                }
+                if meta.file_type().is_dir() {
+                    if let Ok(mut dirs) = self.real_dirs.lock() {
+                        if dirs.len() >= MAX_REAL_DIRS {
+                            dirs.clear();
+                        }
+                        dirs.insert(here);
+                    }
                 }
                 continue;
             }
