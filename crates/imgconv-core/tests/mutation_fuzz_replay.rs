@@ -63,7 +63,7 @@ fn kept_mutation_findings_end_in_typed_errors() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/regressions/inspect");
     // /sbin -> usr/sbin claims 4 GiB (it aborted the process): the guest is still found
     // through /usr/sbin/init, and the symlink itself is a typed error.
-    let img = dir.join("symlink-size-4gib-abort.img");
+    let img = dir.join("symlink-size-4gib-abort.ext2");
     let ins = imgconv_core::source::inspect(&img).expect("the guest is found");
     let reader = imgconv_core::extread::ExtReader::open(ins.open_fs().unwrap(), "regress").unwrap();
     assert!(matches!(
@@ -74,7 +74,7 @@ fn kept_mutation_findings_end_in_typed_errors() {
         })
     ));
     // The block bitmap calls /etc/fstab's block free: the stream refuses the copy.
-    let img = dir.join("block-bitmap-frees-fstab-block.img");
+    let img = dir.join("block-bitmap-frees-fstab-block.ext2");
     let ins = imgconv_core::source::inspect(&img).expect("inspection reads the guest");
     let src = ins.open_fs().unwrap();
     let out = tempfile::tempfile().unwrap();
