@@ -17,6 +17,24 @@ use imgconv_core::source::{self, group_desc, Superblock};
 use imgconv_core::{partition, stream, NoProgress};
 use std::path::PathBuf;
 
+/// Called once by each fuzz target (`fuzz_target!(init: …)`), after libfuzzer-sys made
+/// every panic abort. The two third-party parsers that imgconv-core always calls under
+/// `catch_unwind` (bootsector in partition.rs, ext4-view in extread.rs: their panics on
+/// corrupt input become typed errors there) may panic and unwind to that guard; any other
+/// panic still aborts at once, where libFuzzer can see it.
+pub fn fuzz_init() {
+    let abort_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let contained = info.location().is_some_and(|l| {
+            let f = l.file();
+            f.contains("/bootsector-") || f.contains("/ext4-view-")
+        });
+        if !contained {
+            abort_hook(info);
+        }
+    }));
+}
+
 /// `<tmp>/imgconv-fuzz-<pid>-<tid>-<name>` (one per thread: the replay test runs harnesses
 /// in parallel test threads).
 fn scratch(name: &str) -> PathBuf {

@@ -4,4 +4,4 @@
 #[path = "../harness.rs"]
 mod harness;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::moddep(data));
+libfuzzer_sys::fuzz_target!(init: harness::fuzz_init(), |data: &[u8]| harness::moddep(data));
