@@ -372,7 +372,13 @@ pub fn manifest(img: &Path, offset: u64) -> Manifest {
         }
     }
     paths.sort();
-    let work = tempfile::tempdir().unwrap();
+    // Thousands of small files: dump them to tmpfs when there is one (file creation
+    // on a busy disk costs milliseconds each).
+    let work = if Path::new("/dev/shm").is_dir() {
+        tempfile::tempdir_in("/dev/shm").unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
     let cmds = work.path().join("cmds");
     std::fs::write(
         &cmds,
