@@ -9,9 +9,11 @@
 //! a clear message when qemu is missing.
 
 use imgconv_core::boot::grub_bios::core_image::SECTOR;
+use imgconv_core::boot::grub_bios::GPT_EXT_MODULES;
 use imgconv_core::boot::{
     build_core_image, grub_cfg, install_bios_boot, prefix_for_partition, write_guest_boot_files,
-    BootError, CoreImage, GrubConfig, GrubExtSupport, GrubPlatformFiles, MSDOS_EXT_MODULES,
+    BootError, CoreImage, GrubConfig, GrubExtSupport, GrubPlatformFiles, PartitionMap,
+    MSDOS_EXT_MODULES,
 };
 use imgconv_core::extread::NodeKind;
 use imgconv_core::guestfs::{GuestFs, MemFs};
@@ -25,6 +27,60 @@ use std::time::{Duration, Instant};
 
 const UUID: &str = "2b1f6c3e-7d4a-4e59-9c1b-0a5e8f3d2c71";
 const PART_START: u64 = 2048;
+
+/// The two disk layouts the converter writes for BIOS.
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    /// MBR, root = partition 1 at 2048, core.img in the gap at LBA 1.
+    Msdos,
+    /// GPT, BIOS boot partition 1 at 2048..4096 holding core.img, root = partition 2.
+    Gpt,
+}
+
+impl Layout {
+    fn root_start(self) -> u64 {
+        match self {
+            Layout::Msdos => PART_START,
+            Layout::Gpt => 4096,
+        }
+    }
+    fn core_lba(self) -> u64 {
+        match self {
+            Layout::Msdos => 1,
+            Layout::Gpt => PART_START,
+        }
+    }
+    /// End of the area core.img may use.
+    fn gap_end(self) -> u64 {
+        self.root_start()
+    }
+    fn gpt(self) -> bool {
+        matches!(self, Layout::Gpt)
+    }
+    fn root_number(self) -> u32 {
+        if self.gpt() {
+            2
+        } else {
+            1
+        }
+    }
+    /// GRUB's name of the root partition on the first disk.
+    fn grub_part(self) -> String {
+        let map = if self.gpt() { "gpt" } else { "msdos" };
+        format!("{map}{}", self.root_number())
+    }
+    fn sfdisk_script(self) -> String {
+        match self {
+            Layout::Msdos => format!(
+                "label: dos\nlabel-id: 0x1234abcd\nstart={PART_START}, type=83, bootable\n"
+            ),
+            Layout::Gpt => format!(
+                "label: gpt\nstart={PART_START}, size=2048, type=21686148-6449-6E6F-744E-656564454649\n\
+                 start=4096, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n"
+            ),
+        }
+    }
+}
 const DISK_MIB: u64 = 48;
 const MARKER: &str = "IMGCONV-GRUB-OK";
 
@@ -62,8 +118,8 @@ fn sbin(name: &str) -> Command {
     tool(name)
 }
 
-/// A disk with an MBR and one Linux partition at `part_start`, no filesystem yet.
-fn partitioned_disk(dir: &Path, part_start: u64) -> PathBuf {
+/// A disk partitioned by sfdisk from `script`, no filesystem yet.
+fn partitioned_disk(dir: &Path, script: &str) -> PathBuf {
     let img = dir.join("disk.img");
     File::create(&img).unwrap().set_len(DISK_MIB << 20).unwrap();
     let mut child = sbin("sfdisk")
@@ -73,11 +129,7 @@ fn partitioned_disk(dir: &Path, part_start: u64) -> PathBuf {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    write!(
-        child.stdin.take().unwrap(),
-        "label: dos\nlabel-id: 0x1234abcd\nstart={part_start}, type=83, bootable\n"
-    )
-    .unwrap();
+    write!(child.stdin.take().unwrap(), "{script}").unwrap();
     assert!(child.wait().unwrap().success(), "sfdisk failed");
     img
 }
@@ -112,16 +164,24 @@ struct Built {
 
 /// The whole thing: guest files written by our code into a MemFs, grub.cfg extended with
 /// a marker + halt, partition 1 made from that tree, boot code installed by our code.
-fn build_bootable_disk() -> Built {
+fn build_bootable_disk(layout: Layout) -> Built {
     let dir = tempfile::tempdir().unwrap();
     let files = GrubPlatformFiles::host_i386_pc()
         .expect("/usr/lib/grub/i386-pc is needed: install grub-pc-bin (scripts/setup)");
-    let core =
-        build_core_image(&files, &prefix_for_partition(false, 1), MSDOS_EXT_MODULES).unwrap();
+    let modules = if layout.gpt() {
+        GPT_EXT_MODULES
+    } else {
+        MSDOS_EXT_MODULES
+    };
+    let prefix = prefix_for_partition(layout.gpt(), layout.root_number());
+    let core = build_core_image(&files, &prefix, modules).unwrap();
 
     let mut guest = MemFs::new().with_file("/etc/hostname", "bootcheck\n");
     let mut cfg = GrubConfig::new(UUID, "6.1.0-test-amd64");
     cfg.title = "imgconv boot test".into();
+    if layout.gpt() {
+        cfg.partition_map = PartitionMap::Gpt;
+    }
     let mut report = Report::default();
     write_guest_boot_files(&mut guest, &files, &core, &cfg, &mut report).unwrap();
 
@@ -138,9 +198,10 @@ fn build_bootable_disk() -> Built {
     memfs_to_dir(&mut guest, &tree);
     fs::write(tree.join("boot/grub/grub.cfg"), &cfg_text).unwrap();
 
-    let disk = partitioned_disk(dir.path(), PART_START);
+    let disk = partitioned_disk(dir.path(), &layout.sfdisk_script());
     let part = dir.path().join("p1.img");
-    let part_bytes = (DISK_MIB << 20) - PART_START * SECTOR as u64;
+    // Up to the backup GPT (33 sectors at the end) or the disk's end.
+    let part_bytes = ((DISK_MIB << 20) / SECTOR as u64 - layout.root_start() - 40) * SECTOR as u64;
     File::create(&part).unwrap().set_len(part_bytes).unwrap();
     // Debian's default ext4 features (extent, 64bit, flex_bg, metadata_csum, …).
     run(sbin("mkfs.ext4")
@@ -161,10 +222,13 @@ fn build_bootable_disk() -> Built {
         .write(true)
         .open(&disk)
         .unwrap();
-    out.write_all_at(&fs::read(&part).unwrap(), PART_START * SECTOR as u64)
-        .unwrap();
+    out.write_all_at(
+        &fs::read(&part).unwrap(),
+        layout.root_start() * SECTOR as u64,
+    )
+    .unwrap();
     let table_before = sfdisk_dump(&disk);
-    install_bios_boot(&out, &files, &core, 1, PART_START).unwrap();
+    install_bios_boot(&out, &files, &core, layout.core_lba(), layout.gap_end()).unwrap();
     drop(out);
     assert_eq!(
         sfdisk_dump(&disk),
@@ -183,7 +247,7 @@ fn build_bootable_disk() -> Built {
 
 #[test]
 fn boot_sector_and_core_img_bytes_on_disk() {
-    let b = build_bootable_disk();
+    let b = build_bootable_disk(Layout::Msdos);
     let disk = fs::read(&b.disk).unwrap();
     let boot_img = b.files.get("boot.img").unwrap();
     let mbr = &disk[..SECTOR];
@@ -234,7 +298,7 @@ fn boot_sector_and_core_img_bytes_on_disk() {
 /// nothing for a device it does not know, hence the checks on the listing itself.)
 #[test]
 fn grub_fstest_reads_boot_grub() {
-    let b = build_bootable_disk();
+    let b = build_bootable_disk(Layout::Msdos);
     let ls = run(tool("grub-fstest")
         .arg(&b.disk)
         .args(["ls", "(loop0,msdos1)/boot/grub"]));
@@ -274,9 +338,8 @@ fn grub_fstest_reads_boot_grub() {
 
 /// The real boot: SeaBIOS → our boot sector → our core.img → normal.mod from the ext4
 /// partition → our grub.cfg → marker on the serial port.
-#[test]
-fn qemu_seabios_boots_our_grub_to_the_marker() {
-    let b = build_bootable_disk();
+fn boot_to_marker(layout: Layout) {
+    let b = build_bootable_disk(layout);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("serial.log");
     let qemu_out = dir.path().join("qemu.out");
@@ -321,7 +384,7 @@ fn qemu_seabios_boots_our_grub_to_the_marker() {
     let _ = child.kill();
     let _ = child.wait();
     eprintln!(
-        "GRUB reached the marker after {:.1} s",
+        "{layout:?}: GRUB reached the marker after {:.1} s",
         started.elapsed().as_secs_f64()
     );
     assert!(
@@ -329,11 +392,25 @@ fn qemu_seabios_boots_our_grub_to_the_marker() {
         "no {MARKER} on the serial port within {limit:?}; serial log:\n{text}"
     );
     let line = text.lines().find(|l| l.contains(MARKER)).unwrap();
+    let part = layout.grub_part();
     assert!(
-        line.contains("root=hd0,msdos1") && line.contains("prefix=(hd0,msdos1)/boot/grub"),
+        line.contains(&format!("root=hd0,{part}"))
+            && line.contains(&format!("prefix=(hd0,{part})/boot/grub")),
         "search by UUID or prefix wrong: {line:?}"
     );
     assert!(!text.contains("error:"), "GRUB reported an error:\n{text}");
+}
+
+#[test]
+fn qemu_seabios_boots_our_grub_to_the_marker_mbr() {
+    boot_to_marker(Layout::Msdos);
+}
+
+/// GPT with a BIOS boot partition: core.img at its first LBA (2048), root on partition 2,
+/// prefix `(,gpt2)/boot/grub`, part_gpt embedded.
+#[test]
+fn qemu_seabios_boots_our_grub_to_the_marker_gpt_bios_boot_partition() {
+    boot_to_marker(Layout::Gpt);
 }
 
 /// Refusals: core.img larger than the gap, and a partition inside the gap; the image is
@@ -343,7 +420,10 @@ fn install_refuses_when_core_does_not_fit() {
     let files = GrubPlatformFiles::host_i386_pc().expect("grub-pc-bin (scripts/setup)");
     let core = build_core_image(&files, "(,msdos1)/boot/grub", MSDOS_EXT_MODULES).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let disk = partitioned_disk(dir.path(), 34);
+    let disk = partitioned_disk(
+        dir.path(),
+        "label: dos\nlabel-id: 0x1234abcd\nstart=34, type=83\n",
+    );
     let before = fs::read(&disk).unwrap();
     let out = OpenOptions::new()
         .read(true)
