@@ -528,6 +528,7 @@ pub struct Converted {
 
 /// The first half of a conversion with the library API: inspect, plan, write the table,
 /// stream, replay (if asked), grow (if planned), swap, commit.
+#[allow(clippy::result_large_err)] // imgconv_core::Error is large; not this helper's to box
 pub fn convert(
     src: &Path,
     dest: &Path,
