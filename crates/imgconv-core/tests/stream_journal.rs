@@ -72,7 +72,7 @@ fn dirty_journal(kind: &str) {
         .err()
         .expect("must refuse");
     match &err {
-        imgconv_core::Error::Inspect(InspectError::DirtyJournal { .. }) => {}
+        imgconv_core::Error::Inspect(e) if matches!(**e, InspectError::DirtyJournal { .. }) => {}
         other => panic!("expected DirtyJournal, got {other:?}"),
     }
     let msg = err.to_string();
