@@ -99,10 +99,7 @@ fn synthetic_dirty_journal() {
         .err()
         .unwrap();
     assert!(
-        matches!(
-            e,
-            imgconv_core::Error::Inspect(InspectError::DirtyJournal { .. })
-        ),
+        matches!(&e, imgconv_core::Error::Inspect(i) if matches!(**i, InspectError::DirtyJournal { .. })),
         "{e:?}"
     );
     assert!(!dest.exists());
