@@ -57,6 +57,10 @@ pub enum Error {
     #[error(transparent)]
     Boot(#[from] crate::boot::BootError),
 
+    /// A failure while making the GPT, the ESP or the UEFI boot files.
+    #[error(transparent)]
+    Uefi(#[from] crate::boot::uefi::UefiError),
+
     /// The operation was cancelled through [`crate::Progress::is_cancelled`].
     #[error("cancelled")]
     Cancelled,
