@@ -186,6 +186,7 @@ pub fn write_grub_cfg_and_env(
     report: &mut Report,
 ) -> Result<(), BootError> {
     let cfg_text = render(cfg)?;
+    guest.mkdir_p(GRUB_DIR, NodeAttrs::root(0o755, now()))?;
     // grubenv: keep a valid block (it may hold saved_entry etc.), else write an empty one.
     let env_path = format!("{GRUB_DIR}/grubenv");
     let keep = match guest.lstat(&env_path)? {

@@ -29,7 +29,7 @@ use super::gpt_plan::{fat_serial_text, GptPlan};
 use super::UefiError;
 use crate::report::Report;
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 
 /// FAT volume label of the ESP.
 pub const ESP_LABEL: [u8; 11] = *b"EFI        ";
@@ -259,6 +259,25 @@ pub fn install_esp(
         }
     }
     fs.unmount().map_err(fat("closing the ESP"))?;
+    super::fat_repair::repair_directories(out, esp.start_bytes(), esp.len_bytes())?;
+
+    // Read everything back through fatfs: what the firmware will find.
+    let fs = fatfs::FileSystem::new(window(), fatfs::FsOptions::new())
+        .map_err(fat("re-opening the ESP"))?;
+    for (path, data, _) in &layout {
+        let mut back = Vec::with_capacity(data.len());
+        fs.root_dir()
+            .open_file(path)
+            .and_then(|mut f| f.read_to_end(&mut back))
+            .map_err(fat("reading back a file of the ESP"))?;
+        if back != *data {
+            return Err(UefiError::Fat {
+                action: "checking the ESP",
+                why: format!("{path} reads back different from what was written"),
+            });
+        }
+    }
+    drop(fs);
 
     for f in &written {
         report.change(

@@ -212,5 +212,11 @@ mod tests {
         let e = write_guest_efi_files(&mut fs, &efi(), None, &cfg, &mut Report::default());
         assert!(matches!(e, Err(UefiError::Plan { .. })));
         assert!(fs.lstat("/boot").unwrap().is_none(), "nothing written");
+        // The same guest, empty, with a GPT config: everything is created.
+        let mut cfg = cfg;
+        cfg.partition_map = PartitionMap::Gpt;
+        write_guest_efi_files(&mut fs, &efi(), None, &cfg, &mut Report::default()).unwrap();
+        assert!(fs.text("/boot/grub/grubenv").is_some());
+        assert!(fs.text("/boot/grub/x86_64-efi/core.efi").is_some());
     }
 }

@@ -8,6 +8,7 @@
 //! - [`pe`]: PE/COFF headers and GRUB's `mods` section (the prefix names `EFI/<distro>`).
 //! - [`esp`]: format and fill the ESP ([`install_esp`]).
 //! - [`guest`]: `/boot/efi`, `/boot/grub/x86_64-efi`, grub.cfg, the fstab line.
+//! - [`fat_repair`]: the fix for fatfs 0.3.6's `.`/`..` directory entries.
 //! - [`disk_io`]: byte windows of the image as `Read + Write + Seek` for `gpt`/`fatfs`.
 //!
 //! # Integration (convert.rs), in order
@@ -36,6 +37,7 @@
 pub mod disk_io;
 pub mod efi_files;
 pub mod esp;
+pub mod fat_repair;
 pub mod gpt_plan;
 pub mod guest;
 pub mod pe;
@@ -120,6 +122,10 @@ pub enum UefiError {
         "root filesystem UUID {uuid:?} is not a UUID like 01234567-89ab-cdef-0123-456789abcdef"
     )]
     BadRootUuid { uuid: String },
+
+    /// A malformed on-disk structure (a PE image, GRUB's module area, our own FAT).
+    #[error(transparent)]
+    Parse(#[from] crate::bytes::ParseError),
 
     /// A failure in the shared boot code (guest files, BIOS boot code).
     #[error(transparent)]
