@@ -43,12 +43,18 @@ pub enum Error {
     // ---- stream + swap (issue 3): Stream(#[from] crate::stream::StreamError)
 
     // ---- e2fsprogs tools (issue 3): Tool(#[from] crate::e2fs_tools::ToolError)
+    /// A failure of the libext2fs write engine (opening, writing or closing the output fs).
+    #[error(transparent)]
+    Ext(#[from] crate::ext::ExtError),
 
-    // ---- ext engine (issue 4): Ext(#[from] crate::ext::ExtError)
+    /// A failure reading the donor or choosing its kernel.
+    #[error(transparent)]
+    Donor(#[from] crate::donor::DonorError),
 
-    // ---- donor (issue 4): Donor(#[from] crate::donor::DonorError)
+    /// A failure grafting the donor kernel, modules or GRUB files into the guest.
+    #[error(transparent)]
+    Graft(#[from] crate::graft::GraftError),
 
-    // ---- graft (issue 4): Graft(#[from] crate::graft::GraftError)
     /// A guest configuration fixup failed.
     #[error(transparent)]
     Fixup(#[from] crate::fixups::FixupError),
