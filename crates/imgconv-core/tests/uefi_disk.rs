@@ -602,3 +602,77 @@ fn qemu_ovmf_boots_the_unsigned_fallback_to_the_marker() {
     check_esp(&b);
     boot_to_marker(&b, true);
 }
+
+/// Donors through the donor module: a disk image donor gives its ESP; a directory donor
+/// its signed packages (symlinks stay inside the donor); a donor with only x86_64-efi
+/// modules gives an unsigned GRUB built from them. The host is never consulted here.
+#[test]
+fn donors_supply_the_efi_files() {
+    use imgconv_core::donor::Donor;
+    // A disk image donor (our own UEFI disk: ext4 root + ESP).
+    let b = build_disk(GptFirmware::Uefi, Chain::Signed);
+    let donor = Donor::open(&b.disk).unwrap();
+    let found = find_efi_boot_files(&EfiSearch::for_donor(&donor, None, None)).unwrap();
+    let esp_number = b.plan.esp().number;
+    assert!(
+        found
+            .origin
+            .contains(&format!("partition {esp_number} (ESP)")),
+        "{}",
+        found.origin
+    );
+    assert_eq!(found.grub, b.efi.grub);
+
+    // A directory donor with the Debian package files; mmx64 is an absolute symlink to a
+    // path the HOST has: it must resolve inside the donor (where there is nothing).
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let put = |p: &str, from: &str| {
+        let dst = root.join(p.trim_start_matches('/'));
+        fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        fs::copy(from, dst).unwrap();
+    };
+    put(
+        "/usr/lib/shim/shimx64.efi.signed",
+        "/usr/lib/shim/shimx64.efi.signed",
+    );
+    put(efi_files::SIGNED_GRUB_PATHS[0], SIGNED_GRUB);
+    std::os::unix::fs::symlink(
+        "/usr/lib/shim/mmx64.efi",
+        root.join("usr/lib/shim/mmx64.efi.signed"),
+    )
+    .unwrap();
+    assert!(Path::new("/usr/lib/shim/mmx64.efi").exists());
+    let donor = Donor::open(root).unwrap();
+    let found = find_efi_boot_files(&EfiSearch::for_donor(&donor, None, None)).unwrap();
+    assert!(found.signed && found.shim.is_some());
+    assert_eq!(
+        found.mok_manager, None,
+        "the dangling in-donor symlink gives nothing"
+    );
+    assert!(found.origin.contains("the donor"), "{}", found.origin);
+
+    // Only modules: the unsigned build from the donor's x86_64-efi directory.
+    let dir = tempfile::tempdir().unwrap();
+    let mods = dir.path().join("usr/lib/grub/x86_64-efi");
+    fs::create_dir_all(&mods).unwrap();
+    for e in fs::read_dir(HOST_X86_64_EFI_DIR).unwrap() {
+        let e = e.unwrap();
+        if GrubPlatformFiles::is_wanted(&e.file_name().to_string_lossy()) {
+            fs::copy(e.path(), mods.join(e.file_name())).unwrap();
+        }
+    }
+    let donor = Donor::open(dir.path()).unwrap();
+    let efi_modules = donor.grub_files(PLATFORM_X86_64_EFI).unwrap().unwrap();
+    let found =
+        find_efi_boot_files(&EfiSearch::for_donor(&donor, Some(&efi_modules), None)).unwrap();
+    assert!(!found.signed && found.shim.is_none());
+    assert_eq!(found.grub_info.prefix.as_deref(), Some("/EFI/BOOT"));
+    assert!(found.origin.contains("donor's"), "{}", found.origin);
+
+    // Nothing at all: the error lists what was tried.
+    let empty = tempfile::tempdir().unwrap();
+    let donor = Donor::open(empty.path()).unwrap();
+    let err = find_efi_boot_files(&EfiSearch::for_donor(&donor, None, None)).unwrap_err();
+    assert!(err.to_string().contains("grubx64.efi.signed"), "{err}");
+}

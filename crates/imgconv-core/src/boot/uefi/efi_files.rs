@@ -202,6 +202,20 @@ pub trait EfiFileSource {
     fn read_file(&self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, UefiError>;
 }
 
+/// The donor's filesystems (guarded reader for images, confined resolution for
+/// directories), through [`crate::donor::Donor::read_small_file`].
+impl EfiFileSource for crate::donor::Donor {
+    fn label(&self) -> String {
+        format!("the donor {}", self.path().display())
+    }
+
+    fn read_file(&self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, UefiError> {
+        self.read_small_file(path, cap)
+            .map(|found| found.map(|(_, data)| data))
+            .map_err(|e| UefiError::Donor(Box::new(e)))
+    }
+}
+
 /// A host directory as the root: `/` for the host's own packages. Trusted input (the
 /// host's files), so no symlink confinement; use the donor's guarded reader for donors.
 #[derive(Debug, Clone)]
@@ -499,6 +513,24 @@ pub struct EfiSearch<'a> {
     pub donor_efi_modules: Option<&'a GrubPlatformFiles>,
     /// The host root (`/`) for the host's packages and modules; `None` = never the host.
     pub host: Option<&'a Path>,
+}
+
+impl<'a> EfiSearch<'a> {
+    /// Everything a donor offers: its ESP when it is a disk image, its package files, and
+    /// `efi_modules` (from [`crate::donor::Donor::grub_files`] with
+    /// [`PLATFORM_X86_64_EFI`]); the host root `host` as the last resort (`None`: never).
+    pub fn for_donor(
+        donor: &'a crate::donor::Donor,
+        efi_modules: Option<&'a GrubPlatformFiles>,
+        host: Option<&'a Path>,
+    ) -> Self {
+        EfiSearch {
+            donor_image: donor.path().is_file().then(|| donor.path()),
+            donor_files: Some(donor),
+            donor_efi_modules: efi_modules,
+            host,
+        }
+    }
 }
 
 /// Find the EFI binaries, signed first (see the module documentation for the order).

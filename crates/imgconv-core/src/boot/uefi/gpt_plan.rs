@@ -85,6 +85,17 @@ pub enum GptFirmware {
     Hybrid,
 }
 
+impl GptFirmware {
+    /// The GPT layout for a firmware choice; `None` for BIOS (an MBR disk).
+    pub fn from_firmware(f: crate::convert::Firmware) -> Option<Self> {
+        match f {
+            crate::convert::Firmware::Bios => None,
+            crate::convert::Firmware::Uefi => Some(GptFirmware::Uefi),
+            crate::convert::Firmware::Hybrid => Some(GptFirmware::Hybrid),
+        }
+    }
+}
+
 /// What a GPT partition is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -505,6 +516,20 @@ mod tests {
         assert!(
             text.contains("hybrid") && text.contains(TYPE_BIOS_BOOT),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn firmware_choice_maps_to_a_layout() {
+        use crate::convert::Firmware;
+        assert_eq!(GptFirmware::from_firmware(Firmware::Bios), None);
+        assert_eq!(
+            GptFirmware::from_firmware(Firmware::Uefi),
+            Some(GptFirmware::Uefi)
+        );
+        assert_eq!(
+            GptFirmware::from_firmware(Firmware::Hybrid),
+            Some(GptFirmware::Hybrid)
         );
     }
 

@@ -18,8 +18,9 @@
 //! let gpt = uefi::plan_gpt(&GptPlanOptions::new(fw, mbr_plan.root().len_bytes(),
 //!                                               swap_bytes))?;          // print it in dry runs
 //! // the EFI binaries (before writing anything, so a missing GRUB fails early)
-//! let efi = uefi::find_efi_boot_files(&EfiSearch { donor_image, donor_files,
-//!                                                  donor_efi_modules, host: Some("/") })?;
+//! let efi_modules = donor.grub_files(uefi::PLATFORM_X86_64_EFI)?;   // Option
+//! let efi = uefi::find_efi_boot_files(&EfiSearch::for_donor(&donor, efi_modules.as_ref(),
+//!                                                           Some(Path::new("/"))))?;
 //! // fixups: fstab gains uefi::esp_fstab_line(&gpt.esp_serial())
 //! // output: temp file of gpt.disk_bytes; stream the root fs to gpt.root().start_bytes(),
 //! //         the swap to gpt.swap()
@@ -126,6 +127,10 @@ pub enum UefiError {
     /// A malformed on-disk structure (a PE image, GRUB's module area, our own FAT).
     #[error(transparent)]
     Parse(#[from] crate::bytes::ParseError),
+
+    /// The donor could not be read.
+    #[error(transparent)]
+    Donor(Box<crate::donor::DonorError>),
 
     /// A failure in the shared boot code (guest files, BIOS boot code).
     #[error(transparent)]
