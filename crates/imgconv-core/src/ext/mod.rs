@@ -155,8 +155,9 @@ impl ExtFs {
     /// (`ext2fs_open2` with `EXT2_FLAG_RW | EXT2_FLAG_64BITS`, io option `offset=N`,
     /// the unix I/O manager), and load its allocation bitmaps.
     ///
-    /// Refuses a filesystem whose journal needs recovery ([`ExtError::NeedsRecovery`]).
-    /// Nothing is written by opening.
+    /// Refuses a filesystem whose journal needs recovery ([`ExtError::NeedsRecovery`]) and
+    /// one whose group descriptors are not sane (`ext2fs_check_desc`). Nothing is written
+    /// by opening.
     pub fn open(image: &Path, offset: u64) -> Result<ExtFs, ExtError> {
         let open_err = |code: Errcode| ExtError::Open {
             image: image.to_path_buf(),
@@ -177,6 +178,9 @@ impl ExtFs {
                 offset,
             });
         }
+        // Allocating from a filesystem whose descriptors point at the wrong blocks would
+        // overwrite metadata: check them first, as e2fsck does.
+        fs.check_desc().map_err(open_err)?;
         fs.read_bitmaps().map_err(open_err)?;
         Ok(ExtFs {
             fs,
