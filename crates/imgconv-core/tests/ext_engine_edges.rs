@@ -387,3 +387,61 @@ fn names_and_targets_are_bounded() {
     fx.assert_fsck_clean();
     assert_eq!(fx.dump(&max), b"m");
 }
+
+/// A guest made with `inline_data` (small files and directories stored in the inode):
+/// lookups, reads and edits work, new symlinks may be inline, and the result is clean.
+#[test]
+fn inline_data_guests_work() {
+    const INLINE_DATA_FL: u32 = 0x1000_0000;
+    let fx = fixture_full(
+        Kind::Ext4,
+        "64M",
+        0,
+        &["-O", "inline_data", "-b", "4096"],
+        10,
+    );
+    assert_ne!(fx.stat("/etc/hostname").flags & INLINE_DATA_FL, 0);
+    assert_ne!(fx.stat("/usr/lib/modules").flags & INLINE_DATA_FL, 0);
+    let mut fs = ExtFs::open(&fx.img, 0).unwrap();
+    // mkfs -d stored these inline.
+    assert_eq!(
+        fs.read_file("/etc/hostname", 100).unwrap().unwrap(),
+        b"xenguest\n"
+    );
+    assert_eq!(
+        fs.read_file("/lib/modules/x", 100).unwrap().unwrap(),
+        b"module x\n"
+    );
+    assert_eq!(fs.read_dir("/etc").unwrap().unwrap().len(), 6);
+    assert_eq!(fs.read_dir("/lib/modules").unwrap().unwrap().len(), 1);
+    // Adding entries to an inline directory moves it to a block.
+    for i in 0..20 {
+        let p = format!("/lib/modules/added-module-{i}");
+        fs.create_file(&p, &mut &b"m"[..], 1, attrs()).unwrap();
+    }
+    // Grow an inline file past the inode, and add to an inline directory.
+    let big = pattern(3, 10_000);
+    fs.replace_content("/etc/hostname", &big).unwrap();
+    fs.create_file("/etc/new", &mut &b"n"[..], 1, attrs())
+        .unwrap();
+    let mid = format!("/{}", "m".repeat(100));
+    fs.symlink("/etc/mid", &mid, attrs()).unwrap();
+    assert_eq!(fs.read_link("/etc/mid").unwrap().unwrap(), mid);
+    fs.remove("/etc/escape").unwrap();
+    fs.close().unwrap();
+    fx.assert_fsck_clean();
+    assert_eq!(fx.dump("/etc/hostname"), big);
+    assert_eq!(fx.dump("/etc/new"), b"n");
+    assert_eq!(fx.dump("/usr/lib/modules/added-module-19"), b"m");
+    assert_ne!(
+        fx.stat("/etc/mid").flags & INLINE_DATA_FL,
+        0,
+        "an inline symlink"
+    );
+    let mut fs = ExtFs::open(&fx.img, 0).unwrap();
+    assert_eq!(fs.read_link("/etc/mid").unwrap().unwrap(), mid);
+    assert_eq!(
+        fs.read_file("/etc/hostname", 1 << 20).unwrap().unwrap(),
+        big
+    );
+}
