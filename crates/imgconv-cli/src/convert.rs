@@ -50,7 +50,6 @@ pub fn paths_of(o: &ConvertOptions) -> Paths {
 /// Everything that can be refused before any work: missing source or donor, an output
 /// that exists (without --force), a missing output directory, output == input.
 pub fn preflight(o: &ConvertOptions) -> Result<(), CliError> {
-    let paths = paths_of(o);
     match std::fs::metadata(&o.source) {
         Err(e) => {
             return Err(CliError::new(
@@ -70,6 +69,16 @@ pub fn preflight(o: &ConvertOptions) -> Result<(), CliError> {
             ))
         }
         Ok(_) => {}
+    }
+    if let Err(e) = std::fs::File::open(&o.source) {
+        return Err(CliError::new(
+            Class::Input,
+            format!(
+                "cannot open the source {} for reading: {e}",
+                o.source.display()
+            ),
+            "check its permissions (imgconv only ever reads it)",
+        ));
     }
     match &o.donor {
         Some(d) if !d.exists() => {
@@ -135,7 +144,20 @@ pub fn preflight(o: &ConvertOptions) -> Result<(), CliError> {
             ),
         ));
     }
-    let _ = paths;
+    // Can we create the temporary output beside OUT? (Read-only mounts, permissions.)
+    if let Err(e) = tempfile::Builder::new()
+        .prefix(".imgconv-probe-")
+        .tempfile_in(dir)
+    {
+        return Err(CliError::new(
+            Class::Output,
+            format!(
+                "cannot write in the output directory {}: {e}",
+                dir.display()
+            ),
+            "choose an -o in a writable directory",
+        ));
+    }
     Ok(())
 }
 
@@ -189,8 +211,7 @@ pub fn output_root(output: &Path) -> Result<FsLocation, CliError> {
 
 /// The library conversion, mapped to the CLI's terms.
 fn library_convert(o: &ConvertOptions, _progress: &mut CliProgress) -> Result<Converted, CliError> {
-    let _ = errors::from_core;
-    let _ = o;
+    let _ = (errors::from_core, paths_of(o));
     Err(CliError::not_yet(
         "the conversion pipeline (imgconv_core::convert::convert)",
     ))

@@ -8,6 +8,7 @@ mod convert;
 mod errors;
 mod fsck;
 mod inspect;
+mod outline;
 mod progress;
 mod qemu;
 mod signals;

@@ -342,3 +342,66 @@ fn progress_draws_bars_on_a_terminal_and_plain_lines_on_a_pipe() {
         "plain lines only: {err:?}"
     );
 }
+
+/// Run the binary as an unprivileged user (nobody) when we are root, else as ourselves.
+fn unprivileged() -> Command {
+    if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin());
+        c
+    } else {
+        Command::new(bin())
+    }
+}
+
+#[test]
+fn unreadable_source_is_3_and_unwritable_output_dir_is_5_before_any_work() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, src, donor, _) = files();
+    let mode = |p: &std::path::Path, m: u32| {
+        fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(dir.path(), 0o755);
+    mode(&donor, 0o755);
+    let ro = dir.path().join("readonly");
+    fs::create_dir(&ro).unwrap();
+    mode(&ro, 0o555);
+
+    // Readable source, unwritable output directory: 5.
+    mode(&src, 0o644);
+    let out = unprivileged()
+        .arg("convert")
+        .arg(&src)
+        .arg("--donor")
+        .arg(&donor)
+        .arg("-o")
+        .arg(ro.join("kvm.img"))
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("cannot write in the output directory"),
+        "{err}"
+    );
+    assert_eq!(fs::read_dir(&ro).unwrap().count(), 0, "nothing left behind");
+
+    // Unreadable source: 3.
+    mode(&src, 0o000);
+    let out = unprivileged()
+        .arg("convert")
+        .arg(&src)
+        .arg("--donor")
+        .arg(&donor)
+        .arg("-o")
+        .arg(dir.path().join("kvm2.img"))
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("cannot open the source") && err.contains("ermission denied"),
+        "{err}"
+    );
+}

@@ -321,3 +321,36 @@ fn qemu_running_on(img: &std::path::Path) -> bool {
                 .unwrap_or(false)
         })
 }
+
+#[test]
+fn sigint_or_sigterm_during_the_boot_test_exits_130_and_kills_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    let (img, _) = converted_disk(dir.path(), "interrupt", DiskSpec::default());
+    write_at(&img, 0, &[0u8; 0x1b8]);
+    write_at(&img, 0, &[0xfa, 0xf4, 0xeb, 0xfd]); // halts silently
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let child = Command::new(bin())
+            .arg("verify")
+            .arg(&img)
+            .args(["--boot", "--timeout", "120"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until qemu runs, then interrupt imgconv only (not its process group).
+        let t0 = std::time::Instant::now();
+        while !qemu_running_on(&img) {
+            assert!(t0.elapsed().as_secs() < 60, "qemu never started");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "signal {signal}: {err}");
+        assert!(err.contains("imgconv: error: interrupted"), "{err}");
+        assert!(t0.elapsed().as_secs() < 60, "stopped promptly");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!qemu_running_on(&img), "qemu was killed");
+    }
+}

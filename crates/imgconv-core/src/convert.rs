@@ -62,7 +62,11 @@ pub struct ConvertOptions {
 
 impl ConvertOptions {
     /// Options with the defaults: 512 MiB swap, BIOS, virtio, newest donor kernel.
-    pub fn new(source: impl Into<PathBuf>, donor: Option<PathBuf>, output: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        source: impl Into<PathBuf>,
+        donor: Option<PathBuf>,
+        output: impl Into<PathBuf>,
+    ) -> Self {
         ConvertOptions {
             source: source.into(),
             donor,

@@ -44,13 +44,22 @@ pub enum Error {
 
     // ---- e2fsprogs tools (issue 3): Tool(#[from] crate::e2fs_tools::ToolError)
 
-    // ---- ext engine (issue 4): Ext(#[from] crate::ext::ExtError)
+    /// A failure of the libext2fs write engine (opening, writing or closing the output fs).
+    #[error(transparent)]
+    Ext(#[from] crate::ext::ExtError),
 
-    // ---- donor (issue 4): Donor(#[from] crate::donor::DonorError)
+    /// A failure reading the donor or choosing its kernel.
+    #[error(transparent)]
+    Donor(#[from] crate::donor::DonorError),
 
-    // ---- graft (issue 4): Graft(#[from] crate::graft::GraftError)
+    /// A failure grafting the donor kernel, modules or GRUB files into the guest.
+    #[error(transparent)]
+    Graft(#[from] crate::graft::GraftError),
 
-    // ---- fixups (issue 4): Fixup(#[from] crate::fixups::FixupError)
+    /// A guest configuration fixup failed.
+    #[error(transparent)]
+    Fixup(#[from] crate::fixups::FixupError),
+
     /// A failure while building or installing the GRUB boot code.
     #[error(transparent)]
     Boot(#[from] crate::boot::BootError),

@@ -149,3 +149,105 @@ fn size_close_to_grub_mkimage() {
         theirs.len()
     );
 }
+
+/// Placing core.img elsewhere (a GPT BIOS boot partition) only moves the blocklist start.
+#[test]
+fn for_lba_sets_one_contiguous_run() {
+    let files = host_files();
+    let core = build_core_image(
+        &files,
+        "(,gpt1)/boot/grub",
+        &["biosdisk", "part_gpt", "ext2"],
+    )
+    .unwrap();
+    for lba in [1u64, 34, 2048] {
+        let img = core.for_lba(lba).unwrap();
+        assert_eq!(img.len() as u64, core.sectors() * SECTOR as u64);
+        let bl = &img[FIRST_BLOCKLIST..SECTOR];
+        assert_eq!(u64::from_le_bytes(bl[..8].try_into().unwrap()), lba + 1);
+        assert_eq!(
+            u16::from_le_bytes([bl[8], bl[9]]) as u64,
+            core.sectors() - 1
+        );
+        assert_eq!(u16::from_le_bytes([bl[10], bl[11]]), 0x820);
+        assert_eq!(
+            &img[FIRST_BLOCKLIST - 12..FIRST_BLOCKLIST],
+            &[0; 12],
+            "terminator"
+        );
+        assert_eq!(&img[SECTOR..core.bytes.len()], &core.bytes[SECTOR..]);
+    }
+}
+
+/// Broken or incomplete module directories give typed errors naming the problem.
+#[test]
+fn broken_module_directories_are_typed_errors() {
+    use imgconv_core::boot::BootError;
+    let good = host_files();
+    let build = |files: &GrubPlatformFiles, mods: &[&str]| {
+        build_core_image(files, "(,msdos1)/boot/grub", mods).unwrap_err()
+    };
+    let mods = ["biosdisk", "part_msdos", "ext2"];
+
+    let mut f = good.clone();
+    f.files.remove("fshelp.mod");
+    match build(&f, &mods) {
+        BootError::MissingModuleFile { module, .. } => assert_eq!(module, "fshelp"),
+        e => panic!("{e}"),
+    }
+    assert!(matches!(
+        build(&good, &["biosdisk", "no_such_fs"]),
+        BootError::UnknownModule { .. }
+    ));
+
+    for cut in [0, 20, 52, 1000, good.get("kernel.img").unwrap().len() - 1] {
+        let mut f = good.clone();
+        f.files.get_mut("kernel.img").unwrap().truncate(cut);
+        let e = build(&f, &mods);
+        assert!(matches!(e, BootError::Kernel(_)), "cut {cut}: {e}");
+    }
+    let mut f = good.clone();
+    f.files
+        .insert("ext2.mod".into(), good.get("fshelp.mod").unwrap().to_vec());
+    assert!(
+        matches!(build(&f, &mods), BootError::BadModule { .. }),
+        "ext2.mod that is fshelp"
+    );
+    let mut f = good.clone();
+    f.files.insert("lzma_decompress.img".into(), vec![0; 0xE01]);
+    assert!(matches!(
+        build(&f, &mods),
+        BootError::ImageFormat {
+            file: "lzma_decompress.img",
+            ..
+        }
+    ));
+    let mut f = good.clone();
+    f.files.get_mut("diskboot.img").unwrap().push(0);
+    assert!(matches!(
+        build(&f, &mods),
+        BootError::ImageFormat {
+            file: "diskboot.img",
+            ..
+        }
+    ));
+    let mut f = good.clone();
+    f.files.remove("moddep.lst");
+    assert!(matches!(build(&f, &mods), BootError::MissingFile { .. }));
+    assert!(matches!(
+        build_core_image(&good, "boot/grub\n", &mods),
+        Err(BootError::BadPrefix { .. })
+    ));
+}
+
+/// Too many modules for the space below 0x78000: refused with the limit in the message.
+#[test]
+fn oversized_core_is_refused() {
+    use imgconv_core::boot::BootError;
+    let files = host_files();
+    let all: Vec<&str> = files.module_names().collect();
+    match build_core_image(&files, "(,msdos1)/boot/grub", &all) {
+        Err(e @ BootError::CoreTooBig { .. }) => assert!(e.to_string().contains("0x78000"), "{e}"),
+        other => panic!("{:?}", other.map(|c| c.bytes.len())),
+    }
+}

@@ -25,7 +25,8 @@ pub mod guest_files;
 
 pub use ext_support::{check_root_fs_for_grub, GrubExtSupport};
 pub use grub_bios::{
-    build_core_image, install_bios_boot, prefix_for_partition, CoreImage, MSDOS_EXT_MODULES,
+    build_core_image, install_bios_boot, prefix_for_partition, CoreImage, GPT_EXT_MODULES,
+    MSDOS_EXT_MODULES,
 };
 pub use grub_cfg::{GrubConfig, PartitionMap};
 pub use grub_files::{GrubPlatformFiles, GrubVersion, HOST_I386_PC_DIR};

@@ -1,1 +1,241 @@
-//! Guest configuration fixups for the new hardware, each with a backup. (issue 4)
+//! Guest configuration fixups for the new hardware (issue 4, deliverable 4).
+//!
+//! A Xen PV guest names its disks `xvdX`, logs in on `hvc0`/`xvc0`, loads `xennet`/`xenblk`,
+//! pins eth0 to its Xen vif MAC and may run Xen guest tools. Under KVM none of that holds.
+//! [`apply`] adapts the guest's configuration through the [`GuestFs`] trait, one module per
+//! concern, so the same code runs on a real image (`ext::ExtFs`), on an in-memory [`MemFs`]
+//! in tests, and on a read-only [`dry_run::Overlay`] for `--dry-run` ([`plan`]):
+//!
+//! | module | files |
+//! |---|---|
+//! | [`fstab`] | `/etc/fstab`, `/etc/crypttab`, `/etc/initramfs-tools/conf.d/resume` |
+//! | [`console`] | systemd getty links, `/etc/inittab`, upstart `/etc/init/*.conf` and `/etc/event.d/*`, `/etc/securetty` |
+//! | [`network`] | `/etc/udev/rules.d/70-persistent-net.rules`, `75-persistent-net-generator.rules` |
+//! | [`modules`] | `/etc/modules`, `/etc/modprobe.d/*.conf`, `/etc/modprobe.conf`, `/etc/initramfs-tools/modules` |
+//! | [`xen_tools`] | systemd `*.wants` links and SysV `rc?.d` links of Xen guest tools |
+//!
+//! Rules every fixup follows:
+//! - every change is recorded with [`Report::change`] (what, why, where the original is);
+//! - an edited file's original is first copied to `<file>.imgconv-orig` (same mode, owner
+//!   and mtime); a link or file that is moved aside is renamed, and the rename is the
+//!   backup (see [`BACKUP_SUFFIX`] for the few names that must stay invisible to the
+//!   program that scans the directory);
+//! - an existing backup is never overwritten: a later backup of the same file gets a
+//!   numbered name (`.imgconv-orig.2`, …);
+//! - a fixup only acts when the guest's current state needs it, so a second [`apply`] on
+//!   the output changes nothing and reports nothing (idempotency, tested per init system).
+//!
+//! [`MemFs`]: crate::guestfs::MemFs
+
+pub mod console;
+mod devices;
+pub mod dry_run;
+mod edit;
+pub mod fstab;
+pub mod modules;
+pub mod network;
+pub mod xen_tools;
+
+use crate::extread::ExtReader;
+use crate::guestfs::{GuestFs, GuestFsError};
+use crate::report::Report;
+
+pub use edit::BACKUP_SUFFIX;
+
+/// The disk bus of the converted disk (the pipeline's own type), which decides the
+/// kernel's disk names.
+pub use crate::convert::DiskBus;
+
+/// The kernel's disk name prefix on `bus`: `vd` for virtio, `sd` for SATA and for IDE —
+/// every kernel since libata's `ata_piix`/`pata_*` drivers replaced the old IDE layer
+/// (Linux 2.6.19+, and the only IDE drivers in current distribution kernels) names IDE
+/// disks `sd*`, not `hd*`.
+pub fn device_prefix(bus: DiskBus) -> &'static str {
+    match bus {
+        DiskBus::Virtio => "vd",
+        DiskBus::Sata | DiskBus::Ide => "sd",
+    }
+}
+
+/// The guest's init system, which decides how gettys are configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InitSystem {
+    Systemd,
+    /// SysV init with `/etc/inittab`.
+    Sysvinit,
+    /// Upstart: `/etc/init/*.conf` (0.6+) and/or the old `/etc/event.d/` jobs.
+    Upstart,
+}
+
+/// What the fixups need to know about the converted disk.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FixupContext {
+    /// UUID of the root filesystem on the converted disk (as `blkid` prints it).
+    pub root_uuid: String,
+    /// Type of the root filesystem (`ext2`, `ext3`, `ext4`).
+    pub root_fstype: String,
+    /// UUID of the new swap partition; `None` when the plan has no swap.
+    pub swap_uuid: Option<String>,
+    /// Bus of the converted disk; other kernel disk names in the guest are mapped to it.
+    pub disk_bus: DiskBus,
+    /// Whether the converted disk has a swap partition. Must agree with `swap_uuid`
+    /// (checked by [`FixupContext::validate`]).
+    pub new_swap_partition_exists: bool,
+    /// The serial console the new kernel command line uses (`ttyS0`).
+    pub serial_console: String,
+    /// The guest's init system when the caller knows it; detected when `None`.
+    pub init_system: Option<InitSystem>,
+    /// Modification time for files and links the fixups create, seconds since the epoch.
+    pub mtime: i64,
+}
+
+impl FixupContext {
+    /// A context for a virtio disk with console `ttyS0`, detecting the init system and
+    /// stamping new files with the current time.
+    pub fn new(root_uuid: &str, root_fstype: &str, swap_uuid: Option<&str>) -> Self {
+        let mtime = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        FixupContext {
+            root_uuid: root_uuid.to_string(),
+            root_fstype: root_fstype.to_string(),
+            swap_uuid: swap_uuid.map(str::to_string),
+            disk_bus: DiskBus::Virtio,
+            new_swap_partition_exists: swap_uuid.is_some(),
+            serial_console: "ttyS0".to_string(),
+            init_system: None,
+            mtime,
+        }
+    }
+
+    /// Check the values that end up in guest files: UUIDs and names must be plain tokens
+    /// (no whitespace or separators that would corrupt a config line).
+    pub fn validate(&self) -> Result<(), FixupError> {
+        let token = |what: &str, v: &str, ok: fn(char) -> bool| {
+            if v.is_empty() || v.len() > 64 || !v.chars().all(ok) {
+                Err(FixupError::InvalidContext(format!(
+                    "{what} {v:?} is not a plain token"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        let uuid_char = |c: char| c.is_ascii_alphanumeric() || c == '-';
+        token("root filesystem UUID", &self.root_uuid, uuid_char)?;
+        token("root filesystem type", &self.root_fstype, |c| {
+            c.is_ascii_alphanumeric()
+        })?;
+        token("serial console", &self.serial_console, |c| {
+            c.is_ascii_alphanumeric()
+        })?;
+        if let Some(s) = &self.swap_uuid {
+            token("swap UUID", s, uuid_char)?;
+        }
+        if self.new_swap_partition_exists != self.swap_uuid.is_some() {
+            return Err(FixupError::InvalidContext(format!(
+                "new_swap_partition_exists is {} but swap_uuid is {:?}",
+                self.new_swap_partition_exists, self.swap_uuid
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Errors of the fixups.
+#[derive(Debug, thiserror::Error)]
+pub enum FixupError {
+    /// A guest filesystem operation failed (including a symlink loop in the guest).
+    #[error("fixing {step} ({path}): {source}")]
+    Guest {
+        step: &'static str,
+        path: String,
+        #[source]
+        source: GuestFsError,
+    },
+    /// The caller's [`FixupContext`] is inconsistent.
+    #[error("invalid fixup settings: {0}")]
+    InvalidContext(String),
+    /// Every backup name for a file is taken.
+    #[error("fixing {step}: no free backup name for {path} (100 backups exist)")]
+    NoBackupName { step: &'static str, path: String },
+}
+
+/// Attach the step and path to a guest filesystem error.
+pub(crate) trait At<T> {
+    fn at(self, step: &'static str, path: &str) -> Result<T, FixupError>;
+}
+
+impl<T> At<T> for Result<T, GuestFsError> {
+    fn at(self, step: &'static str, path: &str) -> Result<T, FixupError> {
+        self.map_err(|source| FixupError::Guest {
+            step,
+            path: path.to_string(),
+            source,
+        })
+    }
+}
+
+/// Apply every fixup to the guest, recording each change (and each thing the user should
+/// check) in `report`. Running it again on its own output changes nothing.
+pub fn apply(
+    guest: &mut dyn GuestFs,
+    ctx: &FixupContext,
+    report: &mut Report,
+) -> Result<(), FixupError> {
+    ctx.validate()?;
+    fstab::fix_fstab(guest, ctx, report)?;
+    fstab::fix_crypttab(guest, ctx, report)?;
+    fstab::fix_resume(guest, ctx, report)?;
+    console::fix_consoles(guest, ctx, report)?;
+    network::fix_persistent_net(guest, ctx, report)?;
+    modules::fix_modules(guest, ctx, report)?;
+    xen_tools::disable_xen_tools(guest, ctx, report)?;
+    Ok(())
+}
+
+/// What [`apply`] would change in the guest filesystem read by `source`, without writing
+/// anything: the fixups run unchanged over a [`dry_run::Overlay`] that keeps their writes
+/// in memory.
+pub fn plan(source: &ExtReader, ctx: &FixupContext) -> Result<Report, FixupError> {
+    plan_over(source, ctx)
+}
+
+/// [`plan`] over any read-only source.
+pub fn plan_over(
+    source: &dyn dry_run::ReadOnlySource,
+    ctx: &FixupContext,
+) -> Result<Report, FixupError> {
+    let mut overlay = dry_run::Overlay::new(source);
+    let mut report = Report::default();
+    apply(&mut overlay, ctx, &mut report)?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_validation_rejects_tokens_that_would_corrupt_lines() {
+        let ok = FixupContext::new("0b0e6c6e-1f47-4a39-a27d-7d3d5b1d7a41", "ext4", None);
+        ok.validate().unwrap();
+        let mut bad = ok.clone();
+        bad.root_uuid = "abc def".into();
+        assert!(matches!(bad.validate(), Err(FixupError::InvalidContext(_))));
+        let mut bad = ok.clone();
+        bad.new_swap_partition_exists = true;
+        assert!(matches!(bad.validate(), Err(FixupError::InvalidContext(_))));
+        let mut bad = ok;
+        bad.serial_console = "ttyS0\n".into();
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn bus_prefixes() {
+        assert_eq!(device_prefix(DiskBus::Virtio), "vd");
+        assert_eq!(device_prefix(DiskBus::Sata), "sd");
+        assert_eq!(device_prefix(DiskBus::Ide), "sd");
+    }
+}

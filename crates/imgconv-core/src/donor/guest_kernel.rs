@@ -1,0 +1,296 @@
+//! `--use-guest-kernel`: find a kernel the guest already has that boots on HVM, instead
+//! of grafting the donor's (virt-v2v's behaviour, see shared/docs/conversion-checklist.md §2).
+//!
+//! A usable guest kernel has `/boot/vmlinuz-VER`, a matching initrd and a
+//! `/lib/modules/VER` tree, and is not Xen-only. Xen-only means the old "xenified" kernels
+//! (RHEL5/SLES10-11 `-xen`, Debian `2.6.26-xen`): their `/boot/config-VER` sets
+//! `CONFIG_X86_XEN=y` or `CONFIG_X86_64_XEN=y`, exactly virt-v2v's test. Modern pvops
+//! kernels run as a PV guest and on bare HVM alike, so they qualify. When a kernel has no
+//! config file, a version naming `xen` (`2.6.18-xen`, `-xenU`) is taken as Xen-only, the
+//! conservative choice.
+
+use super::{classify_boot_name, compare_versions, BootFileKind, DonorError, MAX_CONFIG_BYTES};
+use crate::extread::{DirItem, ExtReader, NodeKind, NodeMeta};
+use crate::guestfs::GuestFs;
+use std::collections::BTreeMap;
+
+/// Most entries read from the guest's `/boot` or `/lib/modules`.
+const MAX_ENTRIES: usize = 100_000;
+
+/// A kernel of the guest that can boot the converted image.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GuestKernel {
+    /// `6.1.0-28-amd64`.
+    pub version: String,
+    /// Guest paths.
+    pub vmlinuz: String,
+    pub initrd: String,
+    pub config: Option<String>,
+    pub modules_dir: String,
+    /// Xen-only kernels of the guest passed over.
+    pub skipped_xen: Vec<String>,
+}
+
+/// The read operations the search needs, over the source image or the output's guest fs.
+trait KernelTree {
+    fn list(&mut self, dir: &str) -> Result<Option<Vec<DirItem>>, DonorError>;
+    fn stat(&mut self, path: &str) -> Result<Option<NodeMeta>, DonorError>;
+    fn read_small(&mut self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, DonorError>;
+}
+
+impl KernelTree for &ExtReader {
+    fn list(&mut self, dir: &str) -> Result<Option<Vec<DirItem>>, DonorError> {
+        match self.metadata(dir)? {
+            Some(m) if m.kind == NodeKind::Dir => Ok(self.read_dir(dir, MAX_ENTRIES)?),
+            _ => Ok(None),
+        }
+    }
+    fn stat(&mut self, path: &str) -> Result<Option<NodeMeta>, DonorError> {
+        Ok(self.metadata(path)?)
+    }
+    fn read_small(&mut self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, DonorError> {
+        Ok(self.read_file(path, cap)?)
+    }
+}
+
+struct Guest<'a>(&'a mut dyn GuestFs);
+
+impl KernelTree for Guest<'_> {
+    fn list(&mut self, dir: &str) -> Result<Option<Vec<DirItem>>, DonorError> {
+        match self.0.stat(dir)? {
+            Some(m) if m.kind == NodeKind::Dir => {}
+            _ => return Ok(None),
+        }
+        let items = self.0.read_dir(dir)?;
+        if items.as_ref().is_some_and(|i| i.len() > MAX_ENTRIES) {
+            return Err(DonorError::TooManyEntries {
+                donor: "the guest".into(),
+                path: dir.into(),
+                cap: MAX_ENTRIES,
+            });
+        }
+        Ok(items)
+    }
+    fn stat(&mut self, path: &str) -> Result<Option<NodeMeta>, DonorError> {
+        Ok(self.0.stat(path)?)
+    }
+    fn read_small(&mut self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, DonorError> {
+        Ok(self.0.read_file(path, cap)?)
+    }
+}
+
+/// Find the newest usable non-Xen kernel in a guest read through the guarded reader
+/// (the source image, before anything is written).
+pub fn find_guest_kernel_in_reader(guest: &ExtReader) -> Result<GuestKernel, DonorError> {
+    find(&mut { guest })
+}
+
+/// Find the newest usable non-Xen kernel in a guest filesystem (e.g. the output's root).
+pub fn find_guest_kernel(guest: &mut dyn GuestFs) -> Result<GuestKernel, DonorError> {
+    find(&mut Guest(guest))
+}
+
+#[derive(Default)]
+struct Found {
+    vmlinuz: Option<String>,
+    initrd: Option<String>,
+    config: Option<String>,
+    modules: Option<String>,
+}
+
+fn find(tree: &mut dyn KernelTree) -> Result<GuestKernel, DonorError> {
+    let mut by_version: BTreeMap<String, Found> = BTreeMap::new();
+    if let Some(mut items) = tree.list("/boot")? {
+        items.sort_by(|a, b| a.name.cmp(&b.name));
+        for item in items {
+            let Some((kind, version)) = classify_boot_name(&item.name) else {
+                continue;
+            };
+            let path = format!("/boot/{}", item.name);
+            if !matches!(tree.stat(&path)?, Some(m) if m.kind == NodeKind::File) {
+                continue;
+            }
+            let f = by_version.entry(version.to_string()).or_default();
+            let slot = match kind {
+                BootFileKind::Vmlinuz => &mut f.vmlinuz,
+                BootFileKind::Initrd => &mut f.initrd,
+                BootFileKind::Config => &mut f.config,
+                BootFileKind::SystemMap => continue,
+            };
+            slot.get_or_insert(path);
+        }
+    }
+    for base in ["/lib/modules", "/usr/lib/modules"] {
+        let Some(items) = tree.list(base)? else {
+            continue;
+        };
+        for item in items {
+            let dir = format!("{base}/{}", item.name);
+            if !matches!(tree.stat(&dir)?, Some(m) if m.kind == NodeKind::Dir) {
+                continue;
+            }
+            let has_modules = matches!(tree.stat(&format!("{dir}/modules.dep"))?, Some(m) if m.kind == NodeKind::File)
+                || matches!(tree.stat(&format!("{dir}/kernel"))?, Some(m) if m.kind == NodeKind::Dir);
+            if has_modules {
+                by_version
+                    .entry(item.name.clone())
+                    .or_default()
+                    .modules
+                    .get_or_insert(dir);
+            }
+        }
+    }
+
+    let mut versions: Vec<&String> = by_version.keys().collect();
+    versions.sort_by(|a, b| compare_versions(b, a));
+    let mut summaries = Vec::new();
+    let mut xen = Vec::new();
+    let mut best: Option<GuestKernel> = None;
+    for v in versions {
+        let f = &by_version[v];
+        let mut lacks = Vec::new();
+        if f.vmlinuz.is_none() {
+            lacks.push("vmlinuz");
+        }
+        if f.initrd.is_none() {
+            lacks.push("initrd");
+        }
+        if f.modules.is_none() {
+            lacks.push("modules tree");
+        }
+        if !lacks.is_empty() {
+            if f.vmlinuz.is_some() || f.modules.is_some() || f.initrd.is_some() {
+                summaries.push(format!("{v} (lacks: {})", lacks.join(", ")));
+            }
+            continue;
+        }
+        if is_xen_only(tree, v, f.config.as_deref())? {
+            summaries.push(format!("{v} (Xen-only kernel)"));
+            xen.push(v.clone());
+            continue;
+        }
+        summaries.push(format!("{v} (usable)"));
+        if best.is_none() {
+            best = Some(GuestKernel {
+                version: v.clone(),
+                vmlinuz: f.vmlinuz.clone().unwrap_or_default(),
+                initrd: f.initrd.clone().unwrap_or_default(),
+                config: f.config.clone(),
+                modules_dir: f.modules.clone().unwrap_or_default(),
+                skipped_xen: Vec::new(),
+            });
+        }
+    }
+    match best {
+        Some(mut k) => {
+            k.skipped_xen = xen;
+            Ok(k)
+        }
+        None if !xen.is_empty() => Err(DonorError::OnlyXenKernels { found: summaries }),
+        None => Err(DonorError::NoGuestKernel { found: summaries }),
+    }
+}
+
+/// virt-v2v's Xen-only test, plus the version-name fallback when there is no config.
+fn is_xen_only(
+    tree: &mut dyn KernelTree,
+    version: &str,
+    config: Option<&str>,
+) -> Result<bool, DonorError> {
+    match config {
+        Some(path) => {
+            let text = tree.read_small(path, MAX_CONFIG_BYTES)?.unwrap_or_default();
+            let text = String::from_utf8_lossy(&text);
+            Ok(text
+                .lines()
+                .map(str::trim)
+                .any(|l| l == "CONFIG_X86_XEN=y" || l == "CONFIG_X86_64_XEN=y"))
+        }
+        None => Ok(version.to_ascii_lowercase().contains("xen")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guestfs::MemFs;
+
+    fn kernel(fs: MemFs, v: &str, config: Option<&str>) -> MemFs {
+        let fs = fs
+            .with_file(&format!("/boot/vmlinuz-{v}"), "k")
+            .with_file(&format!("/boot/initrd.img-{v}"), "i")
+            .with_file(&format!("/lib/modules/{v}/modules.dep"), "");
+        match config {
+            Some(c) => fs.with_file(&format!("/boot/config-{v}"), c),
+            None => fs,
+        }
+    }
+
+    #[test]
+    fn picks_the_newest_non_xen_kernel() {
+        let fs = kernel(MemFs::new(), "6.1.0-9-amd64", Some("CONFIG_X86_64=y\n"));
+        let fs = kernel(
+            fs,
+            "6.1.0-28-amd64",
+            Some("CONFIG_X86_64=y\nCONFIG_XEN=y\n"),
+        );
+        let fs = kernel(fs, "2.6.18-xen", Some("CONFIG_X86_64_XEN=y\n"));
+        let mut fs =
+            kernel(fs, "7.0.0-1-amd64", None).with_file("/boot/vmlinuz-8.0.0", "only a kernel");
+        // 8.0.0 lacks initrd and modules; 7.0.0 has no config but no "xen" in its name.
+        let k = find_guest_kernel(&mut fs).unwrap();
+        assert_eq!(k.version, "7.0.0-1-amd64");
+        assert_eq!(k.vmlinuz, "/boot/vmlinuz-7.0.0-1-amd64");
+        assert_eq!(k.modules_dir, "/lib/modules/7.0.0-1-amd64");
+        assert_eq!(k.skipped_xen, ["2.6.18-xen"]);
+    }
+
+    #[test]
+    fn pvops_kernel_with_xen_support_is_usable_on_merged_usr() {
+        let mut fs = MemFs::new()
+            .with_symlink("/lib", "usr/lib")
+            .with_file("/usr/lib/modules/6.1.0-28-amd64/kernel/fs/ext4.ko", "ko")
+            .with_file("/boot/vmlinuz-6.1.0-28-amd64", "k")
+            .with_file("/boot/initramfs-6.1.0-28-amd64.img", "i")
+            .with_file(
+                "/boot/config-6.1.0-28-amd64",
+                "CONFIG_XEN=y\nCONFIG_XEN_PVHVM=y\n",
+            );
+        let k = find_guest_kernel(&mut fs).unwrap();
+        assert_eq!(k.version, "6.1.0-28-amd64");
+        assert_eq!(k.initrd, "/boot/initramfs-6.1.0-28-amd64.img");
+    }
+
+    #[test]
+    fn only_xen_kernels_is_its_own_error() {
+        let fs = kernel(
+            MemFs::new(),
+            "2.6.18-400.el5xen",
+            Some("CONFIG_X86_XEN=y\n"),
+        );
+        let mut fs = kernel(fs, "2.6.32-5-xen-amd64", None);
+        let err = find_guest_kernel(&mut fs).unwrap_err();
+        assert!(matches!(err, DonorError::OnlyXenKernels { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("only Xen kernels"), "{msg}");
+        assert!(
+            msg.contains("2.6.18-400.el5xen") && msg.contains("2.6.32-5-xen-amd64"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn no_kernel_lists_what_is_there() {
+        let mut fs = MemFs::new().with_file("/boot/vmlinuz-6.1.0-28-amd64", "k");
+        let err = find_guest_kernel(&mut fs).unwrap_err();
+        assert!(matches!(err, DonorError::NoGuestKernel { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("6.1.0-28-amd64 (lacks: initrd, modules tree)"),
+            "{err}"
+        );
+        let mut empty = MemFs::new();
+        let err = find_guest_kernel(&mut empty).unwrap_err();
+        assert!(err.to_string().contains("found no kernel at all"), "{err}");
+    }
+}

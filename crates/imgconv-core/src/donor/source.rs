@@ -1,0 +1,390 @@
+//! One filesystem of a donor, read-only: a host directory (an unpacked kernel package) or
+//! an ext2/3/4 filesystem read through the guarded [`ExtReader`].
+//!
+//! Paths are donor paths: absolute, `/`-separated, resolved inside the donor. For an ext
+//! filesystem ext4-view resolves them itself. For a directory, [`DirRoot::resolve`] walks
+//! component by component with `lstat` and `readlink`, treating the donor directory as the
+//! root: an absolute symlink target starts again at the donor root and `..` stops there, so
+//! `lib -> usr/lib` works and `/etc/x -> /etc/shadow` can never reach the host's file.
+//! The final open uses `O_NOFOLLOW`, so a symlink swapped in after resolution is refused.
+
+use super::DonorError;
+use crate::extread::{DirItem, ExtReader, NodeKind, NodeMeta};
+use crate::guestfs::{components, MAX_SYMLINK_HOPS};
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// What one donor filesystem is.
+pub(crate) enum SourceKind {
+    /// A host directory acting as the donor's root.
+    Dir(DirRoot),
+    /// An ext filesystem; `size` is its region's length (a file can't hold more data).
+    Ext { reader: ExtReader, size: u64 },
+}
+
+/// One readable filesystem of the donor.
+pub(crate) struct DonorSource {
+    /// How errors and listings name it ("donor.img partition 2", "/srv/donor").
+    pub label: String,
+    pub kind: SourceKind,
+}
+
+/// A streaming reader over one donor file.
+pub(crate) type DonorRead = Box<dyn Read>;
+
+impl DonorSource {
+    /// Largest size a file of this filesystem can have: for an image, the filesystem's own
+    /// size (donor files are never sparse, so a larger claim is a corrupt inode).
+    pub fn size_bound(&self) -> u64 {
+        match &self.kind {
+            SourceKind::Dir(_) => u64::MAX,
+            SourceKind::Ext { size, .. } => *size,
+        }
+    }
+
+    /// Metadata of `path` itself (final symlink not followed); `None` if absent.
+    pub fn lstat(&self, path: &str) -> Result<Option<NodeMeta>, DonorError> {
+        match &self.kind {
+            SourceKind::Ext { reader, .. } => Ok(reader.symlink_metadata(path)?),
+            SourceKind::Dir(d) => match d.resolve(path, false)? {
+                Some(p) => d.meta(&p).map(Some),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Metadata of `path`, following symlinks inside the donor; `None` if absent.
+    pub fn stat(&self, path: &str) -> Result<Option<NodeMeta>, DonorError> {
+        match &self.kind {
+            SourceKind::Ext { reader, .. } => Ok(reader.metadata(path)?),
+            SourceKind::Dir(d) => match d.resolve(path, true)? {
+                Some(p) => d.meta(&p).map(Some),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Entries of a directory (following symlinks to it), at most `cap`; `None` if absent
+    /// or not a directory.
+    pub fn read_dir(&self, path: &str, cap: usize) -> Result<Option<Vec<DirItem>>, DonorError> {
+        match &self.kind {
+            SourceKind::Ext { reader, .. } => {
+                match self.stat(path)? {
+                    Some(m) if m.kind == NodeKind::Dir => {}
+                    _ => return Ok(None),
+                }
+                Ok(reader.read_dir(path, cap)?)
+            }
+            SourceKind::Dir(d) => match d.resolve(path, true)? {
+                Some(p) => d.read_dir(&p, cap),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Target of the symlink at `path`; `None` if absent.
+    pub fn read_link(&self, path: &str) -> Result<Option<String>, DonorError> {
+        match &self.kind {
+            SourceKind::Ext { reader, .. } => Ok(reader.read_link(path)?),
+            SourceKind::Dir(d) => match d.resolve(path, false)? {
+                Some(p) => fs::read_link(&p)
+                    .map(|t| Some(t.to_string_lossy().into_owned()))
+                    .map_err(|e| DonorError::io("reading the symlink", &p, e)),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Whole content of a small regular file (following symlinks), refusing more than
+    /// `cap` bytes before allocating; `None` if absent.
+    pub fn read_small(&self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, DonorError> {
+        match &self.kind {
+            SourceKind::Ext { reader, .. } => Ok(reader.read_file(path, cap)?),
+            SourceKind::Dir(d) => {
+                let Some((file, len, host)) = d.open(path)? else {
+                    return Ok(None);
+                };
+                if len > cap {
+                    return Err(DonorError::TooLarge {
+                        donor: self.label.clone(),
+                        path: path.to_string(),
+                        size: len,
+                        cap,
+                    });
+                }
+                let mut data = Vec::with_capacity(len as usize);
+                file.take(cap + 1)
+                    .read_to_end(&mut data)
+                    .map_err(|e| DonorError::io("reading", &host, e))?;
+                if data.len() as u64 > cap {
+                    return Err(DonorError::TooLarge {
+                        donor: self.label.clone(),
+                        path: path.to_string(),
+                        size: data.len() as u64,
+                        cap,
+                    });
+                }
+                Ok(Some(data))
+            }
+        }
+    }
+
+    /// Open a regular file (following symlinks) for streaming: the reader and the file's
+    /// size. `None` if absent.
+    pub fn open(&self, path: &str) -> Result<Option<(DonorRead, u64)>, DonorError> {
+        match &self.kind {
+            SourceKind::Ext { reader, .. } => Ok(reader.open_file(path)?.map(|f| {
+                let len = f.len();
+                (Box::new(f) as DonorRead, len)
+            })),
+            SourceKind::Dir(d) => Ok(d
+                .open(path)?
+                .map(|(f, len, _)| (Box::new(f) as DonorRead, len))),
+        }
+    }
+}
+
+/// A host directory used as a donor root.
+pub(crate) struct DirRoot {
+    root: PathBuf,
+}
+
+impl DirRoot {
+    /// `root` must be a directory; it is canonicalized once so that resolution below never
+    /// depends on symlinks above the donor.
+    pub fn new(root: &Path) -> Result<Self, DonorError> {
+        let root = fs::canonicalize(root).map_err(|e| DonorError::io("opening", root, e))?;
+        Ok(DirRoot { root })
+    }
+
+    /// The host path that `path` names inside the donor, with every symlink resolved inside
+    /// the donor (the final one only when `follow`). `None` when a component is missing or
+    /// is not a directory.
+    pub fn resolve(&self, path: &str, follow: bool) -> Result<Option<PathBuf>, DonorError> {
+        let mut pending: Vec<String> = components(path)
+            .iter()
+            .rev()
+            .map(|s| s.to_string())
+            .collect();
+        let mut stack: Vec<String> = Vec::new();
+        let mut hops = 0usize;
+        while let Some(name) = pending.pop() {
+            if name == ".." {
+                stack.pop();
+                continue;
+            }
+            let mut host = self.host(&stack);
+            host.push(&name);
+            let meta = match fs::symlink_metadata(&host) {
+                Ok(m) => m,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    return Ok(None)
+                }
+                Err(e) => return Err(DonorError::io("inspecting", &host, e)),
+            };
+            let is_final = pending.is_empty();
+            let ft = meta.file_type();
+            if ft.is_symlink() && (!is_final || follow) {
+                hops += 1;
+                if hops > MAX_SYMLINK_HOPS {
+                    return Err(DonorError::SymlinkLoop {
+                        donor: self.root.display().to_string(),
+                        path: path.to_string(),
+                    });
+                }
+                let target = fs::read_link(&host)
+                    .map_err(|e| DonorError::io("reading the symlink", &host, e))?;
+                let target = target.to_string_lossy().into_owned();
+                if target.starts_with('/') {
+                    stack.clear();
+                }
+                for c in components(&target).iter().rev() {
+                    pending.push(c.to_string());
+                }
+                continue;
+            }
+            if !is_final && !ft.is_dir() {
+                return Ok(None);
+            }
+            stack.push(name);
+        }
+        Ok(Some(self.host(&stack)))
+    }
+
+    fn host(&self, stack: &[String]) -> PathBuf {
+        let mut p = self.root.clone();
+        for c in stack {
+            p.push(c);
+        }
+        p
+    }
+
+    /// Metadata of a resolved host path (not following a final symlink). Owners are
+    /// mapped to root: a package unpacked by a user belongs to root once installed.
+    fn meta(&self, host: &Path) -> Result<NodeMeta, DonorError> {
+        let m = fs::symlink_metadata(host).map_err(|e| DonorError::io("inspecting", host, e))?;
+        Ok(meta_of(&m))
+    }
+
+    fn read_dir(&self, host: &Path, cap: usize) -> Result<Option<Vec<DirItem>>, DonorError> {
+        let iter = match fs::read_dir(host) {
+            Ok(it) => it,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(DonorError::io("listing", host, e)),
+        };
+        let mut out = Vec::new();
+        for entry in iter {
+            let entry = entry.map_err(|e| DonorError::io("listing", host, e))?;
+            if out.len() >= cap {
+                return Err(DonorError::TooManyEntries {
+                    donor: self.root.display().to_string(),
+                    path: host.display().to_string(),
+                    cap,
+                });
+            }
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let ft = entry
+                .file_type()
+                .map_err(|e| DonorError::io("inspecting", entry.path(), e))?;
+            out.push(DirItem {
+                name,
+                kind: kind_of(ft),
+            });
+        }
+        Ok(Some(out))
+    }
+
+    /// Open a regular file, following symlinks inside the donor; `O_NOFOLLOW` on the final
+    /// component and an `fstat` check make sure it is the regular file resolution found.
+    fn open(&self, path: &str) -> Result<Option<(fs::File, u64, PathBuf)>, DonorError> {
+        let Some(host) = self.resolve(path, true)? else {
+            return Ok(None);
+        };
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&host)
+            .map_err(|e| DonorError::io("opening", &host, e))?;
+        let m = file
+            .metadata()
+            .map_err(|e| DonorError::io("inspecting", &host, e))?;
+        if !m.is_file() {
+            return Err(DonorError::NotAFile {
+                donor: self.root.display().to_string(),
+                path: path.to_string(),
+            });
+        }
+        Ok(Some((file, m.len(), host)))
+    }
+}
+
+fn kind_of(ft: fs::FileType) -> NodeKind {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        NodeKind::Dir
+    } else if ft.is_symlink() {
+        NodeKind::Symlink
+    } else if ft.is_char_device() {
+        NodeKind::CharDev
+    } else if ft.is_block_device() {
+        NodeKind::BlockDev
+    } else if ft.is_fifo() {
+        NodeKind::Fifo
+    } else if ft.is_socket() {
+        NodeKind::Socket
+    } else {
+        NodeKind::File
+    }
+}
+
+fn meta_of(m: &fs::Metadata) -> NodeMeta {
+    NodeMeta {
+        kind: kind_of(m.file_type()),
+        mode: (m.mode() & 0o7777) as u16,
+        uid: 0,
+        gid: 0,
+        len: m.len(),
+        mtime: m.mtime(),
+        atime: m.atime(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn directory_symlinks_resolve_inside_the_donor() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret"), b"host file").unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        fs::create_dir_all(root.join("usr/lib/modules/6.1")).unwrap();
+        fs::write(root.join("usr/lib/modules/6.1/modules.dep"), b"dep").unwrap();
+        symlink("usr/lib", root.join("lib")).unwrap();
+        fs::create_dir(root.join("etc")).unwrap();
+        // Absolute and `..`-escaping targets must stay inside the donor.
+        symlink(outside.path().join("secret"), root.join("etc/abs")).unwrap();
+        symlink(
+            "../../../../../../../../../../usr/lib/modules/6.1/modules.dep",
+            root.join("etc/up"),
+        )
+        .unwrap();
+        let src = DonorSource {
+            label: "dir".into(),
+            kind: SourceKind::Dir(DirRoot::new(root).unwrap()),
+        };
+        assert_eq!(
+            src.read_small("/lib/modules/6.1/modules.dep", 100)
+                .unwrap()
+                .unwrap(),
+            b"dep"
+        );
+        assert_eq!(src.read_small("/etc/up", 100).unwrap().unwrap(), b"dep");
+        assert!(
+            src.read_small("/etc/abs", 100).unwrap().is_none(),
+            "absolute target re-rooted at the donor"
+        );
+        assert_eq!(src.lstat("/lib").unwrap().unwrap().kind, NodeKind::Symlink);
+        assert_eq!(src.stat("/lib").unwrap().unwrap().kind, NodeKind::Dir);
+        assert_eq!(src.read_link("/lib").unwrap().as_deref(), Some("usr/lib"));
+        let names: Vec<String> = src
+            .read_dir("/lib/modules", 10)
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        assert_eq!(names, ["6.1"]);
+        assert!(matches!(
+            src.read_dir("/lib/modules/6.1", 0),
+            Err(DonorError::TooManyEntries { .. })
+        ));
+        assert!(matches!(
+            src.read_small("/lib/modules/6.1/modules.dep", 2),
+            Err(DonorError::TooLarge { .. })
+        ));
+        symlink("loop", root.join("etc/loop")).unwrap();
+        assert!(matches!(
+            src.stat("/etc/loop"),
+            Err(DonorError::SymlinkLoop { .. })
+        ));
+    }
+}

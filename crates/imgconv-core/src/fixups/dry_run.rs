@@ -1,0 +1,677 @@
+//! Dry runs: a [`GuestFs`] over a read-only source that keeps every write in memory, so
+//! that [`super::apply`] runs unchanged and its report lists the planned changes while
+//! nothing is written.
+//!
+//! The overlay resolves paths itself, component by component, over a merged view of the
+//! source and its in-memory changes, with the same guest-only rules as every `GuestFs`
+//! (absolute link targets restart at the guest root, `..` stops at the root, at most
+//! [`MAX_SYMLINK_HOPS`] links). So the source is only ever asked about *canonical* paths
+//! (no symlink in any component), which [`ExtReader`] — whose own resolution follows
+//! links inside the filesystem — answers exactly.
+//!
+//! The changes are kept as a map from canonical path to an upper node: a new file, link
+//! or directory, a removal ("whiteout"), or a node *moved* from a source path (a rename of
+//! something the source has; its content is read from the source on demand). Directories
+//! created in the overlay are opaque: nothing of the source shows through them.
+
+use crate::extread::{DirItem, ExtReadError, ExtReader, NodeKind, NodeMeta};
+use crate::guestfs::{components, GuestFs, GuestFsError, NodeAttrs, MAX_SYMLINK_HOPS};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io::Read;
+
+/// Most entries read from one source directory.
+const MAX_DIR_ENTRIES: usize = 1 << 20;
+
+/// The read side of a guest filesystem, asked only about canonical paths.
+pub trait ReadOnlySource {
+    /// Metadata of `path` itself (a final symlink is not followed); `None` if absent.
+    fn lstat(&self, path: &str) -> Result<Option<NodeMeta>, GuestFsError>;
+    /// Whole content of the regular file at `path`, at most `cap` bytes.
+    fn read_file(&self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, GuestFsError>;
+    /// Target of the symlink at `path`.
+    fn read_link(&self, path: &str) -> Result<Option<String>, GuestFsError>;
+    /// Entries of the directory at `path`.
+    fn read_dir(&self, path: &str) -> Result<Option<Vec<DirItem>>, GuestFsError>;
+}
+
+fn ext_err(op: &'static str, path: &str, e: ExtReadError) -> GuestFsError {
+    match e {
+        ExtReadError::TooLarge { size, cap, .. } => GuestFsError::TooLarge {
+            path: path.to_string(),
+            size,
+            cap,
+        },
+        other => GuestFsError::Engine {
+            op,
+            path: path.to_string(),
+            why: other.to_string(),
+        },
+    }
+}
+
+impl ReadOnlySource for ExtReader {
+    fn lstat(&self, path: &str) -> Result<Option<NodeMeta>, GuestFsError> {
+        self.symlink_metadata(path)
+            .map_err(|e| ext_err("lstat", path, e))
+    }
+
+    fn read_file(&self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, GuestFsError> {
+        ExtReader::read_file(self, path, cap).map_err(|e| ext_err("read", path, e))
+    }
+
+    fn read_link(&self, path: &str) -> Result<Option<String>, GuestFsError> {
+        ExtReader::read_link(self, path).map_err(|e| ext_err("readlink", path, e))
+    }
+
+    fn read_dir(&self, path: &str) -> Result<Option<Vec<DirItem>>, GuestFsError> {
+        ExtReader::read_dir(self, path, MAX_DIR_ENTRIES).map_err(|e| ext_err("readdir", path, e))
+    }
+}
+
+/// Any [`GuestFs`] (e.g. a `MemFs` in tests) can serve as a read-only source.
+impl<T: GuestFs> ReadOnlySource for RefCell<T> {
+    fn lstat(&self, path: &str) -> Result<Option<NodeMeta>, GuestFsError> {
+        self.borrow_mut().lstat(path)
+    }
+
+    fn read_file(&self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, GuestFsError> {
+        self.borrow_mut().read_file(path, cap)
+    }
+
+    fn read_link(&self, path: &str) -> Result<Option<String>, GuestFsError> {
+        self.borrow_mut().read_link(path)
+    }
+
+    fn read_dir(&self, path: &str) -> Result<Option<Vec<DirItem>>, GuestFsError> {
+        self.borrow_mut().read_dir(path)
+    }
+}
+
+/// A node of the in-memory layer.
+#[derive(Debug, Clone)]
+enum Upper {
+    /// Removed (or renamed away): hides the source's node and everything below it.
+    Whiteout,
+    /// A directory made in the overlay (opaque).
+    Dir(NodeAttrs),
+    File(NodeAttrs, Vec<u8>),
+    Symlink(NodeAttrs, String),
+    /// The source's node at this source path, renamed here.
+    Moved(String),
+}
+
+/// Where a canonical path's node lives.
+#[derive(Debug, Clone)]
+enum Found {
+    Upper(Upper),
+    /// The source's node at this (source) path.
+    Source(String),
+}
+
+/// A copy-on-write view of a read-only source; see the module documentation.
+pub struct Overlay<'a> {
+    source: &'a dyn ReadOnlySource,
+    upper: BTreeMap<String, Upper>,
+}
+
+impl std::fmt::Debug for Overlay<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overlay")
+            .field("upper", &self.upper)
+            .finish()
+    }
+}
+
+fn canon(comps: &[String]) -> String {
+    format!("/{}", comps.join("/"))
+}
+
+fn upper_meta(u: &Upper) -> Option<NodeMeta> {
+    let (kind, attrs, len) = match u {
+        Upper::Dir(a) => (NodeKind::Dir, a, 4096),
+        Upper::File(a, d) => (NodeKind::File, a, d.len() as u64),
+        Upper::Symlink(a, t) => (NodeKind::Symlink, a, t.len() as u64),
+        Upper::Whiteout | Upper::Moved(_) => return None,
+    };
+    Some(NodeMeta {
+        kind,
+        mode: attrs.mode,
+        uid: attrs.uid,
+        gid: attrs.gid,
+        len,
+        mtime: attrs.mtime,
+        atime: attrs.mtime,
+    })
+}
+
+impl<'a> Overlay<'a> {
+    /// An overlay with no changes yet.
+    pub fn new(source: &'a dyn ReadOnlySource) -> Self {
+        Overlay {
+            source,
+            upper: BTreeMap::new(),
+        }
+    }
+
+    /// The canonical paths the overlay changed (created, replaced, removed or renamed
+    /// to/from), sorted.
+    pub fn changed_paths(&self) -> Vec<String> {
+        self.upper.keys().cloned().collect()
+    }
+
+    /// Where the node at canonical path `comps` lives, walking the upper layer from the
+    /// root: a whiteout or a non-directory ancestor hides the source, an opaque directory
+    /// cuts it off, a moved ancestor redirects it.
+    fn locate(&self, comps: &[String]) -> Option<Found> {
+        let mut source_path: Option<String> = Some(String::new());
+        for i in 0..comps.len() {
+            source_path = source_path.map(|p| format!("{p}/{}", comps[i]));
+            let last = i + 1 == comps.len();
+            match self.upper.get(&canon(&comps[..=i])) {
+                None => {}
+                Some(Upper::Whiteout) => return None,
+                Some(Upper::Dir(attrs)) => {
+                    if last {
+                        return Some(Found::Upper(Upper::Dir(*attrs)));
+                    }
+                    source_path = None;
+                }
+                Some(Upper::Moved(from)) => {
+                    if last {
+                        return Some(Found::Source(from.clone()));
+                    }
+                    source_path = Some(from.clone());
+                }
+                Some(u @ (Upper::File(..) | Upper::Symlink(..))) => {
+                    return if last {
+                        Some(Found::Upper(u.clone()))
+                    } else {
+                        None
+                    };
+                }
+            }
+        }
+        match source_path {
+            Some(p) if p.is_empty() => Some(Found::Source("/".to_string())),
+            Some(p) => Some(Found::Source(p)),
+            None => None,
+        }
+    }
+
+    /// Metadata of a located node, and the link target when it is a symlink.
+    fn meta_of(&self, found: &Found) -> Result<Option<(NodeMeta, Option<String>)>, GuestFsError> {
+        match found {
+            Found::Upper(u @ Upper::Symlink(_, t)) => {
+                Ok(upper_meta(u).map(|m| (m, Some(t.clone()))))
+            }
+            Found::Upper(u) => Ok(upper_meta(u).map(|m| (m, None))),
+            Found::Source(p) => match self.source.lstat(p)? {
+                Some(m) if m.kind == NodeKind::Symlink => {
+                    let t = self.source.read_link(p)?.unwrap_or_default();
+                    Ok(Some((m, Some(t))))
+                }
+                Some(m) => Ok(Some((m, None))),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Resolve `path` to its canonical components, the node's location and metadata
+    /// (`None` when the final component does not exist). Intermediate links are always
+    /// followed, the final one only when `follow`.
+    #[allow(clippy::type_complexity)]
+    fn resolve(
+        &self,
+        path: &str,
+        follow: bool,
+    ) -> Result<(Vec<String>, Option<(Found, NodeMeta)>), GuestFsError> {
+        let mut pending: Vec<String> = components(path)
+            .iter()
+            .rev()
+            .map(|s| s.to_string())
+            .collect();
+        let mut cur: Vec<String> = Vec::new();
+        let mut hops = 0;
+        let mut last: Option<(Found, NodeMeta)> = None;
+        while let Some(name) = pending.pop() {
+            last = None;
+            if name == ".." {
+                cur.pop();
+                continue;
+            }
+            cur.push(name);
+            let is_final = pending.is_empty();
+            let found = self.locate(&cur);
+            let node = match &found {
+                Some(f) => self.meta_of(f)?,
+                None => None,
+            };
+            match node {
+                Some((_, Some(target))) if !is_final || follow => {
+                    hops += 1;
+                    if hops > MAX_SYMLINK_HOPS {
+                        return Err(GuestFsError::SymlinkLoop { path: path.into() });
+                    }
+                    cur.pop();
+                    if target.starts_with('/') {
+                        cur.clear();
+                    }
+                    for c in components(&target).iter().rev() {
+                        pending.push(c.to_string());
+                    }
+                }
+                Some((meta, _)) if is_final => last = Some((found.expect("found"), meta)),
+                None if is_final => {}
+                Some((meta, _)) if meta.kind == NodeKind::Dir => {}
+                None => return Err(GuestFsError::NotFound { path: path.into() }),
+                Some(_) => return Err(GuestFsError::NotADirectory { path: path.into() }),
+            }
+        }
+        if cur.is_empty() {
+            // The root (possibly reached through `..` or a link to `/`).
+            let found = Found::Source("/".to_string());
+            let meta = match self.upper.get("/") {
+                Some(u) => upper_meta(u),
+                None => self.source.lstat("/")?,
+            };
+            return Ok((cur, meta.map(|m| (found, m))));
+        }
+        if last.is_none() && pending.is_empty() {
+            // Path ended on a link that was followed to a directory, or an existing node:
+            // re-locate the final canonical path.
+            if let Some(f) = self.locate(&cur) {
+                if let Some((m, _)) = self.meta_of(&f)? {
+                    last = Some((f, m));
+                }
+            }
+        }
+        Ok((cur, last))
+    }
+
+    /// Insert a new node at `path`, which must not exist (its parent must).
+    fn insert_new(&mut self, path: &str, node: Upper) -> Result<(), GuestFsError> {
+        let (comps, existing) = self.resolve(path, false)?;
+        if existing.is_some() || comps.is_empty() {
+            return Err(GuestFsError::AlreadyExists { path: path.into() });
+        }
+        self.upper.insert(canon(&comps), node);
+        Ok(())
+    }
+}
+
+fn found_upper(f: &Found) -> Upper {
+    match f {
+        Found::Upper(u) => u.clone(),
+        Found::Source(p) => Upper::Moved(p.clone()),
+    }
+}
+
+impl GuestFs for Overlay<'_> {
+    fn lstat(&mut self, path: &str) -> Result<Option<NodeMeta>, GuestFsError> {
+        match self.resolve(path, false) {
+            Ok((_, node)) => Ok(node.map(|(_, m)| m)),
+            Err(GuestFsError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn stat(&mut self, path: &str) -> Result<Option<NodeMeta>, GuestFsError> {
+        match self.resolve(path, true) {
+            Ok((_, node)) => Ok(node.map(|(_, m)| m)),
+            Err(GuestFsError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_file(&mut self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, GuestFsError> {
+        let node = match self.resolve(path, true) {
+            Ok((_, node)) => node,
+            Err(GuestFsError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some((found, meta)) = node else {
+            return Ok(None);
+        };
+        if meta.kind != NodeKind::File {
+            return Err(GuestFsError::IsADirectory { path: path.into() });
+        }
+        if meta.len > cap {
+            return Err(GuestFsError::TooLarge {
+                path: path.into(),
+                size: meta.len,
+                cap,
+            });
+        }
+        match found {
+            Found::Upper(Upper::File(_, data)) => Ok(Some(data)),
+            Found::Source(p) => self.source.read_file(&p, cap),
+            Found::Upper(_) => Err(GuestFsError::IsADirectory { path: path.into() }),
+        }
+    }
+
+    fn read_link(&mut self, path: &str) -> Result<Option<String>, GuestFsError> {
+        let node = match self.resolve(path, false) {
+            Ok((_, node)) => node,
+            Err(GuestFsError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match node {
+            None => Ok(None),
+            Some((f, _)) => match self.meta_of(&f)? {
+                Some((_, Some(t))) => Ok(Some(t)),
+                _ => Err(GuestFsError::Engine {
+                    op: "readlink",
+                    path: path.into(),
+                    why: "not a symlink".into(),
+                }),
+            },
+        }
+    }
+
+    fn read_dir(&mut self, path: &str) -> Result<Option<Vec<DirItem>>, GuestFsError> {
+        let (comps, node) = match self.resolve(path, true) {
+            Ok(r) => r,
+            Err(GuestFsError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some((found, meta)) = node else {
+            return Ok(None);
+        };
+        if meta.kind != NodeKind::Dir {
+            return Err(GuestFsError::NotADirectory { path: path.into() });
+        }
+        let mut entries: BTreeMap<String, NodeKind> = BTreeMap::new();
+        if let Found::Source(p) = &found {
+            for item in self.source.read_dir(p)?.unwrap_or_default() {
+                entries.insert(item.name, item.kind);
+            }
+        }
+        let dir = canon(&comps);
+        let prefix = if dir == "/" {
+            "/".to_string()
+        } else {
+            format!("{dir}/")
+        };
+        let children: Vec<(String, Upper)> = self
+            .upper
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(k, _)| !k[prefix.len()..].contains('/'))
+            .map(|(k, u)| (k[prefix.len()..].to_string(), u.clone()))
+            .collect();
+        for (name, u) in children {
+            let kind = match &u {
+                Upper::Whiteout => {
+                    entries.remove(&name);
+                    continue;
+                }
+                Upper::Moved(from) => match self.source.lstat(from)? {
+                    Some(m) => m.kind,
+                    None => continue,
+                },
+                other => upper_meta(other).expect("meta").kind,
+            };
+            entries.insert(name, kind);
+        }
+        Ok(Some(
+            entries
+                .into_iter()
+                .map(|(name, kind)| DirItem { name, kind })
+                .collect(),
+        ))
+    }
+
+    fn mkdir_p(&mut self, path: &str, attrs: NodeAttrs) -> Result<(), GuestFsError> {
+        let mut cur = String::new();
+        for c in components(path) {
+            cur.push('/');
+            cur.push_str(c);
+            match self.stat(&cur)? {
+                Some(m) if m.kind == NodeKind::Dir => {}
+                Some(_) => return Err(GuestFsError::NotADirectory { path: cur }),
+                None => self.insert_new(&cur, Upper::Dir(attrs))?,
+            }
+        }
+        Ok(())
+    }
+
+    fn create_file(
+        &mut self,
+        path: &str,
+        content: &mut dyn Read,
+        size: u64,
+        attrs: NodeAttrs,
+    ) -> Result<(), GuestFsError> {
+        let mut data = Vec::new();
+        content
+            .take(size)
+            .read_to_end(&mut data)
+            .map_err(|source| GuestFsError::Source {
+                path: path.into(),
+                source,
+            })?;
+        if data.len() as u64 != size {
+            return Err(GuestFsError::Source {
+                path: path.into(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "content shorter than its size",
+                ),
+            });
+        }
+        self.insert_new(path, Upper::File(attrs, data))
+    }
+
+    fn replace_content(&mut self, path: &str, content: &[u8]) -> Result<(), GuestFsError> {
+        let (comps, node) = self.resolve(path, true)?;
+        let Some((_, meta)) = node else {
+            return Err(GuestFsError::NotFound { path: path.into() });
+        };
+        if meta.kind != NodeKind::File {
+            return Err(GuestFsError::IsADirectory { path: path.into() });
+        }
+        let attrs = NodeAttrs {
+            mode: meta.mode,
+            uid: meta.uid,
+            gid: meta.gid,
+            mtime: meta.mtime,
+        };
+        self.upper
+            .insert(canon(&comps), Upper::File(attrs, content.to_vec()));
+        Ok(())
+    }
+
+    fn symlink(&mut self, path: &str, target: &str, attrs: NodeAttrs) -> Result<(), GuestFsError> {
+        self.insert_new(path, Upper::Symlink(attrs, target.to_string()))
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), GuestFsError> {
+        let (from_comps, node) = self.resolve(from, false)?;
+        let Some((found, _)) = node else {
+            return Err(GuestFsError::NotFound { path: from.into() });
+        };
+        let (to_comps, existing) = self.resolve(to, false)?;
+        if existing.is_some() || to_comps.is_empty() {
+            return Err(GuestFsError::AlreadyExists { path: to.into() });
+        }
+        let (from_path, to_path) = (canon(&from_comps), canon(&to_comps));
+        if from_comps.is_empty() || to_path.starts_with(&format!("{from_path}/")) {
+            return Err(GuestFsError::Engine {
+                op: "rename",
+                path: from.into(),
+                why: format!("cannot move it into itself ({to})"),
+            });
+        }
+        // Changes below a renamed directory move with it.
+        let prefix = format!("{from_path}/");
+        let below: Vec<String> = self
+            .upper
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in below {
+            if let Some(u) = self.upper.remove(&k) {
+                self.upper
+                    .insert(format!("{to_path}/{}", &k[prefix.len()..]), u);
+            }
+        }
+        self.upper.insert(to_path, found_upper(&found));
+        self.upper.insert(from_path, Upper::Whiteout);
+        Ok(())
+    }
+
+    fn remove(&mut self, path: &str) -> Result<(), GuestFsError> {
+        let (comps, node) = self.resolve(path, false)?;
+        let Some((_, meta)) = node else {
+            return Err(GuestFsError::NotFound { path: path.into() });
+        };
+        if meta.kind == NodeKind::Dir {
+            return Err(GuestFsError::IsADirectory { path: path.into() });
+        }
+        self.upper.insert(canon(&comps), Upper::Whiteout);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guestfs::MemFs;
+
+    fn source() -> RefCell<MemFs> {
+        RefCell::new(
+            MemFs::new()
+                .with_file("/usr/lib/systemd/system/a.service", "A")
+                .with_symlink("/lib", "usr/lib")
+                .with_file("/etc/fstab", "old")
+                .with_symlink("/etc/mtab", "/proc/self/mounts")
+                .with_symlink("/etc/loop1", "loop2")
+                .with_symlink("/etc/loop2", "/etc/loop1")
+                .with_file("/etc/udev/rules.d/70-persistent-net.rules", "R"),
+        )
+    }
+
+    #[test]
+    fn reads_through_and_writes_stay_in_memory() {
+        let src = source();
+        let mut o = Overlay::new(&src);
+        assert_eq!(
+            o.read_file("/lib/systemd/system/a.service", 10).unwrap(),
+            Some(b"A".to_vec())
+        );
+        o.replace_content("/etc/fstab", b"new").unwrap();
+        o.mkdir_p("/etc/systemd/system/x.wants", NodeAttrs::root(0o755, 1))
+            .unwrap();
+        o.symlink(
+            "/etc/systemd/system/x.wants/a.service",
+            "/lib/systemd/system/a.service",
+            NodeAttrs::root(0o777, 1),
+        )
+        .unwrap();
+        assert_eq!(
+            o.read_file("/etc/systemd/system/x.wants/a.service", 10)
+                .unwrap(),
+            Some(b"A".to_vec())
+        );
+        o.rename(
+            "/etc/udev/rules.d/70-persistent-net.rules",
+            "/etc/udev/rules.d/70-persistent-net.rules.imgconv-orig",
+        )
+        .unwrap();
+        assert_eq!(
+            o.read_file("/etc/udev/rules.d/70-persistent-net.rules.imgconv-orig", 10)
+                .unwrap(),
+            Some(b"R".to_vec()),
+            "a renamed source file reads from the source"
+        );
+        assert!(o
+            .lstat("/etc/udev/rules.d/70-persistent-net.rules")
+            .unwrap()
+            .is_none());
+        let names: Vec<String> = o
+            .read_dir("/etc/udev/rules.d")
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        assert_eq!(names, ["70-persistent-net.rules.imgconv-orig"]);
+        assert_eq!(
+            o.read_file("/etc/fstab", 10).unwrap(),
+            Some(b"new".to_vec())
+        );
+        // The source is untouched.
+        let mut s = src.borrow_mut();
+        assert_eq!(s.text("/etc/fstab").as_deref(), Some("old"));
+        assert!(s.lstat("/etc/systemd").unwrap().is_none());
+        assert_eq!(
+            s.text("/etc/udev/rules.d/70-persistent-net.rules")
+                .as_deref(),
+            Some("R")
+        );
+    }
+
+    #[test]
+    fn guest_path_rules() {
+        let src = source();
+        let mut o = Overlay::new(&src);
+        assert!(matches!(
+            o.read_file("/etc/loop1", 10),
+            Err(GuestFsError::SymlinkLoop { .. })
+        ));
+        assert_eq!(
+            o.read_file("/../../etc/../lib/systemd/system/a.service", 10)
+                .unwrap(),
+            Some(b"A".to_vec())
+        );
+        assert_eq!(o.stat("/lib").unwrap().unwrap().kind, NodeKind::Dir);
+        assert_eq!(o.lstat("/lib").unwrap().unwrap().kind, NodeKind::Symlink);
+        assert_eq!(o.stat("/").unwrap().unwrap().kind, NodeKind::Dir);
+        // Writing through a link lands on the link's target.
+        let mut c: &[u8] = b"B";
+        o.create_file(
+            "/lib/systemd/system/b.service",
+            &mut c,
+            1,
+            NodeAttrs::root(0o644, 0),
+        )
+        .unwrap();
+        assert_eq!(o.changed_paths(), ["/usr/lib/systemd/system/b.service"]);
+        let mut c: &[u8] = b"B";
+        assert!(matches!(
+            o.create_file(
+                "/usr/lib/systemd/system/b.service",
+                &mut c,
+                1,
+                NodeAttrs::root(0o644, 0)
+            ),
+            Err(GuestFsError::AlreadyExists { .. })
+        ));
+    }
+
+    #[test]
+    fn renamed_and_removed_directories() {
+        let src = source();
+        let mut o = Overlay::new(&src);
+        o.rename("/etc/udev", "/etc/udev2").unwrap();
+        assert_eq!(
+            o.read_file("/etc/udev2/rules.d/70-persistent-net.rules", 10)
+                .unwrap(),
+            Some(b"R".to_vec())
+        );
+        assert!(o.stat("/etc/udev/rules.d").unwrap().is_none());
+        // Replace the /lib link by a real (opaque) directory: the source's /usr/lib
+        // content must not show through it.
+        o.remove("/lib").unwrap();
+        o.mkdir_p("/lib/systemd", NodeAttrs::root(0o755, 0))
+            .unwrap();
+        assert_eq!(o.read_dir("/lib/systemd").unwrap().unwrap(), vec![]);
+        assert!(o.stat("/lib/systemd/system/a.service").unwrap().is_none());
+        assert!(matches!(
+            o.remove("/etc"),
+            Err(GuestFsError::IsADirectory { .. })
+        ));
+    }
+}
