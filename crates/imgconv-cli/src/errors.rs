@@ -4,6 +4,10 @@
 //! (documented in README's "Exit codes" table), the cause, and a hint. Library errors are
 //! classified from their variant and, for I/O errors, from the path they concern.
 
+use imgconv_core::donor::DonorError;
+use imgconv_core::fixups::FixupError;
+use imgconv_core::graft::GraftError;
+use imgconv_core::guestfs::GuestFsError;
 use imgconv_core::Error;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -190,6 +194,28 @@ pub fn classify_io(
     paths.side_of(path).unwrap_or(Class::Failure)
 }
 
+/// A failure inside the guest filesystem: its own structure (missing paths, symlink
+/// loops, absurd sizes) is an input problem; the write engine failing is not.
+fn guest_class(g: &GuestFsError) -> Class {
+    match g {
+        GuestFsError::Engine { .. } => Class::Failure,
+        GuestFsError::Source { .. } => Class::Donor,
+        _ => Class::Input,
+    }
+}
+
+/// Donor errors are donor problems, except the `--use-guest-kernel` ones, which are about
+/// the guest (the source), and I/O errors, classified by path.
+fn donor_class(d: &DonorError, paths: &Paths) -> Class {
+    match d {
+        DonorError::Io { path, source, .. } => {
+            classify_io(source.kind(), source.raw_os_error(), path, paths)
+        }
+        DonorError::OnlyXenKernels { .. } | DonorError::NoGuestKernel { .. } => Class::Input,
+        _ => Class::Donor,
+    }
+}
+
 /// Turn a library error into the CLI's class, cause and hint.
 pub fn from_core(err: &Error, paths: &Paths) -> CliError {
     let class = match err {
@@ -199,9 +225,24 @@ pub fn from_core(err: &Error, paths: &Paths) -> CliError {
         }
         // Malformed on-disk data: whose data decides the class; the source by default,
         // since a corrupt source is by far the common case.
-        Error::Parse(_) | Error::Partition(_) | Error::ExtRead(_) | Error::Guest(_) => {
+        Error::Parse(_) | Error::Partition(_) | Error::ExtRead(_) => {
             paths.side_of_text(&err.to_string()).unwrap_or(Class::Input)
         }
+        Error::Guest(g) => guest_class(g),
+        Error::Donor(d) => donor_class(d, paths),
+        Error::Graft(g) => match g {
+            GraftError::Cancelled => return CliError::cancelled(),
+            GraftError::Donor(d) => donor_class(d, paths),
+            GraftError::Guest(GuestFsError::Source { .. }) => Class::Donor,
+            GraftError::Guest(g) => guest_class(g),
+            _ => Class::Input,
+        },
+        Error::Fixup(f) => match f {
+            FixupError::Guest { source, .. } => guest_class(source),
+            // 100 backups of one guest file already exist.
+            FixupError::NoBackupName { .. } => Class::Input,
+            _ => Class::Failure,
+        },
         Error::Boot(imgconv_core::boot::BootError::Io { path, source, .. }) => {
             classify_io(source.kind(), source.raw_os_error(), path, paths)
         }
@@ -284,6 +325,36 @@ mod tests {
         .map(|c| c.code())
         .collect();
         assert_eq!(codes, [1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn donor_graft_and_fixup_errors_are_classified() {
+        let p = paths();
+        let no_kernel = DonorError::NoUsableKernel {
+            donor: "/donors/deb12".into(),
+            found: vec!["vmlinuz-6.1.0-9-amd64 (no initrd)".into()],
+        };
+        let e = from_core(&Error::Donor(no_kernel), &p);
+        assert_eq!(e.class, Class::Donor);
+        assert!(e.cause.contains("no usable kernel"), "{}", e.cause);
+        assert!(e.hint.contains("--kernel"), "{}", e.hint);
+        let xen_only = DonorError::OnlyXenKernels {
+            found: vec!["4.9.0-xen".into()],
+        };
+        assert_eq!(from_core(&Error::Donor(xen_only), &p).class, Class::Input);
+        assert_eq!(
+            from_core(&Error::Graft(GraftError::Cancelled), &p).class,
+            Class::Cancelled
+        );
+        let lp = GuestFsError::SymlinkLoop {
+            path: "/etc/fstab".into(),
+        };
+        let fx = FixupError::Guest {
+            step: "fstab",
+            path: "/etc/fstab".into(),
+            source: lp,
+        };
+        assert_eq!(from_core(&Error::Fixup(fx), &p).class, Class::Input);
     }
 
     #[test]

@@ -43,7 +43,6 @@ pub enum Error {
     // ---- stream + swap (issue 3): Stream(#[from] crate::stream::StreamError)
 
     // ---- e2fsprogs tools (issue 3): Tool(#[from] crate::e2fs_tools::ToolError)
-
     /// A failure of the libext2fs write engine (opening, writing or closing the output fs).
     #[error(transparent)]
     Ext(#[from] crate::ext::ExtError),

@@ -270,6 +270,58 @@ impl ExtReader {
         result
     }
 
+    /// Like [`ExtReader::read_dir`], with each entry's own metadata (a symlink's, not its
+    /// target's) read straight from the entry's inode, without resolving its path again:
+    /// walking a tree then costs one inode read per node instead of one path lookup from
+    /// the root (2 s → well under 1 s for a Debian modules tree).
+    pub fn read_dir_meta(
+        &self,
+        path: &str,
+        cap: usize,
+    ) -> Result<Option<Vec<(DirItem, NodeMeta)>>, ExtReadError> {
+        let result = guarded(
+            &self.image,
+            path,
+            || -> Result<Option<Vec<(DirItem, NodeMeta)>>, ExtReadError> {
+                let iter = match self.fs.read_dir(path) {
+                    Ok(it) => it,
+                    Err(e) if is_not_found(&e) => return Ok(None),
+                    Err(e) => return Err(self.path_err(path, e)),
+                };
+                let mut out = Vec::new();
+                for entry in iter {
+                    let entry = entry.map_err(|e| self.path_err(path, e))?;
+                    let Ok(name) = entry.file_name().as_str().map(str::to_string) else {
+                        continue;
+                    };
+                    if name == "." || name == ".." {
+                        continue;
+                    }
+                    if out.len() >= cap {
+                        return Err(ExtReadError::TooManyEntries {
+                            image: self.image.clone(),
+                            path: path.to_string(),
+                            cap,
+                        });
+                    }
+                    let meta = entry
+                        .metadata()
+                        .map_err(|e| self.path_err(&format!("{path}/{name}"), e))?;
+                    let meta = NodeMeta::from(&meta);
+                    out.push((
+                        DirItem {
+                            name,
+                            kind: meta.kind,
+                        },
+                        meta,
+                    ));
+                }
+                Ok(Some(out))
+            },
+        )?;
+        result
+    }
+
     /// Open a regular file for streaming. `None` if it does not exist.
     pub fn open_file(&self, path: &str) -> Result<Option<ExtFileReader>, ExtReadError> {
         match guarded(&self.image, path, || self.fs.open(path))? {

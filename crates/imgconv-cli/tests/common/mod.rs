@@ -209,3 +209,44 @@ pub fn json(out: &[u8]) -> serde_json::Value {
     serde_json::from_slice(out)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(out)))
 }
+
+/// A 1.5 GiB sparse copy of `fixture` (a bare ext4 guest) grown with resize2fs and
+/// carrying `data_mib` MiB of random data in /var/blob: big enough that the stream stage
+/// takes a while, so a test can interrupt it.
+pub fn big_source(fixture: &Path, dir: &Path, data_mib: usize) -> PathBuf {
+    let img = dir.join("big-xen.img");
+    run(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(fixture)
+        .arg(&img));
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .set_len(1536 << 20)
+        .unwrap();
+    run(Command::new("resize2fs").arg("-f").arg(&img));
+    let blob = dir.join("blob");
+    {
+        // Incompressible, non-zero data: a sparse or zero-skipping copy cannot skip it.
+        let mut f = fs::File::create(&blob).unwrap();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut chunk = vec![0u8; 1 << 20];
+        for _ in 0..data_mib {
+            for b in chunk.chunks_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                b.copy_from_slice(&state.to_le_bytes()[..b.len()]);
+            }
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    run(Command::new("debugfs")
+        .arg("-w")
+        .arg("-R")
+        .arg(format!("write {} /var/blob", blob.display()))
+        .arg(&img));
+    fs::remove_file(&blob).unwrap();
+    img
+}
