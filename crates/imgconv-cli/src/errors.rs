@@ -230,14 +230,14 @@ pub fn from_core(err: &Error, paths: &Paths) -> CliError {
         }
         Error::Guest(g) => guest_class(g),
         Error::Donor(d) => donor_class(d, paths),
-        Error::Graft(g) => match g {
+        Error::Graft(g) => match g.as_ref() {
             GraftError::Cancelled => return CliError::cancelled(),
             GraftError::Donor(d) => donor_class(d, paths),
             GraftError::Guest(GuestFsError::Source { .. }) => Class::Donor,
             GraftError::Guest(g) => guest_class(g),
             _ => Class::Input,
         },
-        Error::Fixup(f) => match f {
+        Error::Fixup(f) => match f.as_ref() {
             FixupError::Guest { source, .. } => guest_class(source),
             // 100 backups of one guest file already exist.
             FixupError::NoBackupName { .. } => Class::Input,
@@ -334,16 +334,16 @@ mod tests {
             donor: "/donors/deb12".into(),
             found: vec!["vmlinuz-6.1.0-9-amd64 (no initrd)".into()],
         };
-        let e = from_core(&Error::Donor(no_kernel), &p);
+        let e = from_core(&Error::from(no_kernel), &p);
         assert_eq!(e.class, Class::Donor);
         assert!(e.cause.contains("no usable kernel"), "{}", e.cause);
         assert!(e.hint.contains("--kernel"), "{}", e.hint);
         let xen_only = DonorError::OnlyXenKernels {
             found: vec!["4.9.0-xen".into()],
         };
-        assert_eq!(from_core(&Error::Donor(xen_only), &p).class, Class::Input);
+        assert_eq!(from_core(&Error::from(xen_only), &p).class, Class::Input);
         assert_eq!(
-            from_core(&Error::Graft(GraftError::Cancelled), &p).class,
+            from_core(&Error::Graft(Box::new(GraftError::Cancelled)), &p).class,
             Class::Cancelled
         );
         let lp = GuestFsError::SymlinkLoop {
@@ -354,7 +354,7 @@ mod tests {
             path: "/etc/fstab".into(),
             source: lp,
         };
-        assert_eq!(from_core(&Error::Fixup(fx), &p).class, Class::Input);
+        assert_eq!(from_core(&Error::from(fx), &p).class, Class::Input);
     }
 
     #[test]

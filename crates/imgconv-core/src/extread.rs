@@ -150,8 +150,18 @@ fn is_not_found(e: &Ext4Error) -> bool {
 impl ExtReader {
     /// Open the filesystem in `region`. `label` names it in errors (e.g. "donor.img partition 1").
     pub fn open(region: Region, label: impl Into<String>) -> Result<Self, ExtReadError> {
+        Self::open_reader(Box::new(region), label)
+    }
+
+    /// Open the filesystem from any [`ext4_view::Ext4Read`], e.g. a view of a [`Region`]
+    /// with a patched superblock (source inspection reads a dirty-journal filesystem
+    /// that way when ext4-view cannot replay its journal). `label` names it in errors.
+    pub fn open_reader(
+        reader: Box<dyn ext4_view::Ext4Read>,
+        label: impl Into<String>,
+    ) -> Result<Self, ExtReadError> {
         let image = label.into();
-        let loaded = guarded(&image, "the superblock", || Ext4::load(Box::new(region)))?;
+        let loaded = guarded(&image, "the superblock", || Ext4::load(reader))?;
         match loaded {
             Ok(fs) => Ok(Self { fs, image }),
             Err(Ext4Error::Incompatible(i)) => Err(ExtReadError::Incompatible {
