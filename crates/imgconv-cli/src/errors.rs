@@ -5,6 +5,7 @@
 //! classified from their variant and, for I/O errors, from the path they concern.
 
 use imgconv_core::donor::DonorError;
+use imgconv_core::ext::ExtError;
 use imgconv_core::fixups::FixupError;
 use imgconv_core::graft::GraftError;
 use imgconv_core::guestfs::GuestFsError;
@@ -194,6 +195,14 @@ pub fn classify_io(
     paths.side_of(path).unwrap_or(Class::Failure)
 }
 
+/// libext2fs and the kernel say "no space" in a few ways.
+fn out_of_space(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("no space left")
+        || t.contains("could not allocate block")
+        || t.contains("disk quota")
+}
+
 /// A failure inside the guest filesystem: its own structure (missing paths, symlink
 /// loops, absurd sizes) is an input problem; the write engine failing is not.
 fn guest_class(g: &GuestFsError) -> Class {
@@ -243,6 +252,10 @@ pub fn from_core(err: &Error, paths: &Paths) -> CliError {
             FixupError::NoBackupName { .. } => Class::Input,
             _ => Class::Failure,
         },
+        // A dirty journal that must not be replayed is the source's state.
+        Error::Ext(ExtError::NeedsRecovery { .. }) => Class::Input,
+        Error::Ext(_) if out_of_space(&err.to_string()) => Class::Output,
+        Error::Ext(_) => Class::Failure,
         Error::Boot(imgconv_core::boot::BootError::Io { path, source, .. }) => {
             classify_io(source.kind(), source.raw_os_error(), path, paths)
         }
