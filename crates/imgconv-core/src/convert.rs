@@ -2,8 +2,40 @@
 //!
 //! [`convert`] is the single library call the CLI's `convert` and `batch` run; [`plan`] is
 //! its dry run (it reads the source and the donor, decides everything, writes nothing).
+//!
+//! ```no_run
+//! use imgconv_core::convert::{convert, ConvertOptions};
+//! use imgconv_core::NoProgress;
+//!
+//! let opts = ConvertOptions::new("xen.img", Some("donor.img".into()), "kvm.img");
+//! let done = convert(&opts, &mut NoProgress)?;
+//! println!("root UUID {}, {} changes", done.root_uuid, done.report.changes.len());
+//! # Ok::<(), imgconv_core::Error>(())
+//! ```
+//!
+//! The order of the write steps matters: the partition table first (the boot sector is
+//! written last and keeps it), then the filesystem blocks, then anything that runs
+//! e2fsprogs on the copy (journal replay, grow), then the libext2fs engine (graft, fixups,
+//! GRUB files), closed before the boot code goes into the MBR gap, and the rename last.
 
+use crate::boot::{self, GrubExtSupport, GrubPlatformFiles};
+use crate::donor::{self, ArchCheck, Donor, DonorKernel, UserlandArch};
+use crate::ext::ExtFs;
+use crate::extread::ExtReader;
+use crate::fixups::{self, FixupContext};
+use crate::graft::GraftSummary;
+use crate::layout::{self, DiskPlan, PlanOptions, SourceSpace};
+use crate::output::{self, TempOutput};
+use crate::progress::{check_cancel, Progress, Stage};
+use crate::report::Report;
+use crate::source::{self, Arch, Inspection};
+use crate::stream::{self, StreamStats};
+use crate::swap;
+use crate::{Error, Result};
+use std::fmt;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::time::Instant;
 
 /// Firmware the converted disk boots with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -82,5 +114,481 @@ impl ConvertOptions {
             grub_dir: None,
             extra_cmdline: Vec::new(),
         }
+    }
+}
+
+/// Where the kernel that will boot the guest comes from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KernelOrigin {
+    /// Grafted from the donor.
+    Donor,
+    /// Already in the guest (`use_guest_kernel`).
+    Guest,
+}
+
+/// The kernel chosen for the converted guest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KernelChoice {
+    /// Version, as in `/boot/vmlinuz-<version>` and `/lib/modules/<version>`.
+    pub version: String,
+    pub origin: KernelOrigin,
+    /// How the kernel's architecture relates to the guest userland's (donor kernels).
+    pub arch_check: Option<ArchCheck>,
+    /// Bytes the graft adds to the guest filesystem (0 for a guest kernel but GRUB files).
+    pub graft_bytes: u64,
+}
+
+/// Where the GRUB i386-pc files come from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GrubChoice {
+    /// "donor", "host" or the directory given with `grub_dir`.
+    pub origin: String,
+    /// GRUB version read from the files, when they say.
+    pub version: Option<String>,
+    /// Which ext features that GRUB reads, and how we know.
+    pub ext_support: String,
+}
+
+/// Everything a conversion will do, decided before anything is written.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConversionPlan {
+    pub options: ConvertOptions,
+    pub inspection: Inspection,
+    pub kernel: KernelChoice,
+    pub grub: GrubChoice,
+    pub disk: DiskPlan,
+    /// UUID the swap partition will carry (fixed now so the plan shows the final fstab).
+    pub swap_uuid: Option<String>,
+    /// The guest changes the fixups will make (empty until [`plan`] computes them).
+    pub fixups: Report,
+    /// Things the user should know that do not stop the conversion.
+    pub warnings: Vec<String>,
+}
+
+/// Seconds one stage took.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StageTime {
+    pub stage: Stage,
+    pub seconds: f64,
+}
+
+/// The result of a conversion.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Conversion {
+    /// The finished image.
+    pub output: PathBuf,
+    pub plan: ConversionPlan,
+    /// UUID of the root filesystem (the source's, unchanged).
+    pub root_uuid: String,
+    pub swap_uuid: Option<String>,
+    pub stream: StreamStats,
+    /// What the graft wrote (`None` with a guest kernel).
+    pub graft: Option<GraftSummary>,
+    /// Every change made in the guest, and warnings.
+    pub report: Report,
+    pub timings: Vec<StageTime>,
+}
+
+/// The values [`plan`] decides and [`convert`] needs, beyond the printable plan.
+struct Prepared {
+    plan: ConversionPlan,
+    donor: Option<Donor>,
+    donor_kernel: Option<DonorKernel>,
+    grub: GrubPlatformFiles,
+}
+
+fn userland_arch(inspection: &Inspection) -> Option<UserlandArch> {
+    match inspection.guest.arch {
+        Some(Arch::X86_64) => Some(UserlandArch::X86_64),
+        Some(Arch::I386) => Some(UserlandArch::I386),
+        _ => None,
+    }
+}
+
+fn timed<T>(
+    timings: &mut Vec<StageTime>,
+    stage: Stage,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let start = Instant::now();
+    let r = f();
+    timings.push(StageTime {
+        stage,
+        seconds: start.elapsed().as_secs_f64(),
+    });
+    r
+}
+
+/// Read the source and the donor and decide everything: kernel, GRUB files, disk layout.
+fn prepare(
+    opts: &ConvertOptions,
+    progress: &mut dyn Progress,
+    timings: &mut Vec<StageTime>,
+) -> Result<Prepared> {
+    let inspection = timed(timings, Stage::Inspect, || {
+        progress.stage(Stage::Inspect, None);
+        Ok(source::inspect(&opts.source)?)
+    })?;
+    inspection.check_journal(opts.replay_journal)?;
+    check_cancel(progress)?;
+
+    let mut warnings = inspection.guest.warnings.clone();
+    let (donor, donor_kernel, kernel, grub) = timed(timings, Stage::Donor, || {
+        progress.stage(Stage::Donor, None);
+        let donor = match &opts.donor {
+            Some(path) => Some(Donor::open(path)?),
+            None if opts.use_guest_kernel => None,
+            None => return Err(Error::NoDonor),
+        };
+        let (grub, origin) = grub_files(opts, donor.as_ref())?;
+        let (donor_kernel, kernel) = if opts.use_guest_kernel {
+            let reader = ExtReader::open(
+                inspection.open_fs()?,
+                inspection.image.display().to_string(),
+            )?;
+            let gk = donor::guest_kernel::find_guest_kernel_in_reader(&reader)?;
+            // Only GRUB files are added; round each up to a 4 KiB block.
+            let graft_bytes = grub
+                .files
+                .values()
+                .map(|d| (d.len() as u64).div_ceil(4096) * 4096)
+                .sum();
+            (
+                None,
+                KernelChoice {
+                    version: gk.version,
+                    origin: KernelOrigin::Guest,
+                    arch_check: None,
+                    graft_bytes,
+                },
+            )
+        } else {
+            let donor = donor
+                .as_ref()
+                .expect("donor is required without use_guest_kernel");
+            let k = donor.select_kernel(opts.kernel_version.as_deref())?;
+            let arch_check = match userland_arch(&inspection) {
+                Some(userland) => Some(donor::check_arch(k.arch, userland)?),
+                None => {
+                    warnings.push("the guest userland's architecture could not be read; the donor kernel's was not checked against it".into());
+                    None
+                }
+            };
+            if arch_check == Some(ArchCheck::KernelUnknown) {
+                warnings.push(format!(
+                    "the architecture of donor kernel {} could not be read from its boot header",
+                    k.version
+                ));
+            }
+            warnings.extend(k.warnings.iter().cloned());
+            let graft_bytes = Donor::graft_size_with(&k, Some(&grub));
+            let choice = KernelChoice {
+                version: k.version.clone(),
+                origin: KernelOrigin::Donor,
+                arch_check,
+                graft_bytes,
+            };
+            (Some(k), choice)
+        };
+        let support = GrubExtSupport::detect(&grub);
+        support.check(
+            inspection.fs.features.incompat_raw,
+            inspection.fs.features.ro_compat_raw,
+        )?;
+        let grub_choice = GrubChoice {
+            origin,
+            version: grub.grub_version().map(|v| v.package.unwrap_or(v.upstream)),
+            ext_support: support.basis.clone(),
+        };
+        Ok((donor, donor_kernel, kernel, (grub, grub_choice)))
+    })?;
+    check_cancel(progress)?;
+
+    let disk = timed(timings, Stage::Plan, || {
+        progress.stage(Stage::Plan, None);
+        let plan_opts = PlanOptions {
+            graft_bytes: kernel.graft_bytes,
+            root_bytes: None,
+            disk_bytes: opts.target_size,
+            swap_bytes: opts.swap_size,
+            disk_signature: None,
+        };
+        Ok(layout::plan(
+            &SourceSpace::from(&inspection.fs),
+            &plan_opts,
+        )?)
+    })?;
+    if let Some(grow) = &disk.grow {
+        progress.note(&format!(
+            "the guest filesystem will grow from {} to {} ({})",
+            layout::human(grow.from_bytes),
+            layout::human(grow.to_bytes),
+            grow_reason(&grow.reason)
+        ));
+    }
+    let swap_uuid = disk.swap().map(|_| uuid::Uuid::new_v4().to_string());
+    let (grub, grub_choice) = grub;
+    Ok(Prepared {
+        plan: ConversionPlan {
+            options: opts.clone(),
+            inspection,
+            kernel,
+            grub: grub_choice,
+            disk,
+            swap_uuid,
+            fixups: Report::default(),
+            warnings,
+        },
+        donor,
+        donor_kernel,
+        grub,
+    })
+}
+
+/// GRUB's i386-pc files: from `grub_dir`, else the donor's, else the host's.
+fn grub_files(opts: &ConvertOptions, donor: Option<&Donor>) -> Result<(GrubPlatformFiles, String)> {
+    if let Some(dir) = &opts.grub_dir {
+        return Ok((
+            GrubPlatformFiles::from_dir(dir, "i386-pc")?,
+            dir.display().to_string(),
+        ));
+    }
+    if let Some(files) = donor
+        .map(|d| d.grub_files("i386-pc"))
+        .transpose()?
+        .flatten()
+    {
+        return Ok((files, "donor".into()));
+    }
+    Ok((GrubPlatformFiles::host_i386_pc()?, "host".into()))
+}
+
+fn grow_reason(reason: &layout::GrowReason) -> String {
+    match reason {
+        layout::GrowReason::Requested => "a larger root partition was requested".into(),
+        layout::GrowReason::GraftRoom {
+            free_bytes,
+            needed_bytes,
+        } => format!(
+            "the graft needs {} free, the guest has {}",
+            layout::human(*needed_bytes),
+            layout::human(*free_bytes)
+        ),
+    }
+}
+
+fn fixup_context(plan: &ConversionPlan) -> FixupContext {
+    let mut ctx = FixupContext::new(
+        &plan.inspection.fs.uuid,
+        &plan.inspection.fs.kind.to_string(),
+        plan.swap_uuid.as_deref(),
+    );
+    ctx.disk_bus = plan.options.disk_bus;
+    ctx
+}
+
+/// The dry run: inspect the source, read the donor, choose the kernel and GRUB files,
+/// lay out the disk and list the guest changes the fixups would make. Writes nothing.
+pub fn plan(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<ConversionPlan> {
+    let mut timings = Vec::new();
+    let mut prepared = prepare(opts, progress, &mut timings)?;
+    let plan = &mut prepared.plan;
+    progress.stage(Stage::Fixups, None);
+    let reader = ExtReader::open(
+        plan.inspection.open_fs()?,
+        plan.inspection.image.display().to_string(),
+    )?;
+    plan.fixups = fixups::plan(&reader, &fixup_context(plan))?;
+    Ok(prepared.plan)
+}
+
+/// Convert `opts.source` into a bootable raw disk image at `opts.output`.
+///
+/// The source is only read. The output is written to a temporary file beside
+/// `opts.output` and renamed into place only when complete; on any error, or when
+/// `progress` reports cancellation, the temporary file is removed and nothing is left.
+pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Conversion> {
+    let mut timings = Vec::new();
+    let Prepared {
+        plan,
+        donor,
+        donor_kernel,
+        grub,
+    } = prepare(opts, progress, &mut timings)?;
+    let root = *plan.disk.root();
+    let root_offset = root.start_bytes();
+    let mut report = Report::default();
+    report.warnings.extend(plan.warnings.iter().cloned());
+
+    let out = TempOutput::create(&opts.output, plan.disk.disk_bytes, opts.force)?;
+    layout::write_mbr(out.file(), &plan.disk)?;
+
+    let stream = timed(&mut timings, Stage::Stream, || {
+        let src = plan.inspection.open_fs()?;
+        stream::copy_used_blocks(&src, out.file(), root_offset, progress).map_err(Error::from)
+    })?;
+    check_cancel(progress)?;
+
+    timed(&mut timings, Stage::Grow, || {
+        if plan.inspection.fs.needs_recovery {
+            progress.stage(Stage::Grow, None);
+            crate::e2fs_tools::replay_journal(out.path(), root_offset)?;
+            report.change(
+                "journal",
+                "/",
+                "replayed the journal of the copied filesystem with e2fsck",
+                "the source was not cleanly unmounted and --replay-journal was given; the input was not touched",
+                None,
+            );
+        }
+        if let Some(grow) = &plan.disk.grow {
+            progress.stage(Stage::Grow, None);
+            crate::e2fs_tools::grow(out.path(), root_offset, grow.to_bytes)?;
+            report.change(
+                "grow",
+                "/",
+                format!(
+                    "grew the filesystem from {} to {}",
+                    layout::human(grow.from_bytes),
+                    layout::human(grow.to_bytes)
+                ),
+                grow_reason(&grow.reason),
+                None,
+            );
+        }
+        Ok(())
+    })?;
+
+    if let (Some(part), Some(uuid)) = (plan.disk.swap(), &plan.swap_uuid) {
+        let uuid = uuid::Uuid::parse_str(uuid).expect("generated UUID");
+        let page = swap::swap_header(part.len_bytes(), uuid, "swap").map_err(Error::from)?;
+        out.file()
+            .write_all_at(&page, part.start_bytes())
+            .map_err(|e| output::write_error(out.file(), "cannot write the swap header to", e))?;
+    }
+    check_cancel(progress)?;
+
+    let mut fs = ExtFs::open(out.path(), root_offset)?;
+    let graft = timed(&mut timings, Stage::Graft, || {
+        match (&donor, &donor_kernel) {
+            (Some(donor), Some(kernel)) => Ok(Some(crate::graft::graft(
+                donor,
+                kernel,
+                &mut fs,
+                Some(&grub),
+                &mut report,
+                progress,
+            )?)),
+            _ => Ok(None),
+        }
+    })?;
+    check_cancel(progress)?;
+
+    timed(&mut timings, Stage::Fixups, || {
+        progress.stage(Stage::Fixups, None);
+        Ok(fixups::apply(&mut fs, &fixup_context(&plan), &mut report)?)
+    })?;
+    check_cancel(progress)?;
+
+    let core = timed(&mut timings, Stage::Boot, || {
+        progress.stage(Stage::Boot, None);
+        let core = boot::build_core_image(
+            &grub,
+            &boot::prefix_for_partition(false, u32::from(root.number)),
+            boot::MSDOS_EXT_MODULES,
+        )?;
+        let mut cfg = boot::grub_cfg::GrubConfig::new(
+            plan.inspection.fs.uuid.clone(),
+            plan.kernel.version.clone(),
+        );
+        cfg.extra_args = opts.extra_cmdline.join(" ");
+        boot::write_guest_boot_files(&mut fs, &grub, &core, &cfg, &mut report)?;
+        Ok(core)
+    })?;
+    fs.close()?;
+    boot::install_bios_boot(out.file(), &grub, &core, 1, root.start_lba)?;
+    check_cancel(progress)?;
+
+    progress.stage(Stage::Finish, None);
+    let output = out.commit()?;
+    Ok(Conversion {
+        output,
+        root_uuid: plan.inspection.fs.uuid.clone(),
+        swap_uuid: plan.swap_uuid.clone(),
+        plan,
+        stream,
+        graft,
+        report,
+        timings,
+    })
+}
+
+impl fmt::Display for ConversionPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inspection;
+        writeln!(
+            f,
+            "source:  {} ({} {}, {} used of {}, UUID {})",
+            i.image.display(),
+            i.place(),
+            i.fs.kind,
+            layout::human(i.fs.used_bytes),
+            layout::human(i.fs.size_bytes),
+            i.fs.uuid
+        )?;
+        if let Some(name) = i
+            .guest
+            .os
+            .as_ref()
+            .and_then(|os| os.pretty_name.clone().or(os.name.clone()))
+        {
+            let arch = i.guest.arch.map(|a| format!(", {a}")).unwrap_or_default();
+            writeln!(
+                f,
+                "guest:   {name}{arch}, {:?} init, {} Xen-isms",
+                i.guest.init,
+                i.guest.xenisms.len()
+            )?;
+        }
+        let origin = match self.kernel.origin {
+            KernelOrigin::Donor => format!(
+                "from the donor {}",
+                self.options
+                    .donor
+                    .as_ref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default()
+            ),
+            KernelOrigin::Guest => "already in the guest".to_string(),
+        };
+        writeln!(
+            f,
+            "kernel:  {} ({origin}; graft adds {})",
+            self.kernel.version,
+            layout::human(self.kernel.graft_bytes)
+        )?;
+        writeln!(
+            f,
+            "grub:    i386-pc files from {}{}",
+            self.grub.origin,
+            self.grub
+                .version
+                .as_deref()
+                .map(|v| format!(" (GRUB {v})"))
+                .unwrap_or_default()
+        )?;
+        writeln!(f, "output:  {}", self.options.output.display())?;
+        write!(f, "{}", self.disk)?;
+        if !self.fixups.changes.is_empty() {
+            writeln!(f, "guest changes:")?;
+            for c in &self.fixups.changes {
+                writeln!(f, "  {:<9} {}: {}", c.step, c.path, c.what)?;
+            }
+        }
+        for w in self.warnings.iter().chain(&self.fixups.warnings) {
+            writeln!(f, "warning: {w}")?;
+        }
+        Ok(())
     }
 }

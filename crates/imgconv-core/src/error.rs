@@ -36,32 +36,49 @@ pub enum Error {
     #[error(transparent)]
     Guest(#[from] crate::guestfs::GuestFsError),
 
-    // ---- source inspection (issue 3): Inspect(#[from] crate::source::InspectError)
+    /// The source image is not a convertible guest (issue 3).
+    #[error(transparent)]
+    Inspect(Box<crate::source::InspectError>),
 
-    // ---- layout (issue 3): Plan(#[from] crate::layout::PlanError)
+    /// The target disk cannot be planned or its table written (issue 3).
+    #[error(transparent)]
+    Plan(#[from] crate::layout::PlanError),
 
-    // ---- stream + swap (issue 3): Stream(#[from] crate::stream::StreamError)
+    /// Copying the filesystem or writing the swap header failed (issue 3). Converted
+    /// by hand (see `stream.rs`) so that a cancelled stream becomes [`Error::Cancelled`].
+    #[error(transparent)]
+    Stream(crate::stream::StreamError),
+    /// Creating, writing or committing the output image failed (issue 3).
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
 
-    // ---- e2fsprogs tools (issue 3): Tool(#[from] crate::e2fs_tools::ToolError)
+    /// resize2fs or e2fsck failed on the output (issue 3).
+    #[error(transparent)]
+    Tool(#[from] crate::e2fs_tools::ToolError),
+
     /// A failure of the libext2fs write engine (opening, writing or closing the output fs).
     #[error(transparent)]
     Ext(#[from] crate::ext::ExtError),
 
     /// A failure reading the donor or choosing its kernel.
     #[error(transparent)]
-    Donor(#[from] crate::donor::DonorError),
+    Donor(Box<crate::donor::DonorError>),
 
     /// A failure grafting the donor kernel, modules or GRUB files into the guest.
     #[error(transparent)]
-    Graft(#[from] crate::graft::GraftError),
+    Graft(Box<crate::graft::GraftError>),
 
     /// A guest configuration fixup failed.
     #[error(transparent)]
-    Fixup(#[from] crate::fixups::FixupError),
+    Fixup(Box<crate::fixups::FixupError>),
 
     /// A failure while building or installing the GRUB boot code.
     #[error(transparent)]
     Boot(#[from] crate::boot::BootError),
+
+    /// No donor was given and the guest's own kernel was not asked for.
+    #[error("no donor given: pass --donor with a bootable HVM image of a similar distribution (or a directory with an unpacked kernel), or --use-guest-kernel")]
+    NoDonor,
 
     /// The operation was cancelled through [`crate::Progress::is_cancelled`].
     #[error("cancelled")]
@@ -78,3 +95,31 @@ impl Error {
         }
     }
 }
+
+/// A cancelled graft is a cancellation like any other, so callers match one variant.
+impl From<crate::graft::GraftError> for Error {
+    fn from(e: crate::graft::GraftError) -> Self {
+        match e {
+            crate::graft::GraftError::Cancelled => Error::Cancelled,
+            other => Error::Graft(Box::new(other)),
+        }
+    }
+}
+
+// The largest stage errors are boxed so that `Result<T, Error>` stays small on the
+// happy path (clippy's result_large_err); `?` still converts them directly.
+macro_rules! boxed_from {
+    ($($variant:ident($ty:ty)),* $(,)?) => {$(
+        impl From<$ty> for Error {
+            fn from(e: $ty) -> Self {
+                Error::$variant(Box::new(e))
+            }
+        }
+    )*};
+}
+
+boxed_from!(
+    Inspect(crate::source::InspectError),
+    Donor(crate::donor::DonorError),
+    Fixup(crate::fixups::FixupError),
+);

@@ -150,8 +150,18 @@ fn is_not_found(e: &Ext4Error) -> bool {
 impl ExtReader {
     /// Open the filesystem in `region`. `label` names it in errors (e.g. "donor.img partition 1").
     pub fn open(region: Region, label: impl Into<String>) -> Result<Self, ExtReadError> {
+        Self::open_reader(Box::new(region), label)
+    }
+
+    /// Open the filesystem from any [`ext4_view::Ext4Read`], e.g. a view of a [`Region`]
+    /// with a patched superblock (source inspection reads a dirty-journal filesystem
+    /// that way when ext4-view cannot replay its journal). `label` names it in errors.
+    pub fn open_reader(
+        reader: Box<dyn ext4_view::Ext4Read>,
+        label: impl Into<String>,
+    ) -> Result<Self, ExtReadError> {
         let image = label.into();
-        let loaded = guarded(&image, "the superblock", || Ext4::load(Box::new(region)))?;
+        let loaded = guarded(&image, "the superblock", || Ext4::load(reader))?;
         match loaded {
             Ok(fs) => Ok(Self { fs, image }),
             Err(Ext4Error::Incompatible(i)) => Err(ExtReadError::Incompatible {
@@ -263,6 +273,58 @@ impl ExtReader {
                         .map_err(|e| self.path_err(path, e))?
                         .into();
                     out.push(DirItem { name, kind });
+                }
+                Ok(Some(out))
+            },
+        )?;
+        result
+    }
+
+    /// Like [`ExtReader::read_dir`], with each entry's own metadata (a symlink's, not its
+    /// target's) read straight from the entry's inode, without resolving its path again:
+    /// walking a tree then costs one inode read per node instead of one path lookup from
+    /// the root (2 s → well under 1 s for a Debian modules tree).
+    pub fn read_dir_meta(
+        &self,
+        path: &str,
+        cap: usize,
+    ) -> Result<Option<Vec<(DirItem, NodeMeta)>>, ExtReadError> {
+        let result = guarded(
+            &self.image,
+            path,
+            || -> Result<Option<Vec<(DirItem, NodeMeta)>>, ExtReadError> {
+                let iter = match self.fs.read_dir(path) {
+                    Ok(it) => it,
+                    Err(e) if is_not_found(&e) => return Ok(None),
+                    Err(e) => return Err(self.path_err(path, e)),
+                };
+                let mut out = Vec::new();
+                for entry in iter {
+                    let entry = entry.map_err(|e| self.path_err(path, e))?;
+                    let Ok(name) = entry.file_name().as_str().map(str::to_string) else {
+                        continue;
+                    };
+                    if name == "." || name == ".." {
+                        continue;
+                    }
+                    if out.len() >= cap {
+                        return Err(ExtReadError::TooManyEntries {
+                            image: self.image.clone(),
+                            path: path.to_string(),
+                            cap,
+                        });
+                    }
+                    let meta = entry
+                        .metadata()
+                        .map_err(|e| self.path_err(&format!("{path}/{name}"), e))?;
+                    let meta = NodeMeta::from(&meta);
+                    out.push((
+                        DirItem {
+                            name,
+                            kind: meta.kind,
+                        },
+                        meta,
+                    ));
                 }
                 Ok(Some(out))
             },

@@ -24,6 +24,7 @@ pub mod fixups;
 pub mod graft;
 pub mod guestfs;
 pub mod layout;
+pub mod output;
 pub mod partition;
 pub mod progress;
 pub mod report;

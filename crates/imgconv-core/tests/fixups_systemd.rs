@@ -251,3 +251,29 @@ fn backups_keep_mode_and_owner() {
     let new = g.lstat("/etc/fstab").unwrap().unwrap();
     assert_eq!((new.mode, new.gid), (0o640, 42), "rewritten in place");
 }
+
+#[test]
+fn masked_getty_is_reported_not_enabled() {
+    let mut g = memfs(SYSTEMD_GUEST).with_symlink(
+        "/etc/systemd/system/serial-getty@ttyS0.service",
+        "/dev/null",
+    );
+    let report = apply_twice(&mut g, &ctx());
+    assert!(g
+        .lstat("/etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service")
+        .unwrap()
+        .is_none());
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("serial-getty@ttyS0.service is masked")),
+        "{:?}",
+        report.warnings
+    );
+    // getty@tty1 is still enabled.
+    assert!(g
+        .lstat("/etc/systemd/system/getty.target.wants/getty@tty1.service")
+        .unwrap()
+        .is_some());
+}

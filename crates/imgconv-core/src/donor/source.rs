@@ -44,17 +44,6 @@ impl DonorSource {
         }
     }
 
-    /// Metadata of `path` itself (final symlink not followed); `None` if absent.
-    pub fn lstat(&self, path: &str) -> Result<Option<NodeMeta>, DonorError> {
-        match &self.kind {
-            SourceKind::Ext { reader, .. } => Ok(reader.symlink_metadata(path)?),
-            SourceKind::Dir(d) => match d.resolve(path, false)? {
-                Some(p) => d.meta(&p).map(Some),
-                None => Ok(None),
-            },
-        }
-    }
-
     /// Metadata of `path`, following symlinks inside the donor; `None` if absent.
     pub fn stat(&self, path: &str) -> Result<Option<NodeMeta>, DonorError> {
         match &self.kind {
@@ -79,6 +68,40 @@ impl DonorSource {
             }
             SourceKind::Dir(d) => match d.resolve(path, true)? {
                 Some(p) => d.read_dir(&p, cap),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Entries of a directory with each entry's own metadata (symlinks not followed),
+    /// read without resolving each entry's path again; `None` if absent or not a directory.
+    pub fn read_dir_meta(
+        &self,
+        path: &str,
+        cap: usize,
+    ) -> Result<Option<Vec<(DirItem, NodeMeta)>>, DonorError> {
+        match &self.kind {
+            SourceKind::Ext { reader, .. } => {
+                match self.stat(path)? {
+                    Some(m) if m.kind == NodeKind::Dir => {}
+                    _ => return Ok(None),
+                }
+                Ok(reader.read_dir_meta(path, cap)?)
+            }
+            SourceKind::Dir(d) => match d.resolve(path, true)? {
+                Some(p) => {
+                    let Some(items) = d.read_dir(&p, cap)? else {
+                        return Ok(None);
+                    };
+                    items
+                        .into_iter()
+                        .map(|item| {
+                            let meta = d.meta(&p.join(&item.name))?;
+                            Ok((item, meta))
+                        })
+                        .collect::<Result<Vec<_>, DonorError>>()
+                        .map(Some)
+                }
                 None => Ok(None),
             },
         }
@@ -362,7 +385,12 @@ mod tests {
             src.read_small("/etc/abs", 100).unwrap().is_none(),
             "absolute target re-rooted at the donor"
         );
-        assert_eq!(src.lstat("/lib").unwrap().unwrap().kind, NodeKind::Symlink);
+        let top = src.read_dir_meta("/", 10).unwrap().unwrap();
+        let lib = top.iter().find(|(i, _)| i.name == "lib").unwrap();
+        assert_eq!(
+            (lib.0.kind, lib.1.kind),
+            (NodeKind::Symlink, NodeKind::Symlink)
+        );
         assert_eq!(src.stat("/lib").unwrap().unwrap().kind, NodeKind::Dir);
         assert_eq!(src.read_link("/lib").unwrap().as_deref(), Some("usr/lib"));
         let names: Vec<String> = src

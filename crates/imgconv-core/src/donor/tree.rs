@@ -97,15 +97,15 @@ pub(crate) fn walk(
     let mut stack: Vec<(String, usize)> = vec![(String::new(), 0)];
     while let Some((rel_dir, depth)) = stack.pop() {
         let abs_dir = join(root, &rel_dir);
-        let mut items =
-            src.read_dir(&abs_dir, MAX_DIR_ENTRIES)?
-                .ok_or_else(|| DonorError::Vanished {
-                    donor: src.label.clone(),
-                    path: abs_dir.clone(),
-                })?;
-        items.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut items = src
+            .read_dir_meta(&abs_dir, MAX_DIR_ENTRIES)?
+            .ok_or_else(|| DonorError::Vanished {
+                donor: src.label.clone(),
+                path: abs_dir.clone(),
+            })?;
+        items.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         let mut subdirs = Vec::new();
-        for item in items {
+        for (item, meta) in items {
             if tree.entries.len() >= MAX_TREE_ENTRIES {
                 return Err(DonorError::TreeTooLarge {
                     donor: src.label.clone(),
@@ -119,10 +119,6 @@ pub(crate) fn walk(
                 format!("{rel_dir}/{}", item.name)
             };
             let abs = join(root, &rel);
-            let meta = src.lstat(&abs)?.ok_or_else(|| DonorError::Vanished {
-                donor: src.label.clone(),
-                path: abs.clone(),
-            })?;
             let mut target = None;
             match meta.kind {
                 NodeKind::Dir => {

@@ -153,7 +153,13 @@ fn enable_instance(
         }
     }
     let etc_unit = join(ETC_UNITS, instance);
-    if guest.read_link(&etc_unit).ok().flatten().as_deref() == Some("/dev/null") {
+    let masked = match guest.lstat(&etc_unit).at(STEP, &etc_unit)? {
+        Some(m) if m.kind == NodeKind::Symlink => {
+            guest.read_link(&etc_unit).at(STEP, &etc_unit)?.as_deref() == Some("/dev/null")
+        }
+        _ => false,
+    };
+    if masked {
         report.warn(format!(
             "{instance} is masked in the guest ({etc_unit} -> /dev/null); it was not enabled"
         ));

@@ -10,8 +10,8 @@
 //! |---|---|
 //! | [`fstab`] | `/etc/fstab`, `/etc/crypttab`, `/etc/initramfs-tools/conf.d/resume` |
 //! | [`console`] | systemd getty links, `/etc/inittab`, upstart `/etc/init/*.conf` and `/etc/event.d/*`, `/etc/securetty` |
-//! | [`network`] | `/etc/udev/rules.d/70-persistent-net.rules`, `75-persistent-net-generator.rules` |
-//! | [`modules`] | `/etc/modules`, `/etc/modprobe.d/*.conf`, `/etc/modprobe.conf`, `/etc/initramfs-tools/modules` |
+//! | [`network`] | `/etc/udev/rules.d/70-persistent-net.rules`, `75-persistent-net-generator.rules`, `HWADDR=` in `/etc/sysconfig/network-scripts/ifcfg-*` |
+//! | [`modules`] | `/etc/modules`, `/etc/modules-load.d/*.conf`, `/etc/modprobe.d/*.conf`, `/etc/modprobe.conf`, `/etc/initramfs-tools/modules`, SUSE `/etc/sysconfig/kernel` |
 //! | [`xen_tools`] | systemd `*.wants` links and SysV `rc?.d` links of Xen guest tools |
 //!
 //! Rules every fixup follows:
@@ -23,7 +23,9 @@
 //! - an existing backup is never overwritten: a later backup of the same file gets a
 //!   numbered name (`.imgconv-orig.2`, …);
 //! - a fixup only acts when the guest's current state needs it, so a second [`apply`] on
-//!   the output changes nothing and reports nothing (idempotency, tested per init system).
+//!   the output changes nothing and reports nothing new (idempotency, tested per init
+//!   system); only a warning about something no fixup can repair (say, a guest without
+//!   `getty@.service`) is given again.
 //!
 //! [`MemFs`]: crate::guestfs::MemFs
 

@@ -1,2 +1,454 @@
 //! Source inspection: what is this image (bare filesystem or partitioned disk), which
 //! filesystem, which guest, and which Xen-isms it carries. (issue 3)
+//!
+//! [`inspect`] never writes: the image is opened read-only. Anything that is not an
+//! ext2/3/4 guest root is a typed [`InspectError`] that names what was found, so the
+//! user learns *why* (an XFS filesystem, an LVM physical volume, a truncated copy...).
+//!
+//! Submodules, one on-disk structure each: [`superblock`], [`group_desc`], [`elf`];
+//! [`probe`] recognises foreign signatures; [`guest`] reads the guest's configuration.
+
+pub mod csum;
+pub mod elf;
+pub mod group_desc;
+pub mod guest;
+pub mod probe;
+pub mod superblock;
+pub mod unjournaled;
+
+pub use elf::Arch;
+pub use guest::{GuestInfo, InitSystem, KernelInfo, OsRelease, XenIsm, XenIsmKind};
+pub use probe::Foreign;
+pub use superblock::{ExtKind, Features, FsInfo, Superblock};
+
+use crate::blockio::Region;
+use crate::bytes::ParseError;
+use crate::extread::{ExtReadError, ExtReader};
+use crate::partition::{self, PartitionError, PartitionTable};
+use std::path::{Path, PathBuf};
+
+/// How the guest filesystem sits in the image.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+pub enum Container {
+    /// The image is the filesystem (the usual Xen PV export: `xvda1` as a file).
+    Bare,
+    /// A partitioned disk; `root_partition` is the 1-based number of the guest root.
+    Partitioned {
+        table: PartitionTable,
+        root_partition: usize,
+    },
+}
+
+/// Everything known about a source image after inspection.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Inspection {
+    /// The image file.
+    pub image: PathBuf,
+    /// Its size in bytes.
+    pub image_size: u64,
+    pub container: Container,
+    /// Byte offset of the root filesystem in the image.
+    pub fs_offset: u64,
+    /// Length of the root filesystem in bytes (`blocks_count * block_size`).
+    pub fs_len: u64,
+    /// What the superblock says.
+    pub fs: FsInfo,
+    /// What the guest is.
+    pub guest: GuestInfo,
+}
+
+impl Inspection {
+    /// Reopen the root filesystem's byte range, read-only.
+    pub fn open_fs(&self) -> Result<Region, InspectError> {
+        let whole = open_region(&self.image)?;
+        whole
+            .sub(self.fs_offset, self.fs_len)
+            .map_err(|source| InspectError::Io {
+                action: "cannot reopen the filesystem range of",
+                path: self.image.clone(),
+                source,
+            })
+    }
+
+    /// Where the filesystem is, in words ("the image", "partition 2").
+    pub fn place(&self) -> String {
+        match &self.container {
+            Container::Bare => "the image".to_string(),
+            Container::Partitioned { root_partition, .. } => format!("partition {root_partition}"),
+        }
+    }
+
+    /// Refuse a filesystem whose journal needs recovery unless the caller chose to
+    /// replay it on the output copy (`--replay-journal`).
+    pub fn check_journal(&self, replay_journal: bool) -> Result<(), InspectError> {
+        if self.fs.needs_recovery && !replay_journal {
+            let target = if self.fs_offset == 0 {
+                "copy.img".to_string()
+            } else {
+                format!("'copy.img?offset={}'", self.fs_offset)
+            };
+            return Err(InspectError::DirtyJournal {
+                path: self.image.clone(),
+                fsck_target: target,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why an image cannot be converted, naming what was found.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a regular file or block device", path.display())]
+    NotAFile { path: PathBuf },
+    #[error("{} is empty (0 bytes): nothing to convert", path.display())]
+    Empty { path: PathBuf },
+    #[error("{} is {size} bytes, too small to hold a filesystem", path.display())]
+    TooSmall { path: PathBuf, size: u64 },
+    #[error("{} is truncated: the ext filesystem in {place} claims {fs_bytes} bytes but only {available} bytes are there (incomplete copy or download?)", path.display())]
+    Truncated {
+        path: PathBuf,
+        place: String,
+        fs_bytes: u64,
+        available: u64,
+    },
+    #[error("{place} of {} holds {found}, not an ext2/3/4 filesystem: {}", path.display(), found.advice())]
+    Foreign {
+        path: PathBuf,
+        place: String,
+        found: Foreign,
+    },
+    #[error("{place} of {} holds no recognisable filesystem or partition table ({})", path.display(), if *zeros { "its first 68 KiB are all zeros" } else { "unknown data" })]
+    Unrecognized {
+        path: PathBuf,
+        place: String,
+        zeros: bool,
+    },
+    #[error("{place} of {} has a corrupt ext superblock: {source}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        place: String,
+        #[source]
+        source: ParseError,
+    },
+    #[error("the ext filesystem in {place} of {} uses {feature}, which imgconv cannot carry: {why}", path.display())]
+    Unsupported {
+        path: PathBuf,
+        place: String,
+        feature: String,
+        why: &'static str,
+    },
+    #[error("no guest root filesystem (an ext2/3/4 filesystem with /etc/fstab and an init) in {}: {}", path.display(), findings.join("; "))]
+    NoGuestRoot {
+        path: PathBuf,
+        findings: Vec<String>,
+    },
+    #[error("the filesystem in {} was not cleanly unmounted: its journal holds transactions that were never replayed (needs_recovery). Re-run with --replay-journal to replay it with e2fsck on the converted copy only ({} itself is never modified), or replay it on a copy yourself (cp the image to copy.img, run e2fsck -fy {fsck_target}) and convert the copy", path.display(), path.display())]
+    DirtyJournal { path: PathBuf, fsck_target: String },
+    #[error(transparent)]
+    Partition(#[from] PartitionError),
+    #[error(transparent)]
+    ExtRead(#[from] ExtReadError),
+}
+
+fn open_region(path: &Path) -> Result<Region, InspectError> {
+    Region::open(path).map_err(|e| match e {
+        crate::Error::Io { action, source, .. } => InspectError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        },
+        other => InspectError::Io {
+            action: "cannot open",
+            path: path.to_path_buf(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    })
+}
+
+/// What the start of a region holds.
+enum Probe {
+    Ext(Box<Superblock>),
+    /// The ext magic is there but the superblock does not hold together.
+    BadExt(ParseError),
+    Foreign(Foreign),
+    Zeros,
+    Unknown,
+}
+
+fn probe_region(region: &Region, path: &Path) -> Result<Probe, InspectError> {
+    let head = probe::read_head(region).map_err(|source| InspectError::Io {
+        action: "cannot read",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let sb_off = superblock::SUPERBLOCK_OFFSET as usize;
+    if let Some(raw) = head.get(sb_off..sb_off + superblock::SUPERBLOCK_SIZE) {
+        if raw[0x38..0x3A] == superblock::EXT_MAGIC.to_le_bytes() {
+            return Ok(match Superblock::parse(raw) {
+                Ok(sb) => Probe::Ext(Box::new(sb)),
+                Err(e) => Probe::BadExt(e),
+            });
+        }
+    }
+    Ok(if let Some(f) = probe::identify(&head) {
+        Probe::Foreign(f)
+    } else if probe::all_zero(&head) {
+        Probe::Zeros
+    } else {
+        Probe::Unknown
+    })
+}
+
+/// Read and validate the superblock of the filesystem in `region`.
+pub fn read_superblock(region: &Region) -> Result<Superblock, InspectError> {
+    let path = region.path().to_path_buf();
+    let place = "the region".to_string();
+    match probe_region(region, &path)? {
+        Probe::Ext(sb) => Ok(*sb),
+        Probe::BadExt(source) => Err(InspectError::Corrupt {
+            path,
+            place,
+            source,
+        }),
+        Probe::Foreign(found) => Err(InspectError::Foreign { path, place, found }),
+        Probe::Zeros => Err(InspectError::Unrecognized {
+            path,
+            place,
+            zeros: true,
+        }),
+        Probe::Unknown => Err(InspectError::Unrecognized {
+            path,
+            place,
+            zeros: false,
+        }),
+    }
+}
+
+/// Inspect the image at `path`: find the guest root filesystem, read its superblock and
+/// the guest's configuration. The file is opened read-only and never written.
+pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
+    let meta = std::fs::metadata(path).map_err(|source| InspectError::Io {
+        action: "cannot stat",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if meta.is_dir() {
+        return Err(InspectError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    let whole = open_region(path)?;
+    if whole.is_empty() {
+        return Err(InspectError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let place = "the image".to_string();
+    match probe_region(&whole, path)? {
+        Probe::Ext(sb) => {
+            let (fs, guest) = open_root(&whole, &sb, path, &place)?;
+            return finish(path, &whole, Container::Bare, 0, &sb, fs, guest);
+        }
+        Probe::BadExt(source) => {
+            return Err(InspectError::Corrupt {
+                path: path.to_path_buf(),
+                place,
+                source,
+            })
+        }
+        _ => {}
+    }
+    if whole.len() < 2048 {
+        return Err(match probe_region(&whole, path)? {
+            Probe::Foreign(found) => InspectError::Foreign {
+                path: path.to_path_buf(),
+                place,
+                found,
+            },
+            _ => InspectError::TooSmall {
+                path: path.to_path_buf(),
+                size: whole.len(),
+            },
+        });
+    }
+    if let Some(table) = partition::read_table(&whole)? {
+        return inspect_partitioned(path, &whole, table);
+    }
+    Err(match probe_region(&whole, path)? {
+        Probe::Foreign(found) => InspectError::Foreign {
+            path: path.to_path_buf(),
+            place,
+            found,
+        },
+        Probe::Zeros => InspectError::Unrecognized {
+            path: path.to_path_buf(),
+            place,
+            zeros: true,
+        },
+        _ => InspectError::Unrecognized {
+            path: path.to_path_buf(),
+            place,
+            zeros: false,
+        },
+    })
+}
+
+fn inspect_partitioned(
+    path: &Path,
+    whole: &Region,
+    table: PartitionTable,
+) -> Result<Inspection, InspectError> {
+    let mut findings = Vec::new();
+    let mut first_foreign: Option<(usize, Foreign)> = None;
+    let mut saw_ext = false;
+    for entry in &table.entries {
+        let place = format!("partition {}", entry.number);
+        let region = whole
+            .sub(entry.start, entry.len)
+            .map_err(|source| InspectError::Io {
+                action: "cannot read a partition of",
+                path: path.to_path_buf(),
+                source,
+            })?;
+        match probe_region(&region, path)? {
+            Probe::Ext(sb) => match open_root(&region, &sb, path, &place) {
+                Ok((fs, guest)) => {
+                    let container = Container::Partitioned {
+                        root_partition: entry.number,
+                        table: table.clone(),
+                    };
+                    return finish(path, whole, container, entry.start, &sb, fs, guest);
+                }
+                Err(InspectError::NoGuestRoot { findings: f, .. }) => {
+                    saw_ext = true;
+                    findings.extend(f)
+                }
+                // A truncated or unsupported ext partition that is not the root would
+                // not matter, but we cannot tell whether it is the root: report it.
+                Err(e) => return Err(e),
+            },
+            Probe::BadExt(e) => {
+                saw_ext = true;
+                findings.push(format!("{place}: corrupt ext superblock ({e})"))
+            }
+            Probe::Foreign(f) => {
+                findings.push(format!("{place}: {f}"));
+                first_foreign.get_or_insert((entry.number, f));
+            }
+            Probe::Zeros => findings.push(format!("{place}: empty (zeros)")),
+            Probe::Unknown => findings.push(format!("{place}: unrecognised data")),
+        }
+    }
+    if table.entries.is_empty() {
+        findings.push("the partition table has no partitions".into());
+    }
+    match first_foreign {
+        Some((n, found)) if !saw_ext => Err(InspectError::Foreign {
+            path: path.to_path_buf(),
+            place: format!("partition {n}"),
+            found,
+        }),
+        _ => Err(InspectError::NoGuestRoot {
+            path: path.to_path_buf(),
+            findings,
+        }),
+    }
+}
+
+/// Check an ext filesystem's features and size, open it, and make sure it is a guest root.
+fn open_root(
+    region: &Region,
+    sb: &Superblock,
+    path: &Path,
+    place: &str,
+) -> Result<(Region, GuestInfo), InspectError> {
+    if let Some((feature, why)) = sb.unsupported_feature() {
+        return Err(InspectError::Unsupported {
+            path: path.to_path_buf(),
+            place: place.to_string(),
+            feature,
+            why,
+        });
+    }
+    if sb.fs_bytes() > region.len() {
+        return Err(InspectError::Truncated {
+            path: path.to_path_buf(),
+            place: place.to_string(),
+            fs_bytes: sb.fs_bytes(),
+            available: region.len(),
+        });
+    }
+    let fs_region = region
+        .sub(0, sb.fs_bytes())
+        .map_err(|source| InspectError::Io {
+            action: "cannot read",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let label = format!("{} ({place})", path.display());
+    let mut warnings = Vec::new();
+    let reader = match ExtReader::open(fs_region.clone(), label.clone()) {
+        Ok(r) => r,
+        Err(ExtReadError::Incompatible { why, .. }) if sb.needs_recovery() => {
+            let mut raw = vec![0u8; superblock::SUPERBLOCK_SIZE];
+            fs_region
+                .read_exact_at(superblock::SUPERBLOCK_OFFSET, &mut raw)
+                .map_err(|source| InspectError::Io {
+                    action: "cannot read",
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            warnings.push(format!(
+                "the journal needs recovery and cannot be replayed in memory ({why}); the guest was inspected as it is on disk, without its last journal transactions"
+            ));
+            let view = unjournaled::UnjournaledView::new(fs_region.clone(), &raw);
+            ExtReader::open_reader(Box::new(view), label)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if !guest::looks_like_root(&reader) {
+        return Err(InspectError::NoGuestRoot {
+            path: path.to_path_buf(),
+            findings: vec![format!(
+                "{place}: {} filesystem{} without /etc/fstab and an init",
+                sb.kind(),
+                match sb.info().label.as_str() {
+                    "" => String::new(),
+                    l => format!(" labelled {l:?}"),
+                }
+            )],
+        });
+    }
+    let mut guest = guest::inspect_guest(&reader);
+    guest.warnings.splice(0..0, warnings);
+    Ok((fs_region, guest))
+}
+
+fn finish(
+    path: &Path,
+    whole: &Region,
+    container: Container,
+    fs_offset: u64,
+    sb: &Superblock,
+    fs_region: Region,
+    guest: GuestInfo,
+) -> Result<Inspection, InspectError> {
+    Ok(Inspection {
+        image: path.to_path_buf(),
+        image_size: whole.len(),
+        container,
+        fs_offset,
+        fs_len: fs_region.len(),
+        fs: sb.info(),
+        guest,
+    })
+}
