@@ -5,10 +5,15 @@
 //! classified from their variant and, for I/O errors, from the path they concern.
 
 use imgconv_core::donor::DonorError;
+use imgconv_core::e2fs_tools::ToolError;
 use imgconv_core::ext::ExtError;
 use imgconv_core::fixups::FixupError;
 use imgconv_core::graft::GraftError;
 use imgconv_core::guestfs::GuestFsError;
+use imgconv_core::layout::PlanError;
+use imgconv_core::output::OutputError;
+use imgconv_core::source::InspectError;
+use imgconv_core::stream::StreamError;
 use imgconv_core::Error;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -17,7 +22,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Class {
-    /// 1: anything not covered below (a tool failed, an internal error, "not yet").
+    /// 1: anything not covered below (a tool missing or failing, an internal error).
     Failure,
     /// 2: wrong arguments (clap's own errors use 2 too).
     Usage,
@@ -72,15 +77,6 @@ impl CliError {
             Class::Cancelled,
             "interrupted",
             "nothing was left behind; run the command again to start over",
-        )
-    }
-
-    /// A pipeline step the library does not offer yet.
-    pub fn not_yet(what: &str) -> Self {
-        CliError::new(
-            Class::Failure,
-            format!("not yet: {what} is not available in this build of imgconv-core"),
-            "update imgconv; this step lands with the conversion pipeline",
         )
     }
 
@@ -195,6 +191,19 @@ pub fn classify_io(
     paths.side_of(path).unwrap_or(Class::Failure)
 }
 
+/// Every output error is an output problem; an I/O error is classified by its path.
+fn output_class(o: &OutputError, paths: &Paths) -> Class {
+    match o {
+        OutputError::Io { path, source, .. } => {
+            match classify_io(source.kind(), source.raw_os_error(), path, paths) {
+                Class::Failure => Class::Output,
+                c => c,
+            }
+        }
+        _ => Class::Output,
+    }
+}
+
 /// libext2fs and the kernel say "no space" in a few ways.
 fn out_of_space(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
@@ -237,16 +246,44 @@ pub fn from_core(err: &Error, paths: &Paths) -> CliError {
         Error::Parse(_) | Error::Partition(_) | Error::ExtRead(_) => {
             paths.side_of_text(&err.to_string()).unwrap_or(Class::Input)
         }
+        Error::Inspect(e) => match e.as_ref() {
+            InspectError::Io { path, source, .. } => {
+                classify_io(source.kind(), source.raw_os_error(), path, paths)
+            }
+            _ => Class::Input,
+        },
+        Error::Plan(e) => match e {
+            // The sizes asked for (--size, --swap) do not fit.
+            PlanError::TargetTooSmall { .. } | PlanError::TooLargeForMbr { .. } => Class::Usage,
+            PlanError::Write(o) => output_class(o, paths),
+            _ => Class::Failure,
+        },
+        Error::Stream(e) => match e {
+            StreamError::Cancelled => return CliError::cancelled(),
+            StreamError::Write(o) => output_class(o, paths),
+            StreamError::Superblock { .. } | StreamError::SourceTooShort { .. } => Class::Input,
+            StreamError::Read { source, path, .. } => {
+                classify_io(source.kind(), source.raw_os_error(), path, paths)
+            }
+            StreamError::SwapTooSmall { .. } => Class::Usage,
+            _ => Class::Failure,
+        },
+        Error::Output(o) => output_class(o, paths),
+        Error::Tool(t) => match t {
+            ToolError::NotExt { .. } => Class::Input,
+            _ if out_of_space(&err.to_string()) => Class::Output,
+            _ => Class::Failure,
+        },
         Error::Guest(g) => guest_class(g),
         Error::Donor(d) => donor_class(d, paths),
-        Error::Graft(g) => match g {
+        Error::Graft(g) => match g.as_ref() {
             GraftError::Cancelled => return CliError::cancelled(),
             GraftError::Donor(d) => donor_class(d, paths),
             GraftError::Guest(GuestFsError::Source { .. }) => Class::Donor,
             GraftError::Guest(g) => guest_class(g),
             _ => Class::Input,
         },
-        Error::Fixup(f) => match f {
+        Error::Fixup(f) => match f.as_ref() {
             FixupError::Guest { source, .. } => guest_class(source),
             // 100 backups of one guest file already exist.
             FixupError::NoBackupName { .. } => Class::Input,
@@ -265,7 +302,8 @@ pub fn from_core(err: &Error, paths: &Paths) -> CliError {
             Some(Class::Output) => Class::Output,
             _ => Class::Donor,
         },
-        // Variants teammates add later land here until they are matched above.
+        Error::NoDonor => Class::Usage,
+        // Variants added later land here until they are matched above.
         #[allow(unreachable_patterns)]
         _ => paths
             .side_of_text(&err.to_string())
@@ -347,16 +385,16 @@ mod tests {
             donor: "/donors/deb12".into(),
             found: vec!["vmlinuz-6.1.0-9-amd64 (no initrd)".into()],
         };
-        let e = from_core(&Error::Donor(no_kernel), &p);
+        let e = from_core(&Error::from(no_kernel), &p);
         assert_eq!(e.class, Class::Donor);
         assert!(e.cause.contains("no usable kernel"), "{}", e.cause);
         assert!(e.hint.contains("--kernel"), "{}", e.hint);
         let xen_only = DonorError::OnlyXenKernels {
             found: vec!["4.9.0-xen".into()],
         };
-        assert_eq!(from_core(&Error::Donor(xen_only), &p).class, Class::Input);
+        assert_eq!(from_core(&Error::from(xen_only), &p).class, Class::Input);
         assert_eq!(
-            from_core(&Error::Graft(GraftError::Cancelled), &p).class,
+            from_core(&Error::Graft(Box::new(GraftError::Cancelled)), &p).class,
             Class::Cancelled
         );
         let lp = GuestFsError::SymlinkLoop {
@@ -367,7 +405,7 @@ mod tests {
             path: "/etc/fstab".into(),
             source: lp,
         };
-        assert_eq!(from_core(&Error::Fixup(fx), &p).class, Class::Input);
+        assert_eq!(from_core(&Error::from(fx), &p).class, Class::Input);
     }
 
     #[test]
