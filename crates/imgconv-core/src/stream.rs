@@ -87,6 +87,8 @@ pub enum StreamError {
         fs_bytes: u64,
         available: u64,
     },
+    #[error("{} holds an external ext journal (journal_dev), not a filesystem", path.display())]
+    NotAFilesystem { path: PathBuf },
     #[error("reading {} at byte {offset}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -128,6 +130,11 @@ pub fn copy_used_blocks(
     progress: &mut dyn Progress,
 ) -> Result<StreamStats, StreamError> {
     let sb = read_superblock(src)?;
+    if sb.has_incompat(feature::INCOMPAT_JOURNAL_DEV) {
+        return Err(StreamError::NotAFilesystem {
+            path: src.path().to_path_buf(),
+        });
+    }
     let fs_bytes = sb.fs_bytes();
     if fs_bytes > src.len() {
         return Err(StreamError::SourceTooShort {

@@ -286,6 +286,7 @@ fn cancellation_stops_between_chunks() {
 }
 
 #[test]
+#[allow(clippy::result_large_err)]
 fn cancelled_conversion_leaves_no_output() {
     use imgconv_core::layout::{self, PlanOptions, SourceSpace};
     use imgconv_core::output::TempOutput;

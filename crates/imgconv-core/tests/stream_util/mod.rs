@@ -372,7 +372,13 @@ pub fn manifest(img: &Path, offset: u64) -> Manifest {
         }
     }
     paths.sort();
-    let work = tempfile::tempdir().unwrap();
+    // Thousands of small files: dump them to tmpfs when there is one (file creation
+    // on a busy disk costs milliseconds each).
+    let work = if Path::new("/dev/shm").is_dir() {
+        tempfile::tempdir_in("/dev/shm").unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
     let cmds = work.path().join("cmds");
     std::fs::write(
         &cmds,
@@ -522,6 +528,7 @@ pub struct Converted {
 
 /// The first half of a conversion with the library API: inspect, plan, write the table,
 /// stream, replay (if asked), grow (if planned), swap, commit.
+#[allow(clippy::result_large_err)] // imgconv_core::Error is large; not this helper's to box
 pub fn convert(
     src: &Path,
     dest: &Path,
