@@ -44,6 +44,10 @@ pub enum Firmware {
     /// MBR disk, GRUB i386-pc boot code (SeaBIOS and any PC BIOS).
     #[default]
     Bios,
+    /// GPT disk with an EFI System Partition (shim + GRUB), root and swap (OVMF, any UEFI).
+    Uefi,
+    /// GPT disk with a BIOS boot partition, an ESP, root and swap: boots with UEFI and BIOS.
+    Hybrid,
 }
 
 /// Disk bus the converted guest will see its disk on; decides device names for disks

@@ -76,6 +76,10 @@ pub enum Error {
     #[error(transparent)]
     Boot(#[from] crate::boot::BootError),
 
+    /// A failure while making the GPT, the ESP or the UEFI boot files.
+    #[error(transparent)]
+    Uefi(#[from] crate::boot::uefi::UefiError),
+
     /// No donor was given and the guest's own kernel was not asked for.
     #[error("no donor given: pass --donor with a bootable HVM image of a similar distribution (or a directory with an unpacked kernel), or --use-guest-kernel")]
     NoDonor,
