@@ -22,12 +22,15 @@
 //!   it: swapon refuses holes). A source error or short source undoes the half-made file.
 //! - Times: atime = mtime = ctime = the given mtime (with the ext4 epoch bits when the
 //!   inode has extra fields, else clamped to 32 bits); crtime is the time of writing.
-//! - `replace_content`: same inode (owner, mode, mtime kept, as MemFs); ctime becomes now.
+//! - `replace_content`: same inode (owner, mode, mtime kept, as MemFs); its blocks are
+//!   released and the new content written; ctime becomes now.
 //! - `rename`: link the new name, then unlink the old one; a directory moved to another
 //!   parent gets its `..` repointed and one link moves between the parents' counts. A
 //!   directory cannot move into itself. Times are left alone.
 //! - `remove`: unlink and drop one link; with no link left, the external xattr block
-//!   reference, the data blocks (`ext2fs_punch`) and the inode are freed and `i_dtime` set.
+//!   reference, the data and mapping blocks and the inode are freed and `i_dtime` set.
+//!   Blocks are freed as debugfs's `kill_file` does, not with `ext2fs_punch`, which in
+//!   e2fsprogs 1.47 fails on an extent that ends at the filesystem's last block.
 //!   (Values in `ea_inode` xattr inodes are not released; Debian does not use that
 //!   feature.)
 //! - Not written: xattrs, device nodes, FIFOs, sockets (the trait has no call for them).
