@@ -491,3 +491,39 @@ fn batch_draws_one_line_per_image_on_a_terminal() {
     assert!(screen.contains("2 ok, 0 failed, 0 skipped"), "{screen}");
     assert_eq!(names_in(&outdir), ["xen-ext2.raw", "xen-ext3.raw"]);
 }
+
+/// The real bookworm fixture (when `scripts/fixtures real` has built it): convert through
+/// the CLI, then `verify --boot` must pass every check and see the guest's marker or a
+/// login prompt on the serial console.
+#[test]
+fn real_fixture_converts_and_boots_through_the_cli() {
+    let Some(real) = support::real() else {
+        eprintln!("skipped: the real fixtures are not built (scripts/fixtures real)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bookworm-kvm.img");
+    let src = real.join("bookworm-xen.img");
+    let before = sha256(&src);
+    let run = imgconv()
+        .arg("convert")
+        .arg(&src)
+        .arg("--donor")
+        .arg(real.join("bookworm-donor.img"))
+        .arg("-o")
+        .arg(&out)
+        .args(["--fsck", "both"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr_of(&run));
+    assert_eq!(sha256(&src), before);
+    let v = imgconv()
+        .arg("verify")
+        .arg(&out)
+        .args(["--boot", "--timeout", "900", "--json"])
+        .output()
+        .unwrap();
+    let r = json(&v.stdout);
+    assert!(v.status.success(), "{r:#}\n{}", stderr_of(&v));
+    assert_eq!(r["boot"]["ok"], true);
+}
