@@ -157,6 +157,15 @@ impl Filesystem {
         self.fs.as_ptr()
     }
 
+    /// `ext2fs_check_desc`: are the group descriptors sane (bitmaps and inode tables
+    /// inside the filesystem and their groups, not overlapping)? e2fsck's first check;
+    /// `ext2fs_open2` itself does not make it.
+    pub fn check_desc(&self) -> Result<(), Errcode> {
+        // SAFETY: `self.fs` is a live handle; the call only reads it (and allocates and
+        // frees a scratch bitmap of its own).
+        check(unsafe { b::ext2fs_check_desc(self.raw()) })
+    }
+
     /// `ext2fs_read_bitmaps`: load the block and inode allocation bitmaps.
     pub fn read_bitmaps(&mut self) -> Result<(), Errcode> {
         // SAFETY: `self.fs` is a live handle owned by us (invariant of Filesystem).

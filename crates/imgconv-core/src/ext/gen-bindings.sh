@@ -11,7 +11,7 @@ trap 'rm -f "$hdr"' EXIT
 printf '#include <ext2fs/ext2fs.h>\n#include <et/com_err.h>\n' >"$hdr"
 
 fns=(
-  ext2fs_open2 ext2fs_read_bitmaps ext2fs_close_free ext2fs_free
+  ext2fs_open2 ext2fs_check_desc ext2fs_read_bitmaps ext2fs_close_free ext2fs_free
   ext2fs_blocks_count ext2fs_free_blocks_count
   ext2fs_lookup ext2fs_read_inode_full ext2fs_write_inode_full ext2fs_write_new_inode
   ext2fs_new_inode ext2fs_inode_alloc_stats2 ext2fs_link ext2fs_unlink ext2fs_expand_dir

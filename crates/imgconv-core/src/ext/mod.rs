@@ -11,6 +11,27 @@
 //! [`MAX_SYMLINK_HOPS`] links is [`GuestFsError::SymlinkLoop`]). Nothing here ever touches
 //! the host filesystem except the image file itself.
 //!
+//! What each write does on disk:
+//! - `mkdir_p`: `ext2fs_mkdir` per missing component (`ext2fs_expand_dir` + retry when a
+//!   linear parent is full), then mode, uid/gid (with the high halves) and times.
+//! - `create_file`: `ext2fs_new_inode`, `ext2fs_link` (expand + retry; 1.47 keeps htree
+//!   directories indexed), `ext2fs_inode_alloc_stats2`, an extent header when the
+//!   filesystem has `extent` (block maps on ext2/3), `ext2fs_write_new_inode`, then the
+//!   data streamed in 1 MiB steps through `ext2fs_file_write`. All-zero blocks are
+//!   skipped and stay holes, which read back as zeros (so never create a swap file with
+//!   it: swapon refuses holes). A source error or short source undoes the half-made file.
+//! - Times: atime = mtime = ctime = the given mtime (with the ext4 epoch bits when the
+//!   inode has extra fields, else clamped to 32 bits); crtime is the time of writing.
+//! - `replace_content`: same inode (owner, mode, mtime kept, as MemFs); ctime becomes now.
+//! - `rename`: link the new name, then unlink the old one; a directory moved to another
+//!   parent gets its `..` repointed and one link moves between the parents' counts. A
+//!   directory cannot move into itself. Times are left alone.
+//! - `remove`: unlink and drop one link; with no link left, the external xattr block
+//!   reference, the data blocks (`ext2fs_punch`) and the inode are freed and `i_dtime` set.
+//!   (Values in `ea_inode` xattr inodes are not released; Debian does not use that
+//!   feature.)
+//! - Not written: xattrs, device nodes, FIFOs, sockets (the trait has no call for them).
+//!
 //! All `unsafe` is in [`ffi`] (generated declarations in `bindings.rs`).
 
 mod ffi;
@@ -155,8 +176,9 @@ impl ExtFs {
     /// (`ext2fs_open2` with `EXT2_FLAG_RW | EXT2_FLAG_64BITS`, io option `offset=N`,
     /// the unix I/O manager), and load its allocation bitmaps.
     ///
-    /// Refuses a filesystem whose journal needs recovery ([`ExtError::NeedsRecovery`]).
-    /// Nothing is written by opening.
+    /// Refuses a filesystem whose journal needs recovery ([`ExtError::NeedsRecovery`]) and
+    /// one whose group descriptors are not sane (`ext2fs_check_desc`). Nothing is written
+    /// by opening.
     pub fn open(image: &Path, offset: u64) -> Result<ExtFs, ExtError> {
         let open_err = |code: Errcode| ExtError::Open {
             image: image.to_path_buf(),
@@ -177,6 +199,9 @@ impl ExtFs {
                 offset,
             });
         }
+        // Allocating from a filesystem whose descriptors point at the wrong blocks would
+        // overwrite metadata: check them first, as e2fsck does.
+        fs.check_desc().map_err(open_err)?;
         fs.read_bitmaps().map_err(open_err)?;
         Ok(ExtFs {
             fs,
@@ -640,22 +665,27 @@ impl ExtFs {
         ))
     }
 
+    /// Can directory `dir` take one more subdirectory? Without dir_nlink its link count
+    /// must stay below `EXT2_LINK_MAX`.
+    fn check_room_for_subdir(&mut self, dir: u32, path: &str) -> Result<(), GuestFsError> {
+        let links = self.read_inode(dir, path)?.links();
+        if !self.dir_nlink && links != 1 && links + 1 >= ffi::LINK_MAX {
+            return Err(engine_msg(
+                "rename",
+                path,
+                "the target directory has too many subdirectories",
+            ));
+        }
+        Ok(())
+    }
+
     /// Add one to a directory's link count (for a new subdirectory), honouring dir_nlink:
     /// a count of 1 means "too many to count".
     fn inc_dir_links(&mut self, dir: u32, path: &str) -> Result<(), GuestFsError> {
         let mut inode = self.read_inode(dir, path)?;
         match inode.links() {
             1 => return Ok(()),
-            n if n + 1 >= ffi::LINK_MAX => {
-                if !self.dir_nlink {
-                    return Err(engine_msg(
-                        "rename",
-                        path,
-                        "the target directory has too many subdirectories",
-                    ));
-                }
-                inode.set_links(1);
-            }
+            n if n + 1 >= ffi::LINK_MAX => inode.set_links(1),
             n => inode.set_links(n + 1),
         }
         self.write_inode(dir, &inode, path)
@@ -869,9 +899,7 @@ impl GuestFs for ExtFs {
         self.apply_attrs(ino, ffi::S_IFLNK, &attrs, path)
     }
 
-    /// Rename within the filesystem: link the new name, then unlink the old one. Moving a
-    /// directory to another parent also repoints its `..` and moves one link from the old
-    /// parent's count to the new one's. Times are left as they are (as MemFs).
+    /// Rename within the filesystem (see the module documentation).
     fn rename(&mut self, from: &str, to: &str) -> Result<(), GuestFsError> {
         let src = self.resolve(from, false)?;
         let ino = src
@@ -894,11 +922,14 @@ impl GuestFs for ExtFs {
             ));
         }
         if moves_dir {
-            self.inc_dir_links(dst_parent, to)?;
+            self.check_room_for_subdir(dst_parent, to)?;
         }
         self.with_room_in(dst_parent, "link", to, |fs| {
             fs.link(dst_parent, &dst_name, ino, file_type(kind))
         })?;
+        if moves_dir {
+            self.inc_dir_links(dst_parent, to)?;
+        }
         self.fs
             .unlink(src.parent, &src_name, ino)
             .map_err(|c| engine("unlink", from, c))?;
@@ -926,8 +957,8 @@ impl GuestFs for ExtFs {
         Ok(())
     }
 
-    /// Remove a file, symlink or special file: unlink it and drop one link; the inode and
-    /// its blocks are freed when no link is left (hard links keep it alive).
+    /// Remove a file, symlink or special file (see the module documentation); hard links
+    /// keep the inode alive.
     fn remove(&mut self, path: &str) -> Result<(), GuestFsError> {
         let found = self.resolve(path, false)?;
         let ino = found
