@@ -454,3 +454,76 @@ fn convert_progress_is_bars_on_a_terminal_and_lines_on_a_pipe() {
     );
     assert!(!err.contains('\r') && !err.contains("\x1b["), "{err:?}");
 }
+
+#[test]
+fn batch_draws_one_line_per_image_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let outdir = dir.path().join("out");
+    let cmdline = format!(
+        "{} batch {} {} --donor {} --out-dir {} -j 2",
+        bin().display(),
+        fx("xen-ext2.img").display(),
+        fx("xen-ext3.img").display(),
+        fx("donor-dir").display(),
+        outdir.display()
+    );
+    let tty = Command::new("script")
+        .args(["-qfec", &cmdline, "/dev/null"])
+        .env("TERM", "xterm")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{screen}");
+    assert!(!screen.contains("panicked"), "{screen}");
+    assert!(
+        screen.contains("xen-ext2.img") && screen.contains("xen-ext3.img"),
+        "{screen:?}"
+    );
+    assert!(
+        screen.contains("ok in"),
+        "each line ends with its result: {screen:?}"
+    );
+    assert!(
+        screen.contains("\x1b["),
+        "MultiProgress redraws in place: {screen:?}"
+    );
+    assert!(screen.contains("2 ok, 0 failed, 0 skipped"), "{screen}");
+    assert_eq!(names_in(&outdir), ["xen-ext2.raw", "xen-ext3.raw"]);
+}
+
+/// The real bookworm fixture (when `scripts/fixtures real` has built it): convert through
+/// the CLI, then `verify --boot` must pass every check and see the guest's marker or a
+/// login prompt on the serial console.
+#[test]
+fn real_fixture_converts_and_boots_through_the_cli() {
+    let Some(real) = support::real() else {
+        eprintln!("skipped: the real fixtures are not built (scripts/fixtures real)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bookworm-kvm.img");
+    let src = real.join("bookworm-xen.img");
+    let before = sha256(&src);
+    let run = imgconv()
+        .arg("convert")
+        .arg(&src)
+        .arg("--donor")
+        .arg(real.join("bookworm-donor.img"))
+        .arg("-o")
+        .arg(&out)
+        .args(["--fsck", "both"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr_of(&run));
+    assert_eq!(sha256(&src), before);
+    let v = imgconv()
+        .arg("verify")
+        .arg(&out)
+        .args(["--boot", "--timeout", "900", "--json"])
+        .output()
+        .unwrap();
+    let r = json(&v.stdout);
+    assert!(v.status.success(), "{r:#}\n{}", stderr_of(&v));
+    assert_eq!(r["boot"]["ok"], true);
+}

@@ -230,6 +230,13 @@ fn prepare(
     progress: &mut dyn Progress,
     timings: &mut Vec<StageTime>,
 ) -> Result<Prepared> {
+    // The GPT/ESP building blocks exist (boot::uefi) but the pipeline writes MBR + BIOS
+    // boot code only; refuse rather than quietly produce a disk of another kind.
+    if opts.firmware != Firmware::Bios {
+        return Err(Error::FirmwareNotSupported {
+            firmware: opts.firmware,
+        });
+    }
     let inspection = timed(timings, Stage::Inspect, || {
         progress.stage(Stage::Inspect, None);
         Ok(source::inspect(&opts.source)?)
