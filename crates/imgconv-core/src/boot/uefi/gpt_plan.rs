@@ -252,6 +252,18 @@ fn align_up(v: u64) -> u64 {
     v.div_ceil(ALIGN_BYTES) * ALIGN_BYTES
 }
 
+/// Bytes a GPT layout adds to the MBR layout with the same root and swap (the MBR
+/// planner's disk is 1 MiB + root + swap): the BIOS boot partition (hybrid), the ESP
+/// (rounded up to 1 MiB) and the last 1 MiB holding the backup GPT. To honour a total
+/// disk size the user asked for, plan the MBR disk with `total - gpt_extra_bytes(..)`.
+pub fn gpt_extra_bytes(firmware: GptFirmware, esp_bytes: u64) -> u64 {
+    let bios = match firmware {
+        GptFirmware::Hybrid => BIOS_BOOT_BYTES,
+        GptFirmware::Uefi => 0,
+    };
+    bios + align_up(esp_bytes.min(MAX_ESP_BYTES)) + ALIGN_BYTES
+}
+
 /// 16 pseudo-random bytes derived from `seed` and `index` (CRC-32 rounds; not for
 /// secrets, only for reproducible identifiers).
 fn derived_bytes(seed: &Uuid, index: u32) -> [u8; 16] {
@@ -517,6 +529,20 @@ mod tests {
             text.contains("hybrid") && text.contains(TYPE_BIOS_BOOT),
             "{text}"
         );
+    }
+
+    #[test]
+    fn extra_bytes_match_the_plan() {
+        for fw in [GptFirmware::Uefi, GptFirmware::Hybrid] {
+            for swap in [0, 512 * MIB] {
+                let p = plan_gpt(&GptPlanOptions::new(fw, 3000 * MIB, swap)).unwrap();
+                let mbr_disk = MIB + 3000 * MIB + swap;
+                assert_eq!(
+                    p.disk_bytes,
+                    mbr_disk + gpt_extra_bytes(fw, DEFAULT_ESP_BYTES)
+                );
+            }
+        }
     }
 
     #[test]

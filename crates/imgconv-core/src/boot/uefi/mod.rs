@@ -48,7 +48,8 @@ pub use efi_files::{
 };
 pub use esp::{grub_stub, install_esp, EspFile, EspSummary};
 pub use gpt_plan::{
-    plan_gpt, write_gpt, GptFirmware, GptPartition, GptPlan, GptPlanOptions, GptRole,
+    gpt_extra_bytes, plan_gpt, write_gpt, GptFirmware, GptPartition, GptPlan, GptPlanOptions,
+    GptRole,
 };
 pub use guest::{esp_fstab_line, write_guest_efi_files};
 
