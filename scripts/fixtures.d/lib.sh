@@ -80,6 +80,12 @@ place_image() {
   dd if="$1" of="$2" bs=1M seek="$(($3 / MiB))" conv=notrunc,sparse status=none
 }
 
+# partition_disk DISK SFDISK_SCRIPT: write a partition table into an image file.
+partition_disk() {
+  sfdisk --quiet --no-reread --no-tell-kernel --wipe never "$1" >/dev/null <<<"$2" ||
+    die "sfdisk failed on $1"
+}
+
 # run_e2fsck_fix IMAGE: e2fsck -fyD (optimise/index directories). Exit 0/1 are success.
 run_e2fsck_fix() {
   local rc=0

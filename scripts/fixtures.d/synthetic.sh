@@ -346,14 +346,6 @@ donor_tree() {
     die "host GRUB i386-pc modules missing (install grub-pc-bin)"
 }
 
-# --- partitioned disks ----------------------------------------------------------------------
-
-# partition_disk DISK SFDISK_SCRIPT: write a partition table into an image file.
-partition_disk() {
-  sfdisk --quiet --no-reread --no-tell-kernel --wipe never "$1" >/dev/null <<<"$2" ||
-    die "sfdisk failed on $1"
-}
-
 # --- the whole set --------------------------------------------------------------------------
 
 build_synthetic() {

@@ -7,7 +7,8 @@ use crate::errors::{self, Class, CliError, Paths};
 use crate::fsck::{self, FsLocation};
 use crate::progress::{CliProgress, Mode, Unit};
 use crate::signals;
-use imgconv_core::convert::{ConvertOptions, Firmware};
+use crate::size::human;
+use imgconv_core::convert::{Conversion, ConvertOptions, Firmware};
 use std::path::{Path, PathBuf};
 
 /// What one successful conversion produced, in the CLI's terms.
@@ -170,10 +171,14 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// Where the source's root filesystem is (for `--fsck pre`), from the library's inspection.
-fn source_root(_source: &Path) -> Result<FsLocation, CliError> {
-    Err(CliError::not_yet(
-        "source inspection (imgconv_core::source::inspect), needed by --fsck pre",
-    ))
+fn source_root(o: &ConvertOptions) -> Result<FsLocation, CliError> {
+    let inspection = imgconv_core::source::inspect(&o.source)
+        .map_err(|e| errors::from_core(&imgconv_core::Error::from(e), &paths_of(o)))?;
+    Ok(FsLocation {
+        image: o.source.clone(),
+        offset: inspection.fs_offset,
+        len: inspection.fs_len,
+    })
 }
 
 /// Where the output's root filesystem is (for `--fsck post`): partition 1 of the table we wrote.
@@ -210,11 +215,40 @@ pub fn output_root(output: &Path) -> Result<FsLocation, CliError> {
 }
 
 /// The library conversion, mapped to the CLI's terms.
-fn library_convert(o: &ConvertOptions, _progress: &mut CliProgress) -> Result<Converted, CliError> {
-    let _ = (errors::from_core, paths_of(o));
-    Err(CliError::not_yet(
-        "the conversion pipeline (imgconv_core::convert::convert)",
-    ))
+fn library_convert(o: &ConvertOptions, progress: &mut CliProgress) -> Result<Converted, CliError> {
+    let conversion = imgconv_core::convert::convert(o, progress)
+        .map_err(|e| errors::from_core(&e, &paths_of(o)))?;
+    Ok(Converted {
+        json: serde_json::to_value(&conversion).expect("the conversion serializes"),
+        summary: summary(&conversion),
+        warnings: conversion.report.warnings.clone(),
+    })
+}
+
+/// The final result, in a few lines.
+fn summary(c: &Conversion) -> String {
+    let disk = &c.plan.disk;
+    let root = disk.root();
+    let seconds: f64 = c.timings.iter().map(|t| t.seconds).sum();
+    let mut s = format!(
+        "{}: {} disk, root p1 at {} (UUID {}){}, kernel {}; {} guest changes, {} warnings; {:.1} s",
+        c.output.display(),
+        human(disk.disk_bytes),
+        root.start_bytes(),
+        c.root_uuid,
+        c.swap_uuid
+            .as_deref()
+            .map(|u| format!(", swap p2 (UUID {u})"))
+            .unwrap_or_default(),
+        c.plan.kernel.version,
+        c.report.changes.len(),
+        c.report.warnings.len(),
+        seconds
+    );
+    for w in &c.report.warnings {
+        s.push_str(&format!("\nwarning: {w}"));
+    }
+    s
 }
 
 /// Convert one image: preflight, pre-fsck, library convert, post-fsck.
@@ -225,7 +259,7 @@ pub fn convert_one(
 ) -> Result<Converted, CliError> {
     preflight(o)?;
     if s.fsck.pre() {
-        let root = source_root(&o.source)?;
+        let root = source_root(o)?;
         progress.step("fsck-pre", Unit::Items, None);
         fsck::require_clean(&root, s.use_loop, "input's root filesystem")?;
     }
@@ -244,13 +278,23 @@ pub fn convert_one(
 /// `imgconv convert`.
 pub fn run(a: &ConvertArgs) -> Result<(), CliError> {
     let o = options(&a.source, &a.output, &a.settings);
+    let mut progress = CliProgress::single(Mode::detect(a.settings.quiet), signals::cancel_flag());
     if a.dry_run {
         preflight(&o)?;
-        return Err(CliError::not_yet(
-            "the dry-run plan (imgconv_core::convert::plan)",
-        ));
+        let plan = imgconv_core::convert::plan(&o, &mut progress);
+        progress.finish("planned");
+        drop(progress);
+        let plan = plan.map_err(|e| errors::from_core(&e, &paths_of(&o)))?;
+        if let Some(path) = &a.json {
+            write_json(
+                path,
+                &serde_json::to_value(&plan).expect("the plan serializes"),
+            )?;
+        }
+        print!("{plan}");
+        println!("dry run: nothing was written");
+        return Ok(());
     }
-    let mut progress = CliProgress::single(Mode::detect(a.settings.quiet), signals::cancel_flag());
     let result = convert_one(&o, &a.settings, &mut progress);
     progress.finish(if result.is_ok() { "ok" } else { "failed" });
     drop(progress);

@@ -5,9 +5,15 @@
 //! classified from their variant and, for I/O errors, from the path they concern.
 
 use imgconv_core::donor::DonorError;
+use imgconv_core::e2fs_tools::ToolError;
+use imgconv_core::ext::ExtError;
 use imgconv_core::fixups::FixupError;
 use imgconv_core::graft::GraftError;
 use imgconv_core::guestfs::GuestFsError;
+use imgconv_core::layout::PlanError;
+use imgconv_core::output::OutputError;
+use imgconv_core::source::InspectError;
+use imgconv_core::stream::StreamError;
 use imgconv_core::Error;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -16,7 +22,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Class {
-    /// 1: anything not covered below (a tool failed, an internal error, "not yet").
+    /// 1: anything not covered below (a tool missing or failing, an internal error).
     Failure,
     /// 2: wrong arguments (clap's own errors use 2 too).
     Usage,
@@ -71,15 +77,6 @@ impl CliError {
             Class::Cancelled,
             "interrupted",
             "nothing was left behind; run the command again to start over",
-        )
-    }
-
-    /// A pipeline step the library does not offer yet.
-    pub fn not_yet(what: &str) -> Self {
-        CliError::new(
-            Class::Failure,
-            format!("not yet: {what} is not available in this build of imgconv-core"),
-            "update imgconv; this step lands with the conversion pipeline",
         )
     }
 
@@ -194,6 +191,27 @@ pub fn classify_io(
     paths.side_of(path).unwrap_or(Class::Failure)
 }
 
+/// Every output error is an output problem; an I/O error is classified by its path.
+fn output_class(o: &OutputError, paths: &Paths) -> Class {
+    match o {
+        OutputError::Io { path, source, .. } => {
+            match classify_io(source.kind(), source.raw_os_error(), path, paths) {
+                Class::Failure => Class::Output,
+                c => c,
+            }
+        }
+        _ => Class::Output,
+    }
+}
+
+/// libext2fs and the kernel say "no space" in a few ways.
+fn out_of_space(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("no space left")
+        || t.contains("could not allocate block")
+        || t.contains("disk quota")
+}
+
 /// A failure inside the guest filesystem: its own structure (missing paths, symlink
 /// loops, absurd sizes) is an input problem; the write engine failing is not.
 fn guest_class(g: &GuestFsError) -> Class {
@@ -228,6 +246,34 @@ pub fn from_core(err: &Error, paths: &Paths) -> CliError {
         Error::Parse(_) | Error::Partition(_) | Error::ExtRead(_) => {
             paths.side_of_text(&err.to_string()).unwrap_or(Class::Input)
         }
+        Error::Inspect(e) => match e.as_ref() {
+            InspectError::Io { path, source, .. } => {
+                classify_io(source.kind(), source.raw_os_error(), path, paths)
+            }
+            _ => Class::Input,
+        },
+        Error::Plan(e) => match e {
+            // The sizes asked for (--size, --swap) do not fit.
+            PlanError::TargetTooSmall { .. } | PlanError::TooLargeForMbr { .. } => Class::Usage,
+            PlanError::Write(o) => output_class(o, paths),
+            _ => Class::Failure,
+        },
+        Error::Stream(e) => match e {
+            StreamError::Cancelled => return CliError::cancelled(),
+            StreamError::Write(o) => output_class(o, paths),
+            StreamError::Superblock { .. } | StreamError::SourceTooShort { .. } => Class::Input,
+            StreamError::Read { source, path, .. } => {
+                classify_io(source.kind(), source.raw_os_error(), path, paths)
+            }
+            StreamError::SwapTooSmall { .. } => Class::Usage,
+            _ => Class::Failure,
+        },
+        Error::Output(o) => output_class(o, paths),
+        Error::Tool(t) => match t {
+            ToolError::NotExt { .. } => Class::Input,
+            _ if out_of_space(&err.to_string()) => Class::Output,
+            _ => Class::Failure,
+        },
         Error::Guest(g) => guest_class(g),
         Error::Donor(d) => donor_class(d, paths),
         Error::Graft(g) => match g.as_ref() {
@@ -243,6 +289,10 @@ pub fn from_core(err: &Error, paths: &Paths) -> CliError {
             FixupError::NoBackupName { .. } => Class::Input,
             _ => Class::Failure,
         },
+        // A dirty journal that must not be replayed is the source's state.
+        Error::Ext(ExtError::NeedsRecovery { .. }) => Class::Input,
+        Error::Ext(_) if out_of_space(&err.to_string()) => Class::Output,
+        Error::Ext(_) => Class::Failure,
         Error::Boot(imgconv_core::boot::BootError::Io { path, source, .. }) => {
             classify_io(source.kind(), source.raw_os_error(), path, paths)
         }
@@ -252,7 +302,8 @@ pub fn from_core(err: &Error, paths: &Paths) -> CliError {
             Some(Class::Output) => Class::Output,
             _ => Class::Donor,
         },
-        // Variants teammates add later land here until they are matched above.
+        Error::NoDonor => Class::Usage,
+        // Variants added later land here until they are matched above.
         #[allow(unreachable_patterns)]
         _ => paths
             .side_of_text(&err.to_string())

@@ -1,7 +1,6 @@
 //! Print a serializable value for people: nested objects become indented `key: value`
 //! lines, arrays of scalars one line, arrays of objects a `-` list. Used for values the
 //! library shapes (the inspection) so the human form follows the JSON form field for field.
-#![allow(dead_code)] // wired to `imgconv inspect` when the library's inspection lands
 
 use serde_json::Value;
 

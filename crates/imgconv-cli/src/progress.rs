@@ -269,7 +269,10 @@ impl CliProgress {
         self.end_current();
         if let Some(bar) = self.bar.take() {
             if self.multi.is_some() {
-                bar.set_style(spinner_style(true).tick_chars(" "));
+                bar.set_style(
+                    ProgressStyle::with_template("{prefix:<24.bold} {msg}")
+                        .expect("static template"),
+                );
                 bar.finish_with_message(result.to_string());
             } else {
                 bar.finish_and_clear();

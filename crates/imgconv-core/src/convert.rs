@@ -44,6 +44,10 @@ pub enum Firmware {
     /// MBR disk, GRUB i386-pc boot code (SeaBIOS and any PC BIOS).
     #[default]
     Bios,
+    /// GPT disk with an EFI System Partition (shim + GRUB), root and swap (OVMF, any UEFI).
+    Uefi,
+    /// GPT disk with a BIOS boot partition, an ESP, root and swap: boots with UEFI and BIOS.
+    Hybrid,
 }
 
 /// Disk bus the converted guest will see its disk on; decides device names for disks
@@ -226,6 +230,13 @@ fn prepare(
     progress: &mut dyn Progress,
     timings: &mut Vec<StageTime>,
 ) -> Result<Prepared> {
+    // The GPT/ESP building blocks exist (boot::uefi) but the pipeline writes MBR + BIOS
+    // boot code only; refuse rather than quietly produce a disk of another kind.
+    if opts.firmware != Firmware::Bios {
+        return Err(Error::FirmwareNotSupported {
+            firmware: opts.firmware,
+        });
+    }
     let inspection = timed(timings, Stage::Inspect, || {
         progress.stage(Stage::Inspect, None);
         Ok(source::inspect(&opts.source)?)
@@ -579,7 +590,7 @@ impl fmt::Display for ConversionPlan {
                 .unwrap_or_default()
         )?;
         writeln!(f, "output:  {}", self.options.output.display())?;
-        write!(f, "{}", self.disk)?;
+        writeln!(f, "{}", self.disk)?;
         if !self.fixups.changes.is_empty() {
             writeln!(f, "guest changes:")?;
             for c in &self.fixups.changes {

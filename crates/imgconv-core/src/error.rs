@@ -76,9 +76,17 @@ pub enum Error {
     #[error(transparent)]
     Boot(#[from] crate::boot::BootError),
 
+    /// A failure while making the GPT, the ESP or the UEFI boot files.
+    #[error(transparent)]
+    Uefi(#[from] crate::boot::uefi::UefiError),
+
     /// No donor was given and the guest's own kernel was not asked for.
     #[error("no donor given: pass --donor with a bootable HVM image of a similar distribution (or a directory with an unpacked kernel), or --use-guest-kernel")]
     NoDonor,
+
+    /// The conversion pipeline does not produce this firmware's disk layout yet.
+    #[error("firmware {firmware:?} is not supported by the conversion pipeline yet: use --firmware bios (MBR, GRUB i386-pc)")]
+    FirmwareNotSupported { firmware: crate::convert::Firmware },
 
     /// The operation was cancelled through [`crate::Progress::is_cancelled`].
     #[error("cancelled")]

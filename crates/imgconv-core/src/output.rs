@@ -219,6 +219,35 @@ mod tests {
     }
 
     #[test]
+    fn no_space_names_the_output_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("kvm.img");
+        let out = TempOutput::create(&dest, 4096, false).unwrap();
+        let e = write_error(
+            out.file(),
+            "cannot write",
+            io::Error::from_raw_os_error(libc::ENOSPC),
+        );
+        match &e {
+            OutputError::NoSpace { dir: d, path } => {
+                assert_eq!(d, dir.path());
+                assert_eq!(path, out.path());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            e.to_string().contains("no space left")
+                && e.to_string().contains(&dir.path().display().to_string())
+        );
+        let other = write_error(
+            out.file(),
+            "cannot write",
+            io::Error::from_raw_os_error(libc::EIO),
+        );
+        assert!(matches!(other, OutputError::Io { .. }));
+    }
+
+    #[test]
     fn missing_directory_is_named() {
         let e =
             TempOutput::create(Path::new("/nonexistent-imgconv-dir/x.img"), 1, false).unwrap_err();

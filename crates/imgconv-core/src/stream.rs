@@ -20,7 +20,7 @@
 //!
 //! When the bitmaps cannot be trusted — the journal needs recovery (replaying it will
 //! reference blocks the on-disk bitmaps do not mark yet), the filesystem was not cleanly
-//! unmounted, a checksum fails, a bitmap or table lies outside the filesystem, bigalloc
+//! unmounted or has recorded errors, a checksum fails, a bitmap or table lies outside the filesystem, bigalloc
 //! — the whole filesystem is copied instead, still skipping all-zero blocks, and the
 //! reason is reported through [`Progress::note`] and [`StreamStats::method`].
 //!
@@ -93,6 +93,8 @@ pub enum StreamError {
         fs_bytes: u64,
         available: u64,
     },
+    #[error("{} holds an external ext journal (journal_dev), not a filesystem", path.display())]
+    NotAFilesystem { path: PathBuf },
     #[error("reading {} at byte {offset}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -140,6 +142,11 @@ pub fn copy_used_blocks(
     progress: &mut dyn Progress,
 ) -> Result<StreamStats, StreamError> {
     let sb = read_superblock(src)?;
+    if sb.has_incompat(feature::INCOMPAT_JOURNAL_DEV) {
+        return Err(StreamError::NotAFilesystem {
+            path: src.path().to_path_buf(),
+        });
+    }
     let fs_bytes = sb.fs_bytes();
     if fs_bytes > src.len() {
         return Err(StreamError::SourceTooShort {
@@ -367,6 +374,11 @@ impl<'a> Walker<'a> {
         if !sb.is_clean() {
             return Ok(Verdict::Whole(
                 "the filesystem was not cleanly unmounted, so its bitmaps may be stale".into(),
+            ));
+        }
+        if sb.has_errors() {
+            return Ok(Verdict::Whole(
+                "the kernel recorded errors in this filesystem, so its bitmaps may be wrong".into(),
             ));
         }
         if sb.has_ro_compat(feature::RO_COMPAT_BIGALLOC) {

@@ -443,32 +443,32 @@ fn graft_and_verify(kind: Kind, size: &str, offset: u64, mkfs_opts: &[&str]) {
 
 #[test]
 fn ext2_bare() {
-    graft_and_verify(Kind::Ext2, "1G", 0, &[]);
+    graft_and_verify(Kind::Ext2, "512M", 0, &[]);
 }
 
 #[test]
 fn ext2_at_1mib_offset() {
-    graft_and_verify(Kind::Ext2, "1G", 1 << 20, &[]);
+    graft_and_verify(Kind::Ext2, "512M", 1 << 20, &[]);
 }
 
 #[test]
 fn ext3_bare() {
-    graft_and_verify(Kind::Ext3, "1G", 0, &[]);
+    graft_and_verify(Kind::Ext3, "512M", 0, &[]);
 }
 
 #[test]
 fn ext3_at_1mib_offset() {
-    graft_and_verify(Kind::Ext3, "1G", 1 << 20, &[]);
+    graft_and_verify(Kind::Ext3, "512M", 1 << 20, &[]);
 }
 
 #[test]
 fn ext4_bare() {
-    graft_and_verify(Kind::Ext4, "1G", 0, &[]);
+    graft_and_verify(Kind::Ext4, "512M", 0, &[]);
 }
 
 #[test]
 fn ext4_at_1mib_offset() {
-    graft_and_verify(Kind::Ext4, "1G", 1 << 20, &[]);
+    graft_and_verify(Kind::Ext4, "512M", 1 << 20, &[]);
 }
 
 /// 1 KiB blocks and 128-byte inodes (no extra time fields, uid/gid high halves in the

@@ -101,6 +101,26 @@ fn dirty_journal(kind: &str) {
     assert!(!h.contains("needs_recovery"), "{h}");
     assert_eq!(cat(&dest, off, "/etc/motd"), &JOURNALED[..ORIGINAL.len()]);
 
+    // Re-inspecting the replayed copy: clean, and read without the on-disk fallback.
+    let region = imgconv_core::blockio::Region::open(&dest)
+        .unwrap()
+        .sub(off, c.plan.final_fs_bytes())
+        .unwrap();
+    let after = source::inspect_region(&region).unwrap();
+    assert!(!after.fs.needs_recovery);
+    assert_eq!(after.fs.uuid, insp.fs.uuid);
+    assert_eq!(after.fs_offset, off);
+    assert!(
+        after.guest.warnings.is_empty(),
+        "{:?}",
+        after.guest.warnings
+    );
+    assert!(
+        insp.guest.warnings.iter().any(|w| w.contains("journal")),
+        "the dirty source was inspected on-disk: {:?}",
+        insp.guest.warnings
+    );
+
     // The input is untouched: same bytes, same mtime, journal still pending.
     assert_eq!(sha256(&img), sha);
     assert_eq!(std::fs::metadata(&img).unwrap().modified().unwrap(), mtime);

@@ -31,7 +31,7 @@ const MAX_BACKUP_TRIES: usize = 100;
 
 /// What [`put_file`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Put {
+pub(crate) enum Put {
     Created,
     Unchanged,
     /// Replaced; the old one kept under this guest path.
@@ -47,7 +47,7 @@ fn now() -> i64 {
 
 /// Make `path` hold exactly `content`: create it, leave it if identical, or move the old
 /// node (file or symlink) aside to a free backup name and create it anew.
-fn put_file(
+pub(crate) fn put_file(
     guest: &mut dyn GuestFs,
     path: &str,
     content: &[u8],
@@ -107,7 +107,7 @@ pub fn write_guest_boot_files(
     report: &mut Report,
 ) -> Result<(), BootError> {
     // Render first: a bad value must fail before anything is written.
-    let cfg_text = render(cfg)?;
+    render(cfg)?;
     let platform_dir = format!("{GRUB_DIR}/{}", files.platform);
     if files.platform.is_empty() || files.platform.contains(['/', '\0']) {
         return Err(BootError::BadFileName {
@@ -173,6 +173,20 @@ pub fn write_guest_boot_files(
         record(report, &path, put_file(guest, &path, data, 0o644)?, why);
     }
 
+    write_grub_cfg_and_env(guest, cfg, report)
+}
+
+/// `/boot/grub/grubenv` (kept when valid, else an empty block) and `/boot/grub/grub.cfg`
+/// (from `cfg`), each change recorded in `report`. The part of
+/// [`write_guest_boot_files`] every firmware needs (UEFI calls it without the i386-pc
+/// files).
+pub fn write_grub_cfg_and_env(
+    guest: &mut dyn GuestFs,
+    cfg: &GrubConfig,
+    report: &mut Report,
+) -> Result<(), BootError> {
+    let cfg_text = render(cfg)?;
+    guest.mkdir_p(GRUB_DIR, NodeAttrs::root(0o755, now()))?;
     // grubenv: keep a valid block (it may hold saved_entry etc.), else write an empty one.
     let env_path = format!("{GRUB_DIR}/grubenv");
     let keep = match guest.lstat(&env_path)? {
@@ -204,7 +218,7 @@ pub fn write_guest_boot_files(
     Ok(())
 }
 
-fn record(report: &mut Report, path: &str, outcome: Put, why: &str) {
+pub(crate) fn record(report: &mut Report, path: &str, outcome: Put, why: &str) {
     match outcome {
         Put::Created => report.change(STEP, path, "created", why, None),
         Put::Replaced(backup) => report.change(STEP, path, "replaced", why, Some(backup)),

@@ -22,6 +22,7 @@ pub mod grub_cfg;
 pub mod grub_files;
 pub mod grubenv;
 pub mod guest_files;
+pub mod uefi;
 
 pub use ext_support::{check_root_fs_for_grub, GrubExtSupport};
 pub use grub_bios::{

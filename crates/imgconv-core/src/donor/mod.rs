@@ -764,6 +764,28 @@ impl Donor {
             })
     }
 
+    /// Whole content of the regular file at donor path `path` (symlinks followed inside
+    /// the donor), from the first of the donor's filesystems that has it, refusing more
+    /// than `cap` bytes before allocating; `None` when none has it. With the label of the
+    /// filesystem it came from. (Used for the shim/GRUB EFI binaries of the donor's
+    /// packages.)
+    pub fn read_small_file(
+        &self,
+        path: &str,
+        cap: u64,
+    ) -> Result<Option<(String, Vec<u8>)>, DonorError> {
+        for src in &self.sources {
+            match src.stat(path)? {
+                Some(m) if m.kind == NodeKind::File => {}
+                _ => continue,
+            }
+            if let Some(data) = src.read_small(path, cap)? {
+                return Ok(Some((src.label.clone(), data)));
+            }
+        }
+        Ok(None)
+    }
+
     /// Find every kernel, then complete the complete ones.
     fn scan(&mut self) -> Result<(), DonorError> {
         let mut by_version: BTreeMap<String, KernelCandidate> = BTreeMap::new();

@@ -11,6 +11,30 @@
 //! [`MAX_SYMLINK_HOPS`] links is [`GuestFsError::SymlinkLoop`]). Nothing here ever touches
 //! the host filesystem except the image file itself.
 //!
+//! What each write does on disk:
+//! - `mkdir_p`: `ext2fs_mkdir` per missing component (`ext2fs_expand_dir` + retry when a
+//!   linear parent is full), then mode, uid/gid (with the high halves) and times.
+//! - `create_file`: `ext2fs_new_inode`, `ext2fs_link` (expand + retry; 1.47 keeps htree
+//!   directories indexed), `ext2fs_inode_alloc_stats2`, an extent header when the
+//!   filesystem has `extent` (block maps on ext2/3), `ext2fs_write_new_inode`, then the
+//!   data streamed in 1 MiB steps through `ext2fs_file_write`. All-zero blocks are
+//!   skipped and stay holes, which read back as zeros (so never create a swap file with
+//!   it: swapon refuses holes). A source error or short source undoes the half-made file.
+//! - Times: atime = mtime = ctime = the given mtime (with the ext4 epoch bits when the
+//!   inode has extra fields, else clamped to 32 bits); crtime is the time of writing.
+//! - `replace_content`: same inode (owner, mode, mtime kept, as MemFs); its blocks are
+//!   released and the new content written; ctime becomes now.
+//! - `rename`: link the new name, then unlink the old one; a directory moved to another
+//!   parent gets its `..` repointed and one link moves between the parents' counts. A
+//!   directory cannot move into itself. Times are left alone.
+//! - `remove`: unlink and drop one link; with no link left, the external xattr block
+//!   reference, the data and mapping blocks and the inode are freed and `i_dtime` set.
+//!   Blocks are freed as debugfs's `kill_file` does, not with `ext2fs_punch`, which in
+//!   e2fsprogs 1.47 fails on an extent that ends at the filesystem's last block.
+//!   (Values in `ea_inode` xattr inodes are not released; Debian does not use that
+//!   feature.)
+//! - Not written: xattrs, device nodes, FIFOs, sockets (the trait has no call for them).
+//!
 //! All `unsafe` is in [`ffi`] (generated declarations in `bindings.rs`).
 
 mod ffi;
@@ -155,8 +179,9 @@ impl ExtFs {
     /// (`ext2fs_open2` with `EXT2_FLAG_RW | EXT2_FLAG_64BITS`, io option `offset=N`,
     /// the unix I/O manager), and load its allocation bitmaps.
     ///
-    /// Refuses a filesystem whose journal needs recovery ([`ExtError::NeedsRecovery`]).
-    /// Nothing is written by opening.
+    /// Refuses a filesystem whose journal needs recovery ([`ExtError::NeedsRecovery`]) and
+    /// one whose group descriptors are not sane (`ext2fs_check_desc`). Nothing is written
+    /// by opening.
     pub fn open(image: &Path, offset: u64) -> Result<ExtFs, ExtError> {
         let open_err = |code: Errcode| ExtError::Open {
             image: image.to_path_buf(),
@@ -177,6 +202,9 @@ impl ExtFs {
                 offset,
             });
         }
+        // Allocating from a filesystem whose descriptors point at the wrong blocks would
+        // overwrite metadata: check them first, as e2fsck does.
+        fs.check_desc().map_err(open_err)?;
         fs.read_bitmaps().map_err(open_err)?;
         Ok(ExtFs {
             fs,
@@ -600,12 +628,47 @@ impl ExtFs {
                 .map_err(|c| engine("free the xattr block of", path, c))?;
             if self.fs.inode_has_valid_blocks(&inode) {
                 self.fs
-                    .punch_all(ino, &mut inode)
+                    .release_blocks(ino)
                     .map_err(|c| engine("free the blocks of", path, c))?;
             }
             let is_dir = inode.mode() & ffi::S_IFMT == ffi::S_IFDIR;
             self.fs.inode_alloc_stats(ino, -1, is_dir);
         }
+        self.write_inode(ino, &inode, path)
+    }
+
+    /// Empty a regular file, keeping its inode and xattr block. Block-mapped and extent
+    /// files release their blocks and get an empty map (see `ffi::release_blocks` for why
+    /// not `ext2fs_punch`); inline-data files are truncated by the library.
+    fn truncate_to_zero(
+        &mut self,
+        ino: u32,
+        inode: &Inode,
+        path: &str,
+    ) -> Result<(), GuestFsError> {
+        if inode.flags() & ffi::INLINE_DATA_FL != 0 || !self.fs.inode_has_valid_blocks(inode) {
+            let mut file = self
+                .fs
+                .open_file(ino, true)
+                .map_err(|c| engine("open", path, c))?;
+            file.set_size(0).map_err(|c| engine("truncate", path, c))?;
+            return file.close().map_err(|c| engine("close", path, c));
+        }
+        self.fs
+            .release_blocks(ino)
+            .map_err(|c| engine("free the blocks of", path, c))?;
+        let mut inode = *inode;
+        inode.clear_block_map();
+        if inode.flags() & ffi::EXTENTS_FL != 0 {
+            self.fs
+                .init_extent_header(ino, &mut inode)
+                .map_err(|c| engine("set up extents for", path, c))?;
+        }
+        inode.set_size(0);
+        let xattr_blocks = u64::from(inode.has_xattr_block());
+        self.fs
+            .set_block_count(&mut inode, xattr_blocks)
+            .map_err(|c| engine("truncate", path, c))?;
         self.write_inode(ino, &inode, path)
     }
 
@@ -640,22 +703,27 @@ impl ExtFs {
         ))
     }
 
+    /// Can directory `dir` take one more subdirectory? Without dir_nlink its link count
+    /// must stay below `EXT2_LINK_MAX`.
+    fn check_room_for_subdir(&mut self, dir: u32, path: &str) -> Result<(), GuestFsError> {
+        let links = self.read_inode(dir, path)?.links();
+        if !self.dir_nlink && links != 1 && links + 1 >= ffi::LINK_MAX {
+            return Err(engine_msg(
+                "rename",
+                path,
+                "the target directory has too many subdirectories",
+            ));
+        }
+        Ok(())
+    }
+
     /// Add one to a directory's link count (for a new subdirectory), honouring dir_nlink:
     /// a count of 1 means "too many to count".
     fn inc_dir_links(&mut self, dir: u32, path: &str) -> Result<(), GuestFsError> {
         let mut inode = self.read_inode(dir, path)?;
         match inode.links() {
             1 => return Ok(()),
-            n if n + 1 >= ffi::LINK_MAX => {
-                if !self.dir_nlink {
-                    return Err(engine_msg(
-                        "rename",
-                        path,
-                        "the target directory has too many subdirectories",
-                    ));
-                }
-                inode.set_links(1);
-            }
+            n if n + 1 >= ffi::LINK_MAX => inode.set_links(1),
             n => inode.set_links(n + 1),
         }
         self.write_inode(dir, &inode, path)
@@ -833,11 +901,11 @@ impl GuestFs for ExtFs {
         if kind_of(inode.mode()) != Some(NodeKind::File) {
             return Err(GuestFsError::IsADirectory { path: path.into() });
         }
+        self.truncate_to_zero(ino, &inode, path)?;
         let mut file = self
             .fs
             .open_file(ino, true)
             .map_err(|c| engine("open", path, c))?;
-        file.set_size(0).map_err(|c| engine("truncate", path, c))?;
         file.write_all(content)
             .map_err(|c| engine("write", path, c))?;
         file.close().map_err(|c| engine("close", path, c))?;
@@ -869,9 +937,7 @@ impl GuestFs for ExtFs {
         self.apply_attrs(ino, ffi::S_IFLNK, &attrs, path)
     }
 
-    /// Rename within the filesystem: link the new name, then unlink the old one. Moving a
-    /// directory to another parent also repoints its `..` and moves one link from the old
-    /// parent's count to the new one's. Times are left as they are (as MemFs).
+    /// Rename within the filesystem (see the module documentation).
     fn rename(&mut self, from: &str, to: &str) -> Result<(), GuestFsError> {
         let src = self.resolve(from, false)?;
         let ino = src
@@ -894,11 +960,14 @@ impl GuestFs for ExtFs {
             ));
         }
         if moves_dir {
-            self.inc_dir_links(dst_parent, to)?;
+            self.check_room_for_subdir(dst_parent, to)?;
         }
         self.with_room_in(dst_parent, "link", to, |fs| {
             fs.link(dst_parent, &dst_name, ino, file_type(kind))
         })?;
+        if moves_dir {
+            self.inc_dir_links(dst_parent, to)?;
+        }
         self.fs
             .unlink(src.parent, &src_name, ino)
             .map_err(|c| engine("unlink", from, c))?;
@@ -926,8 +995,8 @@ impl GuestFs for ExtFs {
         Ok(())
     }
 
-    /// Remove a file, symlink or special file: unlink it and drop one link; the inode and
-    /// its blocks are freed when no link is left (hard links keep it alive).
+    /// Remove a file, symlink or special file (see the module documentation); hard links
+    /// keep the inode alive.
     fn remove(&mut self, path: &str) -> Result<(), GuestFsError> {
         let found = self.resolve(path, false)?;
         let ino = found

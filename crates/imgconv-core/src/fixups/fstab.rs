@@ -15,6 +15,9 @@
 //!   warning since those disks are not converted — except names on the converted disk
 //!   itself (`xvdaN` besides root and swap), which would land on the wrong partition and
 //!   are commented out instead;
+//! - on a UEFI or hybrid disk ([`FixupContext::esp_uuid`]), the EFI System Partition is
+//!   mounted at `/boot/efi` by its FAT serial: an existing `/boot/efi` entry is pointed at
+//!   it, else one is added (`crate::boot::uefi::esp_fstab_line`);
 //! - `UUID=`, `LABEL=`, `PARTUUID=`, `/dev/disk/by-*`, `/dev/mapper/*`, network and virtual
 //!   filesystems are left untouched.
 //!
@@ -89,6 +92,13 @@ fn swap_line(uuid: &str) -> String {
     format!("UUID={uuid} none swap sw 0 0\n")
 }
 
+fn esp_line(serial: &str) -> String {
+    format!("{}\n", crate::boot::uefi::esp_fstab_line(serial))
+}
+
+/// Where the guest mounts the ESP.
+const ESP_MOUNT: &str = "/boot/efi";
+
 /// Compute the new fstab text (pure, for unit tests).
 fn edit_fstab(old: &[u8], ctx: &FixupContext) -> Edited {
     let mut out = Edited::default();
@@ -96,6 +106,7 @@ fn edit_fstab(old: &[u8], ctx: &FixupContext) -> Edited {
     let root_spec = format!("UUID={}", ctx.root_uuid);
     let mut root_seen = false;
     let mut swap_assigned = false;
+    let mut esp_seen = false;
     for line in lines(old) {
         let (text_bytes, eol) = split_eol(line);
         let Ok(text) = std::str::from_utf8(text_bytes) else {
@@ -163,6 +174,35 @@ fn edit_fstab(old: &[u8], ctx: &FixupContext) -> Edited {
                 }
                 _ => out.keep(line),
             }
+        } else if let (true, Some(serial)) = (mnt == ESP_MOUNT, &ctx.esp_uuid) {
+            if esp_seen {
+                out.warnings.push(format!(
+                    "/etc/fstab has a second entry for {ESP_MOUNT} ({spec}); it was left as it is"
+                ));
+                out.keep(line);
+                continue;
+            }
+            esp_seen = true;
+            let mut changed = false;
+            if !is_uuid_spec(&spec, serial) {
+                let new = format!("UUID={serial}");
+                f.set(0, &new);
+                out.edits.push(format!("{ESP_MOUNT} entry {spec} → {new}"));
+                changed = true;
+            }
+            if let Some(t) = fstype.as_deref() {
+                if t != "vfat" && t != "auto" {
+                    f.set(2, "vfat");
+                    out.edits
+                        .push(format!("{ESP_MOUNT} filesystem type {t} → vfat"));
+                    changed = true;
+                }
+            }
+            if changed {
+                out.push(&f.render(), eol);
+            } else {
+                out.keep(line);
+            }
         } else if mnt == "/boot" {
             let why = format!(
                 "the converted disk has no separate /boot ({spec}); the kernel is in the root filesystem's /boot"
@@ -221,6 +261,17 @@ fn edit_fstab(old: &[u8], ctx: &FixupContext) -> Edited {
         );
         out.edits.push(format!("added a swap entry UUID={uuid}"));
     }
+    if let (Some(serial), false) = (&ctx.esp_uuid, esp_seen) {
+        append_lines(
+            &mut out.text,
+            &format!(
+                "{COMMENT_PREFIX}the EFI System Partition\n{}",
+                esp_line(serial)
+            ),
+        );
+        out.edits
+            .push(format!("added a {ESP_MOUNT} entry UUID={serial}"));
+    }
     out
 }
 
@@ -245,6 +296,9 @@ pub fn fix_fstab(
         );
         if let Some(uuid) = &ctx.swap_uuid {
             text.push_str(&swap_line(uuid));
+        }
+        if let Some(serial) = &ctx.esp_uuid {
+            text.push_str(&esp_line(serial));
         }
         create(
             guest,
@@ -417,6 +471,73 @@ mod tests {
     fn edit(s: &str, c: &FixupContext) -> (String, Edited) {
         let e = edit_fstab(s.as_bytes(), c);
         (String::from_utf8(e.text.clone()).unwrap(), e)
+    }
+
+    #[test]
+    fn esp_entry_added_or_repointed_on_uefi_disks() {
+        let mut c = ctx();
+        c.esp_uuid = Some("1A2B-3C4D".into());
+        let (t, e) = edit(
+            "/dev/xvda1 / ext4 defaults 0 1\nUUID=2222-swap none swap sw 0 0\n",
+            &c,
+        );
+        assert_eq!(
+            t,
+            "UUID=1111-root / ext4 defaults 0 1\nUUID=2222-swap none swap sw 0 0\n\
+             # imgconv: the EFI System Partition\nUUID=1A2B-3C4D /boot/efi vfat umask=0077 0 1\n"
+        );
+        assert_eq!(
+            e.edits.last().unwrap(),
+            "added a /boot/efi entry UUID=1A2B-3C4D"
+        );
+        // An old ESP entry (a kernel name on the converted disk, wrong type) is re-pointed,
+        // its options kept; a second one is left alone with a warning.
+        let (t, e) = edit(
+            "UUID=1111-root / ext4 defaults 0 1\n/dev/xvda3\t/boot/efi msdos defaults 0 2\n\
+             LABEL=X /boot/efi vfat defaults 0 0\nUUID=2222-swap none swap sw 0 0\n",
+            &c,
+        );
+        assert_eq!(
+            t,
+            "UUID=1111-root / ext4 defaults 0 1\nUUID=1A2B-3C4D\t/boot/efi vfat defaults 0 2\n\
+             LABEL=X /boot/efi vfat defaults 0 0\nUUID=2222-swap none swap sw 0 0\n"
+        );
+        assert_eq!(
+            e.edits,
+            [
+                "/boot/efi entry /dev/xvda3 → UUID=1A2B-3C4D",
+                "/boot/efi filesystem type msdos → vfat"
+            ]
+        );
+        assert!(
+            e.warnings[0].contains("second entry for /boot/efi"),
+            "{:?}",
+            e.warnings
+        );
+        // Already right: unchanged.
+        let right = "UUID=1111-root / ext4 defaults 0 1\nUUID=1a2b-3c4d /boot/efi vfat umask=0077 0 1\nUUID=2222-swap none swap sw 0 0\n";
+        let (t, e) = edit(right, &c);
+        assert_eq!(t, right);
+        assert!(e.edits.is_empty());
+        // BIOS disks (no ESP) leave a /boot/efi entry to the other rules.
+        let (t, _) = edit(
+            "UUID=1111-root / ext4 defaults 0 1\nUUID=1A2B-3C4D /boot/efi vfat umask=0077 0 1\nUUID=2222-swap none swap sw 0 0\n",
+            &ctx(),
+        );
+        assert!(t.contains("UUID=1A2B-3C4D /boot/efi"));
+        // No fstab at all: the created one has the ESP too.
+        let mut fs = crate::guestfs::MemFs::new().with_file("/etc/hostname", "guest\n");
+        let mut report = Report::default();
+        let mut c2 = ctx();
+        c2.esp_uuid = Some("1A2B-3C4D".into());
+        fix_fstab(&mut fs, &c2, &mut report).unwrap();
+        assert!(fs
+            .text("/etc/fstab")
+            .unwrap()
+            .ends_with("UUID=1A2B-3C4D /boot/efi vfat umask=0077 0 1\n"));
+        // A bad serial is refused by validate().
+        c.esp_uuid = Some("1A2B 3C4D".into());
+        assert!(c.validate().is_err());
     }
 
     #[test]

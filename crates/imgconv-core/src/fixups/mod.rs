@@ -90,6 +90,9 @@ pub struct FixupContext {
     pub init_system: Option<InitSystem>,
     /// Modification time for files and links the fixups create, seconds since the epoch.
     pub mtime: i64,
+    /// FAT serial of the EFI System Partition (`ABCD-1234`) of a UEFI or hybrid disk:
+    /// fstab mounts it at `/boot/efi`. `None` for a BIOS (MBR) disk.
+    pub esp_uuid: Option<String>,
 }
 
 impl FixupContext {
@@ -109,6 +112,7 @@ impl FixupContext {
             serial_console: "ttyS0".to_string(),
             init_system: None,
             mtime,
+            esp_uuid: None,
         }
     }
 
@@ -134,6 +138,9 @@ impl FixupContext {
         })?;
         if let Some(s) = &self.swap_uuid {
             token("swap UUID", s, uuid_char)?;
+        }
+        if let Some(s) = &self.esp_uuid {
+            token("ESP UUID", s, uuid_char)?;
         }
         if self.new_swap_partition_exists != self.swap_uuid.is_some() {
             return Err(FixupError::InvalidContext(format!(

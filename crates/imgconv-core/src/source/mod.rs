@@ -233,6 +233,25 @@ pub fn read_superblock(region: &Region) -> Result<Superblock, InspectError> {
     }
 }
 
+/// Inspect the filesystem in `region` as a bare guest root (container [`Container::Bare`],
+/// `fs_offset` = the region's offset in its file). For example the output's partition 1
+/// after its journal was replayed, to read the guest as it now is.
+pub fn inspect_region(region: &Region) -> Result<Inspection, InspectError> {
+    let path = region.path().to_path_buf();
+    let place = "the region".to_string();
+    let sb = read_superblock(region)?;
+    let (fs, guest) = open_root(region, &sb, &path, &place)?;
+    Ok(Inspection {
+        image: path,
+        image_size: region.file().metadata().map(|m| m.len()).unwrap_or(0),
+        container: Container::Bare,
+        fs_offset: region.offset(),
+        fs_len: fs.len(),
+        fs: sb.info(),
+        guest,
+    })
+}
+
 /// Inspect the image at `path`: find the guest root filesystem, read its superblock and
 /// the guest's configuration. The file is opened read-only and never written.
 pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {

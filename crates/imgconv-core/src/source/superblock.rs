@@ -328,6 +328,11 @@ impl Superblock {
             ));
         }
         let bs = self.block_size();
+        if self.has_incompat(INCOMPAT_JOURNAL_DEV) {
+            // An external journal device: no groups or inodes to check. It is refused
+            // by name (`unsupported_feature`), not as a corrupt filesystem.
+            return Ok(());
+        }
         if self.rev_level > 1 {
             return Err(f.invalid("s_rev_level", self.rev_level.into(), "unknown revision"));
         }

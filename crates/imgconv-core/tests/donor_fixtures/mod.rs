@@ -231,14 +231,14 @@ pub fn write_grub(root: &Path) {
     );
 }
 
-/// Names of the fixture's GRUB files that belong in the guest's /boot/grub/i386-pc.
+/// Names of the fixture's GRUB files that belong in the guest's /boot/grub/i386-pc, sorted.
 pub const GRUB_RUNTIME_FILES: &[&str] = &[
     "biosdisk.mod",
     "command.lst",
     "ext2.mod",
     "fs.lst",
-    "modinfo.sh",
     "moddep.lst",
+    "modinfo.sh",
     "normal.mod",
     "part_msdos.mod",
 ];

@@ -68,8 +68,8 @@ pub fn run_ok(cmd: &str, args: &[&str]) -> String {
     out
 }
 
-/// The small guest tree every fixture starts from.
-pub fn make_rootfs(root: &Path) {
+/// The small guest tree every fixture starts from, with `bigdir` empty files in /bigdir.
+pub fn make_rootfs(root: &Path, bigdir: usize) {
     fs::create_dir_all(root.join("etc")).unwrap();
     fs::create_dir_all(root.join("usr/lib/modules")).unwrap();
     fs::create_dir_all(root.join("bigdir")).unwrap();
@@ -82,7 +82,7 @@ pub fn make_rootfs(root: &Path) {
     symlink("usr/lib", root.join("lib")).unwrap();
     symlink("/usr/lib/modules/x", root.join("etc/abs")).unwrap();
     symlink("../../../../usr/lib/modules/x", root.join("etc/escape")).unwrap();
-    for i in 0..BIGDIR_ENTRIES {
+    for i in 0..bigdir {
         fs::write(root.join(format!("bigdir/entry-{i:05}")), "").unwrap();
     }
 }
@@ -96,9 +96,24 @@ pub fn fixture(kind: Kind, size: &str, offset: u64) -> Fixture {
 
 /// As [`fixture`] with extra mkfs options.
 pub fn fixture_with(kind: Kind, size: &str, offset: u64, mkfs_opts: &[&str]) -> Fixture {
+    fixture_full(kind, size, offset, mkfs_opts, BIGDIR_ENTRIES)
+}
+
+/// A quick bare image: the standard tree with only 10 entries in /bigdir.
+pub fn small_fixture(kind: Kind, size: &str) -> Fixture {
+    fixture_full(kind, size, 0, &[], 10)
+}
+
+pub fn fixture_full(
+    kind: Kind,
+    size: &str,
+    offset: u64,
+    mkfs_opts: &[&str],
+    bigdir: usize,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    make_rootfs(&root);
+    make_rootfs(&root, bigdir);
     let bare = dir.path().join("fs.img");
     let mut args = vec!["-q", "-F"];
     args.extend_from_slice(mkfs_opts);
@@ -161,6 +176,15 @@ impl Fixture {
         } else {
             format!("{}?offset={}", self.img.display(), self.offset)
         }
+    }
+
+    /// `dumpe2fs -h` as key -> value.
+    pub fn dumpe2fs(&self) -> HashMap<String, String> {
+        let out = run_ok("dumpe2fs", &["-h", &self.device()]);
+        out.lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect()
     }
 
     /// `e2fsck -fn` must exit 0.

@@ -20,6 +20,7 @@ pub fn ctx() -> FixupContext {
         serial_console: "ttyS0".into(),
         init_system: None,
         mtime: 1_700_000_000,
+        esp_uuid: None,
     }
 }
 
