@@ -927,9 +927,7 @@ impl<'a> Edit<'a> {
                 // Merge runs separated by fewer than 8 equal bytes.
                 let mut end = i + 1;
                 while end < data.len() {
-                    if data[end] != orig[end] {
-                        end += 1;
-                    } else if (end..(end + 8).min(data.len())).any(|k| data[k] != orig[k]) {
+                    if (end..(end + 8).min(data.len())).any(|k| data[k] != orig[k]) {
                         end += 1;
                     } else {
                         break;
@@ -1556,9 +1554,9 @@ fn child_run(job: &str) {
             }
         }
         // Restore the working copy.
-        if case.truncate.is_some() {
+        if let Some(t) = case.truncate {
             dst.set_len(len).unwrap();
-            copy_range(&src, &dst, case.truncate.unwrap().min(len), len);
+            copy_range(&src, &dst, t.min(len), len);
         }
         for (off, old) in saved.iter().rev() {
             dst.write_all_at(old, *off).unwrap();
@@ -1675,7 +1673,8 @@ fn mutation_suite() {
     let mbr = row("xen-ext4-mbr.img", Some(2));
     let gpt = row("xen-ext4-gpt.img", Some(1));
     // (name, image, fs offset, table, cases, conversions)
-    let plan: Vec<(&'static str, &str, u64, Option<&'static str>, u64, u64)> = vec![
+    type Fixture<'a> = (&'static str, &'a str, u64, Option<&'static str>, u64, u64);
+    let plan: Vec<Fixture> = vec![
         (
             "ext2",
             "xen-ext2.img",
