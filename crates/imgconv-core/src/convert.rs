@@ -590,7 +590,7 @@ impl fmt::Display for ConversionPlan {
                 .unwrap_or_default()
         )?;
         writeln!(f, "output:  {}", self.options.output.display())?;
-        write!(f, "{}", self.disk)?;
+        writeln!(f, "{}", self.disk)?;
         if !self.fixups.changes.is_empty() {
             writeln!(f, "guest changes:")?;
             for c in &self.fixups.changes {

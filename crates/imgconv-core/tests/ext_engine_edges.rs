@@ -445,3 +445,102 @@ fn inline_data_guests_work() {
         big
     );
 }
+
+/// A full filesystem: the write fails with libext2fs's own message, the half-written file
+/// is freed, and the filesystem stays consistent and usable.
+#[test]
+fn a_full_filesystem_is_a_clear_error() {
+    let fx = small_fixture(Kind::Ext4, "16M");
+    let mut fs = ExtFs::open(&fx.img, 0).unwrap();
+    let free = fs.free_blocks();
+    let data = pattern(8, 32 << 20);
+    let e = fs
+        .create_file("/etc/huge", &mut &data[..], data.len() as u64, attrs())
+        .unwrap_err();
+    match &e {
+        GuestFsError::Engine { path, why, .. } => {
+            assert_eq!(path, "/etc/huge");
+            assert!(why.contains("allocate"), "{why}");
+        }
+        e => panic!("unexpected {e}"),
+    }
+    assert!(fs.lstat("/etc/huge").unwrap().is_none());
+    assert_eq!(fs.free_blocks(), free);
+    fs.create_file("/etc/small", &mut &b"fits"[..], 4, attrs())
+        .unwrap();
+    fs.close().unwrap();
+    fx.assert_fsck_clean();
+    assert_eq!(fx.dump("/etc/small"), b"fits");
+}
+
+/// The inode and path that own `block`, found with debugfs icheck and ncheck.
+fn owner_of(fx: &Fixture, block: u64) -> (u32, String) {
+    let out = fx.debugfs(&[format!("icheck {block}")]);
+    let ino: u32 = out[0]
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|i| i.parse().ok())
+        .unwrap_or_else(|| panic!("nobody owns block {block}:\n{}", out[0]));
+    let out = fx.debugfs(&[format!("ncheck {ino}")]);
+    let path = out[0]
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("no name for inode {ino}:\n{}", out[0]));
+    (ino, format!("/{}", path.trim_start_matches('/')))
+}
+
+/// Create files of the given sizes until the filesystem is full.
+fn fill_up(fs: &mut ExtFs, n: &mut u64, sizes: &[usize]) {
+    for &size in sizes {
+        loop {
+            let data = pattern(*n, size);
+            let path = format!("/fill-{n}");
+            *n += 1;
+            if fs
+                .create_file(&path, &mut &data[..], size as u64, attrs())
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+}
+
+/// The file holding the filesystem's very last block can be emptied and removed
+/// (`ext2fs_punch` in e2fsprogs 1.47 refuses exactly that case; the engine frees blocks
+/// itself).
+#[test]
+fn the_file_on_the_last_block_can_be_replaced_and_removed() {
+    for kind in [Kind::Ext3, Kind::Ext4] {
+        let fx = small_fixture(kind, "16M");
+        let last = fx.dumpe2fs()["Block count"].parse::<u64>().unwrap() - 1;
+        let mut n = 0;
+        let mut fs = ExtFs::open(&fx.img, 0).unwrap();
+        fill_up(&mut fs, &mut n, &[1 << 20, 16 << 10, 1 << 10]);
+        fs.close().unwrap();
+        fx.assert_fsck_clean();
+        let (owner, path) = owner_of(&fx, last);
+
+        let mut fs = ExtFs::open(&fx.img, 0).unwrap();
+        fs.replace_content(&path, b"now small\n").unwrap();
+        fs.close().unwrap();
+        fx.assert_fsck_clean();
+        assert_eq!(fx.stat(&path).ino, owner, "{kind:?}: same inode");
+        assert_eq!(fx.dump(&path), b"now small\n");
+
+        // Again for removal: fill up, find the owner of the last block, remove it.
+        let mut fs = ExtFs::open(&fx.img, 0).unwrap();
+        fill_up(&mut fs, &mut n, &[16 << 10, 1 << 10]);
+        fs.close().unwrap();
+        let (_, path) = owner_of(&fx, last);
+        let mut fs = ExtFs::open(&fx.img, 0).unwrap();
+        let free = fs.free_blocks();
+        fs.remove(&path).unwrap();
+        assert!(fs.free_blocks() > free, "{kind:?}: blocks freed");
+        fs.close().unwrap();
+        fx.assert_fsck_clean();
+        assert!(Stat::parse(&fx.debugfs(&[format!("stat {path}")])[0]).is_none());
+    }
+}

@@ -25,7 +25,6 @@ use std::sync::{Mutex, Once};
     non_upper_case_globals,
     non_snake_case,
     dead_code,
-    unnecessary_transmutes,
     clippy::all,
     clippy::pedantic
 )]
@@ -45,6 +44,7 @@ pub(super) const INCOMPAT_RECOVER: u32 = b::EXT3_FEATURE_INCOMPAT_RECOVER;
 pub(super) const INCOMPAT_EXTENTS: u32 = b::EXT3_FEATURE_INCOMPAT_EXTENTS;
 pub(super) const RO_COMPAT_DIR_NLINK: u32 = b::EXT4_FEATURE_RO_COMPAT_DIR_NLINK;
 pub(super) const INLINE_DATA_FL: u32 = b::EXT4_INLINE_DATA_FL;
+pub(super) const EXTENTS_FL: u32 = b::EXT4_EXTENTS_FL;
 pub(super) const ROOT_INO: u32 = b::EXT2_ROOT_INO;
 pub(super) const LINK_MAX: u16 = b::EXT2_LINK_MAX as u16;
 pub(super) const GOOD_OLD_INODE_SIZE: u16 = b::EXT2_GOOD_OLD_INODE_SIZE as u16;
@@ -342,21 +342,50 @@ impl Filesystem {
         unsafe { b::ext2fs_inode_has_valid_blocks2(self.raw(), copy.as_mut_ptr()) != 0 }
     }
 
-    /// `ext2fs_punch(fs, ino, inode, NULL, 0, ~0)`: free every data block of the inode and
-    /// write it back.
-    pub fn punch_all(&mut self, ino: u32, inode: &mut Inode) -> Result<(), Errcode> {
-        // SAFETY: the library updates the 128-byte prefix of our inode in place and
-        // allocates its own block buffer (NULL).
+    /// Free every block the inode's `i_block` maps (data blocks and indirect/extent tree
+    /// blocks), as debugfs's `kill_file` does: `ext2fs_block_iterate3` (read-only) lists
+    /// them, `ext2fs_block_alloc_stats2(-1)` frees them (once per cluster on bigalloc).
+    /// The inode itself is left as it is on disk.
+    ///
+    /// Not `ext2fs_punch`: in e2fsprogs 1.47.0-1.47.3 it refuses ("Illegal block number")
+    /// any extent that ends at the last block of the filesystem, after having freed the
+    /// extents before it.
+    pub fn release_blocks(&mut self, ino: u32) -> Result<(), Errcode> {
+        let mut blocks: Vec<u64> = Vec::new();
+        // SAFETY: the callback receives `&mut blocks` back as `priv_data`; the vector
+        // outlives the call and is only touched by the callback during it. NULL block
+        // buffer: the library allocates its own. READ_ONLY: the callback changes nothing.
         check(unsafe {
-            b::ext2fs_punch(
+            b::ext2fs_block_iterate3(
                 self.raw(),
                 ino,
-                inode.as_mut_ptr(),
+                b::BLOCK_FLAG_READ_ONLY as c_int,
                 ptr::null_mut(),
-                0,
-                u64::MAX,
+                Some(collect_block_trampoline),
+                (&mut blocks as *mut Vec<u64>).cast::<c_void>(),
             )
-        })
+        })?;
+        // SAFETY: reading a plain field of the live handle.
+        let cluster_bits = unsafe { (*self.raw()).cluster_ratio_bits } as u32;
+        let mut last_cluster = None;
+        for blk in blocks {
+            let cluster = blk >> cluster_bits;
+            if last_cluster == Some(cluster) {
+                continue;
+            }
+            last_cluster = Some(cluster);
+            // SAFETY: plain values on a live handle; the block came from the inode's own
+            // map, and the library ignores (and reports) out-of-range numbers.
+            unsafe { b::ext2fs_block_alloc_stats2(self.raw(), blk, -1) };
+        }
+        Ok(())
+    }
+
+    /// `ext2fs_iblk_set`: set `i_blocks` to `blocks` filesystem blocks (in the units the
+    /// inode uses: 512-byte sectors or, with huge_file, blocks; times the cluster ratio).
+    pub fn set_block_count(&self, inode: &mut Inode, blocks: u64) -> Result<(), Errcode> {
+        // SAFETY: updates the 128-byte prefix of our inode in memory only.
+        check(unsafe { b::ext2fs_iblk_set(self.raw(), inode.as_mut_ptr(), blocks) })
     }
 
     /// `ext2fs_free_ext_attr`: drop the inode's reference to its external xattr block
@@ -487,6 +516,23 @@ unsafe extern "C" fn dir_iterate_trampoline(
             b::DIRENT_ABORT as c_int
         }
     }
+}
+
+unsafe extern "C" fn collect_block_trampoline(
+    _fs: b::ext2_filsys,
+    blocknr: *mut b::blk64_t,
+    _blockcnt: b::e2_blkcnt_t,
+    _ref_blk: b::blk64_t,
+    _ref_offset: c_int,
+    priv_data: *mut c_void,
+) -> c_int {
+    // SAFETY: `priv_data` is the `&mut Vec<u64>` passed by release_blocks, alive and not
+    // otherwise borrowed during the iteration; `blocknr` points at the library's current
+    // block number. Pushing cannot unwind (allocation failure aborts).
+    unsafe {
+        (*priv_data.cast::<Vec<u64>>()).push(*blocknr);
+    }
+    0
 }
 
 /// An open libext2fs file (`ext2_file_t`). Closing flushes its buffer and writes its
@@ -620,6 +666,20 @@ impl Inode {
     }
     pub fn flags(&self) -> u32 {
         self.0.i_flags
+    }
+    pub fn set_size(&mut self, size: u64) {
+        self.0.i_size = size as u32;
+        self.0.i_size_high = (size >> 32) as u32;
+    }
+    /// Does the inode have an external xattr block (`i_file_acl`, with its high half)?
+    pub fn has_xattr_block(&self) -> bool {
+        // SAFETY: as uid.
+        let high = unsafe { self.0.osd2.linux2.l_i_file_acl_high };
+        self.0.i_file_acl != 0 || high != 0
+    }
+    /// Forget the block map: zero `i_block` (the blocks must have been released).
+    pub fn clear_block_map(&mut self) {
+        self.0.i_block = [0; 15];
     }
     pub fn set_dtime(&mut self, t: u32) {
         self.0.i_dtime = t;

@@ -7,7 +7,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out="$here/bindings.rs"
 hdr=$(mktemp --suffix=.h)
-trap 'rm -f "$hdr"' EXIT
+trap 'rm -f "$hdr" "$out.tmp"' EXIT
 printf '#include <ext2fs/ext2fs.h>\n#include <et/com_err.h>\n' >"$hdr"
 
 fns=(
@@ -18,17 +18,19 @@ fns=(
   ext2fs_mkdir ext2fs_symlink ext2fs_extent_open2 ext2fs_extent_free
   ext2fs_file_open ext2fs_file_read ext2fs_file_write ext2fs_file_llseek
   ext2fs_file_set_size2 ext2fs_file_close
-  ext2fs_punch ext2fs_free_ext_attr ext2fs_inode_has_valid_blocks2 ext2fs_dir_iterate2
+  ext2fs_block_iterate3 ext2fs_block_alloc_stats2 ext2fs_iblk_set
+  ext2fs_free_ext_attr ext2fs_inode_has_valid_blocks2 ext2fs_dir_iterate2
   error_message initialize_ext2_error_table
 )
 vars=(
   unix_io_manager
   EXT2_FLAG_RW EXT2_FLAG_64BITS EXT2_FILE_WRITE EXT2_SEEK_SET DIRENT_CHANGED DIRENT_ABORT
+  BLOCK_FLAG_READ_ONLY
   EXT2_ROOT_INO EXT2_GOOD_OLD_INODE_SIZE EXT2_LINK_MAX
   EXT2_ET_DIR_NO_SPACE EXT2_ET_FILE_NOT_FOUND
   EXT3_FEATURE_INCOMPAT_RECOVER EXT3_FEATURE_INCOMPAT_EXTENTS
   EXT4_FEATURE_RO_COMPAT_DIR_NLINK
-  EXT4_INLINE_DATA_FL
+  EXT4_EXTENTS_FL EXT4_INLINE_DATA_FL
   EXT2_FT_REG_FILE EXT2_FT_DIR EXT2_FT_CHRDEV EXT2_FT_BLKDEV EXT2_FT_FIFO
   EXT2_FT_SOCK EXT2_FT_SYMLINK
   LINUX_S_IFMT LINUX_S_IFSOCK LINUX_S_IFLNK LINUX_S_IFREG LINUX_S_IFBLK LINUX_S_IFDIR

@@ -22,12 +22,15 @@
 //!   it: swapon refuses holes). A source error or short source undoes the half-made file.
 //! - Times: atime = mtime = ctime = the given mtime (with the ext4 epoch bits when the
 //!   inode has extra fields, else clamped to 32 bits); crtime is the time of writing.
-//! - `replace_content`: same inode (owner, mode, mtime kept, as MemFs); ctime becomes now.
+//! - `replace_content`: same inode (owner, mode, mtime kept, as MemFs); its blocks are
+//!   released and the new content written; ctime becomes now.
 //! - `rename`: link the new name, then unlink the old one; a directory moved to another
 //!   parent gets its `..` repointed and one link moves between the parents' counts. A
 //!   directory cannot move into itself. Times are left alone.
 //! - `remove`: unlink and drop one link; with no link left, the external xattr block
-//!   reference, the data blocks (`ext2fs_punch`) and the inode are freed and `i_dtime` set.
+//!   reference, the data and mapping blocks and the inode are freed and `i_dtime` set.
+//!   Blocks are freed as debugfs's `kill_file` does, not with `ext2fs_punch`, which in
+//!   e2fsprogs 1.47 fails on an extent that ends at the filesystem's last block.
 //!   (Values in `ea_inode` xattr inodes are not released; Debian does not use that
 //!   feature.)
 //! - Not written: xattrs, device nodes, FIFOs, sockets (the trait has no call for them).
@@ -625,12 +628,47 @@ impl ExtFs {
                 .map_err(|c| engine("free the xattr block of", path, c))?;
             if self.fs.inode_has_valid_blocks(&inode) {
                 self.fs
-                    .punch_all(ino, &mut inode)
+                    .release_blocks(ino)
                     .map_err(|c| engine("free the blocks of", path, c))?;
             }
             let is_dir = inode.mode() & ffi::S_IFMT == ffi::S_IFDIR;
             self.fs.inode_alloc_stats(ino, -1, is_dir);
         }
+        self.write_inode(ino, &inode, path)
+    }
+
+    /// Empty a regular file, keeping its inode and xattr block. Block-mapped and extent
+    /// files release their blocks and get an empty map (see `ffi::release_blocks` for why
+    /// not `ext2fs_punch`); inline-data files are truncated by the library.
+    fn truncate_to_zero(
+        &mut self,
+        ino: u32,
+        inode: &Inode,
+        path: &str,
+    ) -> Result<(), GuestFsError> {
+        if inode.flags() & ffi::INLINE_DATA_FL != 0 || !self.fs.inode_has_valid_blocks(inode) {
+            let mut file = self
+                .fs
+                .open_file(ino, true)
+                .map_err(|c| engine("open", path, c))?;
+            file.set_size(0).map_err(|c| engine("truncate", path, c))?;
+            return file.close().map_err(|c| engine("close", path, c));
+        }
+        self.fs
+            .release_blocks(ino)
+            .map_err(|c| engine("free the blocks of", path, c))?;
+        let mut inode = *inode;
+        inode.clear_block_map();
+        if inode.flags() & ffi::EXTENTS_FL != 0 {
+            self.fs
+                .init_extent_header(ino, &mut inode)
+                .map_err(|c| engine("set up extents for", path, c))?;
+        }
+        inode.set_size(0);
+        let xattr_blocks = u64::from(inode.has_xattr_block());
+        self.fs
+            .set_block_count(&mut inode, xattr_blocks)
+            .map_err(|c| engine("truncate", path, c))?;
         self.write_inode(ino, &inode, path)
     }
 
@@ -863,11 +901,11 @@ impl GuestFs for ExtFs {
         if kind_of(inode.mode()) != Some(NodeKind::File) {
             return Err(GuestFsError::IsADirectory { path: path.into() });
         }
+        self.truncate_to_zero(ino, &inode, path)?;
         let mut file = self
             .fs
             .open_file(ino, true)
             .map_err(|c| engine("open", path, c))?;
-        file.set_size(0).map_err(|c| engine("truncate", path, c))?;
         file.write_all(content)
             .map_err(|c| engine("write", path, c))?;
         file.close().map_err(|c| engine("close", path, c))?;
