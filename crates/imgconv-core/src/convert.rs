@@ -358,9 +358,9 @@ fn prepare(
             graft_bytes: kernel.graft_bytes,
             root_bytes: None,
             disk_bytes: match gpt_firmware {
-                Some(fw) => opts.target_size.map(|t| {
-                    t.saturating_sub(uefi::gpt_extra_bytes(fw, uefi::DEFAULT_ESP_BYTES))
-                }),
+                Some(fw) => opts
+                    .target_size
+                    .map(|t| t.saturating_sub(uefi::gpt_extra_bytes(fw, uefi::DEFAULT_ESP_BYTES))),
                 None => opts.target_size,
             },
             swap_bytes: opts.swap_size,
