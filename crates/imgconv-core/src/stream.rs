@@ -20,7 +20,7 @@
 //!
 //! When the bitmaps cannot be trusted — the journal needs recovery (replaying it will
 //! reference blocks the on-disk bitmaps do not mark yet), the filesystem was not cleanly
-//! unmounted, a checksum fails, a bitmap or table lies outside the filesystem, bigalloc
+//! unmounted or has recorded errors, a checksum fails, a bitmap or table lies outside the filesystem, bigalloc
 //! — the whole filesystem is copied instead, still skipping all-zero blocks, and the
 //! reason is reported through [`Progress::note`] and [`StreamStats::method`].
 
@@ -362,6 +362,11 @@ impl<'a> Walker<'a> {
         if !sb.is_clean() {
             return Ok(Verdict::Whole(
                 "the filesystem was not cleanly unmounted, so its bitmaps may be stale".into(),
+            ));
+        }
+        if sb.has_errors() {
+            return Ok(Verdict::Whole(
+                "the kernel recorded errors in this filesystem, so its bitmaps may be wrong".into(),
             ));
         }
         if sb.has_ro_compat(feature::RO_COMPAT_BIGALLOC) {

@@ -245,6 +245,23 @@ fn unclean_filesystem_falls_back() {
 }
 
 #[test]
+fn filesystem_with_recorded_errors_falls_back() {
+    let work = tempfile::tempdir().unwrap();
+    let img = image(work.path(), 64, &[]);
+    // VALID_FS | ERROR_FS: unmounted, but the kernel had found errors.
+    run(Command::new("debugfs")
+        .args(["-w", "-R", "ssv state 3"])
+        .arg(&img));
+    let (_out, r) = stream(&img, &mut Recorder::default());
+    let stats = r.unwrap();
+    assert!(
+        matches!(&stats.method, StreamMethod::WholeFilesystem { reason } if reason.contains("recorded errors")),
+        "{:?}",
+        stats.method
+    );
+}
+
+#[test]
 fn corrupt_descriptor_checksum_falls_back() {
     let work = tempfile::tempdir().unwrap();
     let img = image(work.path(), 64, &["-b", "1024", "-g", "2048"]);

@@ -142,6 +142,12 @@ fn roundtrip(kind: &str, size_mib: u64, mkfs_extra: &[&str], container: Containe
         .stat("/var/zeros.bin")
         .contains("system.posix_acl_access"));
     assert!(copied.stat("/usr/bin/tool-b").contains("Links: 2"));
+    let slow = copied.0["/usr/bin/slow-link"].link.as_deref().unwrap();
+    assert!(slow.ends_with("itself/xxxxxxxxxxxx"), "{slow}");
+    assert_eq!(
+        copied.0["/usr/bin/fast-link"].link.as_deref(),
+        Some("tool-a")
+    );
 
     // Only used blocks, from the bitmaps; the output is sparse.
     assert_eq!(

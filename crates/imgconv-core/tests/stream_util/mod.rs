@@ -327,6 +327,8 @@ pub struct Entry {
     pub blocks: String,
     /// sha256 of the content (regular files), from `debugfs rdump`.
     pub sha256: Option<String>,
+    /// Symlink target (fast and slow links), from the symlinks `rdump` recreates.
+    pub link: Option<String>,
 }
 
 /// Every path of a filesystem, walked by debugfs.
@@ -433,17 +435,28 @@ pub fn manifest(img: &Path, offset: u64) -> Manifest {
         let (h, p) = line.split_once("  ").unwrap();
         hashes.insert(p.trim_start_matches('.').to_string(), h.to_string());
     }
+    let mut links = BTreeMap::new();
+    let listing = sh(&format!(
+        "cd '{}' && find . -type l -printf '%p\\t%l\\n'",
+        dump.display()
+    ));
+    for line in listing.lines() {
+        let (p, t) = line.split_once('\t').unwrap();
+        links.insert(p.trim_start_matches('.').to_string(), t.to_string());
+    }
     let map = paths
         .into_iter()
         .map(|p| {
             let (stat, blocks) = stats.get(&p).cloned().unwrap_or_default();
             let sha256 = hashes.get(&p).cloned();
+            let link = links.get(&p).cloned();
             (
                 p,
                 Entry {
                     stat,
                     blocks,
                     sha256,
+                    link,
                 },
             )
         })
@@ -461,6 +474,7 @@ impl Manifest {
             let eb = &other.0[p];
             assert_eq!(ea.stat, eb.stat, "stat of {p} differs");
             assert_eq!(ea.sha256, eb.sha256, "content of {p} differs");
+            assert_eq!(ea.link, eb.link, "symlink target of {p} differs");
             if blocks {
                 assert_eq!(ea.blocks, eb.blocks, "block map of {p} differs");
             }
