@@ -263,7 +263,9 @@ pub fn from_core(err: &Error, paths: &Paths) -> CliError {
         Error::Stream(e) => match e {
             StreamError::Cancelled => return CliError::cancelled(),
             StreamError::Write(o) => output_class(o, paths),
-            StreamError::Superblock { .. } | StreamError::SourceTooShort { .. } => Class::Input,
+            StreamError::Superblock { .. }
+            | StreamError::SourceTooShort { .. }
+            | StreamError::InconsistentBitmap { .. } => Class::Input,
             StreamError::Read { source, path, .. } => {
                 classify_io(source.kind(), source.raw_os_error(), path, paths)
             }

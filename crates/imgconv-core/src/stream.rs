@@ -26,7 +26,7 @@
 //!
 //! A group's bitmaps and inode table are always copied, whatever its bitmap says. A
 //! block bitmap whose free count disagrees with its group descriptor, or that calls the
-//! group's superblock/descriptor blocks free, is corruption the copy cannot fix (the
+//! group's superblock/descriptor blocks, bitmaps or inode tables free, is corruption the copy cannot fix (the
 //! graft would allocate over blocks it wrongly calls free):
 //! [`StreamError::InconsistentBitmap`], before anything is written.
 
@@ -516,12 +516,30 @@ impl<'a> Walker<'a> {
                     ));
                 }
             }
+            // The bitmaps and inode tables kept in this group (its own, and those flex_bg
+            // placed here) must be marked used too, or the graft would allocate over them.
             let itable = group_desc::inode_table_blocks(sb);
-            for (s, n) in [
+            let own = [
                 (d.block_bitmap, 1),
                 (d.inode_bitmap, 1),
                 (d.inode_table, itable),
-            ] {
+            ];
+            let gend = gstart + gcount;
+            let from = self.foreign.partition_point(|&(s, n)| s + n <= gstart);
+            let here = self.foreign[from..]
+                .iter()
+                .take_while(|&&(s, _)| s < gend)
+                .copied();
+            for (s, n) in own.into_iter().chain(here) {
+                let (lo, hi) = (s.max(gstart), (s + n).min(gend));
+                if lo < hi && !(lo..hi).all(|b| bit(&self.bitmap, (b - gstart) as usize)) {
+                    return Err(inconsistent(format!(
+                        "its block bitmap marks blocks of a bitmap or inode table ({s}..{}) free",
+                        s + n
+                    )));
+                }
+            }
+            for (s, n) in own {
                 mark(&mut self.bitmap, gstart, gcount, s, n);
             }
         }

@@ -224,6 +224,60 @@ fn inconsistent_block_bitmap_is_refused_before_writing() {
     }
 }
 
+/// Flip two bits of group 0's block bitmap so that its free count still agrees with the
+/// descriptor: an inode-table block marked free, a free block marked used (the mutation
+/// suite's ext4-gpt case 175 did this; the graft then allocated over the inode table).
+#[test]
+fn bitmap_calling_an_inode_table_block_free_is_refused_even_when_counts_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = mkfs(dir.path(), "ext2", &[]);
+    let dump = sh("dumpe2fs", &[img.to_str().unwrap()]);
+    let num = |prefix: &str| -> (u64, u64) {
+        // Group lines are indented ("  Free blocks: 660-8192"); the header's are not.
+        let r = dump
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("{prefix} in {dump}"));
+        let range = r.split_whitespace().next().unwrap().trim_end_matches(',');
+        let (a, b) = range.split_once('-').unwrap_or((range, range));
+        (a.parse().unwrap(), b.parse().unwrap())
+    };
+    let bs: u64 = num("Block size:").0;
+    let bitmap = num("  Block bitmap at ").0;
+    let itable = num("  Inode table at ").0;
+    let free = num("  Free blocks: ").0;
+    let first_data_block = u64::from(bs == 1024);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
+    for (block, used) in [(itable + 1, false), (free, true)] {
+        let bit = block - first_data_block;
+        let pos = bitmap * bs + bit / 8;
+        let mut byte = [0u8];
+        f.read_exact_at(&mut byte, pos).unwrap();
+        assert_eq!(byte[0] & (1 << (bit % 8)) != 0, !used, "block {block}");
+        byte[0] ^= 1 << (bit % 8);
+        f.write_all_at(&byte, pos).unwrap();
+    }
+    drop(f);
+    let before = sha256(&img);
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let fx = support::synthetic();
+    let opts = ConvertOptions::new(&img, Some(fx.join("donor-dir")), out_dir.join("o.img"));
+    match convert(&opts, &mut NoProgress) {
+        Err(Error::Stream(StreamError::InconsistentBitmap { group, why, .. })) => {
+            assert_eq!(group, 0);
+            assert!(why.contains("inode table"), "{why}");
+        }
+        other => panic!("{:?}", other.map(|c| c.output)),
+    }
+    assert!(left_in(&out_dir).is_empty(), "{:?}", left_in(&out_dir));
+    assert_eq!(sha256(&img), before);
+}
+
 /// The unmodified small guest converts (so the failures above are the corruption's).
 #[test]
 fn pristine_small_guest_converts() {
