@@ -66,6 +66,10 @@ impl FsckWhen {
 pub enum FirmwareArg {
     /// MBR disk with GRUB i386-pc boot code.
     Bios,
+    /// GPT disk with an EFI System Partition (shim + GRUB).
+    Uefi,
+    /// GPT disk that boots with UEFI and with a PC BIOS.
+    Hybrid,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -31,6 +31,8 @@ pub fn options(source: &Path, output: &Path, s: &ConversionSettings) -> ConvertO
     o.use_guest_kernel = s.use_guest_kernel;
     o.firmware = match s.firmware {
         FirmwareArg::Bios => Firmware::Bios,
+        FirmwareArg::Uefi => Firmware::Uefi,
+        FirmwareArg::Hybrid => Firmware::Hybrid,
     };
     o.disk_bus = s.bus.into();
     o.replay_journal = s.replay_journal;
@@ -227,14 +229,25 @@ fn library_convert(o: &ConvertOptions, progress: &mut CliProgress) -> Result<Con
 
 /// The final result, in a few lines.
 fn summary(c: &Conversion) -> String {
-    let disk = &c.plan.disk;
-    let root = disk.root();
+    // A GPT plan (uefi/hybrid), when there is one, is the layout written.
+    let (disk_bytes, root_start, esp) = match &c.plan.gpt {
+        Some(g) => (
+            g.disk_bytes,
+            g.root().start_bytes(),
+            format!(", ESP p{} (UUID {})", g.esp().number, g.esp_serial()),
+        ),
+        None => (
+            c.plan.disk.disk_bytes,
+            c.plan.disk.root().start_bytes(),
+            String::new(),
+        ),
+    };
     let seconds: f64 = c.timings.iter().map(|t| t.seconds).sum();
     let mut s = format!(
-        "{}: {} disk, root p1 at {} (UUID {}){}, kernel {}; {} guest changes, {} warnings; {:.1} s",
+        "{}: {} disk, root p1 at {} (UUID {}){}{esp}, kernel {}; {} guest changes, {} warnings; {:.1} s",
         c.output.display(),
-        human(disk.disk_bytes),
-        root.start_bytes(),
+        human(disk_bytes),
+        root_start,
         c.root_uuid,
         c.swap_uuid
             .as_deref()

@@ -302,6 +302,17 @@ pub fn from_core(err: &Error, paths: &Paths) -> CliError {
             Some(Class::Output) => Class::Output,
             _ => Class::Donor,
         },
+        Error::Uefi(imgconv_core::boot::uefi::UefiError::Io { path, source, .. }) => {
+            classify_io(source.kind(), source.raw_os_error(), path, paths)
+        }
+        // shim/GRUB for the ESP come from the donor (or the host): a donor problem.
+        Error::Uefi(
+            imgconv_core::boot::uefi::UefiError::NoEfiBootFiles { .. }
+            | imgconv_core::boot::uefi::UefiError::BadEfiBinary { .. }
+            | imgconv_core::boot::uefi::UefiError::DonorEsp { .. }
+            | imgconv_core::boot::uefi::UefiError::IncompleteEfiModules { .. }
+            | imgconv_core::boot::uefi::UefiError::Donor(_),
+        ) => Class::Donor,
         Error::NoDonor => Class::Usage,
         // Variants added later land here until they are matched above.
         #[allow(unreachable_patterns)]

@@ -1,23 +1,70 @@
 //! `imgconv verify OUT`: is this a disk imgconv would have written, and does it boot?
 //!
 //! Static checks, each reported whether or not the others pass: the partition table
-//! (MBR, p1 Linux 0x83 active, optional p2 swap 0x82, all within the disk, no overlap),
-//! `e2fsck -fn` on p1, the swap signature on p2, the GRUB files and a kernel with its
-//! initrd on p1 (read with the library's guarded ext reader), and GRUB boot code in LBA 0
-//! pointing at a core image. `--boot` adds the QEMU smoke test.
+//! (MBR: p1 Linux 0x83 active, optional p2 swap 0x82; GPT (`--firmware uefi|hybrid`): the
+//! root found by its type GUID, swap, ESP and BIOS boot partitions by theirs; all within
+//! the disk, no overlap), `e2fsck -fn` on the root, the swap signature, the GRUB files and
+//! a kernel with its initrd on the root (read with the library's guarded ext reader), on
+//! a GPT disk with an ESP `fsck.fat -n` on it and an EFI loader in it, and GRUB boot code
+//! in LBA 0 pointing at a core image (before p1 on MBR, in the BIOS boot partition on a
+//! hybrid disk; a UEFI-only disk has none). `--boot` adds the QEMU smoke test, with OVMF
+//! for a GPT disk without a BIOS boot partition.
 
 use crate::cli::VerifyArgs;
 use crate::errors::{Class, CliError};
 use crate::fsck::{self, FsLocation};
 use crate::progress::{CliProgress, Unit};
 use crate::qemu::{self, BootResult};
+use crate::tools;
 use imgconv_core::blockio::Region;
 use imgconv_core::extread::{ExtReader, NodeKind};
+use imgconv_core::layout::gpt::{TYPE_BIOS_BOOT, TYPE_ESP, TYPE_LINUX_FS, TYPE_LINUX_SWAP};
 use imgconv_core::partition::{
     read_table, PartitionEntry, PartitionTable, PartitionType, TableKind,
 };
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
+
+/// The discoverable-partitions "root x86-64" type GUID, also accepted as the root.
+const TYPE_ROOT_X86_64: &str = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709";
+/// Largest ESP copied out for fsck.fat (imgconv writes at most 4 GiB).
+const MAX_ESP_CHECK_BYTES: u64 = 4 << 30;
+
+/// The partitions the checks look at: by number on MBR, by type GUID on GPT.
+#[derive(Debug, Default)]
+struct Layout {
+    gpt: bool,
+    root: Option<PartitionEntry>,
+    swap: Option<PartitionEntry>,
+    esp: Option<PartitionEntry>,
+    bios_boot: Option<PartitionEntry>,
+}
+
+impl Layout {
+    /// " root", " ESP", … for a GPT entry that has a role; "" otherwise.
+    fn role_of(&self, e: &PartitionEntry) -> &'static str {
+        let is = |p: &Option<PartitionEntry>| p.as_ref().map(|p| p.number) == Some(e.number);
+        if !self.gpt {
+            ""
+        } else if is(&self.root) {
+            " root"
+        } else if is(&self.swap) {
+            " swap"
+        } else if is(&self.esp) {
+            " ESP"
+        } else if is(&self.bios_boot) {
+            " BIOS boot"
+        } else {
+            ""
+        }
+    }
+
+    /// BIOS boot code is expected: an MBR disk, or a GPT disk with a BIOS boot partition.
+    fn wants_bios_code(&self) -> bool {
+        !self.gpt || self.bios_boot.is_some()
+    }
+}
 
 /// One check's outcome.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -65,28 +112,28 @@ pub fn run(args: &VerifyArgs, progress: &mut CliProgress) -> Result<VerifyReport
     let mut checks = Vec::new();
 
     let table = read_table(&image);
-    let (p1, p2, partitions) = match table {
+    let (layout, partitions) = match table {
         Ok(Some(t)) => {
-            let (p1, p2, verdict) = table_sanity(&t, image.len());
+            let (layout, verdict) = table_sanity(&t, image.len());
             check(&mut checks, "partition-table", verdict);
-            (p1, p2, Some(t))
+            (layout, Some(t))
         }
         Ok(None) => {
             check(&mut checks, "partition-table", Err("no partition table in LBA 0 (a bare filesystem is a source, not a converted disk)".into()));
-            (None, None, None)
+            (Layout::default(), None)
         }
         Err(e) => {
             check(&mut checks, "partition-table", Err(e.to_string()));
-            (None, None, None)
+            (Layout::default(), None)
         }
     };
 
-    if let Some(p1) = &p1 {
+    if let Some(root) = &layout.root {
         progress.step("fsck", Unit::Items, None);
         let loc = FsLocation {
             image: args.image.clone(),
-            offset: p1.start,
-            len: p1.len,
+            offset: root.start,
+            len: root.len,
         };
         let outcome = fsck::check(&loc, args.use_loop)?;
         check(
@@ -103,7 +150,11 @@ pub fn run(args: &VerifyArgs, progress: &mut CliProgress) -> Result<VerifyReport
                 ))
             },
         );
-        check(&mut checks, "grub-files", grub_files(&image, p1));
+        check(
+            &mut checks,
+            "grub-files",
+            grub_files(&image, root, layout.wants_bios_code()),
+        );
     } else {
         check(
             &mut checks,
@@ -116,18 +167,32 @@ pub fn run(args: &VerifyArgs, progress: &mut CliProgress) -> Result<VerifyReport
             Err("no root partition to read".into()),
         );
     }
-    if let Some(p2) = &p2 {
-        check(&mut checks, "swap", swap_signature(&image, p2));
+    if let Some(swap) = &layout.swap {
+        check(&mut checks, "swap", swap_signature(&image, swap));
     }
-    check(&mut checks, "boot-code", boot_code(&image, p1.as_ref()));
+    if let Some(esp) = &layout.esp {
+        progress.step("fsck.fat", Unit::Items, None);
+        check(&mut checks, "esp", esp_check(&args.image, &image, esp)?);
+    }
+    if layout.wants_bios_code() {
+        // core.img lies before p1 on MBR, in the BIOS boot partition on a hybrid disk.
+        let window = match (&layout.bios_boot, &layout.root) {
+            (Some(b), _) => Some((b.start, b.start + b.len)),
+            (None, Some(r)) => Some((512, r.start)),
+            (None, None) => None,
+        };
+        check(&mut checks, "boot-code", boot_code(&image, window));
+    }
 
     let mut boot = None;
     if args.boot {
         progress.step("boot-test", Unit::Items, None);
+        // A GPT disk without BIOS boot code boots only with UEFI firmware.
+        let uefi = args.uefi || !layout.wants_bios_code();
         let r = qemu::boot(
             &args.image,
             args.bus,
-            args.uefi,
+            uefi,
             Duration::from_secs(args.timeout),
         )?;
         check(
@@ -156,25 +221,71 @@ pub fn run(args: &VerifyArgs, progress: &mut CliProgress) -> Result<VerifyReport
     })
 }
 
-/// MBR, p1 Linux active, p2 swap if present, everything inside the disk, no overlap.
-fn table_sanity(
-    t: &PartitionTable,
-    disk_len: u64,
-) -> (
-    Option<PartitionEntry>,
-    Option<PartitionEntry>,
-    Result<String, String>,
-) {
-    if t.kind != TableKind::Mbr {
-        return (
-            None,
-            None,
-            Err("GPT table: the BIOS layout imgconv writes is MBR".into()),
-        );
+/// MBR: p1 Linux active, p2 swap if present. GPT: the root (and the other roles) by type
+/// GUID. Either way everything inside the disk, no overlap.
+fn table_sanity(t: &PartitionTable, disk_len: u64) -> (Layout, Result<String, String>) {
+    let mut problems = Vec::new();
+    let layout = if t.kind == TableKind::Mbr {
+        mbr_layout(t, &mut problems)
+    } else {
+        gpt_layout(t, &mut problems)
+    };
+    let mut spans: Vec<(u64, u64, usize)> = t
+        .entries
+        .iter()
+        .map(|e| (e.start, e.start.saturating_add(e.len), e.number))
+        .collect();
+    spans.sort();
+    for w in spans.windows(2) {
+        if w[1].0 < w[0].1 {
+            problems.push(format!("partitions {} and {} overlap", w[0].2, w[1].2));
+        }
     }
+    // MBR: sector 0; GPT: protective MBR, header and 128 entries (LBA 0..=33).
+    let (first_usable, reserved) = if layout.gpt {
+        (34 * 512, "the protective MBR and GPT header/entries")
+    } else {
+        (2 * 512, "the MBR/boot-code gap")
+    };
+    if let Some(&(start, _, n)) = spans.first() {
+        if start < first_usable {
+            problems.push(format!("partition {n} starts inside {reserved}"));
+        }
+    }
+    for &(_, end, n) in &spans {
+        if end > disk_len {
+            problems.push(format!("partition {n} ends beyond the disk"));
+        }
+    }
+    let verdict = if problems.is_empty() {
+        let describe = |e: &PartitionEntry| {
+            format!(
+                "p{}{} {} MiB at {}",
+                e.number,
+                layout.role_of(e),
+                e.len >> 20,
+                e.start
+            )
+        };
+        Ok(format!(
+            "{}: {}",
+            if layout.gpt { "GPT" } else { "MBR" },
+            t.entries
+                .iter()
+                .map(describe)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    } else {
+        Err(problems.join("; "))
+    };
+    (layout, verdict)
+}
+
+/// MBR: root p1 (Linux 0x83, active), swap p2 (0x82) when present.
+fn mbr_layout(t: &PartitionTable, problems: &mut Vec<String>) -> Layout {
     let find = |n: usize| t.entries.iter().find(|e| e.number == n).cloned();
     let (p1, p2) = (find(1), find(2));
-    let mut problems = Vec::new();
     match &p1 {
         Some(PartitionEntry {
             kind:
@@ -206,67 +317,82 @@ fn table_sanity(
             ));
         }
     }
-    let mut spans: Vec<(u64, u64, usize)> = t
-        .entries
-        .iter()
-        .map(|e| (e.start, e.start.saturating_add(e.len), e.number))
-        .collect();
-    spans.sort();
-    for w in spans.windows(2) {
-        if w[1].0 < w[0].1 {
-            problems.push(format!("partitions {} and {} overlap", w[0].2, w[1].2));
-        }
+    Layout {
+        gpt: false,
+        root: p1,
+        swap: p2,
+        esp: None,
+        bios_boot: None,
     }
-    if let Some(&(start, _, n)) = spans.first() {
-        if start < 512 * 2 {
-            problems.push(format!("partition {n} starts inside the MBR/boot-code gap"));
-        }
-    }
-    for &(_, end, n) in &spans {
-        if end > disk_len {
-            problems.push(format!("partition {n} ends beyond the disk"));
-        }
-    }
-    let verdict = if problems.is_empty() {
-        let describe =
-            |e: &PartitionEntry| format!("p{} {} MiB at {}", e.number, e.len >> 20, e.start);
-        Ok(format!(
-            "MBR: {}",
-            t.entries
-                .iter()
-                .map(describe)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-    } else {
-        Err(problems.join("; "))
+}
+
+/// GPT: each role is the first partition of its type GUID; the root is a Linux
+/// filesystem (or a discoverable x86-64 root). An ESP or a BIOS boot partition is needed.
+fn gpt_layout(t: &PartitionTable, problems: &mut Vec<String>) -> Layout {
+    let of_type = |guids: &[&str]| {
+        t.entries
+            .iter()
+            .find(|e| match &e.kind {
+                PartitionType::Gpt { type_guid, .. } => {
+                    guids.iter().any(|g| type_guid.eq_ignore_ascii_case(g))
+                }
+                PartitionType::Mbr { .. } => false,
+            })
+            .cloned()
     };
-    (p1, p2, verdict)
+    let layout = Layout {
+        gpt: true,
+        root: of_type(&[TYPE_LINUX_FS, TYPE_ROOT_X86_64]),
+        swap: of_type(&[TYPE_LINUX_SWAP]),
+        esp: of_type(&[TYPE_ESP]),
+        bios_boot: of_type(&[TYPE_BIOS_BOOT]),
+    };
+    if layout.root.is_none() {
+        problems.push(format!(
+            "no root partition (type {TYPE_LINUX_FS} or {TYPE_ROOT_X86_64})"
+        ));
+    }
+    if layout.esp.is_none() && layout.bios_boot.is_none() {
+        problems.push(format!(
+            "neither an ESP ({TYPE_ESP}) nor a BIOS boot partition ({TYPE_BIOS_BOOT}): no firmware can boot it"
+        ));
+    }
+    layout
 }
 
 /// The swap v1 signature: "SWAPSPACE2" in the last 10 bytes of the first 4 KiB page.
 fn swap_signature(image: &Region, p2: &PartitionEntry) -> Result<String, String> {
+    let n = p2.number;
     let part = image.sub(p2.start, p2.len).map_err(|e| e.to_string())?;
     let mut page = [0u8; 4096];
     part.read_exact_at(0, &mut page)
         .map_err(|e| format!("cannot read the swap header: {e}"))?;
     if &page[4086..] != b"SWAPSPACE2" {
-        return Err("partition 2 has no Linux swap signature (SWAPSPACE2)".into());
+        return Err(format!(
+            "partition {n} has no Linux swap signature (SWAPSPACE2)"
+        ));
     }
     let version = u32::from_le_bytes([page[1024], page[1025], page[1026], page[1027]]);
     if version != 1 {
         return Err(format!("swap header version {version}, expected 1"));
     }
-    Ok(format!("swap v1 signature on p2 ({} MiB)", p2.len >> 20))
+    Ok(format!("swap v1 signature on p{n} ({} MiB)", p2.len >> 20))
 }
 
-/// /boot/grub/grub.cfg, the i386-pc modules, a kernel and its initrd on p1.
-fn grub_files(image: &Region, p1: &PartitionEntry) -> Result<String, String> {
+/// /boot/grub/grub.cfg, the i386-pc modules (when BIOS boot code needs them), a kernel
+/// and its initrd on the root partition.
+fn grub_files(image: &Region, p1: &PartitionEntry, i386_pc: bool) -> Result<String, String> {
+    let n = p1.number;
     let part = image.sub(p1.start, p1.len).map_err(|e| e.to_string())?;
-    let label = format!("{} partition 1", image.path().display());
+    let label = format!("{} partition {n}", image.path().display());
     let fs = ExtReader::open(part, label).map_err(|e| e.to_string())?;
     let mut missing = Vec::new();
-    for path in ["/boot/grub/grub.cfg", "/boot/grub/i386-pc/normal.mod"] {
+    let wanted: &[&str] = if i386_pc {
+        &["/boot/grub/grub.cfg", "/boot/grub/i386-pc/normal.mod"]
+    } else {
+        &["/boot/grub/grub.cfg"]
+    };
+    for &path in wanted {
         if !fs.exists(path).map_err(|e| e.to_string())? {
             missing.push(path.to_string());
         }
@@ -301,7 +427,7 @@ fn grub_files(image: &Region, p1: &PartitionEntry) -> Result<String, String> {
         missing.push(format!("an initrd for {}", kernels.join(", ")));
     }
     if !missing.is_empty() {
-        return Err(format!("missing on partition 1: {}", missing.join(", ")));
+        return Err(format!("missing on partition {n}: {}", missing.join(", ")));
     }
     // grub.cfg must boot the root filesystem by its UUID.
     let cfg = fs
@@ -312,18 +438,20 @@ fn grub_files(image: &Region, p1: &PartitionEntry) -> Result<String, String> {
     let uuid = fs.uuid();
     if !cfg.contains(&format!("root=UUID={uuid}")) {
         return Err(format!(
-            "/boot/grub/grub.cfg does not boot root=UUID={uuid} (the UUID of partition 1)"
+            "/boot/grub/grub.cfg does not boot root=UUID={uuid} (the UUID of partition {n})"
         ));
     }
     Ok(format!(
-        "grub.cfg (root=UUID={uuid}), i386-pc modules, kernel {}",
+        "grub.cfg (root=UUID={uuid}){}, kernel {}",
+        if i386_pc { ", i386-pc modules" } else { "" },
         with_initrd.join(", ")
     ))
 }
 
 /// GRUB's boot.img in LBA 0 ("GRUB " message, 0x55AA), pointing at a core image that
-/// lies before partition 1 and is not blank.
-fn boot_code(image: &Region, p1: Option<&PartitionEntry>) -> Result<String, String> {
+/// lies in `window` (bytes: the gap before partition 1, or the BIOS boot partition) and
+/// is not blank.
+fn boot_code(image: &Region, window: Option<(u64, u64)>) -> Result<String, String> {
     let mut mbr = [0u8; 512];
     image
         .read_exact_at(0, &mut mbr)
@@ -338,10 +466,10 @@ fn boot_code(image: &Region, p1: Option<&PartitionEntry>) -> Result<String, Stri
     let mut lba = [0u8; 8];
     lba.copy_from_slice(&mbr[0x5c..0x64]);
     let core_lba = u64::from_le_bytes(lba);
-    let limit = p1.map_or(image.len() / 512, |p| p.start / 512);
-    if core_lba == 0 || core_lba >= limit {
+    let (first, end) = window.map_or((1, image.len() / 512), |(a, b)| (a / 512, b / 512));
+    if core_lba == 0 || core_lba < first || core_lba >= end {
         return Err(format!(
-            "boot code points at sector {core_lba} for core.img, outside the gap before partition 1"
+            "boot code points at sector {core_lba} for core.img, outside sectors {first}..{end} where it belongs"
         ));
     }
     let mut first = [0u8; 512];
@@ -354,6 +482,81 @@ fn boot_code(image: &Region, p1: Option<&PartitionEntry>) -> Result<String, Stri
     Ok(format!(
         "GRUB boot.img in LBA 0, core.img at sector {core_lba}"
     ))
+}
+
+/// The ESP: `fsck.fat -n` on a copy of it (fsck.fat reads no offsets), then the EFI
+/// loader the firmware will start, read with the library's ESP reader. `Err` from the
+/// outer result only for a missing fsck.fat or an unusable temporary directory.
+fn esp_check(
+    path: &std::path::Path,
+    image: &Region,
+    esp: &PartitionEntry,
+) -> Result<Result<String, String>, CliError> {
+    let n = esp.number;
+    if esp.len > MAX_ESP_CHECK_BYTES {
+        return Ok(Err(format!(
+            "the ESP (p{n}) is {} MiB, larger than the {} MiB imgconv writes",
+            esp.len >> 20,
+            MAX_ESP_CHECK_BYTES >> 20
+        )));
+    }
+    let tmp_err = |e: std::io::Error| {
+        CliError::new(
+            Class::Failure,
+            format!("cannot copy the ESP to a temporary file: {e}"),
+            "check $TMPDIR (it needs room for the ESP)",
+        )
+    };
+    let copy = tempfile::Builder::new()
+        .prefix("imgconv-esp-")
+        .suffix(".img")
+        .tempfile()
+        .map_err(tmp_err)?;
+    let part = match image.sub(esp.start, esp.len) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < esp.len {
+        let k = buf.len().min((esp.len - at) as usize);
+        if let Err(e) = part.read_exact_at(at, &mut buf[..k]) {
+            return Ok(Err(format!("cannot read the ESP (p{n}): {e}")));
+        }
+        std::os::unix::fs::FileExt::write_all_at(copy.as_file(), &buf[..k], at).map_err(tmp_err)?;
+        at += k as u64;
+    }
+    let (status, out, err) = tools::run(
+        Command::new("fsck.fat").arg("-n").arg(copy.path()),
+        "fsck.fat",
+    )?;
+    drop(copy);
+    if !status.success() {
+        return Ok(Err(format!(
+            "fsck.fat -n on the ESP (p{n}) exited {}: {}",
+            status.code().unwrap_or(-1),
+            tools::tail(&format!("{out}\n{err}"), 3).replace('\n', " | ")
+        )));
+    }
+    let summary = out.lines().last().unwrap_or("").to_string();
+    let summary = summary
+        .rsplit_once(": ")
+        .map_or(summary.as_str(), |(_, s)| s)
+        .to_string();
+    match imgconv_core::boot::uefi::efi_files::from_donor_esp(path) {
+        Ok(Some(files)) => Ok(Ok(format!(
+            "fsck.fat -n on p{n}: clean ({summary}); {}{}",
+            if files.shim.is_some() { "shim + GRUB" } else { "GRUB" },
+            files
+                .distro_dir()
+                .map(|d| format!(" (EFI/{d}/)"))
+                .unwrap_or_default()
+        ))),
+        Ok(None) => Ok(Err(format!(
+            "the ESP (p{n}) is clean but holds no EFI loader (EFI/BOOT/BOOTX64.EFI, EFI/<distro>/grubx64.efi)"
+        ))),
+        Err(e) => Ok(Err(format!("the ESP (p{n}): {e}"))),
+    }
 }
 
 /// Print the report for people.

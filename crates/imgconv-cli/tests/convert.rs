@@ -208,6 +208,114 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
     );
 }
 
+fn verify_check<'a>(r: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+}
+
+/// `--firmware uefi|hybrid` through the CLI: the dry run prints the GPT plan and writes
+/// nothing; the disk's GPT carries the standard type GUIDs (sfdisk); `imgconv verify`
+/// finds the root by type GUID, checks the ESP with fsck.fat and the BIOS boot code only
+/// where there is some; a broken ESP fails its own check with exit 6.
+#[test]
+fn uefi_and_hybrid_plan_convert_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fx("xen-ext4.img");
+    for fw in ["uefi", "hybrid"] {
+        let out = dir.path().join(format!("kvm-{fw}.img"));
+        let dry = convert_cmd(&src, &out)
+            .args(["--firmware", fw, "--dry-run"])
+            .output()
+            .unwrap();
+        assert!(dry.status.success(), "{}", stderr_of(&dry));
+        let text = String::from_utf8_lossy(&dry.stdout);
+        for want in [
+            "GPT",
+            "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+            "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
+            "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F",
+            "/boot/efi",
+            "EFI boot files",
+        ] {
+            assert!(text.contains(want), "{fw} dry run lacks {want}: {text}");
+        }
+        assert_eq!(
+            text.contains("21686148-6449-6E6F-744E-656564454649"),
+            fw == "hybrid",
+            "BIOS boot partition only for hybrid: {text}"
+        );
+        assert!(!out.exists(), "a dry run writes nothing");
+
+        let run = convert_cmd(&src, &out)
+            .args(["--firmware", fw, "--quiet"])
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", stderr_of(&run));
+        let sf = Command::new("sfdisk").arg("-J").arg(&out).output().unwrap();
+        let t: serde_json::Value = serde_json::from_slice(&sf.stdout).unwrap();
+        assert_eq!(t["partitiontable"]["label"], "gpt");
+
+        let v = imgconv()
+            .arg("verify")
+            .arg(&out)
+            .arg("--json")
+            .output()
+            .unwrap();
+        let r = json(&v.stdout);
+        assert!(v.status.success(), "{fw}: {r:#}\n{}", stderr_of(&v));
+        let table = verify_check(&r, "partition-table").unwrap();
+        assert!(
+            table["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("GPT: p1 root"),
+            "{r:#}"
+        );
+        let esp = verify_check(&r, "esp").expect("an esp check");
+        assert!(
+            esp["detail"].as_str().unwrap().contains("fsck.fat -n"),
+            "{r:#}"
+        );
+        assert!(verify_check(&r, "swap").is_some(), "{r:#}");
+        assert_eq!(
+            verify_check(&r, "boot-code").is_some(),
+            fw == "hybrid",
+            "BIOS boot code is checked only on hybrid disks: {r:#}"
+        );
+
+        // A zeroed ESP boot sector: the esp check fails, and only it.
+        let esp_start = t["partitiontable"]["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["type"] == "C12A7328-F81F-11D2-BA4B-00A0C93EC93B")
+            .unwrap()["start"]
+            .as_u64()
+            .unwrap()
+            * 512;
+        write_at(&out, esp_start, &[0u8; 512]);
+        let v = imgconv()
+            .arg("verify")
+            .arg(&out)
+            .arg("--json")
+            .output()
+            .unwrap();
+        let r = json(&v.stdout);
+        assert_eq!(v.status.code(), Some(6), "{r:#}");
+        let failed: Vec<&str> = r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["ok"] == false)
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(failed, ["esp"], "{r:#}");
+    }
+}
+
 #[test]
 fn each_error_class_has_its_exit_code() {
     let dir = tempfile::tempdir().unwrap();

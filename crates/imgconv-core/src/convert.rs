@@ -17,7 +17,12 @@
 //! written last and keeps it), then the filesystem blocks, then anything that runs
 //! e2fsprogs on the copy (journal replay, grow), then the libext2fs engine (graft, fixups,
 //! GRUB files), closed before the boot code goes into the MBR gap, and the rename last.
+//! With `--firmware uefi|hybrid` the partition table is a protective MBR + GPT
+//! (`boot::uefi::write_gpt`), the ESP is formatted and filled after the ext engine is
+//! closed (`boot::uefi::install_esp`), and a hybrid disk then gets GRUB's BIOS boot code
+//! in its BIOS boot partition (`boot::uefi::install_hybrid_bios_boot`).
 
+use crate::boot::uefi::{self, EfiBootFiles, GptFirmware, GptPlan, GptPlanOptions};
 use crate::boot::{self, GrubExtSupport, GrubPlatformFiles};
 use crate::donor::{self, ArchCheck, Donor, DonorKernel, UserlandArch};
 use crate::ext::ExtFs;
@@ -162,6 +167,11 @@ pub struct ConversionPlan {
     pub kernel: KernelChoice,
     pub grub: GrubChoice,
     pub disk: DiskPlan,
+    /// The GPT disk for `--firmware uefi|hybrid` (root and swap sized by `disk`); `None`
+    /// for BIOS. When set, this is the layout written (print it instead of `disk`).
+    pub gpt: Option<GptPlan>,
+    /// Where the EFI binaries come from (UEFI and hybrid).
+    pub efi_origin: Option<String>,
     /// UUID the swap partition will carry (fixed now so the plan shows the final fstab).
     pub swap_uuid: Option<String>,
     /// The guest changes the fixups will make (empty until [`plan`] computes them).
@@ -200,6 +210,8 @@ struct Prepared {
     donor: Option<Donor>,
     donor_kernel: Option<DonorKernel>,
     grub: GrubPlatformFiles,
+    /// shim/GRUB for the ESP and the donor's x86_64-efi modules (UEFI and hybrid).
+    efi: Option<(EfiBootFiles, Option<GrubPlatformFiles>)>,
 }
 
 fn userland_arch(inspection: &Inspection) -> Option<UserlandArch> {
@@ -230,13 +242,6 @@ fn prepare(
     progress: &mut dyn Progress,
     timings: &mut Vec<StageTime>,
 ) -> Result<Prepared> {
-    // The GPT/ESP building blocks exist (boot::uefi) but the pipeline writes MBR + BIOS
-    // boot code only; refuse rather than quietly produce a disk of another kind.
-    if opts.firmware != Firmware::Bios {
-        return Err(Error::FirmwareNotSupported {
-            firmware: opts.firmware,
-        });
-    }
     let inspection = timed(timings, Stage::Inspect, || {
         progress.stage(Stage::Inspect, None);
         Ok(source::inspect(&opts.source)?)
@@ -316,12 +321,48 @@ fn prepare(
     })?;
     check_cancel(progress)?;
 
+    let gpt_firmware = GptFirmware::from_firmware(opts.firmware);
+    let efi = match gpt_firmware {
+        None => None,
+        Some(_) => {
+            let efi_modules = donor
+                .as_ref()
+                .map(|d| d.grub_files(uefi::PLATFORM_X86_64_EFI))
+                .transpose()?
+                .flatten();
+            let host = std::path::Path::new("/");
+            let search = match &donor {
+                Some(d) => uefi::EfiSearch::for_donor(d, efi_modules.as_ref(), Some(host)),
+                None => uefi::EfiSearch {
+                    host: Some(host),
+                    ..Default::default()
+                },
+            };
+            let files = uefi::find_efi_boot_files(&search)?;
+            Some((files, efi_modules))
+        }
+    };
+    // The guest also gets /boot/grub/x86_64-efi (modules + core.efi).
+    let mut kernel = kernel;
+    if let Some((files, modules)) = &efi {
+        let block = |n: usize| (n as u64).div_ceil(4096) * 4096;
+        kernel.graft_bytes += block(files.grub.len())
+            + modules
+                .as_ref()
+                .map_or(0, |m| m.files.values().map(|d| block(d.len())).sum());
+    }
+
     let disk = timed(timings, Stage::Plan, || {
         progress.stage(Stage::Plan, None);
         let plan_opts = PlanOptions {
             graft_bytes: kernel.graft_bytes,
             root_bytes: None,
-            disk_bytes: opts.target_size,
+            disk_bytes: match gpt_firmware {
+                Some(fw) => opts
+                    .target_size
+                    .map(|t| t.saturating_sub(uefi::gpt_extra_bytes(fw, uefi::DEFAULT_ESP_BYTES))),
+                None => opts.target_size,
+            },
             swap_bytes: opts.swap_size,
             disk_signature: None,
         };
@@ -338,6 +379,15 @@ fn prepare(
             grow_reason(&grow.reason)
         ));
     }
+    let gpt = gpt_firmware
+        .map(|fw| {
+            uefi::plan_gpt(&GptPlanOptions::new(
+                fw,
+                disk.root().len_bytes(),
+                disk.swap().map_or(0, |s| s.len_bytes()),
+            ))
+        })
+        .transpose()?;
     let swap_uuid = disk.swap().map(|_| uuid::Uuid::new_v4().to_string());
     let (grub, grub_choice) = grub;
     Ok(Prepared {
@@ -347,6 +397,8 @@ fn prepare(
             kernel,
             grub: grub_choice,
             disk,
+            gpt,
+            efi_origin: efi.as_ref().map(|(f, _)| f.origin.clone()),
             swap_uuid,
             fixups: Report::default(),
             warnings,
@@ -354,6 +406,7 @@ fn prepare(
         donor,
         donor_kernel,
         grub,
+        efi,
     })
 }
 
@@ -396,6 +449,7 @@ fn fixup_context(plan: &ConversionPlan) -> FixupContext {
         plan.swap_uuid.as_deref(),
     );
     ctx.disk_bus = plan.options.disk_bus;
+    ctx.esp_uuid = plan.gpt.as_ref().map(GptPlan::esp_serial);
     ctx
 }
 
@@ -426,14 +480,25 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
         donor,
         donor_kernel,
         grub,
+        efi,
     } = prepare(opts, progress, &mut timings)?;
     let root = *plan.disk.root();
-    let root_offset = root.start_bytes();
+    let (root_offset, root_number, disk_bytes) = match &plan.gpt {
+        Some(g) => (g.root().start_bytes(), g.root().number, g.disk_bytes),
+        None => (
+            root.start_bytes(),
+            u32::from(root.number),
+            plan.disk.disk_bytes,
+        ),
+    };
     let mut report = Report::default();
     report.warnings.extend(plan.warnings.iter().cloned());
 
-    let out = TempOutput::create(&opts.output, plan.disk.disk_bytes, opts.force)?;
-    layout::write_mbr(out.file(), &plan.disk)?;
+    let out = TempOutput::create(&opts.output, disk_bytes, opts.force)?;
+    match &plan.gpt {
+        Some(g) => uefi::write_gpt(out.file(), g)?,
+        None => layout::write_mbr(out.file(), &plan.disk)?,
+    }
 
     let stream = timed(&mut timings, Stage::Stream, || {
         let src = plan.inspection.open_fs()?;
@@ -471,11 +536,15 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
         Ok(())
     })?;
 
-    if let (Some(part), Some(uuid)) = (plan.disk.swap(), &plan.swap_uuid) {
+    let swap_part = match &plan.gpt {
+        Some(g) => g.swap().map(|p| (p.start_bytes(), p.len_bytes())),
+        None => plan.disk.swap().map(|p| (p.start_bytes(), p.len_bytes())),
+    };
+    if let (Some((start, len)), Some(uuid)) = (swap_part, &plan.swap_uuid) {
         let uuid = uuid::Uuid::parse_str(uuid).expect("generated UUID");
-        let page = swap::swap_header(part.len_bytes(), uuid, "swap").map_err(Error::from)?;
+        let page = swap::swap_header(len, uuid, "swap").map_err(Error::from)?;
         out.file()
-            .write_all_at(&page, part.start_bytes())
+            .write_all_at(&page, start)
             .map_err(|e| output::write_error(out.file(), "cannot write the swap header to", e))?;
     }
     check_cancel(progress)?;
@@ -504,21 +573,45 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
 
     let core = timed(&mut timings, Stage::Boot, || {
         progress.stage(Stage::Boot, None);
-        let core = boot::build_core_image(
-            &grub,
-            &boot::prefix_for_partition(false, u32::from(root.number)),
-            boot::MSDOS_EXT_MODULES,
-        )?;
+        let gpt = plan.gpt.is_some();
         let mut cfg = boot::grub_cfg::GrubConfig::new(
             plan.inspection.fs.uuid.clone(),
             plan.kernel.version.clone(),
         );
         cfg.extra_args = opts.extra_cmdline.join(" ");
-        boot::write_guest_boot_files(&mut fs, &grub, &core, &cfg, &mut report)?;
+        if gpt {
+            cfg.partition_map = boot::PartitionMap::Gpt;
+        }
+        // BIOS boot code for bios and hybrid.
+        let core = if opts.firmware == Firmware::Uefi {
+            None
+        } else {
+            let core = boot::build_core_image(
+                &grub,
+                &boot::prefix_for_partition(gpt, root_number),
+                if gpt {
+                    boot::GPT_EXT_MODULES
+                } else {
+                    boot::MSDOS_EXT_MODULES
+                },
+            )?;
+            boot::write_guest_boot_files(&mut fs, &grub, &core, &cfg, &mut report)?;
+            Some(core)
+        };
+        if let Some((files, modules)) = &efi {
+            uefi::write_guest_efi_files(&mut fs, files, modules.as_ref(), &cfg, &mut report)?;
+        }
         Ok(core)
     })?;
     fs.close()?;
-    boot::install_bios_boot(out.file(), &grub, &core, 1, root.start_lba)?;
+    if let (Some(g), Some((files, _))) = (&plan.gpt, &efi) {
+        uefi::install_esp(out.file(), g, files, &plan.inspection.fs.uuid, &mut report)?;
+    }
+    match (&plan.gpt, &core) {
+        (None, Some(core)) => boot::install_bios_boot(out.file(), &grub, core, 1, root.start_lba)?,
+        (Some(g), Some(core)) => uefi::install_hybrid_bios_boot(out.file(), g, &grub, core)?,
+        _ => {}
+    }
     check_cancel(progress)?;
 
     progress.stage(Stage::Finish, None);
@@ -590,7 +683,15 @@ impl fmt::Display for ConversionPlan {
                 .unwrap_or_default()
         )?;
         writeln!(f, "output:  {}", self.options.output.display())?;
-        writeln!(f, "{}", self.disk)?;
+        match &self.gpt {
+            Some(g) => {
+                writeln!(f, "{g}")?;
+                if let Some(o) = &self.efi_origin {
+                    writeln!(f, "EFI boot files: {o}")?;
+                }
+            }
+            None => writeln!(f, "{}", self.disk)?,
+        }
         if !self.fixups.changes.is_empty() {
             writeln!(f, "guest changes:")?;
             for c in &self.fixups.changes {

@@ -281,23 +281,3 @@ fn missing_donor_is_a_clear_error() {
         Err(Error::NoDonor)
     ));
 }
-
-#[test]
-fn uefi_and_hybrid_are_refused_until_the_pipeline_writes_them() {
-    use imgconv_core::convert::Firmware;
-    let fx = support::synthetic();
-    let dir = tempfile::tempdir().unwrap();
-    for fw in [Firmware::Uefi, Firmware::Hybrid] {
-        let mut opts = ConvertOptions::new(
-            fx.join("xen-ext4.img"),
-            Some(fx.join("donor-dir")),
-            dir.path().join("o.raw"),
-        );
-        opts.firmware = fw;
-        assert!(matches!(
-            convert(&opts, &mut NoProgress),
-            Err(Error::FirmwareNotSupported { .. })
-        ));
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-    }
-}

@@ -5,7 +5,8 @@
 //! - QEMU boots it without a kernel: OVMF (q35) → shim → signed GRUB → our stub on the ESP
 //!   → `/boot/grub/grub.cfg` on the ext4 root found by UUID → a marker on the serial port;
 //!   the hybrid disk also under SeaBIOS (boot.img → core.img in the BIOS boot partition);
-//!   and an unsigned GRUB built from the host's x86_64-efi modules under OVMF.
+//!   an unsigned GRUB built from the host's x86_64-efi modules under OVMF; and with Secure
+//!   Boot enforced (Microsoft keys) the signed chain boots while the unsigned one is refused.
 //!
 //! Needs the host packages shim-signed and grub-efi-amd64-signed (scripts/setup), ovmf,
 //! qemu-system-x86, dosfstools, mtools, fdisk, grub-pc-bin, grub-efi-amd64-bin.
@@ -37,6 +38,8 @@ const MIB: u64 = 1 << 20;
 const SIGNED_GRUB: &str = "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed";
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+const OVMF_VARS_MS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 
 fn find_tool(name: &str) -> PathBuf {
     let dirs = std::env::var_os("PATH")
@@ -497,9 +500,28 @@ fn donor_esp_is_read_back() {
     );
 }
 
-/// QEMU with `firmware`, the disk as a virtio (OVMF) or IDE (SeaBIOS) drive; waits for
-/// the marker and checks that GRUB found the root by UUID on partition 1.
-fn boot_to_marker(b: &Built, ovmf: bool) {
+/// The firmware QEMU boots with.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fw {
+    SeaBios,
+    /// OVMF without Secure Boot (the default OVMF_CODE_4M.fd).
+    Ovmf,
+    /// OVMF with Secure Boot enforced and Microsoft's keys enrolled (OVMF_CODE_4M.secboot.fd
+    /// + OVMF_VARS_4M.ms.fd): only a Microsoft-signed shim may run.
+    OvmfSecureBoot,
+}
+
+/// What the firmware serial log showed.
+struct BootLog {
+    marker: bool,
+    text: String,
+    seconds: f64,
+}
+
+/// Run QEMU with `fw`, the disk as a virtio (OVMF) or IDE (SeaBIOS) drive, until the
+/// marker appears, the firmware refuses the boot loader ("Access Denied"), QEMU exits or
+/// 300 s pass.
+fn boot(b: &Built, fw: Fw) -> BootLog {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("serial.log");
     let mut cmd = tool("qemu-system-x86_64");
@@ -512,22 +534,35 @@ fn boot_to_marker(b: &Built, ovmf: bool) {
         "-no-reboot",
         "-snapshot",
     ]);
-    if ovmf {
-        assert!(
-            Path::new(OVMF_CODE).exists(),
-            "install ovmf (scripts/setup)"
-        );
+    let (code, vars_template) = match fw {
+        Fw::SeaBios => ("", ""),
+        Fw::Ovmf => (OVMF_CODE, OVMF_VARS),
+        Fw::OvmfSecureBoot => (OVMF_CODE_SECBOOT, OVMF_VARS_MS),
+    };
+    if fw == Fw::SeaBios {
+        cmd.arg("-drive")
+            .arg(format!("file={},format=raw,if=ide", b.disk.display()));
+    } else {
+        assert!(Path::new(code).exists(), "install ovmf (scripts/setup)");
         let vars = dir.path().join("vars.fd");
-        fs::copy(OVMF_VARS, &vars).unwrap();
-        cmd.args(["-machine", "q35", "-drive"])
-            .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
+        fs::copy(vars_template, &vars).unwrap();
+        if fw == Fw::OvmfSecureBoot {
+            // The Secure Boot build keeps its variables in SMM-protected flash.
+            cmd.args([
+                "-machine",
+                "q35,smm=on",
+                "-global",
+                "driver=cfi.pflash01,property=secure,value=on",
+            ]);
+        } else {
+            cmd.args(["-machine", "q35"]);
+        }
+        cmd.arg("-drive")
+            .arg(format!("if=pflash,format=raw,readonly=on,file={code}"))
             .arg("-drive")
             .arg(format!("if=pflash,format=raw,file={}", vars.display()))
             .arg("-drive")
             .arg(format!("file={},format=raw,if=virtio", b.disk.display()));
-    } else {
-        cmd.arg("-drive")
-            .arg(format!("file={},format=raw,if=ide", b.disk.display()));
     }
     let mut child = cmd
         .arg("-serial")
@@ -540,30 +575,47 @@ fn boot_to_marker(b: &Built, ovmf: bool) {
     let started = Instant::now();
     let limit = Duration::from_secs(300);
     let read_log = || String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
-    let (found, text) = loop {
+    let text = loop {
         let text = read_log();
-        if text.contains(MARKER) {
-            break (true, text);
-        }
-        if child.try_wait().unwrap().is_some() {
-            let text = read_log();
-            break (text.contains(MARKER), text);
-        }
-        if started.elapsed() > limit {
-            break (false, text);
+        if text.contains(MARKER)
+            || text.contains("Access Denied")
+            || child.try_wait().unwrap().is_some()
+            || started.elapsed() > limit
+        {
+            break read_log();
         }
         std::thread::sleep(Duration::from_millis(250));
     };
     // Our own child, by its handle.
     let _ = child.kill();
     let _ = child.wait();
+    let seconds = started.elapsed().as_secs_f64();
     eprintln!(
-        "{:?} {}: marker after {:.1} s",
+        "{:?} {fw:?}: {} after {seconds:.1} s",
         b.plan.firmware,
-        if ovmf { "OVMF" } else { "SeaBIOS" },
-        started.elapsed().as_secs_f64()
+        if text.contains(MARKER) {
+            "marker"
+        } else {
+            "no marker"
+        }
     );
-    assert!(found, "no {MARKER} within {limit:?}; serial log:\n{text}");
+    BootLog {
+        marker: text.contains(MARKER),
+        text,
+        seconds,
+    }
+}
+
+/// Boot with `fw` and check that GRUB ran our grub.cfg from the root found by UUID on
+/// partition 1.
+fn boot_to_marker(b: &Built, fw: Fw) {
+    let r = boot(b, fw);
+    let text = &r.text;
+    assert!(
+        r.marker,
+        "no {MARKER} after {:.0} s; serial log:\n{text}",
+        r.seconds
+    );
     let line = text.lines().find(|l| l.contains(MARKER)).unwrap();
     assert!(
         line.contains("root=hd0,gpt1") && line.contains("prefix=(hd0,gpt1)/boot/grub"),
@@ -575,19 +627,19 @@ fn boot_to_marker(b: &Built, ovmf: bool) {
 #[test]
 fn qemu_ovmf_boots_the_uefi_disk_to_the_marker() {
     let b = build_disk(GptFirmware::Uefi, Chain::Signed);
-    boot_to_marker(&b, true);
+    boot_to_marker(&b, Fw::Ovmf);
 }
 
 #[test]
 fn qemu_ovmf_boots_the_hybrid_disk_to_the_marker() {
     let b = build_disk(GptFirmware::Hybrid, Chain::Signed);
-    boot_to_marker(&b, true);
+    boot_to_marker(&b, Fw::Ovmf);
 }
 
 #[test]
 fn qemu_seabios_boots_the_hybrid_disk_to_the_marker() {
     let b = build_disk(GptFirmware::Hybrid, Chain::Signed);
-    boot_to_marker(&b, false);
+    boot_to_marker(&b, Fw::SeaBios);
 }
 
 /// The unsigned fallback: GRUB built by grub-mkimage from the host's x86_64-efi modules,
@@ -600,7 +652,7 @@ fn qemu_ovmf_boots_the_unsigned_fallback_to_the_marker() {
     let paths: Vec<&str> = b.esp.files.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(paths, ["EFI/BOOT/BOOTX64.EFI", "EFI/BOOT/grub.cfg"]);
     check_esp(&b);
-    boot_to_marker(&b, true);
+    boot_to_marker(&b, Fw::Ovmf);
 }
 
 /// Donors through the donor module: a disk image donor gives its ESP; a directory donor
@@ -675,4 +727,25 @@ fn donors_supply_the_efi_files() {
     let donor = Donor::open(empty.path()).unwrap();
     let err = find_efi_boot_files(&EfiSearch::for_donor(&donor, None, None)).unwrap_err();
     assert!(err.to_string().contains("grubx64.efi.signed"), "{err}");
+}
+
+/// Secure Boot enforced, Microsoft keys enrolled: the signed chain (Microsoft-signed shim →
+/// Debian-signed GRUB, verified by shim) still reaches our grub.cfg; the unsigned fallback
+/// is refused by the firmware, which shows the enforcement is real.
+#[test]
+fn qemu_ovmf_secure_boot_runs_the_signed_chain_and_refuses_the_unsigned_one() {
+    let signed = build_disk(GptFirmware::Uefi, Chain::Signed);
+    boot_to_marker(&signed, Fw::OvmfSecureBoot);
+    let unsigned = build_disk(GptFirmware::Uefi, Chain::Unsigned);
+    let r = boot(&unsigned, Fw::OvmfSecureBoot);
+    assert!(
+        !r.marker,
+        "an unsigned GRUB ran under Secure Boot:\n{}",
+        r.text
+    );
+    assert!(
+        r.text.contains("Access Denied"),
+        "the firmware did not report refusing the unsigned loader:\n{}",
+        r.text
+    );
 }

@@ -308,7 +308,7 @@ pub fn from_packages(src: &dyn EfiFileSource) -> Result<Option<EfiBootFiles>, Ue
 fn is_esp(kind: &PartitionType) -> bool {
     match kind {
         PartitionType::Gpt { type_guid, .. } => {
-            type_guid.eq_ignore_ascii_case(super::gpt_plan::TYPE_ESP)
+            type_guid.eq_ignore_ascii_case(crate::layout::gpt::TYPE_ESP)
         }
         PartitionType::Mbr { type_code, .. } => *type_code == 0xEF,
     }

@@ -25,8 +25,8 @@
 
 use super::disk_io::FileWindow;
 use super::efi_files::EfiBootFiles;
-use super::gpt_plan::{fat_serial_text, GptPlan};
 use super::UefiError;
+use crate::layout::gpt::{fat_serial_text, GptPlan};
 use crate::report::Report;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -176,7 +176,7 @@ pub fn install_esp(
         .map_err(|e| UefiError::io("inspecting", "the output image", e))?
         .len();
     if len < esp.start_bytes() + esp.len_bytes() {
-        return Err(UefiError::Plan {
+        return Err(UefiError::BadArgument {
             why: format!("the output image ({len} bytes) does not hold the ESP"),
         });
     }

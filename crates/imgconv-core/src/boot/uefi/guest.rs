@@ -46,13 +46,13 @@ pub fn write_guest_efi_files(
     report: &mut Report,
 ) -> Result<(), UefiError> {
     if cfg.partition_map != PartitionMap::Gpt {
-        return Err(UefiError::Plan {
+        return Err(UefiError::BadArgument {
             why: "a GPT disk needs grub.cfg with partition_map = Gpt (insmod part_gpt)".into(),
         });
     }
     if let Some(m) = efi_modules {
         if m.platform != PLATFORM_X86_64_EFI {
-            return Err(UefiError::Plan {
+            return Err(UefiError::BadArgument {
                 why: format!(
                     "the EFI modules are for {}, not {PLATFORM_X86_64_EFI}",
                     m.platform
@@ -210,7 +210,7 @@ mod tests {
         let mut fs = MemFs::new();
         let cfg = GrubConfig::new(UUID, "6.1");
         let e = write_guest_efi_files(&mut fs, &efi(), None, &cfg, &mut Report::default());
-        assert!(matches!(e, Err(UefiError::Plan { .. })));
+        assert!(matches!(e, Err(UefiError::BadArgument { .. })));
         assert!(fs.lstat("/boot").unwrap().is_none(), "nothing written");
         // The same guest, empty, with a GPT config: everything is created.
         let mut cfg = cfg;

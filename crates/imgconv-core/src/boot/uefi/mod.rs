@@ -2,7 +2,8 @@
 //! with `fatfs`, shim + GRUB from the donor, and for hybrid also GRUB's BIOS boot code in
 //! a BIOS boot partition. (issue 7; layout facts in shared/docs/uefi-layout.md)
 //!
-//! - [`gpt_plan`]: the GPT plan ([`plan_gpt`] → [`GptPlan`], printable) and [`write_gpt`].
+//! - the GPT plan lives with the MBR plan: [`crate::layout::gpt`] ([`plan_gpt`] →
+//!   [`GptPlan`], printable, and [`write_gpt`]; re-exported here).
 //! - [`efi_files`]: shim/GRUB/MokManager from the donor's ESP, the donor's or the host's
 //!   signed packages, or an unsigned GRUB built with `grub-mkimage` ([`find_efi_boot_files`]).
 //! - [`pe`]: PE/COFF headers and GRUB's `mods` section (the prefix names `EFI/<distro>`).
@@ -39,18 +40,17 @@ pub mod disk_io;
 pub mod efi_files;
 pub mod esp;
 pub mod fat_repair;
-pub mod gpt_plan;
 pub mod guest;
 pub mod pe;
 
+pub use crate::layout::gpt::{
+    gpt_extra_bytes, plan_gpt, write_gpt, GptFirmware, GptPartition, GptPlan, GptPlanOptions,
+    GptRole, DEFAULT_ESP_BYTES,
+};
 pub use efi_files::{
     find_efi_boot_files, EfiBootFiles, EfiFileSource, EfiSearch, HostRoot, PLATFORM_X86_64_EFI,
 };
 pub use esp::{grub_stub, install_esp, EspFile, EspSummary};
-pub use gpt_plan::{
-    gpt_extra_bytes, plan_gpt, write_gpt, GptFirmware, GptPartition, GptPlan, GptPlanOptions,
-    GptRole,
-};
 pub use guest::{esp_fstab_line, write_guest_efi_files};
 
 use crate::boot::{install_bios_boot, BootError, CoreImage, GrubPlatformFiles};
@@ -70,13 +70,9 @@ pub enum UefiError {
         source: std::io::Error,
     },
 
-    /// The GPT plan cannot be made or does not fit the image.
-    #[error("GPT plan: {why}")]
-    Plan { why: String },
-
-    /// The `gpt` crate refused the table.
-    #[error("cannot write the GPT: {why}")]
-    Gpt { why: String },
+    /// A call that does not fit the plan or the other arguments (a caller's mistake).
+    #[error("{why}")]
+    BadArgument { why: String },
 
     /// A FAT operation on the new ESP failed.
     #[error("{action}: {why}")]
@@ -165,12 +161,12 @@ pub fn install_hybrid_bios_boot(
     files: &GrubPlatformFiles,
     core: &CoreImage,
 ) -> Result<(), UefiError> {
-    let bios = plan.bios_boot().ok_or_else(|| UefiError::Plan {
+    let bios = plan.bios_boot().ok_or_else(|| UefiError::BadArgument {
         why: "the plan has no BIOS boot partition (firmware is uefi, not hybrid)".into(),
     })?;
     let want = crate::boot::prefix_for_partition(true, plan.root().number);
     if core.prefix != want {
-        return Err(UefiError::Plan {
+        return Err(UefiError::BadArgument {
             why: format!(
                 "core.img has prefix {:?}, the root is {want:?}",
                 core.prefix

@@ -20,6 +20,8 @@
 //! GRUB's boot.img. The intended order is `write_mbr` first, then the boot code; calling
 //! `write_mbr` again afterwards keeps the boot code intact.
 
+pub mod gpt;
+
 use crate::output::{self, OutputError};
 use crate::source::FsInfo;
 use std::fmt;
@@ -233,6 +235,9 @@ pub enum PlanError {
     TooLargeForMbr { bytes: u64 },
     #[error("cannot build the partition table: {why}")]
     Mbr { why: String },
+    /// A GPT layout that cannot be made, or the `gpt` crate refused it (layout::gpt).
+    #[error("GPT layout: {why}")]
+    Gpt { why: String },
     #[error(transparent)]
     Write(#[from] OutputError),
 }

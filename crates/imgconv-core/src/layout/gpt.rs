@@ -1,7 +1,7 @@
-//! The GPT disk plan for `--firmware uefi` and `--firmware hybrid`, and its writer.
-//!
-//! (This is the GPT counterpart of `layout`'s MBR plan; it lives here until the MBR plan
-//! is on main, then moves to `layout::gpt`.)
+//! The GPT disk plan for `--firmware uefi` and `--firmware hybrid`, and its writer: the
+//! GPT counterpart of the MBR plan in [`crate::layout`]. Root and swap sizes come from
+//! the MBR planner (which decides the graft room and growth); this module places them
+//! on a GPT disk with the boot partitions.
 //!
 //! Layout, 512-byte sectors, everything aligned to 1 MiB, in disk order:
 //!
@@ -32,8 +32,9 @@
 //! The ESP's FAT volume serial is chosen here, so the fstab entry (written by the fixups,
 //! before the ESP exists) and the ESP agree.
 
-use super::disk_io::FileWindow;
-use super::UefiError;
+use super::PlanError;
+use crate::boot::uefi::disk_io::FileWindow;
+use crate::output;
 use std::fmt;
 use std::fs::File;
 use uuid::Uuid;
@@ -284,15 +285,15 @@ fn derived_guid(seed: &Uuid, index: u32) -> Uuid {
 }
 
 /// Plan the GPT disk.
-pub fn plan_gpt(opts: &GptPlanOptions) -> Result<GptPlan, UefiError> {
+pub fn plan_gpt(opts: &GptPlanOptions) -> Result<GptPlan, PlanError> {
     if opts.root_bytes == 0 {
-        return Err(UefiError::Plan {
+        return Err(PlanError::Gpt {
             why: "the root partition size is 0".into(),
         });
     }
     for (what, v) in [("root", opts.root_bytes), ("swap", opts.swap_bytes)] {
         if v > MAX_PARTITION_BYTES {
-            return Err(UefiError::Plan {
+            return Err(PlanError::Gpt {
                 why: format!(
                     "a {what} partition of {v} bytes is beyond the 1 PiB this planner accepts"
                 ),
@@ -301,7 +302,7 @@ pub fn plan_gpt(opts: &GptPlanOptions) -> Result<GptPlan, UefiError> {
     }
     let esp_bytes = align_up(opts.esp_bytes.min(MAX_ESP_BYTES + 1));
     if !(MIN_ESP_BYTES..=MAX_ESP_BYTES).contains(&esp_bytes) {
-        return Err(UefiError::Plan {
+        return Err(PlanError::Gpt {
             why: format!(
                 "an ESP of {} bytes is outside {MIN_ESP_BYTES}..={MAX_ESP_BYTES}",
                 opts.esp_bytes
@@ -359,26 +360,43 @@ pub fn plan_gpt(opts: &GptPlanOptions) -> Result<GptPlan, UefiError> {
 /// Write the protective MBR, the primary and the backup GPT of `plan` to `out`, which
 /// must be exactly `plan.disk_bytes` long. Sector 0 is rewritten whole (boot code area
 /// zeroed), so for a hybrid disk GRUB's boot sector is installed AFTER this.
-pub fn write_gpt(out: &File, plan: &GptPlan) -> Result<(), UefiError> {
-    let io = |action: &'static str| move |e| UefiError::io(action, "the output image", e);
-    let len = out.metadata().map_err(io("inspecting"))?.len();
+pub fn write_gpt(out: &File, plan: &GptPlan) -> Result<(), PlanError> {
+    let len = out
+        .metadata()
+        .map_err(|e| output::write_error(out, "cannot inspect", e))?
+        .len();
     if len != plan.disk_bytes {
-        return Err(UefiError::Plan {
+        return Err(PlanError::Gpt {
             why: format!(
                 "the output image is {len} bytes, the plan says {}",
                 plan.disk_bytes
             ),
         });
     }
-    let gpt_err = |e: gpt::GptError| UefiError::Gpt { why: e.to_string() };
+    // The crate's I/O errors keep their kind (no space, …); the rest are table errors.
+    let gpt_err = |e: gpt::GptError| match e {
+        gpt::GptError::Io(io) => {
+            PlanError::Write(output::write_error(out, "cannot write the GPT to", io))
+        }
+        other => PlanError::Gpt {
+            why: other.to_string(),
+        },
+    };
     let mut dev = FileWindow::new(out, 0, len);
     let sectors = len / SECTOR_SIZE;
     // The protective entry covers LBA 1..end, or 0xFFFFFFFF when the disk is larger.
     let pmbr_size = u32::try_from(sectors - 1).unwrap_or(u32::MAX);
     gpt::mbr::ProtectiveMBR::with_lb_size(pmbr_size)
         .overwrite_lba0(&mut dev)
-        .map_err(|e| UefiError::Gpt {
-            why: format!("writing the protective MBR: {e}"),
+        .map_err(|e| match e {
+            gpt::mbr::MBRError::Io(io) => PlanError::Write(output::write_error(
+                out,
+                "cannot write the protective MBR to",
+                io,
+            )),
+            other => PlanError::Gpt {
+                why: format!("writing the protective MBR: {other}"),
+            },
         })?;
     let mut disk = gpt::GptConfig::new()
         .writable(true)
@@ -390,7 +408,7 @@ pub fn write_gpt(out: &File, plan: &GptPlan) -> Result<(), UefiError> {
     let mut entries = std::collections::BTreeMap::new();
     for p in &plan.partitions {
         if p.start_lba < first_usable || p.end_lba() > last_usable {
-            return Err(UefiError::Plan {
+            return Err(PlanError::Gpt {
                 why: format!(
                     "partition {} (LBA {}..{}) lies outside the usable area {first_usable}..{last_usable}",
                     p.number,
@@ -416,7 +434,7 @@ pub fn write_gpt(out: &File, plan: &GptPlan) -> Result<(), UefiError> {
     }
     // The crate writes used entries contiguously from slot 0: numbers must be 1..=n.
     if entries.keys().copied().ne(1..=plan.partitions.len() as u32) {
-        return Err(UefiError::Plan {
+        return Err(PlanError::Gpt {
             why: "partition numbers must be 1..n without gaps".into(),
         });
     }
@@ -578,7 +596,7 @@ mod tests {
         assert!(plan_gpt(&o).is_err());
         o.root_bytes = MIB;
         o.esp_bytes = 10 * MIB;
-        assert!(matches!(plan_gpt(&o), Err(UefiError::Plan { .. })));
+        assert!(matches!(plan_gpt(&o), Err(PlanError::Gpt { .. })));
         o.esp_bytes = 124 * MIB;
         o.swap_bytes = u64::MAX - 10;
         assert!(plan_gpt(&o).is_err());
@@ -618,6 +636,6 @@ mod tests {
         // Wrong image size is refused.
         let g = tempfile::tempfile().unwrap();
         g.set_len(p.disk_bytes - MIB).unwrap();
-        assert!(matches!(write_gpt(&g, &p), Err(UefiError::Plan { .. })));
+        assert!(matches!(write_gpt(&g, &p), Err(PlanError::Gpt { .. })));
     }
 }
