@@ -126,7 +126,14 @@ pub struct DirItem {
 pub struct ExtReader {
     fs: Ext4,
     image: String,
+    /// Symlink-free directory paths already met by [`ExtReader::resolve`]: walking a tree
+    /// then costs one extra lookup per file, not one per path component. The
+    /// filesystem is read-only, so an entry never goes stale.
+    real_dirs: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// Entries kept in [`ExtReader::real_dirs`] before it is cleared (bounded memory).
+const MAX_REAL_DIRS: usize = 1 << 16;
 
 impl std::fmt::Debug for ExtReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,6 +154,18 @@ fn is_not_found(e: &Ext4Error) -> bool {
     matches!(e, Ext4Error::NotFound)
 }
 
+/// Longest symlink target accepted: Linux's PATH_MAX less the terminating NUL.
+///
+/// ext4-view reads a symlink target of more than 59 bytes by allocating the inode's
+/// claimed `i_size` at once, so one corrupt size on any symlink met while resolving a
+/// path aborts the process (an allocation failure cannot be caught). Paths are therefore
+/// resolved here, component by component, checking each symlink's size before its target
+/// is read, and ext4-view only ever sees symlink-free paths.
+const MAX_SYMLINK_LEN: u64 = 4095;
+
+/// Symlinks followed while resolving one path (Linux's MAXSYMLINKS).
+const MAX_SYMLINK_HOPS: usize = 40;
+
 impl ExtReader {
     /// Open the filesystem in `region`. `label` names it in errors (e.g. "donor.img partition 1").
     pub fn open(region: Region, label: impl Into<String>) -> Result<Self, ExtReadError> {
@@ -163,7 +182,11 @@ impl ExtReader {
         let image = label.into();
         let loaded = guarded(&image, "the superblock", || Ext4::load(reader))?;
         match loaded {
-            Ok(fs) => Ok(Self { fs, image }),
+            Ok(fs) => Ok(Self {
+                fs,
+                image,
+                real_dirs: Default::default(),
+            }),
             Err(Ext4Error::Incompatible(i)) => Err(ExtReadError::Incompatible {
                 image,
                 why: i.to_string(),
@@ -188,8 +211,87 @@ impl ExtReader {
         }
     }
 
+    /// `path` with every symlink resolved inside this filesystem (the last component
+    /// too when `follow_last`), checking each symlink's claimed size before reading its
+    /// target: see [`MAX_SYMLINK_LEN`]. When a component is missing or not a directory,
+    /// the rest is appended unresolved, for the caller's ext4-view call to report.
+    fn resolve(&self, path: &str, follow_last: bool) -> Result<String, ExtReadError> {
+        let join = |parts: &[String]| format!("/{}", parts.join("/"));
+        let mut done: Vec<String> = Vec::new();
+        let mut todo: std::collections::VecDeque<String> = path
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect();
+        let mut hops = 0;
+        while let Some(c) = todo.pop_front() {
+            match c.as_str() {
+                "." => continue,
+                ".." => {
+                    done.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            done.push(c);
+            let here = join(&done);
+            if !todo.is_empty() && self.real_dirs.lock().is_ok_and(|d| d.contains(&here)) {
+                continue;
+            }
+            let meta = match guarded(&self.image, path, || {
+                self.fs.symlink_metadata(here.as_str())
+            })? {
+                Ok(m) => m,
+                Err(_) => {
+                    done.extend(todo);
+                    return Ok(join(&done));
+                }
+            };
+            if !meta.file_type().is_symlink() || (todo.is_empty() && !follow_last) {
+                if !meta.file_type().is_dir() && !todo.is_empty() {
+                    done.extend(todo);
+                    return Ok(join(&done));
+                }
+                if meta.file_type().is_dir() {
+                    if let Ok(mut dirs) = self.real_dirs.lock() {
+                        if dirs.len() >= MAX_REAL_DIRS {
+                            dirs.clear();
+                        }
+                        dirs.insert(here);
+                    }
+                }
+                continue;
+            }
+            hops += 1;
+            if hops > MAX_SYMLINK_HOPS {
+                return Err(self.path_err(path, Ext4Error::TooManySymlinks));
+            }
+            if meta.len() > MAX_SYMLINK_LEN {
+                return Err(ExtReadError::TooLarge {
+                    image: self.image.clone(),
+                    path: here,
+                    size: meta.len(),
+                    cap: MAX_SYMLINK_LEN,
+                });
+            }
+            let target = match guarded(&self.image, path, || self.fs.read_link(here.as_str()))? {
+                Ok(t) => String::from_utf8_lossy(t.as_ref()).into_owned(),
+                Err(e) => return Err(self.path_err(&here, e)),
+            };
+            done.pop();
+            if target.starts_with('/') {
+                done.clear();
+            }
+            for part in target.split('/').filter(|p| !p.is_empty()).rev() {
+                todo.push_front(part.to_string());
+            }
+        }
+        Ok(join(&done))
+    }
+
     /// Metadata of `path`, following symlinks. `None` if it does not exist.
     pub fn metadata(&self, path: &str) -> Result<Option<NodeMeta>, ExtReadError> {
+        let path = &self.resolve(path, true)?;
         match guarded(&self.image, path, || self.fs.metadata(path))? {
             Ok(m) => Ok(Some(NodeMeta::from(&m))),
             Err(e) if is_not_found(&e) => Ok(None),
@@ -199,6 +301,7 @@ impl ExtReader {
 
     /// Metadata of `path` itself (a symlink is not followed). `None` if it does not exist.
     pub fn symlink_metadata(&self, path: &str) -> Result<Option<NodeMeta>, ExtReadError> {
+        let path = &self.resolve(path, false)?;
         match guarded(&self.image, path, || self.fs.symlink_metadata(path))? {
             Ok(m) => Ok(Some(NodeMeta::from(&m))),
             Err(e) if is_not_found(&e) => Ok(None),
@@ -213,8 +316,11 @@ impl ExtReader {
 
     /// The whole content of a regular file, if it exists and is at most `cap` bytes.
     pub fn read_file(&self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, ExtReadError> {
-        let Some(meta) = self.metadata(path)? else {
-            return Ok(None);
+        let path = &self.resolve(path, true)?;
+        let meta = match guarded(&self.image, path, || self.fs.metadata(path))? {
+            Ok(m) => NodeMeta::from(&m),
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(self.path_err(path, e)),
         };
         if meta.len > cap {
             return Err(ExtReadError::TooLarge {
@@ -233,6 +339,17 @@ impl ExtReader {
 
     /// The target of a symlink (`None` if `path` does not exist).
     pub fn read_link(&self, path: &str) -> Result<Option<String>, ExtReadError> {
+        let path = &self.resolve(path, false)?;
+        if let Ok(m) = guarded(&self.image, path, || self.fs.symlink_metadata(path))? {
+            if m.file_type().is_symlink() && m.len() > MAX_SYMLINK_LEN {
+                return Err(ExtReadError::TooLarge {
+                    image: self.image.clone(),
+                    path: path.clone(),
+                    size: m.len(),
+                    cap: MAX_SYMLINK_LEN,
+                });
+            }
+        }
         match guarded(&self.image, path, || self.fs.read_link(path))? {
             Ok(t) => Ok(Some(String::from_utf8_lossy(t.as_ref()).into_owned())),
             Err(e) if is_not_found(&e) => Ok(None),
@@ -243,6 +360,7 @@ impl ExtReader {
     /// The entries of a directory (without `.` and `..`), at most `cap` of them.
     /// `None` if the directory does not exist.
     pub fn read_dir(&self, path: &str, cap: usize) -> Result<Option<Vec<DirItem>>, ExtReadError> {
+        let path = &self.resolve(path, true)?;
         let result = guarded(
             &self.image,
             path,
@@ -289,6 +407,7 @@ impl ExtReader {
         path: &str,
         cap: usize,
     ) -> Result<Option<Vec<(DirItem, NodeMeta)>>, ExtReadError> {
+        let path = &self.resolve(path, true)?;
         let result = guarded(
             &self.image,
             path,
@@ -334,6 +453,7 @@ impl ExtReader {
 
     /// Open a regular file for streaming. `None` if it does not exist.
     pub fn open_file(&self, path: &str) -> Result<Option<ExtFileReader>, ExtReadError> {
+        let path = &self.resolve(path, true)?;
         match guarded(&self.image, path, || self.fs.open(path))? {
             Ok(file) => {
                 let len = file.metadata().len();

@@ -114,6 +114,125 @@ pub fn split_parent(path: &str) -> Option<(String, &str)> {
     Some((format!("/{}", dirs.join("/")), last))
 }
 
+/// What guest-path resolution needs from a filesystem: its root, one directory lookup and
+/// one symlink read. [`MemFs`], the libext2fs engine (`ext::ExtFs`) and the dry-run overlay
+/// (`fixups::dry_run::Overlay`) implement it; [`resolve`] walks paths for all of them, so
+/// the guest-only rules live in one place.
+pub trait PathWalk {
+    /// A handle on one node: an inode number, a canonical path, …
+    type Node: Clone;
+    /// The guest's root directory.
+    fn root(&mut self) -> Result<Self::Node, GuestFsError>;
+    /// The entry `name` of directory `dir` with its kind (`None` for a mode the
+    /// filesystem does not know); `Ok(None)` when there is no such entry. `path` is the
+    /// whole path being resolved, for error messages.
+    #[allow(clippy::type_complexity)]
+    fn lookup(
+        &mut self,
+        dir: &Self::Node,
+        name: &[u8],
+        path: &str,
+    ) -> Result<Option<(Self::Node, Option<NodeKind>)>, GuestFsError>;
+    /// The target of the symlink `link`.
+    fn link_target(&mut self, link: &Self::Node, path: &str) -> Result<Vec<u8>, GuestFsError>;
+}
+
+/// Where a guest path leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved<N> {
+    /// The directory holding the final entry (the node itself when `name` is empty).
+    pub parent: N,
+    /// The final component; empty when the path ends at a directory reached through
+    /// `..`, a symlink, or at the root.
+    pub name: Vec<u8>,
+    /// The final node and its kind, when it exists.
+    pub node: Option<(N, Option<NodeKind>)>,
+}
+
+/// Resolve the guest path `path` inside the guest only: components are looked up from the
+/// root one by one; a symlink's absolute target starts again at the guest root, relative
+/// ones continue from the link's directory, `..` pops to the previous directory and stays
+/// at the root; more than [`MAX_SYMLINK_HOPS`] links is [`GuestFsError::SymlinkLoop`].
+/// Intermediate symlinks are always followed, the final one only when `follow`. A missing
+/// final component is `node: None`; a missing directory on the way is
+/// [`GuestFsError::NotFound`], a non-directory on the way [`GuestFsError::NotADirectory`].
+pub fn resolve<W: PathWalk + ?Sized>(
+    fs: &mut W,
+    path: &str,
+    follow: bool,
+) -> Result<Resolved<W::Node>, GuestFsError> {
+    if path.as_bytes().contains(&0) {
+        return Err(GuestFsError::Engine {
+            op: "resolve",
+            path: path.into(),
+            why: "the path contains a NUL byte".into(),
+        });
+    }
+    let mut pending: Vec<Vec<u8>> = components(path)
+        .iter()
+        .rev()
+        .map(|c| c.as_bytes().to_vec())
+        .collect();
+    // The directories from the root to the current one; `..` pops.
+    let mut stack = vec![fs.root()?];
+    let mut hops = 0;
+    let mut last = None;
+    while let Some(name) = pending.pop() {
+        last = None;
+        if name == b".." {
+            if stack.len() > 1 {
+                stack.pop();
+            }
+            continue;
+        }
+        let dir = stack
+            .last()
+            .expect("the stack always holds the root")
+            .clone();
+        let child = fs.lookup(&dir, &name, path)?;
+        let is_final = pending.is_empty();
+        match child {
+            Some((link, Some(NodeKind::Symlink))) if !is_final || follow => {
+                hops += 1;
+                if hops > MAX_SYMLINK_HOPS {
+                    return Err(GuestFsError::SymlinkLoop { path: path.into() });
+                }
+                let target = fs.link_target(&link, path)?;
+                if target.first() == Some(&b'/') {
+                    stack.truncate(1);
+                }
+                pending.extend(target_components(&target).rev().map(<[u8]>::to_vec));
+            }
+            child if is_final => {
+                last = Some(Resolved {
+                    parent: dir,
+                    name,
+                    node: child,
+                })
+            }
+            Some((node, Some(NodeKind::Dir))) => stack.push(node),
+            None => return Err(GuestFsError::NotFound { path: path.into() }),
+            Some(_) => return Err(GuestFsError::NotADirectory { path: path.into() }),
+        }
+    }
+    Ok(last.unwrap_or_else(|| {
+        let dir = stack.pop().expect("the stack always holds the root");
+        Resolved {
+            parent: dir.clone(),
+            name: Vec::new(),
+            node: Some((dir, Some(NodeKind::Dir))),
+        }
+    }))
+}
+
+/// The components of a symlink target (bytes: ext names need not be UTF-8), without
+/// empty and `.` parts.
+fn target_components(target: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    target
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+}
+
 pub use mem::MemFs;
 
 mod mem {
@@ -243,67 +362,19 @@ mod mem {
             }
         }
 
-        /// Resolve `path` to (parent dir inode, final name, inode if present). Intermediate
-        /// symlinks are always followed; the final one only when `follow`.
+        /// Resolve `path` to (parent dir inode, final name, inode if present), by the
+        /// shared guest-path rules ([`super::resolve`]).
         fn resolve(
-            &self,
+            &mut self,
             path: &str,
             follow: bool,
         ) -> Result<(u64, String, Option<u64>), GuestFsError> {
-            let mut hops = 0;
-            let mut pending: Vec<String> = components(path)
-                .iter()
-                .rev()
-                .map(|s| s.to_string())
-                .collect();
-            let mut stack: Vec<u64> = vec![ROOT];
-            let mut last: Option<(u64, String, Option<u64>)> = None;
-            while let Some(name) = pending.pop() {
-                if name == ".." {
-                    if stack.len() > 1 {
-                        stack.pop();
-                    }
-                    last = None;
-                    continue;
-                }
-                let dir = *stack.last().expect("root");
-                let entries = match &self.nodes[&dir] {
-                    Node::Dir { entries, .. } => entries,
-                    _ => return Err(GuestFsError::NotADirectory { path: path.into() }),
-                };
-                let child = entries.get(&name).copied();
-                let is_final = pending.is_empty();
-                match child.map(|c| &self.nodes[&c]) {
-                    Some(Node::Symlink { target, .. }) if !is_final || follow => {
-                        hops += 1;
-                        if hops > MAX_SYMLINK_HOPS {
-                            return Err(GuestFsError::SymlinkLoop { path: path.into() });
-                        }
-                        if target.starts_with('/') {
-                            stack.truncate(1);
-                        }
-                        for c in components(target).iter().rev() {
-                            pending.push(c.to_string());
-                        }
-                        last = None;
-                    }
-                    _ if is_final => last = Some((dir, name, child)),
-                    Some(Node::Dir { .. }) => {
-                        stack.push(child.expect("child"));
-                        last = None;
-                    }
-                    None => return Err(GuestFsError::NotFound { path: path.into() }),
-                    Some(_) => return Err(GuestFsError::NotADirectory { path: path.into() }),
-                }
-            }
-            match last {
-                Some(l) => Ok(l),
-                // The path resolved to a directory reached through `..` or a symlink, or the root.
-                None => {
-                    let ino = *stack.last().expect("root");
-                    Ok((ino, String::new(), Some(ino)))
-                }
-            }
+            let r = super::resolve(self, path, follow)?;
+            Ok((
+                r.parent,
+                String::from_utf8_lossy(&r.name).into_owned(),
+                r.node.map(|(ino, _)| ino),
+            ))
         }
 
         fn insert(&mut self, path: &str, node: Node) -> Result<u64, GuestFsError> {
@@ -320,6 +391,42 @@ mod mem {
                     Ok(ino)
                 }
                 _ => Err(GuestFsError::NotADirectory { path: path.into() }),
+            }
+        }
+    }
+
+    impl PathWalk for MemFs {
+        type Node = u64;
+
+        fn root(&mut self) -> Result<u64, GuestFsError> {
+            Ok(ROOT)
+        }
+
+        fn lookup(
+            &mut self,
+            dir: &u64,
+            name: &[u8],
+            path: &str,
+        ) -> Result<Option<(u64, Option<NodeKind>)>, GuestFsError> {
+            let Node::Dir { entries, .. } = &self.nodes[dir] else {
+                return Err(GuestFsError::NotADirectory { path: path.into() });
+            };
+            let Ok(name) = std::str::from_utf8(name) else {
+                return Ok(None);
+            };
+            Ok(entries
+                .get(name)
+                .map(|&ino| (ino, Some(self.meta(ino).kind))))
+        }
+
+        fn link_target(&mut self, link: &u64, path: &str) -> Result<Vec<u8>, GuestFsError> {
+            match &self.nodes[link] {
+                Node::Symlink { target, .. } => Ok(target.clone().into_bytes()),
+                _ => Err(GuestFsError::Engine {
+                    op: "readlink",
+                    path: path.into(),
+                    why: "not a symlink".into(),
+                }),
             }
         }
     }
@@ -529,6 +636,12 @@ mod mem {
             );
             assert_eq!(fs.lstat("/lib").unwrap().unwrap().kind, NodeKind::Symlink);
             assert_eq!(fs.stat("/lib").unwrap().unwrap().kind, NodeKind::Dir);
+        }
+
+        #[test]
+        fn symlink_target_components_drop_empty_and_dot() {
+            let parts: Vec<&[u8]> = target_components(b"/usr//./lib/../x/").collect();
+            assert_eq!(parts, vec![&b"usr"[..], b"lib", b"..", b"x"]);
         }
 
         #[test]

@@ -23,6 +23,12 @@
 //! unmounted or has recorded errors, a checksum fails, a bitmap or table lies outside the filesystem, bigalloc
 //! — the whole filesystem is copied instead, still skipping all-zero blocks, and the
 //! reason is reported through [`Progress::note`] and [`StreamStats::method`].
+//!
+//! A group's bitmaps and inode table are always copied, whatever its bitmap says. A
+//! block bitmap whose free count disagrees with its group descriptor, or that calls the
+//! group's superblock/descriptor blocks free, is corruption the copy cannot fix (the
+//! graft would allocate over blocks it wrongly calls free):
+//! [`StreamError::InconsistentBitmap`], before anything is written.
 
 use crate::blockio::Region;
 use crate::bytes::ParseError;
@@ -38,9 +44,9 @@ use std::path::PathBuf;
 /// Largest single read/write: runs of used blocks are coalesced up to this size.
 pub const CHUNK_BYTES: usize = 8 << 20;
 
-/// Most out-of-group metadata extents of BLOCK_UNINIT groups remembered (16 bytes
-/// each); a filesystem needing more is copied whole. mke2fs never produces any (it
-/// clears BLOCK_UNINIT on groups that receive other groups' tables).
+/// Most out-of-group bitmap and inode-table extents remembered (16 bytes each; flex_bg
+/// places up to three per group elsewhere, so this covers ~350k groups, ~40 TiB at
+/// 4 KiB blocks); a filesystem needing more is copied whole.
 const MAX_FOREIGN_EXTENTS: usize = 1 << 20;
 
 /// How the blocks to copy were chosen.
@@ -95,6 +101,12 @@ pub enum StreamError {
         offset: u64,
         #[source]
         source: io::Error,
+    },
+    #[error("the source filesystem in {} is inconsistent: group {group}: {why} (e2fsck -fn reports it too). Writing into the copy could overwrite live data: repair a copy of the image (cp it, run e2fsck -fy on the copy) and convert the copy", path.display())]
+    InconsistentBitmap {
+        path: PathBuf,
+        group: u64,
+        why: String,
     },
     #[error(transparent)]
     Write(#[from] OutputError),
@@ -316,8 +328,8 @@ struct Walker<'a> {
     sb: &'a Superblock,
     descs: DescReader<'a>,
     bitmap: Vec<u8>,
-    /// Sorted `(first block, count)` metadata of BLOCK_UNINIT groups that lies outside
-    /// the group it describes.
+    /// Sorted `(first block, count)` bitmaps and inode tables of any group that lie
+    /// outside the group they describe (flex_bg).
     foreign: Vec<(u64, u64)>,
 }
 
@@ -398,20 +410,22 @@ impl<'a> Walker<'a> {
                     )));
                 }
             }
+            // A group's bitmaps and inode table are copied whatever its bitmap says
+            // (a corrupt bitmap must not drop the inodes); those that flex_bg placed in
+            // another group are marked when that group's bitmap is loaded.
             if d.block_uninit(sb) {
                 uninit_groups += 1;
-                let gstart = sb.group_first_block(g);
-                let gend = gstart + sb.group_block_count(g);
-                for (_, start, n) in checks {
-                    if start < gstart || start + n > gend {
-                        if self.foreign.len() >= MAX_FOREIGN_EXTENTS {
-                            return Ok(Verdict::Whole(
-                                "too many uninitialised groups keep their tables in other groups"
-                                    .into(),
-                            ));
-                        }
-                        self.foreign.push((start, n));
+            }
+            let gstart = sb.group_first_block(g);
+            let gend = gstart + sb.group_block_count(g);
+            for (_, start, n) in checks {
+                if start < gstart || start + n > gend {
+                    if self.foreign.len() >= MAX_FOREIGN_EXTENTS {
+                        return Ok(Verdict::Whole(
+                            "too many groups keep their tables in other groups".into(),
+                        ));
                     }
+                    self.foreign.push((start, n));
                 }
             }
         }
@@ -473,12 +487,42 @@ impl<'a> Walker<'a> {
                     return Ok(Err(format!("group {g}: block bitmap checksum mismatch")));
                 }
             }
+            // A bitmap that disagrees with its group's free count (a flipped bit, on a
+            // filesystem without bitmap checksums) is corruption that copying cannot fix:
+            // the libext2fs graft would allocate over live data the bitmap calls free.
+            let n = gcount as usize;
+            let used = self.bitmap[..n / 8]
+                .iter()
+                .map(|b| u64::from(b.count_ones()))
+                .sum::<u64>()
+                + (n / 8 * 8..n).filter(|&i| bit(&self.bitmap, i)).count() as u64;
+            let free = gcount - used.min(gcount);
+            let inconsistent = |why: String| StreamError::InconsistentBitmap {
+                path: self.src.path().to_path_buf(),
+                group: g,
+                why,
+            };
+            if free != u64::from(d.free_blocks) {
+                return Err(inconsistent(format!(
+                    "its block bitmap marks {free} blocks free, its descriptor says {}",
+                    d.free_blocks
+                )));
+            }
             for (s, n) in base {
                 if !(s..s + n).all(|b| bit(&self.bitmap, (b - gstart) as usize)) {
-                    return Ok(Err(format!(
-                        "group {g}: the block bitmap does not mark the group's own superblock/descriptor blocks"
-                    )));
+                    return Err(inconsistent(
+                        "its block bitmap marks the group's own superblock/descriptor blocks free"
+                            .into(),
+                    ));
                 }
+            }
+            let itable = group_desc::inode_table_blocks(sb);
+            for (s, n) in [
+                (d.block_bitmap, 1),
+                (d.inode_bitmap, 1),
+                (d.inode_table, itable),
+            ] {
+                mark(&mut self.bitmap, gstart, gcount, s, n);
             }
         }
         // Tables of uninitialised groups that flex_bg placed in this group.

@@ -5,11 +5,11 @@
 //! clean; this module follows it.
 //!
 //! [`ExtFs`] is the safe wrapper. It implements [`GuestFs`] with exactly the semantics of
-//! [`crate::guestfs::MemFs`]: guest paths are resolved here, component by component with
-//! `ext2fs_lookup`, following the guest's own symlinks inside the guest (absolute targets
-//! restart at the guest root inode 2, `..` at the root stays there, more than
-//! [`MAX_SYMLINK_HOPS`] links is [`GuestFsError::SymlinkLoop`]). Nothing here ever touches
-//! the host filesystem except the image file itself.
+//! [`crate::guestfs::MemFs`]: guest paths are resolved by the shared [`guestfs::resolve`]
+//! over `ext2fs_lookup`, following the guest's own symlinks inside the guest (absolute
+//! targets restart at the guest root inode 2, `..` at the root stays there, more than
+//! [`guestfs::MAX_SYMLINK_HOPS`] links is [`GuestFsError::SymlinkLoop`]). Nothing here ever
+//! touches the host filesystem except the image file itself.
 //!
 //! What each write does on disk:
 //! - `mkdir_p`: `ext2fs_mkdir` per missing component (`ext2fs_expand_dir` + retry when a
@@ -44,7 +44,7 @@
 mod ffi;
 
 use crate::extread::{DirItem, NodeKind, NodeMeta};
-use crate::guestfs::{components, GuestFs, GuestFsError, NodeAttrs, MAX_SYMLINK_HOPS};
+use crate::guestfs::{self, GuestFs, GuestFsError, NodeAttrs, PathWalk};
 use ffi::{Errcode, Inode};
 use std::ffi::{CStr, CString};
 use std::io::{self, Read};
@@ -388,81 +388,16 @@ impl ExtFs {
         self.read_data(ino, size, path)
     }
 
-    /// Resolve a guest path, exactly like `MemFs`: returns the parent directory, the final
-    /// name (empty when the path ends at a directory reached through `..`, a symlink, or
-    /// the root) and the inode if it exists. Intermediate symlinks are always followed, the
-    /// final one only when `follow`.
+    /// Resolve a guest path by the shared guest-path rules ([`guestfs::resolve`]):
+    /// returns the parent directory, the final name (empty when the path ends at a
+    /// directory reached through `..`, a symlink, or the root) and the inode if it exists.
     fn resolve(&mut self, path: &str, follow: bool) -> Result<Found, GuestFsError> {
-        if path.as_bytes().contains(&0) {
-            return Err(engine_msg("resolve", path, "the path contains a NUL byte"));
-        }
-        let mut hops = 0;
-        let mut pending: Vec<Vec<u8>> = components(path)
-            .iter()
-            .rev()
-            .map(|c| c.as_bytes().to_vec())
-            .collect();
-        let mut stack: Vec<u32> = vec![ROOT];
-        let mut last: Option<Found> = None;
-        while let Some(name) = pending.pop() {
-            if name == b".." {
-                if stack.len() > 1 {
-                    stack.pop();
-                }
-                last = None;
-                continue;
-            }
-            let dir = *stack.last().expect("the stack always holds the root");
-            let child = self
-                .fs
-                .lookup(dir, &name)
-                .map_err(|c| engine("look up", path, c))?;
-            let is_final = pending.is_empty();
-            let inode = match child {
-                Some(ino) => Some(self.read_inode(ino, path)?),
-                None => None,
-            };
-            let kind = inode.as_ref().and_then(|i| kind_of(i.mode()));
-            match (child, inode) {
-                (Some(ino), Some(inode))
-                    if kind == Some(NodeKind::Symlink) && (!is_final || follow) =>
-                {
-                    hops += 1;
-                    if hops > MAX_SYMLINK_HOPS {
-                        return Err(GuestFsError::SymlinkLoop { path: path.into() });
-                    }
-                    let target = self.link_target(ino, &inode, path)?;
-                    if target.first() == Some(&b'/') {
-                        stack.truncate(1);
-                    }
-                    for c in byte_components(&target).rev() {
-                        pending.push(c.to_vec());
-                    }
-                    last = None;
-                }
-                _ if is_final => {
-                    last = Some(Found {
-                        parent: dir,
-                        name,
-                        ino: child,
-                    })
-                }
-                (Some(ino), _) if kind == Some(NodeKind::Dir) => {
-                    stack.push(ino);
-                    last = None;
-                }
-                (None, _) => return Err(GuestFsError::NotFound { path: path.into() }),
-                _ => return Err(GuestFsError::NotADirectory { path: path.into() }),
-            }
-        }
-        Ok(last.unwrap_or_else(|| {
-            let ino = *stack.last().expect("the stack always holds the root");
-            Found {
-                parent: ino,
-                name: Vec::new(),
-                ino: Some(ino),
-            }
-        }))
+        let r = guestfs::resolve(self, path, follow)?;
+        Ok(Found {
+            parent: r.parent,
+            name: r.name,
+            ino: r.node.map(|(ino, _)| ino),
+        })
     }
 
     /// Resolve and map "not found" to `None`, as MemFs's stat-like calls do.
@@ -827,6 +762,37 @@ impl ExtFs {
     }
 }
 
+/// One step of path resolution for [`guestfs::resolve`]: nodes are inode numbers.
+impl PathWalk for ExtFs {
+    type Node = u32;
+
+    fn root(&mut self) -> Result<u32, GuestFsError> {
+        Ok(ROOT)
+    }
+
+    fn lookup(
+        &mut self,
+        dir: &u32,
+        name: &[u8],
+        path: &str,
+    ) -> Result<Option<(u32, Option<NodeKind>)>, GuestFsError> {
+        let Some(ino) = self
+            .fs
+            .lookup(*dir, name)
+            .map_err(|c| engine("look up", path, c))?
+        else {
+            return Ok(None);
+        };
+        let inode = self.read_inode(ino, path)?;
+        Ok(Some((ino, kind_of(inode.mode()))))
+    }
+
+    fn link_target(&mut self, link: &u32, path: &str) -> Result<Vec<u8>, GuestFsError> {
+        let inode = self.read_inode(*link, path)?;
+        ExtFs::link_target(self, *link, &inode, path)
+    }
+}
+
 /// Result of resolving a path.
 struct Found {
     parent: u32,
@@ -926,7 +892,7 @@ impl GuestFs for ExtFs {
 
     fn mkdir_p(&mut self, path: &str, attrs: NodeAttrs) -> Result<(), GuestFsError> {
         let mut cur = String::new();
-        for c in components(path) {
+        for c in guestfs::components(path) {
             cur.push('/');
             cur.push_str(c);
             match self.stat(&cur)? {
@@ -1121,13 +1087,6 @@ fn is_zero(block: &[u8]) -> bool {
     block == &ZEROS[..block.len()]
 }
 
-/// Split a symlink target into its components, as `guestfs::components` does for paths.
-fn byte_components(target: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
-    target
-        .split(|&b| b == b'/')
-        .filter(|c| !c.is_empty() && *c != b".")
-}
-
 /// A directory entry name: 1..=255 bytes, no NUL (the path split already removed `/`).
 fn entry_name(name: &[u8], path: &str) -> Result<CString, GuestFsError> {
     if name.is_empty() || name.len() > NAME_MAX {
@@ -1223,12 +1182,6 @@ mod tests {
             i64::from(i32::MAX)
         );
         assert_eq!(decode_time(encode_time(-5, false), false), -5);
-    }
-
-    #[test]
-    fn symlink_target_components_drop_empty_and_dot() {
-        let parts: Vec<&[u8]> = byte_components(b"/usr//./lib/../x/").collect();
-        assert_eq!(parts, vec![&b"usr"[..], b"lib", b"..", b"x"]);
     }
 
     #[test]

@@ -2,10 +2,10 @@
 //! that [`super::apply`] runs unchanged and its report lists the planned changes while
 //! nothing is written.
 //!
-//! The overlay resolves paths itself, component by component, over a merged view of the
-//! source and its in-memory changes, with the same guest-only rules as every `GuestFs`
-//! (absolute link targets restart at the guest root, `..` stops at the root, at most
-//! [`MAX_SYMLINK_HOPS`] links). So the source is only ever asked about *canonical* paths
+//! The overlay resolves paths with the shared [`guestfs::resolve`], component by component,
+//! over a merged view of the source and its in-memory changes, with the same guest-only
+//! rules as every `GuestFs` (absolute link targets restart at the guest root, `..` stops at
+//! the root, at most [`guestfs::MAX_SYMLINK_HOPS`] links). So the source is only ever asked about *canonical* paths
 //! (no symlink in any component), which [`ExtReader`] — whose own resolution follows
 //! links inside the filesystem — answers exactly.
 //!
@@ -15,7 +15,7 @@
 //! created in the overlay are opaque: nothing of the source shows through them.
 
 use crate::extread::{DirItem, ExtReadError, ExtReader, NodeKind, NodeMeta};
-use crate::guestfs::{components, GuestFs, GuestFsError, NodeAttrs, MAX_SYMLINK_HOPS};
+use crate::guestfs::{self, components, GuestFs, GuestFsError, NodeAttrs, PathWalk};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -218,75 +218,24 @@ impl<'a> Overlay<'a> {
     }
 
     /// Resolve `path` to its canonical components, the node's location and metadata
-    /// (`None` when the final component does not exist). Intermediate links are always
-    /// followed, the final one only when `follow`.
+    /// (`None` when the final component does not exist), by the shared guest-path rules
+    /// ([`guestfs::resolve`]). Intermediate links are always followed, the final one only
+    /// when `follow`.
     #[allow(clippy::type_complexity)]
     fn resolve(
         &self,
         path: &str,
         follow: bool,
     ) -> Result<(Vec<String>, Option<(Found, NodeMeta)>), GuestFsError> {
-        let mut pending: Vec<String> = components(path)
-            .iter()
-            .rev()
-            .map(|s| s.to_string())
-            .collect();
-        let mut cur: Vec<String> = Vec::new();
-        let mut hops = 0;
-        let mut last: Option<(Found, NodeMeta)> = None;
-        while let Some(name) = pending.pop() {
-            last = None;
-            if name == ".." {
-                cur.pop();
-                continue;
+        let r = guestfs::resolve(&mut Walk(self), path, follow)?;
+        Ok(match r.node {
+            Some((n, _)) if r.name.is_empty() => (n.comps, Some((n.found, n.meta))),
+            node => {
+                let mut comps = r.parent.comps;
+                comps.push(String::from_utf8_lossy(&r.name).into_owned());
+                (comps, node.map(|(n, _)| (n.found, n.meta)))
             }
-            cur.push(name);
-            let is_final = pending.is_empty();
-            let found = self.locate(&cur);
-            let node = match &found {
-                Some(f) => self.meta_of(f)?,
-                None => None,
-            };
-            match node {
-                Some((_, Some(target))) if !is_final || follow => {
-                    hops += 1;
-                    if hops > MAX_SYMLINK_HOPS {
-                        return Err(GuestFsError::SymlinkLoop { path: path.into() });
-                    }
-                    cur.pop();
-                    if target.starts_with('/') {
-                        cur.clear();
-                    }
-                    for c in components(&target).iter().rev() {
-                        pending.push(c.to_string());
-                    }
-                }
-                Some((meta, _)) if is_final => last = Some((found.expect("found"), meta)),
-                None if is_final => {}
-                Some((meta, _)) if meta.kind == NodeKind::Dir => {}
-                None => return Err(GuestFsError::NotFound { path: path.into() }),
-                Some(_) => return Err(GuestFsError::NotADirectory { path: path.into() }),
-            }
-        }
-        if cur.is_empty() {
-            // The root (possibly reached through `..` or a link to `/`).
-            let found = Found::Source("/".to_string());
-            let meta = match self.upper.get("/") {
-                Some(u) => upper_meta(u),
-                None => self.source.lstat("/")?,
-            };
-            return Ok((cur, meta.map(|m| (found, m))));
-        }
-        if last.is_none() && pending.is_empty() {
-            // Path ended on a link that was followed to a directory, or an existing node:
-            // re-locate the final canonical path.
-            if let Some(f) = self.locate(&cur) {
-                if let Some((m, _)) = self.meta_of(&f)? {
-                    last = Some((f, m));
-                }
-            }
-        }
-        Ok((cur, last))
+        })
     }
 
     /// Insert a new node at `path`, which must not exist (its parent must).
@@ -297,6 +246,66 @@ impl<'a> Overlay<'a> {
         }
         self.upper.insert(canon(&comps), node);
         Ok(())
+    }
+}
+
+/// A node met while resolving: its canonical path, where it lives, its metadata and, for
+/// a symlink, its target.
+#[derive(Debug, Clone)]
+struct WalkNode {
+    comps: Vec<String>,
+    found: Found,
+    meta: NodeMeta,
+    target: Option<String>,
+}
+
+/// One step of path resolution for [`guestfs::resolve`], over the merged view.
+struct Walk<'o, 'a>(&'o Overlay<'a>);
+
+impl PathWalk for Walk<'_, '_> {
+    type Node = WalkNode;
+
+    fn root(&mut self) -> Result<WalkNode, GuestFsError> {
+        let meta = match self.0.upper.get("/") {
+            Some(u) => upper_meta(u),
+            None => self.0.source.lstat("/")?,
+        };
+        let meta = meta.ok_or_else(|| GuestFsError::NotFound { path: "/".into() })?;
+        Ok(WalkNode {
+            comps: Vec::new(),
+            found: Found::Source("/".to_string()),
+            meta,
+            target: None,
+        })
+    }
+
+    fn lookup(
+        &mut self,
+        dir: &WalkNode,
+        name: &[u8],
+        _path: &str,
+    ) -> Result<Option<(WalkNode, Option<NodeKind>)>, GuestFsError> {
+        let mut comps = dir.comps.clone();
+        comps.push(String::from_utf8_lossy(name).into_owned());
+        let Some(found) = self.0.locate(&comps) else {
+            return Ok(None);
+        };
+        Ok(self.0.meta_of(&found)?.map(|(meta, target)| {
+            let kind = meta.kind;
+            (
+                WalkNode {
+                    comps,
+                    found,
+                    meta,
+                    target,
+                },
+                Some(kind),
+            )
+        }))
+    }
+
+    fn link_target(&mut self, link: &WalkNode, _path: &str) -> Result<Vec<u8>, GuestFsError> {
+        Ok(link.target.clone().unwrap_or_default().into_bytes())
     }
 }
 

@@ -435,16 +435,23 @@ fn open_root(
         Err(e) => return Err(e.into()),
     };
     if !guest::looks_like_root(&reader) {
+        let fs = format!(
+            "{} filesystem{}",
+            sb.kind(),
+            match sb.info().label.as_str() {
+                "" => String::new(),
+                l => format!(" labelled {l:?}"),
+            }
+        );
+        // Say why when /etc/fstab is there but unreadable (a symlink loop, a corrupt
+        // inode), rather than that it is missing.
+        let finding = match reader.metadata("/etc/fstab") {
+            Err(e) => format!("{place}: {fs} whose /etc/fstab cannot be read: {e}"),
+            Ok(_) => format!("{place}: {fs} without /etc/fstab and an init"),
+        };
         return Err(InspectError::NoGuestRoot {
             path: path.to_path_buf(),
-            findings: vec![format!(
-                "{place}: {} filesystem{} without /etc/fstab and an init",
-                sb.kind(),
-                match sb.info().label.as_str() {
-                    "" => String::new(),
-                    l => format!(" labelled {l:?}"),
-                }
-            )],
+            findings: vec![finding],
         });
     }
     let mut guest = guest::inspect_guest(&reader);

@@ -1,0 +1,171 @@
+//! The fuzz harnesses (issue 8), shared by the cargo-fuzz targets (`fuzz_targets/*.rs`,
+//! run by `scripts/fuzz`) and the regression replay test
+//! (`crates/imgconv-core/tests/mutation_fuzz_replay.rs`, which feeds every file under
+//! `testdata/regressions/<target>/` through the same function).
+//!
+//! A harness must never panic or abort on any input: every library call returns `Ok` or a
+//! typed error, and the harness ignores which. Inputs that need a file (the library reads
+//! images through `Region`, a file window) are written to one scratch file per process
+//! and harness, in /dev/shm when it exists.
+
+#![allow(dead_code)] // each fuzz target uses one harness
+
+use imgconv_core::blockio::Region;
+use imgconv_core::boot::grub_bios::moddep::ModDeps;
+use imgconv_core::donor::Donor;
+use imgconv_core::source::{self, group_desc, Superblock};
+use imgconv_core::{partition, stream, NoProgress};
+use std::path::PathBuf;
+
+/// Called once by each fuzz target (`fuzz_target!(init: …)`), after libfuzzer-sys made
+/// every panic abort. The two third-party parsers that imgconv-core always calls under
+/// `catch_unwind` (bootsector in partition.rs, ext4-view in extread.rs: their panics on
+/// corrupt input become typed errors there) may panic and unwind to that guard; any other
+/// panic still aborts at once, where libFuzzer can see it.
+pub fn fuzz_init() {
+    let abort_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let contained = info.location().is_some_and(|l| {
+            let f = l.file();
+            f.contains("/bootsector-") || f.contains("/ext4-view-")
+        });
+        if !contained {
+            abort_hook(info);
+        }
+    }));
+}
+
+/// `<tmp>/imgconv-fuzz-<pid>-<tid>-<name>` (one per thread: the replay test runs harnesses
+/// in parallel test threads).
+fn scratch(name: &str) -> PathBuf {
+    let base = if std::path::Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let tid = format!("{:?}", std::thread::current().id())
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect::<String>();
+    base.join(format!("imgconv-fuzz-{}-{tid}-{name}", std::process::id()))
+}
+
+fn write_scratch(name: &str, data: &[u8]) -> PathBuf {
+    let p = scratch(name);
+    std::fs::write(&p, data).expect("write the scratch input");
+    p
+}
+
+/// Partition-table parsing: MBR (with extended/logical chains) and GPT.
+pub fn partition_table(data: &[u8]) {
+    let p = write_scratch("pt", data);
+    if let Ok(region) = Region::open(&p) {
+        if let Ok(Some(table)) = partition::read_table(&region) {
+            for e in &table.entries {
+                // Every entry must be inside the image: the parser bounds-checks them.
+                assert!(
+                    e.start.saturating_add(e.len) <= region.len(),
+                    "entry {} outside the image: {e:?}",
+                    e.number
+                );
+                let _ = region.sub(e.start, e.len);
+            }
+        }
+    }
+    let _ = std::fs::remove_file(p);
+}
+
+/// Superblock and group-descriptor parsing, straight from bytes: the superblock is at
+/// byte 1024 of `data` (as on disk), descriptors follow at `desc_position`.
+pub fn superblock(data: &[u8]) {
+    let Some(raw) = data.get(1024..2048) else {
+        return;
+    };
+    let Ok(sb) = Superblock::parse(raw) else {
+        return;
+    };
+    let _ = sb.info();
+    let _ = sb.unsupported_feature();
+    let groups = sb.groups_count();
+    for g in [0, 1, groups / 2, groups.saturating_sub(1)] {
+        if g >= groups {
+            continue;
+        }
+        let _ = sb.group_first_block(g);
+        let _ = sb.group_block_count(g);
+        let _ = sb.group_has_super(g);
+        let _ = group_desc::base_metadata(&sb, g);
+        let pos = group_desc::desc_position(&sb, g);
+        let end = pos.saturating_add(sb.desc_size());
+        if let Some(desc) = usize::try_from(pos)
+            .ok()
+            .zip(usize::try_from(end).ok())
+            .and_then(|(a, b)| data.get(a..b))
+        {
+            if let Ok(d) = group_desc::GroupDesc::parse(desc, &sb) {
+                let _ = d.block_uninit(&sb);
+            }
+            let _ = group_desc::expected_desc_checksum(&sb, g, desc);
+        }
+    }
+    let _ = group_desc::inode_table_blocks(&sb);
+}
+
+/// Source inspection of a whole image (partition table, superblock, ext4-view guest
+/// scan), then, when it succeeds, the bitmap walker of the stream stage into a sparse
+/// scratch file.
+pub fn inspect(data: &[u8]) {
+    let p = write_scratch("src", data);
+    if let Ok(ins) = source::inspect(&p) {
+        let _ = ins.check_journal(false);
+        let _ = ins.place();
+        if let Ok(src) = ins.open_fs() {
+            let out = scratch("out");
+            if let Ok(f) = std::fs::File::create(&out) {
+                // inspect refused any filesystem larger than the input.
+                if f.set_len(ins.fs_len).is_ok() {
+                    let _ = stream::copy_used_blocks(&src, &f, 0, &mut NoProgress);
+                }
+            }
+            let _ = std::fs::remove_file(out);
+        }
+    }
+    let _ = std::fs::remove_file(p);
+}
+
+/// Donor reading: a bare filesystem or partitioned donor image, kernels and their
+/// modules trees, the GRUB file set.
+pub fn donor(data: &[u8]) {
+    let p = write_scratch("donor", data);
+    if let Ok(d) = Donor::open(&p) {
+        let _ = d.candidates();
+        let _ = d.source_labels();
+        for k in d.kernels() {
+            let _ = d.graft_size(&k);
+            let _ = k.file_count();
+        }
+        let _ = d.select_kernel(None);
+        let _ = d.grub_files("i386-pc");
+    }
+    let _ = std::fs::remove_file(p);
+}
+
+/// `moddep.lst` parsing and dependency resolution (cycles, unknown modules, deep chains):
+/// resolves the modules core.img needs and every module name the input mentions.
+pub fn moddep(data: &[u8]) {
+    let Ok(m) = ModDeps::parse(data) else {
+        return;
+    };
+    let _ = m.resolve(&["biosdisk", "part_msdos", "ext2", "search_fs_uuid"]);
+    let text = String::from_utf8_lossy(data);
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim()))
+        .take(64)
+        .collect();
+    for n in &names {
+        let _ = m.deps(n);
+        let _ = m.resolve(&[n]);
+    }
+    let _ = m.resolve(&names);
+}
