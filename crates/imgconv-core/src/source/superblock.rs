@@ -328,11 +328,12 @@ impl Superblock {
             ));
         }
         let bs = self.block_size();
-        if self.has_incompat(INCOMPAT_JOURNAL_DEV) {
-            // An external journal device: no groups or inodes to check. It is refused
-            // by name (`unsupported_feature`), not as a corrupt filesystem.
-            return Ok(());
-        }
+        // An external journal device (journal_dev) is refused by name later
+        // (`unsupported_feature`), but its geometry is checked like any other except for
+        // the inodes it does not have (mke2fs writes no inodes, one group): an unchecked
+        // one made the geometry methods (group count, descriptors per block) divide by
+        // zero (found by fuzzing).
+        let journal_dev = self.has_incompat(INCOMPAT_JOURNAL_DEV);
         if self.rev_level > 1 {
             return Err(f.invalid("s_rev_level", self.rev_level.into(), "unknown revision"));
         }
@@ -365,7 +366,8 @@ impl Superblock {
                 "out of range",
             ));
         }
-        if self.inodes_per_group == 0 || u64::from(self.inodes_per_group) > bs * 8 {
+        if !journal_dev && (self.inodes_per_group == 0 || u64::from(self.inodes_per_group) > bs * 8)
+        {
             return Err(f.invalid(
                 "s_inodes_per_group",
                 self.inodes_per_group.into(),
@@ -373,7 +375,7 @@ impl Superblock {
             ));
         }
         let isz = u64::from(self.inode_size);
-        if isz < 128 || !isz.is_power_of_two() || isz > bs {
+        if !journal_dev && (isz < 128 || !isz.is_power_of_two() || isz > bs) {
             return Err(f.invalid(
                 "s_inode_size",
                 isz,
