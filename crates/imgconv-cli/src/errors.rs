@@ -216,6 +216,8 @@ fn out_of_space(text: &str) -> bool {
 /// loops, absurd sizes) is an input problem; the write engine failing is not.
 fn guest_class(g: &GuestFsError) -> Class {
     match g {
+        // The engine's writes reach the output image: a full output filesystem.
+        GuestFsError::Engine { why, .. } if out_of_space(why) => Class::Output,
         GuestFsError::Engine { .. } => Class::Failure,
         GuestFsError::Source { .. } => Class::Donor,
         _ => Class::Input,

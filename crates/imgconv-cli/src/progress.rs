@@ -89,6 +89,9 @@ pub struct CliProgress {
     pub timings: Vec<(String, f64)>,
 }
 
+/// Names a step whose start waits for a signal; see `CliProgress::hold_for_test`.
+const HOLD_STAGE_ENV: &str = "IMGCONV_TEST_HOLD_STAGE";
+
 /// Plain lines are printed at most this often while a stage advances.
 const PLAIN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -208,6 +211,19 @@ impl CliProgress {
                     bar.enable_steady_tick(Duration::from_millis(200));
                     self.bar = Some(bar);
                 }
+            }
+        }
+        self.hold_for_test(name);
+    }
+
+    /// Test hook (issue 8): when `IMGCONV_TEST_HOLD_STAGE` names this step, its start
+    /// waits (at most a minute) for Ctrl-C or SIGTERM, so that the tests can interrupt
+    /// every stage at a known point. Unset in normal use.
+    fn hold_for_test(&self, name: &str) {
+        if std::env::var_os(HOLD_STAGE_ENV).is_some_and(|s| s == name) {
+            let t0 = Instant::now();
+            while !self.cancel.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(60) {
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
     }
