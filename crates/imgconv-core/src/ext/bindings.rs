@@ -4958,6 +4958,39 @@ extern "C" {
     pub fn ext2fs_free(fs: ext2_filsys);
 }
 extern "C" {
+    pub fn ext2fs_fallocate(
+        fs: ext2_filsys,
+        flags: ::std::os::raw::c_int,
+        ino: ext2_ino_t,
+        inode: *mut ext2_inode,
+        goal: blk64_t,
+        start: blk64_t,
+        len: blk64_t,
+    ) -> errcode_t;
+}
+extern "C" {
+    pub fn ext2fs_bmap2(
+        fs: ext2_filsys,
+        ino: ext2_ino_t,
+        inode: *mut ext2_inode,
+        block_buf: *mut ::std::os::raw::c_char,
+        bmap_flags: ::std::os::raw::c_int,
+        block: blk64_t,
+        ret_flags: *mut ::std::os::raw::c_int,
+        phys_blk: *mut blk64_t,
+    ) -> errcode_t;
+}
+extern "C" {
+    pub fn io_channel_write_blk64(
+        channel: io_channel,
+        block: ::std::os::raw::c_ulonglong,
+        count: ::std::os::raw::c_int,
+        data: *const ::std::os::raw::c_void,
+    ) -> errcode_t;
+}
+pub const EXT2_FALLOCATE_FORCE_INIT: u32 = 2;
+pub const EXT2_ET_BLOCK_ALLOC_FAIL: u32 = 2133571400;
+extern "C" {
     pub fn ext2fs_iblk_set(fs: ext2_filsys, inode: *mut ext2_inode, b: blk64_t) -> errcode_t;
 }
 extern "C" {

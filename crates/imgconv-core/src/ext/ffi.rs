@@ -38,6 +38,7 @@ pub(super) type Errcode = i64;
 /// Error codes the wrapper reacts to.
 pub(super) const ET_DIR_NO_SPACE: Errcode = b::EXT2_ET_DIR_NO_SPACE as Errcode;
 pub(super) const ET_FILE_NOT_FOUND: Errcode = b::EXT2_ET_FILE_NOT_FOUND as Errcode;
+pub(super) const ET_BLOCK_ALLOC_FAIL: Errcode = b::EXT2_ET_BLOCK_ALLOC_FAIL as Errcode;
 
 /// Feature and flag bits (from ext2_fs.h).
 pub(super) const INCOMPAT_RECOVER: u32 = b::EXT3_FEATURE_INCOMPAT_RECOVER;
@@ -381,6 +382,76 @@ impl Filesystem {
         Ok(())
     }
 
+    /// `ext2fs_fallocate(fs, EXT2_FALLOCATE_FORCE_INIT, ino, inode, ~0, start, len)`: map
+    /// logical blocks `[start, start + len)` of the inode to newly allocated, initialised
+    /// blocks (extent files: as few extents as free space allows, near the inode's goal;
+    /// block maps: block by block). The blocks are marked used and counted in `i_blocks`;
+    /// their content is NOT written (write it with [`Filesystem::write_blocks`]). `inode`
+    /// is updated in memory and may also have been written to disk by the extent code;
+    /// the caller writes its final state.
+    pub fn allocate_range(
+        &mut self,
+        ino: u32,
+        inode: &mut Inode,
+        start: u64,
+        len: u64,
+    ) -> Result<(), Errcode> {
+        // SAFETY: plain values on a live handle; the library reads and updates the
+        // 128-byte prefix of our large inode (same layout, checked by the bindgen tests)
+        // and keeps no pointer to it after the call.
+        check(unsafe {
+            b::ext2fs_fallocate(
+                self.raw(),
+                b::EXT2_FALLOCATE_FORCE_INIT as c_int,
+                ino,
+                inode.as_mut_ptr(),
+                !0,
+                start,
+                len,
+            )
+        })
+    }
+
+    /// `ext2fs_bmap2` without allocation: the physical block of logical block `lblk` of
+    /// the inode (0 for a hole).
+    pub fn map_block(&mut self, ino: u32, inode: &mut Inode, lblk: u64) -> Result<u64, Errcode> {
+        let mut phys: b::blk64_t = 0;
+        // SAFETY: flags 0 (no allocation), so the library only reads the inode's map
+        // (through our in-memory inode and its own block buffer: NULL asks it to
+        // allocate one); `phys` is a valid out-pointer, and NULL ret_flags is allowed.
+        check(unsafe {
+            b::ext2fs_bmap2(
+                self.raw(),
+                ino,
+                inode.as_mut_ptr(),
+                ptr::null_mut(),
+                0,
+                lblk,
+                ptr::null_mut(),
+                &mut phys,
+            )
+        })?;
+        Ok(phys)
+    }
+
+    /// `io_channel_write_blk64(fs->io, block, n, data)`: write `data` (a whole number of
+    /// blocks) at filesystem block `block` through the library's own I/O channel, so its
+    /// block cache stays coherent (runs longer than a few blocks flush and invalidate
+    /// that cache and go to the device as one positioned write).
+    pub fn write_blocks(&mut self, block: u64, data: &[u8]) -> Result<(), Errcode> {
+        // SAFETY: reading a plain field of the live handle.
+        let bs = unsafe { (*self.raw()).blocksize } as usize;
+        if bs == 0 || data.len() % bs != 0 {
+            return Err(Errcode::from(libc::EINVAL));
+        }
+        let count = c_int::try_from(data.len() / bs).map_err(|_| Errcode::from(libc::EINVAL))?;
+        // SAFETY: `fs->io` is the live handle's open channel; the library reads exactly
+        // `count * blocksize` == data.len() bytes from `data` during the call.
+        check(unsafe {
+            b::io_channel_write_blk64((*self.raw()).io, block, count, data.as_ptr().cast())
+        })
+    }
+
     /// `ext2fs_iblk_set`: set `i_blocks` to `blocks` filesystem blocks (in the units the
     /// inode uses: 512-byte sectors or, with huge_file, blocks; times the cluster ratio).
     pub fn set_block_count(&self, inode: &mut Inode, blocks: u64) -> Result<(), Errcode> {
@@ -571,19 +642,6 @@ impl File<'_> {
             buf = &buf[written as usize..];
         }
         Ok(())
-    }
-
-    /// `ext2fs_file_llseek(SEEK_SET)`.
-    pub fn seek(&mut self, pos: u64) -> Result<(), Errcode> {
-        // SAFETY: plain values; NULL result pointer is allowed.
-        check(unsafe {
-            b::ext2fs_file_llseek(
-                self.file.as_ptr(),
-                pos,
-                b::EXT2_SEEK_SET as c_int,
-                ptr::null_mut(),
-            )
-        })
     }
 
     /// `ext2fs_file_set_size2`: set `i_size`, freeing blocks past it when shrinking.

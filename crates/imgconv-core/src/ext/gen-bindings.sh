@@ -20,14 +20,15 @@ fns=(
   ext2fs_file_set_size2 ext2fs_file_close
   ext2fs_block_iterate3 ext2fs_block_alloc_stats2 ext2fs_iblk_set
   ext2fs_free_ext_attr ext2fs_inode_has_valid_blocks2 ext2fs_dir_iterate2
+  ext2fs_fallocate ext2fs_bmap2 io_channel_write_blk64
   error_message initialize_ext2_error_table
 )
 vars=(
   unix_io_manager
   EXT2_FLAG_RW EXT2_FLAG_64BITS EXT2_FILE_WRITE EXT2_SEEK_SET DIRENT_CHANGED DIRENT_ABORT
-  BLOCK_FLAG_READ_ONLY
+  BLOCK_FLAG_READ_ONLY EXT2_FALLOCATE_FORCE_INIT
   EXT2_ROOT_INO EXT2_GOOD_OLD_INODE_SIZE EXT2_LINK_MAX
-  EXT2_ET_DIR_NO_SPACE EXT2_ET_FILE_NOT_FOUND
+  EXT2_ET_DIR_NO_SPACE EXT2_ET_FILE_NOT_FOUND EXT2_ET_BLOCK_ALLOC_FAIL
   EXT3_FEATURE_INCOMPAT_RECOVER EXT3_FEATURE_INCOMPAT_EXTENTS
   EXT4_FEATURE_RO_COMPAT_DIR_NLINK
   EXT4_EXTENTS_FL EXT4_INLINE_DATA_FL
