@@ -169,7 +169,13 @@ const MAX_SYMLINK_HOPS: usize = 40;
 impl ExtReader {
     /// Open the filesystem in `region`. `label` names it in errors (e.g. "donor.img partition 1").
     pub fn open(region: Region, label: impl Into<String>) -> Result<Self, ExtReadError> {
-        Self::open_reader(Box::new(region), label)
+        Self::open_reader(
+            Box::new(crate::readcache::CachedRead::new(
+                region,
+                crate::readcache::CACHE_BYTES,
+            )),
+            label,
+        )
     }
 
     /// Open the filesystem from any [`ext4_view::Ext4Read`], e.g. a view of a [`Region`]

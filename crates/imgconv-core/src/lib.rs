@@ -27,6 +27,7 @@ pub mod layout;
 pub mod output;
 pub mod partition;
 pub mod progress;
+pub mod readcache;
 pub mod report;
 pub mod source;
 pub mod stream;
