@@ -117,6 +117,10 @@ pub struct ConversionSettings {
     /// Replay a dirty journal in the output copy (the input is never touched).
     #[arg(long)]
     pub replay_journal: bool,
+    /// Arguments appended to the kernel command line in grub.cfg, e.g. "quiet
+    /// systemd.unit=multi-user.target" (repeatable; no quotes, $ ; { } ` \ | & < > #).
+    #[arg(long = "kernel-cmdline", value_name = "ARGS")]
+    pub kernel_cmdline: Vec<String>,
     /// GRUB i386-pc module directory to use instead of the donor's.
     #[arg(long, value_name = "DIR")]
     pub grub_dir: Option<PathBuf>,

@@ -38,6 +38,7 @@ pub fn options(source: &Path, output: &Path, s: &ConversionSettings) -> ConvertO
     o.replay_journal = s.replay_journal;
     o.force = s.force;
     o.grub_dir = s.grub_dir.clone();
+    o.extra_cmdline = s.kernel_cmdline.clone();
     o
 }
 

@@ -298,6 +298,11 @@ pub fn from_core(err: &Error, paths: &Paths) -> CliError {
         Error::Boot(imgconv_core::boot::BootError::Io { path, source, .. }) => {
             classify_io(source.kind(), source.raw_os_error(), path, paths)
         }
+        // --kernel-cmdline with characters grub.cfg cannot hold.
+        Error::Boot(imgconv_core::boot::BootError::BadConfigValue {
+            field: "extra_args",
+            ..
+        }) => Class::Usage,
         // GRUB files come from the donor (or --grub-dir): what is wrong with them is a
         // donor problem unless the message names the output.
         Error::Boot(_) => match paths.side_of_text(&err.to_string()) {

@@ -5,6 +5,11 @@
 //! Acceleration: KVM when /dev/kvm is usable and is not the `kvm_pvm` software variant
 //! (which cannot boot Linux), TCG otherwise; `IMGCONV_ACCEL=kvm|tcg` forces a choice.
 //! `IMGCONV_QEMU` names another qemu binary.
+//!
+//! Firmware: SeaBIOS on the `pc` machine (q35 for SATA). UEFI is OVMF as real UEFI
+//! hypervisors run it: the q35 machine, the firmware code in a read-only pflash and the
+//! variable store in a second, writable pflash — a private copy of OVMF's VARS template,
+//! deleted afterwards (the same as scripts/boot-check --uefi).
 
 use crate::cli::BusArg;
 use crate::errors::{Class, CliError};
@@ -23,6 +28,10 @@ pub struct BootResult {
     pub ok: bool,
     /// "kvm" or "tcg".
     pub accel: String,
+    /// The QEMU machine: "pc" or "q35".
+    pub machine: String,
+    /// "SeaBIOS", or the OVMF code image booted from pflash.
+    pub firmware: String,
     /// Seconds until the marker (or until giving up).
     pub seconds: f64,
     /// The marker seen, if any.
@@ -79,6 +88,55 @@ pub fn choose_accel() -> &'static str {
     }
 }
 
+/// OVMF's code and variable-store template, as the Debian package installs them (4 MiB
+/// flash first, then the older 2 MiB one).
+const OVMF_PAIRS: [(&str, &str); 2] = [
+    (
+        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "/usr/share/OVMF/OVMF_VARS_4M.fd",
+    ),
+    (
+        "/usr/share/OVMF/OVMF_CODE.fd",
+        "/usr/share/OVMF/OVMF_VARS.fd",
+    ),
+];
+
+/// The OVMF code image to boot and a private, writable copy of its variable store.
+fn ovmf_flash() -> Result<(PathBuf, tempfile::NamedTempFile), CliError> {
+    let (code, vars) = OVMF_PAIRS
+        .into_iter()
+        .find(|(code, vars)| Path::new(code).is_file() && Path::new(vars).is_file())
+        .ok_or_else(|| {
+            CliError::new(
+                Class::Failure,
+                format!(
+                    "OVMF firmware is not installed (no {}): apt-get install ovmf",
+                    OVMF_PAIRS[0].0
+                ),
+                "install ovmf, or boot without --uefi",
+            )
+        })?;
+    let copy = tempfile::Builder::new()
+        .prefix("imgconv-ovmf-vars-")
+        .suffix(".fd")
+        .tempfile()
+        .and_then(|f| std::fs::copy(vars, f.path()).map(|_| f))
+        .map_err(|e| {
+            CliError::new(
+                Class::Failure,
+                format!("cannot copy the OVMF variable store {vars}: {e}"),
+                "check $TMPDIR",
+            )
+        })?;
+    Ok((PathBuf::from(code), copy))
+}
+
+/// A path as a value of QEMU's `-drive file=`: commas separate options there, so a comma in
+/// the path is doubled.
+fn drive_file(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
+}
+
 /// Kills qemu when dropped, whatever path we leave by.
 struct QemuGuard(Child);
 
@@ -110,9 +168,11 @@ pub fn boot(
                 "check $TMPDIR",
             )
         })?;
+    // Before qemu starts: the variable store must outlive it (dropped after the guard).
+    let ovmf = if uefi { Some(ovmf_flash()?) } else { None };
     let mut cmd = Command::new(&qemu);
-    let machine = match bus {
-        BusArg::Sata => "q35",
+    let machine = match (bus, &ovmf) {
+        (_, Some(_)) | (BusArg::Sata, None) => "q35",
         _ => "pc",
     };
     let if_name = match bus {
@@ -125,25 +185,31 @@ pub fn boot(
         .arg("-serial")
         .arg(format!("file:{}", log.path().display()))
         .arg("-drive")
-        .arg(format!("file={},format=raw,if={if_name}", image.display()));
+        .arg(format!(
+            "file={},format=raw,if={if_name}",
+            drive_file(image)
+        ));
     if accel == "kvm" {
         cmd.args(["-accel", "kvm", "-cpu", "host"]);
     } else {
         cmd.args(["-accel", "tcg,thread=multi"]);
     }
-    if uefi {
-        let ovmf = ["/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .ok_or_else(|| {
-                CliError::new(
-                    Class::Failure,
-                    "OVMF firmware is not installed: apt-get install ovmf",
-                    "install ovmf, or boot without --uefi",
-                )
-            })?;
-        cmd.arg("-bios").arg(ovmf);
-    }
+    let firmware = match &ovmf {
+        Some((code, vars)) => {
+            cmd.arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                    drive_file(code)
+                ))
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    drive_file(vars.path())
+                ));
+            format!("OVMF ({})", code.display())
+        }
+        None => "SeaBIOS".to_string(),
+    };
     // qemu's own messages go to a file: a pipe nobody reads could fill and stall it.
     let errlog = tempfile::tempfile().map_err(|e| {
         CliError::new(
@@ -175,6 +241,8 @@ pub fn boot(
         |ok: bool, marker: Option<&str>, reason: Option<String>, console: &str| BootResult {
             ok,
             accel: accel.to_string(),
+            machine: machine.to_string(),
+            firmware: firmware.clone(),
             seconds: started.elapsed().as_secs_f64(),
             marker: marker.map(str::to_string),
             reason,

@@ -200,10 +200,12 @@ pub fn run(args: &VerifyArgs, progress: &mut CliProgress) -> Result<VerifyReport
             "boot",
             if r.ok {
                 Ok(format!(
-                    "{:?} on the serial console after {:.1} s ({})",
+                    "{:?} on the serial console after {:.1} s ({}, {} on {})",
                     r.marker.as_deref().unwrap_or(""),
                     r.seconds,
-                    r.accel
+                    r.accel,
+                    r.firmware,
+                    r.machine
                 ))
             } else {
                 Err(r.reason.clone().unwrap_or_default())

@@ -316,6 +316,141 @@ fn uefi_and_hybrid_plan_convert_and_verify() {
     }
 }
 
+/// `verify --boot` on a UEFI-only disk boots OVMF the way UEFI hypervisors do: q35, the
+/// firmware code in read-only pflash and a private copy of the variable store, removed
+/// afterwards. GRUB's stub on the ESP is replaced by one printing the marker (the synthetic
+/// donor's kernel cannot boot), so the marker shows OVMF → shim → GRUB ran from the ESP.
+#[test]
+fn verify_boot_runs_ovmf_from_pflash_on_q35() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("kvm-uefi.img");
+    let run = convert_cmd(&fx("xen-ext4.img"), &out)
+        .args(["--firmware", "uefi", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr_of(&run));
+    let sf = Command::new("sfdisk").arg("-J").arg(&out).output().unwrap();
+    let t: serde_json::Value = serde_json::from_slice(&sf.stdout).unwrap();
+    let esp_start = t["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["type"] == "C12A7328-F81F-11D2-BA4B-00A0C93EC93B")
+        .unwrap()["start"]
+        .as_u64()
+        .unwrap()
+        * 512;
+    let esp = format!("{}@@{esp_start}", out.display());
+    let listing = Command::new("mdir")
+        .args(["-/", "-b", "-i", &esp, "::/EFI"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let stub = dir.path().join("grub.cfg");
+    fs::write(&stub, "echo IMGCONV-MARKER from the ESP\nhalt\n").unwrap();
+    let stubs: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.to_lowercase().ends_with("/grub.cfg"))
+        .collect();
+    assert!(!stubs.is_empty(), "no grub.cfg on the ESP: {listing}");
+    for at in stubs {
+        let st = Command::new("mcopy")
+            .args(["-o", "-i", &esp])
+            .arg(&stub)
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mcopy {at}");
+    }
+
+    let tmp = dir.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    let v = imgconv()
+        .arg("verify")
+        .arg(&out)
+        .args(["--boot", "--timeout", "300", "--json"])
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    let r = json(&v.stdout);
+    assert!(v.status.success(), "{r:#}\n{}", stderr_of(&v));
+    assert_eq!(r["boot"]["marker"], "IMGCONV-MARKER", "{r:#}");
+    assert_eq!(r["boot"]["machine"], "q35", "{r:#}");
+    assert!(
+        r["boot"]["firmware"]
+            .as_str()
+            .unwrap()
+            .contains("/usr/share/OVMF/OVMF_CODE"),
+        "{r:#}"
+    );
+    assert_eq!(names_in(&tmp), Vec::<String>::new(), "temporary files left");
+}
+
+/// `--kernel-cmdline`: shown in the dry run's plan, appended to the kernel's arguments in
+/// grub.cfg (read back by GRUB's own filesystem code, grub-fstest); arguments grub.cfg
+/// cannot hold are a usage error before anything is written.
+#[test]
+fn kernel_cmdline_goes_into_the_plan_and_grub_cfg() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fx("xen-ext4.img");
+    let out = dir.path().join("kvm.img");
+    let extra = ["quiet", "systemd.unit=multi-user.target"];
+    let with_args = |c: &mut assert_cmd::Command| {
+        for a in extra {
+            c.args(["--kernel-cmdline", a]);
+        }
+    };
+    let mut dry = convert_cmd(&src, &out);
+    with_args(&mut dry);
+    let dry = dry.arg("--dry-run").output().unwrap();
+    assert!(dry.status.success(), "{}", stderr_of(&dry));
+    let plan = String::from_utf8_lossy(&dry.stdout);
+    let cmdline = plan
+        .lines()
+        .find(|l| l.starts_with("cmdline:"))
+        .unwrap_or_else(|| panic!("no cmdline line in the plan: {plan}"));
+    assert!(
+        cmdline.contains("root=UUID=")
+            && cmdline.ends_with(" quiet systemd.unit=multi-user.target"),
+        "{cmdline}"
+    );
+    assert!(!out.exists(), "a dry run writes nothing");
+
+    let mut run = convert_cmd(&src, &out);
+    with_args(&mut run);
+    let run = run.arg("--quiet").output().unwrap();
+    assert!(run.status.success(), "{}", stderr_of(&run));
+    let cat = Command::new("grub-fstest")
+        .arg(&out)
+        .args(["cat", "(loop0,msdos1)/boot/grub/grub.cfg"])
+        .output()
+        .unwrap();
+    assert!(cat.status.success(), "{}", stderr_of(&cat));
+    let cfg = String::from_utf8_lossy(&cat.stdout);
+    let linux: Vec<&str> = cfg
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("linux "))
+        .collect();
+    assert!(!linux.is_empty(), "{cfg}");
+    for l in &linux {
+        assert!(
+            l.contains(" biosdevname=0 quiet systemd.unit=multi-user.target"),
+            "{l}\n{cfg}"
+        );
+    }
+
+    let bad_out = dir.path().join("bad.img");
+    let bad = convert_cmd(&src, &bad_out)
+        .args(["--kernel-cmdline", "init=/bin/sh;reboot"])
+        .output()
+        .unwrap();
+    let err = stderr_of(&bad);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
+    assert!(err.contains("extra_args") && err.contains("hint:"), "{err}");
+    assert!(!bad_out.exists());
+}
+
 #[test]
 fn each_error_class_has_its_exit_code() {
     let dir = tempfile::tempdir().unwrap();

@@ -390,19 +390,22 @@ fn prepare(
         .transpose()?;
     let swap_uuid = disk.swap().map(|_| uuid::Uuid::new_v4().to_string());
     let (grub, grub_choice) = grub;
+    let plan = ConversionPlan {
+        options: opts.clone(),
+        inspection,
+        kernel,
+        grub: grub_choice,
+        disk,
+        gpt,
+        efi_origin: efi.as_ref().map(|(f, _)| f.origin.clone()),
+        swap_uuid,
+        fixups: Report::default(),
+        warnings,
+    };
+    // grub.cfg is written last: a value it cannot hold (--kernel-cmdline) fails the plan.
+    boot::grub_cfg::render(&plan.grub_config())?;
     Ok(Prepared {
-        plan: ConversionPlan {
-            options: opts.clone(),
-            inspection,
-            kernel,
-            grub: grub_choice,
-            disk,
-            gpt,
-            efi_origin: efi.as_ref().map(|(f, _)| f.origin.clone()),
-            swap_uuid,
-            fixups: Report::default(),
-            warnings,
-        },
+        plan,
         donor,
         donor_kernel,
         grub,
@@ -574,14 +577,7 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
     let core = timed(&mut timings, Stage::Boot, || {
         progress.stage(Stage::Boot, None);
         let gpt = plan.gpt.is_some();
-        let mut cfg = boot::grub_cfg::GrubConfig::new(
-            plan.inspection.fs.uuid.clone(),
-            plan.kernel.version.clone(),
-        );
-        cfg.extra_args = opts.extra_cmdline.join(" ");
-        if gpt {
-            cfg.partition_map = boot::PartitionMap::Gpt;
-        }
+        let cfg = plan.grub_config();
         // BIOS boot code for bios and hybrid.
         let core = if opts.firmware == Firmware::Uefi {
             None
@@ -628,6 +624,22 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
     })
 }
 
+impl ConversionPlan {
+    /// The guest's `/boot/grub/grub.cfg` settings: the root by UUID, the kernel, the
+    /// partition map, `extra_cmdline` appended to the kernel's arguments.
+    pub fn grub_config(&self) -> boot::grub_cfg::GrubConfig {
+        let mut cfg = boot::grub_cfg::GrubConfig::new(
+            self.inspection.fs.uuid.clone(),
+            self.kernel.version.clone(),
+        );
+        cfg.extra_args = self.options.extra_cmdline.join(" ");
+        if self.gpt.is_some() {
+            cfg.partition_map = boot::PartitionMap::Gpt;
+        }
+        cfg
+    }
+}
+
 impl fmt::Display for ConversionPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let i = &self.inspection;
@@ -672,6 +684,7 @@ impl fmt::Display for ConversionPlan {
             self.kernel.version,
             layout::human(self.kernel.graft_bytes)
         )?;
+        writeln!(f, "cmdline: {}", self.grub_config().kernel_args())?;
         writeln!(
             f,
             "grub:    i386-pc files from {}{}",

@@ -84,10 +84,6 @@ pub enum Error {
     #[error("no donor given: pass --donor with a bootable HVM image of a similar distribution (or a directory with an unpacked kernel), or --use-guest-kernel")]
     NoDonor,
 
-    /// The conversion pipeline does not produce this firmware's disk layout yet.
-    #[error("firmware {firmware:?} is not supported by the conversion pipeline yet: use --firmware bios (MBR, GRUB i386-pc)")]
-    FirmwareNotSupported { firmware: crate::convert::Firmware },
-
     /// The operation was cancelled through [`crate::Progress::is_cancelled`].
     #[error("cancelled")]
     Cancelled,

@@ -8,6 +8,8 @@
 //! The QEMU test runs by default (scripts/setup installs qemu-system-x86) and fails with
 //! a clear message when qemu is missing.
 
+mod support;
+
 use imgconv_core::boot::grub_bios::core_image::SECTOR;
 use imgconv_core::boot::grub_bios::GPT_EXT_MODULES;
 use imgconv_core::boot::{
@@ -15,15 +17,15 @@ use imgconv_core::boot::{
     BootError, CoreImage, GrubConfig, GrubExtSupport, GrubPlatformFiles, PartitionMap,
     MSDOS_EXT_MODULES,
 };
-use imgconv_core::extread::NodeKind;
-use imgconv_core::guestfs::{GuestFs, MemFs};
+use imgconv_core::guestfs::MemFs;
 use imgconv_core::report::Report;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use support::qemu::{self, Firmware, GRUB_BOOT_LIMIT};
+use support::{command, memfs_to_dir, run_ok};
 
 const UUID: &str = "2b1f6c3e-7d4a-4e59-9c1b-0a5e8f3d2c71";
 const PART_START: u64 = 2048;
@@ -84,45 +86,11 @@ impl Layout {
 const DISK_MIB: u64 = 48;
 const MARKER: &str = "IMGCONV-GRUB-OK";
 
-fn tool(name: &str) -> Command {
-    let c = Command::new(name);
-    // Fail early with a clear message rather than an obscure spawn error later.
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).exists()))
-        .unwrap_or(false)
-        || ["/usr/sbin", "/sbin"]
-            .iter()
-            .any(|d| Path::new(d).join(name).exists());
-    assert!(found, "`{name}` is not installed: run scripts/setup");
-    c
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn sbin(name: &str) -> Command {
-    for d in ["/usr/sbin", "/sbin"] {
-        let p = Path::new(d).join(name);
-        if p.exists() {
-            return Command::new(p);
-        }
-    }
-    tool(name)
-}
-
 /// A disk partitioned by sfdisk from `script`, no filesystem yet.
 fn partitioned_disk(dir: &Path, script: &str) -> PathBuf {
     let img = dir.join("disk.img");
     File::create(&img).unwrap().set_len(DISK_MIB << 20).unwrap();
-    let mut child = sbin("sfdisk")
+    let mut child = command("sfdisk")
         .args(["--quiet", "--no-reread", "--no-tell-kernel"])
         .arg(&img)
         .stdin(Stdio::piped())
@@ -135,22 +103,7 @@ fn partitioned_disk(dir: &Path, script: &str) -> PathBuf {
 }
 
 fn sfdisk_dump(img: &Path) -> String {
-    run(sbin("sfdisk").arg("--dump").arg(img))
-}
-
-/// Copy a MemFs into a host directory (files and directories; what our writer makes).
-fn memfs_to_dir(fs: &mut MemFs, root: &Path) {
-    for (path, kind) in fs.list() {
-        let host = root.join(path.trim_start_matches('/'));
-        match kind {
-            NodeKind::Dir => fs::create_dir_all(&host).unwrap(),
-            NodeKind::File => {
-                fs::create_dir_all(host.parent().unwrap()).unwrap();
-                fs::write(&host, fs.read_file(&path, 64 << 20).unwrap().unwrap()).unwrap();
-            }
-            other => panic!("unexpected {other:?} at {path}"),
-        }
-    }
+    run_ok(command("sfdisk").arg("--dump").arg(img))
 }
 
 struct Built {
@@ -204,10 +157,12 @@ fn build_bootable_disk(layout: Layout) -> Built {
     let part_bytes = ((DISK_MIB << 20) / SECTOR as u64 - layout.root_start() - 40) * SECTOR as u64;
     File::create(&part).unwrap().set_len(part_bytes).unwrap();
     // Debian's default ext4 features (extent, 64bit, flex_bg, metadata_csum, …).
-    run(sbin("mkfs.ext4")
-        .args(["-q", "-F", "-U", UUID, "-L", "root", "-d"])
-        .arg(&tree)
-        .arg(&part));
+    run_ok(
+        command("mkfs.ext4")
+            .args(["-q", "-F", "-U", UUID, "-L", "root", "-d"])
+            .arg(&tree)
+            .arg(&part),
+    );
 
     // Our feature check agrees GRUB can read it (what the pipeline does before writing).
     let sb = fs::read(&part).unwrap()[1024..2048].to_vec();
@@ -299,18 +254,22 @@ fn boot_sector_and_core_img_bytes_on_disk() {
 #[test]
 fn grub_fstest_reads_boot_grub() {
     let b = build_bootable_disk(Layout::Msdos);
-    let ls = run(tool("grub-fstest")
-        .arg(&b.disk)
-        .args(["ls", "(loop0,msdos1)/boot/grub"]));
+    let ls = run_ok(
+        command("grub-fstest")
+            .arg(&b.disk)
+            .args(["ls", "(loop0,msdos1)/boot/grub"]),
+    );
     for want in ["grub.cfg", "grubenv", "i386-pc/"] {
         assert!(
             ls.split_whitespace().any(|w| w == want),
             "{want} not in {ls:?}"
         );
     }
-    let ls_mods = run(tool("grub-fstest")
-        .arg(&b.disk)
-        .args(["ls", "(loop0,msdos1)/boot/grub/i386-pc"]));
+    let ls_mods = run_ok(
+        command("grub-fstest")
+            .arg(&b.disk)
+            .args(["ls", "(loop0,msdos1)/boot/grub/i386-pc"]),
+    );
     for want in [
         "normal.mod",
         "ext2.mod",
@@ -323,16 +282,20 @@ fn grub_fstest_reads_boot_grub() {
             "{want} not in i386-pc"
         );
     }
-    let cat = run(tool("grub-fstest")
-        .arg(&b.disk)
-        .args(["cat", "(loop0,msdos1)/boot/grub/grub.cfg"]));
+    let cat = run_ok(
+        command("grub-fstest")
+            .arg(&b.disk)
+            .args(["cat", "(loop0,msdos1)/boot/grub/grub.cfg"]),
+    );
     assert_eq!(cat, b.cfg_text);
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("normal.mod");
-    run(tool("grub-fstest")
-        .arg(&b.disk)
-        .args(["cp", "(loop0,msdos1)/boot/grub/i386-pc/normal.mod"])
-        .arg(&copy));
+    run_ok(
+        command("grub-fstest")
+            .arg(&b.disk)
+            .args(["cp", "(loop0,msdos1)/boot/grub/i386-pc/normal.mod"])
+            .arg(&copy),
+    );
     assert_eq!(fs::read(&copy).unwrap(), b.files.get("normal.mod").unwrap());
 }
 
@@ -340,58 +303,15 @@ fn grub_fstest_reads_boot_grub() {
 /// partition → our grub.cfg → marker on the serial port.
 fn boot_to_marker(layout: Layout) {
     let b = build_bootable_disk(layout);
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("serial.log");
-    let qemu_out = dir.path().join("qemu.out");
-    let mut child = tool("qemu-system-x86_64")
-        .args([
-            "-nographic",
-            "-accel",
-            "tcg",
-            "-m",
-            "256",
-            "-no-reboot",
-            "-snapshot",
-        ])
-        .arg("-serial")
-        .arg(format!("file:{}", log.display()))
-        .arg("-drive")
-        .arg(format!("file={},format=raw,if=ide", b.disk.display()))
-        .stdin(Stdio::null())
-        .stdout(File::create(&qemu_out).unwrap())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("qemu-system-x86_64 is needed for the boot test: run scripts/setup");
-    let started = Instant::now();
-    let limit = Duration::from_secs(240);
-    let read_log = || String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
-    let (found, text) = loop {
-        let text = read_log();
-        if text.contains(MARKER) {
-            break (true, text);
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            eprintln!("qemu exited before the marker: {status}");
-            let text = read_log();
-            break (text.contains(MARKER), text);
-        }
-        if started.elapsed() > limit {
-            break (false, text);
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    // Our own child, by its handle (never by name).
-    let _ = child.kill();
-    let _ = child.wait();
-    eprintln!(
-        "{layout:?}: GRUB reached the marker after {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    assert!(
-        found,
-        "no {MARKER} on the serial port within {limit:?}; serial log:\n{text}"
-    );
-    let line = text.lines().find(|l| l.contains(MARKER)).unwrap();
+    let r = qemu::boot(&b.disk, Firmware::SeaBios, &[MARKER], GRUB_BOOT_LIMIT);
+    let text = &r.text;
+    // The whole marker line, as GRUB finished writing it (the harness waits for its end).
+    let line = r.line.as_deref().unwrap_or_else(|| {
+        panic!(
+            "no {MARKER} line on the serial port after {:.0} s (qemu exited: {:?}); serial log:\n{text}",
+            r.seconds, r.exited
+        )
+    });
     let part = layout.grub_part();
     assert!(
         line.contains(&format!("root=hd0,{part}"))

@@ -6,25 +6,12 @@ mod support;
 use imgconv_core::convert::{convert, plan, Conversion, ConvertOptions};
 use imgconv_core::{Error, NoProgress, Progress, Stage};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use support::tool_merged;
 
 const KERNEL: &str = "6.1.0-99-amd64";
 
-fn run(cmd: &str, args: &[&str]) -> (i32, String) {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
-
 fn sha256(path: &Path) -> String {
-    run("sha256sum", &[path.to_str().unwrap()])
+    tool_merged("sha256sum", &[path.to_str().unwrap()])
         .1
         .split_whitespace()
         .next()
@@ -33,7 +20,7 @@ fn sha256(path: &Path) -> String {
 }
 
 fn blkid_at(image: &Path, offset: u64, tag: &str) -> String {
-    let (_, out) = run(
+    let (_, out) = tool_merged(
         "blkid",
         &[
             "-p",
@@ -64,7 +51,7 @@ fn convert_fixture(name: &str, donor: &str, dir: &Path) -> (Conversion, PathBuf)
 fn check_output(done: &Conversion, out: &Path) -> u64 {
     let img = out.to_str().unwrap();
     // The partition table, as sfdisk reads it.
-    let (rc, json) = run("sfdisk", &["-J", img]);
+    let (rc, json) = tool_merged("sfdisk", &["-J", img]);
     assert_eq!(rc, 0, "{json}");
     let table: serde_json::Value = serde_json::from_str(&json).unwrap();
     let parts = table["partitiontable"]["partitions"].as_array().unwrap();
@@ -78,7 +65,7 @@ fn check_output(done: &Conversion, out: &Path) -> u64 {
     let swap_offset = parts[1]["start"].as_u64().unwrap() * 512;
 
     // The filesystem oracle.
-    let (rc, fsck) = run("e2fsck", &["-fn", &format!("{img}?offset={root_offset}")]);
+    let (rc, fsck) = tool_merged("e2fsck", &["-fn", &format!("{img}?offset={root_offset}")]);
     assert_eq!(rc, 0, "e2fsck on the converted root:\n{fsck}");
 
     // Root keeps the source's UUID; swap carries the planned one.
@@ -95,13 +82,13 @@ fn check_output(done: &Conversion, out: &Path) -> u64 {
     );
 
     // GRUB's own filesystem code reads the grafted kernel and our grub.cfg.
-    let (rc, ls) = run("grub-fstest", &[img, "ls", "(loop0,msdos1)/boot"]);
+    let (rc, ls) = tool_merged("grub-fstest", &[img, "ls", "(loop0,msdos1)/boot"]);
     assert_eq!(rc, 0, "{ls}");
     assert!(
         ls.contains(&format!("vmlinuz-{KERNEL}")),
         "grub-fstest ls /boot: {ls}"
     );
-    let (rc, cfg) = run(
+    let (rc, cfg) = tool_merged(
         "grub-fstest",
         &[img, "cat", "(loop0,msdos1)/boot/grub/grub.cfg"],
     );
@@ -114,7 +101,7 @@ fn check_output(done: &Conversion, out: &Path) -> u64 {
 
     // fstab now mounts root and swap by UUID, with the original kept.
     let fs = format!("{img}?offset={root_offset}");
-    let (_, fstab) = run("debugfs", &["-R", "cat /etc/fstab", &fs]);
+    let (_, fstab) = tool_merged("debugfs", &["-R", "cat /etc/fstab", &fs]);
     assert!(
         fstab.contains(&format!("UUID={}", done.root_uuid)),
         "{fstab}"
@@ -123,7 +110,7 @@ fn check_output(done: &Conversion, out: &Path) -> u64 {
         fstab.contains(&format!("UUID={}", done.swap_uuid.as_ref().unwrap())),
         "{fstab}"
     );
-    let (_, orig) = run("debugfs", &["-R", "cat /etc/fstab.imgconv-orig", &fs]);
+    let (_, orig) = tool_merged("debugfs", &["-R", "cat /etc/fstab.imgconv-orig", &fs]);
     assert!(
         orig.contains("/dev/xvda"),
         "backup keeps the Xen fstab: {orig}"
@@ -152,7 +139,7 @@ fn converts_bare_ext2_ext3_ext4_and_partitioned_guests() {
         let dumped = dir.path().join("vmlinuz");
         let _ = std::fs::remove_file(&dumped);
         let fs = format!("{}?offset={root_offset}", out.display());
-        let (rc, msg) = run(
+        let (rc, msg) = tool_merged(
             "debugfs",
             &[
                 "-R",

@@ -11,23 +11,10 @@ use imgconv_core::convert::{convert, Conversion, ConvertOptions, Firmware};
 use imgconv_core::NoProgress;
 use std::fs::{self, File};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use support::qemu::{self, GRUB_BOOT_LIMIT};
+use support::tool_merged;
 
 const KERNEL: &str = "6.1.0-99-amd64";
-
-fn run(cmd: &str, args: &[&str]) -> (i32, String) {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
 
 fn convert_with(firmware: Firmware, src: &str, donor: &str, dir: &Path) -> (Conversion, String) {
     let fx = support::synthetic();
@@ -41,7 +28,7 @@ fn convert_with(firmware: Firmware, src: &str, donor: &str, dir: &Path) -> (Conv
 /// Outside checks; returns (root offset, ESP offset).
 fn check(done: &Conversion, img: &str, firmware: Firmware) -> (u64, u64) {
     let gpt = done.plan.gpt.as_ref().expect("a GPT plan");
-    let (rc, json) = run("sfdisk", &["-J", img]);
+    let (rc, json) = tool_merged("sfdisk", &["-J", img]);
     assert_eq!(rc, 0, "{json}");
     let t: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(t["partitiontable"]["label"], "gpt");
@@ -64,7 +51,7 @@ fn check(done: &Conversion, img: &str, firmware: Firmware) -> (u64, u64) {
     let esp_offset = esp["start"].as_u64().unwrap() * 512;
     assert_eq!(root_offset, gpt.root().start_bytes());
 
-    let (rc, fsck) = run("e2fsck", &["-fn", &format!("{img}?offset={root_offset}")]);
+    let (rc, fsck) = tool_merged("e2fsck", &["-fn", &format!("{img}?offset={root_offset}")]);
     assert_eq!(rc, 0, "e2fsck:\n{fsck}");
 
     // The ESP, copied out for fsck.fat and blkid.
@@ -73,13 +60,13 @@ fn check(done: &Conversion, img: &str, firmware: Firmware) -> (u64, u64) {
     std::os::unix::fs::FileExt::read_exact_at(&File::open(img).unwrap(), &mut data, esp_offset)
         .unwrap();
     fs::write(&esp_img, data).unwrap();
-    let (rc, out) = run("fsck.fat", &["-n", &esp_img]);
+    let (rc, out) = tool_merged("fsck.fat", &["-n", &esp_img]);
     assert_eq!(rc, 0, "fsck.fat:\n{out}");
-    let (_, uuid) = run("blkid", &["-p", "-o", "value", "-s", "UUID", &esp_img]);
+    let (_, uuid) = tool_merged("blkid", &["-p", "-o", "value", "-s", "UUID", &esp_img]);
     assert_eq!(uuid.trim(), gpt.esp_serial());
     fs::remove_file(&esp_img).unwrap();
     let at = format!("{img}@@{esp_offset}");
-    let (rc, stub) = run("mtype", &["-i", &at, "::/EFI/debian/grub.cfg"]);
+    let (rc, stub) = tool_merged("mtype", &["-i", &at, "::/EFI/debian/grub.cfg"]);
     assert_eq!(rc, 0, "{stub}");
     assert!(
         stub.contains(&format!("search.fs_uuid {} root hd0,gpt1", done.root_uuid)),
@@ -88,7 +75,7 @@ fn check(done: &Conversion, img: &str, firmware: Firmware) -> (u64, u64) {
 
     // The guest: fstab mounts the ESP, /boot/efi exists, grub.cfg uses part_gpt.
     let fsx = format!("{img}?offset={root_offset}");
-    let (_, fstab) = run("debugfs", &["-R", "cat /etc/fstab", &fsx]);
+    let (_, fstab) = tool_merged("debugfs", &["-R", "cat /etc/fstab", &fsx]);
     assert!(
         fstab.contains(&format!(
             "UUID={} /boot/efi vfat umask=0077 0 1",
@@ -96,11 +83,11 @@ fn check(done: &Conversion, img: &str, firmware: Firmware) -> (u64, u64) {
         )),
         "{fstab}"
     );
-    let (_, st) = run("debugfs", &["-R", "stat /boot/efi", &fsx]);
+    let (_, st) = tool_merged("debugfs", &["-R", "stat /boot/efi", &fsx]);
     assert!(st.contains("Type: directory"), "{st}");
-    let (_, cfg) = run("debugfs", &["-R", "cat /boot/grub/grub.cfg", &fsx]);
+    let (_, cfg) = tool_merged("debugfs", &["-R", "cat /boot/grub/grub.cfg", &fsx]);
     assert!(cfg.contains("insmod part_gpt"), "{cfg}");
-    let (_, ls) = run("debugfs", &["-R", "ls -l /boot/grub/x86_64-efi", &fsx]);
+    let (_, ls) = tool_merged("debugfs", &["-R", "ls -l /boot/grub/x86_64-efi", &fsx]);
     assert!(ls.contains("core.efi"), "{ls}");
     for f in [
         "/boot/efi/EFI/BOOT/BOOTX64.EFI",
@@ -115,53 +102,14 @@ fn check(done: &Conversion, img: &str, firmware: Firmware) -> (u64, u64) {
 }
 
 /// Boot and wait for GRUB's "Loading Linux <version>" (our grub.cfg's default entry).
-fn boot_to_grub_menu_entry(img: &str, ovmf: bool) {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("serial.log");
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-nographic", "-accel", "tcg", "-m", "512", "-snapshot"]);
-    if ovmf {
-        let vars = dir.path().join("vars.fd");
-        fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
-        cmd.args(["-machine", "q35", "-drive"])
-            .arg("if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd")
-            .arg("-drive")
-            .arg(format!("if=pflash,format=raw,file={}", vars.display()))
-            .arg("-drive")
-            .arg(format!("file={img},format=raw,if=virtio"));
-    } else {
-        cmd.arg("-drive")
-            .arg(format!("file={img},format=raw,if=ide"));
-    }
-    let mut child = cmd
-        .arg("-serial")
-        .arg(format!("file:{}", log.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("qemu-system-x86_64 (scripts/setup)");
+fn boot_to_grub_menu_entry(img: &str, firmware: qemu::Firmware) {
     let want = format!("Loading Linux {KERNEL}");
-    let started = Instant::now();
-    let text = loop {
-        let text = String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
-        if text.contains(&want)
-            || started.elapsed() > Duration::from_secs(300)
-            || child.try_wait().unwrap().is_some()
-        {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    eprintln!(
-        "{} reached GRUB's entry in {:.1} s",
-        if ovmf { "OVMF" } else { "SeaBIOS" },
-        started.elapsed().as_secs_f64()
-    );
+    let r = qemu::boot(Path::new(img), firmware, &[&want], GRUB_BOOT_LIMIT);
     assert!(
-        text.contains(&want),
-        "no {want:?} on the serial port:\n{text}"
+        r.line.is_some(),
+        "{firmware:?}: no {want:?} line on the serial port after {:.0} s:\n{}",
+        r.seconds,
+        r.text
     );
 }
 
@@ -180,7 +128,7 @@ fn uefi_conversion_passes_outside_checks_and_boots_grub_under_ovmf() {
         mbr[..440].iter().all(|&b| b == 0),
         "no BIOS boot code for uefi"
     );
-    boot_to_grub_menu_entry(&img, true);
+    boot_to_grub_menu_entry(&img, qemu::Firmware::Ovmf);
 }
 
 #[test]
@@ -193,6 +141,6 @@ fn hybrid_conversion_boots_grub_under_ovmf_and_seabios() {
         mbr[..440].windows(5).any(|w| w == b"GRUB "),
         "boot.img in LBA 0"
     );
-    boot_to_grub_menu_entry(&img, true);
-    boot_to_grub_menu_entry(&img, false);
+    boot_to_grub_menu_entry(&img, qemu::Firmware::Ovmf);
+    boot_to_grub_menu_entry(&img, qemu::Firmware::SeaBios);
 }

@@ -85,14 +85,7 @@ impl GrubPlatformFiles {
                 continue;
             }
             let data = read_capped(&path, &name)?;
-            total += data.len() as u64;
-            if total > MAX_TOTAL_BYTES {
-                return Err(BootError::TooMuchData {
-                    platform: platform.to_string(),
-                    cap: MAX_TOTAL_BYTES,
-                });
-            }
-            out.files.insert(name, data);
+            out.add(name, data, &mut total)?;
         }
         Ok(out)
     }
@@ -117,23 +110,30 @@ impl GrubPlatformFiles {
             if !Self::is_wanted(&name) {
                 continue;
             }
-            if data.len() as u64 > MAX_FILE_BYTES {
-                return Err(BootError::FileTooLarge {
-                    name,
-                    size: data.len() as u64,
-                    cap: MAX_FILE_BYTES,
-                });
-            }
-            total += data.len() as u64;
-            if total > MAX_TOTAL_BYTES {
-                return Err(BootError::TooMuchData {
-                    platform: platform.to_string(),
-                    cap: MAX_TOTAL_BYTES,
-                });
-            }
-            out.files.insert(name, data);
+            out.add(name, data, &mut total)?;
         }
         Ok(out)
+    }
+
+    /// Add one file, within the caps: [`MAX_FILE_BYTES`] for it, [`MAX_TOTAL_BYTES`] for
+    /// `total`, the bytes added so far.
+    fn add(&mut self, name: String, data: Vec<u8>, total: &mut u64) -> Result<(), BootError> {
+        if data.len() as u64 > MAX_FILE_BYTES {
+            return Err(BootError::FileTooLarge {
+                name,
+                size: data.len() as u64,
+                cap: MAX_FILE_BYTES,
+            });
+        }
+        *total += data.len() as u64;
+        if *total > MAX_TOTAL_BYTES {
+            return Err(BootError::TooMuchData {
+                platform: self.platform.clone(),
+                cap: MAX_TOTAL_BYTES,
+            });
+        }
+        self.files.insert(name, data);
+        Ok(())
     }
 
     /// The host's i386-pc files ([`HOST_I386_PC_DIR`]).

@@ -55,14 +55,18 @@ impl DonorSource {
         }
     }
 
+    /// Whether `path` is a directory (following symlinks).
+    fn is_dir(&self, path: &str) -> Result<bool, DonorError> {
+        Ok(matches!(self.stat(path)?, Some(m) if m.kind == NodeKind::Dir))
+    }
+
     /// Entries of a directory (following symlinks to it), at most `cap`; `None` if absent
     /// or not a directory.
     pub fn read_dir(&self, path: &str, cap: usize) -> Result<Option<Vec<DirItem>>, DonorError> {
         match &self.kind {
             SourceKind::Ext { reader, .. } => {
-                match self.stat(path)? {
-                    Some(m) if m.kind == NodeKind::Dir => {}
-                    _ => return Ok(None),
+                if !self.is_dir(path)? {
+                    return Ok(None);
                 }
                 Ok(reader.read_dir(path, cap)?)
             }
@@ -82,9 +86,8 @@ impl DonorSource {
     ) -> Result<Option<Vec<(DirItem, NodeMeta)>>, DonorError> {
         match &self.kind {
             SourceKind::Ext { reader, .. } => {
-                match self.stat(path)? {
-                    Some(m) if m.kind == NodeKind::Dir => {}
-                    _ => return Ok(None),
+                if !self.is_dir(path)? {
+                    return Ok(None);
                 }
                 Ok(reader.read_dir_meta(path, cap)?)
             }

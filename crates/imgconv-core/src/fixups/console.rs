@@ -13,8 +13,8 @@
 //! - `/etc/securetty`, when present, gains `ttyS0` and `tty1` so root may log in there.
 
 use super::edit::{
-    append_lines, create, exists, is_blank_or_comment, join, lines, move_aside, read_config,
-    rewrite, split_eol, Edited, COMMENT_PREFIX,
+    append_lines, apply_edit, create, exists, is_blank_or_comment, join, lines, move_aside,
+    read_config, rewrite, split_eol, Edited, COMMENT_PREFIX,
 };
 use super::{At, FixupContext, FixupError, InitSystem};
 use crate::extread::NodeKind;
@@ -374,14 +374,13 @@ fn fix_inittab(
     }
     let getty = getty_program(guest, report)?;
     let edited = edit_inittab(&old, &ctx.serial_console, &getty);
-    rewrite(
+    apply_edit(
         guest,
         report,
         STEP,
         path,
         &old,
-        &edited.text,
-        edited.edits.join("; "),
+        edited,
         "the Xen console (hvc0/xvc0) does not exist under KVM; logins go to the serial console and tty1",
     )?;
     Ok(())

@@ -138,6 +138,51 @@ pub(crate) fn rewrite(
     Ok(true)
 }
 
+/// [`rewrite`] `path` with what an edit made of it (`old`): the edits, joined, say what
+/// changed; the edit's warnings go to the report. Returns whether it changed the file.
+pub(crate) fn apply_edit(
+    guest: &mut dyn GuestFs,
+    report: &mut Report,
+    step: &'static str,
+    path: &str,
+    old: &[u8],
+    edited: Edited,
+    why: &str,
+) -> Result<bool, FixupError> {
+    let changed = rewrite(
+        guest,
+        report,
+        step,
+        path,
+        old,
+        &edited.text,
+        edited.edits.join("; "),
+        why,
+    )?;
+    for w in edited.warnings {
+        report.warn(w);
+    }
+    Ok(changed)
+}
+
+/// Edit the configuration file `path` if the guest has one (a regular file, see
+/// [`read_config`]): run `edit` on its content and [`apply_edit`] the result.
+pub(crate) fn edit_config(
+    guest: &mut dyn GuestFs,
+    report: &mut Report,
+    step: &'static str,
+    path: &str,
+    why: &str,
+    edit: impl FnOnce(&[u8]) -> Edited,
+) -> Result<(), FixupError> {
+    let Some(old) = read_config(guest, step, path)? else {
+        return Ok(());
+    };
+    let edited = edit(&old);
+    apply_edit(guest, report, step, path, &old, edited, why)?;
+    Ok(())
+}
+
 /// Rename `path` to its backup name (the rename is the backup) and record it.
 pub(crate) fn move_aside(
     guest: &mut dyn GuestFs,

@@ -26,8 +26,8 @@
 
 use super::devices::KernelDisk;
 use super::edit::{
-    append_lines, create, exists, is_blank_or_comment, lines, read_config, rewrite, split_eol,
-    Edited, Fields, COMMENT_PREFIX,
+    append_lines, apply_edit, create, edit_config, exists, is_blank_or_comment, lines, read_config,
+    split_eol, Edited, Fields, COMMENT_PREFIX,
 };
 use super::{FixupContext, FixupError};
 use crate::guestfs::{GuestFs, NodeAttrs};
@@ -313,20 +313,7 @@ pub fn fix_fstab(
         report.warn("the guest had no /etc/fstab; imgconv created one");
         return Ok(());
     };
-    let edited = edit_fstab(&old, ctx);
-    rewrite(
-        guest,
-        report,
-        STEP,
-        FSTAB,
-        &old,
-        &edited.text,
-        edited.edits.join("; "),
-        why,
-    )?;
-    for w in edited.warnings {
-        report.warn(w);
-    }
+    apply_edit(guest, report, STEP, FSTAB, &old, edit_fstab(&old, ctx), why)?;
     Ok(())
 }
 
@@ -381,25 +368,14 @@ pub fn fix_crypttab(
     ctx: &FixupContext,
     report: &mut Report,
 ) -> Result<(), FixupError> {
-    const STEP: &str = "crypttab";
-    let Some(old) = read_config(guest, STEP, CRYPTTAB)? else {
-        return Ok(());
-    };
-    let edited = edit_crypttab(&old, ctx);
-    rewrite(
+    edit_config(
         guest,
         report,
-        STEP,
+        "crypttab",
         CRYPTTAB,
-        &old,
-        &edited.text,
-        edited.edits.join("; "),
         "the Xen disk names (xvdX) do not exist under KVM",
-    )?;
-    for w in edited.warnings {
-        report.warn(w);
-    }
-    Ok(())
+        |old| edit_crypttab(old, ctx),
+    )
 }
 
 /// Compute the new initramfs-tools resume config: a `RESUME=` naming a kernel disk
@@ -439,22 +415,14 @@ pub fn fix_resume(
     ctx: &FixupContext,
     report: &mut Report,
 ) -> Result<(), FixupError> {
-    const STEP: &str = "resume";
-    let Some(old) = read_config(guest, STEP, RESUME)? else {
-        return Ok(());
-    };
-    let edited = edit_resume(&old, ctx);
-    rewrite(
+    edit_config(
         guest,
         report,
-        STEP,
+        "resume",
         RESUME,
-        &old,
-        &edited.text,
-        edited.edits.join("; "),
         "an initramfs built in the guest would wait for a Xen swap device that no longer exists",
-    )?;
-    Ok(())
+        |old| edit_resume(old, ctx),
+    )
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //! `DOMU_INITRD_MODULES`); the Xen ones are dropped from those lists, as virt-v2v does.
 
 use super::edit::{
-    is_blank_or_comment, join, lines, read_config, rewrite, split_eol, Edited, COMMENT_PREFIX,
+    edit_config, is_blank_or_comment, join, lines, split_eol, Edited, COMMENT_PREFIX,
 };
 use super::{At, DiskBus, FixupContext, FixupError};
 use crate::guestfs::GuestFs;
@@ -163,29 +163,6 @@ fn conf_files(guest: &mut dyn GuestFs, dir: &str) -> Result<Vec<String>, FixupEr
     Ok(names.into_iter().map(|n| join(dir, &n)).collect())
 }
 
-fn fix_file(
-    guest: &mut dyn GuestFs,
-    report: &mut Report,
-    path: &str,
-    edit: impl Fn(&[u8]) -> Edited,
-) -> Result<(), FixupError> {
-    let Some(old) = read_config(guest, STEP, path)? else {
-        return Ok(());
-    };
-    let edited = edit(&old);
-    rewrite(
-        guest,
-        report,
-        STEP,
-        path,
-        &old,
-        &edited.text,
-        edited.edits.join("; "),
-        WHY,
-    )?;
-    Ok(())
-}
-
 /// Comment out (or replace with virtio) every Xen frontend module line.
 pub fn fix_modules(
     guest: &mut dyn GuestFs,
@@ -198,17 +175,21 @@ pub fn fix_modules(
     ];
     lists.extend(conf_files(guest, "/etc/modules-load.d")?);
     for path in lists {
-        fix_file(guest, report, &path, edit_module_list)?;
+        edit_config(guest, report, STEP, &path, WHY, edit_module_list)?;
     }
     let mut modprobe = vec!["/etc/modprobe.conf".to_string()];
     modprobe.extend(conf_files(guest, "/etc/modprobe.d")?);
     for path in modprobe {
-        fix_file(guest, report, &path, |old| edit_modprobe(old, ctx.disk_bus))?;
+        edit_config(guest, report, STEP, &path, WHY, |old| {
+            edit_modprobe(old, ctx.disk_bus)
+        })?;
     }
-    fix_file(
+    edit_config(
         guest,
         report,
+        STEP,
         "/etc/sysconfig/kernel",
+        WHY,
         edit_sysconfig_kernel,
     )
 }

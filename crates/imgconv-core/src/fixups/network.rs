@@ -12,7 +12,7 @@
 //! applies to the new NIC by its name.
 
 use super::edit::{
-    exists, is_blank_or_comment, join, lines, move_aside, read_config, rewrite, split_eol, Edited,
+    edit_config, exists, is_blank_or_comment, join, lines, move_aside, split_eol, Edited,
     COMMENT_PREFIX,
 };
 use super::{At, FixupContext, FixupError};
@@ -75,19 +75,13 @@ pub fn fix_persistent_net(
     names.sort();
     for name in names {
         let path = join(IFCFG_DIR, &name);
-        let Some(old) = read_config(guest, STEP, &path)? else {
-            continue;
-        };
-        let edited = edit_ifcfg(&old);
-        rewrite(
+        edit_config(
             guest,
             report,
             STEP,
             &path,
-            &old,
-            &edited.text,
-            edited.edits.join("; "),
             "HWADDR binds the configuration to the Xen NIC's MAC address; the new NIC has another one",
+            edit_ifcfg,
         )?;
     }
     Ok(())

@@ -6,6 +6,11 @@
 // Each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod qemu;
+
+use imgconv_core::extread::NodeKind;
+use imgconv_core::guestfs::{GuestFs, MemFs};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -139,4 +144,53 @@ pub fn debugfs(spec: &str, request: &str) -> String {
     let (code, out, err) = tool("debugfs", &["-R", request, spec]);
     assert_eq!(code, 0, "debugfs -R {request:?} {spec}: {err}");
     out
+}
+
+/// Run an outside tool, returning (exit code, stdout then stderr). Panics if it cannot start.
+pub fn tool_merged(program: &str, args: &[&str]) -> (i32, String) {
+    let (code, out, err) = tool(program, args);
+    (code, out + &err)
+}
+
+/// A command for the outside tool `name`, found on PATH or in /usr/sbin, /sbin; panics
+/// with the fix (scripts/setup) when it is not installed, rather than failing obscurely.
+pub fn command(name: &str) -> Command {
+    let path_dirs = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let found = path_dirs
+        .iter()
+        .map(PathBuf::as_path)
+        .chain([Path::new("/usr/sbin"), Path::new("/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.exists());
+    Command::new(found.unwrap_or_else(|| panic!("`{name}` is not installed: run scripts/setup")))
+}
+
+/// Run `cmd`, which must succeed; its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Copy a MemFs into a host directory (files and directories: what our writers make), for
+/// `mkfs.ext4 -d`.
+pub fn memfs_to_dir(fs: &mut MemFs, root: &Path) {
+    for (path, kind) in fs.list() {
+        let host = root.join(path.trim_start_matches('/'));
+        match kind {
+            NodeKind::Dir => fs::create_dir_all(&host).unwrap(),
+            NodeKind::File => {
+                fs::create_dir_all(host.parent().unwrap()).unwrap();
+                fs::write(&host, fs.read_file(&path, 64 << 20).unwrap().unwrap()).unwrap();
+            }
+            other => panic!("unexpected {other:?} at {path}"),
+        }
+    }
 }
