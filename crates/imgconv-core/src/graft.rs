@@ -361,6 +361,17 @@ impl Grafter<'_> {
             }
         }
         self.guest.mkdir_p(path, attrs)?;
+        // Each new directory is a change to the guest, so the report names it (e.g.
+        // /lib/modules in a guest that never had a kernel of its own).
+        for dir in &missing {
+            self.report.change(
+                STEP,
+                dir,
+                "created the directory",
+                "the donor kernel's files go here",
+                None,
+            );
+        }
         self.sum.dirs += missing.len() as u64;
         self.sum.written.extend(missing);
         Ok(())

@@ -183,29 +183,39 @@ fn graft_into_an_empty_guest_writes_exactly_the_donor_files() {
         slow_target()
     );
 
-    // The report names every piece once, without backups.
+    // The report names every piece once, without backups: each directory the graft had
+    // to create, then what it put there.
     let paths: Vec<&str> = report.changes.iter().map(|c| c.path.as_str()).collect();
     assert_eq!(
         paths,
         [
+            "/boot",
             format!("/boot/vmlinuz-{V}").as_str(),
             &format!("/boot/initrd.img-{V}"),
             &format!("/boot/config-{V}"),
             &format!("/boot/System.map-{V}"),
+            "/lib",
+            "/lib/modules",
             &m,
+            "/boot/grub",
+            "/boot/grub/i386-pc",
             "/boot/grub/i386-pc"
         ]
     );
+    let created: Vec<usize> = (0..paths.len())
+        .filter(|&i| report.changes[i].what == "created the directory")
+        .collect();
+    assert_eq!(created, [0, 5, 6, 8, 9]);
     assert!(report
         .changes
         .iter()
         .all(|c| c.step == "graft" && c.backup.is_none()));
     assert!(
-        report.changes[4]
+        report.changes[7]
             .what
             .contains("8 files, 10 directories, 3 symlinks"),
         "{}",
-        report.changes[4].what
+        report.changes[7].what
     );
     assert!(report.warnings.is_empty());
 }
@@ -243,7 +253,20 @@ fn merged_usr_guest_gets_the_tree_under_usr() {
     let mut guest = MemFs::new()
         .with_symlink("/lib", "usr/lib")
         .with_file("/usr/lib/os-release", "ID=debian\n");
-    run(&donor, &k, &mut guest, &mut Report::default());
+    let mut report = Report::default();
+    run(&donor, &k, &mut guest, &mut report);
+    // The guest had no /usr/lib/modules: the report names the directory the graft made.
+    let created: Vec<&str> = report
+        .changes
+        .iter()
+        .filter(|c| c.what == "created the directory")
+        .map(|c| c.path.as_str())
+        .collect();
+    assert!(created.contains(&"/lib/modules"), "{created:?}");
+    assert!(
+        !created.contains(&"/lib"),
+        "the guest's /lib link existed: {created:?}"
+    );
     assert_eq!(
         guest.lstat("/lib").unwrap().unwrap().kind,
         NodeKind::Symlink,
