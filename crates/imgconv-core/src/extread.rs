@@ -272,14 +272,7 @@ impl ExtReader {
             if hops > MAX_SYMLINK_HOPS {
                 return Err(self.path_err(path, Ext4Error::TooManySymlinks));
             }
-            if meta.len() > MAX_SYMLINK_LEN {
-                return Err(ExtReadError::TooLarge {
-                    image: self.image.clone(),
-                    path: here,
-                    size: meta.len(),
-                    cap: MAX_SYMLINK_LEN,
-                });
-            }
+            self.check_link_len(&here, meta.len())?;
             let target = match guarded(&self.image, path, || self.fs.read_link(here.as_str()))? {
                 Ok(t) => String::from_utf8_lossy(t.as_ref()).into_owned(),
                 Err(e) => return Err(self.path_err(&here, e)),
@@ -293,6 +286,20 @@ impl ExtReader {
             }
         }
         Ok(join(&done))
+    }
+
+    /// Refuse a symlink at `path` whose claimed target length `len` exceeds
+    /// [`MAX_SYMLINK_LEN`], before ext4-view allocates that many bytes.
+    fn check_link_len(&self, path: &str, len: u64) -> Result<(), ExtReadError> {
+        if len > MAX_SYMLINK_LEN {
+            return Err(ExtReadError::TooLarge {
+                image: self.image.clone(),
+                path: path.to_string(),
+                size: len,
+                cap: MAX_SYMLINK_LEN,
+            });
+        }
+        Ok(())
     }
 
     /// Metadata of `path`, following symlinks. `None` if it does not exist.
@@ -347,13 +354,8 @@ impl ExtReader {
     pub fn read_link(&self, path: &str) -> Result<Option<String>, ExtReadError> {
         let path = &self.resolve(path, false)?;
         if let Ok(m) = guarded(&self.image, path, || self.fs.symlink_metadata(path))? {
-            if m.file_type().is_symlink() && m.len() > MAX_SYMLINK_LEN {
-                return Err(ExtReadError::TooLarge {
-                    image: self.image.clone(),
-                    path: path.clone(),
-                    size: m.len(),
-                    cap: MAX_SYMLINK_LEN,
-                });
+            if m.file_type().is_symlink() {
+                self.check_link_len(path, m.len())?;
             }
         }
         match guarded(&self.image, path, || self.fs.read_link(path))? {
