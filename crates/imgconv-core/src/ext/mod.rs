@@ -23,9 +23,9 @@
 //!   `ext2fs_fallocate` (initialised extents, contiguous where free space allows) and is
 //!   written with one `io_channel_write_blk64` per physically contiguous stretch (large
 //!   writes bypass and invalidate the library's small block cache, so it stays coherent);
-//!   the inode (size, map, `i_blocks`, mode, owner, times) is written once at the end. All-zero blocks are
-//!   skipped and stay holes, which read back as zeros (so never create a swap file with
-//!   it: swapon refuses holes). A source error or short source undoes the half-made file.
+//!   the inode (size, map, `i_blocks`, mode, owner, times) is written once at the end.
+//!   All-zero blocks are skipped and stay holes, which read back as zeros (so never
+//!   create a swap file with it: swapon refuses holes). A source error or short source undoes the half-made file.
 //! - Times: atime = mtime = ctime = the given mtime (with the ext4 epoch bits when the
 //!   inode has extra fields, else clamped to 32 bits); crtime is the time of writing.
 //! - `replace_content`: same inode (owner, mode, mtime kept, as MemFs); its blocks are
