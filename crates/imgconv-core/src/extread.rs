@@ -130,6 +130,9 @@ pub struct ExtReader {
     /// then costs one extra lookup per file, not one per path component. The
     /// filesystem is read-only, so an entry never goes stale.
     real_dirs: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The same filesystem read by inode number, for bulk reads of a tree (see
+    /// [`crate::extraw`]); `None` when it is not one that reader handles.
+    raw: Option<std::sync::Arc<crate::extraw::RawFs>>,
 }
 
 /// Entries kept in [`ExtReader::real_dirs`] before it is cleared (bounded memory).
@@ -169,13 +172,43 @@ const MAX_SYMLINK_HOPS: usize = 40;
 impl ExtReader {
     /// Open the filesystem in `region`. `label` names it in errors (e.g. "donor.img partition 1").
     pub fn open(region: Region, label: impl Into<String>) -> Result<Self, ExtReadError> {
-        Self::open_reader(
+        let raw = crate::extraw::RawFs::open(region.clone()).map(std::sync::Arc::new);
+        let mut reader = Self::open_reader(
             Box::new(crate::readcache::CachedRead::new(
                 region,
                 crate::readcache::CACHE_BYTES,
             )),
             label,
-        )
+        )?;
+        reader.raw = raw;
+        Ok(reader)
+    }
+
+    /// The inode-level reader of the same filesystem, when it handles it.
+    pub fn raw(&self) -> Option<&std::sync::Arc<crate::extraw::RawFs>> {
+        self.raw.as_ref()
+    }
+
+    /// `path` with every symlink resolved inside the filesystem (see
+    /// [`ExtReader::metadata`] for the rules).
+    pub fn canonical(&self, path: &str) -> Result<String, ExtReadError> {
+        self.resolve(path, true)
+    }
+
+    /// An error of the inode-level reader, as this reader's error for `path`.
+    pub fn raw_error(&self, path: &str, e: crate::extraw::RawError) -> ExtReadError {
+        match e {
+            crate::extraw::RawError::TooManyEntries { cap, .. } => ExtReadError::TooManyEntries {
+                image: self.image.clone(),
+                path: path.to_string(),
+                cap,
+            },
+            e => ExtReadError::Path {
+                image: self.image.clone(),
+                path: path.to_string(),
+                why: e.to_string(),
+            },
+        }
     }
 
     /// Open the filesystem from any [`ext4_view::Ext4Read`], e.g. a view of a [`Region`]
@@ -192,6 +225,7 @@ impl ExtReader {
                 fs,
                 image,
                 real_dirs: Default::default(),
+                raw: None,
             }),
             Err(Ext4Error::Incompatible(i)) => Err(ExtReadError::Incompatible {
                 image,

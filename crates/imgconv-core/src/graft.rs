@@ -18,7 +18,7 @@
 //! one is left alone, so a second graft changes nothing.
 
 use crate::boot::GrubPlatformFiles;
-use crate::donor::{Donor, DonorError, DonorFile, DonorKernel, TreeEntry};
+use crate::donor::{Donor, DonorError, DonorFile, DonorKernel, ModulesTree, TreeEntry};
 use crate::extread::{NodeKind, NodeMeta};
 use crate::guestfs::{GuestFs, GuestFsError, NodeAttrs};
 use crate::progress::{Progress, Stage};
@@ -104,6 +104,8 @@ pub fn is_grub_runtime_file(name: &str) -> bool {
 /// Where the content of a file to write comes from.
 enum Content<'a> {
     Donor(DonorFile),
+    /// A file of the kernel's modules tree.
+    Tree(&'a ModulesTree, &'a TreeEntry),
     Bytes(&'a [u8]),
 }
 
@@ -409,16 +411,12 @@ impl Grafter<'_> {
                 let target = entry.target.as_deref().unwrap_or_default();
                 self.place_symlink(dest, target, attrs)
             }
-            NodeKind::File => {
-                let file = DonorFile {
-                    at: crate::donor::DonorPath {
-                        source: kernel.modules.root.source,
-                        path: crate::donor::tree::join(&kernel.modules.root.path, &entry.rel),
-                    },
-                    meta: entry.meta.clone(),
-                };
-                self.place_file(dest, attrs, entry.meta.len, Content::Donor(file))
-            }
+            NodeKind::File => self.place_file(
+                dest,
+                attrs,
+                entry.meta.len,
+                Content::Tree(&kernel.modules, entry),
+            ),
             other => {
                 self.sum.skipped.push(format!(
                     "{dest}: the donor has a {other:?} node here; only files, directories and symlinks are grafted"
@@ -493,6 +491,10 @@ impl Grafter<'_> {
                 let mut reader = self.donor.open_file(&file)?;
                 self.guest.create_file(dest, &mut reader, len, attrs)?;
             }
+            Content::Tree(tree, entry) => {
+                let mut reader = self.donor.open_tree_file(tree, entry)?;
+                self.guest.create_file(dest, &mut reader, len, attrs)?;
+            }
             Content::Bytes(data) => {
                 let mut reader: &[u8] = data;
                 self.guest.create_file(dest, &mut reader, len, attrs)?;
@@ -523,14 +525,21 @@ impl Grafter<'_> {
         }
         match content {
             Content::Bytes(data) => Ok(existing == *data),
-            Content::Donor(file) => {
-                let mut reader = self.donor.open_file(file)?;
+            Content::Donor(_) | Content::Tree(..) => {
+                let (mut reader, what): (Box<dyn Read + '_>, &str) = match content {
+                    Content::Donor(file) => (Box::new(self.donor.open_file(file)?), &file.at.path),
+                    Content::Tree(tree, entry) => (
+                        Box::new(self.donor.open_tree_file(tree, entry)?),
+                        &entry.rel,
+                    ),
+                    Content::Bytes(_) => unreachable!("handled above"),
+                };
                 let mut buf = vec![0u8; 64 << 10];
                 let mut pos = 0usize;
                 loop {
                     let n = reader
                         .read(&mut buf)
-                        .map_err(|e| DonorError::io("reading", &file.at.path, e))?;
+                        .map_err(|e| DonorError::io("reading", what, e))?;
                     if n == 0 {
                         return Ok(pos == existing.len());
                     }

@@ -19,6 +19,7 @@ pub mod donor;
 pub mod e2fs_tools;
 pub mod error;
 pub mod ext;
+pub mod extraw;
 pub mod extread;
 pub mod fixups;
 pub mod graft;

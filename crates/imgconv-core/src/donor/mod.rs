@@ -599,13 +599,20 @@ impl Donor {
     /// Open a donor file for streaming: the reader yields exactly `file.len()` bytes or an
     /// error ([`DonorError::ShortRead`] when the content ends early).
     pub fn open_file(&self, file: &DonorFile) -> Result<impl Read, DonorError> {
+        self.open_file_at(file, None)
+    }
+
+    /// [`Donor::open_file`], by inode number when one is known.
+    fn open_file_at(&self, file: &DonorFile, ino: Option<u32>) -> Result<impl Read, DonorError> {
         let src = self.source(file.at.source)?;
-        let (reader, len) = src
-            .open(&file.at.path)?
-            .ok_or_else(|| DonorError::Vanished {
-                donor: src.label.clone(),
-                path: file.at.path.clone(),
-            })?;
+        let opened = match ino {
+            Some(ino) => src.open_inode(ino, &file.at.path)?,
+            None => src.open(&file.at.path)?,
+        };
+        let (reader, len) = opened.ok_or_else(|| DonorError::Vanished {
+            donor: src.label.clone(),
+            path: file.at.path.clone(),
+        })?;
         if len != file.meta.len {
             return Err(DonorError::ShortRead {
                 donor: src.label.clone(),
@@ -623,19 +630,23 @@ impl Donor {
         })
     }
 
-    /// Open a file of a modules tree for streaming (see [`Donor::open_file`]).
+    /// Open a file of a modules tree for streaming (see [`Donor::open_file`]); by its
+    /// inode number when the tree was walked by inode.
     pub fn open_tree_file(
         &self,
         tree: &ModulesTree,
         entry: &TreeEntry,
     ) -> Result<impl Read, DonorError> {
-        self.open_file(&DonorFile {
-            at: DonorPath {
-                source: tree.root.source,
-                path: tree::join(&tree.root.path, &entry.rel),
+        self.open_file_at(
+            &DonorFile {
+                at: DonorPath {
+                    source: tree.root.source,
+                    path: tree::join(&tree.root.path, &entry.rel),
+                },
+                meta: entry.meta.clone(),
             },
-            meta: entry.meta.clone(),
-        })
+            entry.ino,
+        )
     }
 
     fn source(&self, index: usize) -> Result<&DonorSource, DonorError> {

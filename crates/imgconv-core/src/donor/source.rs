@@ -157,6 +157,31 @@ impl DonorSource {
         }
     }
 
+    /// Open the regular file with inode number `ino` (found by a walk by inode, see
+    /// [`crate::extraw`]) for streaming, without resolving `path`, which names it in
+    /// errors; by path when the inode reader does not handle the file.
+    pub fn open_inode(&self, ino: u32, path: &str) -> Result<Option<(DonorRead, u64)>, DonorError> {
+        if let SourceKind::Ext { reader, .. } = &self.kind {
+            if let Some(raw) = reader.raw() {
+                let opened = raw.inode(ino).and_then(|inode| {
+                    if inode.kind() != NodeKind::File {
+                        return Err(crate::extraw::RawError::Corrupt {
+                            ino,
+                            why: "no longer a regular file".into(),
+                        });
+                    }
+                    Ok((raw.open_file(&inode)?, inode.size))
+                });
+                match opened {
+                    Ok((file, len)) => return Ok(Some((Box::new(file) as DonorRead, len))),
+                    Err(crate::extraw::RawError::Unsupported { .. }) => {}
+                    Err(e) => return Err(reader.raw_error(path, e).into()),
+                }
+            }
+        }
+        self.open(path)
+    }
+
     /// Open a regular file (following symlinks) for streaming: the reader and the file's
     /// size. `None` if absent.
     pub fn open(&self, path: &str) -> Result<Option<(DonorRead, u64)>, DonorError> {

@@ -7,9 +7,11 @@
 //! [`MAX_DIR_ENTRIES`]), and every file's claimed size is checked against
 //! [`MAX_MODULE_FILE_BYTES`] and the filesystem's own size before anyone reads it.
 
-use super::source::DonorSource;
+use super::source::{DonorSource, SourceKind};
 use super::{DonorError, DonorPath};
-use crate::extread::{NodeKind, NodeMeta};
+use crate::extraw::{RawError, RawFs, RawInode};
+use crate::extread::{DirItem, ExtReader, NodeKind, NodeMeta};
+use std::sync::Arc;
 
 /// Most nodes in one modules tree (a Debian amd64 tree has ~5 000).
 pub const MAX_TREE_ENTRIES: usize = 200_000;
@@ -33,6 +35,10 @@ pub struct TreeEntry {
     pub meta: NodeMeta,
     /// The target, for a symlink.
     pub target: Option<String>,
+    /// The inode number, when the tree was walked by inode ([`crate::extraw`]): the
+    /// file is then read by it, without resolving its path again.
+    #[serde(skip)]
+    pub ino: Option<u32>,
 }
 
 /// A kernel's modules tree, walked: parents always come before their children.
@@ -79,6 +85,13 @@ pub(crate) fn walk(
         donor: src.label.clone(),
         path: root.to_string(),
     })?;
+    let by_inode = match &src.kind {
+        SourceKind::Ext { reader, .. } => match reader.raw() {
+            Some(raw) => tree_root_inode(reader, raw, root)?.map(|ino| (reader, raw, ino)),
+            None => None,
+        },
+        SourceKind::Dir(_) => None,
+    };
     let mut tree = ModulesTree {
         root: DonorPath {
             source,
@@ -92,26 +105,201 @@ pub(crate) fn walk(
         others: 0,
         bytes: 0,
     };
+    if let Some((reader, raw, ino)) = by_inode {
+        match walk_entries(src, root, &mut tree, &mut InodeWalk { reader, raw }, ino) {
+            Ok(()) => return Ok(tree),
+            // Something the inode reader does not handle: walk again by path.
+            Err(Walked::Unsupported) => {
+                tree.entries.clear();
+                (
+                    tree.files,
+                    tree.dirs,
+                    tree.symlinks,
+                    tree.others,
+                    tree.bytes,
+                ) = (0, 0, 0, 0, 0);
+            }
+            Err(Walked::Error(e)) => return Err(e),
+        }
+    }
+    match walk_entries(src, root, &mut tree, &mut PathWalk, ()) {
+        Ok(()) => Ok(tree),
+        Err(Walked::Error(e)) => Err(e),
+        Err(Walked::Unsupported) => unreachable!("the path walk handles every node"),
+    }
+}
+
+/// Why a walk stopped.
+enum Walked {
+    Error(DonorError),
+    /// The inode reader met something it does not handle.
+    Unsupported,
+}
+
+impl From<DonorError> for Walked {
+    fn from(e: DonorError) -> Self {
+        Walked::Error(e)
+    }
+}
+
+/// How the walk lists a directory and reads a symlink: by path (any donor) or by inode.
+trait Lister {
+    /// A directory handle (its path is passed along too).
+    type Dir: Clone;
+    /// The entries of `dir` with their metadata, their own handle (for directories) and
+    /// their inode number when known.
+    #[allow(clippy::type_complexity)]
+    fn list(
+        &mut self,
+        src: &DonorSource,
+        dir: &Self::Dir,
+        abs: &str,
+    ) -> Result<Vec<(DirItem, NodeMeta, Self::Dir, Option<u32>)>, Walked>;
+    /// The target of the symlink `abs`, found in `dir` as `entry`.
+    fn link(&mut self, src: &DonorSource, entry: &Self::Dir, abs: &str) -> Result<String, Walked>;
+}
+
+/// Listing through [`DonorSource`] by path.
+struct PathWalk;
+
+impl Lister for PathWalk {
+    type Dir = ();
+
+    fn list(
+        &mut self,
+        src: &DonorSource,
+        _dir: &(),
+        abs: &str,
+    ) -> Result<Vec<(DirItem, NodeMeta, (), Option<u32>)>, Walked> {
+        let items =
+            src.read_dir_meta(abs, MAX_DIR_ENTRIES)?
+                .ok_or_else(|| DonorError::Vanished {
+                    donor: src.label.clone(),
+                    path: abs.to_string(),
+                })?;
+        Ok(items.into_iter().map(|(i, m)| (i, m, (), None)).collect())
+    }
+
+    fn link(&mut self, src: &DonorSource, _entry: &(), abs: &str) -> Result<String, Walked> {
+        Ok(src.read_link(abs)?.ok_or_else(|| DonorError::Vanished {
+            donor: src.label.clone(),
+            path: abs.to_string(),
+        })?)
+    }
+}
+
+/// Listing an ext donor by inode ([`crate::extraw`]): each directory is read once, each
+/// entry's inode once.
+struct InodeWalk<'a> {
+    reader: &'a ExtReader,
+    raw: &'a Arc<RawFs>,
+}
+
+impl InodeWalk<'_> {
+    fn err(&self, abs: &str, e: RawError) -> Walked {
+        match e {
+            RawError::Unsupported { .. } => Walked::Unsupported,
+            e => Walked::Error(self.reader.raw_error(abs, e).into()),
+        }
+    }
+}
+
+impl Lister for InodeWalk<'_> {
+    type Dir = u32;
+
+    fn list(
+        &mut self,
+        _src: &DonorSource,
+        dir: &u32,
+        abs: &str,
+    ) -> Result<Vec<(DirItem, NodeMeta, u32, Option<u32>)>, Walked> {
+        let inode = self.raw.inode(*dir).map_err(|e| self.err(abs, e))?;
+        let entries = self
+            .raw
+            .read_dir(&inode, MAX_DIR_ENTRIES)
+            .map_err(|e| self.err(abs, e))?;
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let meta = self
+                .raw
+                .inode(e.ino)
+                .map_err(|err| self.err(&join(abs, &e.name), err))?
+                .meta();
+            let item = DirItem {
+                name: e.name,
+                kind: meta.kind,
+            };
+            out.push((item, meta, e.ino, Some(e.ino)));
+        }
+        Ok(out)
+    }
+
+    fn link(&mut self, _src: &DonorSource, entry: &u32, abs: &str) -> Result<String, Walked> {
+        let inode = self.raw.inode(*entry).map_err(|e| self.err(abs, e))?;
+        let target = self
+            .raw
+            .read_link(&inode, MAX_LINK_TARGET as u64 - 1)
+            .map_err(|e| self.err(abs, e))?;
+        Ok(String::from_utf8_lossy(&target).into_owned())
+    }
+}
+
+/// The inode of the tree root `root` (resolved with the donor's symlinks), walking its
+/// canonical path from the root directory by inode; `None` when the inode reader does not
+/// handle something on the way (the caller then walks by path).
+fn tree_root_inode(
+    reader: &ExtReader,
+    raw: &Arc<RawFs>,
+    root: &str,
+) -> Result<Option<u32>, DonorError> {
+    const ROOT_INO: u32 = 2;
+    let canonical = reader.canonical(root)?;
+    let mut ino = ROOT_INO;
+    for name in canonical.split('/').filter(|c| !c.is_empty()) {
+        let step = (|| -> Result<Option<u32>, RawError> {
+            let dir: RawInode = raw.inode(ino)?;
+            if dir.kind() != NodeKind::Dir {
+                return Ok(None);
+            }
+            let entries = raw.read_dir(&dir, MAX_DIR_ENTRIES)?;
+            Ok(entries.into_iter().find(|e| e.name == name).map(|e| e.ino))
+        })();
+        match step {
+            Ok(Some(child)) => ino = child,
+            // Missing here but found by ext4-view, or unsupported: let the path walk
+            // decide.
+            Ok(None) | Err(RawError::Unsupported { .. }) => return Ok(None),
+            Err(e) => return Err(reader.raw_error(root, e).into()),
+        }
+    }
+    Ok((raw.inode(ino).map(|i| i.kind()).ok() == Some(NodeKind::Dir)).then_some(ino))
+}
+
+/// The walk proper: every node below `root`, parents before children, each directory's
+/// entries in name order.
+fn walk_entries<L: Lister>(
+    src: &DonorSource,
+    root: &str,
+    tree: &mut ModulesTree,
+    lister: &mut L,
+    root_dir: L::Dir,
+) -> Result<(), Walked> {
     let file_cap = MAX_MODULE_FILE_BYTES.min(src.size_bound());
-    // (relative dir path, depth)
-    let mut stack: Vec<(String, usize)> = vec![(String::new(), 0)];
-    while let Some((rel_dir, depth)) = stack.pop() {
+    // (relative dir path, depth, handle)
+    let mut stack: Vec<(String, usize, L::Dir)> = vec![(String::new(), 0, root_dir)];
+    while let Some((rel_dir, depth, dir)) = stack.pop() {
         let abs_dir = join(root, &rel_dir);
-        let mut items = src
-            .read_dir_meta(&abs_dir, MAX_DIR_ENTRIES)?
-            .ok_or_else(|| DonorError::Vanished {
-                donor: src.label.clone(),
-                path: abs_dir.clone(),
-            })?;
+        let mut items = lister.list(src, &dir, &abs_dir)?;
         items.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         let mut subdirs = Vec::new();
-        for (item, meta) in items {
+        for (item, meta, handle, ino) in items {
             if tree.entries.len() >= MAX_TREE_ENTRIES {
                 return Err(DonorError::TreeTooLarge {
                     donor: src.label.clone(),
                     path: root.to_string(),
                     cap: MAX_TREE_ENTRIES,
-                });
+                }
+                .into());
             }
             let rel = if rel_dir.is_empty() {
                 item.name.clone()
@@ -127,10 +315,11 @@ pub(crate) fn walk(
                             donor: src.label.clone(),
                             path: abs,
                             cap: MAX_TREE_DEPTH,
-                        });
+                        }
+                        .into());
                     }
                     tree.dirs += 1;
-                    subdirs.push((rel.clone(), depth + 1));
+                    subdirs.push((rel.clone(), depth + 1, handle));
                 }
                 NodeKind::File => {
                     if meta.len > file_cap {
@@ -139,7 +328,8 @@ pub(crate) fn walk(
                             path: abs,
                             size: meta.len,
                             cap: file_cap,
-                        });
+                        }
+                        .into());
                     }
                     tree.files += 1;
                     tree.bytes += meta.len;
@@ -149,31 +339,35 @@ pub(crate) fn walk(
                             path: root.to_string(),
                             size: tree.bytes,
                             cap: MAX_MODULES_TREE_BYTES,
-                        });
+                        }
+                        .into());
                     }
                 }
                 NodeKind::Symlink => {
-                    let t = src.read_link(&abs)?.ok_or_else(|| DonorError::Vanished {
-                        donor: src.label.clone(),
-                        path: abs.clone(),
-                    })?;
+                    let t = lister.link(src, &handle, &abs)?;
                     if t.is_empty() || t.len() > MAX_LINK_TARGET || t.contains('\0') {
                         return Err(DonorError::BadSymlink {
                             donor: src.label.clone(),
                             path: abs,
-                        });
+                        }
+                        .into());
                     }
                     tree.symlinks += 1;
                     target = Some(t);
                 }
                 _ => tree.others += 1,
             }
-            tree.entries.push(TreeEntry { rel, meta, target });
+            tree.entries.push(TreeEntry {
+                rel,
+                meta,
+                target,
+                ino,
+            });
         }
         // Reverse so that the stack pops subdirectories in name order.
         stack.extend(subdirs.into_iter().rev());
     }
-    Ok(tree)
+    Ok(())
 }
 
 /// `root` + `/` + `rel` (just `root` when `rel` is empty).

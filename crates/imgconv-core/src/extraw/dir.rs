@@ -1,0 +1,177 @@
+//! Directory blocks (Documentation/filesystems/ext4/directory.rst): linear
+//! `ext4_dir_entry_2` records, the `metadata_csum` leaf tail, and the hash-tree (htree)
+//! nodes, which a linear read passes over (they hold no entries) after checking their
+//! checksum.
+
+use super::inode::{RawInode, FLAG_ENCRYPT, FLAG_INDEX};
+use super::{corrupt, RawError, RawFs};
+use crate::source::csum;
+
+/// Largest directory read (bytes): far beyond any real one, small enough to bound work.
+pub const MAX_DIR_BYTES: u64 = 256 << 20;
+/// `det_reserved_ft` of the checksum tail.
+const TAIL_FT: u8 = 0xDE;
+/// Size of `struct ext4_dir_entry_tail`.
+const TAIL_LEN: usize = 12;
+
+/// One live entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawDirEntry {
+    pub name: String,
+    pub ino: u32,
+}
+
+fn u16_at(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes([b[off], b[off + 1]])
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
+/// The live entries of directory `dir`, without `.`, `..` and non-UTF-8 names (as
+/// [`crate::extread::ExtReader::read_dir`]); more than `cap` is an error.
+pub fn read(fs: &RawFs, dir: &RawInode, cap: usize) -> Result<Vec<RawDirEntry>, RawError> {
+    let ino = dir.ino;
+    if dir.has_flag(FLAG_ENCRYPT) {
+        return Err(RawError::Unsupported {
+            ino,
+            why: "an encrypted directory",
+        });
+    }
+    let bs = fs.block_size();
+    if dir.size > MAX_DIR_BYTES || dir.size % bs != 0 {
+        return Err(corrupt(ino, format!("a directory of {} bytes", dir.size)));
+    }
+    let runs = fs.extents(dir)?;
+    let mut out = Vec::new();
+    let mut block = vec![0u8; bs as usize];
+    for run in runs {
+        if run.unwritten {
+            return Err(corrupt(ino, "a directory with an unwritten extent"));
+        }
+        for i in 0..u64::from(run.len) {
+            fs.read_at(run.pblk + i, 0, &mut block)?;
+            parse_block(dir, run.lblk + i, &block, cap, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+/// The entries of one directory block (logical block `lblk`), appended to `out`.
+fn parse_block(
+    dir: &RawInode,
+    lblk: u64,
+    block: &[u8],
+    cap: usize,
+    out: &mut Vec<RawDirEntry>,
+) -> Result<(), RawError> {
+    let ino = dir.ino;
+    let bs = block.len();
+    let mut end = bs;
+    if let Some(seed) = dir.seed {
+        if has_tail(block) {
+            end = bs - TAIL_LEN;
+            if csum::crc32c_raw(seed, &block[..end]) != u32_at(block, bs - 4) {
+                return Err(corrupt(
+                    ino,
+                    format!("directory block {lblk} fails its checksum"),
+                ));
+            }
+        } else if let Some(at) = dx_countlimit(dir, lblk, block) {
+            return check_dx(ino, lblk, block, at, seed);
+        } else {
+            return Err(corrupt(
+                ino,
+                format!("directory block {lblk} has no checksum"),
+            ));
+        }
+    }
+    let mut off = 0;
+    while off < end {
+        if off + 8 > end {
+            return Err(corrupt(ino, format!("directory block {lblk} is cut short")));
+        }
+        let child = u32_at(block, off);
+        let rec_len = usize::from(u16_at(block, off + 4));
+        let name_len = usize::from(block[off + 6]);
+        if rec_len < 8 || off + rec_len > end || 8 + name_len > rec_len {
+            return Err(corrupt(
+                ino,
+                format!("directory block {lblk}: an entry of {rec_len} bytes at {off}"),
+            ));
+        }
+        if child != 0 {
+            let name = &block[off + 8..off + 8 + name_len];
+            if name != b"." && name != b".." {
+                if let Ok(name) = std::str::from_utf8(name) {
+                    if out.len() >= cap {
+                        return Err(RawError::TooManyEntries { ino, cap });
+                    }
+                    out.push(RawDirEntry {
+                        name: name.to_string(),
+                        ino: child,
+                    });
+                }
+            }
+        }
+        off += rec_len;
+    }
+    Ok(())
+}
+
+/// Does the block end in a `struct ext4_dir_entry_tail` (inode 0, rec_len 12, name_len 0,
+/// file type 0xDE)?
+fn has_tail(block: &[u8]) -> bool {
+    let t = &block[block.len() - TAIL_LEN..];
+    u32_at(t, 0) == 0 && u16_at(t, 4) == TAIL_LEN as u16 && t[6] == 0 && t[7] == TAIL_FT
+}
+
+/// Where an htree node's `dx_countlimit` is, if `block` is one: the root (block 0 of an
+/// indexed directory: `.` of 12 bytes, `..` covering the rest, then `dx_root_info`) or
+/// an interior node (one empty entry covering the whole block).
+fn dx_countlimit(dir: &RawInode, lblk: u64, block: &[u8]) -> Option<usize> {
+    if !dir.has_flag(FLAG_INDEX) {
+        return None;
+    }
+    let bs = block.len();
+    if usize::from(u16_at(block, 4)) == bs && block[6] == 0 && u32_at(block, 0) == 0 {
+        return Some(8);
+    }
+    if lblk == 0
+        && u16_at(block, 4) == 12
+        && usize::from(u16_at(block, 12 + 4)) == bs - 12
+        && block[12 + 6] == 2
+        && block[24 + 5] == 8
+    {
+        // `dx_root_info` is 8 bytes (its info_length, checked above) after `..`.
+        return Some(32);
+    }
+    None
+}
+
+/// The kernel's `ext4_dx_csum_verify`: crc32c over the node up to its `count` entries,
+/// then over `dt_reserved` of the `dx_tail` that follows `limit` entries, then over a
+/// zero `dt_checksum`.
+fn check_dx(ino: u32, lblk: u64, block: &[u8], at: usize, seed: u32) -> Result<(), RawError> {
+    let limit = usize::from(u16_at(block, at));
+    let count = usize::from(u16_at(block, at + 2));
+    let tail = at + 8 * limit;
+    if count > limit || tail + 8 > block.len() {
+        return Err(corrupt(
+            ino,
+            format!("htree node {lblk} claims {count} of {limit} entries"),
+        ));
+    }
+    let c = csum::crc32c_raw_parts(
+        seed,
+        &[&block[..at + 8 * count], &block[tail..tail + 4], &[0; 4]],
+    );
+    if c != u32_at(block, tail + 4) {
+        return Err(corrupt(
+            ino,
+            format!("htree node {lblk} fails its checksum"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! An inode's extent tree (Documentation/filesystems/ext4/ifork.rst, "Extent Tree"):
+//! the header, index and leaf entries, and the `metadata_csum` tail of tree blocks.
+
+use super::inode::{RawInode, FLAG_EXTENTS, FLAG_INLINE_DATA, I_BLOCK_LEN};
+use super::{corrupt, RawError, RawFs};
+use crate::source::csum;
+
+/// `eh_magic`.
+const MAGIC: u16 = 0xF30A;
+/// Deepest tree accepted (the kernel's own limit is 5).
+const MAX_DEPTH: u16 = 5;
+/// Most tree blocks read for one file (a real tree of millions of extents needs a few
+/// thousand; a corrupt one pointing back at itself stops here).
+const MAX_NODES: usize = 1 << 14;
+/// Lengths above this in `ee_len` mark an unwritten extent.
+const INIT_MAX_LEN: u16 = 32768;
+
+/// `len` blocks of a file from logical block `lblk` at physical block `pblk`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub lblk: u64,
+    pub pblk: u64,
+    pub len: u32,
+    /// Allocated but unwritten: reads as zeros.
+    pub unwritten: bool,
+}
+
+fn u16_at(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes([b[off], b[off + 1]])
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
+struct Walk<'a> {
+    fs: &'a RawFs,
+    inode: &'a RawInode,
+    /// Blocks the file's size covers: runs are clipped to them.
+    file_blocks: u64,
+    runs: Vec<Run>,
+    /// Logical block where the next extent may start (extents are sorted, disjoint).
+    next_lblk: u64,
+    nodes: usize,
+}
+
+/// The runs of `inode`'s data, in logical order, clipped to its size; holes are gaps
+/// between runs. Block-mapped and inline-data inodes are [`RawError::Unsupported`].
+pub fn map(fs: &RawFs, inode: &RawInode) -> Result<Vec<Run>, RawError> {
+    if inode.has_flag(FLAG_INLINE_DATA) {
+        return Err(RawError::Unsupported {
+            ino: inode.ino,
+            why: "inline data",
+        });
+    }
+    if !inode.has_flag(FLAG_EXTENTS) {
+        return Err(RawError::Unsupported {
+            ino: inode.ino,
+            why: "a block map, not extents",
+        });
+    }
+    let bs = fs.block_size();
+    let file_blocks = inode.size.div_ceil(bs);
+    if file_blocks > 1 << 32 {
+        return Err(corrupt(
+            inode.ino,
+            format!("a size of {} bytes", inode.size),
+        ));
+    }
+    let mut walk = Walk {
+        fs,
+        inode,
+        file_blocks,
+        runs: Vec::new(),
+        next_lblk: 0,
+        nodes: 0,
+    };
+    let root = inode.i_block;
+    let depth = walk.header(&root[..I_BLOCK_LEN], None)?;
+    walk.node(&root[..I_BLOCK_LEN], depth)?;
+    Ok(walk.runs)
+}
+
+impl Walk<'_> {
+    /// Check a node's header; returns its depth (`want` is the depth its parent implies).
+    fn header(&self, node: &[u8], want: Option<u16>) -> Result<u16, RawError> {
+        let ino = self.inode.ino;
+        if u16_at(node, 0) != MAGIC {
+            return Err(corrupt(ino, "an extent node without the extent magic"));
+        }
+        let (entries, max, depth) = (u16_at(node, 2), u16_at(node, 4), u16_at(node, 6));
+        if entries > max || 12 + 12 * usize::from(max) > node.len() {
+            return Err(corrupt(
+                ino,
+                format!("an extent node claims {entries} of {max} entries"),
+            ));
+        }
+        if depth > MAX_DEPTH || want.is_some_and(|w| w != depth) {
+            return Err(corrupt(ino, format!("an extent node of depth {depth}")));
+        }
+        Ok(depth)
+    }
+
+    fn node(&mut self, node: &[u8], depth: u16) -> Result<(), RawError> {
+        let ino = self.inode.ino;
+        let entries = usize::from(u16_at(node, 2));
+        for i in 0..entries {
+            let e = &node[12 + 12 * i..24 + 12 * i];
+            let lblk = u64::from(u32_at(e, 0));
+            if depth > 0 {
+                let child = u64::from(u32_at(e, 4)) | (u64::from(u16_at(e, 8)) << 32);
+                if lblk >= self.file_blocks {
+                    // Everything below is past the end of the file.
+                    break;
+                }
+                self.child(child, depth - 1)?;
+                continue;
+            }
+            let raw_len = u16_at(e, 4);
+            let (len, unwritten) = if raw_len > INIT_MAX_LEN {
+                (raw_len - INIT_MAX_LEN, true)
+            } else {
+                (raw_len, false)
+            };
+            let pblk = u64::from(u32_at(e, 8)) | (u64::from(u16_at(e, 6)) << 32);
+            if len == 0
+                || pblk == 0
+                || pblk
+                    .checked_add(u64::from(len))
+                    .is_none_or(|end| end > self.fs.blocks_count())
+            {
+                return Err(corrupt(
+                    ino,
+                    format!("an extent of {len} blocks at block {pblk}"),
+                ));
+            }
+            if lblk < self.next_lblk {
+                return Err(corrupt(ino, "extents overlap or are out of order"));
+            }
+            self.next_lblk = lblk + u64::from(len);
+            if lblk >= self.file_blocks {
+                continue;
+            }
+            let len = u64::from(len).min(self.file_blocks - lblk) as u32;
+            self.runs.push(Run {
+                lblk,
+                pblk,
+                len,
+                unwritten,
+            });
+        }
+        Ok(())
+    }
+
+    fn child(&mut self, block: u64, depth: u16) -> Result<(), RawError> {
+        let ino = self.inode.ino;
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return Err(corrupt(ino, "an extent tree of too many blocks"));
+        }
+        if block == 0 || block >= self.fs.blocks_count() {
+            return Err(corrupt(ino, format!("an extent tree block at {block}")));
+        }
+        let mut buf = vec![0u8; self.fs.block_size() as usize];
+        self.fs.read_at(block, 0, &mut buf)?;
+        self.header(&buf, Some(depth))?;
+        if let Some(seed) = self.inode.seed {
+            // struct ext4_extent_tail follows the `eh_max` entries.
+            let end = 12 + 12 * usize::from(u16_at(&buf, 4));
+            if end + 4 > buf.len() || csum::crc32c_raw(seed, &buf[..end]) != u32_at(&buf, end) {
+                return Err(corrupt(
+                    ino,
+                    format!("extent tree block {block} fails its checksum"),
+                ));
+            }
+        }
+        self.node(&buf, depth)
+    }
+}

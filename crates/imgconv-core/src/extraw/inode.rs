@@ -1,0 +1,156 @@
+//! One on-disk inode (`struct ext4_inode`, Documentation/filesystems/ext4/inodes.rst):
+//! the fields the reader needs, and its `metadata_csum` checksum.
+
+use super::{corrupt, RawError};
+use crate::extread::{NodeKind, NodeMeta};
+use crate::source::csum;
+
+/// Smallest inode size handled (the classic 128 bytes).
+pub const MIN_INODE_SIZE: u32 = 128;
+/// Bytes of `i_block`.
+pub const I_BLOCK_LEN: usize = 60;
+/// `EXT4_INDEX_FL`: a hashed (htree) directory.
+pub const FLAG_INDEX: u32 = 0x1000;
+/// `EXT4_ENCRYPT_FL`.
+pub const FLAG_ENCRYPT: u32 = 0x800;
+/// `EXT4_EXTENTS_FL`.
+pub const FLAG_EXTENTS: u32 = 0x8_0000;
+/// `EXT4_INLINE_DATA_FL`.
+pub const FLAG_INLINE_DATA: u32 = 0x1000_0000;
+
+const CHECKSUM_LO: usize = 0x7C;
+const EXTRA_ISIZE: usize = 0x80;
+const CHECKSUM_HI: usize = 0x82;
+/// End of `i_crtime_extra`: inodes at least this large carry the `_extra` time fields
+/// (ext4-view reads them whenever the on-disk inode is this large, and so does this).
+const EXTRA_TIMES_END: usize = 0x98;
+
+/// The fields of an inode the reader uses.
+#[derive(Debug, Clone)]
+pub struct RawInode {
+    pub ino: u32,
+    pub mode: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub atime: i64,
+    pub mtime: i64,
+    pub flags: u32,
+    pub generation: u32,
+    pub i_block: [u8; I_BLOCK_LEN],
+    /// The inode's checksum seed, with `metadata_csum`.
+    pub seed: Option<u32>,
+}
+
+fn u16_at(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes([b[off], b[off + 1]])
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
+/// Seconds from a 32-bit time and its `_extra` field (two epoch bits).
+fn time(low: u32, extra: Option<u32>) -> i64 {
+    i64::from(low as i32) + extra.map_or(0, |e| i64::from(e & 3) << 32)
+}
+
+impl RawInode {
+    /// Parse and check the on-disk inode `raw` (the filesystem's whole inode size).
+    /// `fs_seed` is the filesystem checksum seed when it has `metadata_csum`.
+    pub fn parse(ino: u32, raw: &[u8], fs_seed: Option<u32>) -> Result<RawInode, RawError> {
+        if raw.len() < MIN_INODE_SIZE as usize {
+            return Err(corrupt(ino, "truncated inode"));
+        }
+        let generation = u32_at(raw, 0x64);
+        let seed = fs_seed
+            .map(|s| csum::crc32c_raw_parts(s, &[&ino.to_le_bytes(), &generation.to_le_bytes()]));
+        if let Some(seed) = seed {
+            check_csum(ino, raw, seed)?;
+        }
+        let mode = u16_at(raw, 0);
+        if kind_of(mode).is_none() {
+            return Err(corrupt(ino, format!("invalid file mode {mode:o}")));
+        }
+        let extra = raw.len() >= EXTRA_TIMES_END;
+        let extra_at = |off: usize| extra.then(|| u32_at(raw, off));
+        let mut i_block = [0u8; I_BLOCK_LEN];
+        i_block.copy_from_slice(&raw[0x28..0x28 + I_BLOCK_LEN]);
+        Ok(RawInode {
+            ino,
+            mode,
+            uid: u32::from(u16_at(raw, 0x2)) | (u32::from(u16_at(raw, 0x78)) << 16),
+            gid: u32::from(u16_at(raw, 0x18)) | (u32::from(u16_at(raw, 0x7A)) << 16),
+            size: u64::from(u32_at(raw, 0x4)) | (u64::from(u32_at(raw, 0x6C)) << 32),
+            atime: time(u32_at(raw, 0x8), extra_at(0x8C)),
+            mtime: time(u32_at(raw, 0x10), extra_at(0x88)),
+            flags: u32_at(raw, 0x20),
+            generation,
+            i_block,
+            seed,
+        })
+    }
+
+    pub fn has_flag(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+
+    pub fn kind(&self) -> NodeKind {
+        kind_of(self.mode).expect("checked by parse")
+    }
+
+    /// The metadata in the form [`crate::extread::ExtReader`] gives it.
+    pub fn meta(&self) -> NodeMeta {
+        NodeMeta {
+            kind: self.kind(),
+            mode: self.mode & 0o7777,
+            uid: self.uid,
+            gid: self.gid,
+            len: self.size,
+            mtime: self.mtime,
+            atime: self.atime,
+        }
+    }
+}
+
+fn kind_of(mode: u16) -> Option<NodeKind> {
+    Some(match mode & 0xF000 {
+        0x1000 => NodeKind::Fifo,
+        0x2000 => NodeKind::CharDev,
+        0x4000 => NodeKind::Dir,
+        0x6000 => NodeKind::BlockDev,
+        0x8000 => NodeKind::File,
+        0xA000 => NodeKind::Symlink,
+        0xC000 => NodeKind::Socket,
+        _ => return None,
+    })
+}
+
+/// The kernel's `ext4_inode_csum_verify`: crc32c over the whole inode with the checksum
+/// fields read as zero; the high half is stored only when `i_extra_isize` covers it.
+fn check_csum(ino: u32, raw: &[u8], seed: u32) -> Result<(), RawError> {
+    let zero = [0u8; 2];
+    let mut c = csum::crc32c_raw_parts(
+        seed,
+        &[&raw[..CHECKSUM_LO], &zero, &raw[CHECKSUM_LO + 2..128]],
+    );
+    let mut stored = u32::from(u16_at(raw, CHECKSUM_LO));
+    let mut mask = 0xFFFF;
+    // Inode sizes are powers of two: 128 or at least 256.
+    if raw.len() >= CHECKSUM_HI + 2 {
+        let extra_isize = usize::from(u16_at(raw, EXTRA_ISIZE));
+        let hi_fits = 128 + extra_isize >= CHECKSUM_HI + 2;
+        c = csum::crc32c_raw(c, &raw[128..CHECKSUM_HI]);
+        if hi_fits {
+            c = csum::crc32c_raw_parts(c, &[&zero, &raw[CHECKSUM_HI + 2..]]);
+            stored |= u32::from(u16_at(raw, CHECKSUM_HI)) << 16;
+            mask = !0;
+        } else {
+            c = csum::crc32c_raw(c, &raw[CHECKSUM_HI..]);
+        }
+    }
+    if c & mask != stored {
+        return Err(corrupt(ino, "the inode fails its checksum"));
+    }
+    Ok(())
+}

@@ -1,0 +1,334 @@
+//! An inode-level reader of ext4 filesystems, for reading many files of one tree (the
+//! donor's modules tree) without resolving each path from the root.
+//!
+//! [`crate::extread::ExtReader`] reads through ext4-view, whose API names files only by
+//! path: every open walked `/`, `/usr`, `/usr/lib`, … again and re-verified each
+//! directory block's checksum, which was most of the graft's CPU time. Here a directory
+//! is listed once, giving its entries' inode numbers, and a file is read by inode number
+//! straight from its extents in large positioned reads.
+//!
+//! It reads only what that needs, one on-disk structure per module: inodes
+//! ([`inode`]), extent trees ([`extent`]) and directory blocks ([`dir`]), with every
+//! number read from disk checked before use (inode numbers against the inode count,
+//! blocks against the filesystem, sizes and counts against fixed bounds) and, with
+//! `metadata_csum`, every checksum verified as ext4-view does. Anything outside that
+//! (block-mapped or inline-data inodes, encrypted directories, a filesystem without
+//! `extent`) is [`RawError::Unsupported`], and the caller reads it the old way.
+
+pub mod dir;
+pub mod extent;
+pub mod inode;
+
+use crate::blockio::Region;
+use crate::source::group_desc::{desc_position, expected_desc_checksum, GroupDesc};
+use crate::source::superblock::{feature, Superblock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub use dir::RawDirEntry;
+pub use inode::RawInode;
+
+/// What went wrong reading by inode.
+#[derive(Debug, thiserror::Error)]
+pub enum RawError {
+    /// Reading the image failed.
+    #[error("reading {what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    /// The on-disk data is inconsistent.
+    #[error("inode {ino}: {why}")]
+    Corrupt { ino: u32, why: String },
+    /// A directory has more entries than the caller allows.
+    #[error("directory inode {ino} has more than {cap} entries")]
+    TooManyEntries { ino: u32, cap: usize },
+    /// Valid, but not something this reader handles: read it through ext4-view.
+    #[error("inode {ino}: {why} (not read by inode)")]
+    Unsupported { ino: u32, why: &'static str },
+}
+
+fn corrupt(ino: u32, why: impl Into<String>) -> RawError {
+    RawError::Corrupt {
+        ino,
+        why: why.into(),
+    }
+}
+
+/// An ext4 filesystem in a [`Region`], read by inode number.
+pub struct RawFs {
+    region: Region,
+    sb: Superblock,
+    block_size: u64,
+    /// `metadata_csum`: verify inode, extent-block and directory-block checksums.
+    csum: bool,
+    /// The filesystem's checksum seed (with `metadata_csum`).
+    seed: u32,
+    /// Inode table start per group already read.
+    itables: Mutex<HashMap<u32, u64>>,
+}
+
+impl std::fmt::Debug for RawFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawFs").finish_non_exhaustive()
+    }
+}
+
+/// Groups whose inode-table position is remembered (8 bytes each).
+const MAX_ITABLES: usize = 1 << 16;
+
+impl RawFs {
+    /// Read the superblock of the filesystem in `region`; `None` when it is not one this
+    /// reader handles (no `extent` feature, encryption, a non-crc32c checksum, or a
+    /// superblock that does not parse: ext4-view reports those).
+    pub fn open(region: Region) -> Option<RawFs> {
+        let mut raw = [0u8; 1024];
+        region.read_exact_at(1024, &mut raw).ok()?;
+        let sb = Superblock::parse(&raw).ok()?;
+        if !sb.has_incompat(feature::INCOMPAT_EXTENTS)
+            || !sb.has_incompat(feature::INCOMPAT_FILETYPE)
+            || sb.has_incompat(feature::INCOMPAT_ENCRYPT)
+            || sb.has_incompat(feature::INCOMPAT_DIRDATA)
+            || sb.inodes_per_group == 0
+            || u32::from(sb.inode_size) < inode::MIN_INODE_SIZE
+            || u64::from(sb.inode_size) > sb.block_size()
+        {
+            return None;
+        }
+        let csum = sb.has_ro_compat(feature::RO_COMPAT_METADATA_CSUM);
+        if csum && sb.checksum_type != 1 {
+            return None;
+        }
+        Some(RawFs {
+            block_size: sb.block_size(),
+            csum,
+            seed: if csum { sb.csum_seed() } else { 0 },
+            sb,
+            region,
+            itables: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Block size in bytes.
+    pub fn block_size(&self) -> u64 {
+        self.block_size
+    }
+
+    /// Blocks in the filesystem.
+    pub fn blocks_count(&self) -> u64 {
+        self.sb.blocks_count
+    }
+
+    /// Inode `ino`, checked (number in range, checksum, a known file type).
+    pub fn inode(&self, ino: u32) -> Result<RawInode, RawError> {
+        if ino == 0 || ino > self.sb.inodes_count {
+            return Err(corrupt(
+                ino,
+                format!("inode number out of range (1..={})", self.sb.inodes_count),
+            ));
+        }
+        let group = (ino - 1) / self.sb.inodes_per_group;
+        let index = u64::from((ino - 1) % self.sb.inodes_per_group);
+        let table = self.inode_table(group, ino)?;
+        let size = u64::from(self.sb.inode_size);
+        let pos = table
+            .checked_mul(self.block_size)
+            .and_then(|p| p.checked_add(index * size))
+            .filter(|p| p + size <= self.sb.blocks_count.saturating_mul(self.block_size))
+            .ok_or_else(|| corrupt(ino, "the inode lies outside the filesystem"))?;
+        let mut buf = vec![0u8; size as usize];
+        self.region
+            .read_exact_at(pos, &mut buf)
+            .map_err(|source| RawError::Io {
+                what: format!("inode {ino}"),
+                source,
+            })?;
+        RawInode::parse(ino, &buf, self.csum.then_some(self.seed))
+    }
+
+    /// Where group `group`'s inode table starts (descriptor checked).
+    fn inode_table(&self, group: u32, ino: u32) -> Result<u64, RawError> {
+        if let Some(t) = self
+            .itables
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&group).copied())
+        {
+            return Ok(t);
+        }
+        let g = u64::from(group);
+        if g >= self.sb.groups_count() {
+            return Err(corrupt(ino, "the inode's group does not exist"));
+        }
+        let mut raw = vec![0u8; self.sb.desc_size() as usize];
+        self.region
+            .read_exact_at(desc_position(&self.sb, g), &mut raw)
+            .map_err(|source| RawError::Io {
+                what: format!("group descriptor {g}"),
+                source,
+            })?;
+        let desc = GroupDesc::parse(&raw, &self.sb)
+            .map_err(|e| corrupt(ino, format!("group descriptor {g}: {e}")))?;
+        if expected_desc_checksum(&self.sb, g, &raw).is_some_and(|c| c != desc.checksum) {
+            return Err(corrupt(
+                ino,
+                format!("group descriptor {g} fails its checksum"),
+            ));
+        }
+        let table = desc.inode_table;
+        if table == 0 || table >= self.sb.blocks_count {
+            return Err(corrupt(
+                ino,
+                format!("group descriptor {g} puts the inode table outside the filesystem"),
+            ));
+        }
+        if let Ok(mut m) = self.itables.lock() {
+            if m.len() >= MAX_ITABLES {
+                m.clear();
+            }
+            m.insert(group, table);
+        }
+        Ok(table)
+    }
+
+    /// The extents of a file or directory inode, checked (see [`extent::map`]).
+    pub fn extents(&self, inode: &RawInode) -> Result<Vec<extent::Run>, RawError> {
+        extent::map(self, inode)
+    }
+
+    /// Read `buf.len()` bytes at filesystem block `block`, byte `offset` within it.
+    pub(crate) fn read_at(&self, block: u64, offset: u64, buf: &mut [u8]) -> Result<(), RawError> {
+        let pos = block
+            .checked_mul(self.block_size)
+            .and_then(|p| p.checked_add(offset))
+            .ok_or_else(|| corrupt(0, format!("block {block} is out of range")))?;
+        self.region
+            .read_exact_at(pos, buf)
+            .map_err(|source| RawError::Io {
+                what: format!("block {block}"),
+                source,
+            })
+    }
+
+    /// The live entries of directory `inode` in on-disk order (no `.`, `..`, or
+    /// non-UTF-8 names), at most `cap` of them.
+    pub fn read_dir(&self, inode: &RawInode, cap: usize) -> Result<Vec<RawDirEntry>, RawError> {
+        dir::read(self, inode, cap)
+    }
+
+    /// A symlink's target (at most `cap` bytes): inline in the inode below 60 bytes,
+    /// else its first block.
+    pub fn read_link(self: &Arc<Self>, inode: &RawInode, cap: u64) -> Result<Vec<u8>, RawError> {
+        let len = inode.size;
+        if len == 0 || len > cap || len > self.block_size {
+            return Err(corrupt(inode.ino, format!("a symlink of {len} bytes")));
+        }
+        if len < inode::I_BLOCK_LEN as u64 && !inode.has_flag(inode::FLAG_EXTENTS) {
+            if inode.has_flag(inode::FLAG_INLINE_DATA) {
+                return Err(RawError::Unsupported {
+                    ino: inode.ino,
+                    why: "inline-data symlink",
+                });
+            }
+            return Ok(inode.i_block[..len as usize].to_vec());
+        }
+        let mut out = vec![0u8; len as usize];
+        let mut reader = FileReader::new(self, inode)?;
+        reader.read_exact_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// A streaming reader over a regular file's content.
+    pub fn open_file(self: &Arc<Self>, inode: &RawInode) -> Result<FileReader, RawError> {
+        FileReader::new(self, inode)
+    }
+}
+
+/// Reads one file's content by its extents: holes and unwritten extents read as zeros,
+/// data in one positioned read per extent piece.
+pub struct FileReader {
+    fs: Arc<RawFs>,
+    ino: u32,
+    runs: Vec<extent::Run>,
+    size: u64,
+    pos: u64,
+    /// Index of the first run that may still hold `pos`.
+    next: usize,
+}
+
+impl FileReader {
+    fn new(fs: &Arc<RawFs>, inode: &RawInode) -> Result<Self, RawError> {
+        Ok(FileReader {
+            fs: Arc::clone(fs),
+            ino: inode.ino,
+            runs: fs.extents(inode)?,
+            size: inode.size,
+            pos: 0,
+            next: 0,
+        })
+    }
+
+    /// Bytes left to read.
+    pub fn remaining(&self) -> u64 {
+        self.size - self.pos
+    }
+
+    fn read_exact_into(&mut self, mut buf: &mut [u8]) -> Result<(), RawError> {
+        while !buf.is_empty() {
+            let n = self.read_some(buf)?;
+            if n == 0 {
+                return Err(corrupt(self.ino, "the content ends early"));
+            }
+            buf = &mut buf[n..];
+        }
+        Ok(())
+    }
+
+    /// Read from the current position into `buf`; 0 at the end.
+    pub fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, RawError> {
+        let want = (buf.len() as u64).min(self.size - self.pos) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let bs = self.fs.block_size;
+        let lblk = self.pos / bs;
+        let within = self.pos % bs;
+        while self
+            .runs
+            .get(self.next)
+            .is_some_and(|r| r.lblk + u64::from(r.len) <= lblk)
+        {
+            self.next += 1;
+        }
+        let n = match self.runs.get(self.next) {
+            // Inside a run: read up to its end.
+            Some(r) if r.lblk <= lblk => {
+                let left = (r.lblk + u64::from(r.len) - lblk) * bs - within;
+                let n = want.min(usize::try_from(left).unwrap_or(usize::MAX));
+                if r.unwritten {
+                    buf[..n].fill(0);
+                } else {
+                    self.fs
+                        .read_at(r.pblk + (lblk - r.lblk), within, &mut buf[..n])?;
+                }
+                n
+            }
+            // A hole up to the next run (or the end).
+            next => {
+                let end = next.map_or(u64::MAX, |r| r.lblk.saturating_mul(bs));
+                let n = want.min(usize::try_from(end - self.pos).unwrap_or(usize::MAX));
+                buf[..n].fill(0);
+                n
+            }
+        };
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Read for FileReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.read_some(buf)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+    }
+}
