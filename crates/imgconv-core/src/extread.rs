@@ -195,22 +195,6 @@ impl ExtReader {
         self.resolve(path, true)
     }
 
-    /// An error of the inode-level reader, as this reader's error for `path`.
-    pub fn raw_error(&self, path: &str, e: crate::extraw::RawError) -> ExtReadError {
-        match e {
-            crate::extraw::RawError::TooManyEntries { cap, .. } => ExtReadError::TooManyEntries {
-                image: self.image.clone(),
-                path: path.to_string(),
-                cap,
-            },
-            e => ExtReadError::Path {
-                image: self.image.clone(),
-                path: path.to_string(),
-                why: e.to_string(),
-            },
-        }
-    }
-
     /// Open the filesystem from any [`ext4_view::Ext4Read`], e.g. a view of a [`Region`]
     /// with a patched superblock (source inspection reads a dirty-journal filesystem
     /// that way when ext4-view cannot replay its journal). `label` names it in errors.

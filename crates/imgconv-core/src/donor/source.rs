@@ -172,10 +172,10 @@ impl DonorSource {
                     }
                     Ok((raw.open_file(&inode)?, inode.size))
                 });
-                match opened {
-                    Ok((file, len)) => return Ok(Some((Box::new(file) as DonorRead, len))),
-                    Err(crate::extraw::RawError::Unsupported { .. }) => {}
-                    Err(e) => return Err(reader.raw_error(path, e).into()),
+                // Unsupported or damaged: open it by path, so a damaged file fails as it
+                // did before the inode reader existed.
+                if let Ok((file, len)) = opened {
+                    return Ok(Some((Box::new(file) as DonorRead, len)));
                 }
             }
         }

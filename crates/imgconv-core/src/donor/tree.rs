@@ -87,7 +87,7 @@ pub(crate) fn walk(
     })?;
     let by_inode = match &src.kind {
         SourceKind::Ext { reader, .. } => match reader.raw() {
-            Some(raw) => tree_root_inode(reader, raw, root)?.map(|ino| (reader, raw, ino)),
+            Some(raw) => tree_root_inode(reader, raw, root)?.map(|ino| (raw, ino)),
             None => None,
         },
         SourceKind::Dir(_) => None,
@@ -105,8 +105,8 @@ pub(crate) fn walk(
         others: 0,
         bytes: 0,
     };
-    if let Some((reader, raw, ino)) = by_inode {
-        match walk_entries(src, root, &mut tree, &mut InodeWalk { reader, raw }, ino) {
+    if let Some((raw, ino)) = by_inode {
+        match walk_entries(src, root, &mut tree, &mut InodeWalk { raw }, ino) {
             Ok(()) => return Ok(tree),
             // Something the inode reader does not handle: walk again by path.
             Err(Walked::Unsupported) => {
@@ -132,7 +132,8 @@ pub(crate) fn walk(
 /// Why a walk stopped.
 enum Walked {
     Error(DonorError),
-    /// The inode reader met something it does not handle.
+    /// The inode reader met something it does not handle or that is damaged: walk
+    /// again by path.
     Unsupported,
 }
 
@@ -191,16 +192,15 @@ impl Lister for PathWalk {
 /// Listing an ext donor by inode ([`crate::extraw`]): each directory is read once, each
 /// entry's inode once.
 struct InodeWalk<'a> {
-    reader: &'a ExtReader,
     raw: &'a Arc<RawFs>,
 }
 
 impl InodeWalk<'_> {
-    fn err(&self, abs: &str, e: RawError) -> Walked {
-        match e {
-            RawError::Unsupported { .. } => Walked::Unsupported,
-            e => Walked::Error(self.reader.raw_error(abs, e).into()),
-        }
+    /// Any error of the inode reader (unsupported or damaged data) sends the walk back
+    /// to ext4-view by path, so a damaged donor fails exactly as it did before the inode
+    /// reader existed.
+    fn err(&self, _abs: &str, _e: RawError) -> Walked {
+        Walked::Unsupported
     }
 }
 
@@ -266,10 +266,9 @@ fn tree_root_inode(
         })();
         match step {
             Ok(Some(child)) => ino = child,
-            // Missing here but found by ext4-view, or unsupported: let the path walk
-            // decide.
-            Ok(None) | Err(RawError::Unsupported { .. }) => return Ok(None),
-            Err(e) => return Err(reader.raw_error(root, e).into()),
+            // Missing here but found by ext4-view, unsupported or damaged: the path
+            // walk decides.
+            Ok(None) | Err(_) => return Ok(None),
         }
     }
     Ok((raw.inode(ino).map(|i| i.kind()).ok() == Some(NodeKind::Dir)).then_some(ino))

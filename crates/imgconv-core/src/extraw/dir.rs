@@ -40,10 +40,11 @@ pub fn read(fs: &RawFs, dir: &RawInode, cap: usize) -> Result<Vec<RawDirEntry>, 
         });
     }
     let bs = fs.block_size();
+    // First: inline-data directories are unsupported, not corrupt.
+    let runs = fs.extents(dir)?;
     if dir.size > MAX_DIR_BYTES || dir.size % bs != 0 {
         return Err(corrupt(ino, format!("a directory of {} bytes", dir.size)));
     }
-    let runs = fs.extents(dir)?;
     let mut out = Vec::new();
     let mut block = vec![0u8; bs as usize];
     for run in runs {

@@ -79,13 +79,15 @@ const MAX_ITABLES: usize = 1 << 16;
 
 impl RawFs {
     /// Read the superblock of the filesystem in `region`; `None` when it is not one this
-    /// reader handles (no `extent` feature, encryption, a non-crc32c checksum, or a
-    /// superblock that does not parse: ext4-view reports those).
+    /// reader handles (no `extent` feature, encryption, a journal to replay, a non-crc32c
+    /// checksum, or a superblock that does not parse: ext4-view reports those).
     pub fn open(region: Region) -> Option<RawFs> {
         let mut raw = [0u8; 1024];
         region.read_exact_at(1024, &mut raw).ok()?;
         let sb = Superblock::parse(&raw).ok()?;
-        if !sb.has_incompat(feature::INCOMPAT_EXTENTS)
+        // A journal that needs recovery: ext4-view reads through it, this reader would not.
+        if sb.has_incompat(feature::INCOMPAT_RECOVER)
+            || !sb.has_incompat(feature::INCOMPAT_EXTENTS)
             || !sb.has_incompat(feature::INCOMPAT_FILETYPE)
             || sb.has_incompat(feature::INCOMPAT_ENCRYPT)
             || sb.has_incompat(feature::INCOMPAT_DIRDATA)
