@@ -311,16 +311,25 @@ impl Filesystem {
         check(unsafe { b::ext2fs_expand_dir(self.raw(), dir) })
     }
 
-    /// `ext2fs_mkdir(fs, parent, 0, name)`: allocate, initialise and link a directory.
-    pub fn mkdir(&mut self, parent: u32, name: &CStr) -> Result<(), Errcode> {
+    /// `ext2fs_mkdir(fs, parent, ino, name)`: initialise and link a directory as inode
+    /// `ino` (from [`Filesystem::new_inode`], not yet marked in use: the library marks it,
+    /// and unmarks it again if linking fails).
+    pub fn mkdir(&mut self, parent: u32, ino: u32, name: &CStr) -> Result<(), Errcode> {
         // SAFETY: `name` is NUL-terminated and only read during the call.
-        check(unsafe { b::ext2fs_mkdir(self.raw(), parent, 0, name.as_ptr()) })
+        check(unsafe { b::ext2fs_mkdir(self.raw(), parent, ino, name.as_ptr()) })
     }
 
-    /// `ext2fs_symlink(fs, parent, 0, name, target)`: fast, inline or slow symlink.
-    pub fn symlink(&mut self, parent: u32, name: &CStr, target: &CStr) -> Result<(), Errcode> {
+    /// `ext2fs_symlink(fs, parent, ino, name, target)`: fast, inline or slow symlink as
+    /// inode `ino` (marked in use by the library, as for [`Filesystem::mkdir`]).
+    pub fn symlink(
+        &mut self,
+        parent: u32,
+        ino: u32,
+        name: &CStr,
+        target: &CStr,
+    ) -> Result<(), Errcode> {
         // SAFETY: both strings are NUL-terminated and only read during the call.
-        check(unsafe { b::ext2fs_symlink(self.raw(), parent, 0, name.as_ptr(), target.as_ptr()) })
+        check(unsafe { b::ext2fs_symlink(self.raw(), parent, ino, name.as_ptr(), target.as_ptr()) })
     }
 
     /// `ext2fs_extent_open2` + `ext2fs_extent_free` on an empty in-memory inode: writes an
@@ -538,6 +547,8 @@ pub(super) struct DirEntry<'a> {
 /// What [`Filesystem::dir_iterate`]'s visitor wants next.
 pub(super) enum DirStep {
     Continue,
+    /// Stop the walk here.
+    Stop,
     /// Point this entry at another inode, then stop.
     SetInodeAndStop(u32),
 }
@@ -577,6 +588,7 @@ unsafe extern "C" fn dir_iterate_trampoline(
     let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| visit(entry)));
     match step {
         Ok(DirStep::Continue) => 0,
+        Ok(DirStep::Stop) => b::DIRENT_ABORT as c_int,
         Ok(DirStep::SetInodeAndStop(new)) => {
             // SAFETY: same entry as above; the inode field is inside the validated header.
             unsafe { ptr::addr_of_mut!((*dirent).inode).write_unaligned(new) };

@@ -6,7 +6,9 @@
 //!
 //! [`ExtFs`] is the safe wrapper. It implements [`GuestFs`] with exactly the semantics of
 //! [`crate::guestfs::MemFs`]: guest paths are resolved by the shared [`guestfs::resolve`]
-//! over `ext2fs_lookup`, following the guest's own symlinks inside the guest (absolute
+//! over the entries of each directory (listed once through `ext2fs_dir_iterate2` and kept
+//! in a bounded cache, see [`dcache`]; `ext2fs_lookup` for a directory too large to keep),
+//! following the guest's own symlinks inside the guest (absolute
 //! targets restart at the guest root inode 2, `..` at the root stays there, more than
 //! [`guestfs::MAX_SYMLINK_HOPS`] links is [`GuestFsError::SymlinkLoop`]). Nothing here ever
 //! touches the host filesystem except the image file itself.
@@ -21,9 +23,9 @@
 //!   `ext2fs_fallocate` (initialised extents, contiguous where free space allows) and is
 //!   written with one `io_channel_write_blk64` per physically contiguous stretch (large
 //!   writes bypass and invalidate the library's small block cache, so it stays coherent);
-//!   the inode (size, map, `i_blocks`) is written once at the end. All-zero blocks are
-//!   skipped and stay holes, which read back as zeros (so never create a swap file with
-//!   it: swapon refuses holes). A source error or short source undoes the half-made file.
+//!   the inode (size, map, `i_blocks`, mode, owner, times) is written once at the end.
+//!   All-zero blocks are skipped and stay holes, which read back as zeros (so never
+//!   create a swap file with it: swapon refuses holes). A source error or short source undoes the half-made file.
 //! - Times: atime = mtime = ctime = the given mtime (with the ext4 epoch bits when the
 //!   inode has extra fields, else clamped to 32 bits); crtime is the time of writing.
 //! - `replace_content`: same inode (owner, mode, mtime kept, as MemFs); its blocks are
@@ -41,6 +43,7 @@
 //!
 //! All `unsafe` is in [`ffi`] (generated declarations in `bindings.rs`).
 
+mod dcache;
 mod ffi;
 
 use crate::extread::{DirItem, NodeKind, NodeMeta};
@@ -169,6 +172,8 @@ pub struct ExtFs {
     inode_size: u16,
     extents: bool,
     dir_nlink: bool,
+    /// Directory entries and symlink targets already read (see [`dcache`]).
+    dcache: dcache::DirCache,
 }
 
 impl std::fmt::Debug for ExtFs {
@@ -221,6 +226,7 @@ impl ExtFs {
             inode_size: info.inode_size,
             extents: info.feature_incompat & ffi::INCOMPAT_EXTENTS != 0,
             dir_nlink: info.feature_ro_compat & ffi::RO_COMPAT_DIR_NLINK != 0,
+            dcache: dcache::DirCache::default(),
         })
     }
 
@@ -451,13 +457,18 @@ impl ExtFs {
         path: &str,
     ) -> Result<(), GuestFsError> {
         let mut inode = self.read_inode(ino, path)?;
+        self.set_attrs(&mut inode, type_bits, attrs);
+        self.write_inode(ino, &inode, path)
+    }
+
+    /// [`ExtFs::apply_attrs`] on an inode in memory.
+    fn set_attrs(&self, inode: &mut Inode, type_bits: u16, attrs: &NodeAttrs) {
         inode.set_mode(type_bits | (attrs.mode & 0o7777));
         inode.set_uid(attrs.uid);
         inode.set_gid(attrs.gid);
-        let extra = self.extra_times(&inode);
+        let extra = self.extra_times(inode);
         let times = [0, 1, 2].map(|i| encode_time(attrs.mtime, extra[i]));
         inode.set_raw_times(times, extra);
-        self.write_inode(ino, &inode, path)
     }
 
     fn set_ctime_now(&self, inode: &mut Inode) {
@@ -470,16 +481,84 @@ impl ExtFs {
     /// Create one directory (the parent must exist).
     fn mkdir_one(&mut self, path: &str, attrs: &NodeAttrs) -> Result<(), GuestFsError> {
         let (parent, name) = self.new_entry(path)?;
-        self.with_room_in(parent, "mkdir", path, |fs| fs.mkdir(parent, &name))?;
-        let ino = self.lookup_new(parent, &name, path)?;
+        let ino = self
+            .fs
+            .new_inode(parent, ffi::S_IFDIR | 0o755)
+            .map_err(|c| engine("allocate an inode for", path, c))?;
+        self.with_room_in(parent, "mkdir", path, |fs| fs.mkdir(parent, ino, &name))?;
+        self.dcache
+            .added(parent, name.to_bytes(), ino, NodeKind::Dir);
+        self.dcache.created_dir(ino);
         self.apply_attrs(ino, ffi::S_IFDIR, attrs, path)
     }
 
-    fn lookup_new(&mut self, parent: u32, name: &CStr, path: &str) -> Result<u32, GuestFsError> {
+    /// The entry `name` of directory `dir` with its kind, through the directory cache:
+    /// a directory is listed once, then looked up in memory; one too large to keep, or
+    /// whose listing fails (a corrupt block after the entry wanted), is asked of
+    /// `ext2fs_lookup` each time, as before the cache.
+    fn lookup_entry(
+        &mut self,
+        dir: u32,
+        name: &[u8],
+        path: &str,
+    ) -> Result<Option<(u32, Option<NodeKind>)>, GuestFsError> {
+        let mut listed = false;
+        loop {
+            match self.dcache.lookup(dir, name) {
+                dcache::Lookup::Hit(e) => {
+                    let kind = match e.kind {
+                        Some(kind) => kind,
+                        None => {
+                            let kind = kind_of(self.read_inode(e.ino, path)?.mode());
+                            self.dcache.set_kind(dir, name, kind);
+                            kind
+                        }
+                    };
+                    return Ok(Some((e.ino, kind)));
+                }
+                dcache::Lookup::Absent => return Ok(None),
+                dcache::Lookup::Unlisted if !listed => {
+                    listed = true;
+                    if let Some(listing) = self.list_dir(dir) {
+                        if self.dcache.fill(dir, listing) {
+                            continue;
+                        }
+                    } else {
+                        self.dcache.mark_uncached(dir);
+                    }
+                }
+                dcache::Lookup::Unlisted | dcache::Lookup::Uncached => {}
+            }
+            let Some(ino) = self
+                .fs
+                .lookup(dir, name)
+                .map_err(|c| engine("look up", path, c))?
+            else {
+                return Ok(None);
+            };
+            let inode = self.read_inode(ino, path)?;
+            return Ok(Some((ino, kind_of(inode.mode()))));
+        }
+    }
+
+    /// The live entries of a directory (without `.` and `..`), in on-disk order; `None`
+    /// when the library cannot list it whole or it is too large to keep.
+    fn list_dir(&mut self, dir: u32) -> Option<Vec<(Vec<u8>, u32)>> {
+        let mut out = Vec::new();
+        let mut too_many = false;
         self.fs
-            .lookup(parent, name.to_bytes())
-            .map_err(|c| engine("look up", path, c))?
-            .ok_or_else(|| engine_msg("look up", path, "the new entry is missing"))
+            .dir_iterate(dir, &mut |e| {
+                if e.name != b"." && e.name != b".." {
+                    if out.len() > dcache::MAX_DIR_ENTRIES {
+                        too_many = true;
+                        return ffi::DirStep::Stop;
+                    }
+                    out.push((e.name.to_vec(), e.ino));
+                }
+                ffi::DirStep::Continue
+            })
+            .ok()?;
+        (!too_many).then_some(out)
     }
 
     /// Write a new file's data from `content`: exactly `size` bytes, all-zero blocks left
@@ -508,12 +587,13 @@ impl ExtFs {
         let mut inode = self.read_inode(ino, path)?;
         let written = self.fill_blocks(ino, &mut inode, content, size, &mut buf, path);
         // Write the inode even on failure: the caller frees a failed file's blocks from
-        // its on-disk map, which must list what was allocated.
+        // its on-disk map, which must list what was allocated. Its attributes go in the
+        // same write (as `apply_attrs` sets them).
         inode.set_size(size);
+        self.set_attrs(&mut inode, ffi::S_IFREG, attrs);
         let saved = self.write_inode(ino, &inode, path);
         written?;
-        saved?;
-        self.apply_attrs(ino, ffi::S_IFREG, attrs, path)
+        saved
     }
 
     /// The data part of [`ExtFs::fill_new_file`]; `inode` is the new file's in-memory
@@ -656,6 +736,7 @@ impl ExtFs {
             }
             let is_dir = inode.mode() & ffi::S_IFMT == ffi::S_IFDIR;
             self.fs.inode_alloc_stats(ino, -1, is_dir);
+            self.dcache.inode_freed();
         }
         self.write_inode(ino, &inode, path)
     }
@@ -699,6 +780,7 @@ impl ExtFs {
     /// error path (the caller reports the original error).
     fn discard_new(&mut self, parent: u32, name: &CStr, ino: u32, path: &str) {
         if self.fs.unlink(parent, name, ino).is_ok() {
+            self.dcache.removed(parent, name.to_bytes());
             let _ = self.drop_link(ino, path);
         }
     }
@@ -776,20 +858,17 @@ impl PathWalk for ExtFs {
         name: &[u8],
         path: &str,
     ) -> Result<Option<(u32, Option<NodeKind>)>, GuestFsError> {
-        let Some(ino) = self
-            .fs
-            .lookup(*dir, name)
-            .map_err(|c| engine("look up", path, c))?
-        else {
-            return Ok(None);
-        };
-        let inode = self.read_inode(ino, path)?;
-        Ok(Some((ino, kind_of(inode.mode()))))
+        self.lookup_entry(*dir, name, path)
     }
 
     fn link_target(&mut self, link: &u32, path: &str) -> Result<Vec<u8>, GuestFsError> {
+        if let Some(target) = self.dcache.link(*link) {
+            return Ok(target.to_vec());
+        }
         let inode = self.read_inode(*link, path)?;
-        ExtFs::link_target(self, *link, &inode, path)
+        let target = ExtFs::link_target(self, *link, &inode, path)?;
+        self.dcache.set_link(*link, &target);
+        Ok(target)
     }
 }
 
@@ -920,6 +999,8 @@ impl GuestFs for ExtFs {
         self.with_room_in(parent, "link", path, |fs| {
             fs.link(parent, &name, ino, ffi::FT_REG_FILE)
         })?;
+        self.dcache
+            .added(parent, name.to_bytes(), ino, NodeKind::File);
         self.fs.inode_alloc_stats(ino, 1, false);
 
         let mut inode = Inode::zeroed();
@@ -984,10 +1065,15 @@ impl GuestFs for ExtFs {
         }
         let c_target = CString::new(target)
             .map_err(|_| engine_msg("symlink", path, "the target contains a NUL byte"))?;
+        let ino = self
+            .fs
+            .new_inode(parent, ffi::S_IFLNK | 0o777)
+            .map_err(|c| engine("allocate an inode for", path, c))?;
         self.with_room_in(parent, "symlink", path, |fs| {
-            fs.symlink(parent, &name, &c_target)
+            fs.symlink(parent, ino, &name, &c_target)
         })?;
-        let ino = self.lookup_new(parent, &name, path)?;
+        self.dcache
+            .added(parent, name.to_bytes(), ino, NodeKind::Symlink);
         self.apply_attrs(ino, ffi::S_IFLNK, &attrs, path)
     }
 
@@ -1019,12 +1105,15 @@ impl GuestFs for ExtFs {
         self.with_room_in(dst_parent, "link", to, |fs| {
             fs.link(dst_parent, &dst_name, ino, file_type(kind))
         })?;
+        self.dcache
+            .added(dst_parent, dst_name.to_bytes(), ino, kind);
         if moves_dir {
             self.inc_dir_links(dst_parent, to)?;
         }
         self.fs
             .unlink(src.parent, &src_name, ino)
             .map_err(|c| engine("unlink", from, c))?;
+        self.dcache.removed(src.parent, src_name.to_bytes());
         if moves_dir {
             let mut found = false;
             self.fs
@@ -1064,6 +1153,7 @@ impl GuestFs for ExtFs {
         self.fs
             .unlink(found.parent, &name, ino)
             .map_err(|c| engine("unlink", path, c))?;
+        self.dcache.removed(found.parent, name.to_bytes());
         self.drop_link(ino, path)
     }
 }
