@@ -7,6 +7,11 @@
 //! Blocks that are allocated but all zeros are skipped too. Everything else stays a
 //! hole in the (freshly `set_len`, hence sparse and zero-filled) destination.
 //!
+//! When the source and the output sit on one filesystem that shares extents on copy
+//! (btrfs, XFS with reflink, bcachefs, OpenZFS block cloning, NFS 4.2 server-side copy),
+//! runs go through `copy_file_range(2)` instead: the kernel links the blocks rather than
+//! copying them, so a run costs no read, no write and no new space (see [`shares_extents`]).
+//!
 //! Which blocks are used, group by group:
 //! * an initialised group: its block bitmap (checked against its metadata_csum
 //!   checksum, and required to mark the group's own superblock/descriptor copies);
@@ -76,6 +81,9 @@ pub struct StreamStats {
     pub block_uninit_groups: u64,
     /// Read/write chunks issued.
     pub chunks: u64,
+    /// Bytes handed to `copy_file_range(2)` (shared with the source where the filesystem
+    /// can; counted in `bytes_read` and `bytes_written` too). 0 when read + write was used.
+    pub copy_file_range_bytes: u64,
 }
 
 /// Errors of the stream and swap stages.
@@ -180,6 +188,7 @@ pub fn copy_used_blocks(
         groups: sb.groups_count(),
         block_uninit_groups: 0,
         chunks: 0,
+        copy_file_range_bytes: 0,
     };
     match verdict {
         Verdict::Bitmaps {
@@ -213,6 +222,7 @@ pub fn copy_used_blocks(
     stats.bytes_written = copier.written;
     stats.zero_bytes_skipped = copier.read - copier.written;
     stats.chunks = copier.chunks;
+    stats.copy_file_range_bytes = copier.ranged;
     Ok(stats)
 }
 
@@ -237,8 +247,12 @@ struct Copier<'a> {
     dst_offset: u64,
     block_size: u64,
     buf: Vec<u8>,
+    /// Runs go through `copy_file_range` (see [`shares_extents`]); cleared for good when
+    /// the kernel refuses it for these two files.
+    use_copy_range: bool,
     read: u64,
     written: u64,
+    ranged: u64,
     chunks: u64,
 }
 
@@ -250,10 +264,62 @@ impl<'a> Copier<'a> {
             dst_offset,
             block_size,
             buf: vec![0u8; CHUNK_BYTES],
+            use_copy_range: shares_extents(src.file(), dst),
             read: 0,
             written: 0,
+            ranged: 0,
             chunks: 0,
         }
+    }
+
+    /// Copy `len` bytes at `pos` (relative to the filesystem) with `copy_file_range`.
+    /// `Ok(false)` when the kernel does not offer it for these files (nothing was copied
+    /// by this call then, and the caller falls back to read + write).
+    fn copy_range(&mut self, pos: u64, len: u64) -> Result<bool, StreamError> {
+        let mut src_at = self.src.offset() + pos;
+        let mut dst_at = self.dst_offset + pos;
+        let mut left = len;
+        while left > 0 {
+            let want = usize::try_from(left).unwrap_or(usize::MAX);
+            match rustix::fs::copy_file_range(
+                self.src.file(),
+                Some(&mut src_at),
+                self.dst,
+                Some(&mut dst_at),
+                want,
+            ) {
+                Ok(0) => {
+                    return Err(StreamError::Read {
+                        path: self.src.path().to_path_buf(),
+                        offset: src_at,
+                        source: io::ErrorKind::UnexpectedEof.into(),
+                    })
+                }
+                Ok(n) => left -= n as u64,
+                // Not offered for this pair (another filesystem after all, an old kernel,
+                // a file system without the operation): only before any byte moved.
+                Err(e)
+                    if left == len
+                        && [
+                            rustix::io::Errno::XDEV,
+                            rustix::io::Errno::OPNOTSUPP,
+                            rustix::io::Errno::NOSYS,
+                            rustix::io::Errno::INVAL,
+                        ]
+                        .contains(&e) =>
+                {
+                    return Ok(false)
+                }
+                Err(e) => {
+                    return Err(StreamError::Write(output::write_error(
+                        self.dst,
+                        "cannot copy (copy_file_range) into",
+                        e.into(),
+                    )))
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Copy `count` blocks from block `first` (`count * block_size <= CHUNK_BYTES`).
@@ -269,6 +335,17 @@ impl<'a> Copier<'a> {
         let bs = self.block_size;
         let pos = first * bs;
         let len = (count * bs) as usize;
+        if self.use_copy_range {
+            if self.copy_range(pos, len as u64)? {
+                self.read += len as u64;
+                self.written += len as u64;
+                self.ranged += len as u64;
+                self.chunks += 1;
+                progress.advance(self.read);
+                return Ok(());
+            }
+            self.use_copy_range = false;
+        }
         let buf = &mut self.buf[..len];
         self.src
             .read_exact_at(pos, buf)
@@ -300,6 +377,42 @@ impl<'a> Copier<'a> {
         progress.advance(self.read);
         Ok(())
     }
+}
+
+/// Whether `src` and `dst` sit on one filesystem that shares extents on
+/// `copy_file_range(2)`: btrfs, XFS (reflink, the mkfs.xfs default since xfsprogs 5.1; on
+/// an XFS without it the kernel copies in place, still without a pass through user
+/// space), bcachefs, OpenZFS 2.2+ (block cloning), and NFS 4.2 and OCFS2 (server- or
+/// cluster-side copy). Elsewhere — ext4, tmpfs, two filesystems — read + write is kept:
+/// `copy_file_range` would copy through the page cache all the same and allocate the
+/// all-zero blocks that read + write leaves as holes.
+///
+/// `IMGCONV_COPY_FILE_RANGE=always|never` overrides the choice (benchmarks and tests).
+fn shares_extents(src: &File, dst: &File) -> bool {
+    match std::env::var("IMGCONV_COPY_FILE_RANGE").as_deref() {
+        Ok("always") => return true,
+        Ok("never") => return false,
+        _ => {}
+    }
+    const BTRFS: i64 = 0x9123_683e;
+    const XFS: i64 = 0x5846_5342;
+    const BCACHEFS: i64 = 0xca45_1a4e;
+    const ZFS: i64 = 0x2fc1_2fc1;
+    const NFS: i64 = 0x6969;
+    const OCFS2: i64 = 0x7461_636f;
+    let (Ok(a), Ok(b)) = (rustix::fs::fstat(src), rustix::fs::fstat(dst)) else {
+        return false;
+    };
+    if a.st_dev != b.st_dev {
+        return false;
+    }
+    rustix::fs::fstatfs(dst)
+        // `f_type` is `__fsword_t`: i64 here, narrower on other architectures.
+        .is_ok_and(|fs| {
+            #[allow(clippy::unnecessary_cast)]
+            let kind = fs.f_type as i64;
+            [BTRFS, XFS, BCACHEFS, ZFS, NFS, OCFS2].contains(&kind)
+        })
 }
 
 /// True when `b` is all zeros (wide compares; the compiler vectorises this).
@@ -643,6 +756,75 @@ mod tests {
         assert!(!is_zero(&b));
         assert!(is_zero(&[0u8; 7]));
         assert!(!is_zero(&[0, 0, 0, 0, 0, 0, 3]));
+    }
+
+    /// copy_file_range and read + write give the same bytes at the same places, from a
+    /// sub-region of the source into an offset of the destination, across short kernel
+    /// copies; read + write leaves the all-zero block as a hole, copy_file_range does not
+    /// have to.
+    #[test]
+    fn copy_file_range_and_read_write_agree() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let src_path = dir.path().join("src.img");
+        let bs = 4096u64;
+        let mut data = Vec::new();
+        for i in 0..40u64 {
+            let fill = if i == 7 {
+                0
+            } else {
+                (i as u8).wrapping_mul(37) | 1
+            };
+            data.extend(std::iter::repeat_n(fill, bs as usize));
+        }
+        let mut f = File::create(&src_path).unwrap();
+        f.write_all(&[0xee; 512]).unwrap(); // the filesystem starts at byte 512
+        f.write_all(&data).unwrap();
+        drop(f);
+        let src = Region::open(&src_path)
+            .unwrap()
+            .sub(512, data.len() as u64)
+            .unwrap();
+        let run = |ranged: bool| -> (Vec<u8>, u64, u64) {
+            let path = dir.path().join(if ranged { "cfr.img" } else { "rw.img" });
+            let dst = File::options()
+                .create(true)
+                .truncate(true)
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap();
+            dst.set_len(1 << 20).unwrap();
+            let mut c = Copier::new(&src, &dst, 65536, bs);
+            c.use_copy_range = ranged;
+            c.copy_run(0, 10, &mut crate::progress::NoProgress).unwrap();
+            c.copy_run(20, 20, &mut crate::progress::NoProgress)
+                .unwrap();
+            assert_eq!(
+                c.use_copy_range, ranged,
+                "copy_file_range works between two files here"
+            );
+            let mut out = vec![0u8; 1 << 20];
+            dst.read_exact_at(&mut out, 0).unwrap();
+            (out, c.written, c.ranged)
+        };
+        let (rw, rw_written, rw_ranged) = run(false);
+        let (cfr, cfr_written, cfr_ranged) = run(true);
+        assert_eq!(rw, cfr);
+        assert_eq!(&rw[65536..65536 + 10 * 4096], &data[..10 * 4096]);
+        assert_eq!(
+            &rw[65536 + 20 * 4096..65536 + 40 * 4096],
+            &data[20 * 4096..]
+        );
+        assert!(rw[65536 + 10 * 4096..65536 + 20 * 4096]
+            .iter()
+            .all(|&b| b == 0));
+        assert_eq!(
+            (rw_written, rw_ranged),
+            (29 * 4096, 0),
+            "the zero block 7 is skipped"
+        );
+        assert_eq!((cfr_written, cfr_ranged), (30 * 4096, 30 * 4096));
     }
 
     #[test]
