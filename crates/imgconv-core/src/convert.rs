@@ -503,13 +503,94 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
         None => layout::write_mbr(out.file(), &plan.disk)?,
     }
 
-    let stream = timed(&mut timings, Stage::Stream, || {
-        let src = plan.inspection.open_fs()?;
-        stream::copy_used_blocks(&src, out.file(), root_offset, progress).map_err(Error::from)
-    })?;
+    // Stream and graft run side by side (see `together`) unless an outside tool has to
+    // change the copied filesystem between them: journal replay and resize2fs work on the
+    // finished copy in the output, so there the stages stay one after the other.
+    let sequential = plan.inspection.fs.needs_recovery || plan.disk.grow.is_some();
+    let guest = GuestWork {
+        opts,
+        plan: &plan,
+        donor: donor.as_ref(),
+        donor_kernel: donor_kernel.as_ref(),
+        grub: &grub,
+        efi: efi.as_ref(),
+        root_number,
+    };
+    let (stream, graft, core) = if sequential {
+        let stream = timed(&mut timings, Stage::Stream, || {
+            let src = plan.inspection.open_fs()?;
+            stream::copy_used_blocks(&src, out.file(), root_offset, progress).map_err(Error::from)
+        })?;
+        check_cancel(progress)?;
+        grow_and_replay(
+            &plan,
+            &out,
+            root_offset,
+            &mut report,
+            &mut timings,
+            progress,
+        )?;
+        let mut fs = ExtFs::open(out.path(), root_offset)?;
+        let (graft, core) = guest.write(&mut fs, &mut report, &mut timings, progress)?;
+        fs.close()?;
+        (stream, graft, core)
+    } else {
+        together(
+            &guest,
+            &out,
+            root_offset,
+            &mut report,
+            &mut timings,
+            progress,
+        )?
+    };
+
+    let swap_part = match &plan.gpt {
+        Some(g) => g.swap().map(|p| (p.start_bytes(), p.len_bytes())),
+        None => plan.disk.swap().map(|p| (p.start_bytes(), p.len_bytes())),
+    };
+    if let (Some((start, len)), Some(uuid)) = (swap_part, &plan.swap_uuid) {
+        let uuid = uuid::Uuid::parse_str(uuid).expect("generated UUID");
+        let page = swap::swap_header(len, uuid, "swap").map_err(Error::from)?;
+        out.file()
+            .write_all_at(&page, start)
+            .map_err(|e| output::write_error(out.file(), "cannot write the swap header to", e))?;
+    }
+    check_cancel(progress)?;
+    if let (Some(g), Some((files, _))) = (&plan.gpt, &efi) {
+        uefi::install_esp(out.file(), g, files, &plan.inspection.fs.uuid, &mut report)?;
+    }
+    match (&plan.gpt, &core) {
+        (None, Some(core)) => boot::install_bios_boot(out.file(), &grub, core, 1, root.start_lba)?,
+        (Some(g), Some(core)) => uefi::install_hybrid_bios_boot(out.file(), g, &grub, core)?,
+        _ => {}
+    }
     check_cancel(progress)?;
 
-    timed(&mut timings, Stage::Grow, || {
+    progress.stage(Stage::Finish, None);
+    let output = out.commit()?;
+    Ok(Conversion {
+        output,
+        root_uuid: plan.inspection.fs.uuid.clone(),
+        swap_uuid: plan.swap_uuid.clone(),
+        plan,
+        stream,
+        graft,
+        report,
+        timings,
+    })
+}
+
+/// Grow the copied filesystem and replay its journal, in the output (sequential path).
+fn grow_and_replay(
+    plan: &ConversionPlan,
+    out: &TempOutput,
+    root_offset: u64,
+    report: &mut Report,
+    timings: &mut Vec<StageTime>,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    timed(timings, Stage::Grow, || {
         if plan.inspection.fs.needs_recovery {
             progress.stage(Stage::Grow, None);
             crate::e2fs_tools::replay_journal(out.path(), root_offset)?;
@@ -537,90 +618,323 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
             );
         }
         Ok(())
-    })?;
+    })
+}
 
-    let swap_part = match &plan.gpt {
-        Some(g) => g.swap().map(|p| (p.start_bytes(), p.len_bytes())),
-        None => plan.disk.swap().map(|p| (p.start_bytes(), p.len_bytes())),
-    };
-    if let (Some((start, len)), Some(uuid)) = (swap_part, &plan.swap_uuid) {
-        let uuid = uuid::Uuid::parse_str(uuid).expect("generated UUID");
-        let page = swap::swap_header(len, uuid, "swap").map_err(Error::from)?;
-        out.file()
-            .write_all_at(&page, start)
-            .map_err(|e| output::write_error(out.file(), "cannot write the swap header to", e))?;
+/// What is written into the guest filesystem after the stream: graft, fixups, boot files.
+struct GuestWork<'a> {
+    opts: &'a ConvertOptions,
+    plan: &'a ConversionPlan,
+    donor: Option<&'a Donor>,
+    donor_kernel: Option<&'a DonorKernel>,
+    grub: &'a GrubPlatformFiles,
+    efi: Option<&'a (EfiBootFiles, Option<GrubPlatformFiles>)>,
+    root_number: u32,
+}
+
+impl GuestWork<'_> {
+    /// Graft, fixups and boot files into `fs`; returns the graft summary and the BIOS
+    /// core.img to embed (none for UEFI only).
+    fn write(
+        &self,
+        fs: &mut ExtFs,
+        report: &mut Report,
+        timings: &mut Vec<StageTime>,
+        progress: &mut dyn Progress,
+    ) -> Result<(Option<GraftSummary>, Option<boot::CoreImage>)> {
+        let graft = timed(timings, Stage::Graft, || {
+            match (self.donor, self.donor_kernel) {
+                (Some(donor), Some(kernel)) => Ok(Some(crate::graft::graft(
+                    donor,
+                    kernel,
+                    fs,
+                    Some(self.grub),
+                    report,
+                    progress,
+                )?)),
+                _ => Ok(None),
+            }
+        })?;
+        check_cancel(progress)?;
+
+        timed(timings, Stage::Fixups, || {
+            progress.stage(Stage::Fixups, None);
+            Ok(fixups::apply(fs, &fixup_context(self.plan), report)?)
+        })?;
+        check_cancel(progress)?;
+
+        let core = timed(timings, Stage::Boot, || {
+            progress.stage(Stage::Boot, None);
+            let gpt = self.plan.gpt.is_some();
+            let cfg = self.plan.grub_config();
+            // BIOS boot code for bios and hybrid.
+            let core = if self.opts.firmware == Firmware::Uefi {
+                None
+            } else {
+                let core = boot::build_core_image(
+                    self.grub,
+                    &boot::prefix_for_partition(gpt, self.root_number),
+                    if gpt {
+                        boot::GPT_EXT_MODULES
+                    } else {
+                        boot::MSDOS_EXT_MODULES
+                    },
+                )?;
+                boot::write_guest_boot_files(fs, self.grub, &core, &cfg, report)?;
+                Some(core)
+            };
+            if let Some((files, modules)) = self.efi {
+                uefi::write_guest_efi_files(fs, files, modules.as_ref(), &cfg, report)?;
+            }
+            Ok(core)
+        })?;
+        Ok((graft, core))
     }
-    check_cancel(progress)?;
+}
 
-    let mut fs = ExtFs::open(out.path(), root_offset)?;
-    let graft = timed(&mut timings, Stage::Graft, || {
-        match (&donor, &donor_kernel) {
-            (Some(donor), Some(kernel)) => Ok(Some(crate::graft::graft(
-                donor,
-                kernel,
-                &mut fs,
-                Some(&grub),
-                &mut report,
-                progress,
-            )?)),
-            _ => Ok(None),
+/// What the stream thread tells the converting thread.
+enum StreamEvent {
+    /// The bitmaps were checked and the copy starts: the graft may write now.
+    Started(Option<u64>),
+    Advance(u64),
+    Note(String),
+    /// The stream stopped with an error (it is returned by the thread).
+    Failed,
+}
+
+/// The stream thread's [`Progress`]: forwards to the converting thread, stops when told.
+struct StreamSide<'a> {
+    events: std::sync::mpsc::Sender<StreamEvent>,
+    stop: &'a std::sync::atomic::AtomicBool,
+}
+
+impl Progress for StreamSide<'_> {
+    fn stage(&mut self, _stage: Stage, total: Option<u64>) {
+        let _ = self.events.send(StreamEvent::Started(total));
+    }
+    fn advance(&mut self, done: u64) {
+        let _ = self.events.send(StreamEvent::Advance(done));
+    }
+    fn note(&mut self, message: &str) {
+        let _ = self.events.send(StreamEvent::Note(message.to_string()));
+    }
+    fn is_cancelled(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A graft-side event kept back while the stream is still shown.
+enum Held {
+    Stage(Stage, Option<u64>),
+    Advance(u64),
+    Note(String),
+}
+
+/// The converting thread's [`Progress`] while the stream runs beside it. The caller's
+/// progress shows one stage at a time, so it sees the stream until the stream ends, and
+/// only then the graft, fixups and boot events so far (the latest count of each stage),
+/// live after that. Their real durations are in [`Conversion::timings`]. Cancelling (by
+/// the caller) stops the stream too; a failed stream cancels the graft.
+struct Relay<'a> {
+    inner: std::cell::RefCell<RelayState<'a>>,
+    stop: &'a std::sync::atomic::AtomicBool,
+}
+
+struct RelayState<'a> {
+    progress: &'a mut dyn Progress,
+    events: std::sync::mpsc::Receiver<StreamEvent>,
+    streaming: bool,
+    failed: bool,
+    held: Vec<Held>,
+}
+
+impl RelayState<'_> {
+    fn apply(&mut self, event: StreamEvent) {
+        match event {
+            StreamEvent::Started(total) => self.progress.stage(Stage::Stream, total),
+            StreamEvent::Advance(done) => self.progress.advance(done),
+            StreamEvent::Note(m) => self.progress.note(&m),
+            StreamEvent::Failed => self.failed = true,
         }
-    })?;
-    check_cancel(progress)?;
+    }
 
-    timed(&mut timings, Stage::Fixups, || {
-        progress.stage(Stage::Fixups, None);
-        Ok(fixups::apply(&mut fs, &fixup_context(&plan), &mut report)?)
-    })?;
-    check_cancel(progress)?;
+    /// Deliver what the stream reported; when it has ended, release the held events.
+    fn pump(&mut self) {
+        while self.streaming {
+            match self.events.try_recv() {
+                Ok(event) => self.apply(event),
+                Err(std::sync::mpsc::TryRecvError::Empty) => return,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => self.streaming = false,
+            }
+        }
+        for held in std::mem::take(&mut self.held) {
+            match held {
+                Held::Stage(stage, total) => self.progress.stage(stage, total),
+                Held::Advance(done) => self.progress.advance(done),
+                Held::Note(m) => self.progress.note(&m),
+            }
+        }
+    }
 
-    let core = timed(&mut timings, Stage::Boot, || {
-        progress.stage(Stage::Boot, None);
-        let gpt = plan.gpt.is_some();
-        let cfg = plan.grub_config();
-        // BIOS boot code for bios and hybrid.
-        let core = if opts.firmware == Firmware::Uefi {
-            None
-        } else {
-            let core = boot::build_core_image(
-                &grub,
-                &boot::prefix_for_partition(gpt, root_number),
-                if gpt {
-                    boot::GPT_EXT_MODULES
-                } else {
-                    boot::MSDOS_EXT_MODULES
-                },
-            )?;
-            boot::write_guest_boot_files(&mut fs, &grub, &core, &cfg, &mut report)?;
-            Some(core)
+    fn hold_or_send(&mut self, event: Held) {
+        self.pump();
+        if !self.streaming {
+            self.held.push(event);
+            self.pump();
+            return;
+        }
+        match (self.held.last_mut(), event) {
+            (Some(Held::Advance(last)), Held::Advance(done)) => *last = done,
+            (_, event) => self.held.push(event),
+        }
+    }
+}
+
+impl Progress for Relay<'_> {
+    fn stage(&mut self, stage: Stage, total: Option<u64>) {
+        self.inner.get_mut().hold_or_send(Held::Stage(stage, total));
+    }
+    fn advance(&mut self, done: u64) {
+        self.inner.get_mut().hold_or_send(Held::Advance(done));
+    }
+    fn note(&mut self, message: &str) {
+        self.inner
+            .get_mut()
+            .hold_or_send(Held::Note(message.to_string()));
+    }
+    fn is_cancelled(&self) -> bool {
+        let Ok(mut state) = self.inner.try_borrow_mut() else {
+            return self.stop.load(std::sync::atomic::Ordering::SeqCst);
         };
-        if let Some((files, modules)) = &efi {
-            uefi::write_guest_efi_files(&mut fs, files, modules.as_ref(), &cfg, &mut report)?;
+        state.pump();
+        if state.progress.is_cancelled() {
+            self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         }
-        Ok(core)
-    })?;
-    fs.close()?;
-    if let (Some(g), Some((files, _))) = (&plan.gpt, &efi) {
-        uefi::install_esp(out.file(), g, files, &plan.inspection.fs.uuid, &mut report)?;
+        state.failed || self.stop.load(std::sync::atomic::Ordering::SeqCst)
     }
-    match (&plan.gpt, &core) {
-        (None, Some(core)) => boot::install_bios_boot(out.file(), &grub, core, 1, root.start_lba)?,
-        (Some(g), Some(core)) => uefi::install_hybrid_bios_boot(out.file(), g, &grub, core)?,
-        _ => {}
-    }
-    check_cancel(progress)?;
+}
 
-    progress.stage(Stage::Finish, None);
-    let output = out.commit()?;
-    Ok(Conversion {
-        output,
-        root_uuid: plan.inspection.fs.uuid.clone(),
-        swap_uuid: plan.swap_uuid.clone(),
-        plan,
-        stream,
-        graft,
-        report,
-        timings,
+/// Stream in a second thread while this one grafts, applies the fixups and writes the
+/// boot files through a [`CowDevice`](crate::ext::cow::CowDevice): the guest work hides
+/// behind the stream's I/O instead of following it.
+fn together(
+    guest: &GuestWork<'_>,
+    out: &TempOutput,
+    root_offset: u64,
+    report: &mut Report,
+    timings: &mut Vec<StageTime>,
+    progress: &mut dyn Progress,
+) -> Result<(StreamStats, Option<GraftSummary>, Option<boot::CoreImage>)> {
+    use crate::ext::cow::{CowDevice, WrittenRanges};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stream_at = timings.len();
+    let src = guest.plan.inspection.open_fs()?;
+    let written = WrittenRanges::new(u64::from(guest.plan.inspection.fs.block_size));
+    let dst = out.file();
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        let stream_thread = scope.spawn(|| {
+            let started = Instant::now();
+            let mut side = StreamSide {
+                events: tx,
+                stop: &stop,
+            };
+            let result =
+                stream::copy_used_blocks_around(&src, dst, root_offset, &written, &mut side);
+            if result.is_err() {
+                let _ = side.events.send(StreamEvent::Failed);
+            }
+            (result, started.elapsed().as_secs_f64())
+        });
+        let mut relay = Relay {
+            inner: std::cell::RefCell::new(RelayState {
+                progress,
+                events: rx,
+                streaming: true,
+                failed: false,
+                held: Vec::new(),
+            }),
+            stop: &stop,
+        };
+        // Wait until the stream has checked the bitmaps (or failed).
+        let go = loop {
+            let state = relay.inner.get_mut();
+            match state
+                .events
+                .recv_timeout(std::time::Duration::from_millis(50))
+            {
+                Ok(StreamEvent::Started(total)) => {
+                    state.progress.stage(Stage::Stream, total);
+                    break true;
+                }
+                Ok(other) => state.apply(other),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break false,
+            }
+            if state.failed {
+                break false;
+            }
+            if state.progress.is_cancelled() {
+                stop.store(true, Ordering::SeqCst);
+            }
+        };
+        let guest_result = if go {
+            (|| {
+                let device = CowDevice::new(
+                    src.clone(),
+                    dst.try_clone()
+                        .map_err(|e| output::write_error(dst, "cannot reopen", e))?,
+                    root_offset,
+                    std::sync::Arc::clone(&written),
+                );
+                let mut fs = ExtFs::open_cow(device, out.path(), root_offset)?;
+                let r = guest.write(&mut fs, report, timings, &mut relay)?;
+                fs.close()?;
+                Ok(r)
+            })()
+        } else {
+            Err(Error::Cancelled)
+        };
+        if guest_result.is_err() {
+            stop.store(true, Ordering::SeqCst);
+        }
+        // Show the rest of the stream, then everything held back.
+        let state = relay.inner.get_mut();
+        while state.streaming {
+            match state
+                .events
+                .recv_timeout(std::time::Duration::from_millis(50))
+            {
+                Ok(event) => state.apply(event),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => state.streaming = false,
+            }
+            if state.progress.is_cancelled() {
+                stop.store(true, Ordering::SeqCst);
+            }
+        }
+        state.pump();
+        let cancelled = state.progress.is_cancelled();
+        let (stream_result, stream_secs) = match stream_thread.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        timings.insert(
+            stream_at.min(timings.len()),
+            StageTime {
+                stage: Stage::Stream,
+                seconds: stream_secs,
+            },
+        );
+        // The first real error wins over the "cancelled" it caused on the other side.
+        let stream = match (stream_result.map_err(Error::from), guest_result) {
+            (Err(e), Err(Error::Cancelled)) | (Err(e), Ok(_)) => return Err(e),
+            (_, Err(e)) => return Err(e),
+            (Ok(_), Ok(_)) if cancelled => return Err(Error::Cancelled),
+            (Ok(stats), Ok((graft, core))) => (stats, graft, core),
+        };
+        Ok(stream)
     })
 }
 

@@ -149,6 +149,31 @@ pub fn copy_used_blocks(
     dst_offset: u64,
     progress: &mut dyn Progress,
 ) -> Result<StreamStats, StreamError> {
+    copy(src, dst, dst_offset, None, progress)
+}
+
+/// [`copy_used_blocks`] while the graft writes into the same filesystem through a
+/// [`crate::ext::cow::CowDevice`]: ranges in `written` are left alone (see that module).
+/// `stage(Stream, …)` is reported only once the bitmaps were checked, so a caller can wait
+/// for it before letting anything else write. copy_file_range is not used here: a run
+/// has to be split around the written ranges under their lock.
+pub fn copy_used_blocks_around(
+    src: &Region,
+    dst: &File,
+    dst_offset: u64,
+    written: &crate::ext::cow::WrittenRanges,
+    progress: &mut dyn Progress,
+) -> Result<StreamStats, StreamError> {
+    copy(src, dst, dst_offset, Some(written), progress)
+}
+
+fn copy(
+    src: &Region,
+    dst: &File,
+    dst_offset: u64,
+    written: Option<&crate::ext::cow::WrittenRanges>,
+    progress: &mut dyn Progress,
+) -> Result<StreamStats, StreamError> {
     let sb = read_superblock(src)?;
     if sb.has_incompat(feature::INCOMPAT_JOURNAL_DEV) {
         return Err(StreamError::NotAFilesystem {
@@ -176,6 +201,10 @@ pub fn copy_used_blocks(
         });
     }
     let mut copier = Copier::new(src, dst, dst_offset, sb.block_size());
+    if written.is_some() {
+        copier.use_copy_range = false;
+    }
+    copier.written_around = written;
     let mut walker = Walker::new(src, &sb);
     let verdict = walker.analyse()?;
     let mut stats = StreamStats {
@@ -250,6 +279,8 @@ struct Copier<'a> {
     /// Runs go through `copy_file_range` (see [`shares_extents`]); cleared for good when
     /// the kernel refuses it for these two files.
     use_copy_range: bool,
+    /// Ranges another writer owns (see [`copy_used_blocks_around`]).
+    written_around: Option<&'a crate::ext::cow::WrittenRanges>,
     read: u64,
     written: u64,
     ranged: u64,
@@ -265,6 +296,7 @@ impl<'a> Copier<'a> {
             block_size,
             buf: vec![0u8; CHUNK_BYTES],
             use_copy_range: shares_extents(src.file(), dst),
+            written_around: None,
             read: 0,
             written: 0,
             ranged: 0,
@@ -366,10 +398,20 @@ impl<'a> Copier<'a> {
             while i < len && !is_zero(&buf[i..i + bsz]) {
                 i += bsz;
             }
-            let at = self.dst_offset + pos + start as u64;
-            self.dst
-                .write_all_at(&buf[start..i], at)
-                .map_err(|e| output::write_error(self.dst, "cannot write", e))?;
+            let from = pos + start as u64;
+            let data = &buf[start..i];
+            let (dst, dst_offset) = (self.dst, self.dst_offset);
+            let write = |s: u64, e: u64| {
+                dst.write_all_at(
+                    &data[(s - from) as usize..(e - from) as usize],
+                    dst_offset + s,
+                )
+            };
+            match self.written_around {
+                None => write(from, from + data.len() as u64),
+                Some(w) => w.write_unwritten(from, from + data.len() as u64, write),
+            }
+            .map_err(|e| output::write_error(self.dst, "cannot write", e))?;
             self.written += (i - start) as u64;
         }
         self.read += len as u64;

@@ -154,6 +154,34 @@ impl Filesystem {
         Ok(Filesystem { fs })
     }
 
+    /// Like [`Filesystem::open_rw`], on `device` through our I/O manager instead of a
+    /// file. The device lives as long as the filesystem's channel (freed on close/drop).
+    pub fn open_device(device: Box<dyn BlockDevice>) -> Result<Self, Errcode> {
+        init_error_table();
+        PENDING_DEVICE.with(|p| *p.borrow_mut() = Some(device));
+        let mut fs: b::ext2_filsys = ptr::null_mut();
+        let flags = (b::EXT2_FLAG_RW | b::EXT2_FLAG_64BITS) as c_int;
+        // SAFETY: the name is a static NUL-terminated string; the manager table is a
+        // static the library only reads; `fs` is a valid out-pointer. The library calls
+        // `device_open` during this call, on this thread, which takes PENDING_DEVICE.
+        let rc = unsafe {
+            b::ext2fs_open2(
+                c"imgconv-device".as_ptr(),
+                ptr::null(),
+                flags,
+                0,
+                0,
+                ptr::addr_of!(DEVICE_MANAGER.0).cast_mut().cast(),
+                &mut fs,
+            )
+        };
+        // Not taken when the library failed before opening the channel.
+        PENDING_DEVICE.with(|p| p.borrow_mut().take());
+        check(rc)?;
+        let fs = NonNull::new(fs).ok_or(NULL_HANDLE)?;
+        Ok(Filesystem { fs })
+    }
+
     fn raw(&self) -> b::ext2_filsys {
         self.fs.as_ptr()
     }
@@ -534,6 +562,325 @@ impl Drop for Filesystem {
     }
 }
 
+// ---- An I/O manager over a Rust block device -------------------------------------------
+//
+// libext2fs reaches its device only through an `io_manager` (a table of callbacks) and the
+// `io_channel` it opens (lib/ext2fs/ext2_io.h). `Filesystem::open_device` hands it ours, so
+// a filesystem can live somewhere that is not one plain file: the copy-on-write view of
+// `ext/cow.rs`. The callbacks below are thin: they find the `BlockDevice` behind the
+// channel and call it; all policy is in safe code.
+
+/// What a filesystem opened with [`Filesystem::open_device`] reads and writes. Offsets are
+/// bytes from the start of the filesystem.
+pub(super) trait BlockDevice {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
+    fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()>;
+    fn flush(&self) -> std::io::Result<()>;
+}
+
+/// Error codes from ext2_err.h (e2fsprogs 1.47; bindgen did not export them). A unit test
+/// checks each against libext2fs's own message for it.
+const ET_MAGIC_IO_CHANNEL: b::errcode_t = 2133571333;
+const ET_MAGIC_IO_MANAGER: b::errcode_t = 2133571335;
+const ET_SHORT_READ: b::errcode_t = 2133571364;
+const ET_SHORT_WRITE: b::errcode_t = 2133571365;
+const ET_BAD_DEVICE_NAME: b::errcode_t = 2133571386;
+const ET_INVALID_ARGUMENT: b::errcode_t = 2133571399;
+
+/// `struct struct_io_channel` (ext2_io.h), field for field; bindings.rs has it only as an
+/// opaque blob, and a test checks the two sizes agree. The error hooks and the unused
+/// pointers are kept as plain pointers: we never call or set them.
+#[repr(C)]
+struct IoChannel {
+    magic: b::errcode_t,
+    manager: b::io_manager,
+    name: *mut c_char,
+    block_size: c_int,
+    read_error: *mut c_void,
+    write_error: *mut c_void,
+    refcount: c_int,
+    flags: c_int,
+    reserved: [std::ffi::c_long; 14],
+    private_data: *mut c_void,
+    app_data: *mut c_void,
+    align: c_int,
+}
+
+type ReadBlk =
+    unsafe extern "C" fn(b::io_channel, std::ffi::c_ulong, c_int, *mut c_void) -> b::errcode_t;
+type WriteBlk =
+    unsafe extern "C" fn(b::io_channel, std::ffi::c_ulong, c_int, *const c_void) -> b::errcode_t;
+type ReadBlk64 =
+    unsafe extern "C" fn(b::io_channel, std::ffi::c_ulonglong, c_int, *mut c_void) -> b::errcode_t;
+type WriteBlk64 = unsafe extern "C" fn(
+    b::io_channel,
+    std::ffi::c_ulonglong,
+    c_int,
+    *const c_void,
+) -> b::errcode_t;
+
+/// `struct struct_io_manager` (ext2_io.h). Callbacks left NULL are optional in 1.47:
+/// `write_byte` (the superblock is then written as a negative-count block write),
+/// `get_stats` (only e2fsck reads it), `discard`, `cache_readahead` and `zeroout` (the
+/// library writes zeros itself when zeroout is missing).
+#[repr(C)]
+struct IoManager {
+    magic: b::errcode_t,
+    name: *const c_char,
+    open: unsafe extern "C" fn(*const c_char, c_int, *mut b::io_channel) -> b::errcode_t,
+    close: unsafe extern "C" fn(b::io_channel) -> b::errcode_t,
+    set_blksize: unsafe extern "C" fn(b::io_channel, c_int) -> b::errcode_t,
+    read_blk: ReadBlk,
+    write_blk: WriteBlk,
+    flush: unsafe extern "C" fn(b::io_channel) -> b::errcode_t,
+    write_byte: *const c_void,
+    set_option: unsafe extern "C" fn(b::io_channel, *const c_char, *const c_char) -> b::errcode_t,
+    get_stats: *const c_void,
+    read_blk64: ReadBlk64,
+    write_blk64: WriteBlk64,
+    discard: *const c_void,
+    cache_readahead: *const c_void,
+    zeroout: *const c_void,
+    reserved: [std::ffi::c_long; 14],
+}
+
+/// The one manager table, never written.
+struct SharedManager(IoManager);
+// SAFETY: the table is immutable after initialisation; its pointers are a static string
+// and function pointers, valid from any thread.
+unsafe impl Sync for SharedManager {}
+
+static DEVICE_MANAGER: SharedManager = SharedManager(IoManager {
+    magic: ET_MAGIC_IO_MANAGER,
+    name: c"imgconv block device".as_ptr(),
+    open: device_open,
+    close: device_close,
+    set_blksize: device_set_blksize,
+    read_blk: device_read_blk,
+    write_blk: device_write_blk,
+    flush: device_flush,
+    write_byte: ptr::null(),
+    set_option: device_set_option,
+    get_stats: ptr::null(),
+    read_blk64: device_read_blk64,
+    write_blk64: device_write_blk64,
+    discard: ptr::null(),
+    cache_readahead: ptr::null(),
+    zeroout: ptr::null(),
+    reserved: [0; 14],
+});
+
+thread_local! {
+    /// The device `ext2fs_open2` is about to open: `open_device` puts it here and
+    /// `device_open` (called by the library, on this thread, during that call) takes it.
+    static PENDING_DEVICE: std::cell::RefCell<Option<Box<dyn BlockDevice>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// What `private_data` of our channels points at.
+struct DeviceState {
+    device: Box<dyn BlockDevice>,
+}
+
+fn io_errcode(e: &std::io::Error, short: b::errcode_t) -> b::errcode_t {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::WriteZero => short,
+        _ => b::errcode_t::from(e.raw_os_error().unwrap_or(libc::EIO)),
+    }
+}
+
+/// Run a callback body, turning a panic into EIO instead of unwinding into C.
+fn guarded(f: impl FnOnce() -> b::errcode_t) -> b::errcode_t {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(libc::EIO as b::errcode_t)
+}
+
+/// The byte range of `count` blocks at `block` (a negative count is a byte count, as in
+/// unix_io), checked against overflow.
+fn byte_range(channel: &IoChannel, block: u64, count: c_int) -> Option<(u64, usize)> {
+    let bs = u64::try_from(channel.block_size).ok()?;
+    let len = if count < 0 {
+        u64::from(count.unsigned_abs())
+    } else {
+        u64::try_from(count).ok()?.checked_mul(bs)?
+    };
+    Some((block.checked_mul(bs)?, usize::try_from(len).ok()?))
+}
+
+/// # Safety
+/// `channel` must be a channel made by `device_open` and not yet closed.
+unsafe fn channel_parts<'a>(
+    channel: b::io_channel,
+) -> Option<(&'a mut IoChannel, &'a DeviceState)> {
+    // SAFETY: per the contract, `channel` points at our live IoChannel, whose
+    // private_data is the DeviceState we boxed in `device_open`.
+    let chan = unsafe { channel.cast::<IoChannel>().as_mut()? };
+    let state = unsafe { chan.private_data.cast::<DeviceState>().as_ref()? };
+    Some((chan, state))
+}
+
+unsafe extern "C" fn device_open(
+    _name: *const c_char,
+    _flags: c_int,
+    out: *mut b::io_channel,
+) -> b::errcode_t {
+    guarded(|| {
+        let Some(device) = PENDING_DEVICE.with(|p| p.borrow_mut().take()) else {
+            return ET_BAD_DEVICE_NAME;
+        };
+        if out.is_null() {
+            return ET_INVALID_ARGUMENT;
+        }
+        let state = Box::into_raw(Box::new(DeviceState { device }));
+        let chan = Box::new(IoChannel {
+            magic: ET_MAGIC_IO_CHANNEL,
+            // The library only reads the table through this pointer.
+            manager: ptr::addr_of!(DEVICE_MANAGER.0).cast_mut().cast(),
+            name: c"imgconv-device".to_owned().into_raw(),
+            block_size: 1024,
+            read_error: ptr::null_mut(),
+            write_error: ptr::null_mut(),
+            refcount: 1,
+            flags: 0,
+            reserved: [0; 14],
+            private_data: state.cast(),
+            app_data: ptr::null_mut(),
+            align: 0,
+        });
+        // SAFETY: `out` is the library's non-null out-pointer for the new channel.
+        unsafe { *out = Box::into_raw(chan).cast() };
+        0
+    })
+}
+
+unsafe extern "C" fn device_close(channel: b::io_channel) -> b::errcode_t {
+    guarded(|| {
+        // SAFETY: the library closes only channels it opened through us.
+        let Some(chan) = (unsafe { channel.cast::<IoChannel>().as_mut() }) else {
+            return ET_INVALID_ARGUMENT;
+        };
+        chan.refcount -= 1;
+        if chan.refcount > 0 {
+            return 0;
+        }
+        // SAFETY: the last reference is gone: free exactly what device_open allocated
+        // (the channel, its name and its state), once.
+        unsafe {
+            let chan = Box::from_raw(channel.cast::<IoChannel>());
+            drop(std::ffi::CString::from_raw(chan.name));
+            drop(Box::from_raw(chan.private_data.cast::<DeviceState>()));
+        }
+        0
+    })
+}
+
+unsafe extern "C" fn device_set_blksize(channel: b::io_channel, size: c_int) -> b::errcode_t {
+    guarded(|| {
+        // SAFETY: a live channel of ours (the library's contract).
+        let Some((chan, _)) = (unsafe { channel_parts(channel) }) else {
+            return ET_INVALID_ARGUMENT;
+        };
+        if size <= 0 {
+            return ET_INVALID_ARGUMENT;
+        }
+        chan.block_size = size;
+        0
+    })
+}
+
+unsafe extern "C" fn device_read_blk64(
+    channel: b::io_channel,
+    block: std::ffi::c_ulonglong,
+    count: c_int,
+    data: *mut c_void,
+) -> b::errcode_t {
+    guarded(|| {
+        // SAFETY: a live channel of ours (the library's contract).
+        let Some((chan, state)) = (unsafe { channel_parts(channel) }) else {
+            return ET_INVALID_ARGUMENT;
+        };
+        let Some((offset, len)) = byte_range(chan, block, count) else {
+            return ET_INVALID_ARGUMENT;
+        };
+        if len == 0 {
+            return 0;
+        }
+        // SAFETY: the library passes a buffer of at least the requested size.
+        let buf = unsafe { std::slice::from_raw_parts_mut(data.cast::<u8>(), len) };
+        match state.device.read_at(offset, buf) {
+            Ok(()) => 0,
+            Err(e) => io_errcode(&e, ET_SHORT_READ),
+        }
+    })
+}
+
+unsafe extern "C" fn device_write_blk64(
+    channel: b::io_channel,
+    block: std::ffi::c_ulonglong,
+    count: c_int,
+    data: *const c_void,
+) -> b::errcode_t {
+    guarded(|| {
+        // SAFETY: a live channel of ours (the library's contract).
+        let Some((chan, state)) = (unsafe { channel_parts(channel) }) else {
+            return ET_INVALID_ARGUMENT;
+        };
+        let Some((offset, len)) = byte_range(chan, block, count) else {
+            return ET_INVALID_ARGUMENT;
+        };
+        if len == 0 {
+            return 0;
+        }
+        // SAFETY: the library passes a buffer of at least the requested size.
+        let buf = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) };
+        match state.device.write_at(offset, buf) {
+            Ok(()) => 0,
+            Err(e) => io_errcode(&e, ET_SHORT_WRITE),
+        }
+    })
+}
+
+unsafe extern "C" fn device_read_blk(
+    channel: b::io_channel,
+    block: std::ffi::c_ulong,
+    count: c_int,
+    data: *mut c_void,
+) -> b::errcode_t {
+    // SAFETY: same contract as read_blk64.
+    unsafe { device_read_blk64(channel, block.into(), count, data) }
+}
+
+unsafe extern "C" fn device_write_blk(
+    channel: b::io_channel,
+    block: std::ffi::c_ulong,
+    count: c_int,
+    data: *const c_void,
+) -> b::errcode_t {
+    // SAFETY: same contract as write_blk64.
+    unsafe { device_write_blk64(channel, block.into(), count, data) }
+}
+
+unsafe extern "C" fn device_flush(channel: b::io_channel) -> b::errcode_t {
+    guarded(|| {
+        // SAFETY: a live channel of ours (the library's contract).
+        let Some((_, state)) = (unsafe { channel_parts(channel) }) else {
+            return ET_INVALID_ARGUMENT;
+        };
+        match state.device.flush() {
+            Ok(()) => 0,
+            Err(e) => io_errcode(&e, ET_SHORT_WRITE),
+        }
+    })
+}
+
+unsafe extern "C" fn device_set_option(
+    _channel: b::io_channel,
+    _option: *const c_char,
+    _arg: *const c_char,
+) -> b::errcode_t {
+    // No options (unix_io's "offset=" is the device's business here).
+    ET_INVALID_ARGUMENT
+}
+
 /// Error used if the library reported success but returned no handle (it never does in
 /// 1.47; this keeps the wrapper from ever holding a null handle).
 const NULL_HANDLE: Errcode = libc::EFAULT as Errcode;
@@ -798,4 +1145,41 @@ impl Inode {
         (std::mem::offset_of!(b::ext2_inode_large, i_mtime_extra) + 4) as u16,
         (std::mem::offset_of!(b::ext2_inode_large, i_ctime_extra) + 4) as u16,
     ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_structs_match_the_library_layout() {
+        assert_eq!(
+            std::mem::size_of::<IoChannel>(),
+            std::mem::size_of::<b::struct_io_channel>()
+        );
+        assert_eq!(
+            std::mem::size_of::<IoManager>(),
+            std::mem::size_of::<b::struct_io_manager>()
+        );
+        assert_eq!(std::mem::offset_of!(IoChannel, block_size), 24);
+        assert_eq!(std::mem::offset_of!(IoChannel, refcount), 48);
+        assert_eq!(std::mem::offset_of!(IoChannel, private_data), 168);
+        assert_eq!(std::mem::offset_of!(IoManager, read_blk64), 88);
+        assert_eq!(std::mem::offset_of!(IoManager, zeroout), 120);
+    }
+
+    #[test]
+    fn error_codes_are_the_librarys() {
+        for (code, words) in [
+            (ET_MAGIC_IO_CHANNEL, "io_channel"),
+            (ET_MAGIC_IO_MANAGER, "io_manager"),
+            (ET_SHORT_READ, "short read"),
+            (ET_SHORT_WRITE, "short write"),
+            (ET_BAD_DEVICE_NAME, "device name"),
+            (ET_INVALID_ARGUMENT, "Invalid argument"),
+        ] {
+            let text = error_text(code as Errcode);
+            assert!(text.contains(words), "{code}: {text}");
+        }
+    }
 }

@@ -43,6 +43,7 @@
 //!
 //! All `unsafe` is in [`ffi`] (generated declarations in `bindings.rs`).
 
+pub mod cow;
 mod dcache;
 mod ffi;
 
@@ -205,7 +206,32 @@ impl ExtFs {
             .map_err(|_| open_err(Errcode::from(libc::EINVAL)))?;
         let options = (offset != 0)
             .then(|| CString::new(format!("offset={offset}")).expect("digits contain no NUL byte"));
-        let mut fs = ffi::Filesystem::open_rw(&c_image, options.as_deref()).map_err(open_err)?;
+        let fs = ffi::Filesystem::open_rw(&c_image, options.as_deref()).map_err(open_err)?;
+        Self::checked(fs, image, offset)
+    }
+
+    /// Open the filesystem through a [`cow::CowDevice`]: the output's root filesystem as
+    /// the stream will leave it, while the stream is still running. `image` and `offset`
+    /// name the output in messages.
+    pub fn open_cow(device: cow::CowDevice, image: &Path, offset: u64) -> Result<ExtFs, ExtError> {
+        let fs = ffi::Filesystem::open_device(Box::new(device)).map_err(|code| ExtError::Open {
+            image: image.to_path_buf(),
+            offset,
+            code,
+            message: ffi::error_text(code),
+        })?;
+        Self::checked(fs, image, offset)
+    }
+
+    /// Refuse a filesystem that needs recovery or whose descriptors are wrong, and load
+    /// the bitmaps.
+    fn checked(mut fs: ffi::Filesystem, image: &Path, offset: u64) -> Result<ExtFs, ExtError> {
+        let open_err = |code: Errcode| ExtError::Open {
+            image: image.to_path_buf(),
+            offset,
+            code,
+            message: ffi::error_text(code),
+        };
         let info = fs.super_info();
         if info.feature_incompat & ffi::INCOMPAT_RECOVER != 0 {
             // `fs` is dropped: freed without writing anything.

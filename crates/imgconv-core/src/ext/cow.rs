@@ -1,0 +1,308 @@
+//! The copy-on-write view of the output's root filesystem that lets the graft, fixups and
+//! boot files be written while the stream is still copying (issue 9).
+//!
+//! libext2fs needs the filesystem's metadata and directories to work, and before the
+//! stream has finished the output does not hold them yet. Through [`CowDevice`] it sees
+//! the filesystem the stream *will* produce instead: a byte range is read from the output
+//! if it was written through the device, otherwise from the source filesystem (the
+//! read-only input), which is exactly what the stream copies there. Writes go to the
+//! output and are recorded in [`WrittenRanges`]; the stream skips those ranges, under the
+//! same lock, so an older stream write can never land over a newer graft write.
+//!
+//! Ranges are recorded in whole units (4 KiB, or the block size when larger); a write that
+//! covers a unit only partly first copies that unit from the source (read-modify-write),
+//! so every recorded unit holds complete, current data in the output. The set is an
+//! interval map, not a bitmap: its size follows what was written, not the filesystem size.
+
+use super::ffi::BlockDevice;
+use crate::blockio::Region;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Unit-aligned byte ranges of the filesystem that were written through a [`CowDevice`].
+#[derive(Debug)]
+pub struct WrittenRanges {
+    unit: u64,
+    /// start -> end (exclusive), byte offsets in the filesystem; disjoint, not touching.
+    map: Mutex<BTreeMap<u64, u64>>,
+}
+
+/// One piece of a byte range: `[start, end)` and whether it was written.
+type Piece = (u64, u64, bool);
+
+impl WrittenRanges {
+    /// An empty set recording in units of `max(4096, block_size)` bytes.
+    pub fn new(block_size: u64) -> Arc<Self> {
+        Arc::new(WrittenRanges {
+            unit: block_size.max(4096),
+            map: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, u64>> {
+        // A panic elsewhere cannot leave the map half-updated (every update is one
+        // insert/remove sequence without I/O), so a poisoned lock is still usable.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `[start, end)` split into written and unwritten pieces, in order.
+    fn pieces(map: &BTreeMap<u64, u64>, start: u64, end: u64) -> Vec<Piece> {
+        let mut out = Vec::new();
+        let mut at = start;
+        let first = map.range(..=start).next_back().map(|(&s, &e)| (s, e));
+        let rest = map
+            .range(start.saturating_add(1)..end)
+            .map(|(&s, &e)| (s, e));
+        for (s, e) in first.into_iter().chain(rest) {
+            if e <= at || s >= end {
+                continue;
+            }
+            if s > at {
+                out.push((at, s, false));
+            }
+            let stop = e.min(end);
+            out.push((at.max(s), stop, true));
+            at = stop;
+        }
+        if at < end {
+            out.push((at, end, false));
+        }
+        out
+    }
+
+    fn insert(map: &mut BTreeMap<u64, u64>, mut start: u64, mut end: u64) {
+        // Merge with every range that overlaps or touches [start, end).
+        if let Some((&s, &e)) = map.range(..=start).next_back() {
+            if e >= start {
+                start = s;
+                end = end.max(e);
+                map.remove(&s);
+            }
+        }
+        let touching: Vec<(u64, u64)> = map.range(start..=end).map(|(&s, &e)| (s, e)).collect();
+        for (s, e) in touching {
+            end = end.max(e);
+            map.remove(&s);
+        }
+        map.insert(start, end);
+    }
+
+    /// For the stream: call `write(start, end)` for each piece of `[start, end)` not yet
+    /// written through the device, holding the lock throughout, so the device cannot
+    /// write into those pieces before or while they are copied.
+    pub fn write_unwritten<E>(
+        &self,
+        start: u64,
+        end: u64,
+        mut write: impl FnMut(u64, u64) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let map = self.lock();
+        for (s, e, written) in Self::pieces(&map, start, end) {
+            if !written {
+                write(s, e)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes recorded as written.
+    pub fn written_bytes(&self) -> u64 {
+        self.lock().iter().map(|(s, e)| e - s).sum()
+    }
+}
+
+/// The root filesystem as it will be once streamed, plus everything written through it.
+pub struct CowDevice {
+    /// The source filesystem (read-only).
+    source: Region,
+    output: File,
+    /// Where the filesystem starts in the output.
+    out_offset: u64,
+    written: Arc<WrittenRanges>,
+}
+
+impl CowDevice {
+    /// `output` must already hold nothing but zeros (or stream data) in the filesystem's
+    /// range; `written` is shared with the stream.
+    pub fn new(source: Region, output: File, out_offset: u64, written: Arc<WrittenRanges>) -> Self {
+        CowDevice {
+            source,
+            output,
+            out_offset,
+            written,
+        }
+    }
+
+    /// Read from the source; past its end (never inside the filesystem) reads zeros.
+    fn read_source(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
+        let avail = self.source.len().saturating_sub(pos);
+        let n = usize::try_from(avail).unwrap_or(usize::MAX).min(buf.len());
+        let (head, tail) = buf.split_at_mut(n);
+        if !head.is_empty() {
+            self.source.read_exact_at(pos, head)?;
+        }
+        tail.fill(0);
+        Ok(())
+    }
+
+    fn out_at(&self, pos: u64) -> io::Result<u64> {
+        self.out_offset
+            .checked_add(pos)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))
+    }
+}
+
+impl BlockDevice for CowDevice {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // Only this device's thread adds ranges and the source never changes, so the
+        // pieces stay valid after the lock is released.
+        let pieces = WrittenRanges::pieces(&self.written.lock(), offset, end);
+        for (s, e, written) in pieces {
+            let part = &mut buf[(s - offset) as usize..(e - offset) as usize];
+            if written {
+                self.output.read_exact_at(part, self.out_at(s)?)?;
+            } else {
+                self.read_source(s, part)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let unit = self.written.unit;
+        let first = offset / unit * unit;
+        let last = end.div_ceil(unit) * unit;
+        let mut map = self.written.lock();
+        // Partly covered end units not written yet: bring them over from the source
+        // first, so the recorded unit is whole.
+        let mut partial = Vec::new();
+        if offset > first {
+            partial.push(first);
+        }
+        if end < last && !partial.contains(&(last - unit)) {
+            partial.push(last - unit);
+        }
+        for u in partial {
+            if !WrittenRanges::pieces(&map, u, u + unit)
+                .iter()
+                .all(|&(_, _, w)| w)
+            {
+                let mut tmp = vec![0u8; unit as usize];
+                self.read_source(u, &mut tmp)?;
+                self.output.write_all_at(&tmp, self.out_at(u)?)?;
+                WrittenRanges::insert(&mut map, u, u + unit);
+            }
+        }
+        self.output.write_all_at(data, self.out_at(offset)?)?;
+        WrittenRanges::insert(&mut map, first, last);
+        Ok(())
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        // The output is synced once, when it is committed.
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ranges: &[(u64, u64)]) -> BTreeMap<u64, u64> {
+        let mut m = BTreeMap::new();
+        for &(s, e) in ranges {
+            WrittenRanges::insert(&mut m, s, e);
+        }
+        m
+    }
+
+    #[test]
+    fn intervals_merge_and_split() {
+        let m = set(&[(4096, 8192), (8192, 12288), (20480, 24576), (0, 4096)]);
+        assert_eq!(
+            m.into_iter().collect::<Vec<_>>(),
+            vec![(0, 12288), (20480, 24576)]
+        );
+        let m = set(&[(0, 4096), (8192, 12288)]);
+        assert_eq!(
+            WrittenRanges::pieces(&m, 2048, 16384),
+            vec![
+                (2048, 4096, true),
+                (4096, 8192, false),
+                (8192, 12288, true),
+                (12288, 16384, false)
+            ]
+        );
+        assert_eq!(
+            WrittenRanges::pieces(&m, 4096, 8192),
+            vec![(4096, 8192, false)]
+        );
+        assert_eq!(
+            WrittenRanges::pieces(&m, 9000, 9100),
+            vec![(9000, 9100, true)]
+        );
+        let m = set(&[(0, 4096), (8192, 12288), (2048, 10000)]);
+        assert_eq!(m.into_iter().collect::<Vec<_>>(), vec![(0, 12288)]);
+    }
+
+    /// Source of 16 units of recognisable bytes; a device writing into an output at an
+    /// offset; partial writes copy their unit first; reads mix source and output; the
+    /// stream's writes skip what the device wrote, and its older data never lands on it.
+    #[test]
+    fn device_reads_through_and_stream_skips_written_units() {
+        let dir = tempfile::tempdir().unwrap();
+        let src_path = dir.path().join("src");
+        let src_bytes: Vec<u8> = (0..16 * 4096u32).map(|i| (i / 4096) as u8 + 1).collect();
+        std::fs::write(&src_path, &src_bytes).unwrap();
+        let out_path = dir.path().join("out");
+        let out = File::options()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&out_path)
+            .unwrap();
+        out.set_len(8192 + 16 * 4096).unwrap();
+        let written = WrittenRanges::new(1024);
+        let dev = CowDevice::new(
+            Region::open(&src_path).unwrap(),
+            out.try_clone().unwrap(),
+            8192,
+            Arc::clone(&written),
+        );
+        // Superblock-style partial write: 1024 bytes at 1024 (unit 0), and a write
+        // straddling units 2 and 3.
+        dev.write_at(1024, &[0xaa; 1024]).unwrap();
+        dev.write_at(3 * 4096 - 100, &[0xbb; 200]).unwrap();
+        assert_eq!(written.written_bytes(), 3 * 4096);
+        let mut all = vec![0u8; 16 * 4096];
+        dev.read_at(0, &mut all).unwrap();
+        let mut expect = src_bytes.clone();
+        expect[1024..2048].fill(0xaa);
+        expect[3 * 4096 - 100..3 * 4096 + 100].fill(0xbb);
+        assert_eq!(all, expect);
+        // The stream copies the whole source after the device wrote: written units skipped.
+        written
+            .write_unwritten(0, 16 * 4096, |s, e| {
+                out.write_all_at(&src_bytes[s as usize..e as usize], 8192 + s)
+            })
+            .unwrap();
+        let mut result = vec![0u8; 16 * 4096];
+        out.read_exact_at(&mut result, 8192).unwrap();
+        assert_eq!(
+            result, expect,
+            "the graft's bytes win over the stream's older copy"
+        );
+        // Overflowing offsets are refused, not wrapped.
+        assert!(dev.read_at(u64::MAX - 10, &mut [0u8; 100]).is_err());
+    }
+}
