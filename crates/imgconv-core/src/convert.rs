@@ -767,6 +767,11 @@ impl RelayState<'_> {
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => self.streaming = false,
             }
         }
+        if self.failed || self.progress.is_cancelled() {
+            // The conversion stops here: what ran beside the stream is not shown as done.
+            self.held.clear();
+            return;
+        }
         for held in std::mem::take(&mut self.held) {
             match held {
                 Held::Stage(stage, total) => self.progress.stage(stage, total),
