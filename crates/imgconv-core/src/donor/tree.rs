@@ -7,10 +7,10 @@
 //! [`MAX_DIR_ENTRIES`]), and every file's claimed size is checked against
 //! [`MAX_MODULE_FILE_BYTES`] and the filesystem's own size before anyone reads it.
 
-use super::source::{DonorSource, SourceKind};
+use super::source::DonorSource;
 use super::{DonorError, DonorPath};
-use crate::extraw::{RawError, RawFs, RawInode};
-use crate::extread::{DirItem, ExtReader, NodeKind, NodeMeta};
+use crate::extraw::{RawError, RawFs};
+use crate::extread::{DirItem, NodeKind, NodeMeta};
 use std::sync::Arc;
 
 /// Most nodes in one modules tree (a Debian amd64 tree has ~5 000).
@@ -85,13 +85,6 @@ pub(crate) fn walk(
         donor: src.label.clone(),
         path: root.to_string(),
     })?;
-    let by_inode = match &src.kind {
-        SourceKind::Ext { reader, .. } => match reader.raw() {
-            Some(raw) => tree_root_inode(reader, raw, root)?.map(|ino| (raw, ino)),
-            None => None,
-        },
-        SourceKind::Dir(_) => None,
-    };
     let mut tree = ModulesTree {
         root: DonorPath {
             source,
@@ -105,8 +98,8 @@ pub(crate) fn walk(
         others: 0,
         bytes: 0,
     };
-    if let Some((raw, ino)) = by_inode {
-        match walk_entries(src, root, &mut tree, &mut InodeWalk { raw }, ino) {
+    if let Some((raw, ino)) = src.dir_inode(root) {
+        match walk_entries(src, root, &mut tree, &mut InodeWalk { raw: &raw }, ino) {
             Ok(()) => return Ok(tree),
             // Something the inode reader does not handle: walk again by path.
             Err(Walked::Unsupported) => {
@@ -242,36 +235,6 @@ impl Lister for InodeWalk<'_> {
             .map_err(|e| self.err(abs, e))?;
         Ok(String::from_utf8_lossy(&target).into_owned())
     }
-}
-
-/// The inode of the tree root `root` (resolved with the donor's symlinks), walking its
-/// canonical path from the root directory by inode; `None` when the inode reader does not
-/// handle something on the way (the caller then walks by path).
-fn tree_root_inode(
-    reader: &ExtReader,
-    raw: &Arc<RawFs>,
-    root: &str,
-) -> Result<Option<u32>, DonorError> {
-    const ROOT_INO: u32 = 2;
-    let canonical = reader.canonical(root)?;
-    let mut ino = ROOT_INO;
-    for name in canonical.split('/').filter(|c| !c.is_empty()) {
-        let step = (|| -> Result<Option<u32>, RawError> {
-            let dir: RawInode = raw.inode(ino)?;
-            if dir.kind() != NodeKind::Dir {
-                return Ok(None);
-            }
-            let entries = raw.read_dir(&dir, MAX_DIR_ENTRIES)?;
-            Ok(entries.into_iter().find(|e| e.name == name).map(|e| e.ino))
-        })();
-        match step {
-            Ok(Some(child)) => ino = child,
-            // Missing here but found by ext4-view, unsupported or damaged: the path
-            // walk decides.
-            Ok(None) | Err(_) => return Ok(None),
-        }
-    }
-    Ok((raw.inode(ino).map(|i| i.kind()).ok() == Some(NodeKind::Dir)).then_some(ino))
 }
 
 /// The walk proper: every node below `root`, parents before children, each directory's
