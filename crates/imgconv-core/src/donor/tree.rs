@@ -101,8 +101,8 @@ pub(crate) fn walk(
     if let Some((raw, ino)) = src.dir_inode(root) {
         match walk_entries(src, root, &mut tree, &mut InodeWalk { raw: &raw }, ino) {
             Ok(()) => return Ok(tree),
-            // Something the inode reader does not handle: walk again by path.
-            Err(Walked::Unsupported) => {
+            // Something the inode reader does not handle or finds damaged: by path.
+            Err(Walked::ByPath) => {
                 tree.entries.clear();
                 (
                     tree.files,
@@ -118,7 +118,7 @@ pub(crate) fn walk(
     match walk_entries(src, root, &mut tree, &mut PathWalk, ()) {
         Ok(()) => Ok(tree),
         Err(Walked::Error(e)) => Err(e),
-        Err(Walked::Unsupported) => unreachable!("the path walk handles every node"),
+        Err(Walked::ByPath) => unreachable!("the path walk handles every node"),
     }
 }
 
@@ -127,7 +127,7 @@ enum Walked {
     Error(DonorError),
     /// The inode reader met something it does not handle or that is damaged: walk
     /// again by path.
-    Unsupported,
+    ByPath,
 }
 
 impl From<DonorError> for Walked {
@@ -188,13 +188,11 @@ struct InodeWalk<'a> {
     raw: &'a Arc<RawFs>,
 }
 
-impl InodeWalk<'_> {
-    /// Any error of the inode reader (unsupported or damaged data) sends the walk back
-    /// to ext4-view by path, so a damaged donor fails exactly as it did before the inode
-    /// reader existed.
-    fn err(&self, _abs: &str, _e: RawError) -> Walked {
-        Walked::Unsupported
-    }
+/// Any error of the inode reader (unsupported or damaged data) sends the walk back to
+/// ext4-view by path, so a damaged donor fails exactly as it did before the inode reader
+/// existed.
+fn by_path(_: RawError) -> Walked {
+    Walked::ByPath
 }
 
 impl Lister for InodeWalk<'_> {
@@ -204,20 +202,16 @@ impl Lister for InodeWalk<'_> {
         &mut self,
         _src: &DonorSource,
         dir: &u32,
-        abs: &str,
+        _abs: &str,
     ) -> Result<Vec<(DirItem, NodeMeta, u32, Option<u32>)>, Walked> {
-        let inode = self.raw.inode(*dir).map_err(|e| self.err(abs, e))?;
+        let inode = self.raw.inode(*dir).map_err(by_path)?;
         let entries = self
             .raw
             .read_dir(&inode, MAX_DIR_ENTRIES)
-            .map_err(|e| self.err(abs, e))?;
+            .map_err(by_path)?;
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
-            let meta = self
-                .raw
-                .inode(e.ino)
-                .map_err(|err| self.err(&join(abs, &e.name), err))?
-                .meta();
+            let meta = self.raw.inode(e.ino).map_err(by_path)?.meta();
             let item = DirItem {
                 name: e.name,
                 kind: meta.kind,
@@ -227,12 +221,12 @@ impl Lister for InodeWalk<'_> {
         Ok(out)
     }
 
-    fn link(&mut self, _src: &DonorSource, entry: &u32, abs: &str) -> Result<String, Walked> {
-        let inode = self.raw.inode(*entry).map_err(|e| self.err(abs, e))?;
+    fn link(&mut self, _src: &DonorSource, entry: &u32, _abs: &str) -> Result<String, Walked> {
+        let inode = self.raw.inode(*entry).map_err(by_path)?;
         let target = self
             .raw
             .read_link(&inode, MAX_LINK_TARGET as u64 - 1)
-            .map_err(|e| self.err(abs, e))?;
+            .map_err(by_path)?;
         Ok(String::from_utf8_lossy(&target).into_owned())
     }
 }
