@@ -711,14 +711,19 @@ impl Donor {
     fn grub_dir_sizes(&self, source: usize, dir: &str) -> Result<Vec<u64>, DonorError> {
         let src = self.source(source)?;
         let items = src
-            .read_dir(dir, crate::boot::grub_files::MAX_DIR_ENTRIES)?
+            .read_dir_inodes(dir, crate::boot::grub_files::MAX_DIR_ENTRIES)?
             .unwrap_or_default();
         let mut sizes = Vec::new();
-        for item in items {
+        for (item, meta, _) in items {
             if !GrubPlatformFiles::is_wanted(&item.name) {
                 continue;
             }
-            if let Some(m) = src.stat(&format!("{dir}/{}", item.name))? {
+            // A symlink counts as the file it names.
+            let meta = match meta.kind {
+                NodeKind::Symlink => src.stat(&format!("{dir}/{}", item.name))?,
+                _ => Some(meta),
+            };
+            if let Some(m) = meta {
                 if m.kind == NodeKind::File {
                     sizes.push(m.len);
                 }
@@ -737,24 +742,33 @@ impl Donor {
             return Ok(None);
         };
         let src = self.source(index)?;
-        let items = src.read_dir(&dir, MAX_DIR_ENTRIES)?.unwrap_or_default();
+        let items = src
+            .read_dir_inodes(&dir, MAX_DIR_ENTRIES)?
+            .unwrap_or_default();
         let mut files = Vec::new();
         let mut total = 0u64;
-        for item in items {
+        for (item, meta, ino) in items {
             if !GrubPlatformFiles::is_wanted(&item.name) {
                 continue;
             }
             let path = format!("{dir}/{}", item.name);
-            match src.stat(&path)? {
-                Some(m) if m.kind == NodeKind::File => {}
+            // A symlink counts as the file it names.
+            let ino = match meta.kind {
+                NodeKind::File => ino,
+                NodeKind::Symlink => match src.stat(&path)? {
+                    Some(m) if m.kind == NodeKind::File => None,
+                    _ => continue,
+                },
                 _ => continue,
+            };
+            let data = match ino {
+                Some(ino) => src.read_small_inode(ino, &path, MAX_FILE_BYTES)?,
+                None => src.read_small(&path, MAX_FILE_BYTES)?,
             }
-            let data =
-                src.read_small(&path, MAX_FILE_BYTES)?
-                    .ok_or_else(|| DonorError::Vanished {
-                        donor: src.label.clone(),
-                        path: path.clone(),
-                    })?;
+            .ok_or_else(|| DonorError::Vanished {
+                donor: src.label.clone(),
+                path: path.clone(),
+            })?;
             total += data.len() as u64;
             if total > MAX_TOTAL_BYTES {
                 return Err(DonorError::TooLarge {

@@ -9,12 +9,17 @@
 //! The final open uses `O_NOFOLLOW`, so a symlink swapped in after resolution is refused.
 
 use super::DonorError;
+use crate::extraw::RawFs;
 use crate::extread::{DirItem, ExtReader, NodeKind, NodeMeta};
 use crate::guestfs::{components, MAX_SYMLINK_HOPS};
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Most entries of one directory listed while looking a path up by inode.
+const MAX_LOOKUP_ENTRIES: usize = 1 << 20;
 
 /// What one donor filesystem is.
 pub(crate) enum SourceKind {
@@ -155,6 +160,98 @@ impl DonorSource {
                 Ok(Some(data))
             }
         }
+    }
+
+    /// The inode reader and the inode of directory `path` (symlinks resolved inside the
+    /// donor), walking its canonical path from the root by inode; `None` for a host
+    /// directory, a filesystem the inode reader does not handle, or anything it does not
+    /// find or handle on the way (callers then read by path).
+    pub(crate) fn dir_inode(&self, path: &str) -> Option<(Arc<RawFs>, u32)> {
+        const ROOT_INO: u32 = 2;
+        let SourceKind::Ext { reader, .. } = &self.kind else {
+            return None;
+        };
+        let raw = reader.raw()?;
+        let canonical = reader.canonical(path).ok()?;
+        let mut ino = ROOT_INO;
+        for name in canonical.split('/').filter(|c| !c.is_empty()) {
+            let dir = raw.inode(ino).ok()?;
+            if dir.kind() != NodeKind::Dir {
+                return None;
+            }
+            let entries = raw.read_dir(&dir, MAX_LOOKUP_ENTRIES).ok()?;
+            ino = entries.into_iter().find(|e| e.name == name)?.ino;
+        }
+        (raw.inode(ino).ok()?.kind() == NodeKind::Dir).then(|| (Arc::clone(raw), ino))
+    }
+
+    /// Entries of a directory (following symlinks to it) with each entry's own metadata
+    /// (symlinks not followed) and, when the directory was read by inode, each entry's
+    /// inode number (for [`DonorSource::read_small_inode`]); at most `cap`, `None` if
+    /// absent or not a directory.
+    #[allow(clippy::type_complexity)]
+    pub fn read_dir_inodes(
+        &self,
+        path: &str,
+        cap: usize,
+    ) -> Result<Option<Vec<(DirItem, NodeMeta, Option<u32>)>>, DonorError> {
+        if let Some((raw, ino)) = self.dir_inode(path) {
+            let listed = (|| -> Result<_, crate::extraw::RawError> {
+                let dir = raw.inode(ino)?;
+                let mut out = Vec::new();
+                for e in raw.read_dir(&dir, cap)? {
+                    let meta = raw.inode(e.ino)?.meta();
+                    let item = DirItem {
+                        name: e.name,
+                        kind: meta.kind,
+                    };
+                    out.push((item, meta, Some(e.ino)));
+                }
+                Ok(out)
+            })();
+            // Anything the inode reader does not handle or finds damaged: by path.
+            if let Ok(list) = listed {
+                return Ok(Some(list));
+            }
+        }
+        Ok(self
+            .read_dir_meta(path, cap)?
+            .map(|v| v.into_iter().map(|(i, m)| (i, m, None)).collect()))
+    }
+
+    /// [`DonorSource::read_small`] of the regular file with inode `ino` (from
+    /// [`DonorSource::read_dir_inodes`]) without resolving `path`; by path when the
+    /// inode reader does not handle it, finds it damaged or it is larger than `cap`.
+    pub fn read_small_inode(
+        &self,
+        ino: u32,
+        path: &str,
+        cap: u64,
+    ) -> Result<Option<Vec<u8>>, DonorError> {
+        if let SourceKind::Ext { reader, .. } = &self.kind {
+            if let Some(raw) = reader.raw() {
+                let read = (|| -> Result<Option<Vec<u8>>, crate::extraw::RawError> {
+                    let inode = raw.inode(ino)?;
+                    if inode.kind() != NodeKind::File || inode.size > cap {
+                        return Ok(None);
+                    }
+                    let mut data = vec![0u8; inode.size as usize];
+                    let mut file = raw.open_file(&inode)?;
+                    let mut done = 0;
+                    while done < data.len() {
+                        match file.read_some(&mut data[done..])? {
+                            0 => return Ok(None),
+                            n => done += n,
+                        }
+                    }
+                    Ok(Some(data))
+                })();
+                if let Ok(Some(data)) = read {
+                    return Ok(Some(data));
+                }
+            }
+        }
+        self.read_small(path, cap)
     }
 
     /// Open the regular file with inode number `ino` (found by a walk by inode, see

@@ -7,10 +7,10 @@
 //! [`MAX_DIR_ENTRIES`]), and every file's claimed size is checked against
 //! [`MAX_MODULE_FILE_BYTES`] and the filesystem's own size before anyone reads it.
 
-use super::source::{DonorSource, SourceKind};
+use super::source::DonorSource;
 use super::{DonorError, DonorPath};
-use crate::extraw::{RawError, RawFs, RawInode};
-use crate::extread::{DirItem, ExtReader, NodeKind, NodeMeta};
+use crate::extraw::{RawError, RawFs};
+use crate::extread::{DirItem, NodeKind, NodeMeta};
 use std::sync::Arc;
 
 /// Most nodes in one modules tree (a Debian amd64 tree has ~5 000).
@@ -85,13 +85,6 @@ pub(crate) fn walk(
         donor: src.label.clone(),
         path: root.to_string(),
     })?;
-    let by_inode = match &src.kind {
-        SourceKind::Ext { reader, .. } => match reader.raw() {
-            Some(raw) => tree_root_inode(reader, raw, root)?.map(|ino| (raw, ino)),
-            None => None,
-        },
-        SourceKind::Dir(_) => None,
-    };
     let mut tree = ModulesTree {
         root: DonorPath {
             source,
@@ -105,11 +98,11 @@ pub(crate) fn walk(
         others: 0,
         bytes: 0,
     };
-    if let Some((raw, ino)) = by_inode {
-        match walk_entries(src, root, &mut tree, &mut InodeWalk { raw }, ino) {
+    if let Some((raw, ino)) = src.dir_inode(root) {
+        match walk_entries(src, root, &mut tree, &mut InodeWalk { raw: &raw }, ino) {
             Ok(()) => return Ok(tree),
-            // Something the inode reader does not handle: walk again by path.
-            Err(Walked::Unsupported) => {
+            // Something the inode reader does not handle or finds damaged: by path.
+            Err(Walked::ByPath) => {
                 tree.entries.clear();
                 (
                     tree.files,
@@ -125,7 +118,7 @@ pub(crate) fn walk(
     match walk_entries(src, root, &mut tree, &mut PathWalk, ()) {
         Ok(()) => Ok(tree),
         Err(Walked::Error(e)) => Err(e),
-        Err(Walked::Unsupported) => unreachable!("the path walk handles every node"),
+        Err(Walked::ByPath) => unreachable!("the path walk handles every node"),
     }
 }
 
@@ -134,7 +127,7 @@ enum Walked {
     Error(DonorError),
     /// The inode reader met something it does not handle or that is damaged: walk
     /// again by path.
-    Unsupported,
+    ByPath,
 }
 
 impl From<DonorError> for Walked {
@@ -195,13 +188,11 @@ struct InodeWalk<'a> {
     raw: &'a Arc<RawFs>,
 }
 
-impl InodeWalk<'_> {
-    /// Any error of the inode reader (unsupported or damaged data) sends the walk back
-    /// to ext4-view by path, so a damaged donor fails exactly as it did before the inode
-    /// reader existed.
-    fn err(&self, _abs: &str, _e: RawError) -> Walked {
-        Walked::Unsupported
-    }
+/// Any error of the inode reader (unsupported or damaged data) sends the walk back to
+/// ext4-view by path, so a damaged donor fails exactly as it did before the inode reader
+/// existed.
+fn by_path(_: RawError) -> Walked {
+    Walked::ByPath
 }
 
 impl Lister for InodeWalk<'_> {
@@ -211,20 +202,16 @@ impl Lister for InodeWalk<'_> {
         &mut self,
         _src: &DonorSource,
         dir: &u32,
-        abs: &str,
+        _abs: &str,
     ) -> Result<Vec<(DirItem, NodeMeta, u32, Option<u32>)>, Walked> {
-        let inode = self.raw.inode(*dir).map_err(|e| self.err(abs, e))?;
+        let inode = self.raw.inode(*dir).map_err(by_path)?;
         let entries = self
             .raw
             .read_dir(&inode, MAX_DIR_ENTRIES)
-            .map_err(|e| self.err(abs, e))?;
+            .map_err(by_path)?;
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
-            let meta = self
-                .raw
-                .inode(e.ino)
-                .map_err(|err| self.err(&join(abs, &e.name), err))?
-                .meta();
+            let meta = self.raw.inode(e.ino).map_err(by_path)?.meta();
             let item = DirItem {
                 name: e.name,
                 kind: meta.kind,
@@ -234,44 +221,14 @@ impl Lister for InodeWalk<'_> {
         Ok(out)
     }
 
-    fn link(&mut self, _src: &DonorSource, entry: &u32, abs: &str) -> Result<String, Walked> {
-        let inode = self.raw.inode(*entry).map_err(|e| self.err(abs, e))?;
+    fn link(&mut self, _src: &DonorSource, entry: &u32, _abs: &str) -> Result<String, Walked> {
+        let inode = self.raw.inode(*entry).map_err(by_path)?;
         let target = self
             .raw
             .read_link(&inode, MAX_LINK_TARGET as u64 - 1)
-            .map_err(|e| self.err(abs, e))?;
+            .map_err(by_path)?;
         Ok(String::from_utf8_lossy(&target).into_owned())
     }
-}
-
-/// The inode of the tree root `root` (resolved with the donor's symlinks), walking its
-/// canonical path from the root directory by inode; `None` when the inode reader does not
-/// handle something on the way (the caller then walks by path).
-fn tree_root_inode(
-    reader: &ExtReader,
-    raw: &Arc<RawFs>,
-    root: &str,
-) -> Result<Option<u32>, DonorError> {
-    const ROOT_INO: u32 = 2;
-    let canonical = reader.canonical(root)?;
-    let mut ino = ROOT_INO;
-    for name in canonical.split('/').filter(|c| !c.is_empty()) {
-        let step = (|| -> Result<Option<u32>, RawError> {
-            let dir: RawInode = raw.inode(ino)?;
-            if dir.kind() != NodeKind::Dir {
-                return Ok(None);
-            }
-            let entries = raw.read_dir(&dir, MAX_DIR_ENTRIES)?;
-            Ok(entries.into_iter().find(|e| e.name == name).map(|e| e.ino))
-        })();
-        match step {
-            Ok(Some(child)) => ino = child,
-            // Missing here but found by ext4-view, unsupported or damaged: the path
-            // walk decides.
-            Ok(None) | Err(_) => return Ok(None),
-        }
-    }
-    Ok((raw.inode(ino).map(|i| i.kind()).ok() == Some(NodeKind::Dir)).then_some(ino))
 }
 
 /// The walk proper: every node below `root`, parents before children, each directory's

@@ -12,6 +12,9 @@ const MAX_DEPTH: u16 = 5;
 /// Most tree blocks read for one file (a real tree of millions of extents needs a few
 /// thousand; a corrupt one pointing back at itself stops here).
 const MAX_NODES: usize = 1 << 14;
+/// Most extents kept for one file (24 bytes each): 4 GiB of 4 KiB blocks in pieces of
+/// at least 16 blocks; more is a corrupt or absurdly fragmented file.
+const MAX_RUNS: usize = 1 << 20;
 /// Lengths above this in `ee_len` mark an unwritten extent.
 const INIT_MAX_LEN: u16 = 32768;
 
@@ -142,6 +145,9 @@ impl Walk<'_> {
                 continue;
             }
             let len = u64::from(len).min(self.file_blocks - lblk) as u32;
+            if self.runs.len() >= MAX_RUNS {
+                return Err(corrupt(ino, "more extents than any file needs"));
+            }
             self.runs.push(Run {
                 lblk,
                 pblk,
