@@ -845,8 +845,11 @@ unsafe extern "C" fn device_read_blk(
     count: c_int,
     data: *mut c_void,
 ) -> b::errcode_t {
+    // `c_ulong` is u64 here and 32-bit on other targets.
+    #[allow(clippy::useless_conversion)]
+    let block = block.into();
     // SAFETY: same contract as read_blk64.
-    unsafe { device_read_blk64(channel, block.into(), count, data) }
+    unsafe { device_read_blk64(channel, block, count, data) }
 }
 
 unsafe extern "C" fn device_write_blk(
@@ -855,8 +858,11 @@ unsafe extern "C" fn device_write_blk(
     count: c_int,
     data: *const c_void,
 ) -> b::errcode_t {
+    // `c_ulong` is u64 here and 32-bit on other targets.
+    #[allow(clippy::useless_conversion)]
+    let block = block.into();
     // SAFETY: same contract as write_blk64.
-    unsafe { device_write_blk64(channel, block.into(), count, data) }
+    unsafe { device_write_blk64(channel, block, count, data) }
 }
 
 unsafe extern "C" fn device_flush(channel: b::io_channel) -> b::errcode_t {
