@@ -506,7 +506,11 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
     // Stream and graft run side by side (see `together`) unless an outside tool has to
     // change the copied filesystem between them: journal replay and resize2fs work on the
     // finished copy in the output, so there the stages stay one after the other.
-    let sequential = plan.inspection.fs.needs_recovery || plan.disk.grow.is_some();
+    // `IMGCONV_OVERLAP=never` forces the sequential path (tests compare both paths'
+    // outputs; benchmarks measure what the overlap gains).
+    let sequential = plan.inspection.fs.needs_recovery
+        || plan.disk.grow.is_some()
+        || std::env::var_os("IMGCONV_OVERLAP").is_some_and(|v| v == "never");
     let guest = GuestWork {
         opts,
         plan: &plan,
