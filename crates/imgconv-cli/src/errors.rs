@@ -237,9 +237,29 @@ fn donor_class(d: &DonorError, paths: &Paths) -> Class {
 }
 
 /// Turn a library error into the CLI's class, cause and hint.
+/// Does any error in `err`'s chain say the disk is full? Only the output is ever written
+/// (input and donor are opened read-only), so that is always the output's filesystem,
+/// whichever stage was writing when it filled: since the graft runs beside the stream,
+/// a boot file or a module can be the write that fails.
+fn chain_out_of_space(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let io_full = e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            io.kind() == std::io::ErrorKind::StorageFull
+                || matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        });
+        if io_full || out_of_space(&e.to_string()) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 pub fn from_core(err: &Error, paths: &Paths) -> CliError {
     let class = match err {
         Error::Cancelled => return CliError::cancelled(),
+        _ if chain_out_of_space(err) => Class::Output,
         Error::Io { path, source, .. } => {
             classify_io(source.kind(), source.raw_os_error(), path, paths)
         }
@@ -379,6 +399,14 @@ mod tests {
             std::io::Error::from_raw_os_error(libc::ENOSPC),
         );
         assert_eq!(from_core(&full, &p).class, Class::Output);
+        // The graft runs beside the stream: the write that finds the disk full can be a
+        // boot file inside the guest, whose path names neither input nor output.
+        let full_in_guest = Error::Boot(imgconv_core::boot::BootError::Io {
+            action: "write",
+            path: "/boot/grub/i386-pc/core.img".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        });
+        assert_eq!(from_core(&full_in_guest, &p).class, Class::Output);
     }
 
     #[test]

@@ -148,6 +148,18 @@ impl CowDevice {
         Ok(())
     }
 
+    /// Write zeros over `[start, end)` through [`BlockDevice::write_at`], 1 MiB at a time.
+    fn write_zeros(&self, start: u64, end: u64) -> io::Result<()> {
+        let zeros = vec![0u8; (end.saturating_sub(start)).min(1 << 20) as usize];
+        let mut at = start;
+        while at < end {
+            let n = (end - at).min(zeros.len() as u64);
+            self.write_at(at, &zeros[..n as usize])?;
+            at += n;
+        }
+        Ok(())
+    }
+
     fn out_at(&self, pos: u64) -> io::Result<u64> {
         self.out_offset
             .checked_add(pos)
@@ -204,6 +216,36 @@ impl BlockDevice for CowDevice {
         }
         self.output.write_all_at(data, self.out_at(offset)?)?;
         WrittenRanges::insert(&mut map, first, last);
+        Ok(())
+    }
+
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let unit = self.written.unit;
+        let first_whole = offset.div_ceil(unit) * unit;
+        let last_whole = end / unit * unit;
+        if first_whole >= last_whole {
+            return self.write_zeros(offset, end);
+        }
+        self.write_zeros(offset, first_whole)?;
+        self.write_zeros(last_whole, end)?;
+        // Whole units: a hole in the output (it reads as zeros), recorded as written so
+        // the stream leaves it alone.
+        let mut map = self.written.lock();
+        let at = self.out_at(first_whole)?;
+        let punched = rustix::fs::fallocate(
+            &self.output,
+            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+            at,
+            last_whole - first_whole,
+        );
+        if punched.is_err() {
+            drop(map);
+            return self.write_zeros(first_whole, last_whole);
+        }
+        WrittenRanges::insert(&mut map, first_whole, last_whole);
         Ok(())
     }
 
@@ -301,6 +343,28 @@ mod tests {
         assert_eq!(
             result, expect,
             "the graft's bytes win over the stream's older copy"
+        );
+        // Zeroing: partial units become zeros by writing, whole units by a hole; all of it
+        // is recorded, so a later stream copy leaves it zero.
+        dev.zero_range(5 * 4096 + 512, 3 * 4096).unwrap();
+        let mut z = vec![1u8; 3 * 4096];
+        dev.read_at(5 * 4096 + 512, &mut z).unwrap();
+        assert!(z.iter().all(|&b| b == 0));
+        written
+            .write_unwritten(0, 16 * 4096, |s, e| {
+                out.write_all_at(&src_bytes[s as usize..e as usize], 8192 + s)
+            })
+            .unwrap();
+        out.read_exact_at(&mut z, 8192 + 5 * 4096 + 512).unwrap();
+        assert!(
+            z.iter().all(|&b| b == 0),
+            "zeroed ranges survive the stream"
+        );
+        let mut around = [0u8; 512];
+        out.read_exact_at(&mut around, 8192 + 5 * 4096).unwrap();
+        assert_eq!(
+            around, [6u8; 512],
+            "the rest of a partly zeroed unit is kept"
         );
         // Overflowing offsets are refused, not wrapped.
         assert!(dev.read_at(u64::MAX - 10, &mut [0u8; 100]).is_err());

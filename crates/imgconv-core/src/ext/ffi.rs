@@ -575,6 +575,8 @@ impl Drop for Filesystem {
 pub(super) trait BlockDevice {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
     fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()>;
+    /// Make `len` bytes at `offset` read as zeros.
+    fn zero_range(&self, offset: u64, len: u64) -> std::io::Result<()>;
     fn flush(&self) -> std::io::Result<()>;
 }
 
@@ -621,8 +623,10 @@ type WriteBlk64 = unsafe extern "C" fn(
 
 /// `struct struct_io_manager` (ext2_io.h). Callbacks left NULL are optional in 1.47:
 /// `write_byte` (the superblock is then written as a negative-count block write),
-/// `get_stats` (only e2fsck reads it), `discard`, `cache_readahead` and `zeroout` (the
-/// library writes zeros itself when zeroout is missing).
+/// `get_stats` (only e2fsck reads it), `discard` and `cache_readahead`. `zeroout` is NOT
+/// optional for us: without it `ext2fs_zero_blocks2` (fallocate's FORCE_INIT) writes
+/// zeros through a buffer kept in static variables, which two conversions in two threads
+/// of one process share and race on (seen: a division by zero in libext2fs).
 #[repr(C)]
 struct IoManager {
     magic: b::errcode_t,
@@ -640,7 +644,11 @@ struct IoManager {
     write_blk64: WriteBlk64,
     discard: *const c_void,
     cache_readahead: *const c_void,
-    zeroout: *const c_void,
+    zeroout: unsafe extern "C" fn(
+        b::io_channel,
+        std::ffi::c_ulonglong,
+        std::ffi::c_ulonglong,
+    ) -> b::errcode_t,
     reserved: [std::ffi::c_long; 14],
 }
 
@@ -666,7 +674,7 @@ static DEVICE_MANAGER: SharedManager = SharedManager(IoManager {
     write_blk64: device_write_blk64,
     discard: ptr::null(),
     cache_readahead: ptr::null(),
-    zeroout: ptr::null(),
+    zeroout: device_zeroout,
     reserved: [0; 14],
 });
 
@@ -787,14 +795,19 @@ unsafe extern "C" fn device_set_blksize(channel: b::io_channel, size: c_int) -> 
     })
 }
 
-unsafe extern "C" fn device_read_blk64(
+/// The common part of the block read and write callbacks: find the device and the byte
+/// range of the request, then run `op` on them (nothing for an empty request).
+///
+/// # Safety
+/// `channel` must be a live channel made by `device_open`.
+unsafe fn block_request(
     channel: b::io_channel,
-    block: std::ffi::c_ulonglong,
+    block: u64,
     count: c_int,
-    data: *mut c_void,
+    op: impl FnOnce(&dyn BlockDevice, u64, usize) -> b::errcode_t,
 ) -> b::errcode_t {
     guarded(|| {
-        // SAFETY: a live channel of ours (the library's contract).
+        // SAFETY: a live channel of ours (the caller's contract).
         let Some((chan, state)) = (unsafe { channel_parts(channel) }) else {
             return ET_INVALID_ARGUMENT;
         };
@@ -804,13 +817,27 @@ unsafe extern "C" fn device_read_blk64(
         if len == 0 {
             return 0;
         }
-        // SAFETY: the library passes a buffer of at least the requested size.
-        let buf = unsafe { std::slice::from_raw_parts_mut(data.cast::<u8>(), len) };
-        match state.device.read_at(offset, buf) {
-            Ok(()) => 0,
-            Err(e) => io_errcode(&e, ET_SHORT_READ),
-        }
+        op(state.device.as_ref(), offset, len)
     })
+}
+
+unsafe extern "C" fn device_read_blk64(
+    channel: b::io_channel,
+    block: std::ffi::c_ulonglong,
+    count: c_int,
+    data: *mut c_void,
+) -> b::errcode_t {
+    // SAFETY: the library calls this only on channels it opened through us.
+    unsafe {
+        block_request(channel, block, count, |device, offset, len| {
+            // SAFETY: the library passes a buffer of at least the requested size.
+            let buf = std::slice::from_raw_parts_mut(data.cast::<u8>(), len);
+            match device.read_at(offset, buf) {
+                Ok(()) => 0,
+                Err(e) => io_errcode(&e, ET_SHORT_READ),
+            }
+        })
+    }
 }
 
 unsafe extern "C" fn device_write_blk64(
@@ -819,20 +846,34 @@ unsafe extern "C" fn device_write_blk64(
     count: c_int,
     data: *const c_void,
 ) -> b::errcode_t {
+    // SAFETY: the library calls this only on channels it opened through us.
+    unsafe {
+        block_request(channel, block, count, |device, offset, len| {
+            // SAFETY: the library passes a buffer of at least the requested size.
+            let buf = std::slice::from_raw_parts(data.cast::<u8>(), len);
+            match device.write_at(offset, buf) {
+                Ok(()) => 0,
+                Err(e) => io_errcode(&e, ET_SHORT_WRITE),
+            }
+        })
+    }
+}
+
+unsafe extern "C" fn device_zeroout(
+    channel: b::io_channel,
+    block: std::ffi::c_ulonglong,
+    count: std::ffi::c_ulonglong,
+) -> b::errcode_t {
     guarded(|| {
         // SAFETY: a live channel of ours (the library's contract).
         let Some((chan, state)) = (unsafe { channel_parts(channel) }) else {
             return ET_INVALID_ARGUMENT;
         };
-        let Some((offset, len)) = byte_range(chan, block, count) else {
+        let bs = u64::try_from(chan.block_size).unwrap_or(0);
+        let (Some(offset), Some(len)) = (block.checked_mul(bs), count.checked_mul(bs)) else {
             return ET_INVALID_ARGUMENT;
         };
-        if len == 0 {
-            return 0;
-        }
-        // SAFETY: the library passes a buffer of at least the requested size.
-        let buf = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) };
-        match state.device.write_at(offset, buf) {
+        match state.device.zero_range(offset, len) {
             Ok(()) => 0,
             Err(e) => io_errcode(&e, ET_SHORT_WRITE),
         }
