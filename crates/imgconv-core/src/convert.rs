@@ -785,6 +785,25 @@ impl RelayState<'_> {
         }
     }
 
+    /// Wait up to 50 ms for the stream's next event, passing the caller's cancellation on
+    /// to the stream meanwhile. `None` on timeout, or once the stream thread has ended.
+    fn recv(&mut self, stop: &std::sync::atomic::AtomicBool) -> Option<StreamEvent> {
+        if self.progress.is_cancelled() {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        match self
+            .events
+            .recv_timeout(std::time::Duration::from_millis(50))
+        {
+            Ok(event) => Some(event),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                self.streaming = false;
+                None
+            }
+        }
+    }
+
     fn hold_or_send(&mut self, event: Held) {
         self.pump();
         if !self.streaming {
@@ -869,23 +888,16 @@ fn together(
         // Wait until the stream has checked the bitmaps (or failed).
         let go = loop {
             let state = relay.inner.get_mut();
-            match state
-                .events
-                .recv_timeout(std::time::Duration::from_millis(50))
-            {
-                Ok(StreamEvent::Started(total)) => {
-                    state.progress.stage(Stage::Stream, total);
-                    break true;
-                }
-                Ok(other) => state.apply(other),
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break false,
-            }
-            if state.failed {
+            if !state.streaming || state.failed {
                 break false;
             }
-            if state.progress.is_cancelled() {
-                stop.store(true, Ordering::SeqCst);
+            match state.recv(&stop) {
+                Some(started @ StreamEvent::Started(_)) => {
+                    state.apply(started);
+                    break true;
+                }
+                Some(other) => state.apply(other),
+                None => {}
             }
         };
         let guest_result = if go {
@@ -911,16 +923,8 @@ fn together(
         // Show the rest of the stream, then everything held back.
         let state = relay.inner.get_mut();
         while state.streaming {
-            match state
-                .events
-                .recv_timeout(std::time::Duration::from_millis(50))
-            {
-                Ok(event) => state.apply(event),
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => state.streaming = false,
-            }
-            if state.progress.is_cancelled() {
-                stop.store(true, Ordering::SeqCst);
+            if let Some(event) = state.recv(&stop) {
+                state.apply(event);
             }
         }
         state.pump();
@@ -937,13 +941,12 @@ fn together(
             },
         );
         // The first real error wins over the "cancelled" it caused on the other side.
-        let stream = match (stream_result.map_err(Error::from), guest_result) {
-            (Err(e), Err(Error::Cancelled)) | (Err(e), Ok(_)) => return Err(e),
-            (_, Err(e)) => return Err(e),
-            (Ok(_), Ok(_)) if cancelled => return Err(Error::Cancelled),
-            (Ok(stats), Ok((graft, core))) => (stats, graft, core),
-        };
-        Ok(stream)
+        match (stream_result.map_err(Error::from), guest_result) {
+            (Err(e), Err(Error::Cancelled)) | (Err(e), Ok(_)) => Err(e),
+            (_, Err(e)) => Err(e),
+            (Ok(_), Ok(_)) if cancelled => Err(Error::Cancelled),
+            (Ok(stats), Ok((graft, core))) => Ok((stats, graft, core)),
+        }
     })
 }
 
