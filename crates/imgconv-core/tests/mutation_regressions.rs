@@ -199,29 +199,34 @@ fn inconsistent_block_bitmap_is_refused_before_writing() {
     for kind in ["ext2", "ext3"] {
         let img = mkfs(dir.path(), kind, &[]);
         let freed = free_one_used_block(&img);
-        let (rc, _) = {
-            let o = Command::new("e2fsck")
-                .args(["-fn", img.to_str().unwrap()])
-                .output()
-                .unwrap();
-            (o.status.code().unwrap(), ())
-        };
+        let rc = Command::new("e2fsck")
+            .args(["-fn", img.to_str().unwrap()])
+            .output()
+            .unwrap()
+            .status
+            .code()
+            .unwrap();
         assert_eq!(rc, 4, "e2fsck sees the corruption too (block {freed})");
-        let before = sha256(&img);
-        let out_dir = dir.path().join(format!("out-{kind}"));
-        std::fs::create_dir(&out_dir).unwrap();
-        let fx = support::synthetic();
-        let opts = ConvertOptions::new(&img, Some(fx.join("donor-dir")), out_dir.join("o.img"));
-        match convert(&opts, &mut NoProgress) {
-            Err(Error::Stream(StreamError::InconsistentBitmap { group, why, .. })) => {
-                assert_eq!(group, 0);
-                assert!(why.contains("free"), "{why}");
-            }
-            other => panic!("{kind}: {:?}", other.map(|c| c.output)),
-        }
-        assert!(left_in(&out_dir).is_empty(), "{:?}", left_in(&out_dir));
-        assert_eq!(sha256(&img), before);
+        refused_as_inconsistent_bitmap(&img, &dir.path().join(format!("out-{kind}")), "free");
     }
+}
+
+/// Converting `img` into `out_dir` fails with `InconsistentBitmap` for group 0, its reason
+/// naming `why_word`; nothing is left in `out_dir` and `img` is unchanged.
+fn refused_as_inconsistent_bitmap(img: &Path, out_dir: &Path, why_word: &str) {
+    let before = sha256(img);
+    std::fs::create_dir(out_dir).unwrap();
+    let fx = support::synthetic();
+    let opts = ConvertOptions::new(img, Some(fx.join("donor-dir")), out_dir.join("o.img"));
+    match convert(&opts, &mut NoProgress) {
+        Err(Error::Stream(StreamError::InconsistentBitmap { group, why, .. })) => {
+            assert_eq!(group, 0);
+            assert!(why.contains(why_word), "{why}");
+        }
+        other => panic!("{}: {:?}", img.display(), other.map(|c| c.output)),
+    }
+    assert!(left_in(out_dir).is_empty(), "{:?}", left_in(out_dir));
+    assert_eq!(sha256(img), before);
 }
 
 /// Flip two bits of group 0's block bitmap so that its free count still agrees with the
@@ -262,20 +267,7 @@ fn bitmap_calling_an_inode_table_block_free_is_refused_even_when_counts_agree() 
         f.write_all_at(&byte, pos).unwrap();
     }
     drop(f);
-    let before = sha256(&img);
-    let out_dir = dir.path().join("out");
-    std::fs::create_dir(&out_dir).unwrap();
-    let fx = support::synthetic();
-    let opts = ConvertOptions::new(&img, Some(fx.join("donor-dir")), out_dir.join("o.img"));
-    match convert(&opts, &mut NoProgress) {
-        Err(Error::Stream(StreamError::InconsistentBitmap { group, why, .. })) => {
-            assert_eq!(group, 0);
-            assert!(why.contains("inode table"), "{why}");
-        }
-        other => panic!("{:?}", other.map(|c| c.output)),
-    }
-    assert!(left_in(&out_dir).is_empty(), "{:?}", left_in(&out_dir));
-    assert_eq!(sha256(&img), before);
+    refused_as_inconsistent_bitmap(&img, &dir.path().join("out"), "inode table");
 }
 
 /// The unmodified small guest converts (so the failures above are the corruption's).
