@@ -287,15 +287,7 @@ fn uefi_and_hybrid_plan_convert_and_verify() {
         );
 
         // A zeroed ESP boot sector: the esp check fails, and only it.
-        let esp_start = t["partitiontable"]["partitions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["type"] == "C12A7328-F81F-11D2-BA4B-00A0C93EC93B")
-            .unwrap()["start"]
-            .as_u64()
-            .unwrap()
-            * 512;
+        let esp_start = esp_start_bytes(&t);
         write_at(&out, esp_start, &[0u8; 512]);
         let v = imgconv()
             .arg("verify")
@@ -316,6 +308,19 @@ fn uefi_and_hybrid_plan_convert_and_verify() {
     }
 }
 
+/// Byte offset of the EFI System Partition in `sfdisk -J` output.
+fn esp_start_bytes(sfdisk: &serde_json::Value) -> u64 {
+    sfdisk["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["type"] == "C12A7328-F81F-11D2-BA4B-00A0C93EC93B")
+        .unwrap()["start"]
+        .as_u64()
+        .unwrap()
+        * 512
+}
+
 /// `verify --boot` on a UEFI-only disk boots OVMF the way UEFI hypervisors do: q35, the
 /// firmware code in read-only pflash and a private copy of the variable store, removed
 /// afterwards. GRUB's stub on the ESP is replaced by one printing the marker (the synthetic
@@ -331,15 +336,7 @@ fn verify_boot_runs_ovmf_from_pflash_on_q35() {
     assert!(run.status.success(), "{}", stderr_of(&run));
     let sf = Command::new("sfdisk").arg("-J").arg(&out).output().unwrap();
     let t: serde_json::Value = serde_json::from_slice(&sf.stdout).unwrap();
-    let esp_start = t["partitiontable"]["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["type"] == "C12A7328-F81F-11D2-BA4B-00A0C93EC93B")
-        .unwrap()["start"]
-        .as_u64()
-        .unwrap()
-        * 512;
+    let esp_start = esp_start_bytes(&t);
     let esp = format!("{}@@{esp_start}", out.display());
     let listing = Command::new("mdir")
         .args(["-/", "-b", "-i", &esp, "::/EFI"])

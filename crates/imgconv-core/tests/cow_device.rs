@@ -36,6 +36,16 @@ fn device(src: &Path, out: &Path, written: &SharedWritten) -> CowDevice {
     )
 }
 
+/// A new sparse output in `dir` with room for the filesystem at [`OUT_OFFSET`].
+fn fresh_output(dir: &Path, fs_len: u64) -> std::path::PathBuf {
+    let out = dir.join("out.img");
+    File::create(&out)
+        .unwrap()
+        .set_len(OUT_OFFSET + fs_len)
+        .unwrap();
+    out
+}
+
 /// The graft: new directories and files (one of several MiB), a replaced file, a removed one.
 fn graft(fs: &mut ExtFs) {
     let attrs = NodeAttrs::root(0o755, 1_700_000_000);
@@ -125,11 +135,7 @@ enum Order {
 fn run_case(kind: Kind, mkfs_opts: &[&str], order: Order) {
     let fx = fixture_full(kind, "64M", 0, mkfs_opts, 10);
     let src_before = fs::read(&fx.img).unwrap();
-    let out = fx.dir.path().join("out.img");
-    File::create(&out)
-        .unwrap()
-        .set_len(OUT_OFFSET + fx.fs_len)
-        .unwrap();
+    let out = fresh_output(fx.dir.path(), fx.fs_len);
     let written = WrittenRanges::new(1024);
     let chunks = fx.fs_len.div_ceil(CHUNK as u64);
     let do_graft = || {
@@ -181,11 +187,7 @@ fn graft_through_cow_then_stream_ext4_4k_and_ext2_ext3() {
 #[test]
 fn stream_without_skip_would_clobber_the_graft() {
     let fx = fixture_full(Kind::Ext4, "64M", 0, &["-b", "4096"], 10);
-    let out = fx.dir.path().join("out.img");
-    File::create(&out)
-        .unwrap()
-        .set_len(OUT_OFFSET + fx.fs_len)
-        .unwrap();
+    let out = fresh_output(fx.dir.path(), fx.fs_len);
     let written = WrittenRanges::new(1024);
     let mut fs = ExtFs::open_cow(device(&fx.img, &out, &written), &out, OUT_OFFSET).unwrap();
     graft(&mut fs);
