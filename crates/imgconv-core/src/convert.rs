@@ -486,14 +486,12 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
         efi,
     } = prepare(opts, progress, &mut timings)?;
     let root = *plan.disk.root();
-    let (root_offset, root_number, disk_bytes) = match &plan.gpt {
-        Some(g) => (g.root().start_bytes(), g.root().number, g.disk_bytes),
-        None => (
-            root.start_bytes(),
-            u32::from(root.number),
-            plan.disk.disk_bytes,
-        ),
-    };
+    let WrittenLayout {
+        root_offset,
+        root_number,
+        disk_bytes,
+        swap: swap_part,
+    } = plan.written_layout();
     let mut report = Report::default();
     report.warnings.extend(plan.warnings.iter().cloned());
 
@@ -549,10 +547,6 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
         )?
     };
 
-    let swap_part = match &plan.gpt {
-        Some(g) => g.swap().map(|p| (p.start_bytes(), p.len_bytes())),
-        None => plan.disk.swap().map(|p| (p.start_bytes(), p.len_bytes())),
-    };
     if let (Some((start, len)), Some(uuid)) = (swap_part, &plan.swap_uuid) {
         let uuid = uuid::Uuid::parse_str(uuid).expect("generated UUID");
         let page = swap::swap_header(len, uuid, "swap").map_err(Error::from)?;
@@ -950,7 +944,34 @@ fn together(
     })
 }
 
+/// Where the parts of the disk go in the layout actually written: the GPT for
+/// `--firmware uefi|hybrid`, otherwise the MBR plan.
+struct WrittenLayout {
+    root_offset: u64,
+    root_number: u32,
+    disk_bytes: u64,
+    /// Start and length of the swap partition, in bytes.
+    swap: Option<(u64, u64)>,
+}
+
 impl ConversionPlan {
+    fn written_layout(&self) -> WrittenLayout {
+        match &self.gpt {
+            Some(g) => WrittenLayout {
+                root_offset: g.root().start_bytes(),
+                root_number: g.root().number,
+                disk_bytes: g.disk_bytes,
+                swap: g.swap().map(|p| (p.start_bytes(), p.len_bytes())),
+            },
+            None => WrittenLayout {
+                root_offset: self.disk.root().start_bytes(),
+                root_number: u32::from(self.disk.root().number),
+                disk_bytes: self.disk.disk_bytes,
+                swap: self.disk.swap().map(|p| (p.start_bytes(), p.len_bytes())),
+            },
+        }
+    }
+
     /// The guest's `/boot/grub/grub.cfg` settings: the root by UUID, the kernel, the
     /// partition map, `extra_cmdline` appended to the kernel's arguments.
     pub fn grub_config(&self) -> boot::grub_cfg::GrubConfig {
