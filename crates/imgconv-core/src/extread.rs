@@ -10,6 +10,7 @@
 //! a guest symlink such as `/lib -> usr/lib` or `/etc/x -> /etc/y` can never reach the host.
 
 use crate::blockio::Region;
+use crate::guestfs::{DirItem, NodeKind, NodeMeta};
 use ext4_view::{Ext4, Ext4Error};
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -52,19 +53,6 @@ pub enum ExtReadError {
     },
 }
 
-/// What kind of node a path names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum NodeKind {
-    File,
-    Dir,
-    Symlink,
-    CharDev,
-    BlockDev,
-    Fifo,
-    Socket,
-}
-
 impl From<ext4_view::FileType> for NodeKind {
     fn from(t: ext4_view::FileType) -> Self {
         if t.is_dir() {
@@ -85,21 +73,6 @@ impl From<ext4_view::FileType> for NodeKind {
     }
 }
 
-/// Metadata of one node, in plain types.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct NodeMeta {
-    pub kind: NodeKind,
-    /// Permission bits (including setuid/setgid/sticky), without the type bits.
-    pub mode: u16,
-    pub uid: u32,
-    pub gid: u32,
-    pub len: u64,
-    /// Modification time, seconds since the epoch.
-    pub mtime: i64,
-    /// Access time, seconds since the epoch.
-    pub atime: i64,
-}
-
 impl From<&ext4_view::Metadata> for NodeMeta {
     fn from(m: &ext4_view::Metadata) -> Self {
         NodeMeta {
@@ -112,14 +85,6 @@ impl From<&ext4_view::Metadata> for NodeMeta {
             atime: m.accessed().seconds(),
         }
     }
-}
-
-/// One directory entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirItem {
-    /// File name (non-UTF-8 names are skipped by [`ExtReader::read_dir`]).
-    pub name: String,
-    pub kind: NodeKind,
 }
 
 /// A read-only, panic-contained view of an ext2/3/4 filesystem in a [`Region`].

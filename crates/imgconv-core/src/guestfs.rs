@@ -7,11 +7,46 @@
 //! root stays at the root, and more than [`MAX_SYMLINK_HOPS`] links is a
 //! [`GuestFsError::SymlinkLoop`]. Nothing ever resolves against the host.
 
-use crate::extread::{DirItem, NodeKind, NodeMeta};
 use std::io::Read;
 
 /// Symlinks followed while resolving one path before giving up (Linux uses 40).
 pub const MAX_SYMLINK_HOPS: usize = 40;
+
+/// What kind of node a path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeKind {
+    File,
+    Dir,
+    Symlink,
+    CharDev,
+    BlockDev,
+    Fifo,
+    Socket,
+}
+
+/// Metadata of one node, in plain types.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeMeta {
+    pub kind: NodeKind,
+    /// Permission bits (including setuid/setgid/sticky), without the type bits.
+    pub mode: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub len: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// Access time, seconds since the epoch.
+    pub atime: i64,
+}
+
+/// One directory entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirItem {
+    /// File name (non-UTF-8 names are skipped by a directory read).
+    pub name: String,
+    pub kind: NodeKind,
+}
 
 /// Owner, permissions and time for a node the converter creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

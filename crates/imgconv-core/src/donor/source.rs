@@ -10,8 +10,9 @@
 
 use super::DonorError;
 use crate::extraw::RawFs;
-use crate::extread::{DirItem, ExtReader, NodeKind, NodeMeta};
+use crate::extread::ExtReader;
 use crate::guestfs::{components, MAX_SYMLINK_HOPS};
+use crate::guestfs::{DirItem, NodeKind, NodeMeta};
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};

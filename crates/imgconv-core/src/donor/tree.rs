@@ -10,7 +10,7 @@
 use super::source::DonorSource;
 use super::{DonorError, DonorPath};
 use crate::extraw::{RawError, RawFs};
-use crate::extread::{DirItem, NodeKind, NodeMeta};
+use crate::guestfs::{DirItem, NodeKind, NodeMeta};
 use std::sync::Arc;
 
 /// Most nodes in one modules tree (a Debian amd64 tree has ~5 000).

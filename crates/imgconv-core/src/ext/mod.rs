@@ -47,8 +47,8 @@ pub mod cow;
 mod dcache;
 mod ffi;
 
-use crate::extread::{DirItem, NodeKind, NodeMeta};
 use crate::guestfs::{self, GuestFs, GuestFsError, NodeAttrs, PathWalk};
+use crate::guestfs::{DirItem, NodeKind, NodeMeta};
 use ffi::{Errcode, Inode};
 use std::ffi::{CStr, CString};
 use std::io::{self, Read};

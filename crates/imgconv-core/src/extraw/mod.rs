@@ -48,6 +48,11 @@ pub enum RawError {
     Unsupported { ino: u32, why: &'static str },
 }
 
+/// A field of an on-disk structure that could not be read (see [`crate::bytes::Fields`]).
+fn malformed(ino: u32, e: crate::bytes::ParseError) -> RawError {
+    corrupt(ino, e.to_string())
+}
+
 fn corrupt(ino: u32, why: impl Into<String>) -> RawError {
     RawError::Corrupt {
         ino,

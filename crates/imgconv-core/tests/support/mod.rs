@@ -8,7 +8,7 @@
 
 pub mod qemu;
 
-use imgconv_core::extread::NodeKind;
+use imgconv_core::guestfs::NodeKind;
 use imgconv_core::guestfs::{GuestFs, MemFs};
 use std::fs;
 use std::path::{Path, PathBuf};
