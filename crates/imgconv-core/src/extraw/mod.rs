@@ -13,8 +13,8 @@
 //! from disk checked before use (inode numbers against the inode count, blocks against
 //! the filesystem and its metadata, sizes and counts against fixed bounds) and, with
 //! `metadata_csum`, every checksum verified as ext4-view does. Anything outside that
-//! (inline-data inodes, encrypted directories, a filesystem without `extent`) is
-//! [`RawError::Unsupported`], and the caller reads it the old way.
+//! (inline-data inodes, encrypted directories) is [`RawError::Unsupported`], and the
+//! caller reads it the old way.
 
 pub mod blockmap;
 pub mod dir;
@@ -110,15 +110,15 @@ const MAX_ITABLES: usize = 1 << 16;
 
 impl RawFs {
     /// Read the superblock of the filesystem in `region`; `None` when it is not one this
-    /// reader handles (no `extent` feature, encryption, a journal to replay, a non-crc32c
-    /// checksum, or a superblock that does not parse: ext4-view reports those).
+    /// reader handles (encryption, a journal to replay, no file types in directory
+    /// entries, a non-crc32c checksum, or a superblock that does not parse: ext4-view
+    /// reports those). ext2 and ext3 are read by their block maps.
     pub fn open(region: Region) -> Option<RawFs> {
         let mut raw = [0u8; 1024];
         region.read_exact_at(1024, &mut raw).ok()?;
         let sb = Superblock::parse(&raw).ok()?;
         // A journal that needs recovery: ext4-view reads through it, this reader would not.
         if sb.has_incompat(feature::INCOMPAT_RECOVER)
-            || !sb.has_incompat(feature::INCOMPAT_EXTENTS)
             || !sb.has_incompat(feature::INCOMPAT_FILETYPE)
             || sb.has_incompat(feature::INCOMPAT_ENCRYPT)
             || sb.has_incompat(feature::INCOMPAT_DIRDATA)
