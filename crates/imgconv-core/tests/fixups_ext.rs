@@ -333,15 +333,6 @@ fn dry_run_and_real_run_agree_node_for_node_on_every_synthetic_guest() {
         drop(overlay);
         drop(reader);
 
-        if image.starts_with("dirty-") {
-            // The conversion replays the journal in the copy before the fixups.
-            let (code, out, err) = tool("e2fsck", &["-fy", &copy.spec()]);
-            assert!(
-                code <= 1,
-                "e2fsck -fy {}: {code}\n{out}\n{err}",
-                copy.spec()
-            );
-        }
         let applied = copy.apply().unwrap();
         assert!(!applied.changes.is_empty(), "{image}: nothing applied");
         assert_eq!(planned, applied, "{image} {part:?}: plan and apply reports");
