@@ -9,7 +9,7 @@ mod donor_fixtures;
 
 use donor_fixtures::{bytes, mkfs};
 use imgconv_core::blockio::Region;
-use imgconv_core::extraw::{RawError, RawFs};
+use imgconv_core::extraw::RawFs;
 use imgconv_core::extread::ExtReader;
 use imgconv_core::guestfs::NodeKind;
 use std::io::Read;
