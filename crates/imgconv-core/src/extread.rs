@@ -774,7 +774,7 @@ impl ExtReader {
             Ok(file) => {
                 let len = file.metadata().len();
                 Ok(Some(ExtFileReader {
-                    file: FileEngine::View(file),
+                    file: FileEngine::View(Box::new(file)),
                     image: self.image.clone(),
                     path: path.to_string(),
                     len,
@@ -793,7 +793,7 @@ impl ExtReader {
 
 enum FileEngine {
     Raw(crate::extraw::FileReader),
-    View(ext4_view::File),
+    View(Box<ext4_view::File>),
 }
 
 /// A streaming reader over one file of an [`ExtReader`]; implements [`io::Read`], each
