@@ -115,7 +115,7 @@ pub(crate) fn walk(
             Err(Walked::Error(e)) => return Err(e),
         }
     }
-    match walk_entries(src, root, &mut tree, &mut PathWalk, ()) {
+    match walk_entries(src, root, &mut tree, &mut PathLister, ()) {
         Ok(()) => Ok(tree),
         Err(Walked::Error(e)) => Err(e),
         Err(Walked::ByPath) => unreachable!("the path walk handles every node"),
@@ -154,9 +154,9 @@ trait Lister {
 }
 
 /// Listing through [`DonorSource`] by path.
-struct PathWalk;
+struct PathLister;
 
-impl Lister for PathWalk {
+impl Lister for PathLister {
     type Dir = ();
 
     fn list(

@@ -1,11 +1,12 @@
-//! An inode-level reader of ext4 filesystems, for reading many files of one tree (the
-//! donor's modules tree) without resolving each path from the root.
+//! The inode-level reader of ext2/3/4 filesystems: the engine behind
+//! [`crate::extread::ExtReader`]'s path API, and the donor walk's direct reader for many
+//! files of one tree (the donor's modules tree).
 //!
-//! [`crate::extread::ExtReader`] reads through ext4-view, whose API names files only by
-//! path: every open walked `/`, `/usr`, `/usr/lib`, … again and re-verified each
-//! directory block's checksum, which was most of the graft's CPU time. Here a directory
-//! is listed once, giving its entries' inode numbers, and a file is read by inode number
-//! straight from its extents in large positioned reads.
+//! ext4-view's API names files only by path: every open walked `/`, `/usr`, `/usr/lib`,
+//! … again and re-verified each directory block's checksum, which was most of the
+//! graft's CPU time. Here a directory is listed once, giving its entries' inode numbers,
+//! and a file is read by inode number straight from its extents or block map in large
+//! positioned reads.
 //!
 //! It reads only what that needs, one on-disk structure per module: inodes
 //! ([`inode`]), extent trees ([`extent`]), block maps ([`blockmap`]), directory blocks
