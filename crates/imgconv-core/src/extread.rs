@@ -116,7 +116,7 @@ pub struct ExtReader {
 }
 
 /// Directory entries kept in [`ExtReader::dirs`] before it is cleared (bounded memory).
-const MAX_CACHED_ENTRIES: usize = 1 << 18;
+const MAX_CACHED_ENTRIES: usize = 1 << 16;
 /// Most entries read from one directory for a path lookup.
 const MAX_LOOKUP_ENTRIES: usize = 1 << 20;
 /// The root directory's inode number.

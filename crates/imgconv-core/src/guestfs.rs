@@ -1,6 +1,6 @@
 //! The guest filesystem as graft and fixups see it: a small trait over "the root
 //! filesystem of the converted guest", implemented by the libext2fs engine (`ext`) for
-//! real images and by [`MemFs`] for unit tests.
+//! real images and by `MemFs` (feature `test-fs`) for tests.
 //!
 //! Paths are guest paths (absolute, `/`-separated). Implementations resolve them inside
 //! the guest only: a symlink's absolute target starts again at the guest root, `..` at the
@@ -150,7 +150,7 @@ pub fn split_parent(path: &str) -> Option<(String, &str)> {
 }
 
 /// What guest-path resolution needs from a filesystem: its root, one directory lookup and
-/// one symlink read. [`MemFs`], the libext2fs engine (`ext::ExtFs`) and the dry-run overlay
+/// one symlink read. `MemFs`, the libext2fs engine (`ext::ExtFs`) and the dry-run overlay
 /// (`fixups::dry_run::Overlay`) implement it; [`resolve`] walks paths for all of them, so
 /// the guest-only rules live in one place.
 pub trait PathWalk {
@@ -268,8 +268,10 @@ fn target_components(target: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
         .filter(|c| !c.is_empty() && *c != b".")
 }
 
+#[cfg(any(test, feature = "test-fs"))]
 pub use mem::MemFs;
 
+#[cfg(any(test, feature = "test-fs"))]
 mod mem {
     //! An in-memory [`GuestFs`] with real guest-path semantics, for unit tests of graft
     //! and fixups and for dry runs.
