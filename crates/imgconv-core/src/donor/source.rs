@@ -387,7 +387,7 @@ impl DirRoot {
             }),
             Err(e) => Err(DonorError::io(
                 "resolving",
-                &self.root.join(path.trim_start_matches('/')),
+                self.root.join(path.trim_start_matches('/')),
                 io::Error::other(e.to_string()),
             )),
         }
