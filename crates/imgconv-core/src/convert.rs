@@ -22,6 +22,7 @@
 //! closed (`boot::uefi::install_esp`), and a hybrid disk then gets GRUB's BIOS boot code
 //! in its BIOS boot partition (`boot::uefi::install_hybrid_bios_boot`).
 
+use crate::blockcheck;
 use crate::boot::uefi::{self, EfiBootFiles, GptFirmware, GptPlan, GptPlanOptions};
 use crate::boot::{self, GrubExtSupport, GrubPlatformFiles};
 use crate::donor::{self, ArchCheck, Donor, DonorKernel, UserlandArch};
@@ -93,6 +94,10 @@ pub struct ConvertOptions {
     pub disk_bus: DiskBus,
     /// Replay a dirty journal in the output copy (never the input) instead of refusing.
     pub replay_journal: bool,
+    /// When the block check finds files sharing blocks or owning blocks the bitmaps call
+    /// free, copy those blocks and run `e2fsck -fy` on the output copy before grafting
+    /// (never the input) instead of refusing.
+    pub repair: bool,
     /// Overwrite an existing output.
     pub force: bool,
     /// Take GRUB i386-pc modules from this directory instead of the donor's.
@@ -119,6 +124,7 @@ impl ConvertOptions {
             firmware: Firmware::Bios,
             disk_bus: DiskBus::Virtio,
             replay_journal: false,
+            repair: false,
             force: false,
             grub_dir: None,
             extra_cmdline: Vec::new(),
@@ -508,10 +514,20 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
     // outputs; benchmarks measure what the overlap gains).
     let sequential = plan.inspection.fs.needs_recovery
         || plan.disk.grow.is_some()
+        || opts.repair
         || std::env::var_os("IMGCONV_OVERLAP").is_some_and(|v| v == "never");
+    // The block check reads the source beside the stream; the guest work waits for it
+    // before libext2fs touches anything. After a journal replay the copy is checked
+    // instead, once replayed: before it, inodes and bitmaps may not agree yet.
+    let check = if plan.inspection.fs.needs_recovery {
+        None
+    } else {
+        Some(blockcheck_start(plan.inspection.open_fs()?))
+    };
     let guest = GuestWork {
         opts,
         plan: &plan,
+        check: std::sync::Mutex::new(check),
         donor: donor.as_ref(),
         donor_kernel: donor_kernel.as_ref(),
         grub: &grub,
@@ -524,6 +540,20 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
             stream::copy_used_blocks(&src, out.file(), root_offset, progress).map_err(Error::from)
         })?;
         check_cancel(progress)?;
+        let pending = guest.check.lock().ok().and_then(|mut c| c.take());
+        if let Some(pending) = pending {
+            let findings = pending.wait()?;
+            let src = plan.inspection.open_fs()?;
+            repair_or_refuse(
+                opts.repair,
+                &out,
+                root_offset,
+                findings,
+                Some((&src, u64::from(plan.inspection.fs.block_size))),
+                &mut report,
+                progress,
+            )?;
+        }
         grow_and_replay(
             &plan,
             &out,
@@ -532,6 +562,28 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
             &mut timings,
             progress,
         )?;
+        if plan.inspection.fs.needs_recovery {
+            // Replayed: check the copy's root filesystem (streamed whole, so nothing
+            // it owns is missing from it).
+            let copy = crate::blockio::Region::from_file(
+                out.file()
+                    .try_clone()
+                    .map_err(|e| output::write_error(out.file(), "cannot reopen", e))?,
+                out.path(),
+            )
+            .and_then(|r| r.sub(root_offset, plan.inspection.fs_len))
+            .map_err(|e| output::write_error(out.file(), "cannot read back", e))?;
+            let findings = blockcheck_start(copy).wait()?;
+            repair_or_refuse(
+                opts.repair,
+                &out,
+                root_offset,
+                findings,
+                None,
+                &mut report,
+                progress,
+            )?;
+        }
         let mut fs = ExtFs::open(out.path(), root_offset)?;
         let (graft, core) = guest.write(&mut fs, &mut report, &mut timings, progress)?;
         fs.close()?;
@@ -579,6 +631,127 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
     })
 }
 
+/// The block check running in its own thread (see [`crate::blockcheck`]).
+struct PendingCheck {
+    thread: Option<
+        std::thread::JoinHandle<std::result::Result<blockcheck::Findings, blockcheck::CheckError>>,
+    >,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    path: std::path::PathBuf,
+}
+
+fn blockcheck_start(region: crate::blockio::Region) -> PendingCheck {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let path = region.path().to_path_buf();
+    let flag = std::sync::Arc::clone(&stop);
+    let thread = std::thread::spawn(move || blockcheck::check(&region, &flag));
+    PendingCheck {
+        thread: Some(thread),
+        stop,
+        path,
+    }
+}
+
+impl PendingCheck {
+    /// Wait for the findings.
+    fn wait(mut self) -> Result<(std::path::PathBuf, blockcheck::Findings)> {
+        let thread = self.thread.take().expect("waited for once");
+        match thread.join() {
+            Ok(r) => Ok((std::mem::take(&mut self.path), r?)),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl Drop for PendingCheck {
+    fn drop(&mut self) {
+        // Not waited for (an error elsewhere): let the thread end soon.
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Clean findings pass; others are refused, or with `--repair` (sequential path, the
+/// stream finished, nothing grafted yet) repaired in the copy by `e2fsck -fy` when that
+/// keeps every file's content. Either way a limited check is noted. `source`: the
+/// source's filesystem and block size when the findings are the source's (else they are
+/// the copy's, after a journal replay).
+fn repair_or_refuse(
+    repair: bool,
+    out: &TempOutput,
+    root_offset: u64,
+    (path, findings): (std::path::PathBuf, blockcheck::Findings),
+    source: Option<(&crate::blockio::Region, u64)>,
+    report: &mut Report,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    if let Some(why) = &findings.limited {
+        progress.note(why);
+        report.warnings.push(why.clone());
+    }
+    if findings.is_clean() {
+        return Ok(());
+    }
+    if !(repair && findings.repairable()) {
+        return Err(blockcheck::CheckError::Inconsistent {
+            path,
+            findings: Box::new(findings),
+        }
+        .into());
+    }
+    // Blocks the bitmaps call free were not streamed: copy them before e2fsck marks
+    // them used, so the files keep their content.
+    if let Some((src, bs)) = source {
+        let mut buf = vec![0u8; bs as usize];
+        for f in &findings.findings {
+            if let blockcheck::Problem::Free { .. } = f.problem {
+                copy_owned_blocks(src, out, root_offset, f.ino, &mut buf)?;
+            }
+        }
+    }
+    crate::e2fs_tools::repair(out.path(), root_offset)?;
+    report.change(
+        "repair",
+        "/",
+        format!(
+            "repaired the copied filesystem with e2fsck -fy: {}",
+            findings.summary()
+        ),
+        "--repair was given and the block check found files sharing blocks or owning blocks the bitmaps call free; the input was not touched",
+        None,
+    );
+    Ok(())
+}
+
+/// Copy every block inode `ino` of the source owns into the output, as it is.
+fn copy_owned_blocks(
+    src: &crate::blockio::Region,
+    out: &TempOutput,
+    root_offset: u64,
+    ino: u32,
+    buf: &mut [u8],
+) -> Result<()> {
+    let Ok(fs) = crate::extraw::RawFs::open_for_check(src.clone()) else {
+        return Ok(());
+    };
+    let Ok(map) = fs.inode(ino).and_then(|i| fs.owned_blocks(&i)) else {
+        return Ok(());
+    };
+    let bs = buf.len() as u64;
+    let blocks = map
+        .runs
+        .iter()
+        .flat_map(|r| r.pblk..r.pblk + u64::from(r.len))
+        .chain(map.indirect.iter().copied());
+    for b in blocks {
+        src.read_exact_at(b * bs, buf)
+            .map_err(|e| Error::io("cannot read", src.path(), e))?;
+        out.file()
+            .write_all_at(buf, root_offset + b * bs)
+            .map_err(|e| output::write_error(out.file(), "cannot write", e))?;
+    }
+    Ok(())
+}
+
 /// Grow the copied filesystem and replay its journal, in the output (sequential path).
 fn grow_and_replay(
     plan: &ConversionPlan,
@@ -623,6 +796,8 @@ fn grow_and_replay(
 struct GuestWork<'a> {
     opts: &'a ConvertOptions,
     plan: &'a ConversionPlan,
+    /// The block check, until the guest work waits for it.
+    check: std::sync::Mutex<Option<PendingCheck>>,
     donor: Option<&'a Donor>,
     donor_kernel: Option<&'a DonorKernel>,
     grub: &'a GrubPlatformFiles,
@@ -640,6 +815,23 @@ impl GuestWork<'_> {
         timings: &mut Vec<StageTime>,
         progress: &mut dyn Progress,
     ) -> Result<(Option<GraftSummary>, Option<boot::CoreImage>)> {
+        // Nothing is written before the block check has passed (the sequential path
+        // waited for it already).
+        let pending = self.check.lock().ok().and_then(|mut c| c.take());
+        if let Some(pending) = pending {
+            let (path, findings) = pending.wait()?;
+            if let Some(why) = &findings.limited {
+                progress.note(why);
+                report.warnings.push(why.clone());
+            }
+            if !findings.is_clean() {
+                return Err(blockcheck::CheckError::Inconsistent {
+                    path,
+                    findings: Box::new(findings),
+                }
+                .into());
+            }
+        }
         let graft = timed(timings, Stage::Graft, || {
             match (self.donor, self.donor_kernel) {
                 (Some(donor), Some(kernel)) => Ok(Some(crate::graft::graft(
