@@ -407,3 +407,21 @@ fn refused_hint(img: &Path, dir: &Path) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+#[test]
+fn a_hostile_fstab_the_inode_bitmap_calls_free_is_refused() {
+    // The pass over in-use inodes does not see it; libext2fs reaches it by name all the
+    // same, so it is checked as a fixup target.
+    let dir = tempfile::tempdir().unwrap();
+    let img = copy_of(dir.path(), "xen-ext3.img");
+    let b = take_free_block(&img);
+    fill_block(&img, b, b as u32);
+    set(&img, "/etc/fstab", "block[TIND]", b);
+    debugfs(&img, true, "freei /etc/fstab");
+    refused(
+        &img,
+        dir.path(),
+        &["/etc/fstab"],
+        &format!("block {b} is listed twice"),
+    );
+}

@@ -45,6 +45,45 @@ const FIRST_INO: u32 = 11;
 /// descriptor blocks through an indirect map that points into metadata on purpose.
 const BAD_BLOCKS_INO: u32 = 1;
 const RESIZE_INO: u32 = 7;
+/// Directories whose entries the conversion reads or changes through libext2fs (the
+/// graft, the fixups, the boot files): they and every entry in them are checked even
+/// when the inode bitmap calls them free, since libext2fs reaches them by name.
+const GUARDED_DIRS: &[&str] = &[
+    "/",
+    "/boot",
+    "/boot/efi",
+    "/boot/grub",
+    "/boot/grub/i386-pc",
+    "/boot/grub/x86_64-efi",
+    "/etc",
+    "/etc/default",
+    "/etc/event.d",
+    "/etc/init",
+    "/etc/initramfs-tools",
+    "/etc/initramfs-tools/conf.d",
+    "/etc/modprobe.d",
+    "/etc/modules-load.d",
+    "/etc/network",
+    "/etc/sysconfig",
+    "/etc/sysconfig/network-scripts",
+    "/etc/systemd",
+    "/etc/systemd/system",
+    "/etc/systemd/system/getty.target.wants",
+    "/etc/systemd/system/multi-user.target.wants",
+    "/etc/udev",
+    "/etc/udev/rules.d",
+    "/lib",
+    "/lib/modules",
+    "/lib/systemd/system",
+    "/sbin",
+    "/usr",
+    "/usr/lib",
+    "/usr/lib/modules",
+    "/usr/lib/systemd/system",
+    "/usr/sbin",
+];
+/// Most entries of one guarded directory checked.
+const MAX_GUARDED_ENTRIES: usize = 1 << 16;
 /// Most directory entries visited to name the inodes found wrong.
 const MAX_NAMING_ENTRIES: usize = 1 << 20;
 
@@ -145,6 +184,13 @@ impl Findings {
     }
 
     fn push(&mut self, ino: u32, problem: Problem) {
+        if self
+            .findings
+            .iter()
+            .any(|f| f.ino == ino && f.problem == problem)
+        {
+            return;
+        }
         if self.findings.len() < MAX_FINDINGS {
             self.findings.push(Finding {
                 ino,
@@ -216,6 +262,7 @@ pub fn check(region: &Region, stop: &AtomicBool) -> Result<Findings, CheckError>
         ));
     }
     pass.inodes(&mut |pass, ino, inode| pass.first(ino, inode))?;
+    pass.guarded()?;
     let free = pass.free_blocks()?;
     if !pass.shared.is_empty() || !free.is_empty() {
         pass.owners(&free)?;
@@ -336,23 +383,34 @@ impl<'a> Pass<'a> {
         visit(self, ino, &inode)
     }
 
-    /// First pass: check the inode and mark what it owns.
-    fn first(&mut self, ino: u32, inode: &RawInode) -> Result<(), CheckError> {
+    /// Check one inode's size and map; what it owns, unless a finding was made.
+    fn validate(
+        &mut self,
+        ino: u32,
+        inode: &RawInode,
+    ) -> Result<Option<crate::extraw::blockmap::BlockMap>, CheckError> {
         if inode.kind() == NodeKind::Dir
             && (inode.size > MAX_DIR_BYTES || inode.size % self.fs.block_size() != 0)
         {
             self.findings
                 .push(ino, Problem::Directory { bytes: inode.size });
-            return Ok(());
+            return Ok(None);
         }
         self.findings.inodes += 1;
-        let map = match self.fs.owned_blocks(inode) {
-            Ok(map) => map,
-            Err(RawError::Io { what, source }) => return Err(self.io(what, source)),
+        match self.fs.owned_blocks(inode) {
+            Ok(map) => Ok(Some(map)),
+            Err(RawError::Io { what, source }) => Err(self.io(what, source)),
             Err(e) => {
                 self.findings.push(ino, Problem::Map { why: map_why(e) });
-                return Ok(());
+                Ok(None)
             }
+        }
+    }
+
+    /// First pass: check the inode and mark what it owns.
+    fn first(&mut self, ino: u32, inode: &RawInode) -> Result<(), CheckError> {
+        let Some(map) = self.validate(ino, inode)? else {
+            return Ok(());
         };
         let Some(owned) = self.owned.as_mut() else {
             return Ok(());
@@ -371,6 +429,91 @@ impl<'a> Pass<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The guarded directories and their entries, reached by name from the root as
+    /// libext2fs reaches them (a missing one is passed over; a symlink is not followed).
+    fn guarded(&mut self) -> Result<(), CheckError> {
+        let mut done = std::collections::HashSet::new();
+        for dir in GUARDED_DIRS {
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(CheckError::Cancelled);
+            }
+            let mut ino = 2u32;
+            let mut found = true;
+            for name in dir.split('/').filter(|c| !c.is_empty()) {
+                match self.guard_one(ino, &mut done)? {
+                    Some(inode) if inode.kind() == NodeKind::Dir => {
+                        let Ok(entries) = self.fs.read_dir(&inode, MAX_GUARDED_ENTRIES) else {
+                            found = false;
+                            break;
+                        };
+                        match entries.into_iter().find(|e| e.name == name) {
+                            Some(e) => ino = e.ino,
+                            None => {
+                                found = false;
+                                break;
+                            }
+                        }
+                    }
+                    _ => {
+                        found = false;
+                        break;
+                    }
+                }
+            }
+            if !found {
+                continue;
+            }
+            let Some(inode) = self.guard_one(ino, &mut done)? else {
+                continue;
+            };
+            if inode.kind() != NodeKind::Dir {
+                continue;
+            }
+            let Ok(entries) = self.fs.read_dir(&inode, MAX_GUARDED_ENTRIES) else {
+                continue;
+            };
+            for e in entries {
+                self.guard_one(e.ino, &mut done)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Check inode `ino` once (its map and size, whatever the bitmaps say); the inode
+    /// when it is sound.
+    fn guard_one(
+        &mut self,
+        ino: u32,
+        done: &mut std::collections::HashSet<u32>,
+    ) -> Result<Option<RawInode>, CheckError> {
+        let inode = match self.fs.inode(ino) {
+            Ok(inode) => inode,
+            Err(RawError::Io { what, source }) => return Err(self.io(what, source)),
+            Err(e) => {
+                if done.insert(ino) {
+                    self.findings
+                        .push(ino, Problem::Inode { why: inode_why(e) });
+                }
+                return Ok(None);
+            }
+        };
+        if !done.insert(ino) {
+            return Ok(Some(inode));
+        }
+        let fast_symlink = inode.kind() == NodeKind::Symlink
+            && inode.size < I_BLOCK_LEN as u64
+            && !inode.has_flag(FLAG_EXTENTS);
+        let mapped = matches!(
+            inode.kind(),
+            NodeKind::Dir | NodeKind::File | NodeKind::Symlink
+        ) && !fast_symlink
+            && !inode.has_flag(FLAG_INLINE_DATA);
+        if mapped && self.validate(ino, &inode)?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(inode))
     }
 
     /// Owned blocks the block bitmaps mark free (at most [`MAX_BAD_BLOCKS`]).
