@@ -495,7 +495,12 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
     let mut report = Report::default();
     report.warnings.extend(plan.warnings.iter().cloned());
 
-    let out = TempOutput::create(&opts.output, disk_bytes, opts.force)?;
+    let mut out = TempOutput::create(&opts.output, disk_bytes, opts.force)?;
+    // The output holds everything the source holds: it gets the source's permission bits
+    // and owner (or stays 0600 if the source cannot be read back).
+    if let Ok(access) = output::Access::of(&opts.source) {
+        out.set_access(access);
+    }
     match &plan.gpt {
         Some(g) => uefi::write_gpt(out.file(), g)?,
         None => layout::write_mbr(out.file(), &plan.disk)?,
