@@ -73,11 +73,14 @@ pub enum DiskBus {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ConvertOptions {
     /// The Xen guest image (bare ext2/3/4 filesystem or partitioned disk). Opened read-only.
+    #[serde(serialize_with = "crate::serde_path::lossy")]
     pub source: PathBuf,
     /// The donor: a bootable HVM disk image, a bare filesystem image or a directory.
     /// Optional only with `use_guest_kernel` (GRUB files then come from `grub_dir` or the host).
+    #[serde(serialize_with = "crate::serde_path::lossy_opt")]
     pub donor: Option<PathBuf>,
     /// Where the raw disk image goes. Written to a temporary file beside it, renamed at the end.
+    #[serde(serialize_with = "crate::serde_path::lossy")]
     pub output: PathBuf,
     /// Swap partition size; 0 for none. Default 512 MiB.
     pub swap_size: u64,
@@ -96,6 +99,7 @@ pub struct ConvertOptions {
     /// Overwrite an existing output.
     pub force: bool,
     /// Take GRUB i386-pc modules from this directory instead of the donor's.
+    #[serde(serialize_with = "crate::serde_path::lossy_opt")]
     pub grub_dir: Option<PathBuf>,
     /// Extra kernel command-line arguments.
     pub extra_cmdline: Vec<String>,
@@ -191,6 +195,7 @@ pub struct StageTime {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Conversion {
     /// The finished image.
+    #[serde(serialize_with = "crate::serde_path::lossy")]
     pub output: PathBuf,
     pub plan: ConversionPlan,
     /// UUID of the root filesystem (the source's, unchanged).
@@ -473,10 +478,53 @@ pub fn plan(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Conver
 
 /// Convert `opts.source` into a bootable raw disk image at `opts.output`.
 ///
-/// The source is only read. The output is written to a temporary file beside
-/// `opts.output` and renamed into place only when complete; on any error, or when
-/// `progress` reports cancellation, the temporary file is removed and nothing is left.
+/// The source is only read. The output is written to a temporary file in the directory
+/// of `opts.output` and published there only when complete; on any error, or when
+/// `progress` reports cancellation, nothing is left.
 pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Conversion> {
+    convert_unpublished(opts, progress)?.publish()
+}
+
+/// A finished conversion not yet published at `opts.output`: the complete image in its
+/// temporary file, for checks (such as `e2fsck -fn` on its root filesystem) that decide
+/// whether it is published at all. Dropping it removes the image.
+#[derive(Debug)]
+pub struct Unpublished {
+    conversion: Conversion,
+    out: TempOutput,
+    root: (u64, u64),
+}
+
+impl Unpublished {
+    /// A path that opens the finished image (through its open descriptor), valid while
+    /// `self` lives. Read it only: it is published as it is.
+    pub fn image(&self) -> &std::path::Path {
+        self.out.path()
+    }
+
+    /// Byte offset and length of the root filesystem's partition in the image.
+    pub fn root_partition(&self) -> (u64, u64) {
+        self.root
+    }
+
+    /// The conversion's result (its `output` is where the image will be published).
+    pub fn conversion(&self) -> &Conversion {
+        &self.conversion
+    }
+
+    /// Publish the image at the requested output path.
+    pub fn publish(self) -> Result<Conversion> {
+        let mut conversion = self.conversion;
+        conversion.output = self.out.commit()?;
+        Ok(conversion)
+    }
+}
+
+/// [`convert`] up to, not including, publishing the output (see [`Unpublished`]).
+pub fn convert_unpublished(
+    opts: &ConvertOptions,
+    progress: &mut dyn Progress,
+) -> Result<Unpublished> {
     let mut timings = Vec::new();
     let Prepared {
         plan,
@@ -488,6 +536,7 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
     let root = *plan.disk.root();
     let WrittenLayout {
         root_offset,
+        root_len,
         root_number,
         disk_bytes,
         swap: swap_part,
@@ -571,16 +620,19 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
     check_cancel(progress)?;
 
     progress.stage(Stage::Finish, None);
-    let output = out.commit()?;
-    Ok(Conversion {
-        output,
-        root_uuid: plan.inspection.fs.uuid.clone(),
-        swap_uuid: plan.swap_uuid.clone(),
-        plan,
-        stream,
-        graft,
-        report,
-        timings,
+    Ok(Unpublished {
+        conversion: Conversion {
+            output: opts.output.clone(),
+            root_uuid: plan.inspection.fs.uuid.clone(),
+            swap_uuid: plan.swap_uuid.clone(),
+            plan,
+            stream,
+            graft,
+            report,
+            timings,
+        },
+        out,
+        root: (root_offset, root_len),
     })
 }
 
@@ -953,6 +1005,8 @@ fn together(
 /// `--firmware uefi|hybrid`, otherwise the MBR plan.
 struct WrittenLayout {
     root_offset: u64,
+    /// Length of the root partition, in bytes.
+    root_len: u64,
     root_number: u32,
     disk_bytes: u64,
     /// Start and length of the swap partition, in bytes.
@@ -964,12 +1018,14 @@ impl ConversionPlan {
         match &self.gpt {
             Some(g) => WrittenLayout {
                 root_offset: g.root().start_bytes(),
+                root_len: g.root().len_bytes(),
                 root_number: g.root().number,
                 disk_bytes: g.disk_bytes,
                 swap: g.swap().map(|p| (p.start_bytes(), p.len_bytes())),
             },
             None => WrittenLayout {
                 root_offset: self.disk.root().start_bytes(),
+                root_len: self.disk.root().len_bytes(),
                 root_number: u32::from(self.disk.root().number),
                 disk_bytes: self.disk.disk_bytes,
                 swap: self.disk.swap().map(|p| (p.start_bytes(), p.len_bytes())),

@@ -44,6 +44,7 @@ pub enum Container {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Inspection {
     /// The image file.
+    #[serde(serialize_with = "crate::serde_path::lossy")]
     pub image: PathBuf,
     /// Its size in bytes.
     pub image_size: u64,
