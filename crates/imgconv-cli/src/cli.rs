@@ -117,6 +117,11 @@ pub struct ConversionSettings {
     /// Replay a dirty journal in the output copy (the input is never touched).
     #[arg(long)]
     pub replay_journal: bool,
+    /// Repair the output copy with e2fsck -fy before writing into it, instead of refusing
+    /// a filesystem whose allocation bitmaps cannot be trusted (not cleanly unmounted, or
+    /// errors recorded). The input is never touched.
+    #[arg(long)]
+    pub repair: bool,
     /// Arguments appended to the kernel command line in grub.cfg, e.g. "quiet
     /// systemd.unit=multi-user.target" (repeatable; no quotes, $ ; { } ` \ | & < > #).
     #[arg(long = "kernel-cmdline", value_name = "ARGS")]

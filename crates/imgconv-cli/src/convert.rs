@@ -36,6 +36,7 @@ pub fn options(source: &Path, output: &Path, s: &ConversionSettings) -> ConvertO
     };
     o.disk_bus = s.bus.into();
     o.replay_journal = s.replay_journal;
+    o.repair = s.repair;
     o.force = s.force;
     o.grub_dir = s.grub_dir.clone();
     o.extra_cmdline = s.kernel_cmdline.clone();

@@ -96,6 +96,10 @@ pub struct ConvertOptions {
     pub disk_bus: DiskBus,
     /// Replay a dirty journal in the output copy (never the input) instead of refusing.
     pub replay_journal: bool,
+    /// Repair the output copy with `e2fsck -fy` before anything is written into it (never
+    /// the input) instead of refusing a filesystem whose bitmaps cannot be trusted: one
+    /// not cleanly unmounted or with errors recorded.
+    pub repair: bool,
     /// Overwrite an existing output.
     pub force: bool,
     /// Take GRUB i386-pc modules from this directory instead of the donor's.
@@ -123,6 +127,7 @@ impl ConvertOptions {
             firmware: Firmware::Bios,
             disk_bus: DiskBus::Virtio,
             replay_journal: false,
+            repair: false,
             force: false,
             grub_dir: None,
             extra_cmdline: Vec::new(),
@@ -252,6 +257,7 @@ fn prepare(
         Ok(source::inspect(&opts.source)?)
     })?;
     inspection.check_journal(opts.replay_journal)?;
+    inspection.check_clean(opts.repair)?;
     check_cancel(progress)?;
 
     let mut warnings = inspection.guest.warnings.clone();
@@ -556,11 +562,13 @@ pub fn convert_unpublished(
     }
 
     // Stream and graft run side by side (see `together`) unless an outside tool has to
-    // change the copied filesystem between them: journal replay and resize2fs work on the
-    // finished copy in the output, so there the stages stay one after the other.
-    // `IMGCONV_OVERLAP=never` forces the sequential path (tests compare both paths'
-    // outputs; benchmarks measure what the overlap gains).
+    // change the copied filesystem between them: journal replay, repair (e2fsck -fy on a
+    // filesystem whose bitmaps cannot be trusted; the graft allocates from them) and
+    // resize2fs work on the finished copy in the output, so there the stages stay one
+    // after the other. `IMGCONV_OVERLAP=never` forces the sequential path (tests compare
+    // both paths' outputs; benchmarks measure what the overlap gains).
     let sequential = plan.inspection.fs.needs_recovery
+        || plan.inspection.unclean().is_some()
         || plan.disk.grow.is_some()
         || std::env::var_os("IMGCONV_OVERLAP").is_some_and(|v| v == "never");
     let guest = GuestWork {
@@ -636,7 +644,8 @@ pub fn convert_unpublished(
     })
 }
 
-/// Grow the copied filesystem and replay its journal, in the output (sequential path).
+/// Replay the copied filesystem's journal or repair it, then grow it, in the output
+/// (sequential path; the stream has finished and nothing was written into it yet).
 fn grow_and_replay(
     plan: &ConversionPlan,
     out: &TempOutput,
@@ -657,6 +666,27 @@ fn grow_and_replay(
                 None,
             );
         }
+        if let Some(state) = plan.inspection.unclean() {
+            // `check_clean` let it through: --repair was given.
+            progress.stage(Stage::Grow, None);
+            let run = crate::e2fs_tools::repair(out.path(), root_offset)?;
+            report.change(
+                "repair",
+                "/",
+                format!(
+                    "repaired the copied filesystem with e2fsck -fy before writing into it ({})",
+                    if run.exit_code == 0 {
+                        "it found nothing to fix".to_string()
+                    } else {
+                        format!("it fixed: {}", fsck_fixes(&run.output_tail))
+                    }
+                ),
+                format!(
+                    "the source filesystem {state}, so its allocation bitmaps could not be trusted, and --repair was given; the input was not touched"
+                ),
+                None,
+            );
+        }
         if let Some(grow) = &plan.disk.grow {
             progress.stage(Stage::Grow, None);
             crate::e2fs_tools::grow(out.path(), root_offset, grow.to_bytes)?;
@@ -674,6 +704,32 @@ fn grow_and_replay(
         }
         Ok(())
     })
+}
+
+/// The problems e2fsck reports fixing, in one line: its output without the pass headers
+/// and the summary, at most a few hundred characters.
+fn fsck_fixes(output: &str) -> String {
+    let fixes: Vec<&str> = output
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with("Pass ")
+                && !l.starts_with("e2fsck ")
+                && !l.contains("***** FILE SYSTEM WAS MODIFIED")
+                && !l.contains(" files (")
+        })
+        .collect();
+    let mut line = fixes.join("; ");
+    if line.len() > 400 {
+        let cut = (0..=400)
+            .rev()
+            .find(|&i| line.is_char_boundary(i))
+            .unwrap_or(0);
+        line.truncate(cut);
+        line.push('…');
+    }
+    line
 }
 
 /// What is written into the guest filesystem after the stream: graft, fixups, boot files.

@@ -234,6 +234,24 @@ pub fn replay_journal(out_image: &Path, offset: u64) -> Result<ToolRun, ToolErro
     })
 }
 
+/// Repair the filesystem at `offset` in the output image: `e2fsck -fy 'out.img?offset=N'`
+/// (a full check that rebuilds the allocation bitmaps and counts from the inodes). Exit
+/// codes 0 (clean) and 1 (errors corrected) are success. Only ever call this on the
+/// output copy.
+pub fn repair(out_image: &Path, offset: u64) -> Result<ToolRun, ToolError> {
+    let dev = DeviceArg::new(out_image, offset)?;
+    run(
+        "e2fsck",
+        &[
+            OsStr::new("-f"),
+            OsStr::new("-y"),
+            OsStr::new("--"),
+            dev.as_os_str(),
+        ],
+        &[0, 1],
+    )
+}
+
 /// Most data kept aside from beyond the grown filesystem during a grow (see [`grow`]).
 const MAX_TAIL_SAVE: u64 = 64 << 20;
 
