@@ -166,6 +166,13 @@ fn a_crashed_ext2_guest_is_refused_or_repaired_on_the_copy_before_the_graft() {
     );
     assert!(!out.exists());
 
+    // The dry run says what --repair will do.
+    let planned = convert(&src, &out, &["--repair", "--dry-run"]);
+    let text = String::from_utf8_lossy(&planned.stdout);
+    assert!(planned.status.success(), "{}", stderr_of(&planned));
+    assert!(text.contains("repair:  the filesystem was not cleanly unmounted"), "{text}");
+    assert!(!out.exists());
+
     // Repaired on the copy, before the graft.
     let report = dir.path().join("kvm.json");
     let repaired = convert(
