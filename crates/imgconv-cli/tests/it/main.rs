@@ -11,6 +11,8 @@ mod support;
 
 mod cli;
 mod convert;
+mod crashed_guest;
 mod input_integrity;
 mod interrupt;
+mod output_safety;
 mod verify;

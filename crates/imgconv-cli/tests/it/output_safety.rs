@@ -4,9 +4,8 @@
 //! bytes for SRC, DONOR, OUT and `--json`, and `batch --dir` taking symlinks and block
 //! devices and naming what it leaves out.
 
-mod common;
-#[path = "../../imgconv-core/tests/support/mod.rs"]
-mod support;
+use crate::common;
+use crate::support;
 
 use common::*;
 use std::ffi::OsStr;
@@ -387,7 +386,10 @@ fn batch_dir_takes_symlinks_and_block_devices_and_names_what_it_leaves_out() {
         std::os::unix::fs::symlink(&dev, images.join("db-disk")).unwrap();
         Some(dev)
     } else {
-        eprintln!("SKIP: the block-device part of this test needs root (loop devices)");
+        support::skip(
+            support::SkipKind::CiCanRun,
+            "its block-device part needs root (loop devices); the rest runs",
+        );
         None
     };
     let outdir = work.path().join("out");

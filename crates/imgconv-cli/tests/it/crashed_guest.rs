@@ -5,9 +5,8 @@
 //! `--repair` the copy is repaired by e2fsck before anything is grafted: the output is
 //! clean for `e2fsck -fn` and every file of the source is intact (scripts/fidelity).
 
-mod common;
-#[path = "../../imgconv-core/tests/support/mod.rs"]
-mod support;
+use crate::common;
+use crate::support;
 
 use common::*;
 use std::fs;
@@ -170,7 +169,10 @@ fn a_crashed_ext2_guest_is_refused_or_repaired_on_the_copy_before_the_graft() {
     let planned = convert(&src, &out, &["--repair", "--dry-run"]);
     let text = String::from_utf8_lossy(&planned.stdout);
     assert!(planned.status.success(), "{}", stderr_of(&planned));
-    assert!(text.contains("repair:  the filesystem was not cleanly unmounted"), "{text}");
+    assert!(
+        text.contains("repair:  the filesystem was not cleanly unmounted"),
+        "{text}"
+    );
     assert!(!out.exists());
 
     // Repaired on the copy, before the graft.
