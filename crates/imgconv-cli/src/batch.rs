@@ -20,7 +20,9 @@ use std::time::Instant;
 /// The result of one image of a batch (one JSON entry, one summary row).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Entry {
+    #[serde(serialize_with = "imgconv_core::serde_path::lossy")]
     pub source: PathBuf,
+    #[serde(serialize_with = "imgconv_core::serde_path::lossy")]
     pub output: PathBuf,
     /// "ok", "failed", "cancelled" or "skipped" (not started after a failure).
     pub result: &'static str,
@@ -48,6 +50,8 @@ pub struct BatchReport {
     pub skipped: usize,
     pub seconds: f64,
     pub images: Vec<Entry>,
+    /// Entries of `--dir` that were not taken as images, with the reason.
+    pub ignored: Vec<Ignored>,
 }
 
 /// The output path for a source.
@@ -58,7 +62,50 @@ pub fn output_for(out_dir: &Path, source: &Path) -> PathBuf {
     out_dir.join(format!("{stem}.raw"))
 }
 
-fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
+/// An entry of `--dir` that is not taken as an image, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Ignored {
+    #[serde(serialize_with = "imgconv_core::serde_path::lossy")]
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// Why a directory entry is not an image, or `None` for a regular file or a block device
+/// (directly or through a symlink).
+fn not_an_image(path: &Path, name: &std::ffi::OsStr) -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    if name.as_encoded_bytes().starts_with(b".") {
+        return Some("hidden".into());
+    }
+    let link = std::fs::symlink_metadata(path)
+        .map(|m| m.file_type().is_symlink())
+        .unwrap_or(false);
+    let via = if link { "a symlink to " } else { "" };
+    let kind = match std::fs::metadata(path) {
+        Err(e) if link => return Some(format!("a symlink that cannot be followed: {e}")),
+        Err(e) => return Some(format!("cannot stat it: {e}")),
+        Ok(m) => m.file_type(),
+    };
+    if kind.is_file() || kind.is_block_device() {
+        return None;
+    }
+    let what = if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a fifo"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else {
+        "not a regular file"
+    };
+    Some(format!("{via}{what}"))
+}
+
+/// The images in `dir`: regular files and block devices, also through symlinks, sorted by
+/// name; and the entries left out, with the reason.
+fn list_dir(dir: &Path) -> Result<(Vec<PathBuf>, Vec<Ignored>), CliError> {
     let rd = std::fs::read_dir(dir).map_err(|e| {
         CliError::new(
             Class::Input,
@@ -66,29 +113,63 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
             "give a directory of images with --dir",
         )
     })?;
-    let mut files: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok())
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.path())
-        .collect();
+    let mut files = Vec::new();
+    let mut ignored = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| {
+            CliError::new(
+                Class::Input,
+                format!("cannot list {}: {e}", dir.display()),
+                "give a directory of images with --dir",
+            )
+        })?;
+        let path = entry.path();
+        match not_an_image(&path, &entry.file_name()) {
+            None => files.push(path),
+            Some(reason) => ignored.push(Ignored { path, reason }),
+        }
+    }
     files.sort();
+    ignored.sort_by(|a, b| a.path.cmp(&b.path));
     if files.is_empty() {
         return Err(CliError::new(
             Class::Input,
-            format!("no image files in {}", dir.display()),
+            format!(
+                "no image files in {}{}",
+                dir.display(),
+                ignored_list(&ignored)
+                    .map(|l| format!(" (left out: {l})"))
+                    .unwrap_or_default()
+            ),
             "put the Xen images there, or list them on the command line",
         ));
     }
-    Ok(files)
+    Ok((files, ignored))
+}
+
+/// `name (reason), …`, or `None` when nothing was left out.
+fn ignored_list(ignored: &[Ignored]) -> Option<String> {
+    (!ignored.is_empty()).then(|| {
+        ignored
+            .iter()
+            .map(|i| {
+                let name = i.path.file_name().unwrap_or(i.path.as_os_str());
+                format!("{} ({})", name.to_string_lossy(), i.reason)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
 }
 
 /// `imgconv batch`.
 pub fn run(a: &BatchArgs) -> Result<(), CliError> {
-    let sources = match &a.dir {
+    let (sources, ignored) = match &a.dir {
         Some(d) => list_dir(d)?,
-        None => a.sources.clone(),
+        None => (a.sources.clone(), Vec::new()),
     };
+    if let Some(list) = ignored_list(&ignored) {
+        eprintln!("imgconv: note: not images, left out: {list}");
+    }
     std::fs::create_dir_all(&a.out_dir).map_err(|e| {
         CliError::new(
             Class::Output,
@@ -113,6 +194,11 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
             ));
         }
         let o = convert::options(src, &out, &a.settings);
+        if let Some(json) = &a.json {
+            if let Err(e) = convert::check_report_path(json, &o) {
+                refused.push(e);
+            }
+        }
         // Output problems (an existing output without --force, output == input) stop the
         // whole batch; a bad source or donor is that image's failure, reported in turn.
         if let Err(e) = convert::preflight(&o) {
@@ -212,6 +298,7 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
         skipped: images.iter().filter(|e| e.result == "skipped").count(),
         seconds: started.elapsed().as_secs_f64(),
         images,
+        ignored,
     };
     print_summary(&report);
     if let Some(path) = &a.json {

@@ -117,8 +117,10 @@ pub struct ConversionSettings {
     /// Replay a dirty journal in the output copy (the input is never touched).
     #[arg(long)]
     pub replay_journal: bool,
-    /// When files share blocks or own blocks the bitmaps call free, run e2fsck -fy on
-    /// the output copy before grafting instead of refusing (the input is never touched).
+    /// Repair the output copy with e2fsck -fy before grafting, instead of refusing: a
+    /// filesystem whose bitmaps cannot be trusted (not cleanly unmounted, or errors
+    /// recorded), or files sharing blocks or owning blocks the bitmaps call free. The
+    /// input is never touched.
     #[arg(long)]
     pub repair: bool,
     /// Arguments appended to the kernel command line in grub.cfg, e.g. "quiet

@@ -126,13 +126,7 @@ pub fn preflight(o: &ConvertOptions) -> Result<(), CliError> {
             ));
         }
     }
-    if same_file(&o.source, &o.output) {
-        return Err(CliError::new(
-            Class::Usage,
-            format!("the output {} is the source itself", o.output.display()),
-            "the input is never modified: choose another -o",
-        ));
-    }
+    refuse_naming_an_input(&o.output, "-o", o)?;
     if let Ok(m) = std::fs::symlink_metadata(&o.output) {
         if m.is_dir() {
             return Err(CliError::new(
@@ -181,12 +175,56 @@ pub fn preflight(o: &ConvertOptions) -> Result<(), CliError> {
     Ok(())
 }
 
-fn same_file(a: &Path, b: &Path) -> bool {
+/// True when `a` and `b` name one file: the same device and inode (through symlinks and
+/// hard links alike), or, for names that do not exist yet, the same name in the same
+/// directory.
+pub fn same_file(a: &Path, b: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (std::fs::metadata(a), std::fs::metadata(b)) {
         (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        (Err(_), Err(_)) => {
+            let place = |p: &Path| {
+                let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+                let dir = std::fs::canonicalize(dir.unwrap_or(Path::new("."))).ok()?;
+                Some((dir, p.file_name()?.to_os_string()))
+            };
+            place(a).is_some_and(|x| Some(x) == place(b))
+        }
         _ => false,
     }
+}
+
+/// Refuse a path to be written (`-o`, `--json`) that is the source or the donor: the
+/// inputs are never modified.
+pub fn refuse_naming_an_input(
+    path: &Path,
+    option: &str,
+    o: &ConvertOptions,
+) -> Result<(), CliError> {
+    let inputs = [("source", Some(&o.source)), ("donor", o.donor.as_ref())];
+    for (what, input) in inputs {
+        if input.is_some_and(|i| same_file(path, i)) {
+            return Err(CliError::new(
+                Class::Usage,
+                format!("{option} {} is the {what} itself", path.display()),
+                format!("the {what} is only ever read: choose another {option}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuse a `--json` report path that is an input or the output image.
+pub fn check_report_path(json: &Path, o: &ConvertOptions) -> Result<(), CliError> {
+    refuse_naming_an_input(json, "--json", o)?;
+    if same_file(json, &o.output) {
+        return Err(CliError::new(
+            Class::Usage,
+            format!("--json {} is the output image", json.display()),
+            "give the report its own file name",
+        ));
+    }
+    Ok(())
 }
 
 /// Where the source's root filesystem is (for `--fsck pre`), from the library's inspection.
@@ -200,48 +238,13 @@ fn source_root(o: &ConvertOptions) -> Result<FsLocation, CliError> {
     })
 }
 
-/// Where the output's root filesystem is (for `--fsck post`): partition 1 of the table we wrote.
-pub fn output_root(output: &Path) -> Result<FsLocation, CliError> {
-    use imgconv_core::blockio::Region;
-    let region = Region::open(output).map_err(|e| {
-        CliError::new(
-            Class::Output,
-            e.to_string(),
-            "the converted image cannot be read back",
-        )
-    })?;
-    let table = imgconv_core::partition::read_table(&region).map_err(|e| {
-        CliError::new(
-            Class::Verify,
-            e.to_string(),
-            "the converted image has a broken partition table",
-        )
-    })?;
-    let p1 = table
-        .and_then(|t| t.entries.into_iter().find(|e| e.number == 1))
-        .ok_or_else(|| {
-            CliError::new(
-                Class::Verify,
-                format!("{} has no partition 1", output.display()),
-                "the converted image is not what imgconv writes",
-            )
-        })?;
-    Ok(FsLocation {
-        image: output.to_path_buf(),
-        offset: p1.start,
-        len: p1.len,
-    })
-}
-
-/// The library conversion, mapped to the CLI's terms.
-fn library_convert(o: &ConvertOptions, progress: &mut CliProgress) -> Result<Converted, CliError> {
-    let conversion = imgconv_core::convert::convert(o, progress)
-        .map_err(|e| errors::from_core(&e, &paths_of(o)))?;
-    Ok(Converted {
-        json: serde_json::to_value(&conversion).expect("the conversion serializes"),
-        summary: summary(&conversion),
+/// The CLI's result of a conversion the library finished.
+fn converted(conversion: &Conversion) -> Converted {
+    Converted {
+        json: serde_json::to_value(conversion).expect("the conversion serializes"),
+        summary: summary(conversion),
         warnings: conversion.report.warnings.clone(),
-    })
+    }
 }
 
 /// The final result, in a few lines.
@@ -281,7 +284,9 @@ fn summary(c: &Conversion) -> String {
     s
 }
 
-/// Convert one image: preflight, pre-fsck, library convert, post-fsck.
+/// Convert one image: preflight, pre-fsck, library convert, post-fsck, publish. The
+/// post-fsck checks the finished image before it is published: when it fails, nothing
+/// appears at the output path.
 pub fn convert_one(
     o: &ConvertOptions,
     s: &ConversionSettings,
@@ -296,18 +301,40 @@ pub fn convert_one(
     if signals::cancelled() {
         return Err(CliError::cancelled());
     }
-    let converted = library_convert(o, progress)?;
+    let core_err = |e: imgconv_core::Error| errors::from_core(&e, &paths_of(o));
+    let finished = imgconv_core::convert::convert_unpublished(o, progress).map_err(core_err)?;
     if s.fsck.post() {
-        let root = output_root(&o.output)?;
+        let (offset, len) = finished.root_partition();
+        let root = FsLocation {
+            image: finished.image().to_path_buf(),
+            offset,
+            len,
+        };
         progress.step("fsck-post", Unit::Items, None);
-        fsck::require_clean(&root, s.use_loop, "output's root filesystem")?;
+        let mut outcome = fsck::check(&root, s.use_loop)?;
+        // The image has no name yet: say which one it would have been.
+        outcome.checked = format!("{}, partition 1, before publishing", o.output.display());
+        fsck::clean_or_error(
+            outcome,
+            "output's root filesystem",
+            format!(
+                "nothing was written to {}; run the conversion without --fsck post to keep the image and examine it",
+                o.output.display()
+            ),
+        )?;
     }
-    Ok(converted)
+    if signals::cancelled() {
+        return Err(CliError::cancelled());
+    }
+    Ok(converted(&finished.publish().map_err(core_err)?))
 }
 
 /// `imgconv convert`.
 pub fn run(a: &ConvertArgs) -> Result<(), CliError> {
     let o = options(&a.source, &a.output, &a.settings);
+    if let Some(json) = &a.json {
+        check_report_path(json, &o)?;
+    }
     let mut progress = CliProgress::single(Mode::detect(a.settings.quiet), signals::cancel_flag());
     if a.dry_run {
         preflight(&o)?;

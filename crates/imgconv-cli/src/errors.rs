@@ -327,8 +327,8 @@ pub fn from_core(err: &Error, paths: &Paths) -> CliError {
             FixupError::NoBackupName { .. } => Class::Input,
             _ => Class::Failure,
         },
-        // A dirty journal that must not be replayed is the source's state.
-        Error::Ext(ExtError::NeedsRecovery { .. }) => Class::Input,
+        // A dirty journal that must not be replayed, or an unclean state, is the source's.
+        Error::Ext(ExtError::NeedsRecovery { .. } | ExtError::Unclean { .. }) => Class::Input,
         Error::Ext(_) if out_of_space(&err.to_string()) => Class::Output,
         Error::Ext(_) => Class::Failure,
         Error::Boot(imgconv_core::boot::BootError::Io { path, source, .. }) => {
@@ -374,7 +374,15 @@ pub fn from_core(err: &Error, paths: &Paths) -> CliError {
         }
         src = s.source();
     }
-    CliError::new(class, cause, hint_for(class, paths))
+    let hint = match err {
+        Error::Inspect(e) if matches!(e.as_ref(), InspectError::Unclean { .. }) => {
+            "re-run with --repair: e2fsck -fy repairs the converted copy before anything is \
+             written into it (the source is never modified)"
+                .to_string()
+        }
+        _ => hint_for(class, paths),
+    };
+    CliError::new(class, cause, hint)
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@
 use crate::errors::{Class, CliError};
 use crate::signals;
 use crate::tools;
+use imgconv_core::e2fs_tools::DeviceArg;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -57,6 +59,7 @@ impl LoopDevice {
                 .arg(offset.to_string())
                 .arg("--sizelimit")
                 .arg(len.to_string())
+                .arg("--")
                 .arg(image),
             "losetup",
         )?;
@@ -92,23 +95,40 @@ impl Drop for LoopDevice {
     }
 }
 
-/// Run `e2fsck -fn` on the filesystem at `loc`, read-only.
+/// Run `e2fsck -fn` on the filesystem at `loc`, read-only. The path goes to e2fsck as it
+/// is (any bytes), after `--`, in the library's `image?offset=N` form.
 pub fn check(loc: &FsLocation, use_loop: bool) -> Result<FsckOutcome, CliError> {
     let loop_dev;
-    let target = if use_loop {
+    let device;
+    let target: &OsStr = if use_loop {
         loop_dev = LoopDevice::attach(&loc.image, loc.offset, loc.len)?;
-        loop_dev.path().to_string()
+        OsStr::new(loop_dev.path())
+    } else {
+        device = DeviceArg::new(&loc.image, loc.offset).map_err(|e| {
+            CliError::new(
+                Class::Failure,
+                e.to_string(),
+                "check that the image is readable",
+            )
+        })?;
+        device.as_os_str()
+    };
+    let (status, out, err) = tools::run(
+        Command::new("e2fsck").args(["-fn", "--"]).arg(target),
+        "e2fsck",
+    )?;
+    let exit_code = status.code().unwrap_or(-1);
+    let checked = if use_loop {
+        target.to_string_lossy().into_owned()
     } else if loc.offset == 0 {
         loc.image.display().to_string()
     } else {
         format!("{}?offset={}", loc.image.display(), loc.offset)
     };
-    let (status, out, err) = tools::run(Command::new("e2fsck").arg("-fn").arg(&target), "e2fsck")?;
-    let exit_code = status.code().unwrap_or(-1);
     Ok(FsckOutcome {
         clean: exit_code == 0,
         exit_code,
-        checked: target,
+        checked,
         output: tools::tail(&format!("{out}\n{err}"), 12),
     })
 }
@@ -120,6 +140,19 @@ pub fn require_clean(
     what: &str,
 ) -> Result<FsckOutcome, CliError> {
     let outcome = check(loc, use_loop)?;
+    let hint = format!(
+        "inspect it with `e2fsck -fn '{}'`; a dirty journal can be replayed in the output with --replay-journal",
+        outcome.checked
+    );
+    clean_or_error(outcome, what, hint)
+}
+
+/// A clean outcome, or the exit-6 error for the `what` e2fsck checked, with `hint`.
+pub fn clean_or_error(
+    outcome: FsckOutcome,
+    what: &str,
+    hint: String,
+) -> Result<FsckOutcome, CliError> {
     if outcome.clean {
         return Ok(outcome);
     }
@@ -136,10 +169,7 @@ pub fn require_clean(
             outcome.exit_code,
             indent(&outcome.output)
         ),
-        format!(
-            "inspect it with `e2fsck -fn '{}'`; a dirty journal can be replayed in the output with --replay-journal",
-            outcome.checked
-        ),
+        hint,
     ))
 }
 

@@ -530,7 +530,7 @@ fn esp_check(
         at += k as u64;
     }
     let (status, out, err) = tools::run(
-        Command::new("fsck.fat").arg("-n").arg(copy.path()),
+        Command::new("fsck.fat").args(["-n", "--"]).arg(copy.path()),
         "fsck.fat",
     )?;
     drop(copy);

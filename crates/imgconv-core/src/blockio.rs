@@ -25,10 +25,18 @@ impl Region {
     /// Open `path` read-only and return a region covering the whole file.
     pub fn open(path: &Path) -> crate::Result<Self> {
         let file = File::open(path).map_err(|e| crate::Error::io("cannot open", path, e))?;
-        let len = file
+        let meta = file
             .metadata()
-            .map_err(|e| crate::Error::io("cannot stat", path, e))?
-            .len();
+            .map_err(|e| crate::Error::io("cannot stat", path, e))?;
+        // A block device's size is not in its metadata: seek to its end.
+        let len = if std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
+            use std::io::Seek;
+            (&file)
+                .seek(io::SeekFrom::End(0))
+                .map_err(|e| crate::Error::io("cannot size", path, e))?
+        } else {
+            meta.len()
+        };
         Ok(Self {
             file: Arc::new(file),
             path: Arc::new(path.to_path_buf()),

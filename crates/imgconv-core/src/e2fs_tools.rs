@@ -1,5 +1,5 @@
 //! Running e2fsprogs programs on the output (resize2fs to grow, e2fsck to replay a
-//! journal) through the `file?offset=N` io option. (issue 3)
+//! journal) through the `file?offset=N` io option.
 //!
 //! e2fsprogs' unix I/O manager accepts `name?offset=BYTES` for every program built on
 //! libext2fs, so the filesystem inside partition 1 of the output image is reached
@@ -18,6 +18,8 @@
 //! Order in a conversion: stream the blocks, then replay the journal (if asked), then
 //! grow — replay may change the free-block counts resize2fs relies on.
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -69,34 +71,46 @@ pub enum ToolError {
     TailTooLarge { path: PathBuf, cap: u64 },
 }
 
-/// The `name?offset=N` argument; a path that itself contains `?` is reached through a
-/// temporary symlink, since e2fsprogs splits the name at the first `?`.
-fn device_arg(image: &Path, offset: u64) -> Result<(String, Option<tempfile::TempDir>), ToolError> {
-    let text = image.to_string_lossy();
-    let (name, guard) = if text.contains('?') {
-        let dir = tempfile::tempdir().map_err(|source| ToolError::Path {
-            path: image.to_path_buf(),
-            source,
-        })?;
-        let link = dir.path().join("image");
-        let target = std::fs::canonicalize(image).map_err(|source| ToolError::Path {
-            path: image.to_path_buf(),
-            source,
-        })?;
-        std::os::unix::fs::symlink(target, &link).map_err(|source| ToolError::Path {
-            path: link.clone(),
-            source,
-        })?;
-        (link.to_string_lossy().into_owned(), Some(dir))
-    } else {
-        (text.into_owned(), None)
-    };
-    let arg = if offset == 0 {
-        name
-    } else {
-        format!("{name}?offset={offset}")
-    };
-    Ok((arg, guard))
+/// The name under which e2fsprogs programs open the filesystem at `offset` in `image`:
+/// `image?offset=N` (the unix I/O manager's option syntax), as an `OsString` so that any
+/// path works, non-UTF-8 bytes included. e2fsprogs splits the name at its first `?`
+/// (`ext2fs_open2`), so a path that itself contains `?` is reached through a symlink in a
+/// private temporary directory, which lives as long as this value. Pass it after `--`:
+/// a path may begin with `-`.
+#[derive(Debug)]
+pub struct DeviceArg {
+    arg: OsString,
+    _link_dir: Option<tempfile::TempDir>,
+}
+
+impl DeviceArg {
+    pub fn new(image: &Path, offset: u64) -> Result<DeviceArg, ToolError> {
+        let path_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ToolError::Path { path, source }
+        };
+        let (mut arg, link_dir) = if image.as_os_str().as_bytes().contains(&b'?') {
+            let dir = tempfile::tempdir().map_err(path_err(image))?;
+            let link = dir.path().join("image");
+            let target = std::fs::canonicalize(image).map_err(path_err(image))?;
+            std::os::unix::fs::symlink(target, &link).map_err(path_err(&link))?;
+            (link.into_os_string(), Some(dir))
+        } else {
+            (image.as_os_str().to_os_string(), None)
+        };
+        if offset != 0 {
+            arg.push(format!("?offset={offset}"));
+        }
+        Ok(DeviceArg {
+            arg,
+            _link_dir: link_dir,
+        })
+    }
+
+    /// The argument to pass.
+    pub fn as_os_str(&self) -> &OsStr {
+        &self.arg
+    }
 }
 
 fn tail(out: &[u8], err: &[u8]) -> String {
@@ -110,11 +124,11 @@ fn tail(out: &[u8], err: &[u8]) -> String {
 }
 
 /// Run `tool args…`; exit codes in `ok` are success.
-fn run(tool: &'static str, args: &[String], ok: &[i32]) -> Result<ToolRun, ToolError> {
+fn run(tool: &'static str, args: &[&OsStr], ok: &[i32]) -> Result<ToolRun, ToolError> {
     let command = format!(
         "{tool} {}",
         args.iter()
-            .map(|a| shell_quote(a))
+            .map(|a| shell_quote(&a.to_string_lossy()))
             .collect::<Vec<_>>()
             .join(" ")
     );
@@ -170,17 +184,10 @@ const REOPEN_BUG: &str = "while trying to re-open";
 /// `debugfs -w -R "feature -needs_recovery"` (debugfs honours the io options for normal
 /// operations) and run `e2fsck -fy` again, which now does the full check and repair that
 /// e2fsck would have done after the re-open. A fixed e2fsprogs succeeds on the first run.
-/// `e2fsck -fy` on the filesystem at `offset` in the output image (exit 1, "errors
-/// corrected", is success): clones shared blocks and marks owned blocks used.
-pub fn repair(out_image: &Path, offset: u64) -> Result<ToolRun, ToolError> {
-    let (dev, _guard) = device_arg(out_image, offset)?;
-    run("e2fsck", &["-f".into(), "-y".into(), dev], &[0, 1])
-}
-
-/// Replay the journal of the filesystem at `offset` in the output image (see above).
 pub fn replay_journal(out_image: &Path, offset: u64) -> Result<ToolRun, ToolError> {
-    let (dev, _guard) = device_arg(out_image, offset)?;
-    let fsck_args = ["-f".to_string(), "-y".to_string(), dev.clone()];
+    let dev = DeviceArg::new(out_image, offset)?;
+    let fsck_args = ["-f", "-y", "--"].map(OsStr::new);
+    let fsck_args = [&fsck_args[..], &[dev.as_os_str()]].concat();
     let first = match run("e2fsck", &fsck_args, &[0, 1]) {
         Ok(r) => return Ok(r),
         Err(e) => e,
@@ -203,10 +210,11 @@ pub fn replay_journal(out_image: &Path, offset: u64) -> Result<ToolRun, ToolErro
     let clear = run(
         "debugfs",
         &[
-            "-w".into(),
-            "-R".into(),
-            "feature -needs_recovery".into(),
-            dev,
+            OsStr::new("-w"),
+            OsStr::new("-R"),
+            OsStr::new("feature -needs_recovery"),
+            OsStr::new("--"),
+            dev.as_os_str(),
         ],
         &[0],
     )?;
@@ -224,6 +232,24 @@ pub fn replay_journal(out_image: &Path, offset: u64) -> Result<ToolRun, ToolErro
         exit_code: second.exit_code,
         output_tail: second.output_tail,
     })
+}
+
+/// Repair the filesystem at `offset` in the output image: `e2fsck -fy 'out.img?offset=N'`
+/// (a full check that rebuilds the allocation bitmaps and counts from the inodes). Exit
+/// codes 0 (clean) and 1 (errors corrected) are success: it clones shared blocks and marks
+/// owned blocks used. Only ever call this on the output copy.
+pub fn repair(out_image: &Path, offset: u64) -> Result<ToolRun, ToolError> {
+    let dev = DeviceArg::new(out_image, offset)?;
+    run(
+        "e2fsck",
+        &[
+            OsStr::new("-f"),
+            OsStr::new("-y"),
+            OsStr::new("--"),
+            dev.as_os_str(),
+        ],
+        &[0, 1],
+    )
 }
 
 /// Most data kept aside from beyond the grown filesystem during a grow (see [`grow`]).
@@ -306,11 +332,17 @@ pub fn grow(out_image: &Path, offset: u64, new_size_bytes: u64) -> Result<ToolRu
         }
         pos += n as u64;
     }
-    let (dev, _guard) = device_arg(out_image, offset)?;
+    let dev = DeviceArg::new(out_image, offset)?;
     file.set_len(new_bytes).map_err(path_err)?;
+    let new_blocks = new_blocks.to_string();
     let result = run(
         "resize2fs",
-        &["-f".into(), dev, new_blocks.to_string()],
+        &[
+            OsStr::new("-f"),
+            OsStr::new("--"),
+            dev.as_os_str(),
+            OsStr::new(&new_blocks),
+        ],
         &[0],
     );
     // Give the file its length and tail back whatever resize2fs did.
@@ -331,11 +363,37 @@ mod tests {
 
     #[test]
     fn device_argument_and_quoting() {
-        let (a, g) = device_arg(Path::new("/tmp/out.img"), 1048576).unwrap();
-        assert_eq!(a, "/tmp/out.img?offset=1048576");
-        assert!(g.is_none());
+        let a = DeviceArg::new(Path::new("/tmp/out.img"), 1048576).unwrap();
+        assert_eq!(a.as_os_str(), "/tmp/out.img?offset=1048576");
+        assert!(a._link_dir.is_none());
+        assert_eq!(
+            DeviceArg::new(Path::new("/tmp/out.img"), 0)
+                .unwrap()
+                .as_os_str(),
+            "/tmp/out.img"
+        );
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(tail(b"a\n\nb\n", b"c\n"), "a\nb\nc");
+    }
+
+    #[test]
+    fn odd_paths_reach_the_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain.img");
+        let made = Command::new("mkfs.ext2")
+            .args(["-q", "-F"])
+            .arg(&plain)
+            .arg("4096")
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let fs = std::fs::read(&plain).unwrap();
+        // A leading '-', a space, a '?', a newline and a byte that is not UTF-8.
+        let odd = dir.path().join(OsStr::from_bytes(b"-a ?b\n\xff.img"));
+        std::fs::write(&odd, [vec![0u8; 1 << 20], fs].concat()).unwrap();
+        let run = replay_journal(&odd, 1 << 20).unwrap();
+        assert_eq!(run.exit_code, 0, "{}", run.output_tail);
+        assert!(run.command.contains("?offset=1048576"), "{}", run.command);
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod partition;
 pub mod progress;
 pub mod readcache;
 pub mod report;
+pub mod serde_path;
 pub mod source;
 pub mod stream;
 pub mod swap;

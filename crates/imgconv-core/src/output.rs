@@ -8,6 +8,8 @@
 
 use std::fs::File;
 use std::io;
+#[cfg(test)]
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Errors creating, writing or committing the output.
@@ -39,11 +41,22 @@ fn is_no_space(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
-/// The path an open file descriptor refers to (Linux `/proc/self/fd`), for messages.
+/// The path an open file descriptor refers to (Linux `/proc/self/fd`), for messages. An
+/// unnamed temporary output (`O_TMPFILE`) reads `<dir>/#<inode> (deleted)` there; it is
+/// named as what it is, in its directory.
 fn path_of(file: &File) -> PathBuf {
     use std::os::fd::AsRawFd;
-    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
-        .unwrap_or_else(|_| PathBuf::from("the output image"))
+    let Ok(path) = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) else {
+        return PathBuf::from("the output image");
+    };
+    let unnamed = path.file_name().is_some_and(|n| {
+        let n = n.to_string_lossy();
+        n.starts_with('#') && n.ends_with(" (deleted)")
+    });
+    match path.parent() {
+        Some(dir) if unnamed => dir.join("(temporary output)"),
+        _ => path,
+    }
 }
 
 /// Turn an I/O error from writing `dst` into an [`OutputError`]; `ENOSPC`/`EDQUOT`
@@ -62,18 +75,103 @@ pub fn write_error(dst: &File, action: &'static str, e: io::Error) -> OutputErro
     }
 }
 
-/// A temporary output file beside its destination; removed on drop unless committed.
+/// How the temporary output exists in the output directory until it is published.
+#[derive(Debug)]
+enum Backing {
+    /// `O_TMPFILE`: an inode with no name at all, linked in as the destination on commit.
+    /// Nobody can open it by name meanwhile, and a crash or a kill leaves nothing behind.
+    Unnamed,
+    /// For filesystems without `O_TMPFILE`: a hidden file created with `O_EXCL` under a
+    /// random name, removed on drop unless committed.
+    Named(tempfile::TempPath),
+}
+
+/// The temporary output of a conversion in its destination's directory; nothing is left
+/// of it on drop unless committed.
+///
+/// Everything is done through the open descriptor: this process writes the file
+/// descriptor itself, and external tools and libext2fs are given [`TempOutput::path`],
+/// the `/proc/<pid>/fd/<n>` link to that descriptor, never a name in the directory. A
+/// co-user of a writable output directory therefore cannot swap in another file (or a
+/// symlink to one) for the conversion to write into.
+///
+/// The file is created 0600; [`TempOutput::commit`] gives it the source's permission
+/// bits and owner just before it is published (see [`Access`]).
 #[derive(Debug)]
 pub struct TempOutput {
-    temp: tempfile::NamedTempFile,
+    file: File,
+    backing: Backing,
+    /// `/proc/<pid>/fd/<n>`.
+    fd_path: PathBuf,
+    dir: PathBuf,
     dest: PathBuf,
     force: bool,
+    access: Option<Access>,
+}
+
+/// The owner and permission bits the output gets, taken from the source image.
+///
+/// The source's read and write bits, less the process umask (execute, setuid, setgid
+/// and sticky bits are dropped); the owner always keeps read and write. The owner and
+/// group are the source's when the process may set them (as root); when the output's
+/// group cannot be the source's, the group bits are dropped, so that no one reads the
+/// output who could not read the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Access {
+    /// The access of the file at `source` (following symlinks, as opening it does).
+    pub fn of(source: &Path) -> io::Result<Access> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(source)?;
+        Ok(Access {
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+        })
+    }
+}
+
+/// The process umask, read from `/proc/self/status` (setting it to read it would race
+/// with other threads creating files). Unknown means the strictest, 077.
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o077)
+}
+
+/// The permission bits for an output of `source`'s access, owned by `owner_gid`'s group.
+fn output_mode(source: &Access, output_gid: u32, umask: u32) -> u32 {
+    let mut mode = (source.mode & 0o666 & !umask) | 0o600;
+    if output_gid != source.gid {
+        mode &= !0o070;
+    }
+    mode
+}
+
+/// `O_TMPFILE` is not supported here (old kernels answer `EISDIR`, some filesystems
+/// `EOPNOTSUPP`).
+fn tmpfile_unsupported(e: &rustix::io::Errno) -> bool {
+    use rustix::io::Errno;
+    [Errno::OPNOTSUPP, Errno::ISDIR, Errno::INVAL, Errno::NOTDIR].contains(e)
 }
 
 impl TempOutput {
-    /// Create `.<name>.imgconv-XXXXXX` in the destination's directory, sized (sparsely)
-    /// to `size` bytes. Fails early if `dest` exists and `force` is false.
+    /// Create the temporary output in the destination's directory (unnamed with
+    /// `O_TMPFILE`, else `.<name>.imgconv-XXXXXX` created with `O_EXCL`), mode 0600,
+    /// sized (sparsely) to `size` bytes. Fails early if `dest` exists and `force` is false.
     pub fn create(dest: &Path, size: u64, force: bool) -> Result<Self, OutputError> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::PermissionsExt;
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -86,42 +184,71 @@ impl TempOutput {
                 path: dest.to_path_buf(),
             });
         }
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "output".into());
-        let prefix = format!(".{name}.imgconv-");
-        let temp = {
-            use std::os::unix::fs::PermissionsExt;
-            tempfile::Builder::new()
-                .prefix(&prefix)
-                .rand_bytes(6)
-                // 0666 filtered by the umask, like any file a program creates.
-                .permissions(std::fs::Permissions::from_mode(0o666))
-                .tempfile_in(&dir)
-                .map_err(|source| OutputError::Create {
-                    dir: dir.clone(),
-                    source,
-                })?
+        let create_err = |source: io::Error| OutputError::Create {
+            dir: dir.clone(),
+            source,
         };
-        temp.as_file()
-            .set_len(size)
-            .map_err(|e| write_error(temp.as_file(), "cannot size", e))?;
+        use rustix::fs::{Mode, OFlags};
+        let unnamed = rustix::fs::openat(
+            rustix::fs::CWD,
+            dir.as_path(),
+            OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        );
+        let (file, backing) = match unnamed {
+            Ok(fd) => (File::from(fd), Backing::Unnamed),
+            Err(e) if tmpfile_unsupported(&e) => {
+                let name = dest
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "output".into());
+                let (file, path) = tempfile::Builder::new()
+                    .prefix(&format!(".{name}.imgconv-"))
+                    .rand_bytes(6)
+                    .permissions(std::fs::Permissions::from_mode(0o600))
+                    .tempfile_in(&dir)
+                    .map_err(create_err)?
+                    .into_parts();
+                (file, Backing::Named(path))
+            }
+            Err(e) => return Err(create_err(e.into())),
+        };
+        // Read-write for the owner whatever the umask: external tools reopen it by its
+        // descriptor link, which checks the mode.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(create_err)?;
+        file.set_len(size)
+            .map_err(|e| write_error(&file, "cannot size", e))?;
+        let fd_path = PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            file.as_raw_fd()
+        ));
         Ok(TempOutput {
-            temp,
+            file,
+            backing,
+            fd_path,
+            dir,
             dest: dest.to_path_buf(),
             force,
+            access: None,
         })
+    }
+
+    /// Give the published output this access (the source's) instead of 0600.
+    pub fn set_access(&mut self, access: Access) {
+        self.access = Some(access);
     }
 
     /// The open temporary file (read-write).
     pub fn file(&self) -> &File {
-        self.temp.as_file()
+        &self.file
     }
 
-    /// The temporary file's path (for external tools such as e2fsck and resize2fs).
+    /// A path that opens this very file for external tools and libext2fs: the
+    /// `/proc/<pid>/fd/<n>` link of its descriptor (valid while `self` lives).
     pub fn path(&self) -> &Path {
-        self.temp.path()
+        &self.fd_path
     }
 
     /// Where the image will appear on commit.
@@ -129,38 +256,105 @@ impl TempOutput {
         &self.dest
     }
 
-    /// Flush the image to stable storage and rename it to the destination (refusing to
-    /// replace an existing file unless `force` was given). Returns the destination.
-    pub fn commit(self) -> Result<PathBuf, OutputError> {
-        self.temp
-            .as_file()
-            .sync_all()
-            .map_err(|e| write_error(self.temp.as_file(), "cannot flush", e))?;
-        let dest = self.dest.clone();
-        let persisted = if self.force {
-            self.temp.persist(&dest)
-        } else {
-            self.temp.persist_noclobber(&dest)
+    /// Apply the access set by [`TempOutput::set_access`]: owner first (as root), then
+    /// the mode, whose group bits depend on the group the file ended up with.
+    fn apply_access(&self) -> Result<(), OutputError> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let Some(access) = self.access else {
+            return Ok(());
         };
-        match persisted {
-            Ok(_file) => {}
-            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
-                // `e.file` is dropped here, which removes the temporary file.
-                return Err(OutputError::Exists { path: dest });
-            }
-            Err(e) => {
-                return Err(OutputError::Io {
+        let io_err = |action, source| OutputError::Io {
+            action,
+            path: self.dest.clone(),
+            source,
+        };
+        let meta = self
+            .file
+            .metadata()
+            .map_err(|e| io_err("cannot read the owner of", e))?;
+        if (meta.uid(), meta.gid()) != (access.uid, access.gid) {
+            // Only root (or a member of the group, for the group alone) may; anyone else
+            // keeps the output as their own, which the mode below accounts for.
+            let _ = std::os::unix::fs::fchown(&self.file, Some(access.uid), Some(access.gid))
+                .or_else(|_| std::os::unix::fs::fchown(&self.file, None, Some(access.gid)));
+        }
+        let gid = self
+            .file
+            .metadata()
+            .map_err(|e| io_err("cannot read the owner of", e))?
+            .gid();
+        let mode = output_mode(&access, gid, umask());
+        self.file
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| io_err("cannot set the permissions of", e))
+    }
+
+    /// Flush the image to stable storage, give it its final access, and publish it at the
+    /// destination (refusing to replace an existing file unless `force` was given).
+    /// Returns the destination.
+    pub fn commit(self) -> Result<PathBuf, OutputError> {
+        self.file
+            .sync_all()
+            .map_err(|e| write_error(&self.file, "cannot flush", e))?;
+        self.apply_access()?;
+        let dest = self.dest.clone();
+        let rename_err = |source: io::Error| {
+            if source.kind() == io::ErrorKind::AlreadyExists {
+                OutputError::Exists { path: dest.clone() }
+            } else {
+                OutputError::Io {
                     action: "cannot rename the finished image to",
-                    path: dest,
-                    source: e.error,
-                })
+                    path: dest.clone(),
+                    source,
+                }
+            }
+        };
+        match self.backing {
+            Backing::Unnamed => {
+                use std::os::fd::AsRawFd;
+                // linkat(2) of the descriptor's /proc link with AT_SYMLINK_FOLLOW names
+                // the O_TMPFILE inode itself, unprivileged (open(2), O_TMPFILE).
+                let link = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+                let link_to = |to: &Path| {
+                    rustix::fs::linkat(
+                        rustix::fs::CWD,
+                        link.as_str(),
+                        rustix::fs::CWD,
+                        to,
+                        rustix::fs::AtFlags::SYMLINK_FOLLOW,
+                    )
+                    .map_err(io::Error::from)
+                };
+                if self.force {
+                    // No link call replaces a name: link under a fresh random name, then
+                    // rename over the destination (the name is removed if that fails).
+                    let name = dest
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| "output".into());
+                    let named = tempfile::Builder::new()
+                        .prefix(&format!(".{name}.imgconv-"))
+                        .rand_bytes(6)
+                        .make_in(&self.dir, |p| link_to(p))
+                        .map_err(rename_err)?;
+                    named.persist(&dest).map_err(|e| rename_err(e.error))?;
+                } else {
+                    link_to(&dest).map_err(rename_err)?;
+                }
+            }
+            Backing::Named(path) => {
+                let persisted = if self.force {
+                    path.persist(&dest)
+                } else {
+                    path.persist_noclobber(&dest)
+                };
+                // On error the temporary name is removed when `e.path` drops.
+                persisted.map_err(|e| rename_err(e.error))?;
             }
         }
-        // Make the rename itself durable.
-        if let Some(dir) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
+        // Make the new name itself durable.
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
         }
         Ok(dest)
     }
@@ -169,53 +363,131 @@ impl TempOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-    #[test]
-    fn temp_is_sparse_beside_dest_and_removed_on_drop() {
-        let dir = tempfile::tempdir().unwrap();
-        let dest = dir.path().join("kvm.img");
-        let out = TempOutput::create(&dest, 1 << 30, false).unwrap();
-        let tmp = out.path().to_path_buf();
-        assert_eq!(tmp.parent(), Some(dir.path()));
-        assert!(tmp
-            .file_name()
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
-            .to_string_lossy()
-            .starts_with(".kvm.img.imgconv-"));
-        let m = std::fs::metadata(&tmp).unwrap();
-        assert_eq!(m.len(), 1 << 30);
-        assert!(m.blocks() * 512 < 1 << 20, "sparse: {} blocks", m.blocks());
-        drop(out);
-        assert!(!tmp.exists(), "temp file removed on drop");
-        assert!(!dest.exists());
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
     }
 
     #[test]
-    fn commit_renames_and_refuses_to_overwrite_without_force() {
+    fn temp_is_sparse_unnamed_and_gone_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("kvm.img");
+        let out = TempOutput::create(&dest, 1 << 30, false).unwrap();
+        assert!(
+            out.path().starts_with("/proc"),
+            "reached through its descriptor: {}",
+            out.path().display()
+        );
+        // The descriptor link opens the very same file.
+        let m = std::fs::metadata(out.path()).unwrap();
+        let own = out.file().metadata().unwrap();
+        assert_eq!((m.dev(), m.ino()), (own.dev(), own.ino()));
+        assert_eq!(m.len(), 1 << 30);
+        assert!(m.blocks() * 512 < 1 << 20, "sparse: {} blocks", m.blocks());
+        assert_eq!(m.mode() & 0o777, 0o600, "private while written");
+        match out.backing {
+            Backing::Unnamed => assert_eq!(names_in(dir.path()), Vec::<String>::new()),
+            Backing::Named(ref p) => assert_eq!(p.parent(), Some(dir.path())),
+        }
+        drop(out);
+        assert_eq!(names_in(dir.path()), Vec::<String>::new(), "nothing left");
+    }
+
+    #[test]
+    fn commit_publishes_and_refuses_to_overwrite_without_force() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("kvm.img");
         let out = TempOutput::create(&dest, 4096, false).unwrap();
-        let tmp = out.path().to_path_buf();
+        out.file().write_all_at(b"converted", 0).unwrap();
         assert_eq!(out.commit().unwrap(), dest);
-        assert!(dest.exists() && !tmp.exists());
+        assert_eq!(&std::fs::read(&dest).unwrap()[..9], b"converted");
+        assert_eq!(names_in(dir.path()), ["kvm.img"]);
 
         assert!(matches!(
             TempOutput::create(&dest, 4096, false),
             Err(OutputError::Exists { .. })
         ));
-        // Appeared between create and commit: still refused, temp removed.
+        // Appeared between create and commit: still refused, nothing else left.
         std::fs::remove_file(&dest).unwrap();
         let out = TempOutput::create(&dest, 8192, false).unwrap();
-        let tmp = out.path().to_path_buf();
         std::fs::write(&dest, b"someone else's").unwrap();
         assert!(matches!(out.commit(), Err(OutputError::Exists { .. })));
-        assert!(!tmp.exists());
         assert_eq!(std::fs::read(&dest).unwrap(), b"someone else's");
+        assert_eq!(names_in(dir.path()), ["kvm.img"]);
 
         let out = TempOutput::create(&dest, 8192, true).unwrap();
         out.commit().unwrap();
         assert_eq!(std::fs::metadata(&dest).unwrap().len(), 8192);
+        assert_eq!(names_in(dir.path()), ["kvm.img"]);
+    }
+
+    #[test]
+    fn a_symlink_put_at_the_destination_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        let dest = dir.path().join("kvm.img");
+        let out = TempOutput::create(&dest, 4096, true).unwrap();
+        std::os::unix::fs::symlink(&victim, &dest).unwrap();
+        out.file().write_all_at(b"image", 0).unwrap();
+        out.commit().unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        assert!(!std::fs::symlink_metadata(&dest).unwrap().is_symlink());
+        assert_eq!(&std::fs::read(&dest).unwrap()[..5], b"image");
+    }
+
+    #[test]
+    fn the_output_gets_the_sources_access() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("xen.img");
+        std::fs::write(&src, b"guest").unwrap();
+        let me = std::fs::metadata(&src).unwrap();
+        for (source_mode, want) in [(0o600, 0o600), (0o400, 0o600), (0o640, 0o640 & !umask())] {
+            std::fs::set_permissions(&src, std::fs::Permissions::from_mode(source_mode)).unwrap();
+            let dest = dir.path().join(format!("kvm-{source_mode:o}.img"));
+            let mut out = TempOutput::create(&dest, 4096, false).unwrap();
+            out.set_access(Access::of(&src).unwrap());
+            out.commit().unwrap();
+            let m = std::fs::metadata(&dest).unwrap();
+            assert_eq!(m.mode() & 0o7777, want, "source {source_mode:o}");
+            assert_eq!((m.uid(), m.gid()), (me.uid(), me.gid()));
+        }
+        // Without a source access, the output stays private.
+        let dest = dir.path().join("private.img");
+        TempOutput::create(&dest, 4096, false)
+            .unwrap()
+            .commit()
+            .unwrap();
+        assert_eq!(std::fs::metadata(&dest).unwrap().mode() & 0o7777, 0o600);
+    }
+
+    #[test]
+    fn output_mode_never_widens_the_source() {
+        let a = |mode, gid| Access {
+            mode,
+            uid: 1000,
+            gid,
+        };
+        assert_eq!(output_mode(&a(0o600, 7), 7, 0o022), 0o600);
+        assert_eq!(output_mode(&a(0o644, 7), 7, 0o022), 0o644);
+        assert_eq!(output_mode(&a(0o666, 7), 7, 0o022), 0o644);
+        assert_eq!(
+            output_mode(&a(0o4755, 7), 7, 0o022),
+            0o644,
+            "no exec or setuid"
+        );
+        assert_eq!(
+            output_mode(&a(0o660, 7), 8, 0o002),
+            0o600,
+            "other group: no group bits"
+        );
+        assert_eq!(output_mode(&a(0o444, 7), 7, 0o077), 0o600, "owner keeps rw");
     }
 
     #[test]
@@ -231,7 +503,7 @@ mod tests {
         match &e {
             OutputError::NoSpace { dir: d, path } => {
                 assert_eq!(d, dir.path());
-                assert_eq!(path, out.path());
+                assert_eq!(path.parent(), Some(dir.path()));
             }
             other => panic!("{other:?}"),
         }

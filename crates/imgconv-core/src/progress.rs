@@ -19,7 +19,8 @@ pub enum Stage {
     Plan,
     /// Copy the used blocks of the guest filesystem into partition 1.
     Stream,
-    /// Grow the copied filesystem (and replay a journal, when asked).
+    /// Work on the copied filesystem with e2fsprogs: replay its journal or repair it
+    /// (when asked), grow it.
     Grow,
     /// Copy the donor kernel, initrd, modules and GRUB files into the guest.
     Graft,

@@ -556,29 +556,49 @@ fn sigint_during_the_copy_leaves_nothing_and_exits_130() {
         .arg(fx("donor-dir"))
         .arg("-o")
         .arg(&out)
+        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The temporary output appears beside OUT once the copy is about to start.
+    // The temporary output has no name in the directory: wait for the stream stage's
+    // first progress line instead.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
     let t0 = Instant::now();
-    while fs::read_dir(&outdir).unwrap().next().is_none() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "imgconv ended before writing anything"
-        );
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "no temporary output appeared"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    loop {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) if line.starts_with("stage stream") => break,
+            Ok(_) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "the stream stage never started"
+            ),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                panic!(
+                    "imgconv ended before the stream: {}",
+                    reader.join().unwrap()
+                )
+            }
+        }
     }
     std::thread::sleep(Duration::from_millis(200));
     // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
-    let result = child.wait_with_output().unwrap();
-    let err = stderr_of(&result);
-    assert_eq!(result.status.code(), Some(130), "{err}");
+    let status = child.wait().unwrap();
+    let err = reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
     assert!(err.contains("imgconv: error: interrupted"), "{err}");
     assert!(
         err.contains("stage stream"),

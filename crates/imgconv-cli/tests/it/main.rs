@@ -11,7 +11,9 @@ mod support;
 
 mod cli;
 mod convert;
+mod crashed_guest;
 mod hostile_maps;
 mod input_integrity;
 mod interrupt;
+mod output_safety;
 mod verify;

@@ -61,6 +61,12 @@ impl fmt::Display for ConversionPlan {
                 .unwrap_or_default()
         )?;
         writeln!(f, "output:  {}", self.options.output.display())?;
+        if let Some(state) = i.unclean() {
+            writeln!(
+                f,
+                "repair:  the filesystem {state}: e2fsck -fy repairs the copy before anything is written into it"
+            )?;
+        }
         match &self.gpt {
             Some(g) => {
                 writeln!(f, "{g}")?;

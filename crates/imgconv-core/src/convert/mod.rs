@@ -15,8 +15,9 @@
 //!
 //! The order of the write steps matters: the partition table first (the boot sector is
 //! written last and keeps it), then the filesystem blocks, then anything that runs
-//! e2fsprogs on the copy (journal replay, grow), then the libext2fs engine (graft, fixups,
-//! GRUB files), closed before the boot code goes into the MBR gap, and the rename last.
+//! e2fsprogs on the copy (journal replay, repair, grow), then the libext2fs engine (graft, fixups,
+//! GRUB files), closed before the boot code goes into the MBR gap, and publishing the
+//! output last ([`Unpublished::publish`]).
 //! With [`Firmware::Uefi`] or [`Firmware::Hybrid`] the partition table is a protective MBR + GPT
 //! (`boot::uefi::write_gpt`), the ESP is formatted and filled after the ext engine is
 //! closed (`boot::uefi::install_esp`), and a hybrid disk then gets GRUB's BIOS boot code
@@ -98,10 +99,54 @@ pub fn plan(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Conver
 
 /// Convert `opts.source` into a bootable raw disk image at `opts.output`.
 ///
-/// The source is only read. The output is written to a temporary file beside
-/// `opts.output` and renamed into place only when complete; on any error, or when
-/// `progress` reports cancellation, the temporary file is removed and nothing is left.
+/// The source is only read. The output is written to an unnamed temporary file in the
+/// directory of `opts.output` and published there only when complete, with the source's
+/// permission bits (see [`output::Access`]); on any error, or when `progress` reports
+/// cancellation, nothing is left.
 pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Conversion> {
+    convert_unpublished(opts, progress)?.publish()
+}
+
+/// A finished conversion not yet published at `opts.output`: the complete image in its
+/// temporary file, for checks (such as `e2fsck -fn` on its root filesystem) that decide
+/// whether it is published at all. Dropping it removes the image.
+#[derive(Debug)]
+pub struct Unpublished {
+    conversion: Conversion,
+    out: TempOutput,
+    root: (u64, u64),
+}
+
+impl Unpublished {
+    /// A path that opens the finished image (through its open descriptor), valid while
+    /// `self` lives. Read it only: it is published as it is.
+    pub fn image(&self) -> &std::path::Path {
+        self.out.path()
+    }
+
+    /// Byte offset and length of the root filesystem's partition in the image.
+    pub fn root_partition(&self) -> (u64, u64) {
+        self.root
+    }
+
+    /// The conversion's result (its `output` is where the image will be published).
+    pub fn conversion(&self) -> &Conversion {
+        &self.conversion
+    }
+
+    /// Publish the image at the requested output path.
+    pub fn publish(self) -> Result<Conversion> {
+        let mut conversion = self.conversion;
+        conversion.output = self.out.commit()?;
+        Ok(conversion)
+    }
+}
+
+/// [`convert`] up to, not including, publishing the output (see [`Unpublished`]).
+pub fn convert_unpublished(
+    opts: &ConvertOptions,
+    progress: &mut dyn Progress,
+) -> Result<Unpublished> {
     let mut timings = Vec::new();
     let Prepared {
         plan,
@@ -113,6 +158,7 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
     let root = *plan.disk.root();
     let WrittenLayout {
         root_offset,
+        root_len,
         root_number,
         disk_bytes,
         swap: swap_part,
@@ -120,18 +166,25 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
     let mut report = Report::default();
     report.warnings.extend(plan.warnings.iter().cloned());
 
-    let out = TempOutput::create(&opts.output, disk_bytes, opts.force)?;
+    let mut out = TempOutput::create(&opts.output, disk_bytes, opts.force)?;
+    // The output holds everything the source holds: it gets the source's permission bits
+    // and owner (or stays 0600 if the source cannot be read back).
+    if let Ok(access) = output::Access::of(&opts.source) {
+        out.set_access(access);
+    }
     match &plan.gpt {
         Some(g) => uefi::write_gpt(out.file(), g)?,
         None => layout::write_mbr(out.file(), &plan.disk)?,
     }
 
     // Stream and graft run side by side (see `overlap::together`) unless an outside tool
-    // has to change the copied filesystem between them: journal replay and resize2fs work
-    // on the finished copy in the output, so there the stages stay one after the other.
-    // `Overlap::Sequential` forces the sequential path (tests compare both paths'
-    // outputs; benchmarks measure what the overlap gains).
+    // has to change the copied filesystem between them: journal replay, repair (e2fsck -fy
+    // on a filesystem whose bitmaps cannot be trusted; the graft allocates from them) and
+    // resize2fs work on the finished copy in the output, so there the stages stay one
+    // after the other. `Overlap::Sequential` forces the sequential path (tests compare
+    // both paths' outputs; benchmarks measure what the overlap gains).
     let sequential = plan.inspection.fs.needs_recovery
+        || plan.inspection.unclean().is_some()
         || plan.disk.grow.is_some()
         || opts.repair
         || opts.overlap == Overlap::Sequential;
@@ -238,20 +291,24 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
     check_cancel(progress)?;
 
     progress.stage(Stage::Finish, None);
-    let output = out.commit()?;
-    Ok(Conversion {
-        output,
-        root_uuid: plan.inspection.fs.uuid.clone(),
-        swap_uuid: plan.swap_uuid.clone(),
-        plan,
-        stream,
-        graft,
-        report,
-        timings,
+    Ok(Unpublished {
+        conversion: Conversion {
+            output: opts.output.clone(),
+            root_uuid: plan.inspection.fs.uuid.clone(),
+            swap_uuid: plan.swap_uuid.clone(),
+            plan,
+            stream,
+            graft,
+            report,
+            timings,
+        },
+        out,
+        root: (root_offset, root_len),
     })
 }
 
-/// Grow the copied filesystem and replay its journal, in the output (sequential path).
+/// Replay the copied filesystem's journal or repair it, then grow it, in the output
+/// (sequential path; the stream has finished and nothing was written into it yet).
 fn grow_and_replay(
     plan: &ConversionPlan,
     out: &TempOutput,
@@ -272,6 +329,27 @@ fn grow_and_replay(
                 None,
             );
         }
+        if let Some(state) = plan.inspection.unclean() {
+            // `check_clean` let it through: --repair was given.
+            progress.stage(Stage::Grow, None);
+            let run = crate::e2fs_tools::repair(out.path(), root_offset)?;
+            report.change(
+                "repair",
+                "/",
+                format!(
+                    "repaired the copied filesystem with e2fsck -fy before writing into it ({})",
+                    if run.exit_code == 0 {
+                        "it found nothing to fix".to_string()
+                    } else {
+                        format!("it fixed: {}", fsck_fixes(&run.output_tail))
+                    }
+                ),
+                format!(
+                    "the source filesystem {state}, so its allocation bitmaps could not be trusted, and --repair was given; the input was not touched"
+                ),
+                None,
+            );
+        }
         if let Some(grow) = &plan.disk.grow {
             progress.stage(Stage::Grow, None);
             crate::e2fs_tools::grow(out.path(), root_offset, grow.to_bytes)?;
@@ -289,6 +367,32 @@ fn grow_and_replay(
         }
         Ok(())
     })
+}
+
+/// The problems e2fsck reports fixing, in one line: its output without the pass headers
+/// and the summary, at most a few hundred characters.
+fn fsck_fixes(output: &str) -> String {
+    let fixes: Vec<&str> = output
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with("Pass ")
+                && !l.starts_with("e2fsck ")
+                && !l.contains("***** FILE SYSTEM WAS MODIFIED")
+                && !l.contains(" files (")
+        })
+        .collect();
+    let mut line = fixes.join("; ");
+    if line.len() > 400 {
+        let cut = (0..=400)
+            .rev()
+            .find(|&i| line.is_char_boundary(i))
+            .unwrap_or(0);
+        line.truncate(cut);
+        line.push('…');
+    }
+    line
 }
 
 /// What is written into the guest filesystem after the stream: graft, fixups, boot files.

@@ -11,7 +11,8 @@ pub use crate::stream::CopyMethod;
 pub enum Overlap {
     /// Beside them (a second thread streams while this one writes the guest through a
     /// copy-on-write device), except when an outside tool has to work on the finished
-    /// copy first: journal replay and growing the filesystem run the stages in order.
+    /// copy first: journal replay, repair and growing the filesystem run the stages in
+    /// order.
     #[default]
     Auto,
     /// Always one after the other. The result is the same; this is the reference the
@@ -37,11 +38,15 @@ pub enum Overlap {
 #[non_exhaustive]
 pub struct ConvertOptions {
     /// The Xen guest image (bare ext2/3/4 filesystem or partitioned disk). Opened read-only.
+    #[serde(serialize_with = "crate::serde_path::lossy")]
     pub source: PathBuf,
     /// The donor: a bootable HVM disk image, a bare filesystem image or a directory.
     /// Optional only with `use_guest_kernel` (GRUB files then come from `grub_dir` or the host).
+    #[serde(serialize_with = "crate::serde_path::lossy_opt")]
     pub donor: Option<PathBuf>,
-    /// Where the raw disk image goes. Written to a temporary file beside it, renamed at the end.
+    /// Where the raw disk image goes. Written to an unnamed temporary file in its
+    /// directory, published there at the end.
+    #[serde(serialize_with = "crate::serde_path::lossy")]
     pub output: PathBuf,
     /// Swap partition size; 0 for none. Default 512 MiB.
     pub swap_size: u64,
@@ -57,13 +62,16 @@ pub struct ConvertOptions {
     pub disk_bus: DiskBus,
     /// Replay a dirty journal in the output copy (never the input) instead of refusing.
     pub replay_journal: bool,
-    /// When the block check finds files sharing blocks or owning blocks the bitmaps call
-    /// free, copy those blocks and run `e2fsck -fy` on the output copy before grafting
-    /// (never the input) instead of refusing. The stages then run one after the other.
+    /// Repair the output copy with `e2fsck -fy` before anything is grafted into it (never
+    /// the input) instead of refusing: a filesystem whose bitmaps cannot be trusted (not
+    /// cleanly unmounted, errors recorded), or files the block check finds sharing blocks
+    /// or owning blocks the bitmaps call free (those blocks are copied first). The stages
+    /// then run one after the other.
     pub repair: bool,
     /// Overwrite an existing output.
     pub force: bool,
     /// Take GRUB i386-pc modules from this directory instead of the donor's.
+    #[serde(serialize_with = "crate::serde_path::lossy_opt")]
     pub grub_dir: Option<PathBuf>,
     /// Extra kernel command-line arguments.
     pub extra_cmdline: Vec<String>,
@@ -150,7 +158,8 @@ impl ConvertOptions {
         self
     }
 
-    /// Repair what the block check finds in the output copy instead of refusing.
+    /// Repair the output copy with `e2fsck -fy` instead of refusing an untrustworthy
+    /// filesystem (unclean, errors recorded, shared or marked-free blocks).
     pub fn with_repair(mut self, yes: bool) -> Self {
         self.repair = yes;
         self

@@ -78,6 +78,7 @@ pub struct StageTime {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Conversion {
     /// The finished image.
+    #[serde(serialize_with = "crate::serde_path::lossy")]
     pub output: PathBuf,
     pub plan: ConversionPlan,
     /// UUID of the root filesystem (the source's, unchanged).
@@ -95,6 +96,8 @@ pub struct Conversion {
 /// `--firmware uefi|hybrid`, otherwise the MBR plan.
 pub(super) struct WrittenLayout {
     pub(super) root_offset: u64,
+    /// Length of the root partition, in bytes.
+    pub(super) root_len: u64,
     pub(super) root_number: u32,
     pub(super) disk_bytes: u64,
     /// Start and length of the swap partition, in bytes.
@@ -106,12 +109,14 @@ impl ConversionPlan {
         match &self.gpt {
             Some(g) => WrittenLayout {
                 root_offset: g.root().start_bytes(),
+                root_len: g.root().len_bytes(),
                 root_number: g.root().number,
                 disk_bytes: g.disk_bytes,
                 swap: g.swap().map(|p| (p.start_bytes(), p.len_bytes())),
             },
             None => WrittenLayout {
                 root_offset: self.disk.root().start_bytes(),
+                root_len: self.disk.root().len_bytes(),
                 root_number: u32::from(self.disk.root().number),
                 disk_bytes: self.disk.disk_bytes,
                 swap: self.disk.swap().map(|p| (p.start_bytes(), p.len_bytes())),

@@ -43,6 +43,7 @@ pub(super) fn prepare(
         Ok(source::inspect(&opts.source)?)
     })?;
     inspection.check_journal(opts.replay_journal)?;
+    inspection.check_clean(opts.repair)?;
     check_cancel(progress)?;
 
     let mut warnings = inspection.guest.warnings.clone();

@@ -119,6 +119,8 @@ pub(super) struct SuperInfo {
     pub feature_incompat: u32,
     pub feature_ro_compat: u32,
     pub inode_size: u16,
+    /// `s_state`: 1 = cleanly unmounted, 2 = errors recorded.
+    pub state: u16,
 }
 
 /// An open libext2fs filesystem handle (`ext2_filsys`), read-write.
@@ -227,6 +229,7 @@ impl Filesystem {
             } else {
                 sb.s_inode_size
             },
+            state: sb.s_state,
         }
     }
 

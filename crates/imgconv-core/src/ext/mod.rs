@@ -76,6 +76,14 @@ pub enum ExtError {
         image.display()
     )]
     NeedsRecovery { image: PathBuf, offset: u64 },
+    /// Not cleanly unmounted, or errors recorded: the allocation bitmaps may be stale, and
+    /// allocating from them could overwrite files.
+    #[error(
+        "the ext filesystem at byte {offset} of {} was not cleanly unmounted or has errors \
+         recorded, so its bitmaps cannot be trusted; repair it first with `e2fsck -fy`",
+        image.display()
+    )]
+    Unclean { image: PathBuf, offset: u64 },
     /// An operation inside the filesystem failed.
     #[error("{op} {path}: {message}")]
     Op {
@@ -236,6 +244,14 @@ impl ExtFs {
         if info.feature_incompat & ffi::INCOMPAT_RECOVER != 0 {
             // `fs` is dropped: freed without writing anything.
             return Err(ExtError::NeedsRecovery {
+                image: image.to_path_buf(),
+                offset,
+            });
+        }
+        // s_state (super.rst): VALID_FS 0x1 set and ERROR_FS 0x2 clear, or the bitmaps
+        // this engine allocates from may be stale.
+        if info.state & 0x1 == 0 || info.state & 0x2 != 0 {
+            return Err(ExtError::Unclean {
                 image: image.to_path_buf(),
                 offset,
             });

@@ -44,6 +44,7 @@ pub enum Container {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Inspection {
     /// The image file.
+    #[serde(serialize_with = "crate::serde_path::lossy")]
     pub image: PathBuf,
     /// Its size in bytes.
     pub image_size: u64,
@@ -94,6 +95,39 @@ impl Inspection {
             });
         }
         Ok(())
+    }
+
+    /// Why the filesystem's allocation bitmaps cannot be trusted, if they cannot: it was
+    /// not cleanly unmounted, or the kernel recorded errors in it. A journal that needs
+    /// recovery is [`Inspection::check_journal`]'s case (its replay repairs the copy too).
+    pub fn unclean(&self) -> Option<&'static str> {
+        if self.fs.needs_recovery {
+            None
+        } else if !self.fs.clean {
+            Some("was not cleanly unmounted (its state is \"not clean\")")
+        } else if self.fs.errors {
+            Some("has errors recorded by the kernel (its state has \"errors\")")
+        } else {
+            None
+        }
+    }
+
+    /// Refuse a filesystem whose bitmaps cannot be trusted ([`Inspection::unclean`])
+    /// unless the caller chose to repair the output copy (`--repair`): the graft
+    /// allocates from those bitmaps, and stale ones would let it overwrite files.
+    pub fn check_clean(&self, repair: bool) -> Result<(), InspectError> {
+        match self.unclean() {
+            Some(state) if !repair => Err(InspectError::Unclean {
+                path: self.image.clone(),
+                state,
+                fsck_target: if self.fs_offset == 0 {
+                    "copy.img".to_string()
+                } else {
+                    format!("'copy.img?offset={}'", self.fs_offset)
+                },
+            }),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -153,6 +187,12 @@ pub enum InspectError {
     },
     #[error("the filesystem in {} was not cleanly unmounted: its journal holds transactions that were never replayed (needs_recovery). Re-run with --replay-journal to replay it with e2fsck on the converted copy only ({} itself is never modified), or replay it on a copy yourself (cp the image to copy.img, run e2fsck -fy {fsck_target}) and convert the copy", path.display(), path.display())]
     DirtyJournal { path: PathBuf, fsck_target: String },
+    #[error("the filesystem in {} {state}, so its allocation bitmaps may be stale and files written into it could overwrite guest data. Re-run with --repair to repair the converted copy with e2fsck -fy before anything is written into it ({} itself is never modified), or repair a copy yourself (cp the image to copy.img, run e2fsck -fy {fsck_target}) and convert the copy", path.display(), path.display())]
+    Unclean {
+        path: PathBuf,
+        state: &'static str,
+        fsck_target: String,
+    },
     #[error(transparent)]
     Partition(#[from] PartitionError),
     #[error(transparent)]
