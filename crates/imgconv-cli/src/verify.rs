@@ -22,8 +22,8 @@ use imgconv_core::layout::gpt::{TYPE_BIOS_BOOT, TYPE_ESP, TYPE_LINUX_FS, TYPE_LI
 use imgconv_core::partition::{
     read_table, PartitionEntry, PartitionTable, PartitionType, TableKind,
 };
+use imgconv_core::tool::ToolCommand;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 /// The discoverable-partitions "root x86-64" type GUID, also accepted as the root.
@@ -528,18 +528,21 @@ fn esp_check(
         std::os::unix::fs::FileExt::write_all_at(copy.as_file(), &buf[..k], at).map_err(tmp_err)?;
         at += k as u64;
     }
-    let (status, out, err) = tools::run(
-        Command::new("fsck.fat").arg("-n").arg(copy.path()),
-        "fsck.fat",
+    let run = tools::run(
+        ToolCommand::new("fsck.fat")
+            .arg("-n")
+            .end_of_options()
+            .arg(copy.path()),
     )?;
     drop(copy);
-    if !status.success() {
+    if !run.status.success() {
         return Ok(Err(format!(
             "fsck.fat -n on the ESP (p{n}) exited {}: {}",
-            status.code().unwrap_or(-1),
-            tools::tail(&format!("{out}\n{err}"), 3).replace('\n', " | ")
+            run.status.code().unwrap_or(-1),
+            run.tail(3).replace('\n', " | ")
         )));
     }
+    let out = run.stdout_text();
     let summary = out.lines().last().unwrap_or("").to_string();
     let summary = summary
         .rsplit_once(": ")

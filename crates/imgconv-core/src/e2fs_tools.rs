@@ -1,5 +1,7 @@
 //! Running e2fsprogs programs on the output (resize2fs to grow, e2fsck to replay a
-//! journal) through the `file?offset=N` io option. (issue 3)
+//! journal) through the `file?offset=N` io option, with the process runner of
+//! [`crate::tool`]: cancellable through [`Progress`], the child killed and reaped when the
+//! caller stops.
 //!
 //! e2fsprogs' unix I/O manager accepts `name?offset=BYTES` for every program built on
 //! libext2fs, so the filesystem inside partition 1 of the output image is reached
@@ -18,138 +20,29 @@
 //! Order in a conversion: stream the blocks, then replay the journal (if asked), then
 //! grow — replay may change the free-block counts resize2fs relies on.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use crate::progress::Progress;
+use crate::tool::ToolCommand;
+use std::path::Path;
 
-/// Lines of a tool's output kept for error messages and reports.
-const TAIL_LINES: usize = 25;
+pub use crate::tool::{ToolError, ToolRun};
 
-/// A finished run of an e2fsprogs program.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ToolRun {
-    /// The command line, for the conversion report.
-    pub command: String,
-    pub exit_code: i32,
-    /// The last lines of its combined output.
-    pub output_tail: String,
-}
-
-/// A tool could not run or reported failure.
-#[derive(Debug, thiserror::Error)]
-pub enum ToolError {
-    #[error("cannot run {tool}: {source} (it is part of e2fsprogs; install it)")]
-    Spawn {
-        tool: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("`{command}` failed ({}):\n{output_tail}", match code { Some(c) => format!("exit code {c}"), None => "killed by a signal".to_string() })]
-    Failed {
-        command: String,
-        code: Option<i32>,
-        output_tail: String,
-    },
-    #[error("cannot prepare {}: {source}", path.display())]
-    Path {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot grow the filesystem to {bytes} bytes: it is already {current} bytes")]
-    BadSize { bytes: u64, current: u64 },
-    #[error("no ext filesystem at offset {offset} of {}: {why}", path.display())]
-    NotExt {
-        path: PathBuf,
-        offset: u64,
-        why: String,
-    },
-    #[error("growing by {growth} bytes is less than the partition offset {offset}: resize2fs cannot be run safely on a regular file at an offset for so small a growth")]
-    GrowthBelowOffset { growth: u64, offset: u64 },
-    #[error("more than {cap} bytes of data follow the filesystem in {}; refusing to move them aside for resize2fs", path.display())]
-    TailTooLarge { path: PathBuf, cap: u64 },
-}
-
-/// The `name?offset=N` argument; a path that itself contains `?` is reached through a
-/// temporary symlink, since e2fsprogs splits the name at the first `?`.
-fn device_arg(image: &Path, offset: u64) -> Result<(String, Option<tempfile::TempDir>), ToolError> {
-    let text = image.to_string_lossy();
-    let (name, guard) = if text.contains('?') {
-        let dir = tempfile::tempdir().map_err(|source| ToolError::Path {
-            path: image.to_path_buf(),
-            source,
-        })?;
-        let link = dir.path().join("image");
-        let target = std::fs::canonicalize(image).map_err(|source| ToolError::Path {
-            path: image.to_path_buf(),
-            source,
-        })?;
-        std::os::unix::fs::symlink(target, &link).map_err(|source| ToolError::Path {
-            path: link.clone(),
-            source,
-        })?;
-        (link.to_string_lossy().into_owned(), Some(dir))
-    } else {
-        (text.into_owned(), None)
-    };
-    let arg = if offset == 0 {
-        name
-    } else {
-        format!("{name}?offset={offset}")
-    };
-    Ok((arg, guard))
-}
-
-fn tail(out: &[u8], err: &[u8]) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(out),
-        String::from_utf8_lossy(err)
-    );
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
-}
-
-/// Run `tool args…`; exit codes in `ok` are success.
-fn run(tool: &'static str, args: &[String], ok: &[i32]) -> Result<ToolRun, ToolError> {
-    let command = format!(
-        "{tool} {}",
-        args.iter()
-            .map(|a| shell_quote(a))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let out = Command::new(tool)
-        .args(args)
-        .env("LC_ALL", "C")
+/// An e2fsprogs program on the filesystem at `offset` of `image`, options first, then
+/// `--` and the device name (then `operands`).
+fn e2fs(
+    tool: &'static str,
+    options: &[&str],
+    image: &Path,
+    offset: u64,
+    operands: &[String],
+) -> Result<ToolCommand, ToolError> {
+    Ok(ToolCommand::new(tool)
         // Keep the site's e2fsck.conf (e.g. a "broken_system_clock" setting) from
         // changing what happens to the image.
         .env("E2FSCK_CONFIG", "/dev/null")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|source| ToolError::Spawn { tool, source })?;
-    let output_tail = tail(&out.stdout, &out.stderr);
-    match out.status.code() {
-        Some(c) if ok.contains(&c) => Ok(ToolRun {
-            command,
-            exit_code: c,
-            output_tail,
-        }),
-        code => Err(ToolError::Failed {
-            command,
-            code,
-            output_tail,
-        }),
-    }
-}
-
-fn shell_quote(s: &str) -> String {
-    if s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_./=:".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
+        .args(options)
+        .end_of_options()
+        .e2fs_device(image, offset)?
+        .args(operands))
 }
 
 /// What e2fsck 1.47 prints when it loses the io options after replaying a journal.
@@ -170,10 +63,13 @@ const REOPEN_BUG: &str = "while trying to re-open";
 /// `debugfs -w -R "feature -needs_recovery"` (debugfs honours the io options for normal
 /// operations) and run `e2fsck -fy` again, which now does the full check and repair that
 /// e2fsck would have done after the re-open. A fixed e2fsprogs succeeds on the first run.
-pub fn replay_journal(out_image: &Path, offset: u64) -> Result<ToolRun, ToolError> {
-    let (dev, _guard) = device_arg(out_image, offset)?;
-    let fsck_args = ["-f".to_string(), "-y".to_string(), dev.clone()];
-    let first = match run("e2fsck", &fsck_args, &[0, 1]) {
+pub fn replay_journal(
+    out_image: &Path,
+    offset: u64,
+    progress: &dyn Progress,
+) -> Result<ToolRun, ToolError> {
+    let fsck = || e2fs("e2fsck", &["-f", "-y"], out_image, offset, &[]);
+    let first = match fsck()?.run(&[0, 1], progress) {
         Ok(r) => return Ok(r),
         Err(e) => e,
     };
@@ -192,16 +88,14 @@ pub fn replay_journal(out_image: &Path, offset: u64) -> Result<ToolRun, ToolErro
         return Err(first);
     }
     let first_command = command.clone();
-    let clear = run(
+    let clear = e2fs(
         "debugfs",
-        &[
-            "-w".into(),
-            "-R".into(),
-            "feature -needs_recovery".into(),
-            dev,
-        ],
-        &[0],
-    )?;
+        &["-w", "-R", "feature -needs_recovery"],
+        out_image,
+        offset,
+        &[],
+    )?
+    .run(&[0], progress)?;
     if clear.output_tail.contains("needs_recovery") {
         // debugfs prints the resulting feature list; the flag must be gone from it.
         return Err(ToolError::Failed {
@@ -210,7 +104,7 @@ pub fn replay_journal(out_image: &Path, offset: u64) -> Result<ToolRun, ToolErro
             output_tail: clear.output_tail,
         });
     }
-    let second = run("e2fsck", &fsck_args, &[0, 1])?;
+    let second = fsck()?.run(&[0, 1], progress)?;
     Ok(ToolRun {
         command: format!("{first_command}; {}; {}", clear.command, second.command),
         exit_code: second.exit_code,
@@ -237,7 +131,16 @@ const MAX_TAIL_SAVE: u64 = 64 << 20;
 /// lay beyond `new size` (e.g. a swap header already written) are kept aside and written
 /// back. This needs the growth to be at least `offset` bytes (1 MiB in our layout), so the
 /// shortened file still holds the whole current filesystem.
-pub fn grow(out_image: &Path, offset: u64, new_size_bytes: u64) -> Result<ToolRun, ToolError> {
+///
+/// Cancelled through `progress`, resize2fs is killed and reaped and the file gets its
+/// length and tail back; the filesystem in it is then half-grown, which is why only the
+/// output copy is ever grown (and a cancelled conversion removes it).
+pub fn grow(
+    out_image: &Path,
+    offset: u64,
+    new_size_bytes: u64,
+    progress: &dyn Progress,
+) -> Result<ToolRun, ToolError> {
     use std::os::unix::fs::FileExt;
     let path_err = |source| ToolError::Path {
         path: out_image.to_path_buf(),
@@ -298,13 +201,15 @@ pub fn grow(out_image: &Path, offset: u64, new_size_bytes: u64) -> Result<ToolRu
         }
         pos += n as u64;
     }
-    let (dev, _guard) = device_arg(out_image, offset)?;
-    file.set_len(new_bytes).map_err(path_err)?;
-    let result = run(
+    let resize = e2fs(
         "resize2fs",
-        &["-f".into(), dev, new_blocks.to_string()],
-        &[0],
-    );
+        &["-f"],
+        out_image,
+        offset,
+        &[new_blocks.to_string()],
+    )?;
+    file.set_len(new_bytes).map_err(path_err)?;
+    let result = resize.run(&[0], progress);
     // Give the file its length and tail back whatever resize2fs did.
     let now = file.metadata().map_err(path_err)?.len();
     if now < orig_len {
@@ -322,12 +227,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn device_argument_and_quoting() {
-        let (a, g) = device_arg(Path::new("/tmp/out.img"), 1048576).unwrap();
-        assert_eq!(a, "/tmp/out.img?offset=1048576");
-        assert!(g.is_none());
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(tail(b"a\n\nb\n", b"c\n"), "a\nb\nc");
+    fn device_after_the_options() {
+        let c = e2fs(
+            "resize2fs",
+            &["-f"],
+            Path::new("/tmp/-out.img"),
+            1048576,
+            &["9".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            c.command_line(),
+            "resize2fs -f -- /tmp/-out.img?offset=1048576 9"
+        );
     }
 
     #[test]
@@ -335,7 +247,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("not-a-fs.img");
         std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
-        match replay_journal(&img, 0) {
+        match replay_journal(&img, 0, &crate::NoProgress) {
             Err(ToolError::Failed {
                 code: Some(c),
                 output_tail,
@@ -350,7 +262,7 @@ mod tests {
             other => panic!("expected failure, got {other:?}"),
         }
         assert!(matches!(
-            grow(&img, 0, 100 << 20),
+            grow(&img, 0, 100 << 20, &crate::NoProgress),
             Err(ToolError::NotExt { .. })
         ));
     }

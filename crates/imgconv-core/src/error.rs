@@ -54,7 +54,7 @@ pub enum Error {
 
     /// resize2fs or e2fsck failed on the output (issue 3).
     #[error(transparent)]
-    Tool(#[from] crate::e2fs_tools::ToolError),
+    Tool(crate::tool::ToolError),
 
     /// A failure of the libext2fs write engine (opening, writing or closing the output fs).
     #[error(transparent)]
@@ -104,6 +104,16 @@ impl Error {
             action,
             path: path.into(),
             source,
+        }
+    }
+}
+
+/// A cancelled outside tool is a cancellation like any other.
+impl From<crate::tool::ToolError> for Error {
+    fn from(e: crate::tool::ToolError) -> Self {
+        match e {
+            crate::tool::ToolError::Cancelled { .. } => Error::Cancelled,
+            other => Error::Tool(other),
         }
     }
 }

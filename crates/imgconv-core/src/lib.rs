@@ -34,6 +34,7 @@ pub mod report;
 pub mod source;
 pub mod stream;
 pub mod swap;
+pub mod tool;
 
 pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress, Stage};

@@ -216,7 +216,7 @@ fn grow_and_replay(
     timed(timings, Stage::Grow, || {
         if plan.inspection.fs.needs_recovery {
             progress.stage(Stage::Grow, None);
-            crate::e2fs_tools::replay_journal(out.path(), root_offset)?;
+            crate::e2fs_tools::replay_journal(out.path(), root_offset, &*progress)?;
             report.change(
                 "journal",
                 "/",
@@ -227,7 +227,7 @@ fn grow_and_replay(
         }
         if let Some(grow) = &plan.disk.grow {
             progress.stage(Stage::Grow, None);
-            crate::e2fs_tools::grow(out.path(), root_offset, grow.to_bytes)?;
+            crate::e2fs_tools::grow(out.path(), root_offset, grow.to_bytes, &*progress)?;
             report.change(
                 "grow",
                 "/",
