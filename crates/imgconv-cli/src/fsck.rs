@@ -81,9 +81,10 @@ impl LoopDevice {
 impl Drop for LoopDevice {
     fn drop(&mut self) {
         // Not cancellable on purpose: detaching must happen even after Ctrl-C.
+        // The device is the argument of -d itself (`d:` in losetup's getopt), not an
+        // operand: no `--`.
         let detach = ToolCommand::new("losetup")
             .arg("-d")
-            .end_of_options()
             .arg(&self.dev)
             .run(&[0], &imgconv_core::NoProgress);
         if detach.is_err() {

@@ -77,7 +77,6 @@ fn exit_now() -> ! {
         for dev in &r.loops {
             let _ = std::process::Command::new("losetup")
                 .arg("-d")
-                .arg("--")
                 .arg(dev)
                 .status();
         }
