@@ -9,10 +9,8 @@
 use crate::errors::{Class, CliError};
 use crate::signals;
 use crate::tools;
-use imgconv_core::e2fs_tools::DeviceArg;
-use std::ffi::OsStr;
+use imgconv_core::tool::ToolCommand;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// A filesystem inside an image file.
 #[derive(Debug, Clone)]
@@ -53,21 +51,20 @@ impl LoopDevice {
                 "run as root, or drop --loop: the default `file?offset=N` check needs no privileges",
             ));
         }
-        let (status, out, err) = tools::run(
-            Command::new("losetup")
+        let run = tools::run(
+            ToolCommand::new("losetup")
                 .args(["--read-only", "--find", "--show", "--offset"])
                 .arg(offset.to_string())
                 .arg("--sizelimit")
                 .arg(len.to_string())
-                .arg("--")
+                .end_of_options()
                 .arg(image),
-            "losetup",
         )?;
-        let dev = out.trim().to_string();
-        if !status.success() || !dev.starts_with("/dev/") {
+        let dev = run.stdout_text().trim().to_string();
+        if !run.status.success() || !dev.starts_with("/dev/") {
             return Err(CliError::new(
                 Class::Failure,
-                format!("losetup could not attach {}: {}", image.display(), tools::tail(&err, 3)),
+                format!("losetup could not attach {}: {}", image.display(), tools::tail(&run.stderr_text(), 3)),
                 "check that loop devices are available (modprobe loop; ls /dev/loop*), or drop --loop",
             ));
         }
@@ -84,8 +81,13 @@ impl LoopDevice {
 impl Drop for LoopDevice {
     fn drop(&mut self) {
         // Not cancellable on purpose: detaching must happen even after Ctrl-C.
-        let status = Command::new("losetup").arg("-d").arg(&self.dev).status();
-        if !status.is_ok_and(|s| s.success()) {
+        // The device is the argument of -d itself (`d:` in losetup's getopt), not an
+        // operand: no `--`.
+        let detach = ToolCommand::new("losetup")
+            .arg("-d")
+            .arg(&self.dev)
+            .run(&[0], &imgconv_core::NoProgress);
+        if detach.is_err() {
             eprintln!(
                 "imgconv: warning: could not detach {}; run `losetup -d {}`",
                 self.dev, self.dev
@@ -95,41 +97,32 @@ impl Drop for LoopDevice {
     }
 }
 
-/// Run `e2fsck -fn` on the filesystem at `loc`, read-only. The path goes to e2fsck as it
-/// is (any bytes), after `--`, in the library's `image?offset=N` form.
+/// Run `e2fsck -fn` on the filesystem at `loc`, read-only.
 pub fn check(loc: &FsLocation, use_loop: bool) -> Result<FsckOutcome, CliError> {
     let loop_dev;
-    let device;
-    let target: &OsStr = if use_loop {
+    let e2fsck = ToolCommand::new("e2fsck").arg("-fn").end_of_options();
+    let (e2fsck, target) = if use_loop {
         loop_dev = LoopDevice::attach(&loc.image, loc.offset, loc.len)?;
-        OsStr::new(loop_dev.path())
+        let dev = loop_dev.path().to_string();
+        (e2fsck.arg(&dev), dev)
     } else {
-        device = DeviceArg::new(&loc.image, loc.offset).map_err(|e| {
-            CliError::new(
-                Class::Failure,
-                e.to_string(),
-                "check that the image is readable",
-            )
-        })?;
-        device.as_os_str()
+        let target = if loc.offset == 0 {
+            loc.image.display().to_string()
+        } else {
+            format!("{}?offset={}", loc.image.display(), loc.offset)
+        };
+        let e2fsck = e2fsck
+            .e2fs_device(&loc.image, loc.offset)
+            .map_err(|e| CliError::new(Class::Failure, e.to_string(), "check $TMPDIR"))?;
+        (e2fsck, target)
     };
-    let (status, out, err) = tools::run(
-        Command::new("e2fsck").args(["-fn", "--"]).arg(target),
-        "e2fsck",
-    )?;
-    let exit_code = status.code().unwrap_or(-1);
-    let checked = if use_loop {
-        target.to_string_lossy().into_owned()
-    } else if loc.offset == 0 {
-        loc.image.display().to_string()
-    } else {
-        format!("{}?offset={}", loc.image.display(), loc.offset)
-    };
+    let run = tools::run(e2fsck)?;
+    let exit_code = run.status.code().unwrap_or(-1);
     Ok(FsckOutcome {
         clean: exit_code == 0,
         exit_code,
-        checked,
-        output: tools::tail(&format!("{out}\n{err}"), 12),
+        checked: target,
+        output: run.tail(12),
     })
 }
 

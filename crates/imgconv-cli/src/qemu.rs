@@ -15,8 +15,9 @@ use crate::cli::BusArg;
 use crate::errors::{Class, CliError};
 use crate::signals;
 use crate::tools;
+use imgconv_core::tool::ToolCommand;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// What the serial console must show for the boot to count.
@@ -137,14 +138,56 @@ fn drive_file(path: &Path) -> String {
     path.display().to_string().replace(',', ",,")
 }
 
-/// Kills qemu when dropped, whatever path we leave by.
-struct QemuGuard(Child);
+/// Most bytes of serial console read before the boot test gives up: a guest that floods
+/// its console must not fill $TMPDIR.
+const SERIAL_CAP: u64 = 64 << 20;
 
-impl Drop for QemuGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        signals::unregister_pid(self.0.id());
+/// Bytes of the console kept in memory: enough for the tail shown and for a marker that
+/// straddles two reads.
+const SERIAL_WINDOW: usize = 64 << 10;
+
+/// The serial log, read as it grows: only the new bytes on each poll, the last
+/// [`SERIAL_WINDOW`] bytes kept.
+struct SerialFollower {
+    file: std::fs::File,
+    read: u64,
+    window: Vec<u8>,
+}
+
+impl SerialFollower {
+    fn open(path: &Path) -> std::io::Result<Self> {
+        Ok(SerialFollower {
+            file: std::fs::File::open(path)?,
+            read: 0,
+            window: Vec::new(),
+        })
+    }
+
+    /// Read what was appended since the last call (at most up to the cap).
+    fn poll(&mut self) {
+        use std::io::Read;
+        let mut buf = [0u8; 64 << 10];
+        while self.read < SERIAL_CAP {
+            let want = buf.len().min((SERIAL_CAP - self.read) as usize);
+            match self.file.read(&mut buf[..want]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    self.read += n as u64;
+                    self.window.extend_from_slice(&buf[..n]);
+                    if self.window.len() > 2 * SERIAL_WINDOW {
+                        self.window.drain(..self.window.len() - SERIAL_WINDOW);
+                    }
+                }
+            }
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.window).into_owned()
+    }
+
+    fn full(&self) -> bool {
+        self.read >= SERIAL_CAP
     }
 }
 
@@ -170,7 +213,7 @@ pub fn boot(
         })?;
     // Before qemu starts: the variable store must outlive it (dropped after the guard).
     let ovmf = if uefi { Some(ovmf_flash()?) } else { None };
-    let mut cmd = Command::new(&qemu);
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
     let machine = match (bus, &ovmf) {
         (_, Some(_)) | (BusArg::Sata, None) => "q35",
         _ => "pc",
@@ -180,32 +223,40 @@ pub fn boot(
         // On q35 `if=ide` drives sit on the ICH9 AHCI (SATA) controller.
         BusArg::Sata | BusArg::Ide => "ide",
     };
-    cmd.args(["-machine", machine, "-m", "1024", "-smp", "2"])
-        .args(["-nodefaults", "-display", "none", "-no-reboot", "-snapshot"])
-        .arg("-serial")
-        .arg(format!("file:{}", log.path().display()))
-        .arg("-drive")
-        .arg(format!(
-            "file={},format=raw,if={if_name}",
-            drive_file(image)
-        ));
+    let mut push = |a: String| args.push(a.into());
+    for a in ["-machine", machine, "-m", "1024", "-smp", "2"] {
+        push(a.to_string());
+    }
+    for a in ["-nodefaults", "-display", "none", "-no-reboot", "-snapshot"] {
+        push(a.to_string());
+    }
+    push("-serial".into());
+    push(format!("file:{}", log.path().display()));
+    push("-drive".into());
+    push(format!(
+        "file={},format=raw,if={if_name}",
+        drive_file(image)
+    ));
     if accel == "kvm" {
-        cmd.args(["-accel", "kvm", "-cpu", "host"]);
+        for a in ["-accel", "kvm", "-cpu", "host"] {
+            push(a.to_string());
+        }
     } else {
-        cmd.args(["-accel", "tcg,thread=multi"]);
+        push("-accel".into());
+        push("tcg,thread=multi".into());
     }
     let firmware = match &ovmf {
         Some((code, vars)) => {
-            cmd.arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                    drive_file(code)
-                ))
-                .arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=1,file={}",
-                    drive_file(vars.path())
-                ));
+            push("-drive".into());
+            push(format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                drive_file(code)
+            ));
+            push("-drive".into());
+            push(format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                drive_file(vars.path())
+            ));
             format!("OVMF ({})", code.display())
         }
         None => "SeaBIOS".to_string(),
@@ -225,18 +276,20 @@ pub fn boot(
             "check $TMPDIR",
         )
     })?;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(errlog_w));
-    let child = tools::spawn(&mut cmd, &qemu_binary())?;
-    signals::register_pid(child.id());
-    let mut guard = QemuGuard(child);
+    let mut follower = SerialFollower::open(log.path()).map_err(|e| {
+        CliError::new(
+            Class::Failure,
+            format!("cannot read the serial log: {e}"),
+            "check $TMPDIR",
+        )
+    })?;
+    // Killed and reaped when `running` is dropped, whatever path we leave by.
+    let mut running = tools::spawn(
+        ToolCommand::with_program("qemu-system-x86_64", &qemu).args(&args),
+        Stdio::null(),
+        Stdio::from(errlog_w),
+    )?;
     let started = Instant::now();
-    let console = || {
-        std::fs::read(log.path())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
-    };
     let result =
         |ok: bool, marker: Option<&str>, reason: Option<String>, console: &str| BootResult {
             ok,
@@ -250,14 +303,26 @@ pub fn boot(
         };
     loop {
         std::thread::sleep(Duration::from_millis(250));
-        let text = console();
+        follower.poll();
+        let text = follower.text();
         if let Some(m) = SUCCESS_MARKERS.iter().find(|m| text.contains(*m)) {
             return Ok(result(true, Some(m), None, &text));
         }
         if signals::cancelled() {
             return Err(CliError::cancelled());
         }
-        if let Ok(Some(status)) = guard.0.try_wait() {
+        if follower.full() {
+            return Ok(result(
+                false,
+                None,
+                Some(format!(
+                    "the serial console passed {} MiB without a login prompt",
+                    SERIAL_CAP >> 20
+                )),
+                &text,
+            ));
+        }
+        if let Ok(Some(status)) = running.try_wait() {
             let mut stderr = String::new();
             {
                 use std::io::{Read, Seek};

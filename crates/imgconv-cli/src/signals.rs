@@ -6,8 +6,8 @@
 //!
 //! A second signal exits at once. The library's temporary file is then NOT removed (its
 //! `Drop` does not run on `process::exit`); what the CLI itself started is still cleaned
-//! up here first: child processes (qemu, e2fsck) are killed and loop devices detached,
-//! from the registry below.
+//! up here first: child processes (qemu, e2fsck, resize2fs) are killed through the
+//! library's runner and loop devices detached, from the registry below.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -27,27 +27,12 @@ pub fn cancelled() -> bool {
 /// Things to undo if the process must exit immediately.
 #[derive(Default)]
 struct Registry {
-    pids: Vec<u32>,
     loops: Vec<String>,
 }
 
 fn registry() -> &'static Mutex<Registry> {
     static REG: OnceLock<Mutex<Registry>> = OnceLock::new();
     REG.get_or_init(Mutex::default)
-}
-
-/// Remember a child process to kill on an immediate exit.
-pub fn register_pid(pid: u32) {
-    if let Ok(mut r) = registry().lock() {
-        r.pids.push(pid);
-    }
-}
-
-/// Forget a child process (it has been reaped).
-pub fn unregister_pid(pid: u32) {
-    if let Ok(mut r) = registry().lock() {
-        r.pids.retain(|&p| p != pid);
-    }
 }
 
 /// Remember a loop device to detach on an immediate exit.
@@ -84,11 +69,11 @@ pub fn install() {
 }
 
 fn exit_now() -> ! {
+    // Every child process (e2fsck, resize2fs, debugfs, losetup, qemu) was started by the
+    // library's runner, which kills them all here.
+    imgconv_core::tool::kill_running();
     // try_lock: the registry may be held by the thread we interrupted; don't deadlock.
     if let Ok(r) = registry().try_lock() {
-        for &pid in &r.pids {
-            kill_hard(pid);
-        }
         for dev in &r.loops {
             let _ = std::process::Command::new("losetup")
                 .arg("-d")
@@ -97,13 +82,4 @@ fn exit_now() -> ! {
         }
     }
     std::process::exit(130);
-}
-
-/// SIGKILL a child we spawned. Through kill(1) so that the CLI needs no `unsafe`; this
-/// is the rare exit-at-once path.
-fn kill_hard(pid: u32) {
-    let _ = std::process::Command::new("kill")
-        .arg("-KILL")
-        .arg(pid.to_string())
-        .status();
 }

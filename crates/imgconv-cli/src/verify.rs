@@ -23,8 +23,8 @@ use imgconv_core::layout::gpt::{TYPE_BIOS_BOOT, TYPE_ESP, TYPE_LINUX_FS, TYPE_LI
 use imgconv_core::partition::{
     read_table, PartitionEntry, PartitionTable, PartitionType, TableKind,
 };
+use imgconv_core::tool::ToolCommand;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 /// The discoverable-partitions "root x86-64" type GUID, also accepted as the root.
@@ -367,17 +367,17 @@ fn gpt_layout(t: &PartitionTable, problems: &mut Vec<String>) -> Layout {
 fn swap_signature(image: &Region, p2: &PartitionEntry) -> Result<String, String> {
     let n = p2.number;
     let part = image.sub(p2.start, p2.len).map_err(|e| e.to_string())?;
-    let mut page = [0u8; 4096];
+    let mut page = [0u8; imgconv_core::swap::PAGE_SIZE as usize];
     part.read_exact_at(0, &mut page)
         .map_err(|e| format!("cannot read the swap header: {e}"))?;
-    if &page[4086..] != b"SWAPSPACE2" {
+    let header = imgconv_core::swap::read_header(&page)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("partition {n} has no Linux swap signature (SWAPSPACE2)"))?;
+    if header.version != 1 {
         return Err(format!(
-            "partition {n} has no Linux swap signature (SWAPSPACE2)"
+            "swap header version {}, expected 1",
+            header.version
         ));
-    }
-    let version = u32::from_le_bytes([page[1024], page[1025], page[1026], page[1027]]);
-    if version != 1 {
-        return Err(format!("swap header version {version}, expected 1"));
     }
     Ok(format!("swap v1 signature on p{n} ({} MiB)", p2.len >> 20))
 }
@@ -462,13 +462,9 @@ fn boot_code(image: &Region, window: Option<(u64, u64)>) -> Result<String, Strin
     if mbr[510..] != [0x55, 0xaa] {
         return Err("LBA 0 has no 0x55AA boot signature".into());
     }
-    if !mbr[..0x1b8].windows(5).any(|w| w == b"GRUB ") {
-        return Err("LBA 0 holds no GRUB boot code (no \"GRUB \" message)".into());
-    }
-    // boot.S: kernel_sector (LBA of core.img's first sector) is a le64 at 0x5C.
-    let mut lba = [0u8; 8];
-    lba.copy_from_slice(&mbr[0x5c..0x64]);
-    let core_lba = u64::from_le_bytes(lba);
+    let core_lba = imgconv_core::boot::grub_bios::mbr::grub_core_sector(&mbr)
+        .map_err(|e| e.to_string())?
+        .ok_or("LBA 0 holds no GRUB boot code (no \"GRUB \" message)")?;
     let (first, end) = window.map_or((1, image.len() / 512), |(a, b)| (a / 512, b / 512));
     if core_lba == 0 || core_lba < first || core_lba >= end {
         return Err(format!(
@@ -529,18 +525,21 @@ fn esp_check(
         std::os::unix::fs::FileExt::write_all_at(copy.as_file(), &buf[..k], at).map_err(tmp_err)?;
         at += k as u64;
     }
-    let (status, out, err) = tools::run(
-        Command::new("fsck.fat").args(["-n", "--"]).arg(copy.path()),
-        "fsck.fat",
+    let run = tools::run(
+        ToolCommand::new("fsck.fat")
+            .arg("-n")
+            .end_of_options()
+            .arg(copy.path()),
     )?;
     drop(copy);
-    if !status.success() {
+    if !run.status.success() {
         return Ok(Err(format!(
             "fsck.fat -n on the ESP (p{n}) exited {}: {}",
-            status.code().unwrap_or(-1),
-            tools::tail(&format!("{out}\n{err}"), 3).replace('\n', " | ")
+            run.status.code().unwrap_or(-1),
+            run.tail(3).replace('\n', " | ")
         )));
     }
+    let out = run.stdout_text();
     let summary = out.lines().last().unwrap_or("").to_string();
     let summary = summary
         .rsplit_once(": ")

@@ -1,5 +1,7 @@
 //! Running e2fsprogs programs on the output (resize2fs to grow, e2fsck to replay a
-//! journal) through the `file?offset=N` io option.
+//! journal) through the `file?offset=N` io option, with the process runner of
+//! [`crate::tool`]: cancellable through [`Progress`], the child killed and reaped when the
+//! caller stops.
 //!
 //! e2fsprogs' unix I/O manager accepts `name?offset=BYTES` for every program built on
 //! libext2fs, so the filesystem inside partition 1 of the output image is reached
@@ -18,152 +20,29 @@
 //! Order in a conversion: stream the blocks, then replay the journal (if asked), then
 //! grow — replay may change the free-block counts resize2fs relies on.
 
-use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use crate::progress::Progress;
+use crate::tool::ToolCommand;
+use std::path::Path;
 
-/// Lines of a tool's output kept for error messages and reports.
-const TAIL_LINES: usize = 25;
+pub use crate::tool::{ToolError, ToolRun};
 
-/// A finished run of an e2fsprogs program.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ToolRun {
-    /// The command line, for the conversion report.
-    pub command: String,
-    pub exit_code: i32,
-    /// The last lines of its combined output.
-    pub output_tail: String,
-}
-
-/// A tool could not run or reported failure.
-#[derive(Debug, thiserror::Error)]
-pub enum ToolError {
-    #[error("cannot run {tool}: {source} (it is part of e2fsprogs; install it)")]
-    Spawn {
-        tool: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("`{command}` failed ({}):\n{output_tail}", match code { Some(c) => format!("exit code {c}"), None => "killed by a signal".to_string() })]
-    Failed {
-        command: String,
-        code: Option<i32>,
-        output_tail: String,
-    },
-    #[error("cannot prepare {}: {source}", path.display())]
-    Path {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot grow the filesystem to {bytes} bytes: it is already {current} bytes")]
-    BadSize { bytes: u64, current: u64 },
-    #[error("no ext filesystem at offset {offset} of {}: {why}", path.display())]
-    NotExt {
-        path: PathBuf,
-        offset: u64,
-        why: String,
-    },
-    #[error("growing by {growth} bytes is less than the partition offset {offset}: resize2fs cannot be run safely on a regular file at an offset for so small a growth")]
-    GrowthBelowOffset { growth: u64, offset: u64 },
-    #[error("more than {cap} bytes of data follow the filesystem in {}; refusing to move them aside for resize2fs", path.display())]
-    TailTooLarge { path: PathBuf, cap: u64 },
-}
-
-/// The name under which e2fsprogs programs open the filesystem at `offset` in `image`:
-/// `image?offset=N` (the unix I/O manager's option syntax), as an `OsString` so that any
-/// path works, non-UTF-8 bytes included. e2fsprogs splits the name at its first `?`
-/// (`ext2fs_open2`), so a path that itself contains `?` is reached through a symlink in a
-/// private temporary directory, which lives as long as this value. Pass it after `--`:
-/// a path may begin with `-`.
-#[derive(Debug)]
-pub struct DeviceArg {
-    arg: OsString,
-    _link_dir: Option<tempfile::TempDir>,
-}
-
-impl DeviceArg {
-    pub fn new(image: &Path, offset: u64) -> Result<DeviceArg, ToolError> {
-        let path_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| ToolError::Path { path, source }
-        };
-        let (mut arg, link_dir) = if image.as_os_str().as_bytes().contains(&b'?') {
-            let dir = tempfile::tempdir().map_err(path_err(image))?;
-            let link = dir.path().join("image");
-            let target = std::fs::canonicalize(image).map_err(path_err(image))?;
-            std::os::unix::fs::symlink(target, &link).map_err(path_err(&link))?;
-            (link.into_os_string(), Some(dir))
-        } else {
-            (image.as_os_str().to_os_string(), None)
-        };
-        if offset != 0 {
-            arg.push(format!("?offset={offset}"));
-        }
-        Ok(DeviceArg {
-            arg,
-            _link_dir: link_dir,
-        })
-    }
-
-    /// The argument to pass.
-    pub fn as_os_str(&self) -> &OsStr {
-        &self.arg
-    }
-}
-
-fn tail(out: &[u8], err: &[u8]) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(out),
-        String::from_utf8_lossy(err)
-    );
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
-}
-
-/// Run `tool args…`; exit codes in `ok` are success.
-fn run(tool: &'static str, args: &[&OsStr], ok: &[i32]) -> Result<ToolRun, ToolError> {
-    let command = format!(
-        "{tool} {}",
-        args.iter()
-            .map(|a| shell_quote(&a.to_string_lossy()))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let out = Command::new(tool)
-        .args(args)
-        .env("LC_ALL", "C")
+/// An e2fsprogs program on the filesystem at `offset` of `image`, options first, then
+/// `--` and the device name (then `operands`).
+fn e2fs(
+    tool: &'static str,
+    options: &[&str],
+    image: &Path,
+    offset: u64,
+    operands: &[String],
+) -> Result<ToolCommand, ToolError> {
+    Ok(ToolCommand::new(tool)
         // Keep the site's e2fsck.conf (e.g. a "broken_system_clock" setting) from
         // changing what happens to the image.
         .env("E2FSCK_CONFIG", "/dev/null")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|source| ToolError::Spawn { tool, source })?;
-    let output_tail = tail(&out.stdout, &out.stderr);
-    match out.status.code() {
-        Some(c) if ok.contains(&c) => Ok(ToolRun {
-            command,
-            exit_code: c,
-            output_tail,
-        }),
-        code => Err(ToolError::Failed {
-            command,
-            code,
-            output_tail,
-        }),
-    }
-}
-
-fn shell_quote(s: &str) -> String {
-    if s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_./=:".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
+        .args(options)
+        .end_of_options()
+        .e2fs_device(image, offset)?
+        .args(operands))
 }
 
 /// What e2fsck 1.47 prints when it loses the io options after replaying a journal.
@@ -184,11 +63,13 @@ const REOPEN_BUG: &str = "while trying to re-open";
 /// `debugfs -w -R "feature -needs_recovery"` (debugfs honours the io options for normal
 /// operations) and run `e2fsck -fy` again, which now does the full check and repair that
 /// e2fsck would have done after the re-open. A fixed e2fsprogs succeeds on the first run.
-pub fn replay_journal(out_image: &Path, offset: u64) -> Result<ToolRun, ToolError> {
-    let dev = DeviceArg::new(out_image, offset)?;
-    let fsck_args = ["-f", "-y", "--"].map(OsStr::new);
-    let fsck_args = [&fsck_args[..], &[dev.as_os_str()]].concat();
-    let first = match run("e2fsck", &fsck_args, &[0, 1]) {
+pub fn replay_journal(
+    out_image: &Path,
+    offset: u64,
+    progress: &dyn Progress,
+) -> Result<ToolRun, ToolError> {
+    let fsck = || e2fs("e2fsck", &["-f", "-y"], out_image, offset, &[]);
+    let first = match fsck()?.run(&[0, 1], progress) {
         Ok(r) => return Ok(r),
         Err(e) => e,
     };
@@ -207,17 +88,14 @@ pub fn replay_journal(out_image: &Path, offset: u64) -> Result<ToolRun, ToolErro
         return Err(first);
     }
     let first_command = command.clone();
-    let clear = run(
+    let clear = e2fs(
         "debugfs",
-        &[
-            OsStr::new("-w"),
-            OsStr::new("-R"),
-            OsStr::new("feature -needs_recovery"),
-            OsStr::new("--"),
-            dev.as_os_str(),
-        ],
-        &[0],
-    )?;
+        &["-w", "-R", "feature -needs_recovery"],
+        out_image,
+        offset,
+        &[],
+    )?
+    .run(&[0], progress)?;
     if clear.output_tail.contains("needs_recovery") {
         // debugfs prints the resulting feature list; the flag must be gone from it.
         return Err(ToolError::Failed {
@@ -226,7 +104,7 @@ pub fn replay_journal(out_image: &Path, offset: u64) -> Result<ToolRun, ToolErro
             output_tail: clear.output_tail,
         });
     }
-    let second = run("e2fsck", &fsck_args, &[0, 1])?;
+    let second = fsck()?.run(&[0, 1], progress)?;
     Ok(ToolRun {
         command: format!("{first_command}; {}; {}", clear.command, second.command),
         exit_code: second.exit_code,
@@ -234,26 +112,20 @@ pub fn replay_journal(out_image: &Path, offset: u64) -> Result<ToolRun, ToolErro
     })
 }
 
+/// Most data kept aside from beyond the grown filesystem during a grow (see [`grow`]).
+const MAX_TAIL_SAVE: u64 = 64 << 20;
+
 /// Repair the filesystem at `offset` in the output image: `e2fsck -fy 'out.img?offset=N'`
 /// (a full check that rebuilds the allocation bitmaps and counts from the inodes). Exit
 /// codes 0 (clean) and 1 (errors corrected) are success: it clones shared blocks and marks
 /// owned blocks used. Only ever call this on the output copy.
-pub fn repair(out_image: &Path, offset: u64) -> Result<ToolRun, ToolError> {
-    let dev = DeviceArg::new(out_image, offset)?;
-    run(
-        "e2fsck",
-        &[
-            OsStr::new("-f"),
-            OsStr::new("-y"),
-            OsStr::new("--"),
-            dev.as_os_str(),
-        ],
-        &[0, 1],
-    )
+pub fn repair(
+    out_image: &Path,
+    offset: u64,
+    progress: &dyn Progress,
+) -> Result<ToolRun, ToolError> {
+    e2fs("e2fsck", &["-f", "-y"], out_image, offset, &[])?.run(&[0, 1], progress)
 }
-
-/// Most data kept aside from beyond the grown filesystem during a grow (see [`grow`]).
-const MAX_TAIL_SAVE: u64 = 64 << 20;
 
 /// Grow the filesystem at `offset` in the output image to `new_size_bytes` (rounded
 /// down to its block size) with `resize2fs -f 'out.img?offset=N' <blocks>`. `-f` skips
@@ -271,7 +143,16 @@ const MAX_TAIL_SAVE: u64 = 64 << 20;
 /// lay beyond `new size` (e.g. a swap header already written) are kept aside and written
 /// back. This needs the growth to be at least `offset` bytes (1 MiB in our layout), so the
 /// shortened file still holds the whole current filesystem.
-pub fn grow(out_image: &Path, offset: u64, new_size_bytes: u64) -> Result<ToolRun, ToolError> {
+///
+/// Cancelled through `progress`, resize2fs is killed and reaped and the file gets its
+/// length and tail back; the filesystem in it is then half-grown, which is why only the
+/// output copy is ever grown (and a cancelled conversion removes it).
+pub fn grow(
+    out_image: &Path,
+    offset: u64,
+    new_size_bytes: u64,
+    progress: &dyn Progress,
+) -> Result<ToolRun, ToolError> {
     use std::os::unix::fs::FileExt;
     let path_err = |source| ToolError::Path {
         path: out_image.to_path_buf(),
@@ -332,19 +213,15 @@ pub fn grow(out_image: &Path, offset: u64, new_size_bytes: u64) -> Result<ToolRu
         }
         pos += n as u64;
     }
-    let dev = DeviceArg::new(out_image, offset)?;
-    file.set_len(new_bytes).map_err(path_err)?;
-    let new_blocks = new_blocks.to_string();
-    let result = run(
+    let resize = e2fs(
         "resize2fs",
-        &[
-            OsStr::new("-f"),
-            OsStr::new("--"),
-            dev.as_os_str(),
-            OsStr::new(&new_blocks),
-        ],
-        &[0],
-    );
+        &["-f"],
+        out_image,
+        offset,
+        &[new_blocks.to_string()],
+    )?;
+    file.set_len(new_bytes).map_err(path_err)?;
+    let result = resize.run(&[0], progress);
     // Give the file its length and tail back whatever resize2fs did.
     let now = file.metadata().map_err(path_err)?.len();
     if now < orig_len {
@@ -362,38 +239,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn device_argument_and_quoting() {
-        let a = DeviceArg::new(Path::new("/tmp/out.img"), 1048576).unwrap();
-        assert_eq!(a.as_os_str(), "/tmp/out.img?offset=1048576");
-        assert!(a._link_dir.is_none());
+    fn device_after_the_options() {
+        let c = e2fs(
+            "resize2fs",
+            &["-f"],
+            Path::new("/tmp/-out.img"),
+            1048576,
+            &["9".into()],
+        )
+        .unwrap();
         assert_eq!(
-            DeviceArg::new(Path::new("/tmp/out.img"), 0)
-                .unwrap()
-                .as_os_str(),
-            "/tmp/out.img"
+            c.command_line(),
+            "resize2fs -f -- /tmp/-out.img?offset=1048576 9"
         );
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(tail(b"a\n\nb\n", b"c\n"), "a\nb\nc");
-    }
-
-    #[test]
-    fn odd_paths_reach_the_filesystem() {
-        let dir = tempfile::tempdir().unwrap();
-        let plain = dir.path().join("plain.img");
-        let made = Command::new("mkfs.ext2")
-            .args(["-q", "-F"])
-            .arg(&plain)
-            .arg("4096")
-            .status()
-            .unwrap();
-        assert!(made.success());
-        let fs = std::fs::read(&plain).unwrap();
-        // A leading '-', a space, a '?', a newline and a byte that is not UTF-8.
-        let odd = dir.path().join(OsStr::from_bytes(b"-a ?b\n\xff.img"));
-        std::fs::write(&odd, [vec![0u8; 1 << 20], fs].concat()).unwrap();
-        let run = replay_journal(&odd, 1 << 20).unwrap();
-        assert_eq!(run.exit_code, 0, "{}", run.output_tail);
-        assert!(run.command.contains("?offset=1048576"), "{}", run.command);
     }
 
     #[test]
@@ -401,7 +259,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("not-a-fs.img");
         std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
-        match replay_journal(&img, 0) {
+        match replay_journal(&img, 0, &crate::NoProgress) {
             Err(ToolError::Failed {
                 code: Some(c),
                 output_tail,
@@ -416,7 +274,7 @@ mod tests {
             other => panic!("expected failure, got {other:?}"),
         }
         assert!(matches!(
-            grow(&img, 0, 100 << 20),
+            grow(&img, 0, 100 << 20, &crate::NoProgress),
             Err(ToolError::NotExt { .. })
         ));
     }

@@ -54,7 +54,7 @@ pub enum Error {
 
     /// resize2fs or e2fsck failed on the output (issue 3).
     #[error(transparent)]
-    Tool(#[from] crate::e2fs_tools::ToolError),
+    Tool(crate::tool::ToolError),
 
     /// The guest's inodes and bitmaps disagree, or a block map is refused (see
     /// [`crate::blockcheck`]). Converted by hand so a cancelled check is
@@ -119,6 +119,16 @@ impl Error {
             action,
             path: path.into(),
             source,
+        }
+    }
+}
+
+/// A cancelled outside tool is a cancellation like any other.
+impl From<crate::tool::ToolError> for Error {
+    fn from(e: crate::tool::ToolError) -> Self {
+        match e {
+            crate::tool::ToolError::Cancelled { .. } => Error::Cancelled,
+            other => Error::Tool(other),
         }
     }
 }

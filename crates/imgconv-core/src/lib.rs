@@ -36,6 +36,7 @@ pub mod serde_path;
 pub mod source;
 pub mod stream;
 pub mod swap;
+pub mod tool;
 
 pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress, Stage};

@@ -66,6 +66,32 @@ pub fn write_swap(dst: &File, offset: u64, len: u64, label: &str) -> Result<Uuid
     Ok(uuid)
 }
 
+/// What a swap v1 header says, as read back from a disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwapHeader {
+    /// `info.version` (1 for every swap area Linux uses).
+    pub version: u32,
+    /// `info.last_page`: index of the last usable page.
+    pub last_page: u32,
+    /// `info.sws_uuid`.
+    pub uuid: Uuid,
+}
+
+/// Read the first page of a swap area: `Ok(None)` when the "SWAPSPACE2" magic is not in
+/// its last 10 bytes, else the header's fields. The page must be [`PAGE_SIZE`] bytes.
+pub fn read_header(page: &[u8]) -> Result<Option<SwapHeader>, crate::bytes::ParseError> {
+    let f = crate::bytes::Fields::new("swap header", page);
+    let magic_at = PAGE_SIZE as usize - MAGIC.len();
+    if f.bytes("magic", magic_at, MAGIC.len())? != MAGIC {
+        return Ok(None);
+    }
+    Ok(Some(SwapHeader {
+        version: f.u32("version", OFF_VERSION)?,
+        last_page: f.u32("last_page", OFF_LAST_PAGE)?,
+        uuid: Uuid::from_bytes(f.array::<16>("sws_uuid", OFF_UUID)?),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +109,21 @@ mod tests {
         assert_eq!(&p[0x40C..0x41C], &[7; 16]);
         assert_eq!(&p[0x41C..0x421], b"swap0");
         assert!(p[..0x400].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn a_written_header_reads_back() {
+        let u = Uuid::from_bytes([9; 16]);
+        let p = swap_header(64 << 20, u, "s").unwrap();
+        let h = read_header(&p).unwrap().unwrap();
+        assert_eq!(
+            (h.version, h.last_page, h.uuid),
+            (1, (64 << 20) / 4096 - 1, u)
+        );
+        let mut no_magic = p.clone();
+        no_magic[4095] = 0;
+        assert_eq!(read_header(&no_magic).unwrap(), None);
+        assert!(read_header(&p[..4000]).is_err(), "a short page is an error");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Interruptions and resources (issue 8): SIGINT and SIGTERM at the start of every stage,
+//! Interruptions and resources: SIGINT and SIGTERM at the start of every stage,
 //! an output directory that fills up, a read-only output filesystem. Each must end with the
 //! documented exit code and message (README, "Exit codes"), leave no output and no
 //! temporary file, and leave the input untouched.
@@ -226,4 +226,162 @@ fn a_read_only_output_filesystem_is_exit_5_and_leaves_nothing() {
     assert!(err.contains("imgconv: hint: "), "{err}");
     assert_eq!(names_in(&dir), Vec::<String>::new(), "nothing left: {err}");
     drop(mnt);
+}
+
+/// A directory holding a stand-in for `tool` that runs (as `tool`, same PID) until it is
+/// killed: the library starts it at a known point and the test can stop imgconv there.
+/// With `real_unless`, calls whose arguments lack that option run the real tool.
+fn hanging_tool(dir: &Path, tool: &str, real_unless: Option<&str>) -> PathBuf {
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let real = ["/usr/sbin", "/sbin", "/usr/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{tool} is not installed: run scripts/setup"));
+    let guard = match real_unless {
+        Some(opt) => format!(
+            "case \" $* \" in *\" {opt} \"*) ;; *) exec {} \"$@\" ;; esac\n",
+            real.display()
+        ),
+        None => String::new(),
+    };
+    let script = bin.join(tool);
+    fs::write(
+        &script,
+        format!("#!/bin/bash\n{guard}exec -a {tool} sleep 600\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// The PID of a child of `parent` whose argv[0] is `name`, if one runs.
+fn child_named(parent: u32, name: &str) -> Option<u32> {
+    fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+        let ppid: u32 = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
+        let cmdline = fs::read(e.path().join("cmdline")).ok()?;
+        let argv0 = cmdline.split(|&b| b == 0).next()?;
+        (ppid == parent && argv0 == name.as_bytes()).then_some(pid)
+    })
+}
+
+/// True while `pid` is a live process (not gone, not a zombie) whose argv[0] is `name`.
+fn still_running(pid: u32, name: &str) -> bool {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let zombie = stat
+        .rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('Z'));
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    !zombie && cmdline.split(|&b| b == 0).next() == Some(name.as_bytes())
+}
+
+/// Start `imgconv convert SRC … EXTRA` with `path_first` first on PATH, wait until it runs
+/// `tool`, send SIGINT `signals` times, and check that imgconv exits 130, leaves no output
+/// and leaves no `tool` process behind.
+fn interrupt_tool(src: &Path, extra: &[&str], tool: &str, path_first: &Path, signals: usize) {
+    let work = tempfile::tempdir().unwrap();
+    let outdir = work.path().join("out");
+    fs::create_dir(&outdir).unwrap();
+    let path = format!(
+        "{}:{}",
+        path_first.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut child = Command::new(bin())
+        .arg("convert")
+        .arg(src)
+        .arg("--donor")
+        .arg(fx("donor-dir"))
+        .arg("-o")
+        .arg(outdir.join("kvm.img"))
+        .args(extra)
+        .env("PATH", path)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let tool_pid = loop {
+        if let Some(pid) = child_named(child.id(), tool) {
+            break pid;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            panic!("imgconv ended ({status}) without running {tool}:\n{err}");
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "{tool} never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    for _ in 0..signals {
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    }
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    // An uncancellable tool would keep imgconv waiting for it: bounded, then a failure.
+    let t1 = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if t1.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("imgconv did not stop within 60 s of {signals} SIGINT(s) while {tool} ran");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let err = reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    // SIGKILL is delivered before kill(1) returns; the process may take a moment to go.
+    let t2 = Instant::now();
+    while still_running(tool_pid, tool) && t2.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !still_running(tool_pid, tool),
+        "{tool} (pid {tool_pid}) still runs after {signals} SIGINT(s):\n{err}"
+    );
+    if signals == 1 {
+        // One Ctrl-C is a clean stop: nothing is left beside the output either.
+        assert_eq!(names_in(&outdir), Vec::<String>::new(), "{err}");
+    }
+}
+
+#[test]
+fn ctrl_c_during_grow_leaves_no_resize2fs_behind() {
+    let work = tempfile::tempdir().unwrap();
+    let bin = hanging_tool(work.path(), "resize2fs", None);
+    let src = fx("xen-ext4.img");
+    let before = fingerprint(&src);
+    let grow = ["--size", "200M", "--swap", "16M"];
+    interrupt_tool(&src, &grow, "resize2fs", &bin, 1);
+    interrupt_tool(&src, &grow, "resize2fs", &bin, 2);
+    assert_eq!(fingerprint(&src), before, "the input changed");
+}
+
+#[test]
+fn ctrl_c_during_journal_replay_leaves_no_e2fsck_behind() {
+    let work = tempfile::tempdir().unwrap();
+    // Only the replay (`e2fsck -f -y`) hangs; a read-only check runs the real e2fsck.
+    let bin = hanging_tool(work.path(), "e2fsck", Some("-y"));
+    let src = fx("dirty-ext4.img");
+    let before = fingerprint(&src);
+    interrupt_tool(&src, &["--replay-journal"], "e2fsck", &bin, 1);
+    interrupt_tool(&src, &["--replay-journal"], "e2fsck", &bin, 2);
+    assert_eq!(fingerprint(&src), before, "the input changed");
 }

@@ -76,7 +76,7 @@ pub(super) fn repair_or_refuse(
             }
         }
     }
-    crate::e2fs_tools::repair(out.path(), root_offset)?;
+    crate::e2fs_tools::repair(out.path(), root_offset, &*progress)?;
     report.change(
         "repair",
         "/",

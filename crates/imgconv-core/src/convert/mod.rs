@@ -320,7 +320,7 @@ fn grow_and_replay(
     timed(timings, Stage::Grow, || {
         if plan.inspection.fs.needs_recovery {
             progress.stage(Stage::Grow, None);
-            crate::e2fs_tools::replay_journal(out.path(), root_offset)?;
+            crate::e2fs_tools::replay_journal(out.path(), root_offset, &*progress)?;
             report.change(
                 "journal",
                 "/",
@@ -332,7 +332,7 @@ fn grow_and_replay(
         if let Some(state) = plan.inspection.unclean() {
             // `check_clean` let it through: --repair was given.
             progress.stage(Stage::Grow, None);
-            let run = crate::e2fs_tools::repair(out.path(), root_offset)?;
+            let run = crate::e2fs_tools::repair(out.path(), root_offset, &*progress)?;
             report.change(
                 "repair",
                 "/",
@@ -352,7 +352,7 @@ fn grow_and_replay(
         }
         if let Some(grow) = &plan.disk.grow {
             progress.stage(Stage::Grow, None);
-            crate::e2fs_tools::grow(out.path(), root_offset, grow.to_bytes)?;
+            crate::e2fs_tools::grow(out.path(), root_offset, grow.to_bytes, &*progress)?;
             report.change(
                 "grow",
                 "/",

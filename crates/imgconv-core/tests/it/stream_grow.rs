@@ -10,6 +10,7 @@ use imgconv_core::layout::{self, GrowReason, PlanError, PlanOptions, SourceSpace
 use imgconv_core::output::TempOutput;
 use imgconv_core::source;
 use imgconv_core::stream;
+use imgconv_core::NoProgress;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use stream_util::*;
@@ -112,7 +113,7 @@ fn explicit_larger_root_grows_ext3_and_keeps_a_swap_header_written_before() {
     let uuid =
         imgconv_core::swap::write_swap(out.file(), swap.start_bytes(), swap.len_bytes(), "sw")
             .unwrap();
-    e2fs_tools::grow(out.path(), off, g.to_bytes).unwrap();
+    e2fs_tools::grow(out.path(), off, g.to_bytes, &NoProgress).unwrap();
     assert_eq!(
         out.file().metadata().unwrap().len(),
         plan.disk_bytes,
@@ -179,9 +180,9 @@ fn growth_smaller_than_the_offset_is_refused_untouched() {
         .arg(format!("of={}", disk.display()))
         .args(["bs=1M", "seek=1", "conv=notrunc,sparse", "status=none"]));
     let before = sha256(&disk);
-    let e = e2fs_tools::grow(&disk, MIB, 64 * MIB + 512 * 1024).unwrap_err();
+    let e = e2fs_tools::grow(&disk, MIB, 64 * MIB + 512 * 1024, &NoProgress).unwrap_err();
     assert!(matches!(e, ToolError::GrowthBelowOffset { .. }), "{e}");
-    let e = e2fs_tools::grow(&disk, MIB, 32 * MIB).unwrap_err();
+    let e = e2fs_tools::grow(&disk, MIB, 32 * MIB, &NoProgress).unwrap_err();
     assert!(matches!(e, ToolError::BadSize { .. }), "{e}");
     assert_eq!(sha256(&disk), before);
 }

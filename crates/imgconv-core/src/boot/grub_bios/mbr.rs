@@ -30,6 +30,21 @@ pub const PART_START: usize = 0x1BE;
 /// `GRUB_BOOT_MACHINE_SIGNATURE`: 0x55, 0xAA.
 pub const SIGNATURE: usize = 0x1FE;
 
+/// What GRUB's boot.img prints on an error; its presence in the code area is how a boot
+/// sector is recognised as GRUB's.
+const GRUB_MESSAGE: &[u8] = b"GRUB ";
+
+/// Read back what [`boot_sector`] wrote in sector 0: `Ok(Some(lba))` with core.img's
+/// first sector when the code area holds GRUB's boot.img, `Ok(None)` when it does not.
+pub fn grub_core_sector(sector0: &[u8]) -> Result<Option<u64>, crate::bytes::ParseError> {
+    let f = crate::bytes::Fields::new("boot sector", sector0);
+    let code = f.bytes("boot code", 0, NT_MAGIC)?;
+    if !code.windows(GRUB_MESSAGE.len()).any(|w| w == GRUB_MESSAGE) {
+        return Ok(None);
+    }
+    Ok(Some(f.u64("kernel_sector", KERNEL_SECTOR)?))
+}
+
 /// MBR partition type of a GPT protective entry.
 const PROTECTIVE_GPT: u8 = 0xEE;
 
@@ -142,4 +157,22 @@ pub fn install_bios_boot(
     out.write_all_at(&mbr, 0)
         .map_err(io("writing the boot sector of"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_core_sector_reads_back_only_from_grub_code() {
+        let mut sector = [0u8; SECTOR];
+        sector[0x180..0x185].copy_from_slice(GRUB_MESSAGE);
+        sector[KERNEL_SECTOR..KERNEL_SECTOR + 8].copy_from_slice(&2048u64.to_le_bytes());
+        assert_eq!(grub_core_sector(&sector).unwrap(), Some(2048));
+        // The message in the partition table area is not boot code.
+        let mut other = [0u8; SECTOR];
+        other[PART_START..PART_START + 5].copy_from_slice(GRUB_MESSAGE);
+        assert_eq!(grub_core_sector(&other).unwrap(), None);
+        assert!(grub_core_sector(&sector[..100]).is_err());
+    }
 }

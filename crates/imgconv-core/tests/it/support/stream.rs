@@ -521,7 +521,11 @@ pub fn convert(
     let root = *plan.root();
     let stats = stream::copy_used_blocks(&fs, out.file(), root.start_bytes(), &mut progress)?;
     let replay = if inspection.fs.needs_recovery {
-        Some(e2fs_tools::replay_journal(out.path(), root.start_bytes())?)
+        Some(e2fs_tools::replay_journal(
+            out.path(),
+            root.start_bytes(),
+            &progress,
+        )?)
     } else {
         None
     };
@@ -530,6 +534,7 @@ pub fn convert(
             out.path(),
             root.start_bytes(),
             g.to_bytes,
+            &progress,
         )?),
         None => None,
     };
