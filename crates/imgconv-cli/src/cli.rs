@@ -27,6 +27,24 @@ pub enum Command {
     /// Check a converted image: partition table, fsck, swap, GRUB files, boot code;
     /// optionally boot it under QEMU.
     Verify(VerifyArgs),
+    /// Print a shell completion script on stdout, e.g.
+    /// `imgconv completions bash > /etc/bash_completion.d/imgconv`.
+    Completions(CompletionsArgs),
+    /// Write the manual pages (imgconv.1 and one per subcommand) into DIR.
+    Manpage(ManpageArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell the script is for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManpageArgs {
+    /// Directory the pages go to (created if missing), e.g. /usr/local/share/man/man1.
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -46,7 +46,10 @@ fn check_passes_on_this_machine() {
         out.status.success(),
         "scripts/setup --check-only fails here:\n{err}"
     );
-    assert!(err.contains("required commands, files and libraries are present"), "{err}");
+    assert!(
+        err.contains("required commands, files and libraries are present"),
+        "{err}"
+    );
 }
 
 #[test]
