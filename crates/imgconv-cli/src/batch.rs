@@ -217,7 +217,10 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
     if let Some(path) = &a.json {
         convert::write_json(
             path,
-            &serde_json::to_value(&report).expect("batch report serializes"),
+            &crate::schema::stamp(
+                crate::schema::BATCH,
+                serde_json::to_value(&report).expect("batch report serializes"),
+            ),
         )?;
     }
     if report.ok {

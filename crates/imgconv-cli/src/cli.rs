@@ -52,8 +52,11 @@ pub struct InspectArgs {
     /// The Xen guest image (bare ext2/3/4 filesystem or partitioned disk).
     pub source: PathBuf,
     /// Print machine-readable JSON on stdout instead of the human summary.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "verbose")]
     pub json: bool,
+    /// After the summary, print every field the inspection found.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
 }
 
 /// When to run `e2fsck -fn` around a conversion.

@@ -222,7 +222,10 @@ fn library_convert(o: &ConvertOptions, progress: &mut CliProgress) -> Result<Con
     let conversion = imgconv_core::convert::convert(o, progress)
         .map_err(|e| errors::from_core(&e, &paths_of(o)))?;
     Ok(Converted {
-        json: serde_json::to_value(&conversion).expect("the conversion serializes"),
+        json: crate::schema::stamp(
+            crate::schema::CONVERSION,
+            serde_json::to_value(&conversion).expect("the conversion serializes"),
+        ),
         summary: summary(&conversion),
         warnings: conversion.report.warnings.clone(),
     })
@@ -302,7 +305,10 @@ pub fn run(a: &ConvertArgs) -> Result<(), CliError> {
         if let Some(path) = &a.json {
             write_json(
                 path,
-                &serde_json::to_value(&plan).expect("the plan serializes"),
+                &crate::schema::stamp(
+                    crate::schema::PLAN,
+                    serde_json::to_value(&plan).expect("the plan serializes"),
+                ),
             )?;
         }
         print!("{plan}");

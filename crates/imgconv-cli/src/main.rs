@@ -12,6 +12,7 @@ mod manual;
 mod outline;
 mod progress;
 mod qemu;
+mod schema;
 mod signals;
 mod size;
 mod tools;
