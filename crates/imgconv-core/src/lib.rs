@@ -24,6 +24,7 @@ pub mod extread;
 pub mod fixups;
 pub mod graft;
 pub mod guestfs;
+pub mod hardware;
 pub mod layout;
 pub mod output;
 pub mod partition;
