@@ -30,6 +30,9 @@ fn main() {
         Command::Convert(a) => convert::run(&a),
         Command::Batch(a) => batch::run(&a),
         Command::Verify(a) => run_verify(&a),
+        Command::Report(a) => match &a.command {
+            cli::ReportCommand::Merge(m) => batch::merge(m),
+        },
         Command::Completions(a) => manual::completions(&a),
         Command::Manpage(a) => manual::manpages(&a),
     };

@@ -178,7 +178,10 @@ pub fn read_table(image: &Region) -> Result<Option<PartitionTable>, PartitionErr
         entries.push(entry);
     }
     for l in logicals {
-        if l.start.checked_add(l.len).is_none_or(|end| end > image.len()) {
+        if l.start
+            .checked_add(l.len)
+            .is_none_or(|end| end > image.len())
+        {
             return Err(PartitionError::OutOfBounds {
                 path,
                 number: l.number,
