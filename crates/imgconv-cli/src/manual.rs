@@ -33,7 +33,8 @@ pub fn completions(a: &CompletionsArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `imgconv manpage DIR`: imgconv.1 and imgconv-<subcommand>.1 for every subcommand.
+/// `imgconv manpage DIR`: imgconv.1 and imgconv-<subcommand>.1 for every subcommand
+/// (imgconv-report-merge.1 for nested ones).
 pub fn manpages(a: &ManpageArgs) -> Result<(), CliError> {
     let out_err = |what: String, e: std::io::Error| {
         CliError::new(
@@ -46,8 +47,8 @@ pub fn manpages(a: &ManpageArgs) -> Result<(), CliError> {
         .map_err(|e| out_err(format!("cannot create {}", a.dir.display()), e))?;
     let mut cmd = command().disable_help_subcommand(true);
     cmd.build();
-    let mut pages = vec![cmd.clone()];
-    pages.extend(cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
+    let mut pages = Vec::new();
+    collect_pages(&cmd, &mut pages);
     for page in pages {
         let man = clap_mangen::Man::new(page);
         let path = a.dir.join(man.get_filename());
@@ -59,6 +60,15 @@ pub fn manpages(a: &ManpageArgs) -> Result<(), CliError> {
         println!("{}", path.display());
     }
     Ok(())
+}
+
+/// `cmd` and, depth first, every visible subcommand (clap_mangen names nested ones
+/// `imgconv-report-merge`).
+fn collect_pages(cmd: &clap::Command, pages: &mut Vec<clap::Command>) {
+    pages.push(cmd.clone());
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        collect_pages(sub, pages);
+    }
 }
 
 #[cfg(test)]

@@ -110,6 +110,8 @@ fn man_renders_every_generated_page() {
             "imgconv-convert.1",
             "imgconv-inspect.1",
             "imgconv-manpage.1",
+            "imgconv-report-merge.1",
+            "imgconv-report.1",
             "imgconv-verify.1",
             "imgconv.1"
         ]
@@ -120,7 +122,9 @@ fn man_renders_every_generated_page() {
             "imgconv-convert.1",
             &["--dry-run", "--donor", "--firmware"][..],
         ),
-        ("imgconv-inspect.1", &["--json"][..]),
+        ("imgconv-inspect.1", &["--json", "--verbose"][..]),
+        ("imgconv-batch.1", &["--shard", "--skip-done"][..]),
+        ("imgconv-report-merge.1", &["--output"][..]),
     ] {
         let out = Command::new("man")
             .args(["--warnings", "-l"])
