@@ -29,7 +29,7 @@ pub fn run(a: &InspectArgs) -> Result<(), CliError> {
     let inspected = imgconv_core::source::inspect(&a.source);
     if !a.json {
         let summary = summarize(&a.source, inspected.as_ref());
-        print!("{}", render(&a.source, &summary, inspected.as_ref().ok()));
+        emit(&render(&a.source, &summary, inspected.as_ref().ok()))?;
     }
     let inspection =
         inspected.map_err(|e| errors::from_core(&imgconv_core::Error::from(e), &paths))?;
@@ -38,19 +38,34 @@ pub fn run(a: &InspectArgs) -> Result<(), CliError> {
         serde_json::to_value(&inspection).expect("the inspection serializes"),
     );
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).expect("JSON value prints")
-        );
+        let mut text = serde_json::to_string_pretty(&value).expect("JSON value prints");
+        text.push('\n');
+        emit(&text)?;
     } else if a.verbose {
-        println!("\nDetails:");
+        let mut text = String::from("\nDetails:\n");
         for line in outline(&value).lines() {
-            println!("  {line}");
+            let _ = writeln!(text, "  {line}");
         }
+        emit(&text)?;
     } else {
-        println!("\nAll fields: imgconv inspect --verbose (for scripts: --json)");
+        emit("\nAll fields: imgconv inspect --verbose (for scripts: --json)\n")?;
     }
     Ok(())
+}
+
+/// Write to stdout. A reader that went away (`imgconv inspect X | head`) is not an error;
+/// any other write error (a full disk behind `>`) is.
+fn emit(text: &str) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::new(
+            Class::Output,
+            format!("cannot write to stdout: {e}"),
+            "check where stdout goes (a full disk?)",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The summary, for people.
