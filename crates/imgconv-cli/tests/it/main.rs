@@ -9,8 +9,13 @@ mod common;
 #[path = "../../../imgconv-core/tests/it/support/shared.rs"]
 mod support;
 
+mod batch_shard;
 mod cli;
 mod convert;
 mod input_integrity;
+mod inspect;
 mod interrupt;
+mod manual;
+mod schema;
+mod setup;
 mod verify;

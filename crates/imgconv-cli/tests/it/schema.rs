@@ -2,27 +2,15 @@
 //! against the JSON Schema of that name in docs/schema/ (checked by python3-jsonschema, an
 //! outside validator). A document missing a required field is rejected, so the check bites.
 
-mod common;
+use crate::common;
+use crate::support;
 
 use common::imgconv;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn synthetic() -> PathBuf {
-    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fixtures"))
-        .arg("synthetic")
-        .output()
-        .expect("scripts/fixtures runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
 fn schema_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../docs/schema/{name}.schema.json"))
+    support::repo_root().join(format!("docs/schema/{name}.schema.json"))
 }
 
 /// Validate `doc` against docs/schema/<name>.schema.json; Err(the validator's messages).
@@ -83,7 +71,7 @@ fn check(doc: &Path, name: &str) {
 
 #[test]
 fn every_json_document_validates_against_its_schema() {
-    let fx = synthetic();
+    let fx = support::synthetic();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     for (img, name) in [

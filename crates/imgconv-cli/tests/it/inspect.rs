@@ -5,25 +5,13 @@
 //! swap partition (p1 at sector 63, the old DOS layout), GPT, an LVM physical volume
 //! beside a /boot partition, and garbage. Partition positions are checked against sfdisk.
 
-mod common;
+use crate::common;
+use crate::support;
 
 use common::{bin, imgconv, run, write_at};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn synthetic() -> PathBuf {
-    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fixtures"))
-        .arg("synthetic")
-        .output()
-        .expect("scripts/fixtures runs");
-    assert!(
-        out.status.success(),
-        "scripts/fixtures synthetic: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 /// `imgconv inspect ARGS` on a pseudo-terminal: (exit code, what the terminal showed).
 fn on_tty(args: &str) -> (i32, String) {
@@ -70,7 +58,7 @@ fn sfdisk_parts(img: &Path) -> Vec<(String, u64, u64)> {
 
 #[test]
 fn bare_source_summary_comes_before_the_details() {
-    let img = synthetic().join("xen-ext4.img");
+    let img = support::synthetic().join("xen-ext4.img");
     let (code, screen) = on_tty(&img.display().to_string());
     assert_eq!(code, 0, "{screen}");
     let first = screen.lines().next().unwrap_or_default();
@@ -164,7 +152,7 @@ fn mbr_with_logical_swap(dir: &Path, root_fs: &Path) -> PathBuf {
 #[test]
 fn mbr_logical_partitions_are_listed_with_their_fate() {
     let dir = tempfile::tempdir().unwrap();
-    let img = mbr_with_logical_swap(dir.path(), &synthetic().join("xen-ext4.img"));
+    let img = mbr_with_logical_swap(dir.path(), &support::synthetic().join("xen-ext4.img"));
     let parts = sfdisk_parts(&img);
     let (_, p5_start, p5_size) = parts.iter().find(|p| p.0.ends_with('5')).unwrap().clone();
     let (code, screen) = on_tty(&img.display().to_string());
@@ -206,7 +194,7 @@ fn mbr_logical_partitions_are_listed_with_their_fate() {
 
 #[test]
 fn gpt_source_names_its_root_partition() {
-    let img = synthetic().join("xen-ext4-gpt.img");
+    let img = support::synthetic().join("xen-ext4-gpt.img");
     let (code, screen) = on_tty(&img.display().to_string());
     assert_eq!(code, 0, "{screen}");
     assert_in_order(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn setup_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/setup")
+    crate::support::repo_root().join("scripts/setup")
 }
 
 fn check_only(path: &str) -> Output {

@@ -4,30 +4,14 @@
 //! `--skip-done` resumes; the Kubernetes and Slurm examples in docs/ parse and agree with
 //! the rules in docs/cluster.md.
 
-mod common;
+use crate::common;
+use crate::support;
 
 use common::imgconv;
 use serde_json::Value;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn synthetic() -> PathBuf {
-    let out = Command::new(repo().join("scripts/fixtures"))
-        .arg("synthetic")
-        .output()
-        .expect("scripts/fixtures runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 fn read_json(p: &Path) -> Value {
     serde_json::from_slice(&fs::read(p).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
@@ -79,7 +63,7 @@ fn batch(
 
 #[test]
 fn two_shards_merge_into_the_report_of_one_batch_and_skip_done_resumes() {
-    let fx = synthetic();
+    let fx = support::synthetic();
     let donor = fx.join("donor-dir");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -240,7 +224,7 @@ fn two_shards_merge_into_the_report_of_one_batch_and_skip_done_resumes() {
 
 #[test]
 fn kubernetes_example_is_an_indexed_job_whose_shards_cover_every_index() {
-    let path = repo().join("docs/examples/imgconv-batch-job.yaml");
+    let path = support::repo_root().join("docs/examples/imgconv-batch-job.yaml");
     let out = Command::new("python3")
         .args(["-c", "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))"])
         .arg(&path)
@@ -305,7 +289,7 @@ fn kubernetes_example_is_an_indexed_job_whose_shards_cover_every_index() {
 
 #[test]
 fn slurm_example_array_matches_its_shard_count() {
-    let path = repo().join("docs/examples/imgconv-batch.sbatch");
+    let path = support::repo_root().join("docs/examples/imgconv-batch.sbatch");
     common::run(Command::new("bash").arg("-n").arg(&path));
     let text = fs::read_to_string(&path).unwrap();
     let array = text

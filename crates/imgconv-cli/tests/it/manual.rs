@@ -1,7 +1,7 @@
 //! `--version`, `imgconv completions` and `imgconv manpage`, judged by outside tools:
 //! e2fsck for the libext2fs version, bash for the completion script, man for the pages.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
