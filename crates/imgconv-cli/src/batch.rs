@@ -1,11 +1,17 @@
 //! `imgconv batch`: many conversions on a pool of N worker threads, one progress line
-//! per image, a summary table and a JSON report.
+//! per image, a summary table and a JSON report; `imgconv report merge` joins reports.
 //!
 //! Outputs are named `<out-dir>/<stem>.raw` (the source's file name without its last
 //! extension). Without `--keep-going`, no new conversion starts after the first failure;
 //! those already running finish. The exit status is 0 only if every image converted.
+//!
+//! Across machines: `--shard K/N` takes every N-th source from the K-th of the sources
+//! sorted by path, so N workers given the same list convert disjoint shares whose union is
+//! the list; `--skip-done` writes `<stem>.report.json` (a one-image batch report, with the
+//! source's size and mtime) beside each output and skips sources whose output and report
+//! still match, so a re-run resumes where the last one stopped.
 
-use crate::cli::BatchArgs;
+use crate::cli::{BatchArgs, MergeArgs, Shard};
 use crate::convert::{self, Converted};
 use crate::errors::{Class, CliError};
 use crate::progress::{CliProgress, Mode};
@@ -18,14 +24,15 @@ use std::sync::{mpsc, Mutex};
 use std::time::Instant;
 
 /// The result of one image of a batch (one JSON entry, one summary row).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
     #[serde(serialize_with = "imgconv_core::serde_path::lossy")]
     pub source: PathBuf,
     #[serde(serialize_with = "imgconv_core::serde_path::lossy")]
     pub output: PathBuf,
-    /// "ok", "failed", "cancelled" or "skipped" (not started after a failure).
-    pub result: &'static str,
+    /// "ok", "already-done" (converted by an earlier run, `--skip-done`), "failed",
+    /// "cancelled" or "skipped" (not started after a failure).
+    pub result: String,
     /// The exit code this image alone would have given.
     pub exit_code: i32,
     pub error: Option<String>,
@@ -38,10 +45,22 @@ pub struct Entry {
     pub warnings: Vec<String>,
     /// The conversion report (plan, changes, timings), when it succeeded.
     pub conversion: Option<serde_json::Value>,
+    /// The source's size in bytes and modification time (nanoseconds since the epoch)
+    /// when the batch looked at it: what `--skip-done` compares.
+    #[serde(default)]
+    pub source_size: Option<u64>,
+    #[serde(default)]
+    pub source_mtime_ns: Option<i64>,
+}
+
+impl Entry {
+    fn succeeded(&self) -> bool {
+        self.result == "ok" || self.result == "already-done"
+    }
 }
 
 /// The whole batch, as written by `--json FILE`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BatchReport {
     pub ok: bool,
     pub jobs: u32,
@@ -51,7 +70,101 @@ pub struct BatchReport {
     pub seconds: f64,
     pub images: Vec<Entry>,
     /// Entries of `--dir` that were not taken as images, with the reason.
+    #[serde(default)]
     pub ignored: Vec<Ignored>,
+}
+
+impl BatchReport {
+    /// The report of `images` (counts and verdict derived from them).
+    fn of(images: Vec<Entry>, jobs: u32, seconds: f64) -> BatchReport {
+        BatchReport {
+            ok: images.iter().all(Entry::succeeded),
+            jobs,
+            succeeded: images.iter().filter(|e| e.succeeded()).count(),
+            failed: images
+                .iter()
+                .filter(|e| e.result == "failed" || e.result == "cancelled")
+                .count(),
+            skipped: images.iter().filter(|e| e.result == "skipped").count(),
+            seconds,
+            images,
+            ignored: Vec::new(),
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        crate::schema::stamp(
+            crate::schema::BATCH,
+            serde_json::to_value(self).expect("batch report serializes"),
+        )
+    }
+}
+
+/// The source's size and mtime (ns since the epoch), if it can be read.
+fn stamp_of(source: &Path) -> (Option<u64>, Option<i64>) {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(source) {
+        Ok(m) => (
+            Some(m.len()),
+            m.mtime()
+                .checked_mul(1_000_000_000)
+                .and_then(|ns| ns.checked_add(m.mtime_nsec())),
+        ),
+        Err(_) => (None, None),
+    }
+}
+
+/// The sources of share `shard`: sorted by path, every `count`-th from the `index`-th.
+pub fn shard_of(sources: &[PathBuf], shard: Shard) -> Vec<PathBuf> {
+    let mut sorted = sources.to_vec();
+    sorted.sort();
+    sorted
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i as u64 % u64::from(shard.count) == u64::from(shard.index))
+        .map(|(_, p)| p)
+        .collect()
+}
+
+/// The per-image report `--skip-done` keeps beside an output: `<stem>.report.json`.
+pub fn report_for(output: &Path) -> PathBuf {
+    output.with_extension("report.json")
+}
+
+/// The entry of an earlier run's conversion of `source` into `output`, if its output and
+/// report are there and the report matches the source's current size and mtime and the
+/// output's size.
+fn done_before(source: &Path, output: &Path) -> Option<Entry> {
+    let text = std::fs::read(report_for(output)).ok()?;
+    let report: BatchReport = serde_json::from_slice(&text).ok()?;
+    let [mut e]: [Entry; 1] = report.images.try_into().ok()?;
+    let out_len = std::fs::metadata(output).ok()?.len();
+    let (size, mtime) = stamp_of(source);
+    let matches = e.succeeded()
+        && e.source == source
+        && size.is_some()
+        && (e.source_size, e.source_mtime_ns) == (size, mtime)
+        && e.output_size == Some(out_len);
+    matches.then(|| {
+        e.result = "already-done".into();
+        e
+    })
+}
+
+/// Write `value` to `path` through a temporary file renamed into place, so a reader (a
+/// later `--skip-done`) never sees half a report.
+fn write_json_atomically(path: &Path, value: &serde_json::Value) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let mut text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    text.push('\n');
+    tmp.write_all(text.as_bytes())?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// The output path for a source.
@@ -63,7 +176,7 @@ pub fn output_for(out_dir: &Path, source: &Path) -> PathBuf {
 }
 
 /// An entry of `--dir` that is not taken as an image, and why.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Ignored {
     #[serde(serialize_with = "imgconv_core::serde_path::lossy")]
     pub path: PathBuf,
@@ -163,7 +276,7 @@ fn ignored_list(ignored: &[Ignored]) -> Option<String> {
 
 /// `imgconv batch`.
 pub fn run(a: &BatchArgs) -> Result<(), CliError> {
-    let (sources, ignored) = match &a.dir {
+    let (all_sources, ignored) = match &a.dir {
         Some(d) => list_dir(d)?,
         None => (a.sources.clone(), Vec::new()),
     };
@@ -180,11 +293,10 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
             "choose another --out-dir",
         )
     })?;
-    // Everything that can be refused is refused before the first conversion starts.
+    // Everything that can be refused is refused before the first conversion starts. Name
+    // clashes are checked over all sources, so every shard refuses the same list.
     let mut seen = HashSet::new();
-    let mut jobs = VecDeque::new();
-    let mut refused: Vec<CliError> = Vec::new();
-    for (i, src) in sources.iter().enumerate() {
+    for src in &all_sources {
         let out = output_for(&a.out_dir, src);
         if !seen.insert(out.clone()) {
             return Err(CliError::new(
@@ -192,6 +304,22 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
                 format!("two sources would both be written to {}", out.display()),
                 "outputs are named <out-dir>/<stem>.raw: rename one source or convert it separately",
             ));
+        }
+    }
+    let sources = match a.shard {
+        Some(shard) => shard_of(&all_sources, shard),
+        None => all_sources,
+    };
+    let mut jobs = VecDeque::new();
+    let mut refused: Vec<CliError> = Vec::new();
+    let mut done: Vec<Option<Entry>> = vec![None; sources.len()];
+    for (i, src) in sources.iter().enumerate() {
+        let out = output_for(&a.out_dir, src);
+        if a.skip_done {
+            if let Some(e) = done_before(src, &out) {
+                done[i] = Some(e);
+                continue;
+            }
         }
         let o = convert::options(src, &out, &a.settings);
         if let Some(json) = &a.json {
@@ -219,11 +347,11 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
 
     let mode = Mode::detect(a.settings.quiet);
     let multi = CliProgress::multi(mode);
-    let queue = Mutex::new(jobs);
     let stop = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel::<(usize, Entry)>();
     let started = Instant::now();
-    let n = a.jobs.min(sources.len() as u32).max(1);
+    let n = a.jobs.min(jobs.len() as u32).max(1);
+    let queue = Mutex::new(jobs);
     std::thread::scope(|scope| {
         for _ in 0..n {
             let tx = tx.clone();
@@ -251,12 +379,23 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
                 if result.is_err() && !a.keep_going {
                     stop.store(true, Ordering::SeqCst);
                 }
-                let _ = tx.send((i, entry(src, out, result, seconds)));
+                let (source_size, source_mtime_ns) = stamp_of(&src);
+                let mut e = entry(src, out, result, seconds);
+                (e.source_size, e.source_mtime_ns) = (source_size, source_mtime_ns);
+                if a.skip_done && e.result == "ok" {
+                    let one = BatchReport::of(vec![e.clone()], 1, seconds);
+                    if let Err(err) = write_json_atomically(&report_for(&e.output), &one.to_json()) {
+                        e.warnings.push(format!(
+                            "cannot write {} (a later --skip-done converts this image again): {err}",
+                            report_for(&e.output).display()
+                        ));
+                    }
+                }
+                let _ = tx.send((i, e));
             });
         }
     });
     drop(tx);
-    let mut done: Vec<Option<Entry>> = vec![None; sources.len()];
     for (i, e) in rx {
         done[i] = Some(e);
     }
@@ -268,7 +407,7 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
             e.unwrap_or_else(|| Entry {
                 source: src.clone(),
                 output: output_for(&a.out_dir, src),
-                result: "skipped",
+                result: "skipped".into(),
                 exit_code: if cancelled { 130 } else { 1 },
                 error: Some(
                     if cancelled {
@@ -284,28 +423,16 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
                 output_allocated: None,
                 warnings: Vec::new(),
                 conversion: None,
+                source_size: None,
+                source_mtime_ns: None,
             })
         })
         .collect();
-    let report = BatchReport {
-        ok: images.iter().all(|e| e.result == "ok"),
-        jobs: n,
-        succeeded: images.iter().filter(|e| e.result == "ok").count(),
-        failed: images
-            .iter()
-            .filter(|e| e.result == "failed" || e.result == "cancelled")
-            .count(),
-        skipped: images.iter().filter(|e| e.result == "skipped").count(),
-        seconds: started.elapsed().as_secs_f64(),
-        images,
-        ignored,
-    };
+    let mut report = BatchReport::of(images, n, started.elapsed().as_secs_f64());
+    report.ignored = ignored;
     print_summary(&report);
     if let Some(path) = &a.json {
-        convert::write_json(
-            path,
-            &serde_json::to_value(&report).expect("batch report serializes"),
-        )?;
+        convert::write_json(path, &report.to_json())?;
     }
     if report.ok {
         return Ok(());
@@ -356,7 +483,7 @@ fn entry(source: PathBuf, output: PathBuf, r: Result<Converted, CliError>, secon
             Entry {
                 source,
                 output,
-                result: "ok",
+                result: "ok".into(),
                 exit_code: 0,
                 error: None,
                 hint: None,
@@ -365,6 +492,8 @@ fn entry(source: PathBuf, output: PathBuf, r: Result<Converted, CliError>, secon
                 output_allocated: meta.as_ref().map(|m| m.blocks() * 512),
                 warnings: c.warnings,
                 conversion: Some(c.json),
+                source_size: None,
+                source_mtime_ns: None,
             }
         }
         Err(e) => Entry {
@@ -374,7 +503,8 @@ fn entry(source: PathBuf, output: PathBuf, r: Result<Converted, CliError>, secon
                 "cancelled"
             } else {
                 "failed"
-            },
+            }
+            .into(),
             exit_code: e.class.code(),
             error: Some(e.cause),
             hint: Some(e.hint),
@@ -383,6 +513,8 @@ fn entry(source: PathBuf, output: PathBuf, r: Result<Converted, CliError>, secon
             output_allocated: None,
             warnings: Vec::new(),
             conversion: None,
+            source_size: None,
+            source_mtime_ns: None,
         },
     }
 }
@@ -409,7 +541,7 @@ fn print_summary(r: &BatchReport) {
             e.warnings.len()
         );
     }
-    for e in r.images.iter().filter(|e| e.result != "ok") {
+    for e in r.images.iter().filter(|e| !e.succeeded()) {
         if let Some(err) = &e.error {
             println!(
                 "{}: {}",
@@ -422,4 +554,63 @@ fn print_summary(r: &BatchReport) {
         "{} ok, {} failed, {} skipped in {:.1} s",
         r.succeeded, r.failed, r.skipped, r.seconds
     );
+}
+
+/// `imgconv report merge A.json B.json … -o all.json`: one batch report with every image
+/// of the inputs, sorted by source path. A source found in two inputs is refused (shards
+/// are disjoint; two runs over the same source are not one batch).
+pub fn merge(a: &MergeArgs) -> Result<(), CliError> {
+    let mut images: Vec<(Entry, &Path)> = Vec::new();
+    let (mut jobs, mut seconds) = (0, 0.0f64);
+    for path in &a.reports {
+        let bad = |why: String| {
+            CliError::new(
+                Class::Input,
+                format!("{}: {why}", path.display()),
+                "give batch reports written by `imgconv batch --json FILE`",
+            )
+        };
+        let text = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+        if value["schema"] != crate::schema::BATCH {
+            return Err(bad(format!(
+                "not a batch report (schema {}, expected {})",
+                value["schema"],
+                crate::schema::BATCH
+            )));
+        }
+        let report: BatchReport = serde_json::from_value(value)
+            .map_err(|e| bad(format!("malformed batch report: {e}")))?;
+        jobs = jobs.max(report.jobs);
+        seconds = seconds.max(report.seconds);
+        for e in report.images {
+            if let Some((_, first)) = images.iter().find(|(x, _)| x.source == e.source) {
+                return Err(CliError::new(
+                    Class::Usage,
+                    format!(
+                        "{} is in both {} and {}",
+                        e.source.display(),
+                        first.display(),
+                        path.display()
+                    ),
+                    "merge the reports of disjoint shards (batch --shard K/N) only",
+                ));
+            }
+            images.push((e, path));
+        }
+    }
+    let mut images: Vec<Entry> = images.into_iter().map(|(e, _)| e).collect();
+    images.sort_by(|x, y| x.source.cmp(&y.source));
+    let report = BatchReport::of(images, jobs, seconds);
+    convert::write_json(&a.output, &report.to_json())?;
+    println!(
+        "{}: {} images ({} ok, {} failed, {} skipped)",
+        a.output.display(),
+        report.images.len(),
+        report.succeeded,
+        report.failed,
+        report.skipped
+    );
+    Ok(())
 }

@@ -27,6 +27,26 @@ pub enum Command {
     /// Check a converted image: partition table, fsck, swap, GRUB files, boot code;
     /// optionally boot it under QEMU.
     Verify(VerifyArgs),
+    /// Work with batch reports: `imgconv report merge A.json B.json -o all.json`.
+    Report(ReportArgs),
+    /// Print a shell completion script on stdout, e.g.
+    /// `imgconv completions bash > /etc/bash_completion.d/imgconv`.
+    Completions(CompletionsArgs),
+    /// Write the manual pages (imgconv.1 and one per subcommand) into DIR.
+    Manpage(ManpageArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell the script is for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManpageArgs {
+    /// Directory the pages go to (created if missing), e.g. /usr/local/share/man/man1.
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -34,8 +54,11 @@ pub struct InspectArgs {
     /// The Xen guest image (bare ext2/3/4 filesystem or partitioned disk).
     pub source: PathBuf,
     /// Print machine-readable JSON on stdout instead of the human summary.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "verbose")]
     pub json: bool,
+    /// After the summary, print every field the inspection found.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
 }
 
 /// When to run `e2fsck -fn` around a conversion.
@@ -187,8 +210,68 @@ pub struct BatchArgs {
     /// Write the batch report (one entry per image) as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Convert only share K of N (K from 0): the sources sorted by path, every N-th from
+    /// the K-th. N workers given the same sources and K = 0..N-1 convert disjoint shares
+    /// (e.g. --shard "$JOB_COMPLETION_INDEX/8").
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+    /// Skip sources already converted: <out-dir>/<stem>.raw and its <stem>.report.json
+    /// exist and the report matches the source's size and mtime. Writes that report
+    /// beside each output it converts.
+    #[arg(long)]
+    pub skip_done: bool,
     #[command(flatten)]
     pub settings: ConversionSettings,
+}
+
+/// One share of a batch: `index` (from 0) of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+/// Parse `K/N` with 0 <= K < N.
+pub fn parse_shard(text: &str) -> Result<Shard, String> {
+    let (k, n) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not K/N (e.g. 0/4)"))?;
+    let index: u32 = k
+        .trim()
+        .parse()
+        .map_err(|_| format!("{k:?} is not a shard number"))?;
+    let count: u32 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("{n:?} is not a shard count"))?;
+    if count == 0 || index >= count {
+        return Err(format!(
+            "shard {index}/{count}: K must be at least 0 and below N (shards are numbered from 0)"
+        ));
+    }
+    Ok(Shard { index, count })
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(subcommand)]
+    pub command: ReportCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Join batch reports (e.g. one per shard) into one, sources sorted by path.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Batch reports written by `imgconv batch --json` (or its <stem>.report.json files).
+    #[arg(required = true)]
+    pub reports: Vec<PathBuf>,
+    /// The merged report.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -249,5 +332,14 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["imgconv", "batch", "a", "b", "--out-dir", "o"]).is_ok());
         assert!(Cli::try_parse_from(["imgconv", "batch", "--dir", "d", "--out-dir", "o"]).is_ok());
+    }
+
+    #[test]
+    fn shard_is_k_of_n_from_zero() {
+        assert_eq!(parse_shard("0/4"), Ok(Shard { index: 0, count: 4 }));
+        assert_eq!(parse_shard("3/4"), Ok(Shard { index: 3, count: 4 }));
+        for bad in ["4/4", "1/0", "-1/2", "1", "a/b", "1/2/3", ""] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
+        }
     }
 }

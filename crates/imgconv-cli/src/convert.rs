@@ -241,7 +241,10 @@ fn source_root(o: &ConvertOptions) -> Result<FsLocation, CliError> {
 /// The CLI's result of a conversion the library finished.
 fn converted(conversion: &Conversion) -> Converted {
     Converted {
-        json: serde_json::to_value(conversion).expect("the conversion serializes"),
+        json: crate::schema::stamp(
+            crate::schema::CONVERSION,
+            serde_json::to_value(conversion).expect("the conversion serializes"),
+        ),
         summary: summary(conversion),
         warnings: conversion.report.warnings.clone(),
     }
@@ -345,7 +348,10 @@ pub fn run(a: &ConvertArgs) -> Result<(), CliError> {
         if let Some(path) = &a.json {
             write_json(
                 path,
-                &serde_json::to_value(&plan).expect("the plan serializes"),
+                &crate::schema::stamp(
+                    crate::schema::PLAN,
+                    serde_json::to_value(&plan).expect("the plan serializes"),
+                ),
             )?;
         }
         print!("{plan}");

@@ -8,26 +8,33 @@ mod convert;
 mod errors;
 mod fsck;
 mod inspect;
+mod manual;
 mod outline;
 mod progress;
 mod qemu;
+mod schema;
 mod signals;
 mod size;
 mod tools;
 mod verify;
 
-use clap::Parser;
+use clap::FromArgMatches;
 use cli::{Cli, Command};
 use errors::CliError;
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&manual::command().get_matches()).unwrap_or_else(|e| e.exit());
     signals::install();
     let result = match cli.command {
         Command::Inspect(a) => inspect::run(&a),
         Command::Convert(a) => convert::run(&a),
         Command::Batch(a) => batch::run(&a),
         Command::Verify(a) => run_verify(&a),
+        Command::Report(a) => match &a.command {
+            cli::ReportCommand::Merge(m) => batch::merge(m),
+        },
+        Command::Completions(a) => manual::completions(&a),
+        Command::Manpage(a) => manual::manpages(&a),
     };
     match result {
         Ok(()) => {}

@@ -1,7 +1,10 @@
-//! Reading the partition table of an input image (MBR or GPT), through `bootsector`.
+//! Reading the partition table of an input image (MBR or GPT), through `bootsector`, and
+//! the logical partitions of an MBR extended partition ([`ebr`]).
 //!
 //! Inputs are untrusted: the parser runs under `catch_unwind`, and every entry is checked
 //! against the image's size before anyone opens it.
+
+pub mod ebr;
 
 use crate::blockio::Region;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -45,9 +48,9 @@ impl PartitionEntry {
         matches!(
             self.kind,
             PartitionType::Mbr {
-                type_code: 0x05 | 0x0f | 0x85,
+                type_code,
                 ..
-            }
+            } if ebr::is_extended_type(type_code)
         )
     }
 }
@@ -127,6 +130,7 @@ pub fn read_table(image: &Region) -> Result<Option<PartitionTable>, PartitionErr
         bootsector::Attributes::MBR { .. } => TableKind::Mbr,
     };
     let mut entries = Vec::with_capacity(parts.len());
+    let mut logicals = Vec::new();
     for p in parts {
         let number = p.id + 1;
         let in_bounds = p
@@ -155,6 +159,11 @@ pub fn read_table(image: &Region) -> Result<Option<PartitionTable>, PartitionErr
             kind,
         };
         if entry.is_extended() {
+            // The container itself holds no filesystem; its logical partitions do. Only
+            // the first extended partition counts, as for Linux.
+            if logicals.is_empty() {
+                logicals = ebr::read_chain(image, p.first_byte, p.len);
+            }
             continue;
         }
         if !in_bounds || p.len == 0 {
@@ -167,6 +176,29 @@ pub fn read_table(image: &Region) -> Result<Option<PartitionTable>, PartitionErr
             });
         }
         entries.push(entry);
+    }
+    for l in logicals {
+        if l.start
+            .checked_add(l.len)
+            .is_none_or(|end| end > image.len())
+        {
+            return Err(PartitionError::OutOfBounds {
+                path,
+                number: l.number,
+                start: l.start,
+                len: l.len,
+                size: image.len(),
+            });
+        }
+        entries.push(PartitionEntry {
+            number: l.number,
+            start: l.start,
+            len: l.len,
+            kind: PartitionType::Mbr {
+                type_code: l.type_code,
+                bootable: false,
+            },
+        });
     }
     Ok(Some(PartitionTable { kind, entries }))
 }
@@ -222,6 +254,26 @@ mod tests {
             read_table(&r),
             Err(PartitionError::OutOfBounds { number: 1, .. })
         ));
+    }
+
+    #[test]
+    fn logical_partitions_follow_the_primaries() {
+        // p1 at sector 4; extended p2 at sector 16 (32 sectors): EBR → p5 at 18 (8 sectors).
+        let mut img = mbr_with(&[(0x83, 4, 8), (0x05, 16, 32)], 64 * 512);
+        let ebr = 16 * 512 + 446;
+        img[ebr + 4] = 0x82;
+        img[ebr + 8..ebr + 12].copy_from_slice(&2u32.to_le_bytes());
+        img[ebr + 12..ebr + 16].copy_from_slice(&8u32.to_le_bytes());
+        img[16 * 512 + 510] = 0x55;
+        img[16 * 512 + 511] = 0xaa;
+        let (_t, r) = region_of(&img);
+        let t = read_table(&r).unwrap().unwrap();
+        let got: Vec<(usize, u64, u64)> = t
+            .entries
+            .iter()
+            .map(|e| (e.number, e.start, e.len))
+            .collect();
+        assert_eq!(got, [(1, 4 * 512, 8 * 512), (5, 18 * 512, 8 * 512)]);
     }
 
     #[test]

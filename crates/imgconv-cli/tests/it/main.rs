@@ -9,11 +9,16 @@ mod common;
 #[path = "../../../imgconv-core/tests/it/support/shared.rs"]
 mod support;
 
+mod batch_shard;
 mod cli;
 mod convert;
 mod crashed_guest;
 mod hostile_maps;
 mod input_integrity;
+mod inspect;
 mod interrupt;
+mod manual;
 mod output_safety;
+mod schema;
+mod setup;
 mod verify;

@@ -3849,6 +3849,12 @@ extern "C" {
 extern "C" {
     pub fn initialize_ext2_error_table();
 }
+extern "C" {
+    pub fn ext2fs_get_library_version(
+        ver_string: *mut *const ::std::os::raw::c_char,
+        date_string: *mut *const ::std::os::raw::c_char,
+    ) -> ::std::os::raw::c_int;
+}
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct ext2fs_hashmap {

@@ -100,6 +100,23 @@ pub(super) fn error_text(code: Errcode) -> String {
         .into_owned()
 }
 
+/// The version of the libext2fs the process runs with (`ext2fs_get_library_version`), e.g.
+/// "1.47.0": the one loaded at run time, which may differ from the headers built against.
+pub(super) fn library_version() -> String {
+    let mut version: *const c_char = ptr::null();
+    let mut date: *const c_char = ptr::null();
+    // SAFETY: both are valid out-pointers; the library stores pointers to its own static,
+    // NUL-terminated strings there (or leaves them untouched when it has none).
+    unsafe { b::ext2fs_get_library_version(&mut version, &mut date) };
+    if version.is_null() {
+        return "unknown".to_string();
+    }
+    // SAFETY: non-null and NUL-terminated static storage of the library (see above).
+    unsafe { CStr::from_ptr(version) }
+        .to_string_lossy()
+        .into_owned()
+}
+
 fn check(code: b::errcode_t) -> Result<(), Errcode> {
     if code == 0 {
         Ok(())

@@ -21,7 +21,7 @@ fns=(
   ext2fs_block_iterate3 ext2fs_block_alloc_stats2 ext2fs_iblk_set
   ext2fs_free_ext_attr ext2fs_inode_has_valid_blocks2 ext2fs_dir_iterate2
   ext2fs_fallocate ext2fs_bmap2 io_channel_write_blk64
-  error_message initialize_ext2_error_table
+  error_message initialize_ext2_error_table ext2fs_get_library_version
 )
 vars=(
   unix_io_manager

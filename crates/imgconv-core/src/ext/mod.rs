@@ -185,6 +185,12 @@ pub struct ExtFs {
     dcache: dcache::DirCache,
 }
 
+/// The version of the libext2fs this process runs with, e.g. "1.47.0" (for `--version`
+/// and bug reports: the loaded library, not the headers the crate was built against).
+pub fn library_version() -> String {
+    ffi::library_version()
+}
+
 impl std::fmt::Debug for ExtFs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ExtFs")

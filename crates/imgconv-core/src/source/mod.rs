@@ -13,6 +13,7 @@ pub mod elf;
 pub mod group_desc;
 pub mod guest;
 pub mod probe;
+pub mod summary;
 pub mod superblock;
 pub mod unjournaled;
 
