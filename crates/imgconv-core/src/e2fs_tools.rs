@@ -317,6 +317,19 @@ pub fn grow(out_image: &Path, offset: u64, new_size_bytes: u64) -> Result<ToolRu
     result
 }
 
+impl ToolError {
+    /// What the error concerns: a copy that is not an ext filesystem is the input's; a
+    /// tool that cannot run or fails is the tool's.
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            ToolError::NotExt { .. } => K::Input,
+            ToolError::Path { source, .. } => crate::error::io_kind(source, K::Output),
+            _ => K::Tool,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -552,3 +552,16 @@ impl Grafter<'_> {
         }
     }
 }
+
+impl GraftError {
+    /// What the error concerns: the donor's files, or the guest they are written into.
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            GraftError::Cancelled => K::Cancelled,
+            GraftError::Donor(d) => d.kind(),
+            GraftError::Guest(g) => g.kind(),
+            GraftError::NoBackupName { .. } => K::Input,
+        }
+    }
+}

@@ -35,5 +35,5 @@ pub mod source;
 pub mod stream;
 pub mod swap;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Hint, Result};
 pub use progress::{NoProgress, Progress, Stage};

@@ -819,6 +819,25 @@ fn mark(bitmap: &mut [u8], gstart: u64, gcount: u64, s: u64, n: u64) {
     }
 }
 
+impl StreamError {
+    /// What the error concerns: reading and the source's structures are the input's,
+    /// writing the output's, a swap area too small for its header the options'.
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            StreamError::Cancelled => K::Cancelled,
+            StreamError::Write(o) => o.kind(),
+            StreamError::Superblock { .. }
+            | StreamError::SourceTooShort { .. }
+            | StreamError::NotAFilesystem { .. }
+            | StreamError::InconsistentBitmap { .. } => K::Input,
+            StreamError::Read { source, .. } => crate::error::io_kind(source, K::Input),
+            StreamError::SwapTooSmall { .. } => K::Options,
+            _ => K::Internal,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

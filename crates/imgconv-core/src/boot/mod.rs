@@ -48,6 +48,14 @@ pub enum BootError {
         source: std::io::Error,
     },
 
+    /// An I/O error on the output image while writing or checking the boot code.
+    #[error("{action} the output image: {source}")]
+    OutputIo {
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A GRUB platform file is larger than any real one could be.
     #[error("GRUB file {name} is {size} bytes, more than the {cap} bytes allowed for one file")]
     FileTooLarge { name: String, size: u64, cap: u64 },
@@ -181,6 +189,31 @@ impl BootError {
             action,
             path: path.into(),
             source,
+        }
+    }
+}
+
+impl BootError {
+    /// What the error concerns: GRUB's files come from the donor (or a GRUB directory, or
+    /// the host), so what is wrong with them is the donor's; writing the boot code is the
+    /// output's; a command line grub.cfg cannot hold is the options'.
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            BootError::Io { source, .. } => crate::error::io_kind(source, K::Donor),
+            BootError::OutputIo { .. }
+            | BootError::ImageTooSmall { .. }
+            | BootError::NoPartitionTable
+            | BootError::PartitionInGap { .. } => K::Output,
+            BootError::BadConfigValue {
+                field: "extra_args",
+                ..
+            } => K::Options,
+            BootError::BadConfigValue { .. } => K::Input,
+            BootError::RootFsUnreadableByGrub { .. } => K::Donor,
+            BootError::GuestPathIsDirectory { .. } | BootError::NoBackupName { .. } => K::Input,
+            BootError::Guest(g) => g.kind(),
+            _ => K::Donor,
         }
     }
 }

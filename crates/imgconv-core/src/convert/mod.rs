@@ -221,7 +221,7 @@ fn grow_and_replay(
                 "journal",
                 "/",
                 "replayed the journal of the copied filesystem with e2fsck",
-                "the source was not cleanly unmounted and --replay-journal was given; the input was not touched",
+                "the source was not cleanly unmounted and replaying its journal was asked for; the input was not touched",
                 None,
             );
         }

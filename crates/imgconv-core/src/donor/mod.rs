@@ -161,11 +161,11 @@ pub enum DonorError {
         #[source]
         source: crate::boot::BootError,
     },
-    /// `--use-guest-kernel`: the guest has kernels, but all of them are Xen-only.
-    #[error("only Xen kernels are installed in this guest ({}); they cannot boot on HVM/KVM: convert with a donor (--donor) instead of --use-guest-kernel", found.join(", "))]
+    /// Keeping the guest's kernel: the guest has kernels, but all of them are Xen-only.
+    #[error("only Xen kernels are installed in this guest ({}); they cannot boot on HVM/KVM", found.join(", "))]
     OnlyXenKernels { found: Vec<String> },
-    /// `--use-guest-kernel`: the guest has no complete kernel at all.
-    #[error("no usable kernel in the guest for --use-guest-kernel (needs /boot/vmlinuz-VER, a matching initrd and /lib/modules/VER); {}: convert with a donor (--donor) instead", found_list(found))]
+    /// Keeping the guest's kernel: the guest has no complete kernel at all.
+    #[error("no usable kernel in the guest to keep (needs /boot/vmlinuz-VER, a matching initrd and /lib/modules/VER); {}", found_list(found))]
     NoGuestKernel { found: Vec<String> },
 }
 
@@ -1123,6 +1123,20 @@ impl Read for ExactReader {
         }
         self.remaining -= n as u64;
         Ok(n)
+    }
+}
+
+impl DonorError {
+    /// What the error concerns: the donor, except the guest-kernel searches, which are
+    /// about the guest (the input).
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            DonorError::Io { source, .. } => crate::error::io_kind(source, K::Donor),
+            DonorError::OnlyXenKernels { .. } | DonorError::NoGuestKernel { .. } => K::Input,
+            DonorError::Guest(g) if g.kind() != K::Input => g.kind(),
+            _ => K::Donor,
+        }
     }
 }
 

@@ -109,17 +109,58 @@ impl From<ExtError> for GuestFsError {
     fn from(e: ExtError) -> Self {
         match e {
             ExtError::Op {
-                op, path, message, ..
-            } => GuestFsError::Engine {
                 op,
                 path,
-                why: message,
+                code,
+                message,
+            } => match no_space(code) {
+                Some(in_guest) => GuestFsError::NoSpace {
+                    op,
+                    path,
+                    why: message,
+                    in_guest,
+                },
+                None => GuestFsError::Engine {
+                    op,
+                    path,
+                    why: message,
+                },
             },
             other => GuestFsError::Engine {
                 op: "ext engine",
                 path: String::new(),
                 why: other.to_string(),
             },
+        }
+    }
+}
+
+/// Whether a libext2fs error code means no room: `Some(true)` when the guest filesystem
+/// has no free block, `Some(false)` when the filesystem under the output image is full
+/// (the I/O manager passes the write's errno through).
+fn no_space(code: Errcode) -> Option<bool> {
+    if code == ffi::ET_BLOCK_ALLOC_FAIL {
+        return Some(true);
+    }
+    let errno = i32::try_from(code).ok()?;
+    crate::error::is_out_of_space(&std::io::Error::from_raw_os_error(errno)).then_some(false)
+}
+
+impl ExtError {
+    /// What the error concerns: a journal that needs replaying is the input's, no room
+    /// the output's; the engine failing otherwise is internal.
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        let code = match self {
+            ExtError::NeedsRecovery { .. } => return K::Input,
+            ExtError::Open { code, .. }
+            | ExtError::Op { code, .. }
+            | ExtError::Close { code, .. } => *code,
+        };
+        if no_space(code).is_some() {
+            K::Output
+        } else {
+            K::Internal
         }
     }
 }

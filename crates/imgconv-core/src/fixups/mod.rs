@@ -222,6 +222,18 @@ pub fn plan_over(
     Ok(report)
 }
 
+impl FixupError {
+    /// What the error concerns: the guest being edited (the input), or the library.
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            FixupError::Guest { source, .. } => source.kind(),
+            FixupError::NoBackupName { .. } => K::Input,
+            _ => K::Internal,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -501,6 +501,19 @@ impl fmt::Display for DiskPlan {
     }
 }
 
+impl PlanError {
+    /// What the error concerns: sizes that do not fit are the options', a failed write
+    /// the output's.
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            PlanError::TargetTooSmall { .. } | PlanError::TooLargeForMbr { .. } => K::Options,
+            PlanError::Write(o) => o.kind(),
+            _ => K::Internal,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -151,7 +151,7 @@ pub enum InspectError {
         path: PathBuf,
         findings: Vec<String>,
     },
-    #[error("the filesystem in {} was not cleanly unmounted: its journal holds transactions that were never replayed (needs_recovery). Re-run with --replay-journal to replay it with e2fsck on the converted copy only ({} itself is never modified), or replay it on a copy yourself (cp the image to copy.img, run e2fsck -fy {fsck_target}) and convert the copy", path.display(), path.display())]
+    #[error("the filesystem in {} was not cleanly unmounted: its journal holds transactions that were never replayed (needs_recovery). {} itself is never modified: the journal can be replayed with e2fsck in the converted copy only, or on a copy made by hand (cp the image to copy.img, run e2fsck -fy {fsck_target}) that is then converted", path.display(), path.display())]
     DirtyJournal { path: PathBuf, fsck_target: String },
     #[error(transparent)]
     Partition(#[from] PartitionError),

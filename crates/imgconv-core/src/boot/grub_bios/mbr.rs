@@ -92,9 +92,8 @@ pub fn install_bios_boot(
     core_lba: u64,
     gap_end_lba: u64,
 ) -> Result<(), BootError> {
-    let io = |action: &'static str| {
-        move |e: std::io::Error| BootError::io(action, "the output image", e)
-    };
+    let io =
+        |action: &'static str| move |e: std::io::Error| BootError::OutputIo { action, source: e };
     if core_lba == 0 {
         return Err(BootError::BadArgument {
             what: "core_lba",

@@ -173,7 +173,10 @@ pub fn install_esp(
     let esp = plan.esp();
     let len = out
         .metadata()
-        .map_err(|e| UefiError::io("inspecting", "the output image", e))?
+        .map_err(|source| UefiError::OutputIo {
+            action: "inspecting",
+            source,
+        })?
         .len();
     if len < esp.start_bytes() + esp.len_bytes() {
         return Err(UefiError::BadArgument {
