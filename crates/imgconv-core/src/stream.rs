@@ -10,7 +10,7 @@
 //! When the source and the output sit on one filesystem that shares extents on copy
 //! (btrfs, XFS with reflink, bcachefs, OpenZFS block cloning, NFS 4.2 server-side copy),
 //! runs go through `copy_file_range(2)` instead: the kernel links the blocks rather than
-//! copying them, so a run costs no read, no write and no new space (see [`shares_extents`]).
+//! copying them, so a run costs no read, no write and no new space (see `shares_extents`).
 //!
 //! Which blocks are used, group by group:
 //! * an initialised group: its block bitmap (checked against its metadata_csum

@@ -9,7 +9,7 @@
 //! one asked for), and [`crate::graft`] copies it into the guest.
 //!
 //! Donors are untrusted input. Images are read only through the guarded
-//! [`ExtReader`](crate::extread::ExtReader) (panics contained, whole-file reads capped before
+//! [`ExtReader`] (panics contained, whole-file reads capped before
 //! allocating), big files are streamed, directory listings, tree size and depth are
 //! bounded, and every claimed file size is checked against a cap and against the size of
 //! the filesystem holding it before it is used. Nothing is ever written to the donor.
@@ -247,7 +247,7 @@ pub fn check_arch(kernel: KernelArch, userland: UserlandArch) -> Result<ArchChec
 /// Where something is in the donor: which of its filesystems, and the path there.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DonorPath {
-    /// Index into [`Donor::sources`].
+    /// Index into the donor's list of sources.
     pub source: usize,
     /// Absolute path inside that filesystem.
     pub path: String,

@@ -7,7 +7,7 @@
 //! [`ExtFs`] is the safe wrapper. It implements [`GuestFs`] with exactly the semantics of
 //! [`crate::guestfs::MemFs`]: guest paths are resolved by the shared [`guestfs::resolve`]
 //! over the entries of each directory (listed once through `ext2fs_dir_iterate2` and kept
-//! in a bounded cache, see [`dcache`]; `ext2fs_lookup` for a directory too large to keep),
+//! in a bounded cache, see `dcache.rs`; `ext2fs_lookup` for a directory too large to keep),
 //! following the guest's own symlinks inside the guest (absolute
 //! targets restart at the guest root inode 2, `..` at the root stays there, more than
 //! [`guestfs::MAX_SYMLINK_HOPS`] links is [`GuestFsError::SymlinkLoop`]). Nothing here ever
@@ -41,10 +41,13 @@
 //!   feature.)
 //! - Not written: xattrs, device nodes, FIFOs, sockets (the trait has no call for them).
 //!
-//! All `unsafe` is in [`ffi`] (generated declarations in `bindings.rs`).
+//! All `unsafe` is in `ffi.rs` (generated declarations in `bindings.rs`); the crate
+//! root denies it everywhere else.
 
 pub mod cow;
 mod dcache;
+// The one module allowed to use `unsafe` (the crate root denies it everywhere else).
+#[allow(unsafe_code)]
 mod ffi;
 
 use crate::extread::{DirItem, NodeKind, NodeMeta};

@@ -17,7 +17,7 @@
 //! FAT32 layout used (Microsoft FAT specification, BPB): bytes/sector @11 (u16),
 //! sectors/cluster @13 (u8), reserved sectors @14 (u16), number of FATs @16 (u8), sectors
 //! per FAT (FAT32) @36 (u32), root directory cluster @44 (u32). A directory entry is 32
-//! bytes: name[11] @0, attributes @11 (0x0F = LFN, 0x10 = directory, 0x08 = volume
+//! bytes: `name[11]` @0, attributes @11 (0x0F = LFN, 0x10 = directory, 0x08 = volume
 //! label), first cluster high @20 (u16) and low @26 (u16).
 
 use super::UefiError;
