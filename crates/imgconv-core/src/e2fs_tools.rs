@@ -1,5 +1,5 @@
 //! Running e2fsprogs programs on the output (resize2fs to grow, e2fsck to replay a
-//! journal) through the `file?offset=N` io option. (issue 3)
+//! journal) through the `file?offset=N` io option.
 //!
 //! e2fsprogs' unix I/O manager accepts `name?offset=BYTES` for every program built on
 //! libext2fs, so the filesystem inside partition 1 of the output image is reached

@@ -36,23 +36,23 @@ pub enum Error {
     #[error(transparent)]
     Guest(#[from] crate::guestfs::GuestFsError),
 
-    /// The source image is not a convertible guest (issue 3).
+    /// The source image is not a convertible guest.
     #[error(transparent)]
     Inspect(Box<crate::source::InspectError>),
 
-    /// The target disk cannot be planned or its table written (issue 3).
+    /// The target disk cannot be planned or its table written.
     #[error(transparent)]
     Plan(#[from] crate::layout::PlanError),
 
-    /// Copying the filesystem or writing the swap header failed (issue 3). Converted
+    /// Copying the filesystem or writing the swap header failed. Converted
     /// by hand (see `stream.rs`) so that a cancelled stream becomes [`Error::Cancelled`].
     #[error(transparent)]
     Stream(crate::stream::StreamError),
-    /// Creating, writing or committing the output image failed (issue 3).
+    /// Creating, writing or committing the output image failed.
     #[error(transparent)]
     Output(#[from] crate::output::OutputError),
 
-    /// resize2fs or e2fsck failed on the output (issue 3).
+    /// resize2fs or e2fsck failed on the output.
     #[error(transparent)]
     Tool(#[from] crate::e2fs_tools::ToolError),
 

@@ -1,4 +1,4 @@
-//! Grafting the donor kernel, initrd, modules and GRUB files into the guest. (issue 4)
+//! Grafting the donor kernel, initrd, modules and GRUB files into the guest.
 //!
 //! [`graft`] copies into the guest root filesystem, through [`GuestFs`]:
 //!

@@ -1,4 +1,4 @@
-//! Copy the used blocks of the source filesystem into partition 1, sparse. (issue 3)
+//! Copy the used blocks of the source filesystem into partition 1, sparse.
 //!
 //! The walker reads the group descriptors and block bitmaps (like `e2image -ra`) and
 //! copies only allocated blocks, coalesced into runs of up to [`CHUNK_BYTES`], with

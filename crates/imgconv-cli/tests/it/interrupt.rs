@@ -1,4 +1,4 @@
-//! Interruptions and resources (issue 8): SIGINT and SIGTERM at the start of every stage,
+//! Interruptions and resources: SIGINT and SIGTERM at the start of every stage,
 //! an output directory that fills up, a read-only output filesystem. Each must end with the
 //! documented exit code and message (README, "Exit codes"), leave no output and no
 //! temporary file, and leave the input untouched.

@@ -1,8 +1,8 @@
-//! Boot code: GRUB for BIOS (and later UEFI), grub.cfg. (issue 5)
+//! Boot code: GRUB for BIOS (and later UEFI), grub.cfg.
 //!
 //! The converted disk boots with GRUB built here, in Rust, from the donor's GRUB module
 //! directory (`/usr/lib/grub/i386-pc`), without running grub-install or anything in the
-//! guest. The byte-level format is described in shared/docs/grub-bios-format.md.
+//! guest. The byte-level format is described in docs/grub-bios-format.md.
 //!
 //! - [`grub_files`]: the module directory as a value ([`GrubPlatformFiles`]).
 //! - [`grub_bios`]: core.img built like `grub-mkimage -O i386-pc`

@@ -1,4 +1,4 @@
-//! The donor: where the kernel, initrd, modules and GRUB files come from. (issue 4)
+//! The donor: where the kernel, initrd, modules and GRUB files come from.
 //!
 //! A donor is a bootable HVM disk image of a similar distribution (MBR or GPT, possibly
 //! with a separate `/boot` partition), a bare ext2/3/4 filesystem image, or a host

@@ -1,6 +1,6 @@
 //! The ext engine: write into an existing ext2/3/4 filesystem (the converted guest's root,
 //! inside the output image) through the system's libext2fs, the reference implementation
-//! that mke2fs -d, debugfs and e2fsck use. See shared/docs/ext-engine.md for why this and
+//! that mke2fs -d, debugfs and e2fsck use. See docs/ext-engine.md for why this and
 //! not a pure-Rust writer, and for the call sequence that leaves ext2/3/4 `e2fsck -fn`
 //! clean; this module follows it.
 //!

@@ -1,4 +1,4 @@
-//! Guest configuration fixups for the new hardware (issue 4, deliverable 4).
+//! Guest configuration fixups for the new hardware.
 //!
 //! A Xen PV guest names its disks `xvdX`, logs in on `hvc0`/`xvc0`, loads `xennet`/`xenblk`,
 //! pins eth0 to its Xen vif MAC and may run Xen guest tools. Under KVM none of that holds.

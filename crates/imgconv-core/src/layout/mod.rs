@@ -1,4 +1,4 @@
-//! The target disk plan: partitions, sizes, what the graft adds; a printable value. (issue 3)
+//! The target disk plan: partitions, sizes, what the graft adds; a printable value.
 //!
 //! The plan is computed before anything is written, so a dry run can print it and a
 //! too-small target fails before the output exists. Layout: MBR, 512-byte sectors,

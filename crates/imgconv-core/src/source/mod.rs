@@ -1,5 +1,5 @@
 //! Source inspection: what is this image (bare filesystem or partitioned disk), which
-//! filesystem, which guest, and which Xen-isms it carries. (issue 3)
+//! filesystem, which guest, and which Xen-isms it carries.
 //!
 //! [`inspect`] never writes: the image is opened read-only. Anything that is not an
 //! ext2/3/4 guest root is a typed [`InspectError`] that names what was found, so the

@@ -1,5 +1,5 @@
 //! Installing boot.img into LBA 0 and core.img into the gap before the first partition,
-//! as `grub-bios-setup` does for a disk (shared/docs/grub-bios-format.md §1, §8; GRUB
+//! as `grub-bios-setup` does for a disk (docs/grub-bios-format.md; GRUB
 //! `util/setup.c`, `include/grub/i386/pc/boot.h`).
 //!
 //! boot.img supplies the code (bytes 0..0x1B8); the disk keeps its own BPB area

@@ -1,6 +1,6 @@
 //! UEFI and hybrid (UEFI + BIOS) output: a GPT disk with an EFI System Partition written
 //! with `fatfs`, shim + GRUB from the donor, and for hybrid also GRUB's BIOS boot code in
-//! a BIOS boot partition. (issue 7; layout facts in shared/docs/uefi-layout.md)
+//! a BIOS boot partition. (layout facts in docs/uefi-layout.md)
 //!
 //! - the GPT plan lives with the MBR plan: [`crate::layout::gpt`] ([`plan_gpt`] →
 //!   [`GptPlan`], printable, and [`write_gpt`]; re-exported here).
