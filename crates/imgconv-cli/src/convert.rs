@@ -62,7 +62,6 @@ pub fn options(source: &Path, output: &Path, s: &ConversionSettings) -> ConvertO
 pub fn paths_of(o: &ConvertOptions) -> Paths {
     Paths {
         source: Some(o.source.clone()),
-        donor: o.donor.clone(),
         output: Some(o.output.clone()),
     }
 }

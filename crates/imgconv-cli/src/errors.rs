@@ -1,22 +1,13 @@
 //! Exit codes and the two-line error message (`error:` cause, `hint:` next step).
 //!
 //! Every failure the CLI reports is a [`CliError`]: a class that decides the exit code
-//! (documented in README's "Exit codes" table), the cause, and a hint. Library errors are
-//! classified from their variant and, for I/O errors, from the path they concern.
+//! (documented in README's "Exit codes" table), the cause, and a hint. A library error's
+//! class comes from its [`ErrorKind`], which the library decides where it knows which
+//! file it was working on; its hint from the library's [`Hint`], put in the CLI's flags.
 
-use imgconv_core::donor::DonorError;
-use imgconv_core::e2fs_tools::ToolError;
-use imgconv_core::ext::ExtError;
-use imgconv_core::fixups::FixupError;
-use imgconv_core::graft::GraftError;
-use imgconv_core::guestfs::GuestFsError;
-use imgconv_core::layout::PlanError;
-use imgconv_core::output::OutputError;
-use imgconv_core::source::InspectError;
-use imgconv_core::stream::StreamError;
-use imgconv_core::Error;
+use imgconv_core::{Error, ErrorKind, Hint};
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Process exit codes. Stable: scripts depend on them (README "Exit codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -99,48 +90,11 @@ pub fn colour_stderr() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
 }
 
-/// The paths a command works on, to tell which side an I/O error is on.
+/// The paths a command works on, for the hints.
 #[derive(Debug, Clone, Default)]
 pub struct Paths {
     pub source: Option<PathBuf>,
-    pub donor: Option<PathBuf>,
     pub output: Option<PathBuf>,
-}
-
-impl Paths {
-    fn side_of(&self, path: &Path) -> Option<Class> {
-        let under = |p: &Option<PathBuf>| p.as_deref().is_some_and(|p| path.starts_with(p));
-        if under(&self.source) {
-            return Some(Class::Input);
-        }
-        if under(&self.donor) {
-            return Some(Class::Donor);
-        }
-        // The temporary output lives beside the output: anything in its directory.
-        if let Some(out) = &self.output {
-            let dir = out.parent().filter(|d| !d.as_os_str().is_empty());
-            if path.starts_with(out) || dir.is_some_and(|d| path.starts_with(d)) {
-                return Some(Class::Output);
-            }
-        }
-        None
-    }
-
-    fn side_of_text(&self, text: &str) -> Option<Class> {
-        let has = |p: &Option<PathBuf>| {
-            p.as_deref()
-                .is_some_and(|p| text.contains(&*p.to_string_lossy()))
-        };
-        if has(&self.source) {
-            Some(Class::Input)
-        } else if has(&self.donor) {
-            Some(Class::Donor)
-        } else if has(&self.output) {
-            Some(Class::Output)
-        } else {
-            None
-        }
-    }
 }
 
 fn hint_for(class: Class, paths: &Paths) -> String {
@@ -172,197 +126,58 @@ fn hint_for(class: Class, paths: &Paths) -> String {
     }
 }
 
-/// Classify an `io::Error` concerning `path`.
-pub fn classify_io(
-    kind: std::io::ErrorKind,
-    raw: Option<i32>,
-    path: &Path,
-    paths: &Paths,
-) -> Class {
-    // Space and write permission are output problems whatever file they hit first.
-    if kind == std::io::ErrorKind::StorageFull
-        || raw == Some(libc::ENOSPC)
-        || raw == Some(libc::EDQUOT)
-        || raw == Some(libc::EROFS)
-        || raw == Some(libc::EFBIG)
-    {
-        return Class::Output;
-    }
-    paths.side_of(path).unwrap_or(Class::Failure)
-}
-
-/// Every output error is an output problem; an I/O error is classified by its path.
-fn output_class(o: &OutputError, paths: &Paths) -> Class {
-    match o {
-        OutputError::Io { path, source, .. } => {
-            match classify_io(source.kind(), source.raw_os_error(), path, paths) {
-                Class::Failure => Class::Output,
-                c => c,
-            }
+/// The library's next step, in the CLI's flags.
+fn hint_text(hint: Hint) -> Option<&'static str> {
+    Some(match hint {
+        Hint::ReplayJournal => {
+            "re-run with --replay-journal to replay the journal in the converted copy only, \
+             or replay it with e2fsck -fy on a copy of the image and convert that"
         }
-        _ => Class::Output,
-    }
-}
-
-/// libext2fs and the kernel say "no space" in a few ways.
-fn out_of_space(text: &str) -> bool {
-    let t = text.to_ascii_lowercase();
-    t.contains("no space left")
-        || t.contains("could not allocate block")
-        || t.contains("disk quota")
-}
-
-/// A failure inside the guest filesystem: its own structure (missing paths, symlink
-/// loops, absurd sizes) is an input problem; the write engine failing is not.
-fn guest_class(g: &GuestFsError) -> Class {
-    match g {
-        // The engine's writes reach the output image: a full output filesystem.
-        GuestFsError::Engine { why, .. } if out_of_space(why) => Class::Output,
-        GuestFsError::Engine { .. } => Class::Failure,
-        GuestFsError::Source { .. } => Class::Donor,
-        _ => Class::Input,
-    }
-}
-
-/// Donor errors are donor problems, except the `--use-guest-kernel` ones, which are about
-/// the guest (the source), and I/O errors, classified by path.
-fn donor_class(d: &DonorError, paths: &Paths) -> Class {
-    match d {
-        DonorError::Io { path, source, .. } => {
-            classify_io(source.kind(), source.raw_os_error(), path, paths)
+        Hint::Overwrite => "pass --force to overwrite it, or choose another -o",
+        Hint::GiveDonor => {
+            "pass --donor with a bootable HVM image of a similar distribution (or a directory \
+             with an unpacked kernel), or --use-guest-kernel to keep a non-Xen kernel the guest has"
         }
-        DonorError::OnlyXenKernels { .. } | DonorError::NoGuestKernel { .. } => Class::Input,
-        _ => Class::Donor,
-    }
-}
-
-/// Turn a library error into the CLI's class, cause and hint.
-/// Does any error in `err`'s chain say the disk is full? Only the output is ever written
-/// (input and donor are opened read-only), so that is always the output's filesystem,
-/// whichever stage was writing when it filled: since the graft runs beside the stream,
-/// a boot file or a module can be the write that fails.
-fn chain_out_of_space(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(err);
-    while let Some(e) = next {
-        let io_full = e.downcast_ref::<std::io::Error>().is_some_and(|io| {
-            io.kind() == std::io::ErrorKind::StorageFull
-                || matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-        });
-        if io_full || out_of_space(&e.to_string()) {
-            return true;
+        Hint::ConvertWithDonor => "convert with a donor (--donor) instead of --use-guest-kernel",
+        Hint::GrowDisk => "give a larger --size, or a smaller --swap",
+        Hint::PlainKernelCmdline => {
+            "drop quotes, backquotes and $ ; { } \\ | & < > # from --kernel-cmdline"
         }
-        next = e.source();
-    }
-    false
+        Hint::Repair => {
+            "re-run with --repair: e2fsck -fy repairs the converted copy before anything is \
+             grafted into it (the source is never modified)"
+        }
+        Hint::RepairCopyByHand => {
+            "repair a copy of the image with e2fsck -fy (it may clear the blocks named) and \
+             convert that; the input is not touched"
+        }
+        Hint::GiveGrubFiles => {
+            "pass --grub-dir with GRUB's i386-pc modules, use a donor that has GRUB, or drop \
+             --no-host-files"
+        }
+        _ => return None,
+    })
 }
 
+/// The exit class of a library error kind.
+pub fn class_of(kind: ErrorKind) -> Class {
+    match kind {
+        ErrorKind::Input => Class::Input,
+        ErrorKind::Donor => Class::Donor,
+        ErrorKind::Output => Class::Output,
+        ErrorKind::Options => Class::Usage,
+        ErrorKind::Cancelled => Class::Cancelled,
+        _ => Class::Failure,
+    }
+}
+
+/// Turn a library error into the CLI's class, cause and hint: the class comes from
+/// [`Error::kind`], the hint from [`Error::hint`] or else the class.
 pub fn from_core(err: &Error, paths: &Paths) -> CliError {
-    let class = match err {
-        Error::Cancelled => return CliError::cancelled(),
-        _ if chain_out_of_space(err) => Class::Output,
-        Error::Io { path, source, .. } => {
-            classify_io(source.kind(), source.raw_os_error(), path, paths)
-        }
-        // Malformed on-disk data: whose data decides the class; the source by default,
-        // since a corrupt source is by far the common case.
-        Error::Parse(_) | Error::Partition(_) | Error::ExtRead(_) => {
-            paths.side_of_text(&err.to_string()).unwrap_or(Class::Input)
-        }
-        Error::Inspect(e) => match e.as_ref() {
-            InspectError::Io { path, source, .. } => {
-                classify_io(source.kind(), source.raw_os_error(), path, paths)
-            }
-            _ => Class::Input,
-        },
-        Error::Plan(e) => match e {
-            // The sizes asked for (--size, --swap) do not fit.
-            PlanError::TargetTooSmall { .. } | PlanError::TooLargeForMbr { .. } => Class::Usage,
-            PlanError::Write(o) => output_class(o, paths),
-            _ => Class::Failure,
-        },
-        Error::Stream(e) => match e {
-            StreamError::Cancelled => return CliError::cancelled(),
-            StreamError::Write(o) => output_class(o, paths),
-            StreamError::Superblock { .. }
-            | StreamError::SourceTooShort { .. }
-            | StreamError::InconsistentBitmap { .. } => Class::Input,
-            StreamError::Read { source, path, .. } => {
-                classify_io(source.kind(), source.raw_os_error(), path, paths)
-            }
-            StreamError::SwapTooSmall { .. } => Class::Usage,
-            _ => Class::Failure,
-        },
-        Error::BlockCheck(e) => match e.as_ref() {
-            imgconv_core::blockcheck::CheckError::Inconsistent { findings, .. } => {
-                let hint = if findings.repairable() {
-                    "pass --repair to run e2fsck -fy on the output copy before grafting (the input is not touched), or repair a copy of the image with e2fsck -fy and convert that"
-                } else {
-                    "repair a copy of the image with e2fsck -fy (it may clear the blocks named) and convert that; the input is not touched"
-                };
-                return CliError::new(Class::Input, err.to_string(), hint);
-            }
-            imgconv_core::blockcheck::CheckError::Io { path, source, .. } => {
-                classify_io(source.kind(), source.raw_os_error(), path, paths)
-            }
-            imgconv_core::blockcheck::CheckError::Cancelled => return CliError::cancelled(),
-        },
-        Error::Output(o) => output_class(o, paths),
-        Error::Tool(t) => match t {
-            ToolError::NotExt { .. } => Class::Input,
-            _ if out_of_space(&err.to_string()) => Class::Output,
-            _ => Class::Failure,
-        },
-        Error::Guest(g) => guest_class(g),
-        Error::Donor(d) => donor_class(d, paths),
-        Error::Graft(g) => match g.as_ref() {
-            GraftError::Cancelled => return CliError::cancelled(),
-            GraftError::Donor(d) => donor_class(d, paths),
-            GraftError::Guest(GuestFsError::Source { .. }) => Class::Donor,
-            GraftError::Guest(g) => guest_class(g),
-            _ => Class::Input,
-        },
-        Error::Fixup(f) => match f.as_ref() {
-            FixupError::Guest { source, .. } => guest_class(source),
-            // 100 backups of one guest file already exist.
-            FixupError::NoBackupName { .. } => Class::Input,
-            _ => Class::Failure,
-        },
-        // A dirty journal that must not be replayed, or an unclean state, is the source's.
-        Error::Ext(ExtError::NeedsRecovery { .. } | ExtError::Unclean { .. }) => Class::Input,
-        Error::Ext(_) if out_of_space(&err.to_string()) => Class::Output,
-        Error::Ext(_) => Class::Failure,
-        Error::Boot(imgconv_core::boot::BootError::Io { path, source, .. }) => {
-            classify_io(source.kind(), source.raw_os_error(), path, paths)
-        }
-        // --kernel-cmdline with characters grub.cfg cannot hold.
-        Error::Boot(imgconv_core::boot::BootError::BadConfigValue {
-            field: "extra_args",
-            ..
-        }) => Class::Usage,
-        // GRUB files come from the donor (or --grub-dir): what is wrong with them is a
-        // donor problem unless the message names the output.
-        Error::Boot(_) => match paths.side_of_text(&err.to_string()) {
-            Some(Class::Output) => Class::Output,
-            _ => Class::Donor,
-        },
-        Error::Uefi(imgconv_core::boot::uefi::UefiError::Io { path, source, .. }) => {
-            classify_io(source.kind(), source.raw_os_error(), path, paths)
-        }
-        // shim/GRUB for the ESP come from the donor (or the host): a donor problem.
-        Error::Uefi(
-            imgconv_core::boot::uefi::UefiError::NoEfiBootFiles { .. }
-            | imgconv_core::boot::uefi::UefiError::BadEfiBinary { .. }
-            | imgconv_core::boot::uefi::UefiError::DonorEsp { .. }
-            | imgconv_core::boot::uefi::UefiError::IncompleteEfiModules { .. }
-            | imgconv_core::boot::uefi::UefiError::Donor(_),
-        ) => Class::Donor,
-        Error::NoDonor => Class::Usage,
-        // Variants added later land here until they are matched above.
-        #[allow(unreachable_patterns)]
-        _ => paths
-            .side_of_text(&err.to_string())
-            .unwrap_or(Class::Failure),
-    };
+    let class = class_of(err.kind());
+    if class == Class::Cancelled {
+        return CliError::cancelled();
+    }
     let mut cause = err.to_string();
     // Include the chain of sources that Display does not already show.
     let mut src = std::error::Error::source(err);
@@ -374,61 +189,84 @@ pub fn from_core(err: &Error, paths: &Paths) -> CliError {
         }
         src = s.source();
     }
-    let hint = match err {
-        Error::Inspect(e) if matches!(e.as_ref(), InspectError::Unclean { .. }) => {
-            "re-run with --repair: e2fsck -fy repairs the converted copy before anything is \
-             written into it (the source is never modified)"
-                .to_string()
-        }
-        _ => hint_for(class, paths),
-    };
+    let hint = err
+        .hint()
+        .and_then(hint_text)
+        .map_or_else(|| hint_for(class, paths), str::to_string);
     CliError::new(class, cause, hint)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use imgconv_core::donor::DonorError;
+    use imgconv_core::fixups::FixupError;
+    use imgconv_core::graft::GraftError;
+    use imgconv_core::guestfs::GuestFsError;
 
     fn paths() -> Paths {
         Paths {
             source: Some("/in/xen.img".into()),
-            donor: Some("/donors/deb12".into()),
             output: Some("/out/kvm.img".into()),
         }
     }
 
     #[test]
-    fn io_errors_are_classified_by_side_and_kind() {
+    fn io_errors_are_classified_by_what_the_library_was_doing() {
         let p = paths();
-        let e = |path: &str, kind| {
-            from_core(
-                &Error::io("cannot open", path, std::io::Error::from(kind)),
-                &p,
-            )
-            .class
-        };
-        use std::io::ErrorKind::*;
-        assert_eq!(e("/in/xen.img", NotFound), Class::Input);
+        use imgconv_core::boot::BootError;
+        use std::io::{Error as IoError, ErrorKind::*};
+        let class = |e: Error| from_core(&e, &p).class;
         assert_eq!(
-            e("/donors/deb12/boot/vmlinuz", PermissionDenied),
-            Class::Donor
+            class(Error::io("cannot open", "/in/xen.img", NotFound.into())),
+            Class::Input
         );
-        assert_eq!(e("/out/.kvm.img.tmp123", PermissionDenied), Class::Output);
-        assert_eq!(e("/elsewhere", NotFound), Class::Failure);
+        let donor_io = DonorError::io(
+            "reading",
+            "/donors/deb12/boot/vmlinuz",
+            PermissionDenied.into(),
+        );
+        assert_eq!(class(Error::from(donor_io)), Class::Donor);
+        let boot_write = BootError::OutputIo {
+            action: "writing the boot code to",
+            source: PermissionDenied.into(),
+        };
+        assert_eq!(class(Error::Boot(boot_write)), Class::Output);
+        // Only the output is written: a full disk is the output's, whatever was read or
+        // written when it filled.
         let full = Error::io(
             "cannot write",
             "/in/xen.img",
-            std::io::Error::from_raw_os_error(libc::ENOSPC),
+            IoError::from_raw_os_error(libc::ENOSPC),
         );
-        assert_eq!(from_core(&full, &p).class, Class::Output);
+        assert_eq!(class(full), Class::Output);
         // The graft runs beside the stream: the write that finds the disk full can be a
-        // boot file inside the guest, whose path names neither input nor output.
-        let full_in_guest = Error::Boot(imgconv_core::boot::BootError::Io {
+        // boot file inside the guest.
+        let full_in_guest = Error::Boot(BootError::Io {
             action: "write",
             path: "/boot/grub/i386-pc/core.img".into(),
-            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            source: IoError::from_raw_os_error(libc::ENOSPC),
         });
-        assert_eq!(from_core(&full_in_guest, &p).class, Class::Output);
+        assert_eq!(class(full_in_guest), Class::Output);
+    }
+
+    #[test]
+    fn hints_name_the_flags() {
+        let p = paths();
+        let exists = imgconv_core::output::OutputError::Exists {
+            path: "/out/kvm.img".into(),
+        };
+        let e = from_core(&Error::from(exists), &p);
+        assert_eq!(e.class, Class::Output);
+        assert!(!e.cause.contains("--force"), "{}", e.cause);
+        assert!(e.hint.contains("--force"), "{}", e.hint);
+        let e = from_core(&Error::NoDonor, &p);
+        assert_eq!(e.class, Class::Usage);
+        assert!(
+            e.hint.contains("--donor") && e.hint.contains("--use-guest-kernel"),
+            "{}",
+            e.hint
+        );
     }
 
     #[test]

@@ -216,7 +216,7 @@ impl CliProgress {
         self.hold_for_test(name);
     }
 
-    /// Test hook (issue 8): when `IMGCONV_TEST_HOLD_STAGE` names this step, its start
+    /// Test hook: when `IMGCONV_TEST_HOLD_STAGE` names this step, its start
     /// waits (at most a minute) for Ctrl-C or SIGTERM, so that the tests can interrupt
     /// every stage at a known point. Unset in normal use.
     fn hold_for_test(&self, name: &str) {

@@ -216,7 +216,7 @@ pub enum CheckError {
     #[error("cancelled")]
     Cancelled,
     /// Inodes and bitmaps disagree, or a block map is refused.
-    #[error("the guest filesystem in {} has inodes whose blocks cannot be trusted (e2fsck -fn reports them too): {}{}", path.display(), findings.summary(), if findings.repairable() { "; --repair repairs them in the output copy" } else { "" })]
+    #[error("the guest filesystem in {} has inodes whose blocks cannot be trusted (e2fsck -fn reports them too): {}{}", path.display(), findings.summary(), if findings.repairable() { "; repairing the output copy (e2fsck -fy) mends them" } else { "" })]
     Inconsistent {
         path: std::path::PathBuf,
         findings: Box<Findings>,

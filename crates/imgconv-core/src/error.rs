@@ -36,23 +36,23 @@ pub enum Error {
     #[error(transparent)]
     Guest(#[from] crate::guestfs::GuestFsError),
 
-    /// The source image is not a convertible guest (issue 3).
+    /// The source image is not a convertible guest.
     #[error(transparent)]
     Inspect(Box<crate::source::InspectError>),
 
-    /// The target disk cannot be planned or its table written (issue 3).
+    /// The target disk cannot be planned or its table written.
     #[error(transparent)]
     Plan(#[from] crate::layout::PlanError),
 
-    /// Copying the filesystem or writing the swap header failed (issue 3). Converted
+    /// Copying the filesystem or writing the swap header failed. Converted
     /// by hand (see `stream.rs`) so that a cancelled stream becomes [`Error::Cancelled`].
     #[error(transparent)]
     Stream(crate::stream::StreamError),
-    /// Creating, writing or committing the output image failed (issue 3).
+    /// Creating, writing or committing the output image failed.
     #[error(transparent)]
     Output(#[from] crate::output::OutputError),
 
-    /// resize2fs or e2fsck failed on the output (issue 3).
+    /// resize2fs or e2fsck failed on the output.
     #[error(transparent)]
     Tool(crate::tool::ToolError),
 
@@ -87,7 +87,7 @@ pub enum Error {
     Uefi(#[from] crate::boot::uefi::UefiError),
 
     /// No donor was given and the guest's own kernel was not asked for.
-    #[error("no donor given: pass --donor with a bootable HVM image of a similar distribution (or a directory with an unpacked kernel), or --use-guest-kernel")]
+    #[error("no donor given, and keeping the guest's own kernel was not asked for")]
     NoDonor,
 
     /// The donor has no GRUB files for a platform the disk needs, none were given, and the
@@ -131,6 +131,178 @@ impl From<crate::tool::ToolError> for Error {
             other => Error::Tool(other),
         }
     }
+}
+
+/// What an error concerns: which of the conversion's inputs or outputs is at fault, or that
+/// something else failed. Decided by the library where it knows which file it was reading
+/// or writing, so that a caller can act on it (the CLI's exit codes come from it) without
+/// reading the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The source image: missing, unreadable, unsupported, corrupt, truncated or dirty.
+    Input,
+    /// The donor (or the GRUB and EFI files standing in for it): missing, unreadable, or
+    /// without a usable kernel, initrd, modules or GRUB files.
+    Donor,
+    /// The output: it exists, its directory is missing or not writable, or the space
+    /// under it (or inside the converted filesystem) ran out.
+    Output,
+    /// The options ask for something that cannot be done: sizes too small for the guest,
+    /// a kernel command line grub.cfg cannot hold, no donor and no guest kernel.
+    Options,
+    /// An outside tool (e2fsprogs, grub-mkimage) is missing or failed.
+    Tool,
+    /// [`crate::Progress::is_cancelled`] stopped the conversion.
+    Cancelled,
+    /// Anything else: a failure of the library itself or of the machine it runs on.
+    Internal,
+}
+
+/// The next step an error suggests, for a caller to phrase in its own terms (the CLI
+/// names its flags; an embedder its settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Hint {
+    /// The source's journal is dirty: replay it in the converted copy
+    /// ([`ConvertOptions::replay_journal`](crate::convert::ConvertOptions::replay_journal)),
+    /// or replay it on a copy of the source and convert that.
+    ReplayJournal,
+    /// The output exists: allow overwriting it
+    /// ([`ConvertOptions::force`](crate::convert::ConvertOptions::force)) or choose another.
+    Overwrite,
+    /// Give a donor, or keep a non-Xen kernel the guest already has.
+    GiveDonor,
+    /// The guest has no kernel that boots on HVM: convert with a donor instead.
+    ConvertWithDonor,
+    /// The disk asked for is too small: make it larger, or the swap smaller.
+    GrowDisk,
+    /// The extra kernel command line holds characters grub.cfg cannot hold.
+    PlainKernelCmdline,
+    /// The donor lacks GRUB files and the host's may not be used: give a GRUB directory,
+    /// a donor with GRUB, or allow the host's files.
+    GiveGrubFiles,
+    /// The source's allocation cannot be trusted (not cleanly unmounted, errors recorded,
+    /// or blocks shared or marked free) in a way `e2fsck -fy` mends: repair the converted
+    /// copy ([`ConvertOptions::repair`](crate::convert::ConvertOptions::repair)).
+    Repair,
+    /// The source's block maps are broken in a way a repair of the copy would lose data
+    /// over: repair a copy of the image by hand and convert that.
+    RepairCopyByHand,
+}
+
+impl Error {
+    /// What this error concerns (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        use ErrorKind as K;
+        match self {
+            Error::Cancelled => K::Cancelled,
+            // Region::open and the other raw readers open images to read them.
+            Error::Io { source, .. } => io_kind(source, K::Input),
+            Error::Parse(_) | Error::Partition(_) | Error::ExtRead(_) | Error::Inspect(_) => {
+                K::Input
+            }
+            Error::Guest(g) => g.kind(),
+            Error::Plan(e) => e.kind(),
+            Error::Stream(e) => e.kind(),
+            Error::Output(e) => e.kind(),
+            Error::Tool(e) => e.kind(),
+            Error::BlockCheck(e) => match e.as_ref() {
+                crate::blockcheck::CheckError::Io { source, .. } => io_kind(source, K::Input),
+                crate::blockcheck::CheckError::Cancelled => K::Cancelled,
+                _ => K::Input,
+            },
+            Error::Ext(e) => e.kind(),
+            Error::Donor(e) => e.kind(),
+            Error::Graft(e) => e.kind(),
+            Error::Fixup(e) => e.kind(),
+            Error::Boot(e) => e.kind(),
+            Error::Uefi(e) => e.kind(),
+            Error::NoDonor => K::Options,
+            Error::NoGrubFiles { .. } => K::Donor,
+        }
+    }
+
+    /// The next step this error suggests, when there is a specific one.
+    pub fn hint(&self) -> Option<Hint> {
+        match self {
+            Error::Inspect(e) => match e.as_ref() {
+                crate::source::InspectError::DirtyJournal { .. } => Some(Hint::ReplayJournal),
+                crate::source::InspectError::Unclean { .. } => Some(Hint::Repair),
+                _ => None,
+            },
+            Error::Ext(crate::ext::ExtError::Unclean { .. }) => Some(Hint::Repair),
+            Error::BlockCheck(e) => match e.as_ref() {
+                crate::blockcheck::CheckError::Inconsistent { findings, .. } => {
+                    Some(if findings.repairable() {
+                        Hint::Repair
+                    } else {
+                        Hint::RepairCopyByHand
+                    })
+                }
+                _ => None,
+            },
+            Error::Ext(crate::ext::ExtError::NeedsRecovery { .. }) => Some(Hint::ReplayJournal),
+            Error::Output(crate::output::OutputError::Exists { .. }) => Some(Hint::Overwrite),
+            Error::Plan(
+                crate::layout::PlanError::TargetTooSmall { .. }
+                | crate::layout::PlanError::TooLargeForMbr { .. },
+            ) => Some(Hint::GrowDisk),
+            Error::Stream(crate::stream::StreamError::SwapTooSmall { .. }) => Some(Hint::GrowDisk),
+            Error::Guest(g) => guest_hint(g),
+            Error::Graft(g) => match g.as_ref() {
+                crate::graft::GraftError::Guest(g) => guest_hint(g),
+                _ => None,
+            },
+            Error::Fixup(f) => match f.as_ref() {
+                crate::fixups::FixupError::Guest { source, .. } => guest_hint(source),
+                _ => None,
+            },
+            Error::Boot(crate::boot::BootError::Guest(g)) => guest_hint(g),
+            Error::Boot(crate::boot::BootError::BadConfigValue {
+                field: "extra_args",
+                ..
+            }) => Some(Hint::PlainKernelCmdline),
+            Error::Donor(e) => match e.as_ref() {
+                crate::donor::DonorError::OnlyXenKernels { .. }
+                | crate::donor::DonorError::NoGuestKernel { .. } => Some(Hint::ConvertWithDonor),
+                _ => None,
+            },
+            Error::NoDonor => Some(Hint::GiveDonor),
+            Error::NoGrubFiles { .. } => Some(Hint::GiveGrubFiles),
+            _ => None,
+        }
+    }
+}
+
+/// A guest filesystem that is full asks for a larger disk.
+fn guest_hint(g: &crate::guestfs::GuestFsError) -> Option<Hint> {
+    match g {
+        crate::guestfs::GuestFsError::NoSpace { in_guest: true, .. } => Some(Hint::GrowDisk),
+        _ => None,
+    }
+}
+
+/// The kind of an I/O error: running out of space (or writing to a read-only or too
+/// small filesystem) is always the output's, since only the output is written; anything
+/// else is `otherwise`, the side the caller was working on.
+pub(crate) fn io_kind(e: &std::io::Error, otherwise: ErrorKind) -> ErrorKind {
+    if is_out_of_space(e) {
+        ErrorKind::Output
+    } else {
+        otherwise
+    }
+}
+
+/// ENOSPC, EDQUOT, EROFS or EFBIG: the filesystem written to cannot take the data.
+pub(crate) fn is_out_of_space(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EROFS) | Some(libc::EFBIG)
+        )
 }
 
 /// A cancelled graft is a cancellation like any other, so callers match one variant.

@@ -1,4 +1,4 @@
-//! Grafting the donor kernel, initrd, modules and GRUB files into the guest. (issue 4)
+//! Grafting the donor kernel, initrd, modules and GRUB files into the guest.
 //!
 //! [`graft`] copies into the guest root filesystem, through [`GuestFs`]:
 //!
@@ -549,6 +549,19 @@ impl Grafter<'_> {
                     pos += n;
                 }
             }
+        }
+    }
+}
+
+impl GraftError {
+    /// What the error concerns: the donor's files, or the guest they are written into.
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            GraftError::Cancelled => K::Cancelled,
+            GraftError::Donor(d) => d.kind(),
+            GraftError::Guest(g) => g.kind(),
+            GraftError::NoBackupName { .. } => K::Input,
         }
     }
 }

@@ -93,6 +93,15 @@ pub enum GuestFsError {
         path: String,
         why: String,
     },
+    /// No room left: in the guest filesystem (`in_guest`: no free block or inode), or on
+    /// the filesystem holding the output image. `why` carries the engine's error text.
+    #[error("{op} {path}: {why}")]
+    NoSpace {
+        op: &'static str,
+        path: String,
+        why: String,
+        in_guest: bool,
+    },
     /// Reading the source of a new file failed.
     #[error("reading the content for {path}: {source}")]
     Source {
@@ -717,6 +726,21 @@ mod mem {
             assert_eq!(fs.stat("/lib/modules/6.1/b").unwrap().unwrap().mode, 0o600);
             fs.remove("/lib/modules/6.1/b").unwrap();
             assert!(fs.stat("/lib/modules/6.1/b").unwrap().is_none());
+        }
+    }
+}
+
+impl GuestFsError {
+    /// What the error concerns: a guest that lacks or mangles a path is the input's
+    /// fault, a full filesystem the output's, the content of a new file (read from the
+    /// donor) the donor's, and the write engine failing otherwise is internal.
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            GuestFsError::NoSpace { .. } => K::Output,
+            GuestFsError::Engine { .. } => K::Internal,
+            GuestFsError::Source { source, .. } => crate::error::io_kind(source, K::Donor),
+            _ => K::Input,
         }
     }
 }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 /// Errors creating, writing or committing the output.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
-    #[error("{} already exists; pass --force to overwrite it", path.display())]
+    #[error("{} already exists", path.display())]
     Exists { path: PathBuf },
     #[error("the output directory {} does not exist", dir.display())]
     NoDirectory { dir: PathBuf },
@@ -357,6 +357,13 @@ impl TempOutput {
             let _ = d.sync_all();
         }
         Ok(dest)
+    }
+}
+
+impl OutputError {
+    /// Every output error concerns the output.
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::Output
     }
 }
 

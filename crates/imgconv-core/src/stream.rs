@@ -1,4 +1,4 @@
-//! Copy the used blocks of the source filesystem into partition 1, sparse. (issue 3)
+//! Copy the used blocks of the source filesystem into partition 1, sparse.
 //!
 //! The walker reads the group descriptors and block bitmaps (like `e2image -ra`) and
 //! copies only allocated blocks, coalesced into runs of up to [`CHUNK_BYTES`], with
@@ -10,7 +10,7 @@
 //! When the source and the output sit on one filesystem that shares extents on copy
 //! (btrfs, XFS with reflink, bcachefs, OpenZFS block cloning, NFS 4.2 server-side copy),
 //! runs go through `copy_file_range(2)` instead: the kernel links the blocks rather than
-//! copying them, so a run costs no read, no write and no new space (see [`shares_extents`]).
+//! copying them, so a run costs no read, no write and no new space (see `shares_extents`).
 //!
 //! Which blocks are used, group by group:
 //! * an initialised group: its block bitmap (checked against its metadata_csum
@@ -815,6 +815,25 @@ fn mark(bitmap: &mut [u8], gstart: u64, gcount: u64, s: u64, n: u64) {
         let i = (b - gstart) as usize;
         if let Some(byte) = bitmap.get_mut(i / 8) {
             *byte |= 1 << (i % 8);
+        }
+    }
+}
+
+impl StreamError {
+    /// What the error concerns: reading and the source's structures are the input's,
+    /// writing the output's, a swap area too small for its header the options'.
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            StreamError::Cancelled => K::Cancelled,
+            StreamError::Write(o) => o.kind(),
+            StreamError::Superblock { .. }
+            | StreamError::SourceTooShort { .. }
+            | StreamError::NotAFilesystem { .. }
+            | StreamError::InconsistentBitmap { .. } => K::Input,
+            StreamError::Read { source, .. } => crate::error::io_kind(source, K::Input),
+            StreamError::SwapTooSmall { .. } => K::Options,
+            _ => K::Internal,
         }
     }
 }

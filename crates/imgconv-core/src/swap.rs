@@ -1,4 +1,4 @@
-//! Linux swap v1 signature for the swap partition. (issue 3)
+//! Linux swap v1 signature for the swap partition.
 //!
 //! The kernel's `union swap_header` (include/linux/swap.h) occupies the first page of
 //! the area: 1024 bytes of `bootbits` (room for a disk label), then `info`:

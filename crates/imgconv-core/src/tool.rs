@@ -119,6 +119,21 @@ pub enum ToolError {
     },
 }
 
+impl ToolError {
+    /// What the error concerns: a copy that is not an ext filesystem is the input's; a
+    /// path that cannot be prepared is the output's when space ran out; a cancelled tool
+    /// is a cancellation; a tool that cannot run or fails is the tool's.
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            ToolError::NotExt { .. } => K::Input,
+            ToolError::Path { source, .. } => crate::error::io_kind(source, K::Output),
+            ToolError::Cancelled { .. } => K::Cancelled,
+            _ => K::Tool,
+        }
+    }
+}
+
 /// The Debian package that provides `tool`, for the "install it" hint.
 pub fn package_of(tool: &str) -> &'static str {
     match tool {

@@ -1,4 +1,4 @@
-//! Input integrity (issue 8): after every command, successful or not, the source image and
+//! Input integrity: after every command, successful or not, the source image and
 //! the donor (an image and an unpacked directory) have the same SHA-256, size and mtime
 //! (to the nanosecond) as before. Judged by `sha256sum` and `stat`.
 

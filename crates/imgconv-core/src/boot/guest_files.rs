@@ -4,7 +4,7 @@
 //!
 //! GRUB loads `normal.mod` and everything after it from `$prefix/<platform>/` at boot and
 //! links them against the kernel inside core.img, so those modules must be the same
-//! build (shared/docs/grub-bios-format.md §6). The donor graft normally copies them
+//! build (docs/grub-bios-format.md). The donor graft normally copies them
 //! already; here every one is checked and the missing or different ones are written.
 //! Nothing of the guest is lost: a file we replace is renamed to `<name>.imgconv-orig`
 //! (or `.imgconv-orig.N` if that exists), and every change goes into the report.

@@ -1,8 +1,8 @@
-//! Boot code: GRUB for BIOS (and later UEFI), grub.cfg. (issue 5)
+//! Boot code: GRUB for BIOS (and later UEFI), grub.cfg.
 //!
 //! The converted disk boots with GRUB built here, in Rust, from the donor's GRUB module
 //! directory (`/usr/lib/grub/i386-pc`), without running grub-install or anything in the
-//! guest. The byte-level format is described in shared/docs/grub-bios-format.md.
+//! guest. The byte-level format is described in docs/grub-bios-format.md.
 //!
 //! - [`grub_files`]: the module directory as a value ([`GrubPlatformFiles`]).
 //! - [`grub_bios`]: core.img built like `grub-mkimage -O i386-pc`
@@ -44,6 +44,14 @@ pub enum BootError {
     Io {
         action: &'static str,
         path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// An I/O error on the output image while writing or checking the boot code.
+    #[error("{action} the output image: {source}")]
+    OutputIo {
+        action: &'static str,
         #[source]
         source: std::io::Error,
     },
@@ -181,6 +189,31 @@ impl BootError {
             action,
             path: path.into(),
             source,
+        }
+    }
+}
+
+impl BootError {
+    /// What the error concerns: GRUB's files come from the donor (or a GRUB directory, or
+    /// the host), so what is wrong with them is the donor's; writing the boot code is the
+    /// output's; a command line grub.cfg cannot hold is the options'.
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            BootError::Io { source, .. } => crate::error::io_kind(source, K::Donor),
+            BootError::OutputIo { .. }
+            | BootError::ImageTooSmall { .. }
+            | BootError::NoPartitionTable
+            | BootError::PartitionInGap { .. } => K::Output,
+            BootError::BadConfigValue {
+                field: "extra_args",
+                ..
+            } => K::Options,
+            BootError::BadConfigValue { .. } => K::Input,
+            BootError::RootFsUnreadableByGrub { .. } => K::Donor,
+            BootError::GuestPathIsDirectory { .. } | BootError::NoBackupName { .. } => K::Input,
+            BootError::Guest(g) => g.kind(),
+            _ => K::Donor,
         }
     }
 }

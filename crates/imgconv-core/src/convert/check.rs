@@ -84,7 +84,7 @@ pub(super) fn repair_or_refuse(
             "repaired the copied filesystem with e2fsck -fy: {}",
             findings.summary()
         ),
-        "--repair was given and the block check found files sharing blocks or owning blocks the bitmaps call free; the input was not touched",
+        "a repair was asked for and the block check found files sharing blocks or owning blocks the bitmaps call free; the input was not touched",
         None,
     );
     Ok(())

@@ -325,7 +325,7 @@ fn grow_and_replay(
                 "journal",
                 "/",
                 "replayed the journal of the copied filesystem with e2fsck",
-                "the source was not cleanly unmounted and --replay-journal was given; the input was not touched",
+                "the source was not cleanly unmounted and replaying its journal was asked for; the input was not touched",
                 None,
             );
         }
@@ -345,7 +345,7 @@ fn grow_and_replay(
                     }
                 ),
                 format!(
-                    "the source filesystem {state}, so its allocation bitmaps could not be trusted, and --repair was given; the input was not touched"
+                    "the source filesystem {state}, so its allocation bitmaps could not be trusted, and a repair was asked for; the input was not touched"
                 ),
                 None,
             );

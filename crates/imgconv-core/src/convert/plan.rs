@@ -28,6 +28,7 @@ pub enum KernelOrigin {
 pub struct KernelChoice {
     /// Version, as in `/boot/vmlinuz-<version>` and `/lib/modules/<version>`.
     pub version: String,
+    /// Where the kernel comes from.
     pub origin: KernelOrigin,
     /// How the kernel's architecture relates to the guest userland's (donor kernels).
     pub arch_check: Option<ArchCheck>,
@@ -48,11 +49,17 @@ pub struct GrubChoice {
 
 /// Everything a conversion will do, decided before anything is written.
 #[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
 pub struct ConversionPlan {
+    /// The options the plan was made for.
     pub options: ConvertOptions,
+    /// What the source is: its root filesystem, guest OS and Xen-isms.
     pub inspection: Inspection,
+    /// The kernel that will boot the guest.
     pub kernel: KernelChoice,
+    /// Where the GRUB i386-pc files come from.
     pub grub: GrubChoice,
+    /// The MBR disk: partitions, sizes, and whether the filesystem grows.
     pub disk: DiskPlan,
     /// The GPT disk for `--firmware uefi|hybrid` (root and swap sized by `disk`); `None`
     /// for BIOS. When set, this is the layout written (print it instead of `disk`).
@@ -70,25 +77,32 @@ pub struct ConversionPlan {
 /// Seconds one stage took.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StageTime {
+    /// The stage.
     pub stage: Stage,
+    /// Wall-clock seconds it took.
     pub seconds: f64,
 }
 
 /// The result of a conversion.
 #[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
 pub struct Conversion {
     /// The finished image.
     #[serde(serialize_with = "crate::serde_path::lossy")]
     pub output: PathBuf,
+    /// The plan it carried out.
     pub plan: ConversionPlan,
     /// UUID of the root filesystem (the source's, unchanged).
     pub root_uuid: String,
+    /// UUID of the swap partition, when there is one.
     pub swap_uuid: Option<String>,
+    /// What the stream copied and how.
     pub stream: StreamStats,
     /// What the graft wrote (`None` with a guest kernel).
     pub graft: Option<GraftSummary>,
     /// Every change made in the guest, and warnings.
     pub report: Report,
+    /// Seconds per stage, in the order they started.
     pub timings: Vec<StageTime>,
 }
 

@@ -60,7 +60,13 @@ pub(super) fn prepare(
                 inspection.open_fs()?,
                 inspection.image.display().to_string(),
             )?;
-            let gk = donor::guest_kernel::find_guest_kernel_in_reader(&reader)?;
+            // Reading the guest here is reading the input, not the donor.
+            let gk =
+                donor::guest_kernel::find_guest_kernel_in_reader(&reader).map_err(|e| match e {
+                    donor::DonorError::Guest(g) => Error::Guest(g),
+                    donor::DonorError::Read(r) => Error::ExtRead(r),
+                    other => other.into(),
+                })?;
             // Only GRUB files are added; round each up to a 4 KiB block.
             let graft_bytes = grub
                 .files

@@ -1,5 +1,5 @@
 //! `--use-guest-kernel`: find a kernel the guest already has that boots on HVM, instead
-//! of grafting the donor's (virt-v2v's behaviour, see shared/docs/conversion-checklist.md §2).
+//! of grafting the donor's (virt-v2v's behaviour, see docs/conversion-checklist.md).
 //!
 //! A usable guest kernel has `/boot/vmlinuz-VER`, a matching initrd and a
 //! `/lib/modules/VER` tree, and is not Xen-only. Xen-only means the old "xenified" kernels

@@ -1,4 +1,4 @@
-//! The donor: where the kernel, initrd, modules and GRUB files come from. (issue 4)
+//! The donor: where the kernel, initrd, modules and GRUB files come from.
 //!
 //! A donor is a bootable HVM disk image of a similar distribution (MBR or GPT, possibly
 //! with a separate `/boot` partition), a bare ext2/3/4 filesystem image, or a host
@@ -9,7 +9,7 @@
 //! one asked for), and [`crate::graft`] copies it into the guest.
 //!
 //! Donors are untrusted input. Images are read only through the guarded
-//! [`ExtReader`](crate::extread::ExtReader) (panics contained, whole-file reads capped before
+//! [`ExtReader`] (panics contained, whole-file reads capped before
 //! allocating), big files are streamed, directory listings, tree size and depth are
 //! bounded, and every claimed file size is checked against a cap and against the size of
 //! the filesystem holding it before it is used. Nothing is ever written to the donor.
@@ -162,11 +162,11 @@ pub enum DonorError {
         #[source]
         source: crate::boot::BootError,
     },
-    /// `--use-guest-kernel`: the guest has kernels, but all of them are Xen-only.
-    #[error("only Xen kernels are installed in this guest ({}); they cannot boot on HVM/KVM: convert with a donor (--donor) instead of --use-guest-kernel", found.join(", "))]
+    /// Keeping the guest's kernel: the guest has kernels, but all of them are Xen-only.
+    #[error("only Xen kernels are installed in this guest ({}); they cannot boot on HVM/KVM", found.join(", "))]
     OnlyXenKernels { found: Vec<String> },
-    /// `--use-guest-kernel`: the guest has no complete kernel at all.
-    #[error("no usable kernel in the guest for --use-guest-kernel (needs /boot/vmlinuz-VER, a matching initrd and /lib/modules/VER); {}: convert with a donor (--donor) instead", found_list(found))]
+    /// Keeping the guest's kernel: the guest has no complete kernel at all.
+    #[error("no usable kernel in the guest to keep (needs /boot/vmlinuz-VER, a matching initrd and /lib/modules/VER); {}", found_list(found))]
     NoGuestKernel { found: Vec<String> },
 }
 
@@ -248,7 +248,7 @@ pub fn check_arch(kernel: KernelArch, userland: UserlandArch) -> Result<ArchChec
 /// Where something is in the donor: which of its filesystems, and the path there.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DonorPath {
-    /// Index into [`Donor::sources`].
+    /// Index into the donor's list of sources.
     pub source: usize,
     /// Absolute path inside that filesystem.
     pub path: String,
@@ -1124,6 +1124,20 @@ impl Read for ExactReader {
         }
         self.remaining -= n as u64;
         Ok(n)
+    }
+}
+
+impl DonorError {
+    /// What the error concerns: the donor, except the guest-kernel searches, which are
+    /// about the guest (the input).
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            DonorError::Io { source, .. } => crate::error::io_kind(source, K::Donor),
+            DonorError::OnlyXenKernels { .. } | DonorError::NoGuestKernel { .. } => K::Input,
+            DonorError::Guest(g) if g.kind() != K::Input => g.kind(),
+            _ => K::Donor,
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! The copy-on-write view of the output's root filesystem that lets the graft, fixups and
-//! boot files be written while the stream is still copying (issue 9).
+//! boot files be written while the stream is still copying.
 //!
 //! libext2fs needs the filesystem's metadata and directories to work, and before the
 //! stream has finished the output does not hold them yet. Through [`CowDevice`] it sees

@@ -1,13 +1,13 @@
 //! The ext engine: write into an existing ext2/3/4 filesystem (the converted guest's root,
 //! inside the output image) through the system's libext2fs, the reference implementation
-//! that mke2fs -d, debugfs and e2fsck use. See shared/docs/ext-engine.md for why this and
+//! that mke2fs -d, debugfs and e2fsck use. See docs/ext-engine.md for why this and
 //! not a pure-Rust writer, and for the call sequence that leaves ext2/3/4 `e2fsck -fn`
 //! clean; this module follows it.
 //!
 //! [`ExtFs`] is the safe wrapper. It implements [`GuestFs`] with exactly the semantics of
 //! `guestfs::MemFs`: guest paths are resolved by the shared [`guestfs::resolve`]
 //! over the entries of each directory (listed once through `ext2fs_dir_iterate2` and kept
-//! in a bounded cache, see [`dcache`]; `ext2fs_lookup` for a directory too large to keep),
+//! in a bounded cache, see `dcache.rs`; `ext2fs_lookup` for a directory too large to keep),
 //! following the guest's own symlinks inside the guest (absolute
 //! targets restart at the guest root inode 2, `..` at the root stays there, more than
 //! [`guestfs::MAX_SYMLINK_HOPS`] links is [`GuestFsError::SymlinkLoop`]). Nothing here ever
@@ -41,10 +41,13 @@
 //!   feature.)
 //! - Not written: xattrs, device nodes, FIFOs, sockets (the trait has no call for them).
 //!
-//! All `unsafe` is in [`ffi`] (generated declarations in `bindings.rs`).
+//! All `unsafe` is in `ffi.rs` (generated declarations in `bindings.rs`); the crate
+//! root denies it everywhere else.
 
 pub mod cow;
 mod dcache;
+// The one module allowed to use `unsafe` (the crate root denies it everywhere else).
+#[allow(unsafe_code)]
 mod ffi;
 
 use crate::guestfs::{self, GuestFs, GuestFsError, NodeAttrs, PathWalk};
@@ -117,17 +120,58 @@ impl From<ExtError> for GuestFsError {
     fn from(e: ExtError) -> Self {
         match e {
             ExtError::Op {
-                op, path, message, ..
-            } => GuestFsError::Engine {
                 op,
                 path,
-                why: message,
+                code,
+                message,
+            } => match no_space(code) {
+                Some(in_guest) => GuestFsError::NoSpace {
+                    op,
+                    path,
+                    why: message,
+                    in_guest,
+                },
+                None => GuestFsError::Engine {
+                    op,
+                    path,
+                    why: message,
+                },
             },
             other => GuestFsError::Engine {
                 op: "ext engine",
                 path: String::new(),
                 why: other.to_string(),
             },
+        }
+    }
+}
+
+/// Whether a libext2fs error code means no room: `Some(true)` when the guest filesystem
+/// has no free block, `Some(false)` when the filesystem under the output image is full
+/// (the I/O manager passes the write's errno through).
+fn no_space(code: Errcode) -> Option<bool> {
+    if code == ffi::ET_BLOCK_ALLOC_FAIL {
+        return Some(true);
+    }
+    let errno = i32::try_from(code).ok()?;
+    crate::error::is_out_of_space(&std::io::Error::from_raw_os_error(errno)).then_some(false)
+}
+
+impl ExtError {
+    /// What the error concerns: a journal that needs replaying is the input's, no room
+    /// the output's; the engine failing otherwise is internal.
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        let code = match self {
+            ExtError::NeedsRecovery { .. } | ExtError::Unclean { .. } => return K::Input,
+            ExtError::Open { code, .. }
+            | ExtError::Op { code, .. }
+            | ExtError::Close { code, .. } => *code,
+        };
+        if no_space(code).is_some() {
+            K::Output
+        } else {
+            K::Internal
         }
     }
 }

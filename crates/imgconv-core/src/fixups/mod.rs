@@ -1,4 +1,4 @@
-//! Guest configuration fixups for the new hardware (issue 4, deliverable 4).
+//! Guest configuration fixups for the new hardware.
 //!
 //! A Xen PV guest names its disks `xvdX`, logs in on `hvc0`/`xvc0`, loads `xennet`/`xenblk`,
 //! pins eth0 to its Xen vif MAC and may run Xen guest tools. Under KVM none of that holds.
@@ -219,6 +219,18 @@ pub fn plan_over(
     let mut report = Report::default();
     apply(&mut overlay, ctx, &mut report)?;
     Ok(report)
+}
+
+impl FixupError {
+    /// What the error concerns: the guest being edited (the input), or the library.
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            FixupError::Guest { source, .. } => source.kind(),
+            FixupError::NoBackupName { .. } => K::Input,
+            _ => K::Internal,
+        }
+    }
 }
 
 #[cfg(test)]

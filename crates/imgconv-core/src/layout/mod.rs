@@ -1,4 +1,4 @@
-//! The target disk plan: partitions, sizes, what the graft adds; a printable value. (issue 3)
+//! The target disk plan: partitions, sizes, what the graft adds; a printable value.
 //!
 //! The plan is computed before anything is written, so a dry run can print it and a
 //! too-small target fails before the output exists. Layout: MBR, 512-byte sectors,
@@ -497,6 +497,19 @@ impl fmt::Display for DiskPlan {
                     human(g.to_bytes)
                 )
             }
+        }
+    }
+}
+
+impl PlanError {
+    /// What the error concerns: sizes that do not fit are the options', a failed write
+    /// the output's.
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            PlanError::TargetTooSmall { .. } | PlanError::TooLargeForMbr { .. } => K::Options,
+            PlanError::Write(o) => o.kind(),
+            _ => K::Internal,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! What the guest inside the root filesystem is: distribution, host name, userland
 //! architecture, init system, installed kernels, and the Xen-specific configuration
-//! the conversion will have to change (shared/docs/conversion-checklist.md).
+//! the conversion will have to change (docs/conversion-checklist.md).
 //!
 //! Everything is read through the guarded [`ExtReader`], with a size bound on every
 //! file and directory; a file that cannot be read becomes a warning, not a failure, so

@@ -1,5 +1,5 @@
 //! Source inspection: what is this image (bare filesystem or partitioned disk), which
-//! filesystem, which guest, and which Xen-isms it carries. (issue 3)
+//! filesystem, which guest, and which Xen-isms it carries.
 //!
 //! [`inspect`] never writes: the image is opened read-only. Anything that is not an
 //! ext2/3/4 guest root is a typed [`InspectError`] that names what was found, so the
@@ -186,9 +186,9 @@ pub enum InspectError {
         path: PathBuf,
         findings: Vec<String>,
     },
-    #[error("the filesystem in {} was not cleanly unmounted: its journal holds transactions that were never replayed (needs_recovery). Re-run with --replay-journal to replay it with e2fsck on the converted copy only ({} itself is never modified), or replay it on a copy yourself (cp the image to copy.img, run e2fsck -fy {fsck_target}) and convert the copy", path.display(), path.display())]
+    #[error("the filesystem in {} was not cleanly unmounted: its journal holds transactions that were never replayed (needs_recovery). {} itself is never modified: the journal can be replayed with e2fsck in the converted copy only, or on a copy made by hand (cp the image to copy.img, run e2fsck -fy {fsck_target}) that is then converted", path.display(), path.display())]
     DirtyJournal { path: PathBuf, fsck_target: String },
-    #[error("the filesystem in {} {state}, so its allocation bitmaps may be stale and files written into it could overwrite guest data. Re-run with --repair to repair the converted copy with e2fsck -fy before anything is written into it ({} itself is never modified), or repair a copy yourself (cp the image to copy.img, run e2fsck -fy {fsck_target}) and convert the copy", path.display(), path.display())]
+    #[error("the filesystem in {} {state}, so its allocation bitmaps may be stale and files written into it could overwrite guest data ({} itself is never modified); a repair of the converted copy with e2fsck -fy, or of a copy of the image ({fsck_target}), mends that", path.display(), path.display())]
     Unclean {
         path: PathBuf,
         state: &'static str,

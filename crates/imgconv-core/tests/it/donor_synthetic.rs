@@ -152,6 +152,9 @@ fn xen_guests_have_no_kernel_of_their_own() {
             matches!(err, DonorError::NoGuestKernel { .. }),
             "{image}: {err}"
         );
-        assert!(err.to_string().contains("--donor"), "{err}");
+        assert_eq!(
+            imgconv_core::Error::from(err).hint(),
+            Some(imgconv_core::Hint::ConvertWithDonor)
+        );
     }
 }

@@ -449,8 +449,8 @@ fn inline_data_guests_work() {
     );
 }
 
-/// A full filesystem: the write fails with libext2fs's own message, the half-written file
-/// is freed, and the filesystem stays consistent and usable.
+/// A full filesystem: the write fails as "no space in the guest" with libext2fs's own
+/// message, the half-written file is freed, and the filesystem stays consistent and usable.
 #[test]
 fn a_full_filesystem_is_a_clear_error() {
     let fx = small_fixture(Kind::Ext4, "16M");
@@ -461,12 +461,19 @@ fn a_full_filesystem_is_a_clear_error() {
         .create_file("/etc/huge", &mut &data[..], data.len() as u64, attrs())
         .unwrap_err();
     match &e {
-        GuestFsError::Engine { path, why, .. } => {
+        GuestFsError::NoSpace {
+            path,
+            why,
+            in_guest,
+            ..
+        } => {
             assert_eq!(path, "/etc/huge");
             assert!(why.contains("allocate"), "{why}");
+            assert!(in_guest, "the guest filesystem is what is full");
         }
         e => panic!("unexpected {e}"),
     }
+    assert_eq!(e.kind(), imgconv_core::ErrorKind::Output);
     assert!(fs.lstat("/etc/huge").unwrap().is_none());
     assert_eq!(fs.free_blocks(), free);
     fs.create_file("/etc/small", &mut &b"fits"[..], 4, attrs())

@@ -20,6 +20,7 @@ fn outcome<T: std::fmt::Debug>(r: Result<T, GuestFsError>) -> String {
         Err(GuestFsError::IsADirectory { path }) => format!("IsADirectory {path}"),
         Err(GuestFsError::TooLarge { path, size, cap }) => format!("TooLarge {path} {size} {cap}"),
         Err(GuestFsError::Engine { op, path, .. }) => format!("Engine {op} {path}"),
+        Err(GuestFsError::NoSpace { op, path, .. }) => format!("NoSpace {op} {path}"),
         Err(GuestFsError::Source { path, source }) => format!("Source {path} {:?}", source.kind()),
     }
 }

@@ -336,7 +336,7 @@ fn filesystem_without_a_guest() {
 
 #[test]
 fn meta_bg_guest_is_a_clear_reader_error() {
-    // ext4-view cannot read meta_bg (shared/docs/ext-engine.md); say so, don't panic.
+    // ext4-view cannot read meta_bg (docs/ext-engine.md); say so, don't panic.
     let work = tempfile::tempdir().unwrap();
     let img = small_root(work.path(), "ext4", &["-O", "meta_bg,^resize_inode"]);
     let e = source::inspect(&img).unwrap_err();

@@ -217,9 +217,10 @@ fn dirty_journal_is_reported_and_checked() {
     assert!(i.fs.features.has("needs_recovery"));
     let e = i.check_journal(false).unwrap_err();
     let msg = e.to_string();
-    assert!(
-        msg.contains("--replay-journal") && msg.contains("never modified"),
-        "{msg}"
+    assert!(msg.contains("never modified"), "{msg}");
+    assert_eq!(
+        imgconv_core::Error::from(e).hint(),
+        Some(imgconv_core::Hint::ReplayJournal)
     );
     i.check_journal(true).unwrap();
     // ext4-view could not replay this (checksum-less) journal: the guest was read as on

@@ -76,10 +76,9 @@ fn dirty_journal(kind: &str) {
         other => panic!("expected DirtyJournal, got {other:?}"),
     }
     let msg = err.to_string();
-    assert!(
-        msg.contains("--replay-journal") && msg.contains("e2fsck -fy"),
-        "{msg}"
-    );
+    assert!(msg.contains("e2fsck -fy"), "{msg}");
+    assert_eq!(err.kind(), imgconv_core::ErrorKind::Input);
+    assert_eq!(err.hint(), Some(imgconv_core::Hint::ReplayJournal));
     assert_eq!(std::fs::read_dir(w.join("out")).unwrap().count(), 0);
 
     // With the option: the copy is replayed and repaired.

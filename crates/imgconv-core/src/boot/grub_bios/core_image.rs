@@ -1,7 +1,7 @@
 //! core.img for i386-pc, built as `grub-mkimage -O i386-pc -p PREFIX MODULES…` builds it,
 //! and read back for checks.
 //!
-//! Layout (shared/docs/grub-bios-format.md §2–5; GRUB `util/mkimage.c`,
+//! Layout (docs/grub-bios-format.md; GRUB `util/mkimage.c`,
 //! `include/grub/offsets.h`, `include/grub/kernel.h`):
 //!
 //! ```text

@@ -1,5 +1,5 @@
 //! Installing boot.img into LBA 0 and core.img into the gap before the first partition,
-//! as `grub-bios-setup` does for a disk (shared/docs/grub-bios-format.md §1, §8; GRUB
+//! as `grub-bios-setup` does for a disk (docs/grub-bios-format.md; GRUB
 //! `util/setup.c`, `include/grub/i386/pc/boot.h`).
 //!
 //! boot.img supplies the code (bytes 0..0x1B8); the disk keeps its own BPB area
@@ -107,9 +107,8 @@ pub fn install_bios_boot(
     core_lba: u64,
     gap_end_lba: u64,
 ) -> Result<(), BootError> {
-    let io = |action: &'static str| {
-        move |e: std::io::Error| BootError::io(action, "the output image", e)
-    };
+    let io =
+        |action: &'static str| move |e: std::io::Error| BootError::OutputIo { action, source: e };
     if core_lba == 0 {
         return Err(BootError::BadArgument {
             what: "core_lba",

@@ -5,7 +5,7 @@
 //! 512-byte clusters at Debian's 124 MiB, as `mkfs.fat -F 32` would. Label `EFI`, volume
 //! serial from the plan (fstab mounts the ESP by it).
 //!
-//! Contents (shared/docs/uefi-layout.md §2–3), with shim:
+//! Contents (docs/uefi-layout.md), with shim:
 //! ```text
 //! EFI/BOOT/BOOTX64.EFI   shim (what firmware with an empty NVRAM boots)
 //! EFI/BOOT/grubx64.efi   GRUB (shim loads its second stage from its own directory)
@@ -173,7 +173,10 @@ pub fn install_esp(
     let esp = plan.esp();
     let len = out
         .metadata()
-        .map_err(|e| UefiError::io("inspecting", "the output image", e))?
+        .map_err(|source| UefiError::OutputIo {
+            action: "inspecting",
+            source,
+        })?
         .len();
     if len < esp.start_bytes() + esp.len_bytes() {
         return Err(UefiError::BadArgument {

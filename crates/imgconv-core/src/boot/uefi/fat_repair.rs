@@ -17,7 +17,7 @@
 //! FAT32 layout used (Microsoft FAT specification, BPB): bytes/sector @11 (u16),
 //! sectors/cluster @13 (u8), reserved sectors @14 (u16), number of FATs @16 (u8), sectors
 //! per FAT (FAT32) @36 (u32), root directory cluster @44 (u32). A directory entry is 32
-//! bytes: name[11] @0, attributes @11 (0x0F = LFN, 0x10 = directory, 0x08 = volume
+//! bytes: `name[11]` @0, attributes @11 (0x0F = LFN, 0x10 = directory, 0x08 = volume
 //! label), first cluster high @20 (u16) and low @26 (u16).
 
 use super::UefiError;
@@ -52,7 +52,10 @@ impl<'a> Fat32<'a> {
     fn open(file: &'a File, offset: u64, len: u64) -> Result<Self, UefiError> {
         let mut bs = [0u8; 512];
         file.read_exact_at(&mut bs, offset)
-            .map_err(|e| UefiError::io("reading the ESP boot sector of", "the output image", e))?;
+            .map_err(|e| UefiError::OutputIo {
+                action: "reading the ESP boot sector of",
+                source: e,
+            })?;
         let f = Fields::new("FAT32 boot sector", &bs);
         let bps = u64::from(f.u16("BPB_BytsPerSec", 11)?);
         let spc = u64::from(f.u8("BPB_SecPerClus", 13)?);
@@ -113,7 +116,10 @@ impl<'a> Fat32<'a> {
         }
         self.file
             .read_exact_at(buf, self.offset + pos)
-            .map_err(|e| UefiError::io("reading the ESP of", "the output image", e))
+            .map_err(|e| UefiError::OutputIo {
+                action: "reading the ESP of",
+                source: e,
+            })
     }
 
     fn write(&self, pos: u64, buf: &[u8]) -> Result<(), UefiError> {
@@ -122,7 +128,10 @@ impl<'a> Fat32<'a> {
         }
         self.file
             .write_all_at(buf, self.offset + pos)
-            .map_err(|e| UefiError::io("repairing the ESP of", "the output image", e))
+            .map_err(|e| UefiError::OutputIo {
+                action: "repairing the ESP of",
+                source: e,
+            })
     }
 
     /// The cluster chain starting at `first`.

@@ -7,7 +7,7 @@
 //!   has them (the signed GRUB is monolithic and needs none; an unsigned GRUB loads
 //!   modules it does not embed from there), and `core.efi`, a copy of the GRUB EFI image
 //!   on the ESP: Debian's grub-efi-amd64 maintainer scripts re-run grub-install on
-//!   upgrade only when that file exists (shared/docs/uefi-layout.md §4).
+//!   upgrade only when that file exists (docs/uefi-layout.md).
 //!
 //! A file we replace keeps a backup; every change is in the report.
 

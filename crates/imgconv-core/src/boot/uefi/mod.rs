@@ -1,6 +1,6 @@
 //! UEFI and hybrid (UEFI + BIOS) output: a GPT disk with an EFI System Partition written
 //! with `fatfs`, shim + GRUB from the donor, and for hybrid also GRUB's BIOS boot code in
-//! a BIOS boot partition. (issue 7; layout facts in shared/docs/uefi-layout.md)
+//! a BIOS boot partition. (layout facts in docs/uefi-layout.md)
 //!
 //! - the GPT plan lives with the MBR plan: [`crate::layout::gpt`] ([`plan_gpt`] →
 //!   [`GptPlan`], printable, and [`write_gpt`]; re-exported here).
@@ -66,6 +66,14 @@ pub enum UefiError {
     Io {
         action: &'static str,
         path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// An I/O error on the output image while writing the GPT or the ESP.
+    #[error("{action} the output image: {source}")]
+    OutputIo {
+        action: &'static str,
         #[source]
         source: std::io::Error,
     },
@@ -175,4 +183,29 @@ pub fn install_hybrid_bios_boot(
     }
     install_bios_boot(out, files, core, bios.start_lba, bios.end_lba() + 1)?;
     Ok(())
+}
+
+impl UefiError {
+    /// What the error concerns: shim and GRUB for the ESP come from the donor (or the
+    /// host), the ESP is written into the output.
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            UefiError::Io { source, .. } => crate::error::io_kind(source, K::Donor),
+            UefiError::OutputIo { .. } | UefiError::Fat { .. } | UefiError::EspFull { .. } => {
+                K::Output
+            }
+            UefiError::NoEfiBootFiles { .. }
+            | UefiError::BadEfiBinary { .. }
+            | UefiError::DonorEsp { .. }
+            | UefiError::IncompleteEfiModules { .. }
+            | UefiError::FileTooLarge { .. }
+            | UefiError::Parse(_) => K::Donor,
+            UefiError::Donor(d) => d.kind(),
+            UefiError::Boot(b) => b.kind(),
+            UefiError::Tool { .. } => K::Tool,
+            UefiError::BadRootUuid { .. } => K::Input,
+            _ => K::Internal,
+        }
+    }
 }

@@ -8,7 +8,7 @@
 //! prefix in a section named `mods` (GRUB `util/mkimage.c`), laid out as
 //! `struct grub_module_info64 { u32 magic "mimg"; u32 padding; u64 offset; u64 size }`
 //! followed by records `struct grub_module_header { u32 type; u32 size }` + payload, each
-//! padded to 8 bytes (`include/grub/kernel.h`; shared/docs/grub-bios-format.md §5).
+//! padded to 8 bytes (`include/grub/kernel.h`; docs/grub-bios-format.md).
 
 use crate::bytes::{Fields, ParseError};
 
