@@ -243,7 +243,7 @@ pub fn inspect_region(region: &Region) -> Result<Inspection, InspectError> {
     let (fs, guest) = open_root(region, &sb, &path, &place)?;
     Ok(Inspection {
         image: path,
-        image_size: region.file().metadata().map(|m| m.len()).unwrap_or(0),
+        image_size: region.source_size(),
         container: Container::Bare,
         fs_offset: region.offset(),
         fs_len: fs.len(),
