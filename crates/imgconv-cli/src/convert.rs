@@ -177,6 +177,17 @@ fn same_file(a: &Path, b: &Path) -> bool {
 fn source_root(o: &ConvertOptions) -> Result<FsLocation, CliError> {
     let inspection = imgconv_core::source::inspect(&o.source)
         .map_err(|e| errors::from_core(&imgconv_core::Error::from(e), &paths_of(o)))?;
+    if !matches!(inspection.format.kind, "raw" | "block-device") {
+        return Err(CliError::new(
+            Class::Usage,
+            format!(
+                "--fsck pre runs e2fsck on the source in place, and {} is a {} image, not a raw one",
+                o.source.display(),
+                inspection.format.kind
+            ),
+            "leave out --fsck pre (or use --fsck post, which checks the converted copy)",
+        ));
+    }
     Ok(FsLocation {
         image: o.source.clone(),
         offset: inspection.fs_offset,

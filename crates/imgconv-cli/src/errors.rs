@@ -269,9 +269,10 @@ pub fn from_core(err: &Error, paths: &Paths) -> CliError {
             paths.side_of_text(&err.to_string()).unwrap_or(Class::Input)
         }
         Error::Inspect(e) => match e.as_ref() {
-            InspectError::Io { path, source, .. } => {
-                classify_io(source.kind(), source.raw_os_error(), path, paths)
-            }
+            InspectError::Io { path, source, .. }
+            | InspectError::Format(imgconv_core::formats::FormatError::Io {
+                path, source, ..
+            }) => classify_io(source.kind(), source.raw_os_error(), path, paths),
             _ => Class::Input,
         },
         Error::Plan(e) => match e {

@@ -80,6 +80,11 @@ impl RawFile {
         };
         Ok(RawFile { file, size, device })
     }
+
+    /// The file back.
+    pub fn into_file(self) -> File {
+        self.file
+    }
 }
 
 impl BlockSource for RawFile {
@@ -245,7 +250,8 @@ impl Region {
             return Ok(0);
         }
         let n = (buf.len() as u64).min(self.len - pos) as usize;
-        self.source.read_exact_at(self.offset + pos, &mut buf[..n])?;
+        self.source
+            .read_exact_at(self.offset + pos, &mut buf[..n])?;
         Ok(n)
     }
 

@@ -22,6 +22,7 @@ pub mod ext;
 pub mod extraw;
 pub mod extread;
 pub mod fixups;
+pub mod formats;
 pub mod graft;
 pub mod guestfs;
 pub mod layout;
@@ -33,6 +34,7 @@ pub mod report;
 pub mod source;
 pub mod stream;
 pub mod swap;
+pub mod vm;
 
 pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress, Stage};

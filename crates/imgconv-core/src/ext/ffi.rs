@@ -30,8 +30,8 @@ use std::sync::{Mutex, Once};
 )]
 #[path = "bindings.rs"]
 mod bindings;
-use bindings as b;
 use crate::blockio::BlockDevice;
+use bindings as b;
 
 /// A libext2fs / com_err error code (`errcode_t`).
 pub(super) type Errcode = i64;
