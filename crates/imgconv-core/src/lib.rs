@@ -26,6 +26,7 @@ pub mod formats;
 pub mod graft;
 pub mod guestfs;
 pub mod layout;
+pub mod libvirt;
 pub mod output;
 pub mod partition;
 pub mod progress;

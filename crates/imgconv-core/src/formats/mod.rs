@@ -12,6 +12,7 @@
 
 pub mod compressed;
 pub mod qcow2;
+pub mod qcow2_write;
 pub mod vhd;
 pub mod xva;
 
