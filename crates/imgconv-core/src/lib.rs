@@ -25,6 +25,7 @@ pub mod fixups;
 pub mod formats;
 pub mod graft;
 pub mod guestfs;
+pub mod hardware;
 pub mod layout;
 pub mod libvirt;
 pub mod output;

@@ -8,7 +8,7 @@
 //! attached on the bus the conversion targeted, the firmware matches the disk layout,
 //! and the first serial port is the console (the converted guest's getty runs there).
 
-use crate::convert::{DiskBus, Firmware};
+use crate::hardware::{DiskBus, Firmware};
 use crate::vm::VmFacts;
 use quick_xml::escape::escape;
 use std::fmt::Write as _;
