@@ -1,7 +1,7 @@
 //! `imgconv batch`: many conversions on a pool of N worker threads, one progress line
 //! per image, a summary table and a JSON report.
 //!
-//! Outputs are named `<out-dir>/<stem>.raw` (the source's file name without its last
+//! Outputs are named `<out-dir>/<stem>.raw` (`.qcow2` with `--format qcow2`; the source's file name without its last
 //! extension). Without `--keep-going`, no new conversion starts after the first failure;
 //! those already running finish. The exit status is 0 only if every image converted.
 
@@ -51,11 +51,15 @@ pub struct BatchReport {
 }
 
 /// The output path for a source.
-pub fn output_for(out_dir: &Path, source: &Path) -> PathBuf {
+pub fn output_for(out_dir: &Path, source: &Path, format: crate::cli::FormatArg) -> PathBuf {
     let stem = source
         .file_stem()
         .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
-    out_dir.join(format!("{stem}.raw"))
+    let ext = match format {
+        crate::cli::FormatArg::Raw => "raw",
+        crate::cli::FormatArg::Qcow2 => "qcow2",
+    };
+    out_dir.join(format!("{stem}.{ext}"))
 }
 
 fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
@@ -104,7 +108,7 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
     let mut jobs = VecDeque::new();
     let mut refused: Vec<CliError> = Vec::new();
     for (i, src) in sources.iter().enumerate() {
-        let out = output_for(&a.out_dir, src);
+        let out = output_for(&a.out_dir, src, a.settings.format);
         if !seen.insert(out.clone()) {
             return Err(CliError::new(
                 Class::Usage,
@@ -181,7 +185,7 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
         .map(|(e, src)| {
             e.unwrap_or_else(|| Entry {
                 source: src.clone(),
-                output: output_for(&a.out_dir, src),
+                output: output_for(&a.out_dir, src, a.settings.format),
                 result: "skipped",
                 exit_code: if cancelled { 130 } else { 1 },
                 error: Some(

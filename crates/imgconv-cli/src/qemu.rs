@@ -151,6 +151,7 @@ impl Drop for QemuGuard {
 /// Boot `image` and wait for a login prompt for at most `timeout`.
 pub fn boot(
     image: &Path,
+    format: &str,
     bus: BusArg,
     uefi: bool,
     timeout: Duration,
@@ -186,7 +187,7 @@ pub fn boot(
         .arg(format!("file:{}", log.path().display()))
         .arg("-drive")
         .arg(format!(
-            "file={},format=raw,if={if_name}",
+            "file={},format={format},if={if_name}",
             drive_file(image)
         ));
     if accel == "kvm" {

@@ -474,3 +474,138 @@ fn damaged_containers_are_refused_with_exit_3_naming_the_fault() {
     write_at(&q, l2_at, &past.to_be_bytes());
     refused(&q, "past the end of the file");
 }
+
+#[test]
+fn qcow2_output_is_clean_holds_the_raw_conversions_files_and_verifies() {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("kvm.qcow2");
+    let o = convert(&fx("xen-ext4.img"), &out, &["--format", "qcow2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Only the qcow2 is left: no raw intermediate beside it.
+    assert_eq!(names_in(work.path()), vec!["kvm.qcow2".to_string()]);
+    let (code, text) = support::tool_merged(
+        "qemu-img",
+        &["check", "-f", "qcow2", &out.display().to_string()],
+    );
+    assert_eq!(code, 0, "qemu-img check: {text}");
+    let info = Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let info = json(&info.stdout);
+    assert_eq!(info["format"], "qcow2");
+    assert!(
+        info["actual-size"].as_u64().unwrap() < info["virtual-size"].as_u64().unwrap() / 2,
+        "sparse: {info}"
+    );
+    // The disk inside holds the same files as the raw conversion.
+    let raw = work.path().join("back.raw");
+    run(Command::new("qemu-img")
+        .args(["convert", "-f", "qcow2", "-O", "raw"])
+        .arg(&out)
+        .arg(&raw));
+    let tree = work.path().join("tree");
+    fsck_and_dump(&raw, &tree);
+    let (code, diff) = support::tool_merged(
+        "diff",
+        &[
+            "-r",
+            "--no-dereference",
+            &reference().1.display().to_string(),
+            &tree.display().to_string(),
+        ],
+    );
+    assert_eq!(code, 0, "{diff}");
+    // imgconv verify reads qcow2.
+    let v = imgconv()
+        .arg("verify")
+        .arg(&out)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        v.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    assert_eq!(json(&v.stdout)["ok"], true);
+}
+
+#[test]
+fn libvirt_xml_validates_for_each_firmware_and_carries_the_ova_mac() {
+    let work = tempfile::tempdir().unwrap();
+    let xva = work.path().join("guest.xva");
+    write_xva(&fx("xen-ext4.img"), &xva, Digests::XxHash);
+    for fw in ["bios", "uefi", "hybrid"] {
+        let out = work.path().join(format!("{fw}.qcow2"));
+        let xml = work.path().join(format!("{fw}.xml"));
+        let o = convert(
+            &xva,
+            &out,
+            &[
+                "--format",
+                "qcow2",
+                "--firmware",
+                fw,
+                "--bus",
+                "sata",
+                "--libvirt-xml",
+                &xml.display().to_string(),
+            ],
+        );
+        assert!(
+            o.status.success(),
+            "{fw}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let (code, text) =
+            support::tool_merged("virt-xml-validate", &[&xml.display().to_string(), "domain"]);
+        assert_eq!(code, 0, "{fw}: virt-xml-validate: {text}");
+        let x = fs::read_to_string(&xml).unwrap();
+        for want in [
+            format!("<mac address='{MAC}'/>"),
+            "<name>web-01</name>".into(),
+            "<memory unit='MiB'>768</memory>".into(),
+            "<vcpu>3</vcpu>".into(),
+            "type='qcow2'".into(),
+            "bus='sata'".into(),
+            format!("<source file='{}'/>", out.display()),
+            "<console type='pty'>".into(),
+        ] {
+            assert!(x.contains(&want), "{fw}: {want} missing from\n{x}");
+        }
+        assert_eq!(x.contains("OVMF_CODE"), fw == "uefi", "{fw}: firmware\n{x}");
+        fs::remove_file(&out).unwrap();
+    }
+    // Overrides win over ova.xml.
+    let out = work.path().join("o.raw");
+    let xml = work.path().join("o.xml");
+    let o = convert(
+        &xva,
+        &out,
+        &[
+            "--libvirt-xml",
+            &xml.display().to_string(),
+            "--vm-name",
+            "db",
+            "--memory",
+            "2G",
+            "--vcpus",
+            "4",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let x = fs::read_to_string(&xml).unwrap();
+    assert!(
+        x.contains("<name>db</name>")
+            && x.contains("2048")
+            && x.contains("<vcpu>4</vcpu>")
+            && x.contains("type='raw'"),
+        "{x}"
+    );
+    let (code, text) =
+        support::tool_merged("virt-xml-validate", &[&xml.display().to_string(), "domain"]);
+    assert_eq!(code, 0, "{text}");
+}

@@ -129,6 +129,25 @@ impl TempOutput {
         &self.dest
     }
 
+    /// Rewrite the finished raw image as qcow2 into a second temporary file beside the
+    /// destination, punching each copied range out of the raw one as it goes (so the two
+    /// together hold the data about once), and return that file; the raw one is removed.
+    pub fn into_qcow2(self, progress: &mut dyn crate::Progress) -> Result<TempOutput, OutputError> {
+        let size = self
+            .file()
+            .metadata()
+            .map_err(|e| write_error(self.file(), "cannot stat", e))?
+            .len();
+        let qcow2 = TempOutput::create(&self.dest, 0, true)?;
+        crate::formats::qcow2_write::write(self.file(), size, qcow2.file(), true, progress)
+            .map_err(|e| write_error(qcow2.file(), "cannot write the qcow2 image", e))?;
+        Ok(TempOutput {
+            temp: qcow2.temp,
+            dest: self.dest.clone(),
+            force: self.force,
+        })
+    }
+
     /// Flush the image to stable storage and rename it to the destination (refusing to
     /// replace an existing file unless `force` was given). Returns the destination.
     pub fn commit(self) -> Result<PathBuf, OutputError> {

@@ -33,7 +33,7 @@ mod overlap;
 mod plan;
 mod prepare;
 
-pub use options::{ConvertOptions, CopyMethod, DiskBus, Firmware, Overlap};
+pub use options::{ConvertOptions, CopyMethod, DiskBus, DiskFormat, Firmware, Overlap};
 pub use plan::{Conversion, ConversionPlan, GrubChoice, KernelChoice, KernelOrigin, StageTime};
 
 use crate::boot::uefi::{self, EfiBootFiles, GptPlan};
@@ -191,6 +191,14 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
     check_cancel(progress)?;
 
     progress.stage(Stage::Finish, None);
+    let out = match opts.disk_format {
+        DiskFormat::Raw => out,
+        DiskFormat::Qcow2 => match out.into_qcow2(progress) {
+            Ok(o) => o,
+            Err(_) if progress.is_cancelled() => return Err(Error::Cancelled),
+            Err(e) => return Err(e.into()),
+        },
+    };
     let output = out.commit()?;
     Ok(Conversion {
         output,

@@ -202,6 +202,32 @@ pub(crate) fn open_file(
     })
 }
 
+/// Copy the disk in `region` into `out` as a sparse raw image (all-zero 64 KiB blocks and
+/// the ranges the source maps as empty are left as holes), for tools that read raw
+/// images only (e2fsck, fsck.fat).
+pub fn copy_to_raw(region: &Region, out: &File) -> io::Result<()> {
+    const STEP: u64 = 1 << 20;
+    out.set_len(region.len())?;
+    let ranges = region
+        .data_ranges(0, region.len())
+        .unwrap_or_else(|| vec![(0, region.len())]);
+    let mut buf = vec![0u8; STEP as usize];
+    for (start, len) in ranges {
+        let mut at = start;
+        while at < start + len {
+            let n = (start + len - at).min(STEP) as usize;
+            region.read_exact_at(at, &mut buf[..n])?;
+            for (i, block) in buf[..n].chunks(64 << 10).enumerate() {
+                if block.iter().any(|&b| b != 0) {
+                    out.write_all_at(block, at + (i as u64) * (64 << 10))?;
+                }
+            }
+            at += n as u64;
+        }
+    }
+    Ok(())
+}
+
 /// Read exactly `buf.len()` bytes at `pos` of a container file, naming the structure on
 /// a short read (the file ends before the structure does).
 pub(crate) fn read_struct(
