@@ -5,9 +5,8 @@
 //! qcow2 copies are made with `qemu-img convert`. Damaged containers are refused with
 //! exit 3 naming the fault, and nothing is left behind.
 
-mod common;
-#[path = "../../imgconv-core/tests/support/mod.rs"]
-mod support;
+use crate::common;
+use crate::support;
 
 use common::*;
 use sha1::{Digest as _, Sha1};
@@ -100,7 +99,8 @@ fn ova_xml(disk_size: u64) -> String {
 /// Write `raw` as an XVA: `ova.xml`, then `Ref:7/NNNNNNNN` for every 1 MiB chunk that is
 /// not all zeros (and always the last), each followed by its digest member.
 fn write_xva(raw: &Path, out: &Path, digests: Digests) {
-    let data = fs::read(raw).unwrap();
+    let src = fs::File::open(raw).unwrap();
+    let size = src.metadata().unwrap().len();
     let file = fs::File::create(out).unwrap();
     let mut tar = tar::Builder::new(file);
     let add = |tar: &mut tar::Builder<fs::File>, name: &str, bytes: &[u8]| {
@@ -110,9 +110,14 @@ fn write_xva(raw: &Path, out: &Path, digests: Digests) {
         h.set_entry_type(tar::EntryType::Regular);
         tar.append_data(&mut h, name, bytes).unwrap();
     };
-    add(&mut tar, "ova.xml", ova_xml(data.len() as u64).as_bytes());
-    let n = data.len().div_ceil(CHUNK);
-    for (i, chunk) in data.chunks(CHUNK).enumerate() {
+    add(&mut tar, "ova.xml", ova_xml(size).as_bytes());
+    let n = (size as usize).div_ceil(CHUNK);
+    let mut buf = vec![0u8; CHUNK];
+    for i in 0..n {
+        let len = (size as usize - i * CHUNK).min(CHUNK);
+        let chunk = &mut buf[..len];
+        src.read_exact_at(chunk, (i * CHUNK) as u64).unwrap();
+        let chunk = &*chunk;
         if chunk.iter().all(|&b| b == 0) && i + 1 != n {
             continue;
         }
@@ -608,4 +613,65 @@ fn libvirt_xml_validates_for_each_firmware_and_carries_the_ova_mac() {
     let (code, text) =
         support::tool_merged("virt-xml-validate", &[&xml.display().to_string(), "domain"]);
     assert_eq!(code, 0, "{text}");
+}
+
+/// Convert `src` (a container made from the real bookworm guest) with the real donor and
+/// boot the result with `imgconv verify --boot`.
+fn real_boots(src: &Path, donor: &Path, out: &Path, extra: &[&str]) {
+    let o = imgconv()
+        .arg("convert")
+        .arg(src)
+        .arg("--donor")
+        .arg(donor)
+        .arg("-o")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = imgconv()
+        .arg("verify")
+        .arg(out)
+        .args(["--boot", "--timeout", "900", "--json"])
+        .output()
+        .unwrap();
+    let r = json(&v.stdout);
+    assert!(
+        v.status.success(),
+        "{r:#}\n{}",
+        String::from_utf8_lossy(&v.stderr)
+    );
+    assert_eq!(r["boot"]["ok"], true, "{r:#}");
+}
+
+/// The real guest exported as an XVA converts into a qcow2 that boots under QEMU
+/// (`-drive format=qcow2`); the real guest as qcow2 input converts into a raw disk that
+/// boots.
+#[test]
+#[ignore = "slow tier: boots QEMU; scripts/test runs it with --ignored"]
+fn real_guest_from_xva_to_qcow2_and_from_qcow2_boot() {
+    let Some(real) = support::real() else {
+        support::skip(
+            support::SkipKind::CiCanRun,
+            "the real fixtures are not built (scripts/fixtures real)",
+        );
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let donor = real.join("bookworm-donor.img");
+    let xva = work.path().join("bookworm.xva");
+    write_xva(&real.join("bookworm-xen.img"), &xva, Digests::XxHash);
+    real_boots(
+        &xva,
+        &donor,
+        &work.path().join("from-xva.qcow2"),
+        &["--format", "qcow2"],
+    );
+    fs::remove_file(&xva).unwrap();
+    let q = work.path().join("bookworm.qcow2");
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", "qcow2"])
+        .arg(real.join("bookworm-xen.img"))
+        .arg(&q));
+    real_boots(&q, &donor, &work.path().join("from-qcow2.raw"), &[]);
 }
