@@ -155,12 +155,17 @@ pub fn write(
         }
         Ok(())
     };
+    // Data ranges have the filesystem's block granularity, finer than a cluster: a
+    // cluster shared by two ranges is copied once, with the first (before that range
+    // is punched).
+    let mut next_cluster = 0u64;
     for &(s, l) in &ranges {
         if progress.is_cancelled() {
             return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
         }
-        let first = s / CLUSTER;
+        let first = (s / CLUSTER).max(next_cluster);
         let last = (s + l).div_ceil(CLUSTER);
+        next_cluster = next_cluster.max(last);
         for c in first..last {
             let at = c * CLUSTER;
             let n = (size - at).min(CLUSTER) as usize;
@@ -242,10 +247,15 @@ mod tests {
         raw.write_all_at(&pattern, 4096).unwrap();
         raw.write_all_at(&pattern, (512 << 20) - 100_000).unwrap();
         raw.write_all_at(&vec![0u8; 70_000], 100 << 20).unwrap();
+        // Two data ranges inside one cluster, a hole between them.
+        raw.write_all_at(b"first", 200 << 20).unwrap();
+        raw.write_all_at(b"second", (200 << 20) + 40_000).unwrap();
         raw.write_all_at(b"end", size - 3).unwrap();
         let q_path = dir.path().join("disk.qcow2");
         let q = File::create(&q_path).unwrap();
-        let w = write(&raw, size, &q, false, &mut crate::NoProgress).unwrap();
+        let keep = dir.path().join("disk.copy");
+        std::fs::copy(&raw_path, &keep).unwrap();
+        let w = write(&raw, size, &q, true, &mut crate::NoProgress).unwrap();
         assert_eq!(w.file_len, q.metadata().unwrap().len());
         assert!(w.data_clusters < 20, "zero clusters left out: {w:?}");
         drop(q);
@@ -262,7 +272,7 @@ mod tests {
         );
         let cmp = Command::new("qemu-img")
             .args(["compare", "-f", "raw", "-F", "qcow2"])
-            .arg(&raw_path)
+            .arg(&keep)
             .arg(&q_path)
             .output()
             .unwrap();
@@ -282,6 +292,9 @@ mod tests {
         let mut got = vec![0u8; pattern.len()];
         back.read_exact_at((512 << 20) - 100_000, &mut got).unwrap();
         assert_eq!(got, pattern);
+        let mut two = [0u8; 40_006];
+        back.read_exact_at(200 << 20, &mut two).unwrap();
+        assert_eq!((&two[..5], &two[40_000..]), (&b"first"[..], &b"second"[..]));
         let mut tail = [0u8; 3];
         back.read_exact_at(size - 3, &mut tail).unwrap();
         assert_eq!(&tail, b"end");

@@ -16,6 +16,7 @@ const TARGETS: &[(&str, Harness)] = &[
     ("inspect", harness::inspect),
     ("donor", harness::donor),
     ("moddep", harness::moddep),
+    ("formats", harness::formats),
 ];
 
 #[test]
