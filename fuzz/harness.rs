@@ -133,6 +133,31 @@ pub fn inspect(data: &[u8]) {
     let _ = std::fs::remove_file(p);
 }
 
+/// Container reading (XVA, VHD, qcow2, gzip/xz/zstd): open the image, then read its first
+/// MiB, its last sector and a few places between, and its data map.
+pub fn formats(data: &[u8]) {
+    let p = write_scratch("fmt", data);
+    let opts = imgconv_core::formats::OpenOptions {
+        scratch_dir: Some(std::env::temp_dir()),
+    };
+    if let Ok(opened) = imgconv_core::formats::open(&p, &opts) {
+        let r = opened.region;
+        let _ = r.format();
+        let len = r.len();
+        let mut buf = vec![0u8; 64 << 10];
+        for pos in [0, len / 3, len / 2, len.saturating_sub(512)] {
+            let _ = r.read_at(pos, &mut buf);
+        }
+        let mut at = 0;
+        while at < len.min(1 << 20) {
+            let _ = r.read_at(at, &mut buf);
+            at += buf.len() as u64;
+        }
+        let _ = r.data_ranges(0, len.min(1 << 30));
+    }
+    let _ = std::fs::remove_file(p);
+}
+
 /// Donor reading: a bare filesystem or partitioned donor image, kernels and their
 /// modules trees, the GRUB file set.
 pub fn donor(data: &[u8]) {

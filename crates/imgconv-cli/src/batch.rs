@@ -1,7 +1,7 @@
 //! `imgconv batch`: many conversions on a pool of N worker threads, one progress line
 //! per image, a summary table and a JSON report; `imgconv report merge` joins reports.
 //!
-//! Outputs are named `<out-dir>/<stem>.raw` (the source's file name without its last
+//! Outputs are named `<out-dir>/<stem>.raw` (`.qcow2` with `--format qcow2`; the source's file name without its last
 //! extension). Without `--keep-going`, no new conversion starts after the first failure;
 //! those already running finish. The exit status is 0 only if every image converted.
 //!
@@ -168,11 +168,15 @@ fn write_json_atomically(path: &Path, value: &serde_json::Value) -> std::io::Res
 }
 
 /// The output path for a source.
-pub fn output_for(out_dir: &Path, source: &Path) -> PathBuf {
+pub fn output_for(out_dir: &Path, source: &Path, format: crate::cli::FormatArg) -> PathBuf {
     let stem = source
         .file_stem()
         .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
-    out_dir.join(format!("{stem}.raw"))
+    let ext = match format {
+        crate::cli::FormatArg::Raw => "raw",
+        crate::cli::FormatArg::Qcow2 => "qcow2",
+    };
+    out_dir.join(format!("{stem}.{ext}"))
 }
 
 /// An entry of `--dir` that is not taken as an image, and why.
@@ -297,7 +301,7 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
     // clashes are checked over all sources, so every shard refuses the same list.
     let mut seen = HashSet::new();
     for src in &all_sources {
-        let out = output_for(&a.out_dir, src);
+        let out = output_for(&a.out_dir, src, a.settings.format);
         if !seen.insert(out.clone()) {
             return Err(CliError::new(
                 Class::Usage,
@@ -314,7 +318,7 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
     let mut refused: Vec<CliError> = Vec::new();
     let mut done: Vec<Option<Entry>> = vec![None; sources.len()];
     for (i, src) in sources.iter().enumerate() {
-        let out = output_for(&a.out_dir, src);
+        let out = output_for(&a.out_dir, src, a.settings.format);
         if a.skip_done {
             if let Some(e) = done_before(src, &out) {
                 done[i] = Some(e);
@@ -406,7 +410,7 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
         .map(|(e, src)| {
             e.unwrap_or_else(|| Entry {
                 source: src.clone(),
-                output: output_for(&a.out_dir, src),
+                output: output_for(&a.out_dir, src, a.settings.format),
                 result: "skipped".into(),
                 exit_code: if cancelled { 130 } else { 1 },
                 error: Some(

@@ -96,6 +96,14 @@ pub enum FirmwareArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// A sparse raw image.
+    Raw,
+    /// qcow2 (version 3, zero clusters unallocated).
+    Qcow2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BusArg {
     Virtio,
     Sata,
@@ -137,6 +145,9 @@ pub struct ConversionSettings {
     /// Disk bus the converted guest will run on (decides device names in fstab).
     #[arg(long, value_enum, default_value = "virtio")]
     pub bus: BusArg,
+    /// Container of the output disk.
+    #[arg(long = "format", value_enum, default_value = "raw")]
+    pub format: FormatArg,
     /// Replay a dirty journal in the output copy (the input is never touched).
     #[arg(long)]
     pub replay_journal: bool,
@@ -176,7 +187,7 @@ pub struct ConversionSettings {
 pub struct ConvertArgs {
     /// The Xen guest image (bare ext2/3/4 filesystem or partitioned disk). Never modified.
     pub source: PathBuf,
-    /// The raw disk image to write.
+    /// The disk image to write (raw, or qcow2 with --format qcow2).
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     pub output: PathBuf,
     #[command(flatten)]
@@ -187,6 +198,21 @@ pub struct ConvertArgs {
     /// Write the conversion report (plan, changes, warnings, timings) as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Write a libvirt domain definition for the converted disk to FILE (`virsh define
+    /// FILE`): name, memory, vCPUs and MAC addresses from the export when it records them
+    /// (an XVA's ova.xml), the disk on --bus, firmware per --firmware, a serial console.
+    #[arg(long, value_name = "FILE")]
+    pub libvirt_xml: Option<PathBuf>,
+    /// Domain name in the libvirt definition (default: the export's, else OUT's stem).
+    #[arg(long, value_name = "NAME", requires = "libvirt_xml")]
+    pub vm_name: Option<String>,
+    /// Memory in the libvirt definition (default: the export's, else 1G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "libvirt_xml")]
+    pub memory: Option<u64>,
+    /// vCPUs in the libvirt definition (default: the export's, else 1).
+    #[arg(long, value_name = "N", requires = "libvirt_xml",
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub vcpus: Option<u32>,
 }
 
 #[derive(Debug, Args)]

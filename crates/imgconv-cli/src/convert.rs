@@ -2,13 +2,15 @@
 //! (before any work), the optional pre-fsck of the input, the library conversion, the
 //! optional post-fsck of the output, the JSON report.
 
-use crate::cli::{ConversionSettings, ConvertArgs, FirmwareArg};
+use crate::cli::{ConversionSettings, ConvertArgs, FirmwareArg, FormatArg};
 use crate::errors::{self, Class, CliError, Paths};
 use crate::fsck::{self, FsLocation};
 use crate::progress::{CliProgress, Mode, Unit};
 use crate::signals;
 use crate::size::human;
-use imgconv_core::convert::{Conversion, ConvertOptions, CopyMethod, Firmware, Overlap};
+use imgconv_core::convert::{
+    Conversion, ConvertOptions, CopyMethod, DiskFormat, Firmware, Overlap,
+};
 use std::path::{Path, PathBuf};
 
 /// What one successful conversion produced, in the CLI's terms.
@@ -20,6 +22,8 @@ pub struct Converted {
     pub summary: String,
     /// Warnings from the conversion report.
     pub warnings: Vec<String>,
+    /// What the source's container recorded about its VM (XVA: ova.xml).
+    pub vm: Option<imgconv_core::vm::VmFacts>,
 }
 
 /// Build the library's options from the command line and the environment.
@@ -41,6 +45,10 @@ pub fn options(source: &Path, output: &Path, s: &ConversionSettings) -> ConvertO
             FirmwareArg::Hybrid => Firmware::Hybrid,
         })
         .with_disk_bus(s.bus.into())
+        .with_disk_format(match s.format {
+            FormatArg::Raw => DiskFormat::Raw,
+            FormatArg::Qcow2 => DiskFormat::Qcow2,
+        })
         .with_replay_journal(s.replay_journal)
         .with_repair(s.repair)
         .with_force(s.force)
@@ -230,6 +238,17 @@ pub fn check_report_path(json: &Path, o: &ConvertOptions) -> Result<(), CliError
 fn source_root(o: &ConvertOptions) -> Result<FsLocation, CliError> {
     let inspection = imgconv_core::source::inspect(&o.source)
         .map_err(|e| errors::from_core(&imgconv_core::Error::from(e), &paths_of(o)))?;
+    if !matches!(inspection.format.kind, "raw" | "block-device") {
+        return Err(CliError::new(
+            Class::Usage,
+            format!(
+                "--fsck pre runs e2fsck on the source in place, and {} is a {} image, not a raw one",
+                o.source.display(),
+                inspection.format.kind
+            ),
+            "leave out --fsck pre (or use --fsck post, which checks the converted copy)",
+        ));
+    }
     Ok(FsLocation {
         image: o.source.clone(),
         offset: inspection.fs_offset,
@@ -246,6 +265,7 @@ fn converted(conversion: &Conversion) -> Converted {
         ),
         summary: summary(conversion),
         warnings: conversion.report.warnings.clone(),
+        vm: conversion.plan.inspection.vm.clone(),
     }
 }
 
@@ -295,6 +315,13 @@ pub fn convert_one(
     progress: &mut CliProgress,
 ) -> Result<Converted, CliError> {
     preflight(o)?;
+    if s.fsck.post() && o.disk_format != DiskFormat::Raw {
+        return Err(CliError::new(
+            Class::Usage,
+            "--fsck post runs e2fsck on the output in place, which reads a raw image only",
+            "leave out --fsck post and run `imgconv verify OUT` (it reads qcow2) afterwards",
+        ));
+    }
     if s.fsck.pre() {
         let root = source_root(o)?;
         progress.step("fsck-pre", Unit::Items, None);
@@ -364,8 +391,47 @@ pub fn run(a: &ConvertArgs) -> Result<(), CliError> {
     if let Some(path) = &a.json {
         write_json(path, &converted.json)?;
     }
+    if let Some(path) = &a.libvirt_xml {
+        write_libvirt_xml(a, &o, &converted, path)?;
+    }
     println!("{}", converted.summary);
     Ok(())
+}
+
+/// Write the libvirt domain definition for the converted disk.
+fn write_libvirt_xml(
+    a: &ConvertArgs,
+    o: &ConvertOptions,
+    converted: &Converted,
+    path: &Path,
+) -> Result<(), CliError> {
+    let disk = std::path::absolute(&o.output).unwrap_or_else(|_| o.output.clone());
+    let stem = o
+        .output
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "converted-guest".into());
+    let spec = imgconv_core::libvirt::DomainSpec {
+        disk: &disk,
+        disk_format: o.disk_format.name(),
+        bus: o.disk_bus,
+        firmware: o.firmware,
+        name: a.vm_name.as_deref(),
+        memory_mib: a.memory.map(|b| (b >> 20).max(1)),
+        vcpus: a.vcpus,
+        fallback_name: &stem,
+    };
+    let domain = imgconv_core::libvirt::domain(converted.vm.as_ref(), &spec);
+    std::fs::write(path, domain.xml).map_err(|e| {
+        CliError::new(
+            Class::Output,
+            format!(
+                "cannot write the libvirt definition {}: {e}",
+                path.display()
+            ),
+            "choose another --libvirt-xml path",
+        )
+    })
 }
 
 /// Write a JSON document to `path` (pretty, newline-terminated).

@@ -194,6 +194,7 @@ impl SerialFollower {
 /// Boot `image` and wait for a login prompt for at most `timeout`.
 pub fn boot(
     image: &Path,
+    format: &str,
     bus: BusArg,
     uefi: bool,
     timeout: Duration,
@@ -234,7 +235,7 @@ pub fn boot(
     push(format!("file:{}", log.path().display()));
     push("-drive".into());
     push(format!(
-        "file={},format=raw,if={if_name}",
+        "file={},format={format},if={if_name}",
         drive_file(image)
     ));
     if accel == "kvm" {

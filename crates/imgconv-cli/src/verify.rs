@@ -103,11 +103,49 @@ pub fn run(args: &VerifyArgs, progress: &mut CliProgress) -> Result<VerifyReport
     if args.boot {
         qemu::locate()?; // say it is missing before spending time on the rest
     }
-    let image = Region::open(&args.image).map_err(|e| {
+    // A qcow2 (or other container) disk is checked through a sparse raw copy in the
+    // temporary directory, since e2fsck and fsck.fat read raw images; the boot test boots
+    // the qcow2 itself.
+    let opened = imgconv_core::formats::open(&args.image, &Default::default()).map_err(|e| {
         CliError::new(
             Class::Input,
             e.to_string(),
-            "give the path of a converted raw disk image",
+            "give the path of a converted raw or qcow2 disk image",
+        )
+    })?;
+    let kind = opened.region.format().kind;
+    let (image_path, _scratch) = if matches!(kind, "raw" | "block-device") {
+        (args.image.clone(), None)
+    } else {
+        let tmp = tempfile::Builder::new()
+            .prefix("imgconv-verify-")
+            .suffix(".raw")
+            .tempfile()
+            .and_then(|t| {
+                imgconv_core::formats::copy_to_raw(&opened.region, t.as_file())?;
+                Ok(t)
+            })
+            .map_err(|e| {
+                CliError::new(
+                    Class::Failure,
+                    format!(
+                        "cannot make a raw copy of {} to check: {e}",
+                        args.image.display()
+                    ),
+                    "check free space in $TMPDIR",
+                )
+            })?;
+        (tmp.path().to_path_buf(), Some(tmp))
+    };
+    let (boot_image, boot_format) = match kind {
+        "qcow2" => (args.image.clone(), "qcow2"),
+        _ => (image_path.clone(), "raw"),
+    };
+    let image = Region::open(&image_path).map_err(|e| {
+        CliError::new(
+            Class::Input,
+            e.to_string(),
+            "give the path of a converted raw or qcow2 disk image",
         )
     })?;
     let mut checks = Vec::new();
@@ -132,7 +170,7 @@ pub fn run(args: &VerifyArgs, progress: &mut CliProgress) -> Result<VerifyReport
     if let Some(root) = &layout.root {
         progress.step("fsck", Unit::Items, None);
         let loc = FsLocation {
-            image: args.image.clone(),
+            image: image_path.clone(),
             offset: root.start,
             len: root.len,
         };
@@ -173,7 +211,7 @@ pub fn run(args: &VerifyArgs, progress: &mut CliProgress) -> Result<VerifyReport
     }
     if let Some(esp) = &layout.esp {
         progress.step("fsck.fat", Unit::Items, None);
-        check(&mut checks, "esp", esp_check(&args.image, &image, esp)?);
+        check(&mut checks, "esp", esp_check(&image_path, &image, esp)?);
     }
     if layout.wants_bios_code() {
         // core.img lies before p1 on MBR, in the BIOS boot partition on a hybrid disk.
@@ -191,7 +229,8 @@ pub fn run(args: &VerifyArgs, progress: &mut CliProgress) -> Result<VerifyReport
         // A GPT disk without BIOS boot code boots only with UEFI firmware.
         let uefi = args.uefi || !layout.wants_bios_code();
         let r = qemu::boot(
-            &args.image,
+            &boot_image,
+            boot_format,
             args.bus,
             uefi,
             Duration::from_secs(args.timeout),

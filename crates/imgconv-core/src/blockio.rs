@@ -1,64 +1,161 @@
-//! Positioned, bounded reads from an image file or a byte range of it (a partition).
+//! One way to read a disk: the [`BlockSource`] trait, the [`Region`] window over one, and
+//! the [`BlockDevice`] vocabulary for the write side.
 //!
-//! A [`Region`] is a shared read-only file plus a window `[offset, offset+len)`. All reads
-//! are positioned (`pread`), so several readers (ext4-view, the block streamer, the
-//! partition parser) can share one file descriptor without a seek position to fight over,
-//! and a read past the window is an error, never a silent read of the neighbouring
-//! partition.
+//! Every kind of input (a plain image file, a block device, an XVA export, a VHD, a qcow2
+//! image, a decompressed archive) is a [`BlockSource`]: positioned reads plus a size, and
+//! optionally a map of the ranges that hold data. A [`Region`] is a shared source plus a
+//! window `[offset, offset+len)` onto it (a partition, a filesystem). All reads are
+//! positioned, so several readers (the ext reader, the block streamer, the partition
+//! parser) share one source without a seek position to fight over, and a read past the
+//! window is an error, never a silent read of the neighbouring partition.
+//!
+//! The write side (the copy-on-write device libext2fs writes through, the output file)
+//! speaks [`BlockDevice`]: read-at, write-at, zero a range, flush.
 
+use std::fmt;
 use std::fs::File;
-use std::io;
-use std::os::unix::fs::FileExt;
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// A read-only window onto an image file.
-#[derive(Debug, Clone)]
+/// What a source is, in words and as a short tag, for `inspect` and the plan.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SourceFormat {
+    /// Short tag: `raw`, `block-device`, `xva`, `vhd-fixed`, `vhd-dynamic`, `qcow2`,
+    /// `gzip`, `xz`, `zstd`.
+    pub kind: &'static str,
+    /// One line of details (sizes, versions, what was checked).
+    pub details: String,
+}
+
+/// A read-only disk: positioned reads and a size.
+///
+/// Implementations check what they read from their own metadata; a read inside
+/// `[0, size)` that finds the image damaged is an `InvalidData` error naming the fault.
+pub trait BlockSource: Send + Sync + fmt::Debug {
+    /// The disk's size in bytes.
+    fn size(&self) -> u64;
+
+    /// Fill `buf` from `pos`. Callers (through [`Region`]) never ask past [`Self::size`].
+    fn read_exact_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()>;
+
+    /// What this source is.
+    fn format(&self) -> SourceFormat;
+
+    /// The ranges of `[pos, pos+len)` that may hold data, in order; everything else reads
+    /// as zeros. `None` when the source keeps no such map (every byte may be data).
+    fn data_ranges(&self, _pos: u64, _len: u64) -> Option<Vec<(u64, u64)>> {
+        None
+    }
+
+    /// The file whose byte `p` is this source's byte `p`, when there is one (a plain
+    /// image file): only then can data move with `copy_file_range`.
+    fn plain_file(&self) -> Option<&File> {
+        None
+    }
+}
+
+/// A plain image file or a block device, read as it is.
+#[derive(Debug)]
+pub struct RawFile {
+    file: File,
+    size: u64,
+    device: bool,
+}
+
+impl RawFile {
+    /// Wrap an open file. A block device's size comes from the device itself (seeking to
+    /// its end asks the kernel for it, without an ioctl); a regular file's from its
+    /// metadata.
+    pub fn new(mut file: File) -> io::Result<Self> {
+        let meta = file.metadata()?;
+        let device = meta.file_type().is_block_device();
+        let size = if device {
+            let end = file.seek(SeekFrom::End(0))?;
+            file.seek(SeekFrom::Start(0))?;
+            end
+        } else {
+            meta.len()
+        };
+        Ok(RawFile { file, size, device })
+    }
+
+    /// The file back.
+    pub fn into_file(self) -> File {
+        self.file
+    }
+}
+
+impl BlockSource for RawFile {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_exact_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, pos)
+    }
+
+    fn format(&self) -> SourceFormat {
+        SourceFormat {
+            kind: if self.device { "block-device" } else { "raw" },
+            details: String::new(),
+        }
+    }
+
+    fn plain_file(&self) -> Option<&File> {
+        Some(&self.file)
+    }
+}
+
+/// A read-only window onto a [`BlockSource`].
+#[derive(Clone)]
 pub struct Region {
-    file: Arc<File>,
+    source: Arc<dyn BlockSource>,
     path: Arc<PathBuf>,
     offset: u64,
     len: u64,
 }
 
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Region")
+            .field("path", &self.path)
+            .field("format", &self.source.format().kind)
+            .field("offset", &self.offset)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
 impl Region {
-    /// Open `path` read-only and return a region covering the whole file.
+    /// Open `path` read-only as a plain image (file or block device) and return a region
+    /// covering all of it.
     pub fn open(path: &Path) -> crate::Result<Self> {
         let file = File::open(path).map_err(|e| crate::Error::io("cannot open", path, e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| crate::Error::io("cannot stat", path, e))?;
-        // A block device's size is not in its metadata: seek to its end.
-        let len = if std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
-            use std::io::Seek;
-            (&file)
-                .seek(io::SeekFrom::End(0))
-                .map_err(|e| crate::Error::io("cannot size", path, e))?
-        } else {
-            meta.len()
-        };
-        Ok(Self {
-            file: Arc::new(file),
-            path: Arc::new(path.to_path_buf()),
-            offset: 0,
-            len,
-        })
+        let raw = RawFile::new(file).map_err(|e| crate::Error::io("cannot stat", path, e))?;
+        Ok(Self::whole(Arc::new(raw), path))
     }
 
     /// A region over an already open `file` (named `path` in errors), whole.
     pub fn from_file(file: File, path: &Path) -> io::Result<Self> {
-        let len = file.metadata()?.len();
-        Ok(Self {
-            file: Arc::new(file),
+        Ok(Self::whole(Arc::new(RawFile::new(file)?), path))
+    }
+
+    /// A region covering all of `source`, which was read from `path`.
+    pub fn whole(source: Arc<dyn BlockSource>, path: &Path) -> Self {
+        let len = source.size();
+        Self {
+            source,
             path: Arc::new(path.to_path_buf()),
             offset: 0,
             len,
-        })
+        }
     }
 
     /// A sub-window `[offset, offset+len)` of this region. Fails if it does not fit.
     pub fn sub(&self, offset: u64, len: u64) -> io::Result<Region> {
-        let end = offset
+        offset
             .checked_add(len)
             .filter(|&e| e <= self.len)
             .ok_or_else(|| {
@@ -71,9 +168,8 @@ impl Region {
                     ),
                 )
             })?;
-        let _ = end;
         Ok(Region {
-            file: Arc::clone(&self.file),
+            source: Arc::clone(&self.source),
             path: Arc::clone(&self.path),
             offset: self.offset + offset,
             len,
@@ -85,12 +181,29 @@ impl Region {
         &self.path
     }
 
-    /// The underlying file, for callers that need its descriptor (e.g. `copy_file_range`).
-    pub fn file(&self) -> &File {
-        &self.file
+    /// The source under this window.
+    pub fn source(&self) -> &Arc<dyn BlockSource> {
+        &self.source
     }
 
-    /// Byte offset of this window in the file.
+    /// What the source is.
+    pub fn format(&self) -> SourceFormat {
+        self.source.format()
+    }
+
+    /// The size of the whole source (not just this window).
+    pub fn source_size(&self) -> u64 {
+        self.source.size()
+    }
+
+    /// The plain file under this region, whose byte `offset() + p` is the region's byte
+    /// `p`; `None` for sources that translate (XVA, VHD, qcow2, ...). For
+    /// `copy_file_range`.
+    pub fn plain_file(&self) -> Option<&File> {
+        self.source.plain_file()
+    }
+
+    /// Byte offset of this window in the source.
     pub fn offset(&self) -> u64 {
         self.offset
     }
@@ -103,6 +216,19 @@ impl Region {
     /// True when the window is empty.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The ranges of `[pos, pos+len)` (window positions) that may hold data; `None` when
+    /// the source keeps no map.
+    pub fn data_ranges(&self, pos: u64, len: u64) -> Option<Vec<(u64, u64)>> {
+        let len = len.min(self.len.saturating_sub(pos));
+        let ranges = self.source.data_ranges(self.offset + pos, len)?;
+        Some(
+            ranges
+                .into_iter()
+                .map(|(s, l)| (s - self.offset, l))
+                .collect(),
+        )
     }
 
     /// Fill `buf` from window position `pos`; reading past the window is `UnexpectedEof`.
@@ -119,7 +245,7 @@ impl Region {
                 ),
             ));
         }
-        self.file.read_exact_at(buf, self.offset + pos)
+        self.source.read_exact_at(self.offset + pos, buf)
     }
 
     /// Read up to `buf.len()` bytes at `pos`, stopping at the window's end; returns the
@@ -129,7 +255,8 @@ impl Region {
             return Ok(0);
         }
         let n = (buf.len() as u64).min(self.len - pos) as usize;
-        self.file.read_exact_at(&mut buf[..n], self.offset + pos)?;
+        self.source
+            .read_exact_at(self.offset + pos, &mut buf[..n])?;
         Ok(n)
     }
 
@@ -145,6 +272,75 @@ impl Region {
         let mut buf = vec![0u8; len as usize];
         self.read_exact_at(pos, &mut buf)?;
         Ok(buf)
+    }
+}
+
+/// A window is a source too (a partition read as a disk of its own).
+impl BlockSource for Region {
+    fn size(&self) -> u64 {
+        self.len
+    }
+
+    fn read_exact_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
+        Region::read_exact_at(self, pos, buf)
+    }
+
+    fn format(&self) -> SourceFormat {
+        let mut f = self.source.format();
+        f.details = format!("{} bytes at offset {} of {}", self.len, self.offset, f.kind);
+        f
+    }
+
+    fn data_ranges(&self, pos: u64, len: u64) -> Option<Vec<(u64, u64)>> {
+        Region::data_ranges(self, pos, len)
+    }
+}
+
+/// The write side: what libext2fs's I/O channel and the output writers need of a disk.
+pub trait BlockDevice {
+    /// Fill `buf` from `offset`.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Write all of `data` at `offset`.
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Make `len` bytes at `offset` read as zeros (a hole where the medium allows).
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Make what was written durable.
+    fn flush(&self) -> io::Result<()>;
+}
+
+/// A plain output file as a [`BlockDevice`]: zeroed ranges become holes.
+impl BlockDevice for File {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.read_exact_at(buf, offset)
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.write_all_at(data, offset)
+    }
+
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        let punched = rustix::fs::fallocate(
+            self,
+            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        );
+        if punched.is_ok() {
+            return Ok(());
+        }
+        let zeros = vec![0u8; len.min(1 << 20) as usize];
+        let mut at = offset;
+        let end = offset.saturating_add(len);
+        while at < end {
+            let n = (end - at).min(zeros.len() as u64) as usize;
+            self.write_all_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.sync_data()
     }
 }
 
@@ -188,5 +384,24 @@ mod tests {
         assert!(whole.sub(90, 20).is_err());
         assert!(whole.sub(u64::MAX, 2).is_err());
         assert!(part.read_vec(0, 10, 5).is_err(), "over the caller's cap");
+        assert_eq!(whole.format().kind, "raw");
+        assert!(whole.plain_file().is_some());
+    }
+
+    /// A window used as a source keeps its bounds: the nested window reads the right
+    /// bytes and refuses to pass its own end.
+    #[test]
+    fn a_window_is_a_source() {
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.write_all(&(0u8..=99).collect::<Vec<_>>()).unwrap();
+        let whole = Region::open(tmp.path()).unwrap();
+        let part: Arc<dyn BlockSource> = Arc::new(whole.sub(50, 20).unwrap());
+        let nested = Region::whole(part, tmp.path());
+        assert_eq!(nested.len(), 20);
+        let mut b = [0u8; 3];
+        nested.read_exact_at(17, &mut b).unwrap();
+        assert_eq!(b, [67, 68, 69]);
+        assert!(nested.read_exact_at(18, &mut b).is_err());
+        assert!(nested.plain_file().is_none());
     }
 }

@@ -100,6 +100,21 @@ impl<'a> Fields<'a> {
         Ok(u64::from_le_bytes(self.array(field, offset)?))
     }
 
+    /// A big-endian u16 at `offset` (VHD, qcow2).
+    pub fn u16_be(&self, field: &'static str, offset: usize) -> Result<u16, ParseError> {
+        Ok(u16::from_be_bytes(self.array(field, offset)?))
+    }
+
+    /// A big-endian u32 at `offset` (VHD, qcow2).
+    pub fn u32_be(&self, field: &'static str, offset: usize) -> Result<u32, ParseError> {
+        Ok(u32::from_be_bytes(self.array(field, offset)?))
+    }
+
+    /// A big-endian u64 at `offset` (VHD, qcow2).
+    pub fn u64_be(&self, field: &'static str, offset: usize) -> Result<u64, ParseError> {
+        Ok(u64::from_be_bytes(self.array(field, offset)?))
+    }
+
     /// An error for `field` holding `value`, which the format does not allow.
     pub fn invalid(&self, field: &'static str, value: u64, why: &'static str) -> ParseError {
         ParseError::Invalid {
@@ -122,6 +137,9 @@ mod tests {
         assert_eq!(f.u16("a", 0).unwrap(), 0x1234);
         assert_eq!(f.u32("b", 2).unwrap(), 0x1234_5678);
         assert_eq!(f.u64("c", 6).unwrap(), 0x0807_0605_0403_0201);
+        assert_eq!(f.u16_be("d", 0).unwrap(), 0x3412);
+        assert_eq!(f.u32_be("e", 6).unwrap(), 0x0102_0304);
+        assert_eq!(f.u64_be("f", 6).unwrap(), 0x0102_0304_0506_0708);
     }
 
     #[test]

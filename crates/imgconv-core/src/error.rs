@@ -201,9 +201,17 @@ impl Error {
             Error::Cancelled => K::Cancelled,
             // Region::open and the other raw readers open images to read them.
             Error::Io { source, .. } => io_kind(source, K::Input),
-            Error::Parse(_) | Error::Partition(_) | Error::ExtRead(_) | Error::Inspect(_) => {
-                K::Input
-            }
+            Error::Parse(_) | Error::Partition(_) | Error::ExtRead(_) => K::Input,
+            // Reading the source; a compressed source is unpacked into scratch space beside
+            // the output, so running out of space there is the output's.
+            Error::Inspect(e) => match e.as_ref() {
+                crate::source::InspectError::Io { source, .. }
+                | crate::source::InspectError::Format(crate::formats::FormatError::Io {
+                    source,
+                    ..
+                }) => io_kind(source, K::Input),
+                _ => K::Input,
+            },
             Error::Guest(g) => g.kind(),
             Error::Plan(e) => e.kind(),
             Error::Stream(e) => e.kind(),

@@ -43,6 +43,8 @@ pub mod extread;
 #[doc(hidden)]
 pub mod fixups;
 #[doc(hidden)]
+pub mod formats;
+#[doc(hidden)]
 pub mod graft;
 #[doc(hidden)]
 pub mod guestfs;
@@ -50,6 +52,8 @@ pub mod guestfs;
 pub mod hardware;
 #[doc(hidden)]
 pub mod layout;
+#[doc(hidden)]
+pub mod libvirt;
 #[doc(hidden)]
 pub mod output;
 #[doc(hidden)]
@@ -70,6 +74,8 @@ pub mod stream;
 pub mod swap;
 #[doc(hidden)]
 pub mod tool;
+#[doc(hidden)]
+pub mod vm;
 
 // The API embedders rely on. The modules marked `#[doc(hidden)]` above are the pipeline's
 // parts, public for the CLI, the integration tests, the benchmarks and the fuzz targets;

@@ -256,6 +256,23 @@ impl TempOutput {
         &self.dest
     }
 
+    /// Rewrite the finished raw image as qcow2 into a second temporary file in the same
+    /// directory, punching each copied range out of the raw one as it goes (so the two
+    /// together hold the data about once), and return that file, with the same
+    /// destination, overwrite rule and access; the raw one is dropped (and so removed).
+    pub fn into_qcow2(self, progress: &mut dyn crate::Progress) -> Result<TempOutput, OutputError> {
+        let size = self
+            .file()
+            .metadata()
+            .map_err(|e| write_error(self.file(), "cannot stat", e))?
+            .len();
+        let mut qcow2 = TempOutput::create(&self.dest, 0, self.force)?;
+        qcow2.access = self.access;
+        crate::formats::qcow2_write::write(self.file(), size, qcow2.file(), true, progress)
+            .map_err(|e| write_error(qcow2.file(), "cannot write the qcow2 image", e))?;
+        Ok(qcow2)
+    }
+
     /// Apply the access set by [`TempOutput::set_access`]: owner first (as root), then
     /// the mode, whose group bits depend on the group the file ended up with.
     fn apply_access(&self) -> Result<(), OutputError> {

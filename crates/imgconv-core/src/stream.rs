@@ -238,7 +238,7 @@ fn copy(
     let mut copier = Copier::new(src, dst, dst_offset, sb.block_size());
     copier.use_copy_range = written.is_none()
         && match method {
-            CopyMethod::Auto => shares_extents(src.file(), dst),
+            CopyMethod::Auto => src.plain_file().is_some_and(|f| shares_extents(f, dst)),
             CopyMethod::CopyFileRange => true,
             CopyMethod::ReadWrite => false,
         };
@@ -346,13 +346,16 @@ impl<'a> Copier<'a> {
     /// `Ok(false)` when the kernel does not offer it for these files (nothing was copied
     /// by this call then, and the caller falls back to read + write).
     fn copy_range(&mut self, pos: u64, len: u64) -> Result<bool, StreamError> {
+        let Some(src_file) = self.src.plain_file() else {
+            return Ok(false);
+        };
         let mut src_at = self.src.offset() + pos;
         let mut dst_at = self.dst_offset + pos;
         let mut left = len;
         while left > 0 {
             let want = usize::try_from(left).unwrap_or(usize::MAX);
             match rustix::fs::copy_file_range(
-                self.src.file(),
+                src_file,
                 Some(&mut src_at),
                 self.dst,
                 Some(&mut dst_at),

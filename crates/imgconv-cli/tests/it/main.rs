@@ -13,6 +13,7 @@ mod batch_shard;
 mod cli;
 mod convert;
 mod crashed_guest;
+mod formats;
 mod hostile_maps;
 mod input_integrity;
 mod inspect;

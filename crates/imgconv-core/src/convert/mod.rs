@@ -35,7 +35,7 @@ mod overlap;
 mod plan;
 mod prepare;
 
-pub use options::{ConvertOptions, CopyMethod, DiskBus, Firmware, Overlap};
+pub use options::{ConvertOptions, CopyMethod, DiskBus, DiskFormat, Firmware, Overlap};
 pub use plan::{Conversion, ConversionPlan, GrubChoice, KernelChoice, KernelOrigin, StageTime};
 
 use crate::boot::uefi::{self, EfiBootFiles, GptPlan};
@@ -291,6 +291,17 @@ pub fn convert_unpublished(
     check_cancel(progress)?;
 
     progress.stage(Stage::Finish, None);
+    // A qcow2 output is rewritten from the finished raw image before it is handed back;
+    // its root partition offset then means nothing to outside tools (the CLI refuses
+    // `--fsck post` for it and `verify` reads it through a raw copy).
+    let out = match opts.disk_format {
+        DiskFormat::Raw => out,
+        DiskFormat::Qcow2 => match out.into_qcow2(progress) {
+            Ok(o) => o,
+            Err(_) if progress.is_cancelled() => return Err(Error::Cancelled),
+            Err(e) => return Err(e.into()),
+        },
+    };
     Ok(Unpublished {
         conversion: Conversion {
             output: opts.output.clone(),

@@ -20,6 +20,28 @@ pub enum Overlap {
     Sequential,
 }
 
+/// The container the converted disk is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    /// A sparse raw image.
+    #[default]
+    Raw,
+    /// qcow2 version 3, 64 KiB clusters, zero clusters unallocated (see
+    /// `formats::qcow2_write`).
+    Qcow2,
+}
+
+impl DiskFormat {
+    /// The name QEMU and libvirt use for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
+}
+
 /// Everything a conversion needs to know. Sizes are bytes.
 ///
 /// Build it with [`ConvertOptions::new`] and the `with_*` setters; the fields stay public
@@ -85,6 +107,8 @@ pub struct ConvertOptions {
     /// Default `true`; an embedder that wants the result to depend only on its inputs turns
     /// it off, and a conversion that would need the host then fails naming what is missing.
     pub host_fallbacks: bool,
+    /// The output's container. Default [`DiskFormat::Raw`].
+    pub disk_format: DiskFormat,
 }
 
 impl ConvertOptions {
@@ -113,7 +137,14 @@ impl ConvertOptions {
             overlap: Overlap::Auto,
             copy_method: CopyMethod::Auto,
             host_fallbacks: true,
+            disk_format: DiskFormat::Raw,
         }
+    }
+
+    /// The output's container (raw or qcow2).
+    pub fn with_disk_format(mut self, format: DiskFormat) -> Self {
+        self.disk_format = format;
+        self
     }
 
     /// Swap partition size in bytes; 0 for none.

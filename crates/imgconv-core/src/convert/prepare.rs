@@ -40,7 +40,16 @@ pub(super) fn prepare(
 ) -> Result<Prepared> {
     let inspection = timed(timings, Stage::Inspect, || {
         progress.stage(Stage::Inspect, None);
-        Ok(source::inspect(&opts.source)?)
+        // A compressed source is decompressed beside the output (see formats::compressed).
+        let scratch = opts
+            .output
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map_or_else(|| std::path::PathBuf::from("."), |d| d.to_path_buf());
+        let open = crate::formats::OpenOptions {
+            scratch_dir: Some(scratch),
+        };
+        Ok(source::inspect_with(&opts.source, &open)?)
     })?;
     inspection.check_journal(opts.replay_journal)?;
     inspection.check_clean(opts.repair)?;

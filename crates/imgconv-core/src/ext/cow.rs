@@ -14,7 +14,7 @@
 //! so every recorded unit holds complete, current data in the output. The set is an
 //! interval map, not a bitmap: its size follows what was written, not the filesystem size.
 
-use super::ffi::BlockDevice;
+use crate::blockio::BlockDevice;
 use crate::blockio::Region;
 use std::collections::BTreeMap;
 use std::fs::File;

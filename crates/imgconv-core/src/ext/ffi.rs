@@ -30,6 +30,7 @@ use std::sync::{Mutex, Once};
 )]
 #[path = "bindings.rs"]
 mod bindings;
+use crate::blockio::BlockDevice;
 use bindings as b;
 
 /// A libext2fs / com_err error code (`errcode_t`).
@@ -590,15 +591,8 @@ impl Drop for Filesystem {
 // `ext/cow.rs`. The callbacks below are thin: they find the `BlockDevice` behind the
 // channel and call it; all policy is in safe code.
 
-/// What a filesystem opened with [`Filesystem::open_device`] reads and writes. Offsets are
-/// bytes from the start of the filesystem.
-pub(super) trait BlockDevice {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
-    fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()>;
-    /// Make `len` bytes at `offset` read as zeros.
-    fn zero_range(&self, offset: u64, len: u64) -> std::io::Result<()>;
-    fn flush(&self) -> std::io::Result<()>;
-}
+// A filesystem opened with [`Filesystem::open_device`] reads and writes a
+// `blockio::BlockDevice`; offsets are bytes from the start of the filesystem.
 
 /// Error codes from ext2_err.h (e2fsprogs 1.47; bindgen did not export them). A unit test
 /// checks each against libext2fs's own message for it.

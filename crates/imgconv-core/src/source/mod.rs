@@ -22,10 +22,12 @@ pub use guest::{GuestInfo, InitSystem, KernelInfo, OsRelease, XenIsm, XenIsmKind
 pub use probe::Foreign;
 pub use superblock::{ExtKind, Features, FsInfo, Superblock};
 
-use crate::blockio::Region;
+use crate::blockio::{Region, SourceFormat};
 use crate::bytes::ParseError;
 use crate::extread::{ExtReadError, ExtReader};
+use crate::formats::{self, FormatError, OpenOptions, Opened};
 use crate::partition::{self, PartitionError, PartitionTable};
+use crate::vm::VmFacts;
 use std::path::{Path, PathBuf};
 
 /// How the guest filesystem sits in the image.
@@ -47,8 +49,18 @@ pub struct Inspection {
     /// The image file.
     #[serde(serialize_with = "crate::serde_path::lossy")]
     pub image: PathBuf,
-    /// Its size in bytes.
+    /// The disk's size in bytes (the virtual size for a container format).
     pub image_size: u64,
+    /// What holds the disk: a raw image, a block device, an XVA, a VHD, a qcow2 image, a
+    /// compressed image.
+    pub format: SourceFormat,
+    /// What the container says of the machine (XVA: `ova.xml`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmFacts>,
+    /// The opened disk, kept so the conversion reads the same source (an XVA indexed once,
+    /// a compressed image decompressed once).
+    #[serde(skip)]
+    pub(crate) disk: Option<Region>,
     pub container: Container,
     /// Byte offset of the root filesystem in the image.
     pub fs_offset: u64,
@@ -63,7 +75,10 @@ pub struct Inspection {
 impl Inspection {
     /// Reopen the root filesystem's byte range, read-only.
     pub fn open_fs(&self) -> Result<Region, InspectError> {
-        let whole = open_region(&self.image)?;
+        let whole = match &self.disk {
+            Some(d) => d.clone(),
+            None => open_region(&self.image, &OpenOptions::default())?.region,
+        };
         whole
             .sub(self.fs_offset, self.fs_len)
             .map_err(|source| InspectError::Io {
@@ -198,21 +213,12 @@ pub enum InspectError {
     Partition(#[from] PartitionError),
     #[error(transparent)]
     ExtRead(#[from] ExtReadError),
+    #[error(transparent)]
+    Format(#[from] FormatError),
 }
 
-fn open_region(path: &Path) -> Result<Region, InspectError> {
-    Region::open(path).map_err(|e| match e {
-        crate::Error::Io { action, source, .. } => InspectError::Io {
-            action,
-            path: path.to_path_buf(),
-            source,
-        },
-        other => InspectError::Io {
-            action: "cannot open",
-            path: path.to_path_buf(),
-            source: std::io::Error::other(other.to_string()),
-        },
-    })
+fn open_region(path: &Path, opts: &OpenOptions) -> Result<Opened, InspectError> {
+    Ok(formats::open(path, opts)?)
 }
 
 /// What the start of a region holds.
@@ -284,7 +290,10 @@ pub fn inspect_region(region: &Region) -> Result<Inspection, InspectError> {
     let (fs, guest) = open_root(region, &sb, &path, &place)?;
     Ok(Inspection {
         image: path,
-        image_size: region.file().metadata().map(|m| m.len()).unwrap_or(0),
+        image_size: region.source_size(),
+        format: region.format(),
+        vm: None,
+        disk: None,
         container: Container::Bare,
         fs_offset: region.offset(),
         fs_len: fs.len(),
@@ -294,8 +303,14 @@ pub fn inspect_region(region: &Region) -> Result<Inspection, InspectError> {
 }
 
 /// Inspect the image at `path`: find the guest root filesystem, read its superblock and
-/// the guest's configuration. The file is opened read-only and never written.
+/// the guest's configuration. The file is opened read-only and never written; a
+/// compressed image is decompressed into the system's temporary directory.
 pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
+    inspect_with(path, &OpenOptions::default())
+}
+
+/// [`inspect`], with a compressed image decompressed where `opts` says.
+pub fn inspect_with(path: &Path, opts: &OpenOptions) -> Result<Inspection, InspectError> {
     let meta = std::fs::metadata(path).map_err(|source| InspectError::Io {
         action: "cannot stat",
         path: path.to_path_buf(),
@@ -306,7 +321,17 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
             path: path.to_path_buf(),
         });
     }
-    let whole = open_region(path)?;
+    let opened = open_region(path, opts)?;
+    let whole = opened.region.clone();
+    let mut inspection = inspect_disk(path, &whole)?;
+    inspection.format = whole.format();
+    inspection.vm = opened.vm;
+    inspection.disk = Some(whole);
+    Ok(inspection)
+}
+
+fn inspect_disk(path: &Path, whole: &Region) -> Result<Inspection, InspectError> {
+    let whole = whole.clone();
     if whole.is_empty() {
         return Err(InspectError::Empty {
             path: path.to_path_buf(),
@@ -512,6 +537,9 @@ fn finish(
     Ok(Inspection {
         image: path.to_path_buf(),
         image_size: whole.len(),
+        format: whole.format(),
+        vm: None,
+        disk: None,
         container,
         fs_offset,
         fs_len: fs_region.len(),

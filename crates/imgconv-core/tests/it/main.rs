@@ -27,6 +27,7 @@ mod fixups_synthetic;
 mod fixups_systemd;
 mod fixups_sysvinit;
 mod fixups_upstart;
+mod formats_mutation;
 mod graft_ext;
 mod graft_memfs;
 mod inspect_errors;

@@ -20,6 +20,7 @@ const TARGETS: &[(&str, Harness)] = &[
     ("extraw_blockmap", harness::extraw_blockmap),
     ("extraw_extent", harness::extraw_extent),
     ("extraw_dir", harness::extraw_dir),
+    ("formats", harness::formats),
 ];
 
 #[test]

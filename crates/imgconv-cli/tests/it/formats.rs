@@ -1,0 +1,677 @@
+//! Input containers (XVA, VHD fixed/dynamic, qcow2, gzip/xz/zstd) read in place, judged
+//! against the raw conversion of the same guest: each output's root passes `e2fsck -fn`
+//! and holds the same files (debugfs rdump, compared tree by tree). The XVA is written
+//! here from its documented layout and cross-checked with Debian's `xva-img`; VHD and
+//! qcow2 copies are made with `qemu-img convert`. Damaged containers are refused with
+//! exit 3 naming the fault, and nothing is left behind.
+
+use crate::common;
+use crate::support;
+
+use common::*;
+use sha1::{Digest as _, Sha1};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+fn fx(name: &str) -> PathBuf {
+    support::synthetic().join(name)
+}
+
+const MAC: &str = "00:16:3e:5a:01:7f";
+const CHUNK: usize = 1 << 20;
+
+/// Which digest members the XVA carries.
+#[derive(Clone, Copy)]
+enum Digests {
+    Sha1,
+    XxHash,
+}
+
+/// The `ova.xml` of a one-disk VM (XML-RPC value syntax, as `xe vm-export` writes it).
+fn ova_xml(disk_size: u64) -> String {
+    let m = |n: &str, v: &str| format!("<member><name>{n}</name><value>{v}</value></member>");
+    let obj = |class: &str, id: &str, fields: String| {
+        format!(
+            "<value><struct>{}{}{}</struct></value>",
+            m("class", class),
+            m("id", id),
+            m("snapshot", &format!("<struct>{fields}</struct>"))
+        )
+    };
+    let refs = |r: &str| format!("<array><data><value>{r}</value></data></array>");
+    let objects = [
+        obj(
+            "VM",
+            "Ref:1",
+            [
+                m("name_label", "web-01"),
+                m("memory_static_max", "805306368"),
+                m("VCPUs_max", "3"),
+                m("PV_bootloader", "pygrub"),
+                m("VBDs", &refs("Ref:4")),
+                m("VIFs", &refs("Ref:9")),
+            ]
+            .concat(),
+        ),
+        obj(
+            "VBD",
+            "Ref:4",
+            [
+                m("VM", "Ref:1"),
+                m("VDI", "Ref:7"),
+                m("device", "xvda"),
+                m("userdevice", "0"),
+                m("bootable", "true"),
+                m("type", "Disk"),
+            ]
+            .concat(),
+        ),
+        obj(
+            "VDI",
+            "Ref:7",
+            [
+                m("name_label", "web-01 root"),
+                m("virtual_size", &disk_size.to_string()),
+            ]
+            .concat(),
+        ),
+        obj(
+            "VIF",
+            "Ref:9",
+            [m("device", "0"), m("MAC", &MAC.to_ascii_uppercase())].concat(),
+        ),
+    ]
+    .concat();
+    format!(
+        "<value><struct>{}{}</struct></value>",
+        m(
+            "version",
+            &format!("<struct>{}</struct>", m("export_vsn", "2"))
+        ),
+        m("objects", &format!("<array><data>{objects}</data></array>"))
+    )
+}
+
+/// Write `raw` as an XVA: `ova.xml`, then `Ref:7/NNNNNNNN` for every 1 MiB chunk that is
+/// not all zeros (and always the last), each followed by its digest member.
+fn write_xva(raw: &Path, out: &Path, digests: Digests) {
+    let src = fs::File::open(raw).unwrap();
+    let size = src.metadata().unwrap().len();
+    let file = fs::File::create(out).unwrap();
+    let mut tar = tar::Builder::new(file);
+    let add = |tar: &mut tar::Builder<fs::File>, name: &str, bytes: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut h, name, bytes).unwrap();
+    };
+    add(&mut tar, "ova.xml", ova_xml(size).as_bytes());
+    let n = (size as usize).div_ceil(CHUNK);
+    let mut buf = vec![0u8; CHUNK];
+    for i in 0..n {
+        let len = (size as usize - i * CHUNK).min(CHUNK);
+        let chunk = &mut buf[..len];
+        src.read_exact_at(chunk, (i * CHUNK) as u64).unwrap();
+        let chunk = &*chunk;
+        if chunk.iter().all(|&b| b == 0) && i + 1 != n {
+            continue;
+        }
+        let name = format!("Ref:7/{i:08}");
+        add(&mut tar, &name, chunk);
+        match digests {
+            Digests::Sha1 => {
+                let hex: String = Sha1::digest(chunk)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                add(&mut tar, &format!("{name}.checksum"), hex.as_bytes());
+            }
+            Digests::XxHash => {
+                let h = xxhash_rust::xxh64::xxh64(chunk, 0);
+                add(
+                    &mut tar,
+                    &format!("{name}.xxhash"),
+                    format!("{h:016x}").as_bytes(),
+                );
+            }
+        }
+    }
+    tar.into_inner().unwrap().flush().unwrap();
+}
+
+/// Convert `src` with the synthetic donor into `out`; returns the process output.
+fn convert(src: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    imgconv()
+        .arg("convert")
+        .arg(src)
+        .arg("--donor")
+        .arg(fx("donor-dir"))
+        .arg("-o")
+        .arg(out)
+        .arg("--quiet")
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// Partition 1's offset in a converted disk, from sfdisk.
+fn p1_offset(disk: &Path) -> u64 {
+    let out = Command::new("sfdisk").arg("-J").arg(disk).output().unwrap();
+    let v = json(&out.stdout);
+    v["partitiontable"]["partitions"][0]["start"]
+        .as_u64()
+        .unwrap()
+        * 512
+}
+
+/// `e2fsck -fn` on the root of a converted raw disk, then its whole tree dumped by
+/// `debugfs rdump` into `dir`.
+fn fsck_and_dump(disk: &Path, dir: &Path) {
+    let spec = support::e2fs_spec(disk, p1_offset(disk));
+    let (code, out, err) = support::tool("e2fsck", &["-fn", &spec]);
+    assert_eq!(code, 0, "e2fsck -fn {spec}: {out}{err}");
+    fs::create_dir_all(dir).unwrap();
+    let (code, out, err) = support::tool(
+        "debugfs",
+        &["-R", &format!("rdump / {}", dir.display()), &spec],
+    );
+    assert_eq!(code, 0, "debugfs rdump: {out}{err}");
+    // The swap partition's UUID is new in every conversion: leave it out of the compare.
+    let fstab = dir.join("etc/fstab");
+    let text = fs::read_to_string(&fstab).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.split_whitespace().nth(2) == Some("swap") && l.starts_with("UUID=") {
+                format!(
+                    "UUID=(new swap){}\n",
+                    &l[l.find(char::is_whitespace).unwrap()..]
+                )
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    fs::write(&fstab, text).unwrap();
+}
+
+/// The raw conversion of the synthetic guest and its dumped tree, made once.
+fn reference() -> &'static (tempfile::TempDir, PathBuf) {
+    static REF: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    REF.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("raw.out");
+        let o = convert(&fx("xen-ext4.img"), &out, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let tree = dir.path().join("tree");
+        fsck_and_dump(&out, &tree);
+        (dir, tree)
+    })
+}
+
+/// The output of converting `src` passes e2fsck and holds the raw conversion's files.
+fn converts_like_raw(src: &Path, work: &Path) {
+    let out = work.join("out.raw");
+    let o = convert(src, &out, &[]);
+    assert!(
+        o.status.success(),
+        "{}: {}",
+        src.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let tree = work.join("tree");
+    fsck_and_dump(&out, &tree);
+    let (code, diff) = support::tool_merged(
+        "diff",
+        &[
+            "-r",
+            "--no-dereference",
+            &reference().1.display().to_string(),
+            &tree.display().to_string(),
+        ],
+    );
+    assert_eq!(
+        code,
+        0,
+        "{} converts to other files than the raw image:\n{diff}",
+        src.display()
+    );
+    fs::remove_dir_all(&tree).unwrap();
+    fs::remove_file(&out).unwrap();
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn xva_written_from_the_layout_matches_xva_img_and_converts_like_raw() {
+    let work = tempfile::tempdir().unwrap();
+    let raw = fx("xen-ext4.img");
+    for digests in [Digests::Sha1, Digests::XxHash] {
+        let xva = work.path().join("guest.xva");
+        write_xva(&raw, &xva, digests);
+
+        if matches!(digests, Digests::Sha1) {
+            // Debian's xva-img reassembles the same disk from the untarred export.
+            let x = work.path().join("x");
+            fs::create_dir_all(&x).unwrap();
+            run(Command::new("tar").arg("-xf").arg(&xva).arg("-C").arg(&x));
+            let back = work.path().join("back.raw");
+            run(Command::new("xva-img")
+                .arg("-s")
+                .arg("disk-export")
+                .arg(x.join("Ref:7"))
+                .arg(&back));
+            run(Command::new("cmp").arg(&raw).arg(&back));
+            fs::remove_dir_all(&x).unwrap();
+            fs::remove_file(&back).unwrap();
+        } else {
+            // Our xxHash64 is xxhsum's.
+            let chunk = read_at(&raw, 0, CHUNK);
+            let c0 = work.path().join("c0");
+            fs::write(&c0, &chunk).unwrap();
+            let o = Command::new("xxhsum").arg("-H1").arg(&c0).output().unwrap();
+            let theirs = String::from_utf8_lossy(&o.stdout);
+            let ours = format!("{:016x}", xxhash_rust::xxh64::xxh64(&chunk, 0));
+            assert!(theirs.starts_with(&ours), "xxhsum -H1: {theirs} vs {ours}");
+        }
+
+        // inspect shows the container and the VM from ova.xml.
+        let o = imgconv()
+            .arg("inspect")
+            .arg(&xva)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v = json(&o.stdout);
+        assert_eq!(v["format"]["kind"], "xva");
+        assert_eq!(v["vm"]["name"], "web-01");
+        assert_eq!(v["vm"]["vcpus"], 3);
+        assert_eq!(v["vm"]["memory_bytes"], 805306368u64);
+        assert_eq!(v["vm"]["nics"][0]["mac"], MAC);
+
+        converts_like_raw(&xva, work.path());
+        fs::remove_file(&xva).unwrap();
+    }
+}
+
+#[test]
+fn vhd_fixed_and_dynamic_and_qcow2_made_by_qemu_img_convert_like_raw() {
+    let work = tempfile::tempdir().unwrap();
+    let raw = fx("xen-ext4.img");
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            "fixed.vhd",
+            &["-O", "vpc", "-o", "subformat=fixed"],
+            "vhd-fixed",
+        ),
+        (
+            "dynamic.vhd",
+            &["-O", "vpc", "-o", "subformat=dynamic"],
+            "vhd-dynamic",
+        ),
+        ("plain.qcow2", &["-O", "qcow2"], "qcow2"),
+        ("v2.qcow2", &["-O", "qcow2", "-o", "compat=0.10"], "qcow2"),
+        ("zlib.qcow2", &["-O", "qcow2", "-c"], "qcow2"),
+        (
+            "zstd.qcow2",
+            &["-O", "qcow2", "-c", "-o", "compression_type=zstd"],
+            "qcow2",
+        ),
+    ];
+    for (name, args, kind) in cases {
+        let img = work.path().join(name);
+        run(Command::new("qemu-img")
+            .arg("convert")
+            .args(*args)
+            .arg(&raw)
+            .arg(&img));
+        let o = imgconv()
+            .arg("inspect")
+            .arg(&img)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(json(&o.stdout)["format"]["kind"], *kind, "{name}");
+        converts_like_raw(&img, work.path());
+        fs::remove_file(&img).unwrap();
+    }
+}
+
+#[test]
+fn qcow2_overlay_reads_through_its_backing_file_beside_it() {
+    let work = tempfile::tempdir().unwrap();
+    let base = work.path().join("base.qcow2");
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", "qcow2"])
+        .arg(fx("xen-ext4.img"))
+        .arg(&base));
+    let top = work.path().join("top.qcow2");
+    run(Command::new("qemu-img")
+        .args(["create", "-f", "qcow2", "-F", "qcow2", "-b", "base.qcow2"])
+        .arg(&top));
+    converts_like_raw(&top, work.path());
+    // Without its backing file beside it, the overlay is refused naming it.
+    fs::remove_file(&base).unwrap();
+    let out = work.path().join("o.raw");
+    let o = convert(&top, &out, &[]);
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("base.qcow2"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn gzip_xz_and_zstd_copies_convert_like_raw_and_leave_no_scratch() {
+    let work = tempfile::tempdir().unwrap();
+    let raw = fx("xen-ext4.img");
+    for (tool, ext) in [("gzip", "gz"), ("xz", "xz"), ("zstd", "zst")] {
+        let img = work.path().join(format!("guest.img.{ext}"));
+        let o = Command::new(tool).arg("-c").arg(&raw).output().unwrap();
+        assert!(o.status.success());
+        fs::write(&img, &o.stdout).unwrap();
+        let o = imgconv()
+            .arg("inspect")
+            .arg(&img)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{tool}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(json(&o.stdout)["format"]["kind"], tool);
+        converts_like_raw(&img, work.path());
+        assert_eq!(
+            names_in(work.path()),
+            vec![format!("guest.img.{ext}")],
+            "{tool}: scratch left behind"
+        );
+        fs::remove_file(&img).unwrap();
+    }
+}
+
+/// Convert a damaged container: exit 3, the message names `fault`, nothing beside `out`.
+fn refused(src: &Path, fault: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.raw");
+    let o = convert(src, &out, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{}: {err}", src.display());
+    assert!(
+        err.contains(fault),
+        "{}: expected {fault:?} in: {err}",
+        src.display()
+    );
+    assert!(
+        names_in(dir.path()).is_empty(),
+        "left behind: {:?}",
+        names_in(dir.path())
+    );
+}
+
+#[test]
+fn damaged_containers_are_refused_with_exit_3_naming_the_fault() {
+    let work = tempfile::tempdir().unwrap();
+    let raw = fx("xen-ext4.img");
+
+    // An XVA whose chunk 20 (file data inside the filesystem) no longer matches its SHA-1.
+    let xva = work.path().join("bad.xva");
+    write_xva(&raw, &xva, Digests::Sha1);
+    let member = {
+        let mut a = tar::Archive::new(fs::File::open(&xva).unwrap());
+        let e = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .find(|e| e.path().unwrap().to_string_lossy() == "Ref:7/00000000")
+            .unwrap();
+        e.raw_file_position()
+    };
+    let f = fs::OpenOptions::new().write(true).open(&xva).unwrap();
+    f.write_all_at(b"\xde\xad\xbe\xef", member + 4096).unwrap();
+    refused(&xva, "chunk Ref:7/00000000");
+
+    // A dynamic VHD cut short: its footer is gone and blocks lie past the end.
+    let vhd = work.path().join("cut.vhd");
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", "vpc", "-o", "subformat=dynamic"])
+        .arg(&raw)
+        .arg(&vhd));
+    let len = fs::metadata(&vhd).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&vhd)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    refused(&vhd, "truncated");
+
+    // A qcow2 whose first L2 entry points past the end of the file.
+    let q = work.path().join("l2.qcow2");
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&q));
+    let h = read_at(&q, 0, 48);
+    let l1_at = u64::from_be_bytes(h[40..48].try_into().unwrap());
+    let l1e = u64::from_be_bytes(read_at(&q, l1_at, 8).try_into().unwrap());
+    let l2_at = l1e & 0x00ff_ffff_ffff_fe00;
+    let past = (1u64 << 63) | (1u64 << 40);
+    write_at(&q, l2_at, &past.to_be_bytes());
+    refused(&q, "past the end of the file");
+}
+
+#[test]
+fn qcow2_output_is_clean_holds_the_raw_conversions_files_and_verifies() {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("kvm.qcow2");
+    let o = convert(&fx("xen-ext4.img"), &out, &["--format", "qcow2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Only the qcow2 is left: no raw intermediate beside it.
+    assert_eq!(names_in(work.path()), vec!["kvm.qcow2".to_string()]);
+    let (code, text) = support::tool_merged(
+        "qemu-img",
+        &["check", "-f", "qcow2", &out.display().to_string()],
+    );
+    assert_eq!(code, 0, "qemu-img check: {text}");
+    let info = Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let info = json(&info.stdout);
+    assert_eq!(info["format"], "qcow2");
+    assert!(
+        info["actual-size"].as_u64().unwrap() < info["virtual-size"].as_u64().unwrap() / 2,
+        "sparse: {info}"
+    );
+    // The disk inside holds the same files as the raw conversion.
+    let raw = work.path().join("back.raw");
+    run(Command::new("qemu-img")
+        .args(["convert", "-f", "qcow2", "-O", "raw"])
+        .arg(&out)
+        .arg(&raw));
+    let tree = work.path().join("tree");
+    fsck_and_dump(&raw, &tree);
+    let (code, diff) = support::tool_merged(
+        "diff",
+        &[
+            "-r",
+            "--no-dereference",
+            &reference().1.display().to_string(),
+            &tree.display().to_string(),
+        ],
+    );
+    assert_eq!(code, 0, "{diff}");
+    // imgconv verify reads qcow2.
+    let v = imgconv()
+        .arg("verify")
+        .arg(&out)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        v.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    assert_eq!(json(&v.stdout)["ok"], true);
+}
+
+#[test]
+fn libvirt_xml_validates_for_each_firmware_and_carries_the_ova_mac() {
+    let work = tempfile::tempdir().unwrap();
+    let xva = work.path().join("guest.xva");
+    write_xva(&fx("xen-ext4.img"), &xva, Digests::XxHash);
+    for fw in ["bios", "uefi", "hybrid"] {
+        let out = work.path().join(format!("{fw}.qcow2"));
+        let xml = work.path().join(format!("{fw}.xml"));
+        let o = convert(
+            &xva,
+            &out,
+            &[
+                "--format",
+                "qcow2",
+                "--firmware",
+                fw,
+                "--bus",
+                "sata",
+                "--libvirt-xml",
+                &xml.display().to_string(),
+            ],
+        );
+        assert!(
+            o.status.success(),
+            "{fw}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let (code, text) =
+            support::tool_merged("virt-xml-validate", &[&xml.display().to_string(), "domain"]);
+        assert_eq!(code, 0, "{fw}: virt-xml-validate: {text}");
+        let x = fs::read_to_string(&xml).unwrap();
+        for want in [
+            format!("<mac address='{MAC}'/>"),
+            "<name>web-01</name>".into(),
+            "<memory unit='MiB'>768</memory>".into(),
+            "<vcpu>3</vcpu>".into(),
+            "type='qcow2'".into(),
+            "bus='sata'".into(),
+            format!("<source file='{}'/>", out.display()),
+            "<console type='pty'>".into(),
+        ] {
+            assert!(x.contains(&want), "{fw}: {want} missing from\n{x}");
+        }
+        assert_eq!(x.contains("OVMF_CODE"), fw == "uefi", "{fw}: firmware\n{x}");
+        fs::remove_file(&out).unwrap();
+    }
+    // Overrides win over ova.xml.
+    let out = work.path().join("o.raw");
+    let xml = work.path().join("o.xml");
+    let o = convert(
+        &xva,
+        &out,
+        &[
+            "--libvirt-xml",
+            &xml.display().to_string(),
+            "--vm-name",
+            "db",
+            "--memory",
+            "2G",
+            "--vcpus",
+            "4",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let x = fs::read_to_string(&xml).unwrap();
+    assert!(
+        x.contains("<name>db</name>")
+            && x.contains("2048")
+            && x.contains("<vcpu>4</vcpu>")
+            && x.contains("type='raw'"),
+        "{x}"
+    );
+    let (code, text) =
+        support::tool_merged("virt-xml-validate", &[&xml.display().to_string(), "domain"]);
+    assert_eq!(code, 0, "{text}");
+}
+
+/// Convert `src` (a container made from the real bookworm guest) with the real donor and
+/// boot the result with `imgconv verify --boot`.
+fn real_boots(src: &Path, donor: &Path, out: &Path, extra: &[&str]) {
+    let o = imgconv()
+        .arg("convert")
+        .arg(src)
+        .arg("--donor")
+        .arg(donor)
+        .arg("-o")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = imgconv()
+        .arg("verify")
+        .arg(out)
+        .args(["--boot", "--timeout", "900", "--json"])
+        .output()
+        .unwrap();
+    let r = json(&v.stdout);
+    assert!(
+        v.status.success(),
+        "{r:#}\n{}",
+        String::from_utf8_lossy(&v.stderr)
+    );
+    assert_eq!(r["boot"]["ok"], true, "{r:#}");
+}
+
+/// The real guest exported as an XVA converts into a qcow2 that boots under QEMU
+/// (`-drive format=qcow2`); the real guest as qcow2 input converts into a raw disk that
+/// boots.
+#[test]
+#[ignore = "slow tier: boots QEMU; scripts/test runs it with --ignored"]
+fn real_guest_from_xva_to_qcow2_and_from_qcow2_boot() {
+    let Some(real) = support::real() else {
+        support::skip(
+            support::SkipKind::CiCanRun,
+            "the real fixtures are not built (scripts/fixtures real)",
+        );
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let donor = real.join("bookworm-donor.img");
+    let xva = work.path().join("bookworm.xva");
+    write_xva(&real.join("bookworm-xen.img"), &xva, Digests::XxHash);
+    real_boots(
+        &xva,
+        &donor,
+        &work.path().join("from-xva.qcow2"),
+        &["--format", "qcow2"],
+    );
+    fs::remove_file(&xva).unwrap();
+    let q = work.path().join("bookworm.qcow2");
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", "qcow2"])
+        .arg(real.join("bookworm-xen.img"))
+        .arg(&q));
+    real_boots(&q, &donor, &work.path().join("from-qcow2.raw"), &[]);
+}
