@@ -14,6 +14,7 @@
 pub mod blockio;
 pub mod boot;
 pub mod bytes;
+pub mod compat;
 pub mod convert;
 pub mod donor;
 pub mod e2fs_tools;
@@ -24,6 +25,7 @@ pub mod extread;
 pub mod fixups;
 pub mod graft;
 pub mod guestfs;
+pub mod initrd;
 pub mod layout;
 pub mod output;
 pub mod partition;
