@@ -221,7 +221,8 @@ fn find_glibc(guest: &mut dyn GuestFs) -> Option<Fact<Version>> {
                 });
             }
         }
-        if is_file(guest, &so6) && !matches!(guest.lstat(&so6), Ok(Some(m)) if m.kind == crate::extread::NodeKind::Symlink)
+        if is_file(guest, &so6)
+            && !matches!(guest.lstat(&so6), Ok(Some(m)) if m.kind == crate::extread::NodeKind::Symlink)
         {
             if let Some(v) = guest
                 .read_file(&so6, MAX_LIBC_BYTES)
@@ -296,12 +297,9 @@ pub struct KernelFacts {
 impl KernelFacts {
     fn config_value(&self, key: &str) -> Option<&str> {
         let cfg = self.config.as_deref()?;
-        cfg.lines().find_map(|l| {
-            l.strip_prefix(key)
-                .and_then(|r| r.strip_prefix('='))
-        })
+        cfg.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
     }
-
 }
 
 /// The outcome of the checks.
@@ -382,16 +380,31 @@ mod tests {
             .with_file("/lib64/libc-2.12.so", "ELF")
             .with_symlink("/lib64/libc.so.6", "libc-2.12.so");
         let u = read_userland(&mut fs);
-        assert_eq!(u.glibc.as_ref().unwrap().value, Version { major: 2, minor: 12 });
+        assert_eq!(
+            u.glibc.as_ref().unwrap().value,
+            Version {
+                major: 2,
+                minor: 12
+            }
+        );
         assert_eq!(u.glibc.unwrap().source, "/lib64/libc.so.6 -> libc-2.12.so");
         let mut fs = MemFs::new().with_file(
             "/lib/x86_64-linux-gnu/libc.so.6",
             "\x7fELF...GNU C Library (Debian GLIBC 2.36-9+deb12u4) stable release version 2.36.\n",
         );
         let u = read_userland(&mut fs);
-        assert_eq!(u.glibc.unwrap().value, Version { major: 2, minor: 36 });
+        assert_eq!(
+            u.glibc.unwrap().value,
+            Version {
+                major: 2,
+                minor: 36
+            }
+        );
         let mut fs = MemFs::new().with_file("/lib/libc-2.5.so", "ELF");
-        assert_eq!(read_userland(&mut fs).glibc.unwrap().value, Version { major: 2, minor: 5 });
+        assert_eq!(
+            read_userland(&mut fs).glibc.unwrap().value,
+            Version { major: 2, minor: 5 }
+        );
     }
 
     #[test]
@@ -420,7 +433,10 @@ mod tests {
     fn old_glibc_gets_vsyscall_emulate() {
         let u = Userland {
             glibc: Some(Fact {
-                value: Version { major: 2, minor: 12 },
+                value: Version {
+                    major: 2,
+                    minor: 12,
+                },
                 source: "/lib64/libc-2.12.so".into(),
             }),
             ..Default::default()

@@ -580,9 +580,21 @@ mod tests {
     fn main_archive() -> Vec<u8> {
         newc(&[
             (".", 0o40755, b""),
-            ("usr/lib/modules/6.1.0-28-amd64/kernel/drivers/block/virtio_blk.ko", 0o100644, b"ko"),
-            ("usr/lib/modules/6.1.0-28-amd64/kernel/drivers/ata/ahci.ko.xz", 0o100644, b"ko"),
-            ("usr/lib/modules/6.1.0-28-amd64/modules.builtin", 0o100644, b"kernel/drivers/virtio/virtio_pci.ko\nkernel/fs/ext4/ext4.ko\n"),
+            (
+                "usr/lib/modules/6.1.0-28-amd64/kernel/drivers/block/virtio_blk.ko",
+                0o100644,
+                b"ko",
+            ),
+            (
+                "usr/lib/modules/6.1.0-28-amd64/kernel/drivers/ata/ahci.ko.xz",
+                0o100644,
+                b"ko",
+            ),
+            (
+                "usr/lib/modules/6.1.0-28-amd64/modules.builtin",
+                0o100644,
+                b"kernel/drivers/virtio/virtio_pci.ko\nkernel/fs/ext4/ext4.ko\n",
+            ),
             ("lib", 0o120777, b"usr/lib"),
         ])
     }
@@ -609,14 +621,19 @@ mod tests {
             assert!(c.has_module(m), "{m}");
         }
         assert!(!c.has_module("virtio_net"));
-        assert!(c.files.contains(&"kernel/x86/microcode/GenuineIntel.bin".to_string()));
+        assert!(c
+            .files
+            .contains(&"kernel/x86/microcode/GenuineIntel.bin".to_string()));
     }
 
     #[test]
     fn zstd_xz_and_lz4_segments() {
         let archive = main_archive();
         for (compression, data) in [
-            (Compression::Zstd, zstd::encode_all(&archive[..], 3).unwrap()),
+            (
+                Compression::Zstd,
+                zstd::encode_all(&archive[..], 3).unwrap(),
+            ),
             (Compression::Xz, {
                 let mut e = xz2::write::XzEncoder::new(Vec::new(), 1);
                 std::io::Write::write_all(&mut e, &archive).unwrap();
@@ -633,7 +650,10 @@ mod tests {
             let c = parse(&data).unwrap();
             assert_eq!(c.segments.len(), 1, "{compression}");
             assert_eq!(c.segments[0].compression, compression);
-            assert!(c.has_module("virtio_blk") && c.has_module("ahci"), "{compression}");
+            assert!(
+                c.has_module("virtio_blk") && c.has_module("ahci"),
+                "{compression}"
+            );
         }
     }
 

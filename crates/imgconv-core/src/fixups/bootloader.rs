@@ -5,7 +5,7 @@
 //! Ubuntu run `update-grub` (`grub-mkconfig`, reading `/etc/default/grub`), RHEL 7's
 //! grubby copies the arguments of the default entry of `/boot/grub2/grub.cfg`, SUSE's
 //! perl-Bootloader reads `/etc/sysconfig/bootloader`. A Xen guest's settings name the Xen
-//! console (`console=hvc0`, `xencons=tty`), its Xen disk (`root=/dev/xvda1`) and lack
+//! console (`console=hvc0`, `xencons=tty`), its Xen disks (`root=/dev/xvda1`, `resume=`) and lack
 //! `net.ifnames=0`; the first regenerated menu would boot with no console on the serial
 //! port and a renamed NIC. So:
 //!
@@ -33,14 +33,17 @@ const STEP: &str = "bootloader";
 
 const WHY: &str = "the guest regenerates its boot menu from these settings on every kernel update; the Xen console and disk names do not exist under KVM, and the converted guest relies on the serial console and the eth0 name";
 
-/// One kernel command-line word the fixup removes, and why.
+/// Whether a kernel command-line word names the Xen console or a Xen disk: the Xen
+/// consoles, `xencons=`, and `root=`/`resume=` on a `/dev/xvd*` device (the root is
+/// found by UUID, and the initrd would wait for a resume device that never appears).
 fn xen_word(word: &str) -> bool {
     let console = word.strip_prefix("console=");
     console.is_some_and(|c| c.starts_with("hvc") || c.starts_with("xvc"))
         || word.starts_with("xencons=")
-        || word
-            .strip_prefix("root=")
-            .is_some_and(|r| r.starts_with("/dev/xvd"))
+        || ["root=", "resume="].iter().any(|k| {
+            word.strip_prefix(k)
+                .is_some_and(|r| r.starts_with("/dev/xvd"))
+        })
 }
 
 /// The arguments the converted guest needs on every kernel command line, in the order
@@ -282,12 +285,14 @@ fn edit_cmdline_vars(
     }
     if terminal && !has_terminal {
         appended.push_str("GRUB_TERMINAL=\"serial console\"\n");
-        out.edits.push("added GRUB_TERMINAL=\"serial console\"".into());
+        out.edits
+            .push("added GRUB_TERMINAL=\"serial console\"".into());
     }
     if terminal && !has_serial_command {
         let cmd = format!("serial --unit={unit} --speed=115200");
         appended.push_str(&format!("GRUB_SERIAL_COMMAND=\"{cmd}\"\n"));
-        out.edits.push(format!("added GRUB_SERIAL_COMMAND=\"{cmd}\""));
+        out.edits
+            .push(format!("added GRUB_SERIAL_COMMAND=\"{cmd}\""));
     }
     if !appended.is_empty() {
         super::edit::append_lines(
@@ -311,8 +316,7 @@ fn edit_grub_cfg(old: &[u8], ctx: &FixupContext) -> Edited {
         };
         let trimmed = text.trim_start();
         let cmd = trimmed.split_whitespace().next().unwrap_or("");
-        if !matches!(cmd, "linux" | "linux16" | "linuxefi") || trimmed.contains(['$', '`', '\\'])
-        {
+        if !matches!(cmd, "linux" | "linux16" | "linuxefi") || trimmed.contains(['$', '`', '\\']) {
             out.keep(line);
             continue;
         }
@@ -455,15 +459,22 @@ pub fn fix_bootloader(
             edit_cmdline_vars(old, &grub_vars, "GRUB_CMDLINE_LINUX", ctx, true)
         })?;
     }
-    edit_config(guest, report, STEP, "/etc/sysconfig/bootloader", WHY, |old| {
-        edit_cmdline_vars(
-            old,
-            &["DEFAULT_APPEND", "FAILSAFE_APPEND"],
-            "DEFAULT_APPEND",
-            ctx,
-            false,
-        )
-    })?;
+    edit_config(
+        guest,
+        report,
+        STEP,
+        "/etc/sysconfig/bootloader",
+        WHY,
+        |old| {
+            edit_cmdline_vars(
+                old,
+                &["DEFAULT_APPEND", "FAILSAFE_APPEND"],
+                "DEFAULT_APPEND",
+                ctx,
+                false,
+            )
+        },
+    )?;
     edit_config(guest, report, STEP, "/boot/grub2/grub.cfg", WHY, |old| {
         edit_grub_cfg(old, ctx)
     })?;
@@ -577,7 +588,8 @@ mod tests {
 
     #[test]
     fn existing_serial_console_and_ifnames_are_kept() {
-        let old = "GRUB_CMDLINE_LINUX='console=ttyS0,38400 net.ifnames=1'\n#GRUB_TERMINAL=console\n";
+        let old =
+            "GRUB_CMDLINE_LINUX='console=ttyS0,38400 net.ifnames=1'\n#GRUB_TERMINAL=console\n";
         let mut c = ctx();
         c.extra_kernel_args = vec!["vsyscall=emulate".into()];
         let e = edit_cmdline_vars(
@@ -633,7 +645,7 @@ mod tests {
         assert_eq!(
             s(&e),
             "LOADER_TYPE=\"grub2\"\n\
-             DEFAULT_APPEND=\"resume=/dev/xvda1 splash=silent console=tty0 console=ttyS0,115200n8 net.ifnames=0 biosdevname=0\"\n\
+             DEFAULT_APPEND=\"splash=silent console=tty0 console=ttyS0,115200n8 net.ifnames=0 biosdevname=0\"\n\
              FAILSAFE_APPEND=\"ide=nodma\"\n"
         );
     }
@@ -676,7 +688,8 @@ mod tests {
             "Name: grub-pc/install_devices\nTemplate: grub-pc/install_devices\nValue: /dev/vda\nOwners: grub-pc\nFlags: seen\n\nName: grub-pc/timeout\nValue: 5\n"
         );
         assert_eq!(e.edits, ["grub-pc/install_devices: /dev/xvda → /dev/vda"]);
-        let none = "Name: grub-pc/install_devices\nTemplate: grub-pc/install_devices\nOwners: grub-pc\n";
+        let none =
+            "Name: grub-pc/install_devices\nTemplate: grub-pc/install_devices\nOwners: grub-pc\n";
         let e = edit_debconf(none.as_bytes(), "/dev/sda");
         assert!(s(&e).ends_with("Owners: grub-pc\nValue: /dev/sda\n"));
     }

@@ -19,7 +19,8 @@ const DROP_IN_DIR: &str = "/etc/cloud/cloud.cfg.d";
 const DROP_IN: &str = "/etc/cloud/cloud.cfg.d/99-imgconv-datasource.cfg";
 
 /// The drop-in's content.
-pub const DROP_IN_TEXT: &str = "# Written by imgconv when this guest was converted from Xen to KVM: the\n\
+pub const DROP_IN_TEXT: &str =
+    "# Written by imgconv when this guest was converted from Xen to KVM: the\n\
 # cloud metadata service of the old platform does not answer here. Delete this file to\n\
 # let cloud-init probe every datasource again.\n\
 datasource_list: [ NoCloud, None ]\n";

@@ -600,7 +600,10 @@ fn upstart_dir(
             .next()
             .unwrap_or_default()
             .trim_end_matches(suffix);
-        let target = if base.starts_with("tty") && base[3..].bytes().all(|b| b.is_ascii_alphanumeric()) && !base.is_empty() {
+        let target = if base.starts_with("tty")
+            && base[3..].bytes().all(|b| b.is_ascii_alphanumeric())
+            && !base.is_empty()
+        {
             base.to_string()
         } else {
             serial.to_string()
@@ -636,10 +639,7 @@ fn upstart_dir(
         {
             continue;
         }
-        let model = jobs
-            .iter()
-            .find(|j| j.named_for_console)
-            .or(jobs.first());
+        let model = jobs.iter().find(|j| j.named_for_console).or(jobs.first());
         let (content, attrs, origin) = match model {
             Some(j) => (
                 derive_job(&j.content, j.dev, dev, &exec),

@@ -27,8 +27,8 @@ use super::edit::{
     apply_edit, edit_config, exists, is_blank_or_comment, join, lines, move_aside, read_config,
     rewrite_as, split_eol, Edited, COMMENT_PREFIX,
 };
-use crate::extread::NodeKind;
 use super::{At, FixupContext, FixupError};
+use crate::extread::NodeKind;
 use crate::guestfs::GuestFs;
 use crate::report::Report;
 
@@ -103,7 +103,8 @@ pub fn fix_persistent_net(
 const NM_DIR: &str = "/etc/NetworkManager/system-connections";
 const NETPLAN_DIR: &str = "/etc/netplan";
 const NETWORKD_DIR: &str = "/etc/systemd/network";
-const MAC_WHY: &str = "it binds the configuration to the Xen NIC's MAC address; the new NIC has another one";
+const MAC_WHY: &str =
+    "it binds the configuration to the Xen NIC's MAC address; the new NIC has another one";
 
 /// Comment out `mac-address=` in the ethernet section of a NetworkManager keyfile.
 fn edit_nm_keyfile(old: &[u8]) -> Edited {
@@ -120,7 +121,10 @@ fn edit_nm_keyfile(old: &[u8]) -> Edited {
             section = t[1..t.len() - 1].to_string();
         }
         let ethernet = matches!(section.as_str(), "ethernet" | "802-3-ethernet");
-        if ethernet && t.split_once('=').is_some_and(|(k, _)| k.trim() == "mac-address") {
+        if ethernet
+            && t.split_once('=')
+                .is_some_and(|(k, _)| k.trim() == "mac-address")
+        {
             out.push(&format!("{COMMENT_PREFIX}{text}"), eol);
             out.edits.push(format!("commented out {t}"));
         } else {
@@ -152,8 +156,7 @@ fn edit_netplan(old: &[u8]) -> Edited {
     let texts: Vec<Option<&str>> = lines(old)
         .map(|l| std::str::from_utf8(split_eol(l).0).ok())
         .collect();
-    let parsed: Vec<Option<(usize, &str)>> =
-        texts.iter().map(|t| t.and_then(yaml_line)).collect();
+    let parsed: Vec<Option<(usize, &str)>> = texts.iter().map(|t| t.and_then(yaml_line)).collect();
     for (i, line) in lines(old).enumerate() {
         let eol = split_eol(line).1;
         let Some((indent, t)) = parsed[i] else {
@@ -196,8 +199,9 @@ fn edit_netplan(old: &[u8]) -> Edited {
             b"\n",
         );
         out.push(&format!("{}name: \"{name}\"", " ".repeat(indent)), eol);
-        out.edits
-            .push(format!("match on macaddress {mac} → match on name \"{name}\""));
+        out.edits.push(format!(
+            "match on macaddress {mac} → match on name \"{name}\""
+        ));
     }
     out
 }
@@ -233,10 +237,7 @@ fn edit_networkd(old: &[u8]) -> Edited {
         if t.starts_with('[') {
             section = t.to_string();
         }
-        if section == "[Match]"
-            && !t.starts_with('#')
-            && key(t).as_deref() == Some("MACAddress")
-        {
+        if section == "[Match]" && !t.starts_with('#') && key(t).as_deref() == Some("MACAddress") {
             out.push(&format!("{COMMENT_PREFIX}{text}"), eol);
             out.edits.push(format!("commented out {t}"));
             if !match_has_name && !added_name {
@@ -258,7 +259,10 @@ fn link_matches_mac(text: &[u8]) -> bool {
         let t = String::from_utf8_lossy(split_eol(l).0).trim().to_string();
         if t.starts_with('[') {
             in_match = t == "[Match]";
-        } else if in_match && t.split_once('=').is_some_and(|(k, _)| k.trim() == "MACAddress") {
+        } else if in_match
+            && t.split_once('=')
+                .is_some_and(|(k, _)| k.trim() == "MACAddress")
+        {
             return true;
         }
     }
@@ -374,8 +378,12 @@ mod tests {
             String::from_utf8(e.text).unwrap(),
             "[Match]\n# imgconv: MACAddress=00:16:3e:00:00:01\nName=eth*\n\n[Network]\nDHCP=yes\n"
         );
-        assert!(link_matches_mac(b"[Match]\nMACAddress=00:16:3e:00:00:01\n[Link]\nName=eth0\n"));
-        assert!(!link_matches_mac(b"[Match]\nOriginalName=*\n[Link]\nMACAddressPolicy=persistent\n"));
+        assert!(link_matches_mac(
+            b"[Match]\nMACAddress=00:16:3e:00:00:01\n[Link]\nName=eth0\n"
+        ));
+        assert!(!link_matches_mac(
+            b"[Match]\nOriginalName=*\n[Link]\nMACAddressPolicy=persistent\n"
+        ));
     }
 
     #[test]

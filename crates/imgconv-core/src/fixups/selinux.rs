@@ -63,10 +63,14 @@ mod tests {
     #[test]
     fn mode() {
         assert_eq!(
-            selinux_mode(b"# SELINUX=disabled\nSELINUX=enforcing\nSELINUXTYPE=targeted\n").as_deref(),
+            selinux_mode(b"# SELINUX=disabled\nSELINUX=enforcing\nSELINUXTYPE=targeted\n")
+                .as_deref(),
             Some("enforcing")
         );
-        assert_eq!(selinux_mode(b"SELINUX=\"Permissive\"\n").as_deref(), Some("permissive"));
+        assert_eq!(
+            selinux_mode(b"SELINUX=\"Permissive\"\n").as_deref(),
+            Some("permissive")
+        );
         assert_eq!(selinux_mode(b"SELINUXTYPE=targeted\n"), None);
     }
 }
