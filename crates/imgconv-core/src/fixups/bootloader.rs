@@ -80,7 +80,7 @@ fn missing_args(present: &[String], wanted: &[String], serial: &str) -> Vec<Stri
         .filter(|w| match w.strip_prefix("console=") {
             // tty0 only comes with a new serial console, so that the screen keeps the
             // kernel's messages when the serial console becomes /dev/console.
-            Some(c) if c == "tty0" => {
+            Some("tty0") => {
                 !serial_present
                     && !present
                         .iter()
@@ -526,7 +526,7 @@ fn fix_debconf(
     // cloud-init's grub_dpkg falls back to as well).
     let device = format!("/dev/{}a", device_prefix(ctx.disk_bus));
     let edited = edit_debconf(&old, &device);
-    let changed = rewrite(
+    rewrite(
         guest,
         report,
         STEP,
@@ -538,7 +538,6 @@ fn fix_debconf(
             "a grub-pc upgrade in the guest runs grub-install on the recorded devices; the Xen disk is gone and the converted disk is {device} as the first disk on its bus (if it is not, run `dpkg-reconfigure grub-pc` in the guest)"
         ),
     )?;
-    let _ = changed;
     Ok(())
 }
 
