@@ -206,9 +206,54 @@ pub fn render(cfg: &GrubConfig) -> Result<String, BootError> {
     Ok(out)
 }
 
+/// The files a GRUB menu loads: the path argument of every `linux`/`linux16`/`linuxefi`
+/// line and every path of every `initrd`/`initrd16`/`initrdefi` line, each with the line
+/// number (from 1). A `(device)` prefix is dropped (the converted disk has one
+/// filesystem); a path built from a variable (`$root/…`) cannot be known and is skipped.
+pub fn named_files(cfg: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (n, line) in cfg.lines().enumerate() {
+        let mut words = line.split_whitespace();
+        let Some(cmd) = words.next() else {
+            continue;
+        };
+        let paths: Vec<&str> = match cmd {
+            "linux" | "linux16" | "linuxefi" => words.next().into_iter().collect(),
+            "initrd" | "initrd16" | "initrdefi" => words.collect(),
+            _ => continue,
+        };
+        for p in paths {
+            if p.contains('$') || p.starts_with('-') {
+                continue;
+            }
+            let p = match p.strip_prefix('(') {
+                Some(rest) => rest.split_once(')').map_or(p, |(_, path)| path),
+                None => p,
+            };
+            out.push((n + 1, p.to_string()));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_a_menu_loads() {
+        let cfg = "menuentry 'x' {\n\tlinux16 /boot/vmlinuz-3.10 root=UUID=x ro\n\tinitrd16 /boot/initramfs-3.10.img\n}\n\tlinux ($root)/vmlinuz\n\tlinux (hd0,msdos1)/boot/vmlinuz-6.1 ro\n\tinitrd /boot/ucode.img /boot/initrd.img-6.1\n# linux /boot/commented\n";
+        assert_eq!(
+            named_files(cfg),
+            [
+                (2, "/boot/vmlinuz-3.10".to_string()),
+                (3, "/boot/initramfs-3.10.img".to_string()),
+                (6, "/boot/vmlinuz-6.1".to_string()),
+                (7, "/boot/ucode.img".to_string()),
+                (7, "/boot/initrd.img-6.1".to_string()),
+            ]
+        );
+    }
 
     const UUID: &str = "0f3c5a7e-1b2d-4c6e-8f90-a1b2c3d4e5f6";
 
