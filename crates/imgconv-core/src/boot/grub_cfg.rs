@@ -41,6 +41,9 @@ pub struct GrubConfig {
     pub kernel_version: String,
     /// Whether `/boot/initrd.img-<version>` exists (Debian kernels need it).
     pub initrd: bool,
+    /// The initrd's file name in `/boot` when it is not `initrd.img-<version>`: dracut's
+    /// `initramfs-<version>.img`, SUSE's `initrd-<version>` (a guest's own kernel).
+    pub initrd_file: Option<String>,
     /// Partition map of the disk.
     pub partition_map: PartitionMap,
     /// Seconds the menu waits.
@@ -58,6 +61,7 @@ impl GrubConfig {
             root_uuid: root_uuid.into(),
             kernel_version: kernel_version.into(),
             initrd: true,
+            initrd_file: None,
             partition_map: PartitionMap::Msdos,
             timeout_secs: 3,
             title: "GNU/Linux".into(),
@@ -76,6 +80,13 @@ impl GrubConfig {
             args.push_str(self.extra_args.trim());
         }
         args
+    }
+
+    /// The initrd's file name in `/boot`.
+    pub fn initrd_file(&self) -> String {
+        self.initrd_file
+            .clone()
+            .unwrap_or_else(|| format!("initrd.img-{}", self.kernel_version))
     }
 
     fn validate(&self) -> Result<(), BootError> {
@@ -112,6 +123,20 @@ impl GrubConfig {
                 v,
                 "only letters, digits and . _ + ~ - are allowed",
             ));
+        }
+        if let Some(f) = &self.initrd_file {
+            if f.is_empty()
+                || f.len() > 255
+                || !f
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._+~-".contains(c))
+            {
+                return Err(bad(
+                    "initrd_file",
+                    f,
+                    "a file name in /boot: only letters, digits and . _ + ~ - are allowed",
+                ));
+            }
         }
         if self.title.is_empty()
             || self.title.len() > 200
@@ -198,7 +223,8 @@ pub fn render(cfg: &GrubConfig) -> Result<String, BootError> {
         if cfg.initrd {
             out.push_str(&format!(
                 "\techo 'Loading initial ramdisk ...'\n\
-                 \tinitrd /boot/initrd.img-{ver}\n"
+                 \tinitrd /boot/{}\n",
+                cfg.initrd_file(),
             ));
         }
         out.push_str("}\n");
@@ -283,6 +309,20 @@ mod tests {
         assert_eq!(text.matches("initrd /boot").count(), 2);
         // Braces balance: every entry is closed.
         assert_eq!(text.matches('{').count(), text.matches('}').count());
+    }
+
+    #[test]
+    fn dracut_initrd_name() {
+        let mut cfg = GrubConfig::new(UUID, "3.10.0-1160.el7.x86_64");
+        cfg.initrd_file = Some("initramfs-3.10.0-1160.el7.x86_64.img".into());
+        let text = render(&cfg).unwrap();
+        assert_eq!(
+            text.matches("\tinitrd /boot/initramfs-3.10.0-1160.el7.x86_64.img\n")
+                .count(),
+            2
+        );
+        cfg.initrd_file = Some("../x".into());
+        assert!(render(&cfg).is_err());
     }
 
     #[test]
