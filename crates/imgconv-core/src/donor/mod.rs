@@ -164,6 +164,14 @@ pub enum DonorError {
     /// `--use-guest-kernel`: the guest has kernels, but all of them are Xen-only.
     #[error("only Xen kernels are installed in this guest ({}); they cannot boot on HVM/KVM: convert with a donor (--donor) instead of --use-guest-kernel", found.join(", "))]
     OnlyXenKernels { found: Vec<String> },
+    /// The guest's kernel was asked for, but its initrd cannot find the root disk on the
+    /// chosen bus (and no donor was given to fall back to).
+    #[error("the guest's kernel {kernel} cannot boot on the {bus} disk: {why}; give a donor (--donor) to boot the donor's kernel instead, or choose a bus its initrd has drivers for")]
+    GuestKernelNotReady {
+        kernel: String,
+        bus: String,
+        why: String,
+    },
     /// `--use-guest-kernel`: the guest has no complete kernel at all.
     #[error("no usable kernel in the guest for --use-guest-kernel (needs /boot/vmlinuz-VER, a matching initrd and /lib/modules/VER); {}: convert with a donor (--donor) instead", found_list(found))]
     NoGuestKernel { found: Vec<String> },
