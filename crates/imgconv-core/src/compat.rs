@@ -288,7 +288,8 @@ pub struct KernelFacts {
     pub version: String,
     /// Its `/boot/config-VER`, when known.
     pub config: Option<String>,
-    /// Whether it is a 64-bit x86 kernel.
+    /// Whether it runs 64-bit x86 programs: a 64-bit kernel under a 64-bit userland (a
+    /// 32-bit glibc never calls the vsyscall page).
     pub x86_64: bool,
     /// Compression suffixes of its module files (`xz`, `zst`, `gz`).
     pub module_compression: Vec<String>,
@@ -299,6 +300,45 @@ impl KernelFacts {
         let cfg = self.config.as_deref()?;
         cfg.lines()
             .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+    }
+}
+
+impl KernelFacts {
+    /// The facts of a donor kernel: its config (when the donor has one, read with a size
+    /// bound) and the compression of its module files.
+    pub fn of_donor_kernel(
+        donor: &crate::donor::Donor,
+        kernel: &crate::donor::DonorKernel,
+    ) -> Result<Self, crate::donor::DonorError> {
+        use std::io::Read;
+        let config = match &kernel.config {
+            Some(file) => {
+                let mut text = Vec::new();
+                donor
+                    .open_file(file)?
+                    .take(crate::donor::MAX_CONFIG_BYTES)
+                    .read_to_end(&mut text)
+                    .map_err(|e| crate::donor::DonorError::io("reading", "the kernel config", e))?;
+                Some(String::from_utf8_lossy(&text).into_owned())
+            }
+            None => None,
+        };
+        let mut module_compression: Vec<String> = Vec::new();
+        for e in &kernel.modules.entries {
+            let Some((_, suffix)) = e.rel.rsplit_once(".ko.") else {
+                continue;
+            };
+            if !module_compression.iter().any(|s| s == suffix) {
+                module_compression.push(suffix.to_string());
+            }
+        }
+        module_compression.sort();
+        Ok(KernelFacts {
+            version: kernel.version.clone(),
+            config,
+            x86_64: kernel.arch == crate::donor::KernelArch::X86_64,
+            module_compression,
+        })
     }
 }
 
