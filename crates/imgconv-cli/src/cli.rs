@@ -124,6 +124,10 @@ pub struct ConversionSettings {
     /// GRUB i386-pc module directory to use instead of the donor's.
     #[arg(long, value_name = "DIR")]
     pub grub_dir: Option<PathBuf>,
+    /// Take GRUB and EFI boot files only from the donor (or --grub-dir), never from this
+    /// machine's /usr/lib/grub or shim packages, and never build GRUB with its grub-mkimage.
+    #[arg(long)]
+    pub no_host_files: bool,
     /// Run `e2fsck -fn` on the input root before, the output root after, or both.
     #[arg(long, value_enum, default_value = "none")]
     pub fsck: FsckWhen,

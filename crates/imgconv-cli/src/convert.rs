@@ -8,7 +8,7 @@ use crate::fsck::{self, FsLocation};
 use crate::progress::{CliProgress, Mode, Unit};
 use crate::signals;
 use crate::size::human;
-use imgconv_core::convert::{Conversion, ConvertOptions, Firmware};
+use imgconv_core::convert::{Conversion, ConvertOptions, CopyMethod, Firmware, Overlap};
 use std::path::{Path, PathBuf};
 
 /// What one successful conversion produced, in the CLI's terms.
@@ -22,24 +22,39 @@ pub struct Converted {
     pub warnings: Vec<String>,
 }
 
-/// Build the library's options from the command line.
+/// Build the library's options from the command line and the environment.
+///
+/// Two environment variables tune how the library copies, for benchmarks and for
+/// comparing the two paths by hand: `IMGCONV_OVERLAP=never` streams before the guest
+/// work instead of beside it, `IMGCONV_COPY_FILE_RANGE=always|never` forces or forbids
+/// `copy_file_range(2)`. Other values leave the library's choice.
 pub fn options(source: &Path, output: &Path, s: &ConversionSettings) -> ConvertOptions {
-    let mut o = ConvertOptions::new(source, s.donor.clone(), output);
-    o.swap_size = s.swap;
-    o.target_size = s.size;
-    o.kernel_version = s.kernel.clone();
-    o.use_guest_kernel = s.use_guest_kernel;
-    o.firmware = match s.firmware {
-        FirmwareArg::Bios => Firmware::Bios,
-        FirmwareArg::Uefi => Firmware::Uefi,
-        FirmwareArg::Hybrid => Firmware::Hybrid,
-    };
-    o.disk_bus = s.bus.into();
-    o.replay_journal = s.replay_journal;
-    o.force = s.force;
-    o.grub_dir = s.grub_dir.clone();
-    o.extra_cmdline = s.kernel_cmdline.clone();
-    o
+    let env = |name: &str| std::env::var(name).unwrap_or_default();
+    ConvertOptions::new(source, s.donor.clone(), output)
+        .with_swap_size(s.swap)
+        .with_target_size(s.size)
+        .with_kernel_version(s.kernel.clone())
+        .with_use_guest_kernel(s.use_guest_kernel)
+        .with_firmware(match s.firmware {
+            FirmwareArg::Bios => Firmware::Bios,
+            FirmwareArg::Uefi => Firmware::Uefi,
+            FirmwareArg::Hybrid => Firmware::Hybrid,
+        })
+        .with_disk_bus(s.bus.into())
+        .with_replay_journal(s.replay_journal)
+        .with_force(s.force)
+        .with_grub_dir(s.grub_dir.clone())
+        .with_extra_cmdline(s.kernel_cmdline.clone())
+        .with_host_fallbacks(!s.no_host_files)
+        .with_overlap(match env("IMGCONV_OVERLAP").as_str() {
+            "never" => Overlap::Sequential,
+            _ => Overlap::Auto,
+        })
+        .with_copy_method(match env("IMGCONV_COPY_FILE_RANGE").as_str() {
+            "always" => CopyMethod::CopyFileRange,
+            "never" => CopyMethod::ReadWrite,
+            _ => CopyMethod::Auto,
+        })
 }
 
 /// The paths of a conversion, to classify I/O errors.

@@ -3,9 +3,11 @@
 //! sparse file OUT at byte OFFSET, fsync it, and print the stream statistics as JSON.
 //!
 //!     stream_bench SRC OUT [OFFSET]
+//!
+//! `IMGCONV_COPY_FILE_RANGE=always|never` forces or forbids `copy_file_range(2)`.
 
 use imgconv_core::blockio::Region;
-use imgconv_core::stream::copy_used_blocks;
+use imgconv_core::stream::{copy_used_blocks_with, CopyMethod};
 use imgconv_core::NoProgress;
 use std::fs::OpenOptions;
 use std::path::Path;
@@ -31,7 +33,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .open(&args[2])?;
     out.set_len(offset + src.len())?;
     let t = Instant::now();
-    let stats = copy_used_blocks(&src, &out, offset, &mut NoProgress)?;
+    let method = match std::env::var("IMGCONV_COPY_FILE_RANGE").as_deref() {
+        Ok("always") => CopyMethod::CopyFileRange,
+        Ok("never") => CopyMethod::ReadWrite,
+        _ => CopyMethod::Auto,
+    };
+    let stats = copy_used_blocks_with(&src, &out, offset, method, &mut NoProgress)?;
     let copy = t.elapsed();
     out.sync_all()?;
     let total = t.elapsed();

@@ -84,6 +84,14 @@ pub enum Error {
     #[error("no donor given: pass --donor with a bootable HVM image of a similar distribution (or a directory with an unpacked kernel), or --use-guest-kernel")]
     NoDonor,
 
+    /// The donor has no GRUB files for a platform the disk needs, none were given, and the
+    /// host's may not stand in (`ConvertOptions::host_fallbacks` is off).
+    #[error("the donor has no GRUB {platform} files and the host's may not be used")]
+    NoGrubFiles {
+        /// The GRUB platform, such as `i386-pc`.
+        platform: &'static str,
+    },
+
     /// The operation was cancelled through [`crate::Progress::is_cancelled`].
     #[error("cancelled")]
     Cancelled,

@@ -25,6 +25,7 @@ pub mod extread;
 pub mod fixups;
 pub mod graft;
 pub mod guestfs;
+pub mod hardware;
 pub mod initrd;
 pub mod layout;
 pub mod output;

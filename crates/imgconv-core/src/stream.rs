@@ -149,7 +149,34 @@ pub fn copy_used_blocks(
     dst_offset: u64,
     progress: &mut dyn Progress,
 ) -> Result<StreamStats, StreamError> {
-    copy(src, dst, dst_offset, None, progress)
+    copy_used_blocks_with(src, dst, dst_offset, CopyMethod::Auto, progress)
+}
+
+/// [`copy_used_blocks`] with the copy method chosen by the caller.
+pub fn copy_used_blocks_with(
+    src: &Region,
+    dst: &File,
+    dst_offset: u64,
+    method: CopyMethod,
+    progress: &mut dyn Progress,
+) -> Result<StreamStats, StreamError> {
+    copy(src, dst, dst_offset, None, method, progress)
+}
+
+/// How the stream moves the blocks it copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CopyMethod {
+    /// `copy_file_range(2)` where input and output share a filesystem that shares extents
+    /// (see [`CopyMethod::CopyFileRange`]), read + write elsewhere.
+    #[default]
+    Auto,
+    /// Always try `copy_file_range(2)` first (falling back to read + write for good when
+    /// the kernel refuses it for the two files). On a filesystem without shared extents
+    /// this copies through the page cache and allocates all-zero blocks.
+    CopyFileRange,
+    /// Always read + write, leaving all-zero blocks as holes.
+    ReadWrite,
 }
 
 /// [`copy_used_blocks`] while the graft writes into the same filesystem through a
@@ -164,7 +191,14 @@ pub fn copy_used_blocks_around(
     written: &crate::ext::cow::WrittenRanges,
     progress: &mut dyn Progress,
 ) -> Result<StreamStats, StreamError> {
-    copy(src, dst, dst_offset, Some(written), progress)
+    copy(
+        src,
+        dst,
+        dst_offset,
+        Some(written),
+        CopyMethod::ReadWrite,
+        progress,
+    )
 }
 
 fn copy(
@@ -172,6 +206,7 @@ fn copy(
     dst: &File,
     dst_offset: u64,
     written: Option<&crate::ext::cow::WrittenRanges>,
+    method: CopyMethod,
     progress: &mut dyn Progress,
 ) -> Result<StreamStats, StreamError> {
     let sb = read_superblock(src)?;
@@ -201,9 +236,12 @@ fn copy(
         });
     }
     let mut copier = Copier::new(src, dst, dst_offset, sb.block_size());
-    if written.is_some() {
-        copier.use_copy_range = false;
-    }
+    copier.use_copy_range = written.is_none()
+        && match method {
+            CopyMethod::Auto => shares_extents(src.file(), dst),
+            CopyMethod::CopyFileRange => true,
+            CopyMethod::ReadWrite => false,
+        };
     copier.written_around = written;
     let mut walker = Walker::new(src, &sb);
     let verdict = walker.analyse()?;
@@ -295,7 +333,7 @@ impl<'a> Copier<'a> {
             dst_offset,
             block_size,
             buf: vec![0u8; CHUNK_BYTES],
-            use_copy_range: shares_extents(src.file(), dst),
+            use_copy_range: false,
             written_around: None,
             read: 0,
             written: 0,
@@ -429,13 +467,8 @@ impl<'a> Copier<'a> {
 /// `copy_file_range` would copy through the page cache all the same and allocate the
 /// all-zero blocks that read + write leaves as holes.
 ///
-/// `IMGCONV_COPY_FILE_RANGE=always|never` overrides the choice (benchmarks and tests).
+/// [`CopyMethod`] overrides the choice (benchmarks and tests).
 fn shares_extents(src: &File, dst: &File) -> bool {
-    match std::env::var("IMGCONV_COPY_FILE_RANGE").as_deref() {
-        Ok("always") => return true,
-        Ok("never") => return false,
-        _ => {}
-    }
     const BTRFS: i64 = 0x9123_683e;
     const XFS: i64 = 0x5846_5342;
     const BCACHEFS: i64 = 0xca45_1a4e;

@@ -9,7 +9,7 @@ mod donor_fixtures;
 
 use donor_fixtures::{bytes, mkfs};
 use imgconv_core::blockio::Region;
-use imgconv_core::extraw::{RawError, RawFs};
+use imgconv_core::extraw::RawFs;
 use imgconv_core::extread::{ExtReader, NodeKind};
 use std::io::Read;
 use std::os::unix::fs::symlink;
@@ -209,18 +209,21 @@ fn the_inode_reader_sees_what_ext4_view_sees() {
 }
 
 #[test]
-fn block_mapped_files_are_left_to_ext4_view() {
+fn block_mapped_files_are_read_by_their_block_map() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("tree");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("f"), b"data").unwrap();
+    // 1 KiB blocks: 5 MiB needs the double-indirect block.
+    let big = bytes("big", (5 << 20) + 7);
+    std::fs::write(root.join("big"), &big).unwrap();
     let img = dir.path().join("ext3.img");
-    mkfs(&root, &img, "ext3", 16, &[]);
+    mkfs(&root, &img, "ext3", 16, &["-b", "1024"]);
     assert!(
         RawFs::open(Region::open(&img).unwrap()).is_none(),
         "ext3 has no extents"
     );
-    // An ext4 with a block-mapped file (made by ext3, then given the extent feature).
+    // An ext4 with block-mapped files (made by ext3, then given the extent feature).
     let st = Command::new("tune2fs")
         .args(["-O", "extent"])
         .arg(&img)
@@ -229,23 +232,31 @@ fn block_mapped_files_are_left_to_ext4_view() {
     assert!(st.status.success(), "{st:?}");
     let raw = Arc::new(RawFs::open(Region::open(&img).unwrap()).unwrap());
     let root_dir = raw.inode(2).unwrap();
-    assert!(matches!(
-        raw.read_dir(&root_dir, 10),
-        Err(RawError::Unsupported { .. })
-    ));
-    // "Inode: 12   Type: regular ..."
-    let stat = donor_fixtures::debugfs(&img, false, "stat /f");
-    let ino: u32 = stat
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{stat}"));
-    let inode = raw.inode(ino).unwrap();
-    assert_eq!(inode.size, 4);
-    assert!(matches!(
-        raw.open_file(&inode),
-        Err(RawError::Unsupported { .. })
-    ));
+    let mut names: Vec<String> = raw
+        .read_dir(&root_dir, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["big", "f", "lost+found"]);
+    for (name, want) in [("f", b"data".to_vec()), ("big", big)] {
+        // "Inode: 12   Type: regular ..."
+        let stat = donor_fixtures::debugfs(&img, false, &format!("stat /{name}"));
+        let ino: u32 = stat
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{stat}"));
+        let inode = raw.inode(ino).unwrap();
+        assert_eq!(inode.size, want.len() as u64);
+        let mut got = Vec::new();
+        raw.open_file(&inode)
+            .unwrap()
+            .read_to_end(&mut got)
+            .unwrap();
+        assert!(got == want, "{name}: content differs");
+    }
 }
 
 /// Random damage to the metadata of a small image: every read is an error or a value,

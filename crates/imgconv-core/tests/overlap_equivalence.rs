@@ -1,15 +1,13 @@
 //! The overlapped conversion (graft, fixups and boot files beside the stream, through the
-//! copy-on-write device) gives the same guest as the sequential one (`IMGCONV_OVERLAP=never`):
+//! copy-on-write device) gives the same guest as the sequential one (`Overlap::Sequential`):
 //! for bios, uefi and hybrid on the synthetic bare ext4 guest and bios on the
 //! MBR-partitioned one, both outputs' root filesystems are `e2fsck -fn` clean and
 //! `debugfs rdump` extracts the same tree from both (type, permission bits, owner, content, symlink targets; in fstab the
 //! fresh swap UUID and ESP serial are left out).
-//!
-//! One test function: it sets the environment variable for the process.
 
 mod support;
 
-use imgconv_core::convert::{convert, ConvertOptions, Firmware};
+use imgconv_core::convert::{convert, ConvertOptions, Firmware, Overlap};
 use imgconv_core::NoProgress;
 use std::collections::BTreeMap;
 use std::fs;
@@ -90,9 +88,16 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
-fn convert_one(src: &Path, donor: &Path, out: &Path, fw: Firmware) -> BTreeMap<String, String> {
-    let mut opts = ConvertOptions::new(src, Some(donor.to_path_buf()), out);
-    opts.firmware = fw;
+fn convert_one(
+    src: &Path,
+    donor: &Path,
+    out: &Path,
+    fw: Firmware,
+    overlap: Overlap,
+) -> BTreeMap<String, String> {
+    let opts = ConvertOptions::new(src, Some(donor.to_path_buf()), out)
+        .with_firmware(fw)
+        .with_overlap(overlap);
     convert(&opts, &mut NoProgress).unwrap_or_else(|e| panic!("convert {}: {e}", src.display()));
     let spec = format!("{}?offset={}", out.display(), root_offset(out));
     let (rc, fsck) = tool_merged("e2fsck", &["-fn", &spec]);
@@ -124,11 +129,14 @@ fn overlapped_and_sequential_conversions_give_the_same_guest() {
         {
             let src_p = fx.join(src);
             let donor = fx.join("donor.img");
-            std::env::remove_var("IMGCONV_OVERLAP");
-            let a = convert_one(&src_p, &donor, &dir.path().join("a.raw"), fw);
-            std::env::set_var("IMGCONV_OVERLAP", "never");
-            let b = convert_one(&src_p, &donor, &dir.path().join("b.raw"), fw);
-            std::env::remove_var("IMGCONV_OVERLAP");
+            let a = convert_one(&src_p, &donor, &dir.path().join("a.raw"), fw, Overlap::Auto);
+            let b = convert_one(
+                &src_p,
+                &donor,
+                &dir.path().join("b.raw"),
+                fw,
+                Overlap::Sequential,
+            );
             assert!(a.len() > 20, "{src} {fw:?}: too few paths extracted: {a:?}");
             assert!(
                 a.contains_key("boot/grub/grub.cfg"),

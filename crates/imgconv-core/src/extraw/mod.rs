@@ -8,22 +8,25 @@
 //! straight from its extents in large positioned reads.
 //!
 //! It reads only what that needs, one on-disk structure per module: inodes
-//! ([`inode`]), extent trees ([`extent`]) and directory blocks ([`dir`]), with every
-//! number read from disk checked before use (inode numbers against the inode count,
-//! blocks against the filesystem, sizes and counts against fixed bounds) and, with
+//! ([`inode`]), extent trees ([`extent`]), block maps ([`blockmap`]), directory blocks
+//! ([`dir`]) and where the group metadata lies ([`layout`]), with every number read
+//! from disk checked before use (inode numbers against the inode count, blocks against
+//! the filesystem and its metadata, sizes and counts against fixed bounds) and, with
 //! `metadata_csum`, every checksum verified as ext4-view does. Anything outside that
-//! (block-mapped or inline-data inodes, encrypted directories, a filesystem without
-//! `extent`) is [`RawError::Unsupported`], and the caller reads it the old way.
+//! (inline-data inodes, encrypted directories, a filesystem without `extent`) is
+//! [`RawError::Unsupported`], and the caller reads it the old way.
 
+pub mod blockmap;
 pub mod dir;
 pub mod extent;
 pub mod inode;
+pub mod layout;
 
 use crate::blockio::Region;
 use crate::source::group_desc::{desc_position, expected_desc_checksum, GroupDesc};
 use crate::source::superblock::{feature, Superblock};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub use dir::RawDirEntry;
 pub use inode::RawInode;
@@ -46,6 +49,27 @@ pub enum RawError {
     /// Valid, but not something this reader handles: read it through ext4-view.
     #[error("inode {ino}: {why} (not read by inode)")]
     Unsupported { ino: u32, why: &'static str },
+    /// The inode's block map or extent tree names a block it may not own.
+    #[error("inode {ino}: {problem}")]
+    BadMap { ino: u32, problem: MapProblem },
+    /// The group descriptors, which say where the metadata is, cannot be read.
+    #[error("the filesystem's block groups: {0}")]
+    Layout(String),
+}
+
+/// What is wrong with a block map or extent tree.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MapProblem {
+    #[error("block {block} lies outside the filesystem ({count} blocks)")]
+    Outside { block: u64, count: u64 },
+    #[error("block {block} is filesystem metadata (superblock, group descriptors, a bitmap or an inode table)")]
+    Metadata { block: u64 },
+    #[error("block {block} is listed twice")]
+    Twice { block: u64 },
+    #[error("more than {max} indirect blocks")]
+    TooManyIndirect { max: usize },
+    #[error("more than {max} runs of blocks")]
+    TooManyRuns { max: usize },
 }
 
 fn corrupt(ino: u32, why: impl Into<String>) -> RawError {
@@ -66,6 +90,8 @@ pub struct RawFs {
     seed: u32,
     /// Inode table start per group already read.
     itables: Mutex<HashMap<u32, u64>>,
+    /// The metadata blocks, read on first use.
+    metadata: OnceLock<Result<layout::Metadata, String>>,
 }
 
 impl std::fmt::Debug for RawFs {
@@ -108,6 +134,7 @@ impl RawFs {
             sb,
             region,
             itables: Mutex::new(HashMap::new()),
+            metadata: OnceLock::new(),
         })
     }
 
@@ -193,9 +220,26 @@ impl RawFs {
         Ok(table)
     }
 
-    /// The extents of a file or directory inode, checked (see [`extent::map`]).
+    /// The data runs of a file or directory inode, checked (see [`extent::map`] and
+    /// [`blockmap::map`]).
     pub fn extents(&self, inode: &RawInode) -> Result<Vec<extent::Run>, RawError> {
-        extent::map(self, inode)
+        if inode.has_flag(inode::FLAG_EXTENTS) || inode.has_flag(inode::FLAG_INLINE_DATA) {
+            extent::map(self, inode)
+        } else {
+            blockmap::map(self, inode)
+        }
+    }
+
+    /// The filesystem's metadata blocks (read from the group descriptors once).
+    pub fn metadata(&self) -> Result<&layout::Metadata, RawError> {
+        self.metadata
+            .get_or_init(|| {
+                layout::Metadata::read(&self.region, &self.sb)
+                    .map(|(m, _)| m)
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| RawError::Layout(e.clone()))
     }
 
     /// Read `buf.len()` bytes at filesystem block `block`, byte `offset` within it.
@@ -243,6 +287,28 @@ impl RawFs {
     /// A streaming reader over a regular file's content.
     pub fn open_file(self: &Arc<Self>, inode: &RawInode) -> Result<FileReader, RawError> {
         FileReader::new(self, inode)
+    }
+}
+
+impl blockmap::Blocks for RawFs {
+    fn block_size(&self) -> u64 {
+        self.block_size
+    }
+
+    fn first_data_block(&self) -> u64 {
+        u64::from(self.sb.first_data_block)
+    }
+
+    fn blocks_count(&self) -> u64 {
+        self.sb.blocks_count
+    }
+
+    fn metadata_in(&self, start: u64, count: u64) -> Result<Option<u64>, RawError> {
+        Ok(self.metadata()?.first_in(start, count))
+    }
+
+    fn read_block(&self, block: u64, buf: &mut [u8]) -> Result<(), RawError> {
+        self.read_at(block, 0, buf)
     }
 }
 

@@ -52,7 +52,7 @@ pub use edit::BACKUP_SUFFIX;
 
 /// The disk bus of the converted disk (the pipeline's own type), which decides the
 /// kernel's disk names.
-pub use crate::convert::DiskBus;
+pub use crate::hardware::DiskBus;
 
 /// The kernel's disk name prefix on `bus`: `vd` for virtio, `sd` for SATA and for IDE —
 /// every kernel since libata's `ata_piix`/`pata_*` drivers replaced the old IDE layer

@@ -88,11 +88,11 @@ pub enum GptFirmware {
 
 impl GptFirmware {
     /// The GPT layout for a firmware choice; `None` for BIOS (an MBR disk).
-    pub fn from_firmware(f: crate::convert::Firmware) -> Option<Self> {
+    pub fn from_firmware(f: crate::hardware::Firmware) -> Option<Self> {
         match f {
-            crate::convert::Firmware::Bios => None,
-            crate::convert::Firmware::Uefi => Some(GptFirmware::Uefi),
-            crate::convert::Firmware::Hybrid => Some(GptFirmware::Hybrid),
+            crate::hardware::Firmware::Bios => None,
+            crate::hardware::Firmware::Uefi => Some(GptFirmware::Uefi),
+            crate::hardware::Firmware::Hybrid => Some(GptFirmware::Hybrid),
         }
     }
 }
@@ -565,7 +565,7 @@ mod tests {
 
     #[test]
     fn firmware_choice_maps_to_a_layout() {
-        use crate::convert::Firmware;
+        use crate::hardware::Firmware;
         assert_eq!(GptFirmware::from_firmware(Firmware::Bios), None);
         assert_eq!(
             GptFirmware::from_firmware(Firmware::Uefi),

@@ -1,0 +1,84 @@
+//! The plan as the dry run prints it: source, guest, kernel, command line, GRUB files,
+//! output, the disk layout written, the guest changes and the warnings.
+
+use super::plan::{ConversionPlan, KernelOrigin};
+use crate::layout;
+use std::fmt;
+
+impl fmt::Display for ConversionPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inspection;
+        writeln!(
+            f,
+            "source:  {} ({} {}, {} used of {}, UUID {})",
+            i.image.display(),
+            i.place(),
+            i.fs.kind,
+            layout::human(i.fs.used_bytes),
+            layout::human(i.fs.size_bytes),
+            i.fs.uuid
+        )?;
+        if let Some(name) = i
+            .guest
+            .os
+            .as_ref()
+            .and_then(|os| os.pretty_name.clone().or(os.name.clone()))
+        {
+            let arch = i.guest.arch.map(|a| format!(", {a}")).unwrap_or_default();
+            writeln!(
+                f,
+                "guest:   {name}{arch}, {:?} init, {} Xen-isms",
+                i.guest.init,
+                i.guest.xenisms.len()
+            )?;
+        }
+        let origin = match self.kernel.origin {
+            KernelOrigin::Donor => format!(
+                "from the donor {}",
+                self.options
+                    .donor
+                    .as_ref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default()
+            ),
+            KernelOrigin::Guest => "already in the guest".to_string(),
+        };
+        writeln!(
+            f,
+            "kernel:  {} ({origin}; graft adds {})",
+            self.kernel.version,
+            layout::human(self.kernel.graft_bytes)
+        )?;
+        writeln!(f, "cmdline: {}", self.grub_config().kernel_args())?;
+        writeln!(
+            f,
+            "grub:    i386-pc files from {}{}",
+            self.grub.origin,
+            self.grub
+                .version
+                .as_deref()
+                .map(|v| format!(" (GRUB {v})"))
+                .unwrap_or_default()
+        )?;
+        writeln!(f, "output:  {}", self.options.output.display())?;
+        match &self.gpt {
+            Some(g) => {
+                writeln!(f, "{g}")?;
+                if let Some(o) = &self.efi_origin {
+                    writeln!(f, "EFI boot files: {o}")?;
+                }
+            }
+            None => writeln!(f, "{}", self.disk)?,
+        }
+        if !self.fixups.changes.is_empty() {
+            writeln!(f, "guest changes:")?;
+            for c in &self.fixups.changes {
+                writeln!(f, "  {:<9} {}: {}", c.step, c.path, c.what)?;
+            }
+        }
+        for w in self.warnings.iter().chain(&self.fixups.warnings) {
+            writeln!(f, "warning: {w}")?;
+        }
+        Ok(())
+    }
+}

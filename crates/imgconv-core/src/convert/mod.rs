@@ -1,0 +1,316 @@
+//! One conversion, end to end: inspect → plan → stream → graft → fixups → boot.
+//!
+//! [`convert`] is the single library call the CLI's `convert` and `batch` run; [`plan`] is
+//! its dry run (it reads the source and the donor, decides everything, writes nothing).
+//!
+//! ```no_run
+//! use imgconv_core::convert::{convert, ConvertOptions};
+//! use imgconv_core::NoProgress;
+//!
+//! let opts = ConvertOptions::new("xen.img", Some("donor.img".into()), "kvm.img");
+//! let done = convert(&opts, &mut NoProgress)?;
+//! println!("root UUID {}, {} changes", done.root_uuid, done.report.changes.len());
+//! # Ok::<(), imgconv_core::Error>(())
+//! ```
+//!
+//! The order of the write steps matters: the partition table first (the boot sector is
+//! written last and keeps it), then the filesystem blocks, then anything that runs
+//! e2fsprogs on the copy (journal replay, grow), then the libext2fs engine (graft, fixups,
+//! GRUB files), closed before the boot code goes into the MBR gap, and the rename last.
+//! With [`Firmware::Uefi`] or [`Firmware::Hybrid`] the partition table is a protective MBR + GPT
+//! (`boot::uefi::write_gpt`), the ESP is formatted and filled after the ext engine is
+//! closed (`boot::uefi::install_esp`), and a hybrid disk then gets GRUB's BIOS boot code
+//! in its BIOS boot partition (`boot::uefi::install_hybrid_bios_boot`).
+//!
+//! The module's parts: [`options`](ConvertOptions) (what is asked), `prepare` (what is
+//! decided before writing), [`plan`](ConversionPlan) (the decisions and the result),
+//! `overlap` (the stream thread beside the guest work, with its progress relay) and
+//! `display` (the plan as the dry run prints it).
+
+mod display;
+mod options;
+mod overlap;
+mod plan;
+mod prepare;
+
+pub use options::{ConvertOptions, CopyMethod, DiskBus, Firmware, Overlap};
+pub use plan::{Conversion, ConversionPlan, GrubChoice, KernelChoice, KernelOrigin, StageTime};
+
+use crate::boot::uefi::{self, EfiBootFiles, GptPlan};
+use crate::boot::{self, GrubPlatformFiles};
+use crate::donor::{Donor, DonorKernel};
+use crate::ext::ExtFs;
+use crate::extread::ExtReader;
+use crate::fixups::{self, FixupContext};
+use crate::graft::GraftSummary;
+use crate::layout;
+use crate::output::{self, TempOutput};
+use crate::progress::{check_cancel, Progress, Stage};
+use crate::report::Report;
+use crate::stream;
+use crate::swap;
+use crate::{Error, Result};
+use plan::WrittenLayout;
+use prepare::{grow_reason, prepare, Prepared};
+use std::os::unix::fs::FileExt;
+use std::time::Instant;
+
+fn timed<T>(
+    timings: &mut Vec<StageTime>,
+    stage: Stage,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let start = Instant::now();
+    let r = f();
+    timings.push(StageTime {
+        stage,
+        seconds: start.elapsed().as_secs_f64(),
+    });
+    r
+}
+
+fn fixup_context(plan: &ConversionPlan) -> FixupContext {
+    let mut ctx = FixupContext::new(
+        &plan.inspection.fs.uuid,
+        &plan.inspection.fs.kind.to_string(),
+        plan.swap_uuid.as_deref(),
+    );
+    ctx.disk_bus = plan.options.disk_bus;
+    ctx.esp_uuid = plan.gpt.as_ref().map(GptPlan::esp_serial);
+    ctx
+}
+
+/// The dry run: inspect the source, read the donor, choose the kernel and GRUB files,
+/// lay out the disk and list the guest changes the fixups would make. Writes nothing.
+pub fn plan(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<ConversionPlan> {
+    let mut timings = Vec::new();
+    let mut prepared = prepare(opts, progress, &mut timings)?;
+    let plan = &mut prepared.plan;
+    progress.stage(Stage::Fixups, None);
+    let reader = ExtReader::open(
+        plan.inspection.open_fs()?,
+        plan.inspection.image.display().to_string(),
+    )?;
+    plan.fixups = fixups::plan(&reader, &fixup_context(plan))?;
+    Ok(prepared.plan)
+}
+
+/// Convert `opts.source` into a bootable raw disk image at `opts.output`.
+///
+/// The source is only read. The output is written to a temporary file beside
+/// `opts.output` and renamed into place only when complete; on any error, or when
+/// `progress` reports cancellation, the temporary file is removed and nothing is left.
+pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Conversion> {
+    let mut timings = Vec::new();
+    let Prepared {
+        plan,
+        donor,
+        donor_kernel,
+        grub,
+        efi,
+    } = prepare(opts, progress, &mut timings)?;
+    let root = *plan.disk.root();
+    let WrittenLayout {
+        root_offset,
+        root_number,
+        disk_bytes,
+        swap: swap_part,
+    } = plan.written_layout();
+    let mut report = Report::default();
+    report.warnings.extend(plan.warnings.iter().cloned());
+
+    let out = TempOutput::create(&opts.output, disk_bytes, opts.force)?;
+    match &plan.gpt {
+        Some(g) => uefi::write_gpt(out.file(), g)?,
+        None => layout::write_mbr(out.file(), &plan.disk)?,
+    }
+
+    // Stream and graft run side by side (see `overlap::together`) unless an outside tool
+    // has to change the copied filesystem between them: journal replay and resize2fs work
+    // on the finished copy in the output, so there the stages stay one after the other.
+    // `Overlap::Sequential` forces the sequential path (tests compare both paths'
+    // outputs; benchmarks measure what the overlap gains).
+    let sequential = plan.inspection.fs.needs_recovery
+        || plan.disk.grow.is_some()
+        || opts.overlap == Overlap::Sequential;
+    let guest = GuestWork {
+        opts,
+        plan: &plan,
+        donor: donor.as_ref(),
+        donor_kernel: donor_kernel.as_ref(),
+        grub: &grub,
+        efi: efi.as_ref(),
+        root_number,
+    };
+    let (stream, graft, core) = if sequential {
+        let stream = timed(&mut timings, Stage::Stream, || {
+            let src = plan.inspection.open_fs()?;
+            stream::copy_used_blocks_with(&src, out.file(), root_offset, opts.copy_method, progress)
+                .map_err(Error::from)
+        })?;
+        check_cancel(progress)?;
+        grow_and_replay(
+            &plan,
+            &out,
+            root_offset,
+            &mut report,
+            &mut timings,
+            progress,
+        )?;
+        let mut fs = ExtFs::open(out.path(), root_offset)?;
+        let (graft, core) = guest.write(&mut fs, &mut report, &mut timings, progress)?;
+        fs.close()?;
+        (stream, graft, core)
+    } else {
+        overlap::together(
+            &guest,
+            &out,
+            root_offset,
+            &mut report,
+            &mut timings,
+            progress,
+        )?
+    };
+
+    if let (Some((start, len)), Some(uuid)) = (swap_part, &plan.swap_uuid) {
+        let uuid = uuid::Uuid::parse_str(uuid).expect("generated UUID");
+        let page = swap::swap_header(len, uuid, "swap").map_err(Error::from)?;
+        out.file()
+            .write_all_at(&page, start)
+            .map_err(|e| output::write_error(out.file(), "cannot write the swap header to", e))?;
+    }
+    check_cancel(progress)?;
+    if let (Some(g), Some((files, _))) = (&plan.gpt, &efi) {
+        uefi::install_esp(out.file(), g, files, &plan.inspection.fs.uuid, &mut report)?;
+    }
+    match (&plan.gpt, &core) {
+        (None, Some(core)) => boot::install_bios_boot(out.file(), &grub, core, 1, root.start_lba)?,
+        (Some(g), Some(core)) => uefi::install_hybrid_bios_boot(out.file(), g, &grub, core)?,
+        _ => {}
+    }
+    check_cancel(progress)?;
+
+    progress.stage(Stage::Finish, None);
+    let output = out.commit()?;
+    Ok(Conversion {
+        output,
+        root_uuid: plan.inspection.fs.uuid.clone(),
+        swap_uuid: plan.swap_uuid.clone(),
+        plan,
+        stream,
+        graft,
+        report,
+        timings,
+    })
+}
+
+/// Grow the copied filesystem and replay its journal, in the output (sequential path).
+fn grow_and_replay(
+    plan: &ConversionPlan,
+    out: &TempOutput,
+    root_offset: u64,
+    report: &mut Report,
+    timings: &mut Vec<StageTime>,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    timed(timings, Stage::Grow, || {
+        if plan.inspection.fs.needs_recovery {
+            progress.stage(Stage::Grow, None);
+            crate::e2fs_tools::replay_journal(out.path(), root_offset)?;
+            report.change(
+                "journal",
+                "/",
+                "replayed the journal of the copied filesystem with e2fsck",
+                "the source was not cleanly unmounted and --replay-journal was given; the input was not touched",
+                None,
+            );
+        }
+        if let Some(grow) = &plan.disk.grow {
+            progress.stage(Stage::Grow, None);
+            crate::e2fs_tools::grow(out.path(), root_offset, grow.to_bytes)?;
+            report.change(
+                "grow",
+                "/",
+                format!(
+                    "grew the filesystem from {} to {}",
+                    layout::human(grow.from_bytes),
+                    layout::human(grow.to_bytes)
+                ),
+                grow_reason(&grow.reason),
+                None,
+            );
+        }
+        Ok(())
+    })
+}
+
+/// What is written into the guest filesystem after the stream: graft, fixups, boot files.
+struct GuestWork<'a> {
+    opts: &'a ConvertOptions,
+    plan: &'a ConversionPlan,
+    donor: Option<&'a Donor>,
+    donor_kernel: Option<&'a DonorKernel>,
+    grub: &'a GrubPlatformFiles,
+    efi: Option<&'a (EfiBootFiles, Option<GrubPlatformFiles>)>,
+    root_number: u32,
+}
+
+impl GuestWork<'_> {
+    /// Graft, fixups and boot files into `fs`; returns the graft summary and the BIOS
+    /// core.img to embed (none for UEFI only).
+    fn write(
+        &self,
+        fs: &mut ExtFs,
+        report: &mut Report,
+        timings: &mut Vec<StageTime>,
+        progress: &mut dyn Progress,
+    ) -> Result<(Option<GraftSummary>, Option<boot::CoreImage>)> {
+        let graft = timed(timings, Stage::Graft, || {
+            match (self.donor, self.donor_kernel) {
+                (Some(donor), Some(kernel)) => Ok(Some(crate::graft::graft(
+                    donor,
+                    kernel,
+                    fs,
+                    Some(self.grub),
+                    report,
+                    progress,
+                )?)),
+                _ => Ok(None),
+            }
+        })?;
+        check_cancel(progress)?;
+
+        timed(timings, Stage::Fixups, || {
+            progress.stage(Stage::Fixups, None);
+            Ok(fixups::apply(fs, &fixup_context(self.plan), report)?)
+        })?;
+        check_cancel(progress)?;
+
+        let core = timed(timings, Stage::Boot, || {
+            progress.stage(Stage::Boot, None);
+            let gpt = self.plan.gpt.is_some();
+            let cfg = self.plan.grub_config();
+            // BIOS boot code for bios and hybrid.
+            let core = if self.opts.firmware == Firmware::Uefi {
+                None
+            } else {
+                let core = boot::build_core_image(
+                    self.grub,
+                    &boot::prefix_for_partition(gpt, self.root_number),
+                    if gpt {
+                        boot::GPT_EXT_MODULES
+                    } else {
+                        boot::MSDOS_EXT_MODULES
+                    },
+                )?;
+                boot::write_guest_boot_files(fs, self.grub, &core, &cfg, report)?;
+                Some(core)
+            };
+            if let Some((files, modules)) = self.efi {
+                uefi::write_guest_efi_files(fs, files, modules.as_ref(), &cfg, report)?;
+            }
+            Ok(core)
+        })?;
+        Ok((graft, core))
+    }
+}

@@ -1,0 +1,184 @@
+//! What a conversion is asked to do: [`ConvertOptions`] and the choices it carries.
+
+use std::path::PathBuf;
+
+pub use crate::hardware::{DiskBus, Firmware};
+pub use crate::stream::CopyMethod;
+
+/// Whether the stream runs beside the graft, fixups and boot files, or before them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overlap {
+    /// Beside them (a second thread streams while this one writes the guest through a
+    /// copy-on-write device), except when an outside tool has to work on the finished
+    /// copy first: journal replay and growing the filesystem run the stages in order.
+    #[default]
+    Auto,
+    /// Always one after the other. The result is the same; this is the reference the
+    /// overlapped run is compared against, and what benchmarks measure the overlap by.
+    Sequential,
+}
+
+/// Everything a conversion needs to know. Sizes are bytes.
+///
+/// Build it with [`ConvertOptions::new`] and the `with_*` setters; the fields stay public
+/// for reading (and for changing one in place). New fields get defaults, so code written
+/// against this version keeps compiling.
+///
+/// ```
+/// use imgconv_core::convert::{ConvertOptions, Firmware};
+///
+/// let opts = ConvertOptions::new("xen.img", Some("donor.img".into()), "kvm.img")
+///     .with_firmware(Firmware::Uefi)
+///     .with_swap_size(1 << 30);
+/// assert_eq!(opts.swap_size, 1 << 30);
+/// ```
+#[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
+pub struct ConvertOptions {
+    /// The Xen guest image (bare ext2/3/4 filesystem or partitioned disk). Opened read-only.
+    pub source: PathBuf,
+    /// The donor: a bootable HVM disk image, a bare filesystem image or a directory.
+    /// Optional only with `use_guest_kernel` (GRUB files then come from `grub_dir` or the host).
+    pub donor: Option<PathBuf>,
+    /// Where the raw disk image goes. Written to a temporary file beside it, renamed at the end.
+    pub output: PathBuf,
+    /// Swap partition size; 0 for none. Default 512 MiB.
+    pub swap_size: u64,
+    /// Total disk size wanted; `None` lets the plan choose (source size plus room for the graft).
+    pub target_size: Option<u64>,
+    /// Pick this donor kernel version instead of the newest.
+    pub kernel_version: Option<String>,
+    /// Keep a non-Xen kernel the guest already has instead of grafting the donor's.
+    pub use_guest_kernel: bool,
+    /// Firmware to boot with.
+    pub firmware: Firmware,
+    /// Disk bus the guest will run on.
+    pub disk_bus: DiskBus,
+    /// Replay a dirty journal in the output copy (never the input) instead of refusing.
+    pub replay_journal: bool,
+    /// Overwrite an existing output.
+    pub force: bool,
+    /// Take GRUB i386-pc modules from this directory instead of the donor's.
+    pub grub_dir: Option<PathBuf>,
+    /// Extra kernel command-line arguments.
+    pub extra_cmdline: Vec<String>,
+    /// Stream beside the guest work or before it. Default [`Overlap::Auto`].
+    pub overlap: Overlap,
+    /// How the stream moves blocks. Default [`CopyMethod::Auto`].
+    pub copy_method: CopyMethod,
+    /// Whether files of the machine running the conversion may stand in for what the donor
+    /// lacks: GRUB's i386-pc and x86_64-efi modules under `/usr/lib/grub`, the host's signed
+    /// shim and GRUB, and `grub-mkimage` from `PATH` to build an unsigned GRUB EFI image.
+    /// Default `true`; an embedder that wants the result to depend only on its inputs turns
+    /// it off, and a conversion that would need the host then fails naming what is missing.
+    pub host_fallbacks: bool,
+}
+
+impl ConvertOptions {
+    /// Options with the defaults: 512 MiB swap, BIOS, virtio, newest donor kernel, the
+    /// overlapped stream, the copy method chosen per filesystem, host fallbacks allowed.
+    pub fn new(
+        source: impl Into<PathBuf>,
+        donor: Option<PathBuf>,
+        output: impl Into<PathBuf>,
+    ) -> Self {
+        ConvertOptions {
+            source: source.into(),
+            donor,
+            output: output.into(),
+            swap_size: 512 << 20,
+            target_size: None,
+            kernel_version: None,
+            use_guest_kernel: false,
+            firmware: Firmware::Bios,
+            disk_bus: DiskBus::Virtio,
+            replay_journal: false,
+            force: false,
+            grub_dir: None,
+            extra_cmdline: Vec::new(),
+            overlap: Overlap::Auto,
+            copy_method: CopyMethod::Auto,
+            host_fallbacks: true,
+        }
+    }
+
+    /// Swap partition size in bytes; 0 for none.
+    pub fn with_swap_size(mut self, bytes: u64) -> Self {
+        self.swap_size = bytes;
+        self
+    }
+
+    /// Total disk size in bytes; `None` lets the plan choose.
+    pub fn with_target_size(mut self, bytes: Option<u64>) -> Self {
+        self.target_size = bytes;
+        self
+    }
+
+    /// Donor kernel version to graft; `None` picks the newest.
+    pub fn with_kernel_version(mut self, version: Option<String>) -> Self {
+        self.kernel_version = version;
+        self
+    }
+
+    /// Keep a non-Xen kernel the guest already has instead of grafting the donor's.
+    pub fn with_use_guest_kernel(mut self, yes: bool) -> Self {
+        self.use_guest_kernel = yes;
+        self
+    }
+
+    /// Firmware the disk boots with.
+    pub fn with_firmware(mut self, firmware: Firmware) -> Self {
+        self.firmware = firmware;
+        self
+    }
+
+    /// Disk bus the guest will run on.
+    pub fn with_disk_bus(mut self, bus: DiskBus) -> Self {
+        self.disk_bus = bus;
+        self
+    }
+
+    /// Replay a dirty journal in the output copy instead of refusing the source.
+    pub fn with_replay_journal(mut self, yes: bool) -> Self {
+        self.replay_journal = yes;
+        self
+    }
+
+    /// Overwrite an existing output.
+    pub fn with_force(mut self, yes: bool) -> Self {
+        self.force = yes;
+        self
+    }
+
+    /// Take GRUB i386-pc modules from this directory instead of the donor's.
+    pub fn with_grub_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.grub_dir = dir;
+        self
+    }
+
+    /// Extra kernel command-line arguments, appended in order.
+    pub fn with_extra_cmdline(mut self, args: Vec<String>) -> Self {
+        self.extra_cmdline = args;
+        self
+    }
+
+    /// Stream beside the guest work or before it.
+    pub fn with_overlap(mut self, overlap: Overlap) -> Self {
+        self.overlap = overlap;
+        self
+    }
+
+    /// How the stream moves blocks.
+    pub fn with_copy_method(mut self, method: CopyMethod) -> Self {
+        self.copy_method = method;
+        self
+    }
+
+    /// Allow or forbid the host's GRUB files, shim and `grub-mkimage` (see
+    /// [`ConvertOptions::host_fallbacks`]).
+    pub fn with_host_fallbacks(mut self, allowed: bool) -> Self {
+        self.host_fallbacks = allowed;
+        self
+    }
+}

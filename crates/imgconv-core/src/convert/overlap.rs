@@ -1,0 +1,270 @@
+//! The overlapped run: the stream copies the used blocks in a second thread while the
+//! converting thread grafts, applies the fixups and writes the boot files through a
+//! copy-on-write device, and a relay shows the caller's [`Progress`] one stage at a time.
+
+use super::plan::StageTime;
+use super::GuestWork;
+use crate::boot;
+use crate::ext::ExtFs;
+use crate::graft::GraftSummary;
+use crate::output::{self, TempOutput};
+use crate::progress::{Progress, Stage};
+use crate::report::Report;
+use crate::stream::{self, StreamStats};
+use crate::{Error, Result};
+use std::time::Instant;
+
+/// What the stream thread tells the converting thread.
+enum StreamEvent {
+    /// The bitmaps were checked and the copy starts: the graft may write now.
+    Started(Option<u64>),
+    Advance(u64),
+    Note(String),
+    /// The stream stopped with an error (it is returned by the thread).
+    Failed,
+}
+
+/// The stream thread's [`Progress`]: forwards to the converting thread, stops when told.
+struct StreamSide<'a> {
+    events: std::sync::mpsc::Sender<StreamEvent>,
+    stop: &'a std::sync::atomic::AtomicBool,
+}
+
+impl Progress for StreamSide<'_> {
+    fn stage(&mut self, _stage: Stage, total: Option<u64>) {
+        let _ = self.events.send(StreamEvent::Started(total));
+    }
+    fn advance(&mut self, done: u64) {
+        let _ = self.events.send(StreamEvent::Advance(done));
+    }
+    fn note(&mut self, message: &str) {
+        let _ = self.events.send(StreamEvent::Note(message.to_string()));
+    }
+    fn is_cancelled(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A graft-side event kept back while the stream is still shown.
+enum Held {
+    Stage(Stage, Option<u64>),
+    Advance(u64),
+    Note(String),
+}
+
+/// The converting thread's [`Progress`] while the stream runs beside it. The caller's
+/// progress shows one stage at a time, so it sees the stream until the stream ends, and
+/// only then the graft, fixups and boot events so far (the latest count of each stage),
+/// live after that. Their real durations are in
+/// [`Conversion::timings`](super::Conversion::timings). Cancelling (by the caller) stops
+/// the stream too; a failed stream cancels the graft.
+struct Relay<'a> {
+    inner: std::cell::RefCell<RelayState<'a>>,
+    stop: &'a std::sync::atomic::AtomicBool,
+}
+
+struct RelayState<'a> {
+    progress: &'a mut dyn Progress,
+    events: std::sync::mpsc::Receiver<StreamEvent>,
+    streaming: bool,
+    failed: bool,
+    held: Vec<Held>,
+}
+
+impl RelayState<'_> {
+    fn apply(&mut self, event: StreamEvent) {
+        match event {
+            StreamEvent::Started(total) => self.progress.stage(Stage::Stream, total),
+            StreamEvent::Advance(done) => self.progress.advance(done),
+            StreamEvent::Note(m) => self.progress.note(&m),
+            StreamEvent::Failed => self.failed = true,
+        }
+    }
+
+    /// Deliver what the stream reported; when it has ended, release the held events.
+    fn pump(&mut self) {
+        while self.streaming {
+            match self.events.try_recv() {
+                Ok(event) => self.apply(event),
+                Err(std::sync::mpsc::TryRecvError::Empty) => return,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => self.streaming = false,
+            }
+        }
+        if self.failed || self.progress.is_cancelled() {
+            // The conversion stops here: what ran beside the stream is not shown as done.
+            self.held.clear();
+            return;
+        }
+        for held in std::mem::take(&mut self.held) {
+            match held {
+                Held::Stage(stage, total) => self.progress.stage(stage, total),
+                Held::Advance(done) => self.progress.advance(done),
+                Held::Note(m) => self.progress.note(&m),
+            }
+        }
+    }
+
+    /// Wait up to 50 ms for the stream's next event, passing the caller's cancellation on
+    /// to the stream meanwhile. `None` on timeout, or once the stream thread has ended.
+    fn recv(&mut self, stop: &std::sync::atomic::AtomicBool) -> Option<StreamEvent> {
+        if self.progress.is_cancelled() {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        match self
+            .events
+            .recv_timeout(std::time::Duration::from_millis(50))
+        {
+            Ok(event) => Some(event),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                self.streaming = false;
+                None
+            }
+        }
+    }
+
+    fn hold_or_send(&mut self, event: Held) {
+        self.pump();
+        if !self.streaming {
+            self.held.push(event);
+            self.pump();
+            return;
+        }
+        match (self.held.last_mut(), event) {
+            (Some(Held::Advance(last)), Held::Advance(done)) => *last = done,
+            (_, event) => self.held.push(event),
+        }
+    }
+}
+
+impl Progress for Relay<'_> {
+    fn stage(&mut self, stage: Stage, total: Option<u64>) {
+        self.inner.get_mut().hold_or_send(Held::Stage(stage, total));
+    }
+    fn advance(&mut self, done: u64) {
+        self.inner.get_mut().hold_or_send(Held::Advance(done));
+    }
+    fn note(&mut self, message: &str) {
+        self.inner
+            .get_mut()
+            .hold_or_send(Held::Note(message.to_string()));
+    }
+    fn is_cancelled(&self) -> bool {
+        let Ok(mut state) = self.inner.try_borrow_mut() else {
+            return self.stop.load(std::sync::atomic::Ordering::SeqCst);
+        };
+        state.pump();
+        if state.progress.is_cancelled() {
+            self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        state.failed || self.stop.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Stream in a second thread while this one grafts, applies the fixups and writes the
+/// boot files through a [`CowDevice`](crate::ext::cow::CowDevice): the guest work hides
+/// behind the stream's I/O instead of following it.
+pub(super) fn together(
+    guest: &GuestWork<'_>,
+    out: &TempOutput,
+    root_offset: u64,
+    report: &mut Report,
+    timings: &mut Vec<StageTime>,
+    progress: &mut dyn Progress,
+) -> Result<(StreamStats, Option<GraftSummary>, Option<boot::CoreImage>)> {
+    use crate::ext::cow::{CowDevice, WrittenRanges};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stream_at = timings.len();
+    let src = guest.plan.inspection.open_fs()?;
+    let written = WrittenRanges::new(u64::from(guest.plan.inspection.fs.block_size));
+    let dst = out.file();
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        let stream_thread = scope.spawn(|| {
+            let started = Instant::now();
+            let mut side = StreamSide {
+                events: tx,
+                stop: &stop,
+            };
+            let result =
+                stream::copy_used_blocks_around(&src, dst, root_offset, &written, &mut side);
+            if result.is_err() {
+                let _ = side.events.send(StreamEvent::Failed);
+            }
+            (result, started.elapsed().as_secs_f64())
+        });
+        let mut relay = Relay {
+            inner: std::cell::RefCell::new(RelayState {
+                progress,
+                events: rx,
+                streaming: true,
+                failed: false,
+                held: Vec::new(),
+            }),
+            stop: &stop,
+        };
+        // Wait until the stream has checked the bitmaps (or failed).
+        let go = loop {
+            let state = relay.inner.get_mut();
+            if !state.streaming || state.failed {
+                break false;
+            }
+            match state.recv(&stop) {
+                Some(started @ StreamEvent::Started(_)) => {
+                    state.apply(started);
+                    break true;
+                }
+                Some(other) => state.apply(other),
+                None => {}
+            }
+        };
+        let guest_result = if go {
+            (|| {
+                let device = CowDevice::new(
+                    src.clone(),
+                    dst.try_clone()
+                        .map_err(|e| output::write_error(dst, "cannot reopen", e))?,
+                    root_offset,
+                    std::sync::Arc::clone(&written),
+                );
+                let mut fs = ExtFs::open_cow(device, out.path(), root_offset)?;
+                let r = guest.write(&mut fs, report, timings, &mut relay)?;
+                fs.close()?;
+                Ok(r)
+            })()
+        } else {
+            Err(Error::Cancelled)
+        };
+        if guest_result.is_err() {
+            stop.store(true, Ordering::SeqCst);
+        }
+        // Show the rest of the stream, then everything held back.
+        let state = relay.inner.get_mut();
+        while state.streaming {
+            if let Some(event) = state.recv(&stop) {
+                state.apply(event);
+            }
+        }
+        state.pump();
+        let cancelled = state.progress.is_cancelled();
+        let (stream_result, stream_secs) = match stream_thread.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        timings.insert(
+            stream_at.min(timings.len()),
+            StageTime {
+                stage: Stage::Stream,
+                seconds: stream_secs,
+            },
+        );
+        // The first real error wins over the "cancelled" it caused on the other side.
+        match (stream_result.map_err(Error::from), guest_result) {
+            (Err(e), Err(Error::Cancelled)) | (Err(e), Ok(_)) => Err(e),
+            (_, Err(e)) => Err(e),
+            (Ok(_), Ok(_)) if cancelled => Err(Error::Cancelled),
+            (Ok(stats), Ok((graft, core))) => Ok((stats, graft, core)),
+        }
+    })
+}

@@ -1,0 +1,135 @@
+//! What [`plan`](super::plan) decides and [`convert`](super::convert) returns: the plan
+//! with its kernel, GRUB and disk choices, and the result of a conversion.
+
+use super::options::ConvertOptions;
+use crate::boot;
+use crate::boot::uefi::GptPlan;
+use crate::donor::ArchCheck;
+use crate::graft::GraftSummary;
+use crate::layout::DiskPlan;
+use crate::progress::Stage;
+use crate::report::Report;
+use crate::source::Inspection;
+use crate::stream::StreamStats;
+use std::path::PathBuf;
+
+/// Where the kernel that will boot the guest comes from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KernelOrigin {
+    /// Grafted from the donor.
+    Donor,
+    /// Already in the guest (`use_guest_kernel`).
+    Guest,
+}
+
+/// The kernel chosen for the converted guest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KernelChoice {
+    /// Version, as in `/boot/vmlinuz-<version>` and `/lib/modules/<version>`.
+    pub version: String,
+    pub origin: KernelOrigin,
+    /// How the kernel's architecture relates to the guest userland's (donor kernels).
+    pub arch_check: Option<ArchCheck>,
+    /// Bytes the graft adds to the guest filesystem (0 for a guest kernel but GRUB files).
+    pub graft_bytes: u64,
+}
+
+/// Where the GRUB i386-pc files come from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GrubChoice {
+    /// "donor", "host" or the directory given with `grub_dir`.
+    pub origin: String,
+    /// GRUB version read from the files, when they say.
+    pub version: Option<String>,
+    /// Which ext features that GRUB reads, and how we know.
+    pub ext_support: String,
+}
+
+/// Everything a conversion will do, decided before anything is written.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConversionPlan {
+    pub options: ConvertOptions,
+    pub inspection: Inspection,
+    pub kernel: KernelChoice,
+    pub grub: GrubChoice,
+    pub disk: DiskPlan,
+    /// The GPT disk for `--firmware uefi|hybrid` (root and swap sized by `disk`); `None`
+    /// for BIOS. When set, this is the layout written (print it instead of `disk`).
+    pub gpt: Option<GptPlan>,
+    /// Where the EFI binaries come from (UEFI and hybrid).
+    pub efi_origin: Option<String>,
+    /// UUID the swap partition will carry (fixed now so the plan shows the final fstab).
+    pub swap_uuid: Option<String>,
+    /// The guest changes the fixups will make (empty until [`plan`](super::plan) computes them).
+    pub fixups: Report,
+    /// Things the user should know that do not stop the conversion.
+    pub warnings: Vec<String>,
+}
+
+/// Seconds one stage took.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StageTime {
+    pub stage: Stage,
+    pub seconds: f64,
+}
+
+/// The result of a conversion.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Conversion {
+    /// The finished image.
+    pub output: PathBuf,
+    pub plan: ConversionPlan,
+    /// UUID of the root filesystem (the source's, unchanged).
+    pub root_uuid: String,
+    pub swap_uuid: Option<String>,
+    pub stream: StreamStats,
+    /// What the graft wrote (`None` with a guest kernel).
+    pub graft: Option<GraftSummary>,
+    /// Every change made in the guest, and warnings.
+    pub report: Report,
+    pub timings: Vec<StageTime>,
+}
+
+/// Where the parts of the disk go in the layout actually written: the GPT for
+/// `--firmware uefi|hybrid`, otherwise the MBR plan.
+pub(super) struct WrittenLayout {
+    pub(super) root_offset: u64,
+    pub(super) root_number: u32,
+    pub(super) disk_bytes: u64,
+    /// Start and length of the swap partition, in bytes.
+    pub(super) swap: Option<(u64, u64)>,
+}
+
+impl ConversionPlan {
+    pub(super) fn written_layout(&self) -> WrittenLayout {
+        match &self.gpt {
+            Some(g) => WrittenLayout {
+                root_offset: g.root().start_bytes(),
+                root_number: g.root().number,
+                disk_bytes: g.disk_bytes,
+                swap: g.swap().map(|p| (p.start_bytes(), p.len_bytes())),
+            },
+            None => WrittenLayout {
+                root_offset: self.disk.root().start_bytes(),
+                root_number: u32::from(self.disk.root().number),
+                disk_bytes: self.disk.disk_bytes,
+                swap: self.disk.swap().map(|p| (p.start_bytes(), p.len_bytes())),
+            },
+        }
+    }
+
+    /// The guest's `/boot/grub/grub.cfg` settings: the root by UUID, the kernel, the
+    /// partition map, `extra_cmdline` appended to the kernel's arguments.
+    pub fn grub_config(&self) -> boot::grub_cfg::GrubConfig {
+        let mut cfg = boot::grub_cfg::GrubConfig::new(
+            self.inspection.fs.uuid.clone(),
+            self.kernel.version.clone(),
+        );
+        cfg.extra_args = self.options.extra_cmdline.join(" ");
+        if self.gpt.is_some() {
+            cfg.partition_map = boot::PartitionMap::Gpt;
+        }
+        cfg
+    }
+}
