@@ -231,7 +231,9 @@ fn donor_class(d: &DonorError, paths: &Paths) -> Class {
         DonorError::Io { path, source, .. } => {
             classify_io(source.kind(), source.raw_os_error(), path, paths)
         }
-        DonorError::OnlyXenKernels { .. } | DonorError::NoGuestKernel { .. } => Class::Input,
+        DonorError::OnlyXenKernels { .. }
+        | DonorError::NoGuestKernel { .. }
+        | DonorError::GuestKernelNotReady { .. } => Class::Input,
         _ => Class::Donor,
     }
 }
@@ -343,6 +345,8 @@ pub fn from_core(err: &Error, paths: &Paths) -> CliError {
             | imgconv_core::boot::uefi::UefiError::Donor(_),
         ) => Class::Donor,
         Error::NoDonor => Class::Usage,
+        // --strict: a donor kernel of the guest's era is what would work.
+        Error::Incompatible { .. } => Class::Donor,
         // Variants added later land here until they are matched above.
         #[allow(unreachable_patterns)]
         _ => paths

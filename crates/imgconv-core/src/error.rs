@@ -84,6 +84,11 @@ pub enum Error {
     #[error("no donor given: pass --donor with a bootable HVM image of a similar distribution (or a directory with an unpacked kernel), or --use-guest-kernel")]
     NoDonor,
 
+    /// With `strict`: the guest's userland is known not to work with the kernel that
+    /// would boot it.
+    #[error("the guest's userland does not work with the kernel that would boot it: {}", problems.join("; "))]
+    Incompatible { problems: Vec<String> },
+
     /// The donor has no GRUB files for a platform the disk needs, none were given, and the
     /// host's may not stand in (`ConvertOptions::host_fallbacks` is off).
     #[error("the donor has no GRUB {platform} files and the host's may not be used")]
