@@ -100,9 +100,8 @@ pub(super) fn prepare(
                     GuestKernelLook::NotLooked => ("--kernel-source donor".to_string(), None),
                     GuestKernelLook::NotReady(why, r) => {
                         if source == KernelSource::Guest {
-                            warnings.push(format!(
-                                "{why}; the donor's kernel boots the guest instead"
-                            ));
+                            warnings
+                                .push(format!("{why}; the donor's kernel boots the guest instead"));
                         }
                         (why, r)
                     }
@@ -289,11 +288,20 @@ fn look_at_guest_kernel(
     source: KernelSource,
     have_donor: bool,
 ) -> Result<GuestKernelLook> {
-    let reader = ExtReader::open(
-        inspection.open_fs()?,
-        inspection.image.display().to_string(),
-    )?;
     let forced = source == KernelSource::Guest;
+    // A journal that needs replaying keeps the reader out; only asked for is that an error.
+    let reader = match inspection.open_fs().map_err(Error::from).and_then(|fs| {
+        ExtReader::open(fs, inspection.image.display().to_string()).map_err(Error::from)
+    }) {
+        Ok(r) => r,
+        Err(e) if forced => return Err(e),
+        Err(e) => {
+            return Ok(GuestKernelLook::NotReady(
+                format!("the guest's kernels could not be read ({e})"),
+                None,
+            ))
+        }
+    };
     let gk = match donor::guest_kernel::find_guest_kernel_in_reader(&reader) {
         Ok(gk) => gk,
         Err(e) if forced => return Err(e.into()),
@@ -316,12 +324,24 @@ fn look_at_guest_kernel(
             ))
         }
     };
-    let readiness = donor::guest_kernel::kvm_readiness_in_reader(
+    let readiness = match donor::guest_kernel::kvm_readiness_in_reader(
         &reader,
         &gk,
         opts.disk_bus,
         &inspection.fs.kind.to_string(),
-    )?;
+    ) {
+        Ok(r) => r,
+        Err(e) if forced => return Err(e.into()),
+        Err(e) => {
+            return Ok(GuestKernelLook::NotReady(
+                format!(
+                    "the initrd of the guest's kernel {} could not be read ({e})",
+                    gk.version
+                ),
+                None,
+            ))
+        }
+    };
     if readiness.ready {
         return Ok(GuestKernelLook::Ready(gk, readiness));
     }
@@ -334,7 +354,10 @@ fn look_at_guest_kernel(
         .into());
     }
     Ok(GuestKernelLook::NotReady(
-        format!("the guest's kernel {} cannot boot on KVM: {}", gk.version, readiness.why),
+        format!(
+            "the guest's kernel {} cannot boot on KVM: {}",
+            gk.version, readiness.why
+        ),
         Some(readiness),
     ))
 }
