@@ -1,6 +1,6 @@
 //! The fuzz harnesses (issue 8), shared by the cargo-fuzz targets (`fuzz_targets/*.rs`,
 //! run by `scripts/fuzz`) and the regression replay test
-//! (`crates/imgconv-core/tests/mutation_fuzz_replay.rs`, which feeds every file under
+//! (`crates/imgconv-core/tests/it/mutation_fuzz_replay.rs`, which feeds every file under
 //! `testdata/regressions/<target>/` through the same function).
 //!
 //! A harness must never panic or abort on any input: every library call returns `Ok` or a

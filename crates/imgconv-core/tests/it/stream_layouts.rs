@@ -1,0 +1,381 @@
+//! The block walker on filesystem layouts the roundtrip does not reach (meta_bg,
+//! sparse_super2, no sparse_super, bigalloc), its fall-back to a whole-filesystem copy
+//! when bitmaps cannot be trusted, cancellation, and destination checks. Streams
+//! straight from `copy_used_blocks`; outside judges as in stream_roundtrip.
+
+use crate::support::stream as stream_util;
+
+use imgconv_core::blockio::Region;
+use imgconv_core::stream::{copy_used_blocks, StreamError, StreamMethod, StreamStats};
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use stream_util::*;
+
+const OFFSET: u64 = 1 << 20;
+
+/// A small tree (no need for the whole guest here).
+fn small_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("d/e")).unwrap();
+    std::fs::write(root.join("d/big.bin"), noise(5 << 20, 9)).unwrap();
+    std::fs::write(root.join("d/e/small"), "small\n").unwrap();
+    for i in 0..50 {
+        std::fs::write(
+            root.join(format!("d/f{i}")),
+            noise(3000 + i * 100, i as u64),
+        )
+        .unwrap();
+    }
+    std::os::unix::fs::symlink("e/small", root.join("d/link")).unwrap();
+}
+
+fn image(work: &Path, size_mib: u64, extra: &[&str]) -> PathBuf {
+    let tree = work.join("tree");
+    if !tree.exists() {
+        small_tree(&tree);
+    }
+    let img = work.join("src.img");
+    mkfs("ext4", &tree, &img, size_mib, extra);
+    img
+}
+
+/// Stream `img` into a fresh sparse file at 1 MiB; return the output and the stats.
+fn stream(img: &Path, progress: &mut Recorder) -> (PathBuf, Result<StreamStats, StreamError>) {
+    let out = img.with_extension("out");
+    let len = std::fs::metadata(img).unwrap().len();
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&out)
+        .unwrap();
+    f.set_len(OFFSET + len).unwrap();
+    let src = Region::open(img).unwrap();
+    let r = copy_used_blocks(&src, &f, OFFSET, progress);
+    (out, r)
+}
+
+fn check_bitmap_copy(extra: &[&str]) {
+    let work = tempfile::tempdir().unwrap();
+    let img = image(work.path(), 128, extra);
+    let mut p = Recorder::default();
+    let (out, r) = stream(&img, &mut p);
+    let stats = r.unwrap();
+    assert_eq!(stats.method, StreamMethod::Bitmaps, "{:?}", p.notes);
+    assert_fsck_clean(&out, OFFSET);
+    manifest(&out, OFFSET).assert_same(&manifest(&img, 0), true);
+    let used = used_bytes(&img);
+    assert_eq!(stats.selected_bytes, used);
+    assert!(allocated(&out) <= used + (64 << 10));
+}
+
+/// Used bytes according to dumpe2fs (block count - free blocks).
+fn used_bytes(img: &Path) -> u64 {
+    let h = run(Command::new("dumpe2fs").arg("-h").arg(img));
+    let field = |name: &str| -> u64 {
+        h.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    (field("Block count:") - field("Free blocks:")) * field("Block size:")
+}
+
+#[test]
+fn meta_bg_descriptors() {
+    check_bitmap_copy(&["-O", "meta_bg,^resize_inode", "-b", "1024", "-g", "1024"]);
+}
+
+#[test]
+fn sparse_super2_backups() {
+    check_bitmap_copy(&["-O", "sparse_super2", "-b", "1024", "-g", "2048"]);
+}
+
+#[test]
+fn backups_in_every_group_without_sparse_super() {
+    check_bitmap_copy(&[
+        "-O",
+        "^sparse_super,^resize_inode",
+        "-b",
+        "2048",
+        "-g",
+        "2048",
+    ]);
+}
+
+#[test]
+fn ext4_64bit_4k_flex_bg_without_journal() {
+    check_bitmap_copy(&[
+        "-O",
+        "^has_journal,64bit",
+        "-b",
+        "4096",
+        "-g",
+        "4096",
+        "-G",
+        "4",
+    ]);
+}
+
+#[test]
+fn bigalloc_falls_back_to_whole_copy() {
+    let work = tempfile::tempdir().unwrap();
+    let img = image(
+        work.path(),
+        128,
+        &["-O", "bigalloc", "-C", "16384", "-b", "4096"],
+    );
+    let mut p = Recorder::default();
+    let (out, r) = stream(&img, &mut p);
+    let stats = r.unwrap();
+    assert!(
+        matches!(&stats.method, StreamMethod::WholeFilesystem { reason } if reason.contains("bigalloc"))
+    );
+    assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
+    assert_fsck_clean(&out, OFFSET);
+    manifest(&out, OFFSET).assert_same(&manifest(&img, 0), true);
+}
+
+/// For each group: whether dumpe2fs shows it BLOCK_UNINIT, and its block bitmap's byte position.
+fn groups(img: &Path) -> Vec<(bool, u64)> {
+    let out = run(Command::new("dumpe2fs").arg(img));
+    let bs: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Block size:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut v = Vec::new();
+    for l in out.lines() {
+        if l.starts_with("Group ") && l.contains("(Blocks ") {
+            v.push((l.contains("BLOCK_UNINIT"), 0));
+        } else if let Some(rest) = l.trim_start().strip_prefix("Block bitmap at ") {
+            let n: u64 = rest
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            v.last_mut().unwrap().1 = n * bs;
+        }
+    }
+    v
+}
+
+#[test]
+fn bad_bitmap_checksum_falls_back_and_still_copies_everything() {
+    let work = tempfile::tempdir().unwrap();
+    let img = image(work.path(), 64, &["-b", "1024", "-g", "2048"]);
+    let source = manifest(&img, 0);
+    // In an initialised group, mark a free block used without updating the checksum.
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
+    let mut target = None;
+    'find: for (g, (uninit, pos)) in groups(&img).into_iter().enumerate() {
+        if uninit {
+            continue;
+        }
+        let mut bm = vec![0u8; 2048 / 8];
+        f.read_exact_at(&mut bm, pos).unwrap();
+        if let Some(i) = bm.iter().position(|&b| b == 0) {
+            target = Some((g, pos + i as u64));
+            break 'find;
+        }
+    }
+    let (group, pos) = target.expect("an initialised group with free blocks");
+    f.write_all_at(&[0x01], pos).unwrap();
+    drop(f);
+
+    let mut p = Recorder::default();
+    let (out, r) = stream(&img, &mut p);
+    let stats = r.unwrap();
+    match &stats.method {
+        StreamMethod::WholeFilesystem { reason } => {
+            assert!(
+                reason.contains(&format!("group {group}:")) && reason.contains("checksum"),
+                "{reason}"
+            )
+        }
+        m => panic!("expected the fall-back, got {m:?}"),
+    }
+    assert!(
+        p.notes.iter().any(|n| n.contains("whole filesystem")),
+        "{:?}",
+        p.notes
+    );
+    assert_eq!(stats.selected_bytes, stats.fs_bytes);
+    // Content is complete; unused blocks that were zeros stayed holes.
+    let copied = manifest(&out, OFFSET);
+    assert_eq!(
+        copied.0.keys().collect::<Vec<_>>(),
+        source.0.keys().collect::<Vec<_>>()
+    );
+    for (path, e) in &source.0 {
+        assert_eq!(copied.0[path].sha256, e.sha256, "{path}");
+    }
+    assert!(
+        allocated(&out) < stats.fs_bytes / 2,
+        "fall-back copy is not sparse"
+    );
+    assert!(stats.zero_bytes_skipped > 0);
+}
+
+#[test]
+fn unclean_filesystem_falls_back() {
+    let work = tempfile::tempdir().unwrap();
+    let img = image(work.path(), 64, &[]);
+    run(Command::new("debugfs")
+        .args(["-w", "-R", "ssv state 0"])
+        .arg(&img));
+    let mut p = Recorder::default();
+    let (out, r) = stream(&img, &mut p);
+    let stats = r.unwrap();
+    assert!(
+        matches!(&stats.method, StreamMethod::WholeFilesystem { reason } if reason.contains("not cleanly unmounted")),
+        "{:?}",
+        stats.method
+    );
+    manifest(&out, OFFSET).assert_same(&manifest(&img, 0), true);
+}
+
+#[test]
+fn filesystem_with_recorded_errors_falls_back() {
+    let work = tempfile::tempdir().unwrap();
+    let img = image(work.path(), 64, &[]);
+    // VALID_FS | ERROR_FS: unmounted, but the kernel had found errors.
+    run(Command::new("debugfs")
+        .args(["-w", "-R", "ssv state 3"])
+        .arg(&img));
+    let (_out, r) = stream(&img, &mut Recorder::default());
+    let stats = r.unwrap();
+    assert!(
+        matches!(&stats.method, StreamMethod::WholeFilesystem { reason } if reason.contains("recorded errors")),
+        "{:?}",
+        stats.method
+    );
+}
+
+#[test]
+fn corrupt_descriptor_checksum_falls_back() {
+    let work = tempfile::tempdir().unwrap();
+    let img = image(work.path(), 64, &["-b", "1024", "-g", "2048"]);
+    // Descriptor of group 2 (64 bytes each with 64bit, table at block 2): bump
+    // bg_free_inodes_count_lo (offset 0xE) without fixing bg_checksum.
+    let pos = 2 * 1024 + 2 * 64 + 0xE;
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, pos).unwrap();
+    f.write_all_at(&[b[0] ^ 0x01], pos).unwrap();
+    drop(f);
+    let mut p = Recorder::default();
+    let (_out, r) = stream(&img, &mut p);
+    let stats = r.unwrap();
+    assert!(
+        matches!(&stats.method, StreamMethod::WholeFilesystem { reason } if reason.contains("group 2: descriptor checksum")),
+        "{:?}",
+        stats.method
+    );
+}
+
+#[test]
+fn cancellation_stops_between_chunks() {
+    let work = tempfile::tempdir().unwrap();
+    let img = image(work.path(), 64, &[]);
+    let mut p = Recorder {
+        cancel_after: Some(1),
+        ..Default::default()
+    };
+    let (_out, r) = stream(&img, &mut p);
+    assert!(matches!(r, Err(StreamError::Cancelled)), "{r:?}");
+    assert_eq!(p.advances.len(), 1, "stopped right after the first chunk");
+    let e: imgconv_core::Error = r.unwrap_err().into();
+    assert!(matches!(e, imgconv_core::Error::Cancelled));
+}
+
+#[test]
+#[allow(clippy::result_large_err)]
+fn cancelled_conversion_leaves_no_output() {
+    use imgconv_core::layout::{self, PlanOptions, SourceSpace};
+    use imgconv_core::output::TempOutput;
+    let work = tempfile::tempdir().unwrap();
+    let img = image(work.path(), 64, &[]);
+    let dest = work.path().join("out/kvm.img");
+    std::fs::create_dir(work.path().join("out")).unwrap();
+    let sb = imgconv_core::source::read_superblock(&Region::open(&img).unwrap()).unwrap();
+    let plan = layout::plan(&SourceSpace::from(&sb.info()), &PlanOptions::default()).unwrap();
+    let result = (|| -> Result<(), imgconv_core::Error> {
+        let out = TempOutput::create(&dest, plan.disk_bytes, false)?;
+        layout::write_mbr(out.file(), &plan)?;
+        let mut p = Recorder {
+            cancel_after: Some(0),
+            ..Default::default()
+        };
+        copy_used_blocks(
+            &Region::open(&img).unwrap(),
+            out.file(),
+            plan.root().start_bytes(),
+            &mut p,
+        )?;
+        out.commit()?;
+        Ok(())
+    })();
+    assert!(
+        matches!(result, Err(imgconv_core::Error::Cancelled)),
+        "{result:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(work.path().join("out")).unwrap().count(),
+        0,
+        "temp file left behind"
+    );
+}
+
+#[test]
+fn destination_too_small_is_refused_before_writing() {
+    let work = tempfile::tempdir().unwrap();
+    let img = image(work.path(), 64, &[]);
+    let out = work.path().join("short.img");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&out)
+        .unwrap();
+    f.set_len(32 << 20).unwrap();
+    let r = copy_used_blocks(
+        &Region::open(&img).unwrap(),
+        &f,
+        OFFSET,
+        &mut Recorder::default(),
+    );
+    assert!(
+        matches!(r, Err(StreamError::DestinationTooSmall { .. })),
+        "{r:?}"
+    );
+    assert_eq!(allocated(&out), 0);
+}
+
+#[test]
+fn truncated_source_is_an_error() {
+    let work = tempfile::tempdir().unwrap();
+    let img = image(work.path(), 64, &[]);
+    let f = OpenOptions::new().write(true).open(&img).unwrap();
+    f.set_len(40 << 20).unwrap();
+    drop(f);
+    let (_out, r) = stream(&img, &mut Recorder::default());
+    assert!(
+        matches!(r, Err(StreamError::SourceTooShort { .. })),
+        "{r:?}"
+    );
+}
