@@ -3,7 +3,7 @@
 //! of every file changed or created, checks that each backup holds the original, lists
 //! the nodes added and removed, and runs the fixups a second time to see nothing change.
 
-mod fixups_support;
+use crate::support::fixups as fixups_support;
 
 use fixups_support::*;
 use imgconv_core::fixups::FixupContext;

@@ -4,7 +4,7 @@
 //! zstd, and a dracut-shaped one built with `cpio -H newc` behind an early-microcode
 //! archive.
 
-mod support;
+use crate::support;
 
 use imgconv_core::initrd::{self, Compression};
 use std::io::Write;
@@ -53,7 +53,10 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 #[test]
 fn real_debian_initrd_in_zstd_and_gzip() {
     let Some(real) = support::real() else {
-        eprintln!("skipped: the real fixtures are not built (scripts/fixtures real); the synthetic tests in this file still ran");
+        support::skip(
+            support::SkipKind::CiCanRun,
+            "the real fixtures are not built (scripts/fixtures real)",
+        );
         return;
     };
     let info = std::fs::read_to_string(real.join("INFO")).unwrap();

@@ -3,7 +3,7 @@
 //! `vsyscall=emulate` in the grub.cfg written and in its own boot settings, and the plan
 //! says why. Judged by debugfs on the output.
 
-mod support;
+use crate::support;
 
 use imgconv_core::convert::{convert, plan, ConvertOptions, KernelOrigin, KernelSource};
 use imgconv_core::NoProgress;
@@ -42,9 +42,9 @@ fn glibc_2_12_guest_gets_vsyscall_emulate() {
     debugfs_w(
         &src,
         &[
-            "mkdir /lib64".into(),
-            format!("write {} /lib64/libc-2.12.so", libc.display()),
-            "symlink /lib64/libc.so.6 libc-2.12.so".into(),
+            // The fixture is merged-/usr: /lib64 links to usr/lib64.
+            format!("write {} /usr/lib64/libc-2.12.so", libc.display()),
+            "symlink /usr/lib64/libc.so.6 libc-2.12.so".into(),
             "mkdir /etc/default".into(),
             format!("write {} /etc/default/grub", grub.display()),
         ],
