@@ -19,8 +19,8 @@
 
 use crate::boot::GrubPlatformFiles;
 use crate::donor::{Donor, DonorError, DonorFile, DonorKernel, ModulesTree, TreeEntry};
-use crate::extread::{NodeKind, NodeMeta};
 use crate::guestfs::{GuestFs, GuestFsError, NodeAttrs};
+use crate::guestfs::{NodeKind, NodeMeta};
 use crate::progress::{Progress, Stage};
 use crate::report::Report;
 use std::io::Read;

@@ -1,17 +1,52 @@
 //! The guest filesystem as graft and fixups see it: a small trait over "the root
 //! filesystem of the converted guest", implemented by the libext2fs engine (`ext`) for
-//! real images and by [`MemFs`] for unit tests.
+//! real images and by `MemFs` (feature `test-fs`) for tests.
 //!
 //! Paths are guest paths (absolute, `/`-separated). Implementations resolve them inside
 //! the guest only: a symlink's absolute target starts again at the guest root, `..` at the
 //! root stays at the root, and more than [`MAX_SYMLINK_HOPS`] links is a
 //! [`GuestFsError::SymlinkLoop`]. Nothing ever resolves against the host.
 
-use crate::extread::{DirItem, NodeKind, NodeMeta};
 use std::io::Read;
 
 /// Symlinks followed while resolving one path before giving up (Linux uses 40).
 pub const MAX_SYMLINK_HOPS: usize = 40;
+
+/// What kind of node a path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeKind {
+    File,
+    Dir,
+    Symlink,
+    CharDev,
+    BlockDev,
+    Fifo,
+    Socket,
+}
+
+/// Metadata of one node, in plain types.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeMeta {
+    pub kind: NodeKind,
+    /// Permission bits (including setuid/setgid/sticky), without the type bits.
+    pub mode: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub len: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// Access time, seconds since the epoch.
+    pub atime: i64,
+}
+
+/// One directory entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirItem {
+    /// File name (non-UTF-8 names are skipped by a directory read).
+    pub name: String,
+    pub kind: NodeKind,
+}
 
 /// Owner, permissions and time for a node the converter creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -115,7 +150,7 @@ pub fn split_parent(path: &str) -> Option<(String, &str)> {
 }
 
 /// What guest-path resolution needs from a filesystem: its root, one directory lookup and
-/// one symlink read. [`MemFs`], the libext2fs engine (`ext::ExtFs`) and the dry-run overlay
+/// one symlink read. `MemFs`, the libext2fs engine (`ext::ExtFs`) and the dry-run overlay
 /// (`fixups::dry_run::Overlay`) implement it; [`resolve`] walks paths for all of them, so
 /// the guest-only rules live in one place.
 pub trait PathWalk {
@@ -233,8 +268,10 @@ fn target_components(target: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
         .filter(|c| !c.is_empty() && *c != b".")
 }
 
+#[cfg(any(test, feature = "test-fs"))]
 pub use mem::MemFs;
 
+#[cfg(any(test, feature = "test-fs"))]
 mod mem {
     //! An in-memory [`GuestFs`] with real guest-path semantics, for unit tests of graft
     //! and fixups and for dry runs.

@@ -16,7 +16,7 @@ use super::grub_bios::CoreImage;
 use super::grub_cfg::{render, GrubConfig};
 use super::grubenv;
 use super::{BootError, GrubPlatformFiles};
-use crate::extread::NodeKind;
+use crate::guestfs::NodeKind;
 use crate::guestfs::{GuestFs, NodeAttrs};
 use crate::report::Report;
 

@@ -10,8 +10,9 @@
 //! conservative choice.
 
 use super::{classify_boot_name, compare_versions, BootFileKind, DonorError, MAX_CONFIG_BYTES};
-use crate::extread::{DirItem, ExtReader, NodeKind, NodeMeta};
+use crate::extread::ExtReader;
 use crate::guestfs::GuestFs;
+use crate::guestfs::{DirItem, NodeKind, NodeMeta};
 use std::collections::BTreeMap;
 
 /// Most entries read from the guest's `/boot` or `/lib/modules`.

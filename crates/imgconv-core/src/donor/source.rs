@@ -10,8 +10,9 @@
 
 use super::DonorError;
 use crate::extraw::RawFs;
-use crate::extread::{DirItem, ExtReader, NodeKind, NodeMeta};
-use crate::guestfs::{components, MAX_SYMLINK_HOPS};
+use crate::extread::ExtReader;
+use crate::guestfs::{self, GuestFsError, PathWalk};
+use crate::guestfs::{DirItem, NodeKind, NodeMeta};
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -294,6 +295,64 @@ impl DonorSource {
     }
 }
 
+/// [`PathWalk`] over a host directory: nodes are host paths below the donor root, looked
+/// up with `symlink_metadata` (never following a link on the host). The first host error
+/// is kept in `failed` and returned as it is.
+struct HostWalk<'a> {
+    root: &'a Path,
+    failed: Option<DonorError>,
+}
+
+impl HostWalk<'_> {
+    fn fail(&mut self, e: DonorError, path: &str) -> GuestFsError {
+        let why = e.to_string();
+        self.failed.get_or_insert(e);
+        GuestFsError::Engine {
+            op: "resolve",
+            path: path.into(),
+            why,
+        }
+    }
+}
+
+impl PathWalk for HostWalk<'_> {
+    type Node = PathBuf;
+
+    fn root(&mut self) -> Result<PathBuf, GuestFsError> {
+        Ok(self.root.to_path_buf())
+    }
+
+    fn lookup(
+        &mut self,
+        dir: &PathBuf,
+        name: &[u8],
+        path: &str,
+    ) -> Result<Option<(PathBuf, Option<NodeKind>)>, GuestFsError> {
+        use std::os::unix::ffi::OsStrExt;
+        let host = dir.join(std::ffi::OsStr::from_bytes(name));
+        match fs::symlink_metadata(&host) {
+            Ok(m) => Ok(Some((host, Some(kind_of(m.file_type()))))),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.fail(DonorError::io("inspecting", &host, e), path)),
+        }
+    }
+
+    fn link_target(&mut self, link: &PathBuf, path: &str) -> Result<Vec<u8>, GuestFsError> {
+        use std::os::unix::ffi::OsStrExt;
+        match fs::read_link(link) {
+            Ok(t) => Ok(t.as_os_str().as_bytes().to_vec()),
+            Err(e) => Err(self.fail(DonorError::io("reading the symlink", link, e), path)),
+        }
+    }
+}
+
 /// A host directory used as a donor root.
 pub(crate) struct DirRoot {
     root: PathBuf,
@@ -308,70 +367,30 @@ impl DirRoot {
     }
 
     /// The host path that `path` names inside the donor, with every symlink resolved inside
-    /// the donor (the final one only when `follow`). `None` when a component is missing or
-    /// is not a directory.
+    /// the donor by [`guestfs::resolve`] (the final one only when `follow`). `None` when a
+    /// component is missing or is not a directory.
     pub fn resolve(&self, path: &str, follow: bool) -> Result<Option<PathBuf>, DonorError> {
-        let mut pending: Vec<String> = components(path)
-            .iter()
-            .rev()
-            .map(|s| s.to_string())
-            .collect();
-        let mut stack: Vec<String> = Vec::new();
-        let mut hops = 0usize;
-        while let Some(name) = pending.pop() {
-            if name == ".." {
-                stack.pop();
-                continue;
-            }
-            let mut host = self.host(&stack);
-            host.push(&name);
-            let meta = match fs::symlink_metadata(&host) {
-                Ok(m) => m,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-                    ) =>
-                {
-                    return Ok(None)
-                }
-                Err(e) => return Err(DonorError::io("inspecting", &host, e)),
-            };
-            let is_final = pending.is_empty();
-            let ft = meta.file_type();
-            if ft.is_symlink() && (!is_final || follow) {
-                hops += 1;
-                if hops > MAX_SYMLINK_HOPS {
-                    return Err(DonorError::SymlinkLoop {
-                        donor: self.root.display().to_string(),
-                        path: path.to_string(),
-                    });
-                }
-                let target = fs::read_link(&host)
-                    .map_err(|e| DonorError::io("reading the symlink", &host, e))?;
-                let target = target.to_string_lossy().into_owned();
-                if target.starts_with('/') {
-                    stack.clear();
-                }
-                for c in components(&target).iter().rev() {
-                    pending.push(c.to_string());
-                }
-                continue;
-            }
-            if !is_final && !ft.is_dir() {
-                return Ok(None);
-            }
-            stack.push(name);
+        let mut walk = HostWalk {
+            root: &self.root,
+            failed: None,
+        };
+        let resolved = guestfs::resolve(&mut walk, path, follow);
+        if let Some(e) = walk.failed {
+            return Err(e);
         }
-        Ok(Some(self.host(&stack)))
-    }
-
-    fn host(&self, stack: &[String]) -> PathBuf {
-        let mut p = self.root.clone();
-        for c in stack {
-            p.push(c);
+        match resolved {
+            Ok(r) => Ok(r.node.map(|(host, _)| host)),
+            Err(GuestFsError::NotFound { .. } | GuestFsError::NotADirectory { .. }) => Ok(None),
+            Err(GuestFsError::SymlinkLoop { .. }) => Err(DonorError::SymlinkLoop {
+                donor: self.root.display().to_string(),
+                path: path.to_string(),
+            }),
+            Err(e) => Err(DonorError::io(
+                "resolving",
+                self.root.join(path.trim_start_matches('/')),
+                io::Error::other(e.to_string()),
+            )),
         }
-        p
     }
 
     /// Metadata of a resolved host path (not following a final symlink). Owners are

@@ -10,7 +10,7 @@
 use super::source::DonorSource;
 use super::{DonorError, DonorPath};
 use crate::extraw::{RawError, RawFs};
-use crate::extread::{DirItem, NodeKind, NodeMeta};
+use crate::guestfs::{DirItem, NodeKind, NodeMeta};
 use std::sync::Arc;
 
 /// Most nodes in one modules tree (a Debian amd64 tree has ~5 000).
@@ -115,7 +115,7 @@ pub(crate) fn walk(
             Err(Walked::Error(e)) => return Err(e),
         }
     }
-    match walk_entries(src, root, &mut tree, &mut PathWalk, ()) {
+    match walk_entries(src, root, &mut tree, &mut PathLister, ()) {
         Ok(()) => Ok(tree),
         Err(Walked::Error(e)) => Err(e),
         Err(Walked::ByPath) => unreachable!("the path walk handles every node"),
@@ -154,9 +154,9 @@ trait Lister {
 }
 
 /// Listing through [`DonorSource`] by path.
-struct PathWalk;
+struct PathLister;
 
-impl Lister for PathWalk {
+impl Lister for PathLister {
     type Dir = ();
 
     fn list(

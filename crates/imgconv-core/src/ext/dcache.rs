@@ -14,7 +14,7 @@
 //! kept (lookups in it go to libext2fs as before), and when the total would pass
 //! [`MAX_ENTRIES`] everything is dropped and listing starts again.
 
-use crate::extread::NodeKind;
+use crate::guestfs::NodeKind;
 use std::collections::{HashMap, HashSet};
 
 /// Most entries kept over all directories (about 100 bytes each).

@@ -5,7 +5,7 @@
 //! clean; this module follows it.
 //!
 //! [`ExtFs`] is the safe wrapper. It implements [`GuestFs`] with exactly the semantics of
-//! [`crate::guestfs::MemFs`]: guest paths are resolved by the shared [`guestfs::resolve`]
+//! `guestfs::MemFs`: guest paths are resolved by the shared [`guestfs::resolve`]
 //! over the entries of each directory (listed once through `ext2fs_dir_iterate2` and kept
 //! in a bounded cache, see [`dcache`]; `ext2fs_lookup` for a directory too large to keep),
 //! following the guest's own symlinks inside the guest (absolute
@@ -47,8 +47,8 @@ pub mod cow;
 mod dcache;
 mod ffi;
 
-use crate::extread::{DirItem, NodeKind, NodeMeta};
 use crate::guestfs::{self, GuestFs, GuestFsError, NodeAttrs, PathWalk};
+use crate::guestfs::{DirItem, NodeKind, NodeMeta};
 use ffi::{Errcode, Inode};
 use std::ffi::{CStr, CString};
 use std::io::{self, Read};

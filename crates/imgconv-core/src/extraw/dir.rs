@@ -4,7 +4,8 @@
 //! checksum.
 
 use super::inode::{RawInode, FLAG_ENCRYPT, FLAG_INDEX};
-use super::{corrupt, RawError, RawFs};
+use super::{corrupt, malformed, RawError, RawFs};
+use crate::bytes::Fields;
 use crate::source::csum;
 
 /// Largest directory read (bytes): far beyond any real one, small enough to bound work.
@@ -19,14 +20,6 @@ const TAIL_LEN: usize = 12;
 pub struct RawDirEntry {
     pub name: String,
     pub ino: u32,
-}
-
-fn u16_at(b: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes([b[off], b[off + 1]])
-}
-
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
 }
 
 /// The live entries of directory `dir`, without `.`, `..` and non-UTF-8 names (as
@@ -73,7 +66,10 @@ fn parse_block(
     if let Some(seed) = dir.seed {
         if has_tail(block) {
             end = bs - TAIL_LEN;
-            if csum::crc32c_raw(seed, &block[..end]) != u32_at(block, bs - 4) {
+            let stored = Fields::new("ext4 directory tail", block)
+                .u32("det_checksum", bs - 4)
+                .map_err(|e| malformed(ino, e))?;
+            if csum::crc32c_raw(seed, &block[..end]) != stored {
                 return Err(corrupt(
                     ino,
                     format!("directory block {lblk} fails its checksum"),
@@ -93,9 +89,11 @@ fn parse_block(
         if off + 8 > end {
             return Err(corrupt(ino, format!("directory block {lblk} is cut short")));
         }
-        let child = u32_at(block, off);
-        let rec_len = usize::from(u16_at(block, off + 4));
-        let name_len = usize::from(block[off + 6]);
+        let f = Fields::new("ext4 directory entry", &block[off..end]);
+        let err = |e| malformed(ino, e);
+        let child = f.u32("inode", 0).map_err(err)?;
+        let rec_len = usize::from(f.u16("rec_len", 4).map_err(err)?);
+        let name_len = usize::from(f.u8("name_len", 6).map_err(err)?);
         if rec_len < 8 || off + rec_len > end || 8 + name_len > rec_len {
             return Err(corrupt(
                 ino,
@@ -124,8 +122,14 @@ fn parse_block(
 /// Does the block end in a `struct ext4_dir_entry_tail` (inode 0, rec_len 12, name_len 0,
 /// file type 0xDE)?
 fn has_tail(block: &[u8]) -> bool {
-    let t = &block[block.len() - TAIL_LEN..];
-    u32_at(t, 0) == 0 && u16_at(t, 4) == TAIL_LEN as u16 && t[6] == 0 && t[7] == TAIL_FT
+    let t = Fields::new(
+        "ext4 directory tail",
+        &block[block.len().saturating_sub(TAIL_LEN)..],
+    );
+    t.u32("det_reserved_zero1", 0) == Ok(0)
+        && t.u16("det_rec_len", 4) == Ok(TAIL_LEN as u16)
+        && t.u8("det_reserved_zero2", 6) == Ok(0)
+        && t.u8("det_reserved_ft", 7) == Ok(TAIL_FT)
 }
 
 /// Where an htree node's `dx_countlimit` is, if `block` is one: the root (block 0 of an
@@ -136,14 +140,16 @@ fn dx_countlimit(dir: &RawInode, lblk: u64, block: &[u8]) -> Option<usize> {
         return None;
     }
     let bs = block.len();
-    if usize::from(u16_at(block, 4)) == bs && block[6] == 0 && u32_at(block, 0) == 0 {
+    let f = Fields::new("ext4 htree node", block);
+    let u16 = |off| f.u16("rec_len", off).ok().map(usize::from);
+    if u16(4) == Some(bs) && f.u8("name_len", 6) == Ok(0) && f.u32("inode", 0) == Ok(0) {
         return Some(8);
     }
     if lblk == 0
-        && u16_at(block, 4) == 12
-        && usize::from(u16_at(block, 12 + 4)) == bs - 12
-        && block[12 + 6] == 2
-        && block[24 + 5] == 8
+        && u16(4) == Some(12)
+        && u16(12 + 4) == Some(bs.wrapping_sub(12))
+        && f.u8("name_len", 12 + 6) == Ok(2)
+        && f.u8("info_length", 24 + 5) == Ok(8)
     {
         // `dx_root_info` is 8 bytes (its info_length, checked above) after `..`.
         return Some(32);
@@ -155,8 +161,10 @@ fn dx_countlimit(dir: &RawInode, lblk: u64, block: &[u8]) -> Option<usize> {
 /// then over `dt_reserved` of the `dx_tail` that follows `limit` entries, then over a
 /// zero `dt_checksum`.
 fn check_dx(ino: u32, lblk: u64, block: &[u8], at: usize, seed: u32) -> Result<(), RawError> {
-    let limit = usize::from(u16_at(block, at));
-    let count = usize::from(u16_at(block, at + 2));
+    let f = Fields::new("ext4 htree node", block);
+    let err = |e| malformed(ino, e);
+    let limit = usize::from(f.u16("limit", at).map_err(err)?);
+    let count = usize::from(f.u16("count", at + 2).map_err(err)?);
     let tail = at + 8 * limit;
     if count > limit || tail + 8 > block.len() {
         return Err(corrupt(
@@ -168,7 +176,7 @@ fn check_dx(ino: u32, lblk: u64, block: &[u8], at: usize, seed: u32) -> Result<(
         seed,
         &[&block[..at + 8 * count], &block[tail..tail + 4], &[0; 4]],
     );
-    if c != u32_at(block, tail + 4) {
+    if c != f.u32("dt_checksum", tail + 4).map_err(err)? {
         return Err(corrupt(
             ino,
             format!("htree node {lblk} fails its checksum"),

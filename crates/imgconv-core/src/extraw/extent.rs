@@ -2,7 +2,8 @@
 //! the header, index and leaf entries, and the `metadata_csum` tail of tree blocks.
 
 use super::inode::{RawInode, FLAG_EXTENTS, FLAG_INLINE_DATA, I_BLOCK_LEN};
-use super::{corrupt, RawError, RawFs};
+use super::{corrupt, malformed, RawError, RawFs};
+use crate::bytes::Fields;
 use crate::source::csum;
 
 /// `eh_magic`.
@@ -26,14 +27,6 @@ pub struct Run {
     pub len: u32,
     /// Allocated but unwritten: reads as zeros.
     pub unwritten: bool,
-}
-
-fn u16_at(b: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes([b[off], b[off + 1]])
-}
-
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
 }
 
 struct Walk<'a> {
@@ -88,10 +81,16 @@ impl Walk<'_> {
     /// Check a node's header; returns its depth (`want` is the depth its parent implies).
     fn header(&self, node: &[u8], want: Option<u16>) -> Result<u16, RawError> {
         let ino = self.inode.ino;
-        if u16_at(node, 0) != MAGIC {
+        let f = Fields::new("ext4 extent header", node);
+        let u16 = |field, off| f.u16(field, off).map_err(|e| malformed(ino, e));
+        if u16("eh_magic", 0)? != MAGIC {
             return Err(corrupt(ino, "an extent node without the extent magic"));
         }
-        let (entries, max, depth) = (u16_at(node, 2), u16_at(node, 4), u16_at(node, 6));
+        let (entries, max, depth) = (
+            u16("eh_entries", 2)?,
+            u16("eh_max", 4)?,
+            u16("eh_depth", 6)?,
+        );
         if entries > max || 12 + 12 * usize::from(max) > node.len() {
             return Err(corrupt(
                 ino,
@@ -106,12 +105,27 @@ impl Walk<'_> {
 
     fn node(&mut self, node: &[u8], depth: u16) -> Result<(), RawError> {
         let ino = self.inode.ino;
-        let entries = usize::from(u16_at(node, 2));
+        let err = |e| malformed(ino, e);
+        let entries = usize::from(
+            Fields::new("ext4 extent header", node)
+                .u16("eh_entries", 2)
+                .map_err(err)?,
+        );
         for i in 0..entries {
-            let e = &node[12 + 12 * i..24 + 12 * i];
-            let lblk = u64::from(u32_at(e, 0));
+            let e = Fields::new(
+                if depth > 0 {
+                    "ext4 extent index"
+                } else {
+                    "ext4 extent"
+                },
+                node.get(12 + 12 * i..24 + 12 * i).unwrap_or_default(),
+            );
+            let u16 = |field, off| e.u16(field, off).map_err(err);
+            let u32 = |field, off| e.u32(field, off).map_err(err);
+            let lblk = u64::from(u32("ee_block", 0)?);
             if depth > 0 {
-                let child = u64::from(u32_at(e, 4)) | (u64::from(u16_at(e, 8)) << 32);
+                let child =
+                    u64::from(u32("ei_leaf_lo", 4)?) | (u64::from(u16("ei_leaf_hi", 8)?) << 32);
                 if lblk >= self.file_blocks {
                     // Everything below is past the end of the file.
                     break;
@@ -119,13 +133,14 @@ impl Walk<'_> {
                 self.child(child, depth - 1)?;
                 continue;
             }
-            let raw_len = u16_at(e, 4);
+            let raw_len = u16("ee_len", 4)?;
             let (len, unwritten) = if raw_len > INIT_MAX_LEN {
                 (raw_len - INIT_MAX_LEN, true)
             } else {
                 (raw_len, false)
             };
-            let pblk = u64::from(u32_at(e, 8)) | (u64::from(u16_at(e, 6)) << 32);
+            let pblk =
+                u64::from(u32("ee_start_lo", 8)?) | (u64::from(u16("ee_start_hi", 6)?) << 32);
             if len == 0
                 || pblk == 0
                 || pblk
@@ -172,8 +187,11 @@ impl Walk<'_> {
         self.header(&buf, Some(depth))?;
         if let Some(seed) = self.inode.seed {
             // struct ext4_extent_tail follows the `eh_max` entries.
-            let end = 12 + 12 * usize::from(u16_at(&buf, 4));
-            if end + 4 > buf.len() || csum::crc32c_raw(seed, &buf[..end]) != u32_at(&buf, end) {
+            let f = Fields::new("ext4 extent block", &buf);
+            let err = |e| malformed(ino, e);
+            let end = 12 + 12 * usize::from(f.u16("eh_max", 4).map_err(err)?);
+            let body = f.bytes("extent entries", 0, end).map_err(err)?;
+            if csum::crc32c_raw(seed, body) != f.u32("et_checksum", end).map_err(err)? {
                 return Err(corrupt(
                     ino,
                     format!("extent tree block {block} fails its checksum"),

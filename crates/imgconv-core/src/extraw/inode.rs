@@ -1,8 +1,9 @@
 //! One on-disk inode (`struct ext4_inode`, Documentation/filesystems/ext4/inodes.rst):
 //! the fields the reader needs, and its `metadata_csum` checksum.
 
-use super::{corrupt, RawError};
-use crate::extread::{NodeKind, NodeMeta};
+use super::{corrupt, malformed, RawError};
+use crate::bytes::Fields;
+use crate::guestfs::{NodeKind, NodeMeta};
 use crate::source::csum;
 
 /// Smallest inode size handled (the classic 128 bytes).
@@ -42,14 +43,6 @@ pub struct RawInode {
     pub seed: Option<u32>,
 }
 
-fn u16_at(b: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes([b[off], b[off + 1]])
-}
-
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
-}
-
 /// Seconds from a 32-bit time and its `_extra` field (two epoch bits).
 fn time(low: u32, extra: Option<u32>) -> i64 {
     i64::from(low as i32) + extra.map_or(0, |e| i64::from(e & 3) << 32)
@@ -62,31 +55,39 @@ impl RawInode {
         if raw.len() < MIN_INODE_SIZE as usize {
             return Err(corrupt(ino, "truncated inode"));
         }
-        let generation = u32_at(raw, 0x64);
+        let f = Fields::new("ext4 inode", raw);
+        let err = |e| malformed(ino, e);
+        let generation = f.u32("i_generation", 0x64).map_err(err)?;
         let seed = fs_seed
             .map(|s| csum::crc32c_raw_parts(s, &[&ino.to_le_bytes(), &generation.to_le_bytes()]));
         if let Some(seed) = seed {
-            check_csum(ino, raw, seed)?;
+            check_csum(ino, &f, seed)?;
         }
-        let mode = u16_at(raw, 0);
+        let mode = f.u16("i_mode", 0).map_err(err)?;
         if kind_of(mode).is_none() {
             return Err(corrupt(ino, format!("invalid file mode {mode:o}")));
         }
         let extra = raw.len() >= EXTRA_TIMES_END;
-        let extra_at = |off: usize| extra.then(|| u32_at(raw, off));
-        let mut i_block = [0u8; I_BLOCK_LEN];
-        i_block.copy_from_slice(&raw[0x28..0x28 + I_BLOCK_LEN]);
+        let extra_at = |field, off| -> Result<Option<u32>, RawError> {
+            Ok(if extra {
+                Some(f.u32(field, off).map_err(err)?)
+            } else {
+                None
+            })
+        };
+        let u16 = |field, off| f.u16(field, off).map_err(err);
+        let u32 = |field, off| f.u32(field, off).map_err(err);
         Ok(RawInode {
             ino,
             mode,
-            uid: u32::from(u16_at(raw, 0x2)) | (u32::from(u16_at(raw, 0x78)) << 16),
-            gid: u32::from(u16_at(raw, 0x18)) | (u32::from(u16_at(raw, 0x7A)) << 16),
-            size: u64::from(u32_at(raw, 0x4)) | (u64::from(u32_at(raw, 0x6C)) << 32),
-            atime: time(u32_at(raw, 0x8), extra_at(0x8C)),
-            mtime: time(u32_at(raw, 0x10), extra_at(0x88)),
-            flags: u32_at(raw, 0x20),
+            uid: u32::from(u16("i_uid", 0x2)?) | (u32::from(u16("l_i_uid_high", 0x78)?) << 16),
+            gid: u32::from(u16("i_gid", 0x18)?) | (u32::from(u16("l_i_gid_high", 0x7A)?) << 16),
+            size: u64::from(u32("i_size_lo", 0x4)?) | (u64::from(u32("i_size_high", 0x6C)?) << 32),
+            atime: time(u32("i_atime", 0x8)?, extra_at("i_atime_extra", 0x8C)?),
+            mtime: time(u32("i_mtime", 0x10)?, extra_at("i_mtime_extra", 0x88)?),
+            flags: u32("i_flags", 0x20)?,
             generation,
-            i_block,
+            i_block: f.array("i_block", 0x28).map_err(err)?,
             seed,
         })
     }
@@ -99,7 +100,7 @@ impl RawInode {
         kind_of(self.mode).expect("checked by parse")
     }
 
-    /// The metadata in the form [`crate::extread::ExtReader`] gives it.
+    /// The metadata in the form every tree reader gives it.
     pub fn meta(&self) -> NodeMeta {
         NodeMeta {
             kind: self.kind(),
@@ -128,22 +129,29 @@ fn kind_of(mode: u16) -> Option<NodeKind> {
 
 /// The kernel's `ext4_inode_csum_verify`: crc32c over the whole inode with the checksum
 /// fields read as zero; the high half is stored only when `i_extra_isize` covers it.
-fn check_csum(ino: u32, raw: &[u8], seed: u32) -> Result<(), RawError> {
+fn check_csum(ino: u32, f: &Fields, seed: u32) -> Result<(), RawError> {
+    let err = |e| malformed(ino, e);
+    let raw = f.data();
     let zero = [0u8; 2];
     let mut c = csum::crc32c_raw_parts(
         seed,
-        &[&raw[..CHECKSUM_LO], &zero, &raw[CHECKSUM_LO + 2..128]],
+        &[
+            f.bytes("inode body", 0, CHECKSUM_LO).map_err(err)?,
+            &zero,
+            f.bytes("inode body", CHECKSUM_LO + 2, 128 - CHECKSUM_LO - 2)
+                .map_err(err)?,
+        ],
     );
-    let mut stored = u32::from(u16_at(raw, CHECKSUM_LO));
+    let mut stored = u32::from(f.u16("l_i_checksum_lo", CHECKSUM_LO).map_err(err)?);
     let mut mask = 0xFFFF;
     // Inode sizes are powers of two: 128 or at least 256.
     if raw.len() >= CHECKSUM_HI + 2 {
-        let extra_isize = usize::from(u16_at(raw, EXTRA_ISIZE));
+        let extra_isize = usize::from(f.u16("i_extra_isize", EXTRA_ISIZE).map_err(err)?);
         let hi_fits = 128 + extra_isize >= CHECKSUM_HI + 2;
         c = csum::crc32c_raw(c, &raw[128..CHECKSUM_HI]);
         if hi_fits {
             c = csum::crc32c_raw_parts(c, &[&zero, &raw[CHECKSUM_HI + 2..]]);
-            stored |= u32::from(u16_at(raw, CHECKSUM_HI)) << 16;
+            stored |= u32::from(f.u16("i_checksum_hi", CHECKSUM_HI).map_err(err)?) << 16;
             mask = !0;
         } else {
             c = csum::crc32c_raw(c, &raw[CHECKSUM_HI..]);

@@ -1,11 +1,12 @@
-//! An inode-level reader of ext4 filesystems, for reading many files of one tree (the
-//! donor's modules tree) without resolving each path from the root.
+//! The inode-level reader of ext2/3/4 filesystems: the engine behind
+//! [`crate::extread::ExtReader`]'s path API, and the donor walk's direct reader for many
+//! files of one tree (the donor's modules tree).
 //!
-//! [`crate::extread::ExtReader`] reads through ext4-view, whose API names files only by
-//! path: every open walked `/`, `/usr`, `/usr/lib`, … again and re-verified each
-//! directory block's checksum, which was most of the graft's CPU time. Here a directory
-//! is listed once, giving its entries' inode numbers, and a file is read by inode number
-//! straight from its extents in large positioned reads.
+//! ext4-view's API names files only by path: every open walked `/`, `/usr`, `/usr/lib`,
+//! … again and re-verified each directory block's checksum, which was most of the
+//! graft's CPU time. Here a directory is listed once, giving its entries' inode numbers,
+//! and a file is read by inode number straight from its extents or block map in large
+//! positioned reads.
 //!
 //! It reads only what that needs, one on-disk structure per module: inodes
 //! ([`inode`]), extent trees ([`extent`]), block maps ([`blockmap`]), directory blocks
@@ -13,8 +14,8 @@
 //! from disk checked before use (inode numbers against the inode count, blocks against
 //! the filesystem and its metadata, sizes and counts against fixed bounds) and, with
 //! `metadata_csum`, every checksum verified as ext4-view does. Anything outside that
-//! (inline-data inodes, encrypted directories, a filesystem without `extent`) is
-//! [`RawError::Unsupported`], and the caller reads it the old way.
+//! (inline-data inodes, encrypted directories) is [`RawError::Unsupported`], and the
+//! caller reads it the old way.
 
 pub mod blockmap;
 pub mod dir;
@@ -72,6 +73,11 @@ pub enum MapProblem {
     TooManyRuns { max: usize },
 }
 
+/// A field of an on-disk structure that could not be read (see [`crate::bytes::Fields`]).
+fn malformed(ino: u32, e: crate::bytes::ParseError) -> RawError {
+    corrupt(ino, e.to_string())
+}
+
 fn corrupt(ino: u32, why: impl Into<String>) -> RawError {
     RawError::Corrupt {
         ino,
@@ -105,15 +111,15 @@ const MAX_ITABLES: usize = 1 << 16;
 
 impl RawFs {
     /// Read the superblock of the filesystem in `region`; `None` when it is not one this
-    /// reader handles (no `extent` feature, encryption, a journal to replay, a non-crc32c
-    /// checksum, or a superblock that does not parse: ext4-view reports those).
+    /// reader handles (encryption, a journal to replay, no file types in directory
+    /// entries, a non-crc32c checksum, or a superblock that does not parse: ext4-view
+    /// reports those). ext2 and ext3 are read by their block maps.
     pub fn open(region: Region) -> Option<RawFs> {
         let mut raw = [0u8; 1024];
         region.read_exact_at(1024, &mut raw).ok()?;
         let sb = Superblock::parse(&raw).ok()?;
         // A journal that needs recovery: ext4-view reads through it, this reader would not.
         if sb.has_incompat(feature::INCOMPAT_RECOVER)
-            || !sb.has_incompat(feature::INCOMPAT_EXTENTS)
             || !sb.has_incompat(feature::INCOMPAT_FILETYPE)
             || sb.has_incompat(feature::INCOMPAT_ENCRYPT)
             || sb.has_incompat(feature::INCOMPAT_DIRDATA)

@@ -17,7 +17,7 @@ use super::edit::{
     read_config, rewrite, rewrite_as, split_eol, Edited, COMMENT_PREFIX,
 };
 use super::{At, FixupContext, FixupError, InitSystem};
-use crate::extread::NodeKind;
+use crate::guestfs::NodeKind;
 use crate::guestfs::{GuestFs, NodeAttrs};
 use crate::report::Report;
 

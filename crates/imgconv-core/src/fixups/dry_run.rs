@@ -14,8 +14,9 @@
 //! something the source has; its content is read from the source on demand). Directories
 //! created in the overlay are opaque: nothing of the source shows through them.
 
-use crate::extread::{DirItem, ExtReadError, ExtReader, NodeKind, NodeMeta};
+use crate::extread::{ExtReadError, ExtReader};
 use crate::guestfs::{self, components, GuestFs, GuestFsError, NodeAttrs, PathWalk};
+use crate::guestfs::{DirItem, NodeKind, NodeMeta};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Read;

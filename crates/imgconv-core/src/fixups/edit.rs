@@ -3,7 +3,7 @@
 //! losing their whitespace.
 
 use super::{At, FixupError};
-use crate::extread::NodeKind;
+use crate::guestfs::NodeKind;
 use crate::guestfs::{split_parent, GuestFs, NodeAttrs};
 use crate::report::Report;
 

@@ -3,7 +3,7 @@
 //! A Xen PV guest names its disks `xvdX`, logs in on `hvc0`/`xvc0`, loads `xennet`/`xenblk`,
 //! pins eth0 to its Xen vif MAC and may run Xen guest tools. Under KVM none of that holds.
 //! [`apply`] adapts the guest's configuration through the [`GuestFs`] trait, one module per
-//! concern, so the same code runs on a real image (`ext::ExtFs`), on an in-memory [`MemFs`]
+//! concern, so the same code runs on a real image (`ext::ExtFs`), on an in-memory `MemFs`
 //! in tests, and on a read-only [`dry_run::Overlay`] for `--dry-run` ([`plan`]):
 //!
 //! | module | files |
@@ -30,7 +30,6 @@
 //!   system); only a warning about something no fixup can repair (say, a guest without
 //!   `getty@.service`) is given again.
 //!
-//! [`MemFs`]: crate::guestfs::MemFs
 
 pub mod bootloader;
 pub mod cloud_init;

@@ -7,7 +7,8 @@
 //! one odd file in the guest never stops an inspection.
 
 use super::elf::{self, Arch};
-use crate::extread::{ExtReadError, ExtReader, NodeKind};
+use crate::extread::{ExtReadError, ExtReader};
+use crate::guestfs::NodeKind;
 use std::io::Read;
 
 /// Largest configuration file read whole (fstab, inittab, os-release, ...).

@@ -33,7 +33,7 @@ fn use_donor(path: &Path) -> Result<(), DonorError> {
         .modules
         .entries
         .iter()
-        .filter(|e| e.meta.kind == imgconv_core::extread::NodeKind::File)
+        .filter(|e| e.meta.kind == imgconv_core::guestfs::NodeKind::File)
     {
         sink.clear();
         donor

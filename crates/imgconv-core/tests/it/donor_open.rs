@@ -4,7 +4,7 @@ use crate::support::donor as donor_fixtures;
 
 use donor_fixtures::*;
 use imgconv_core::donor::{check_arch, Donor, DonorError, DonorKernel, KernelArch, UserlandArch};
-use imgconv_core::extread::NodeKind;
+use imgconv_core::guestfs::NodeKind;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

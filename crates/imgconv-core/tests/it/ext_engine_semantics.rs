@@ -6,7 +6,7 @@ use crate::support::ext_fixture as ext_engine_util;
 
 use ext_engine_util::*;
 use imgconv_core::ext::ExtFs;
-use imgconv_core::extread::NodeKind;
+use imgconv_core::guestfs::NodeKind;
 use imgconv_core::guestfs::{GuestFs, GuestFsError, MemFs, NodeAttrs};
 
 /// An outcome reduced to what both implementations must agree on.
@@ -26,7 +26,7 @@ fn outcome<T: std::fmt::Debug>(r: Result<T, GuestFsError>) -> String {
 
 /// stat reduced to kind and (for non-directories) length: the fixture's own files have
 /// host modes and times in the image but root/0 in MemFs.
-fn stat_view(r: Result<Option<imgconv_core::extread::NodeMeta>, GuestFsError>) -> String {
+fn stat_view(r: Result<Option<imgconv_core::guestfs::NodeMeta>, GuestFsError>) -> String {
     outcome(r.map(|m| {
         m.map(|m| {
             let len = if m.kind == NodeKind::Dir { 0 } else { m.len };
@@ -38,7 +38,7 @@ fn stat_view(r: Result<Option<imgconv_core::extread::NodeMeta>, GuestFsError>) -
 /// Entries that exist only in the image fixture (MemFs has no hard links, no htree).
 const IMAGE_ONLY: [&str; 5] = ["bigdir", "var", "lost+found", "hostname.hard", "old-config"];
 
-fn dir_view(r: Result<Option<Vec<imgconv_core::extread::DirItem>>, GuestFsError>) -> String {
+fn dir_view(r: Result<Option<Vec<imgconv_core::guestfs::DirItem>>, GuestFsError>) -> String {
     outcome(r.map(|d| {
         d.map(|items| {
             items

@@ -3,8 +3,8 @@
 use crate::support::fixups as fixups_support;
 
 use fixups_support::*;
-use imgconv_core::extread::NodeKind;
 use imgconv_core::fixups::{self, FixupContext, FixupError};
+use imgconv_core::guestfs::NodeKind;
 use imgconv_core::guestfs::{GuestFs, GuestFsError, MemFs};
 use imgconv_core::report::Report;
 

@@ -5,8 +5,8 @@ use crate::support::donor as donor_fixtures;
 
 use donor_fixtures::*;
 use imgconv_core::donor::{Donor, DonorKernel};
-use imgconv_core::extread::NodeKind;
 use imgconv_core::graft::{graft, GraftError, GraftSummary};
+use imgconv_core::guestfs::NodeKind;
 use imgconv_core::guestfs::{GuestFs, MemFs, NodeAttrs};
 use imgconv_core::progress::{NoProgress, Progress, Stage};
 use imgconv_core::report::Report;

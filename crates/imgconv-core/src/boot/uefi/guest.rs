@@ -133,8 +133,8 @@ pub fn write_guest_efi_files(
 mod tests {
     use super::super::pe::tests::{fake_mods, fake_pe};
     use super::*;
-    use crate::extread::NodeKind;
     use crate::guestfs::MemFs;
+    use crate::guestfs::NodeKind;
 
     const UUID: &str = "0f3c5a7e-1b2d-4c6e-8f90-a1b2c3d4e5f6";
 

@@ -1,7 +1,7 @@
 //! Helpers shared by the fixups integration tests (tests/fixups_*.rs).
 
-use imgconv_core::extread::NodeKind;
 use imgconv_core::fixups::{self, DiskBus, FixupContext};
+use imgconv_core::guestfs::NodeKind;
 use imgconv_core::guestfs::{GuestFs, MemFs};
 use imgconv_core::report::Report;
 

@@ -10,7 +10,7 @@ pub mod stream;
 
 pub use shared::*;
 
-use imgconv_core::extread::NodeKind;
+use imgconv_core::guestfs::NodeKind;
 use imgconv_core::guestfs::{GuestFs, MemFs};
 use std::fs;
 use std::path::Path;
