@@ -147,7 +147,7 @@ fn dpkg_versions(status: &str, wanted: &[&str]) -> Vec<(String, String)> {
 }
 
 fn is_file(guest: &mut dyn GuestFs, path: &str) -> bool {
-    matches!(guest.stat(path), Ok(Some(m)) if m.kind == crate::extread::NodeKind::File)
+    matches!(guest.stat(path), Ok(Some(m)) if m.kind == crate::guestfs::NodeKind::File)
 }
 
 /// Read what the checks need from the guest. Unreadable files leave a fact unknown.
@@ -196,7 +196,7 @@ pub fn read_userland(guest: &mut dyn GuestFs) -> Userland {
     }
     if u.module_tools.is_none() {
         for modprobe in ["/sbin/modprobe", "/usr/sbin/modprobe"] {
-            let link = matches!(guest.lstat(modprobe), Ok(Some(m)) if m.kind == crate::extread::NodeKind::Symlink);
+            let link = matches!(guest.lstat(modprobe), Ok(Some(m)) if m.kind == crate::guestfs::NodeKind::Symlink);
             if !link && is_file(guest, modprobe) {
                 u.module_tools = Some(Fact {
                     value: ModuleTools::ModuleInitTools,
@@ -222,7 +222,7 @@ fn find_glibc(guest: &mut dyn GuestFs) -> Option<Fact<Version>> {
             }
         }
         if is_file(guest, &so6)
-            && !matches!(guest.lstat(&so6), Ok(Some(m)) if m.kind == crate::extread::NodeKind::Symlink)
+            && !matches!(guest.lstat(&so6), Ok(Some(m)) if m.kind == crate::guestfs::NodeKind::Symlink)
         {
             if let Some(v) = guest
                 .read_file(&so6, MAX_LIBC_BYTES)

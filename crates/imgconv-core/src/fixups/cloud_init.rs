@@ -9,7 +9,7 @@
 
 use super::edit::{create, exists};
 use super::{At, FixupContext, FixupError};
-use crate::extread::NodeKind;
+use crate::guestfs::NodeKind;
 use crate::guestfs::{GuestFs, NodeAttrs};
 use crate::report::Report;
 

@@ -476,7 +476,7 @@ struct XenJob {
     path: String,
     /// Its content before any change.
     content: String,
-    meta: Option<crate::extread::NodeMeta>,
+    meta: Option<crate::guestfs::NodeMeta>,
     /// Named after the Xen console (`hvc0.conf`, `event.d/xvc0`): moved aside. Otherwise
     /// (`event.d/tty1` running a login on `xvc0`) it was pointed at another device.
     named_for_console: bool,

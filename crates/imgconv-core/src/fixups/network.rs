@@ -28,8 +28,8 @@ use super::edit::{
     rewrite_as, split_eol, Edited, COMMENT_PREFIX,
 };
 use super::{At, FixupContext, FixupError};
-use crate::extread::NodeKind;
 use crate::guestfs::GuestFs;
+use crate::guestfs::NodeKind;
 use crate::report::Report;
 
 const STEP: &str = "network";
