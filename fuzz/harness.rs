@@ -169,3 +169,126 @@ pub fn moddep(data: &[u8]) {
     }
     let _ = m.resolve(&names);
 }
+
+/// One on-disk inode (`extraw::inode`): the first 4 bytes are the inode number and
+/// whether to check a `metadata_csum` checksum (seeded by them), the rest the inode.
+pub fn extraw_inode(data: &[u8]) {
+    let Some((head, raw)) = data.split_first_chunk::<4>() else {
+        return;
+    };
+    let ino = u32::from_le_bytes(*head);
+    let seed = (ino & 1 == 1).then_some(ino);
+    if let Ok(inode) = imgconv_core::extraw::RawInode::parse(ino.max(1), raw, seed) {
+        let _ = inode.kind();
+        let _ = inode.meta();
+    }
+}
+
+/// A block map (`extraw::blockmap`) over an in-memory filesystem of 1 KiB blocks: the
+/// first 60 bytes are `i_block`, the next 8 the file size, the rest the blocks from
+/// block 0 (blocks 0 and 1 are metadata, blocks past the data read as zeros, the
+/// filesystem is four times the data long).
+pub fn extraw_blockmap(data: &[u8]) {
+    use imgconv_core::extraw::blockmap::{self, Blocks};
+    use imgconv_core::extraw::layout::Metadata;
+    use imgconv_core::extraw::{RawError, RawInode};
+    struct Mem<'a> {
+        blocks: &'a [u8],
+        meta: Metadata,
+    }
+    impl Blocks for Mem<'_> {
+        fn block_size(&self) -> u64 {
+            1024
+        }
+        fn first_data_block(&self) -> u64 {
+            1
+        }
+        fn blocks_count(&self) -> u64 {
+            (self.blocks.len() as u64 / 1024 + 1) * 4
+        }
+        fn metadata_in(&self, start: u64, count: u64) -> Result<Option<u64>, RawError> {
+            Ok(self.meta.first_in(start, count))
+        }
+        fn read_block(&self, block: u64, buf: &mut [u8]) -> Result<(), RawError> {
+            buf.fill(0);
+            let start = usize::try_from(block.saturating_mul(1024)).unwrap_or(usize::MAX);
+            if let Some(src) = self.blocks.get(start..) {
+                let n = src.len().min(buf.len());
+                buf[..n].copy_from_slice(&src[..n]);
+            }
+            Ok(())
+        }
+    }
+    let Some((i_block, rest)) = data.split_first_chunk::<60>() else {
+        return;
+    };
+    let Some((size, blocks)) = rest.split_first_chunk::<8>() else {
+        return;
+    };
+    let fs = Mem {
+        blocks,
+        meta: Metadata::from_ranges(vec![(0, 2)]),
+    };
+    let inode = RawInode {
+        ino: 12,
+        mode: 0o100644,
+        uid: 0,
+        gid: 0,
+        size: u64::from_le_bytes(*size),
+        atime: 0,
+        mtime: 0,
+        flags: 0,
+        generation: 0,
+        i_block: *i_block,
+        seed: None,
+    };
+    if let Ok(map) = blockmap::walk(&fs, &inode) {
+        assert!(map.runs.len() <= blockmap::MAX_RUNS);
+        assert!(map.indirect.len() <= blockmap::MAX_INDIRECT);
+        for r in &map.runs {
+            assert!(r.pblk >= 2 && r.pblk + u64::from(r.len) <= fs.blocks_count());
+        }
+    }
+    let _ = blockmap::map(&fs, &inode);
+}
+
+/// The first inodes of a filesystem image through `extraw` (the ext2/3/4 reader used by
+/// the block check): each inode, its extent tree or block map, its content.
+pub fn extraw_extent(data: &[u8]) {
+    let p = write_scratch("extent", data);
+    if let Ok(region) = Region::open(&p) {
+        if let Ok(fs) = imgconv_core::extraw::RawFs::open_for_check(region) {
+            let fs = std::sync::Arc::new(fs);
+            let last = fs.superblock().inodes_count.min(64);
+            for ino in 1..=last {
+                let Ok(inode) = fs.inode(ino) else { continue };
+                let _ = fs.owned_blocks(&inode);
+                if let Ok(mut f) = fs.open_file(&inode) {
+                    let mut buf = vec![0u8; 64 << 10];
+                    let _ = f.read_some(&mut buf);
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_file(p);
+}
+
+/// Directories and symlinks of a filesystem image through `extraw`, then the whole
+/// block check (`blockcheck::check`: every inode, shared and free blocks, naming).
+pub fn extraw_dir(data: &[u8]) {
+    let p = write_scratch("dir", data);
+    if let Ok(region) = Region::open(&p) {
+        if let Ok(fs) = imgconv_core::extraw::RawFs::open_for_check(region.clone()) {
+            let fs = std::sync::Arc::new(fs);
+            let last = fs.superblock().inodes_count.min(64);
+            for ino in 1..=last {
+                let Ok(inode) = fs.inode(ino) else { continue };
+                let _ = fs.read_dir(&inode, 1000);
+                let _ = fs.read_link(&inode, 4096);
+            }
+        }
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let _ = imgconv_core::blockcheck::check(&region, &stop);
+    }
+    let _ = std::fs::remove_file(p);
+}

@@ -151,6 +151,10 @@ pub struct ConversionSettings {
     /// Replay a dirty journal in the output copy (the input is never touched).
     #[arg(long)]
     pub replay_journal: bool,
+    /// When files share blocks or own blocks the bitmaps call free, run e2fsck -fy on
+    /// the output copy before grafting instead of refusing (the input is never touched).
+    #[arg(long)]
+    pub repair: bool,
     /// Arguments appended to the kernel command line in grub.cfg, e.g. "quiet
     /// systemd.unit=multi-user.target" (repeatable; no quotes, $ ; { } ` \ | & < > #).
     #[arg(long = "kernel-cmdline", value_name = "ARGS")]

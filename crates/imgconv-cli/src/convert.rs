@@ -45,6 +45,7 @@ pub fn options(source: &Path, output: &Path, s: &ConversionSettings) -> ConvertO
         })
         .with_disk_bus(s.bus.into())
         .with_replay_journal(s.replay_journal)
+        .with_repair(s.repair)
         .with_force(s.force)
         .with_grub_dir(s.grub_dir.clone())
         .with_extra_cmdline(s.kernel_cmdline.clone())

@@ -294,6 +294,20 @@ pub fn from_core(err: &Error, paths: &Paths) -> CliError {
             StreamError::SwapTooSmall { .. } => Class::Usage,
             _ => Class::Failure,
         },
+        Error::BlockCheck(e) => match e.as_ref() {
+            imgconv_core::blockcheck::CheckError::Inconsistent { findings, .. } => {
+                let hint = if findings.repairable() {
+                    "pass --repair to run e2fsck -fy on the output copy before grafting (the input is not touched), or repair a copy of the image with e2fsck -fy and convert that"
+                } else {
+                    "repair a copy of the image with e2fsck -fy (it may clear the blocks named) and convert that; the input is not touched"
+                };
+                return CliError::new(Class::Input, err.to_string(), hint);
+            }
+            imgconv_core::blockcheck::CheckError::Io { path, source, .. } => {
+                classify_io(source.kind(), source.raw_os_error(), path, paths)
+            }
+            imgconv_core::blockcheck::CheckError::Cancelled => return CliError::cancelled(),
+        },
         Error::Output(o) => output_class(o, paths),
         Error::Tool(t) => match t {
             ToolError::NotExt { .. } => Class::Input,

@@ -37,6 +37,17 @@ impl Region {
         })
     }
 
+    /// A region over an already open `file` (named `path` in errors), whole.
+    pub fn from_file(file: File, path: &Path) -> io::Result<Self> {
+        let len = file.metadata()?.len();
+        Ok(Self {
+            file: Arc::new(file),
+            path: Arc::new(path.to_path_buf()),
+            offset: 0,
+            len,
+        })
+    }
+
     /// A sub-window `[offset, offset+len)` of this region. Fails if it does not fit.
     pub fn sub(&self, offset: u64, len: u64) -> io::Result<Region> {
         let end = offset

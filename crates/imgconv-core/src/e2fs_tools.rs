@@ -170,6 +170,14 @@ const REOPEN_BUG: &str = "while trying to re-open";
 /// `debugfs -w -R "feature -needs_recovery"` (debugfs honours the io options for normal
 /// operations) and run `e2fsck -fy` again, which now does the full check and repair that
 /// e2fsck would have done after the re-open. A fixed e2fsprogs succeeds on the first run.
+/// `e2fsck -fy` on the filesystem at `offset` in the output image (exit 1, "errors
+/// corrected", is success): clones shared blocks and marks owned blocks used.
+pub fn repair(out_image: &Path, offset: u64) -> Result<ToolRun, ToolError> {
+    let (dev, _guard) = device_arg(out_image, offset)?;
+    run("e2fsck", &["-f".into(), "-y".into(), dev], &[0, 1])
+}
+
+/// Replay the journal of the filesystem at `offset` in the output image (see above).
 pub fn replay_journal(out_image: &Path, offset: u64) -> Result<ToolRun, ToolError> {
     let (dev, _guard) = device_arg(out_image, offset)?;
     let fsck_args = ["-f".to_string(), "-y".to_string(), dev.clone()];

@@ -56,6 +56,12 @@ pub enum Error {
     #[error(transparent)]
     Tool(#[from] crate::e2fs_tools::ToolError),
 
+    /// The guest's inodes and bitmaps disagree, or a block map is refused (see
+    /// [`crate::blockcheck`]). Converted by hand so a cancelled check is
+    /// [`Error::Cancelled`].
+    #[error(transparent)]
+    BlockCheck(Box<crate::blockcheck::CheckError>),
+
     /// A failure of the libext2fs write engine (opening, writing or closing the output fs).
     #[error(transparent)]
     Ext(#[from] crate::ext::ExtError),
@@ -100,6 +106,15 @@ pub enum Error {
     /// The operation was cancelled through [`crate::Progress::is_cancelled`].
     #[error("cancelled")]
     Cancelled,
+}
+
+impl From<crate::blockcheck::CheckError> for Error {
+    fn from(e: crate::blockcheck::CheckError) -> Self {
+        match e {
+            crate::blockcheck::CheckError::Cancelled => Error::Cancelled,
+            other => Error::BlockCheck(Box::new(other)),
+        }
+    }
 }
 
 impl Error {

@@ -11,6 +11,7 @@
 //! The library never prints and never exits: every failure is a typed [`Error`], and
 //! progress and cancellation go through the [`Progress`] trait.
 
+pub mod blockcheck;
 pub mod blockio;
 pub mod boot;
 pub mod bytes;

@@ -11,6 +11,7 @@ mod support;
 
 mod cli;
 mod convert;
+mod hostile_maps;
 mod input_integrity;
 mod interrupt;
 mod verify;

@@ -27,6 +27,7 @@
 //! `overlap` (the stream thread beside the guest work, with its progress relay) and
 //! `display` (the plan as the dry run prints it).
 
+mod check;
 mod display;
 mod options;
 mod overlap;
@@ -139,10 +140,20 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
     // outputs; benchmarks measure what the overlap gains).
     let sequential = plan.inspection.fs.needs_recovery
         || plan.disk.grow.is_some()
+        || opts.repair
         || opts.overlap == Overlap::Sequential;
+    // The block check reads the source beside the stream; the guest work waits for it
+    // before libext2fs touches anything. After a journal replay the copy is checked
+    // instead, once replayed: before it, inodes and bitmaps may not agree yet.
+    let pending = if plan.inspection.fs.needs_recovery {
+        None
+    } else {
+        Some(check::start(plan.inspection.open_fs()?))
+    };
     let guest = GuestWork {
         opts,
         plan: &plan,
+        check: std::sync::Mutex::new(pending),
         donor: donor.as_ref(),
         donor_kernel: donor_kernel.as_ref(),
         grub: &grub,
@@ -156,6 +167,20 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
                 .map_err(Error::from)
         })?;
         check_cancel(progress)?;
+        let pending = guest.check.lock().ok().and_then(|mut c| c.take());
+        if let Some(pending) = pending {
+            let findings = pending.wait()?;
+            let src = plan.inspection.open_fs()?;
+            check::repair_or_refuse(
+                opts.repair,
+                &out,
+                root_offset,
+                findings,
+                Some((&src, u64::from(plan.inspection.fs.block_size))),
+                &mut report,
+                progress,
+            )?;
+        }
         grow_and_replay(
             &plan,
             &out,
@@ -164,6 +189,28 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Con
             &mut timings,
             progress,
         )?;
+        if plan.inspection.fs.needs_recovery {
+            // Replayed: check the copy's root filesystem (streamed whole, so nothing
+            // it owns is missing from it).
+            let copy = crate::blockio::Region::from_file(
+                out.file()
+                    .try_clone()
+                    .map_err(|e| output::write_error(out.file(), "cannot reopen", e))?,
+                out.path(),
+            )
+            .and_then(|r| r.sub(root_offset, plan.inspection.fs_len))
+            .map_err(|e| output::write_error(out.file(), "cannot read back", e))?;
+            let findings = check::start(copy).wait()?;
+            check::repair_or_refuse(
+                opts.repair,
+                &out,
+                root_offset,
+                findings,
+                None,
+                &mut report,
+                progress,
+            )?;
+        }
         let mut fs = ExtFs::open(out.path(), root_offset)?;
         let (graft, core) = guest.write(&mut fs, &mut report, &mut timings, progress)?;
         fs.close()?;
@@ -255,6 +302,8 @@ fn grow_and_replay(
 struct GuestWork<'a> {
     opts: &'a ConvertOptions,
     plan: &'a ConversionPlan,
+    /// The block check, until the guest work waits for it.
+    check: std::sync::Mutex<Option<check::PendingCheck>>,
     donor: Option<&'a Donor>,
     donor_kernel: Option<&'a DonorKernel>,
     grub: &'a GrubPlatformFiles,
@@ -272,6 +321,13 @@ impl GuestWork<'_> {
         timings: &mut Vec<StageTime>,
         progress: &mut dyn Progress,
     ) -> Result<(Option<GraftSummary>, Option<boot::CoreImage>)> {
+        // Nothing is written before the block check has passed (the sequential path
+        // waited for it already).
+        let pending = self.check.lock().ok().and_then(|mut c| c.take());
+        if let Some(pending) = pending {
+            let findings = pending.wait()?;
+            check::refuse_unclean(findings, report, progress)?;
+        }
         let graft = timed(timings, Stage::Graft, || {
             match (self.donor, self.donor_kernel) {
                 (Some(donor), Some(kernel)) => Ok(Some(crate::graft::graft(

@@ -81,6 +81,10 @@ pub struct ConvertOptions {
     pub disk_bus: DiskBus,
     /// Replay a dirty journal in the output copy (never the input) instead of refusing.
     pub replay_journal: bool,
+    /// When the block check finds files sharing blocks or owning blocks the bitmaps call
+    /// free, copy those blocks and run `e2fsck -fy` on the output copy before grafting
+    /// (never the input) instead of refusing. The stages then run one after the other.
+    pub repair: bool,
     /// Overwrite an existing output.
     pub force: bool,
     /// Take GRUB i386-pc modules from this directory instead of the donor's.
@@ -121,6 +125,7 @@ impl ConvertOptions {
             firmware: Firmware::Bios,
             disk_bus: DiskBus::Virtio,
             replay_journal: false,
+            repair: false,
             force: false,
             grub_dir: None,
             extra_cmdline: Vec::new(),
@@ -196,6 +201,12 @@ impl ConvertOptions {
     /// Replay a dirty journal in the output copy instead of refusing the source.
     pub fn with_replay_journal(mut self, yes: bool) -> Self {
         self.replay_journal = yes;
+        self
+    }
+
+    /// Repair what the block check finds in the output copy instead of refusing.
+    pub fn with_repair(mut self, yes: bool) -> Self {
+        self.repair = yes;
         self
     }
 

@@ -100,7 +100,7 @@ pub fn walk<B: Blocks + ?Sized>(fs: &B, inode: &RawInode) -> Result<BlockMap, Ra
         first += span;
         span = span.saturating_mul(per_block);
     }
-    w.check_disjoint()?;
+    check_disjoint(inode.ino, &w.map)?;
     Ok(w.map)
 }
 
@@ -188,22 +188,24 @@ impl<B: Blocks + ?Sized> Walk<'_, B> {
         }
         Ok(())
     }
+}
 
-    /// No block is both data and indirect, or data twice.
-    fn check_disjoint(&self) -> Result<(), RawError> {
-        let mut all: Vec<(u64, u64)> = self
-            .map
-            .runs
-            .iter()
-            .map(|r| (r.pblk, u64::from(r.len)))
-            .chain(self.map.indirect.iter().map(|&b| (b, 1)))
-            .collect();
-        all.sort_unstable();
-        if let Some(w) = all.windows(2).find(|w| w[0].0 + w[0].1 > w[1].0) {
-            return Err(self.problem(MapProblem::Twice { block: w[1].0 }));
-        }
-        Ok(())
+/// No block of `map` is listed twice (as data twice, or as data and as a tree block).
+pub(crate) fn check_disjoint(ino: u32, map: &BlockMap) -> Result<(), RawError> {
+    let mut all: Vec<(u64, u64)> = map
+        .runs
+        .iter()
+        .map(|r| (r.pblk, u64::from(r.len)))
+        .chain(map.indirect.iter().map(|&b| (b, 1)))
+        .collect();
+    all.sort_unstable();
+    if let Some(w) = all.windows(2).find(|w| w[0].0 + w[0].1 > w[1].0) {
+        return Err(RawError::BadMap {
+            ino,
+            problem: MapProblem::Twice { block: w[1].0 },
+        });
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! An inode's extent tree (Documentation/filesystems/ext4/ifork.rst, "Extent Tree"):
 //! the header, index and leaf entries, and the `metadata_csum` tail of tree blocks.
 
+use super::blockmap::{check_disjoint, BlockMap};
 use super::inode::{RawInode, FLAG_EXTENTS, FLAG_INLINE_DATA, I_BLOCK_LEN};
-use super::{corrupt, malformed, RawError, RawFs};
+use super::{corrupt, malformed, MapProblem, RawError, RawFs};
 use crate::bytes::Fields;
 use crate::source::csum;
 
@@ -34,7 +35,11 @@ struct Walk<'a> {
     inode: &'a RawInode,
     /// Blocks the file's size covers: runs are clipped to them.
     file_blocks: u64,
+    /// Clip to `file_blocks` (a reader), or keep everything the tree lists (a check).
+    clip: bool,
     runs: Vec<Run>,
+    /// The tree blocks below the inode, in the order walked.
+    tree: Vec<u64>,
     /// Logical block where the next extent may start (extents are sorted, disjoint).
     next_lblk: u64,
     nodes: usize,
@@ -43,6 +48,19 @@ struct Walk<'a> {
 /// The runs of `inode`'s data, in logical order, clipped to its size; holes are gaps
 /// between runs. Block-mapped and inline-data inodes are [`RawError::Unsupported`].
 pub fn map(fs: &RawFs, inode: &RawInode) -> Result<Vec<Run>, RawError> {
+    Ok(run_walk(fs, inode, true)?.runs)
+}
+
+/// Every block `inode`'s extent tree owns: all its extents (not clipped to the size,
+/// as libext2fs frees them all) and its tree blocks, each inside the filesystem, none
+/// in the group metadata, none listed twice.
+pub fn walk(fs: &RawFs, inode: &RawInode) -> Result<BlockMap, RawError> {
+    let map = run_walk(fs, inode, false)?;
+    check_disjoint(inode.ino, &map)?;
+    Ok(map)
+}
+
+fn run_walk(fs: &RawFs, inode: &RawInode, clip: bool) -> Result<BlockMap, RawError> {
     if inode.has_flag(FLAG_INLINE_DATA) {
         return Err(RawError::Unsupported {
             ino: inode.ino,
@@ -67,14 +85,19 @@ pub fn map(fs: &RawFs, inode: &RawInode) -> Result<Vec<Run>, RawError> {
         fs,
         inode,
         file_blocks,
+        clip,
         runs: Vec::new(),
+        tree: Vec::new(),
         next_lblk: 0,
         nodes: 0,
     };
     let root = inode.i_block;
     let depth = walk.header(&root[..I_BLOCK_LEN], None)?;
     walk.node(&root[..I_BLOCK_LEN], depth)?;
-    Ok(walk.runs)
+    Ok(BlockMap {
+        runs: walk.runs,
+        indirect: walk.tree,
+    })
 }
 
 impl Walk<'_> {
@@ -126,7 +149,7 @@ impl Walk<'_> {
             if depth > 0 {
                 let child =
                     u64::from(u32("ei_leaf_lo", 4)?) | (u64::from(u16("ei_leaf_hi", 8)?) << 32);
-                if lblk >= self.file_blocks {
+                if self.clip && lblk >= self.file_blocks {
                     // Everything below is past the end of the file.
                     break;
                 }
@@ -152,14 +175,24 @@ impl Walk<'_> {
                     format!("an extent of {len} blocks at block {pblk}"),
                 ));
             }
+            if let Some(block) = self.fs.metadata()?.first_in(pblk, u64::from(len)) {
+                return Err(RawError::BadMap {
+                    ino,
+                    problem: MapProblem::Metadata { block },
+                });
+            }
             if lblk < self.next_lblk {
                 return Err(corrupt(ino, "extents overlap or are out of order"));
             }
             self.next_lblk = lblk + u64::from(len);
-            if lblk >= self.file_blocks {
-                continue;
-            }
-            let len = u64::from(len).min(self.file_blocks - lblk) as u32;
+            let len = if self.clip {
+                if lblk >= self.file_blocks {
+                    continue;
+                }
+                u64::from(len).min(self.file_blocks - lblk) as u32
+            } else {
+                u32::from(len)
+            };
             if self.runs.len() >= MAX_RUNS {
                 return Err(corrupt(ino, "more extents than any file needs"));
             }
@@ -180,8 +213,21 @@ impl Walk<'_> {
             return Err(corrupt(ino, "an extent tree of too many blocks"));
         }
         if block == 0 || block >= self.fs.blocks_count() {
-            return Err(corrupt(ino, format!("an extent tree block at {block}")));
+            return Err(RawError::BadMap {
+                ino,
+                problem: MapProblem::Outside {
+                    block,
+                    count: self.fs.blocks_count(),
+                },
+            });
         }
+        if self.fs.metadata()?.first_in(block, 1).is_some() {
+            return Err(RawError::BadMap {
+                ino,
+                problem: MapProblem::Metadata { block },
+            });
+        }
+        self.tree.push(block);
         let mut buf = vec![0u8; self.fs.block_size() as usize];
         self.fs.read_at(block, 0, &mut buf)?;
         self.header(&buf, Some(depth))?;

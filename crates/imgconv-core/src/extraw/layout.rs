@@ -38,8 +38,18 @@ pub struct Metadata {
     ranges: Vec<(u64, u64)>,
 }
 
-/// One group's own tables: `(block bitmap, inode bitmap, inode table start)`.
-pub type GroupTables = (u64, u64, u64);
+/// Where one group's own tables are, and which of them hold nothing yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupTables {
+    pub block_bitmap: u64,
+    pub inode_bitmap: u64,
+    pub inode_table: u64,
+    /// `BLOCK_UNINIT` (honoured only with descriptor checksums): the block bitmap was
+    /// never written, the group holds only metadata.
+    pub block_uninit: bool,
+    /// `INODE_UNINIT` (likewise): no inode of the group is in use.
+    pub inode_uninit: bool,
+}
 
 impl Metadata {
     /// Read every group descriptor of the filesystem in `region` and collect its
@@ -83,7 +93,14 @@ impl Metadata {
                 }
                 ranges.push((start, count));
             }
-            tables.push((d.block_bitmap, d.inode_bitmap, d.inode_table));
+            tables.push(GroupTables {
+                block_bitmap: d.block_bitmap,
+                inode_bitmap: d.inode_bitmap,
+                inode_table: d.inode_table,
+                block_uninit: d.block_uninit(sb),
+                inode_uninit: sb.has_group_desc_csum()
+                    && d.flags & group_desc::BG_INODE_UNINIT != 0,
+            });
         }
         Ok((Metadata::from_ranges(ranges), tables))
     }

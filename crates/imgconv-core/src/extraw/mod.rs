@@ -144,6 +144,55 @@ impl RawFs {
         })
     }
 
+    /// Open any ext2/3/4 filesystem to check its inodes' block maps and extent trees
+    /// (no `extent` or `filetype` needed, unlike [`RawFs::open`]); why not when this
+    /// reader cannot (an unreadable superblock, bigalloc, a checksum type it does not
+    /// know).
+    pub fn open_for_check(region: Region) -> Result<RawFs, String> {
+        let mut raw = [0u8; 1024];
+        region
+            .read_exact_at(1024, &mut raw)
+            .map_err(|e| format!("reading the superblock: {e}"))?;
+        let sb = Superblock::parse(&raw).map_err(|e| e.to_string())?;
+        if sb.inodes_per_group == 0
+            || u32::from(sb.inode_size) < inode::MIN_INODE_SIZE
+            || u64::from(sb.inode_size) > sb.block_size()
+        {
+            return Err(format!("an inode size of {} bytes", sb.inode_size));
+        }
+        if sb.has_ro_compat(feature::RO_COMPAT_BIGALLOC) {
+            return Err("bigalloc (block maps count clusters)".into());
+        }
+        let csum = sb.has_ro_compat(feature::RO_COMPAT_METADATA_CSUM);
+        if csum && sb.checksum_type != 1 {
+            return Err(format!("checksum type {}", sb.checksum_type));
+        }
+        Ok(RawFs {
+            block_size: sb.block_size(),
+            csum,
+            seed: if csum { sb.csum_seed() } else { 0 },
+            sb,
+            region,
+            itables: Mutex::new(HashMap::new()),
+            metadata: OnceLock::new(),
+        })
+    }
+
+    /// The superblock.
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+
+    /// The image range the filesystem lies in.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// The filesystem checksum seed inodes are checked with (with `metadata_csum`).
+    pub fn inode_seed(&self) -> Option<u32> {
+        self.csum.then_some(self.seed)
+    }
+
     /// Block size in bytes.
     pub fn block_size(&self) -> u64 {
         self.block_size
@@ -233,6 +282,16 @@ impl RawFs {
             extent::map(self, inode)
         } else {
             blockmap::map(self, inode)
+        }
+    }
+
+    /// Every block `inode` owns (data and tree or indirect blocks, also past its size),
+    /// checked (see [`extent::walk`] and [`blockmap::walk`]).
+    pub fn owned_blocks(&self, inode: &RawInode) -> Result<blockmap::BlockMap, RawError> {
+        if inode.has_flag(inode::FLAG_EXTENTS) {
+            extent::walk(self, inode)
+        } else {
+            blockmap::walk(self, inode)
         }
     }
 

@@ -16,6 +16,10 @@ const TARGETS: &[(&str, Harness)] = &[
     ("inspect", harness::inspect),
     ("donor", harness::donor),
     ("moddep", harness::moddep),
+    ("extraw_inode", harness::extraw_inode),
+    ("extraw_blockmap", harness::extraw_blockmap),
+    ("extraw_extent", harness::extraw_extent),
+    ("extraw_dir", harness::extraw_dir),
 ];
 
 #[test]

@@ -1200,9 +1200,94 @@ fn mutate_target(rng: &mut Prng, l: &Layout, e: &mut Edit, t: &Target) -> String
     format!("{}: {}: {label}", t.cat, t.what)
 }
 
+/// Byte patches: (position, new bytes).
+type Patches = Vec<(u64, Vec<u8>)>;
+
+/// Hostile block maps, the same for every seed: a block-mapped `/etc/fstab` whose
+/// triple-indirect block lists itself (an extent-mapped one: its extent moved into the
+/// inode table), `/etc` whose double-indirect block lists itself (extents: its first
+/// extent listed twice), and `/etc/hostname` sharing `/etc/fstab`'s first block. Each
+/// inode's checksum is recomputed, so only the map is wrong.
+fn hostile_cases(l: &Layout, file: &File) -> Vec<(String, Patches)> {
+    let find = |p: &str| l.inodes.iter().find(|i| i.path == p);
+    let mut out = Vec::new();
+    // i_block starts at 0x28; block-map entries are 4 bytes, extent entries 12 after a
+    // 12-byte header (ee_start_lo at +8 of an entry).
+    let i_block = |i: &InodeLoc, k: u64| i.pos + 0x28 + 4 * k;
+    let mut case = |label: String, edit: &dyn Fn(&mut Edit)| {
+        let mut e = Edit::new(file);
+        edit(&mut e);
+        out.push((label, e.patches()));
+    };
+    let set32 = |e: &mut Edit, at: u64, v: u32| e.get(at, 4).copy_from_slice(&v.to_le_bytes());
+    if let (Some(fstab), Some(g0)) = (find("/etc/fstab"), l.groups.first()) {
+        if let Some(&d0) = fstab.data.first() {
+            if fstab.flags & EXTENTS_FL == 0 {
+                case(
+                    "hostile: /etc/fstab triple-indirect block lists itself".into(),
+                    &|e| {
+                        set32(e, i_block(fstab, 14), d0 as u32);
+                        let blk = e.get(l.fs + d0 * l.bs, l.bs);
+                        for c in blk.chunks_mut(4) {
+                            c.copy_from_slice(&(d0 as u32).to_le_bytes());
+                        }
+                        fix_inode(l, e, fstab.ino);
+                    },
+                );
+            } else {
+                case(
+                    "hostile: /etc/fstab extent points into the inode table".into(),
+                    &|e| {
+                        set32(e, i_block(fstab, 5), g0.itable as u32);
+                        fix_inode(l, e, fstab.ino);
+                    },
+                );
+            }
+            if let Some(host) = find("/etc/hostname") {
+                let k = if host.flags & EXTENTS_FL == 0 { 0 } else { 5 };
+                case(
+                    "hostile: /etc/hostname shares /etc/fstab's first block".into(),
+                    &|e| {
+                        set32(e, i_block(host, k), d0 as u32);
+                        fix_inode(l, e, host.ino);
+                    },
+                );
+            }
+        }
+    }
+    if let Some(etc) = find("/etc") {
+        if let Some(&d0) = etc.data.first() {
+            if etc.flags & EXTENTS_FL == 0 {
+                case(
+                    "hostile: /etc double-indirect block lists itself".into(),
+                    &|e| {
+                        set32(e, i_block(etc, 13), d0 as u32);
+                        let blk = e.get(l.fs + d0 * l.bs, l.bs);
+                        for c in blk.chunks_mut(4) {
+                            c.copy_from_slice(&(d0 as u32).to_le_bytes());
+                        }
+                        fix_inode(l, e, etc.ino);
+                    },
+                );
+            } else {
+                case("hostile: /etc lists its first extent twice".into(), &|e| {
+                    let first = e.get(i_block(etc, 3), 12).to_vec();
+                    // A second entry equal to the first, and the header's count at 2.
+                    e.get(i_block(etc, 6), 12).copy_from_slice(&first);
+                    e.get(i_block(etc, 0) + 2, 2)
+                        .copy_from_slice(&2u16.to_le_bytes());
+                    fix_inode(l, e, etc.ino);
+                });
+            }
+        }
+    }
+    out
+}
+
 fn gen_cases(l: &Layout, n: usize, seed: u64) -> Vec<Case> {
     let targets = targets(l);
     let file = File::open(&l.image).unwrap();
+    let hostile = hostile_cases(l, &file);
     let mut rng = Prng::new(seed ^ l.name.bytes().fold(0u64, |h, b| h * 131 + u64::from(b)));
     let mut cases = Vec::with_capacity(n);
     for id in 0..n {
@@ -1213,6 +1298,14 @@ fn gen_cases(l: &Layout, n: usize, seed: u64) -> Vec<Case> {
                 label: "zero-length file".into(),
                 truncate: Some(0),
                 patches: vec![],
+                full: false,
+            }
+        } else if let Some((label, patches)) = hostile.get(id - 1) {
+            Case {
+                id,
+                label: label.clone(),
+                truncate: None,
+                patches: patches.clone(),
                 full: false,
             }
         } else if roll < 8 {
