@@ -24,7 +24,7 @@ use crate::extraw::dir::MAX_DIR_BYTES;
 use crate::extraw::inode::{RawInode, FLAG_EXTENTS, FLAG_INLINE_DATA, I_BLOCK_LEN};
 use crate::extraw::layout::{GroupTables, Metadata};
 use crate::extraw::{RawError, RawFs};
-use crate::extread::NodeKind;
+use crate::guestfs::NodeKind;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
