@@ -95,6 +95,29 @@ pub enum FirmwareArg {
     Hybrid,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum KernelSourceArg {
+    /// The guest's own kernel when its initrd has the drivers for the bus and the root
+    /// filesystem, else the donor's.
+    #[default]
+    Auto,
+    /// The guest's own kernel (the donor's if its initrd lacks the drivers and a donor is
+    /// given; refused without one).
+    Guest,
+    /// The donor's kernel.
+    Donor,
+}
+
+impl From<KernelSourceArg> for imgconv_core::convert::KernelSource {
+    fn from(k: KernelSourceArg) -> Self {
+        match k {
+            KernelSourceArg::Auto => imgconv_core::convert::KernelSource::Auto,
+            KernelSourceArg::Guest => imgconv_core::convert::KernelSource::Guest,
+            KernelSourceArg::Donor => imgconv_core::convert::KernelSource::Donor,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FormatArg {
     /// A sparse raw image.
@@ -136,9 +159,20 @@ pub struct ConversionSettings {
     /// Donor kernel version to graft instead of the newest.
     #[arg(long = "kernel", value_name = "VER")]
     pub kernel: Option<String>,
-    /// Keep a non-Xen kernel the guest already has instead of grafting the donor's.
+    /// Keep a non-Xen kernel the guest already has instead of grafting the donor's (the
+    /// same as --kernel-source guest).
     #[arg(long)]
     pub use_guest_kernel: bool,
+    /// Which kernel boots the guest; the plan says which and why.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub kernel_source: KernelSourceArg,
+    /// Refuse a guest userland known not to work with the donor kernel (udev too old,
+    /// module compression its tools cannot read) instead of warning.
+    #[arg(long)]
+    pub strict: bool,
+    /// Leave cloud-init's datasources as they are (by default: NoCloud, None).
+    #[arg(long)]
+    pub keep_cloud_init: bool,
     /// Firmware the disk boots with.
     #[arg(long, value_enum, default_value = "bios")]
     pub firmware: FirmwareArg,

@@ -39,6 +39,9 @@ pub fn options(source: &Path, output: &Path, s: &ConversionSettings) -> ConvertO
         .with_target_size(s.size)
         .with_kernel_version(s.kernel.clone())
         .with_use_guest_kernel(s.use_guest_kernel)
+        .with_kernel_source(s.kernel_source.into())
+        .with_strict(s.strict)
+        .with_keep_cloud_init(s.keep_cloud_init)
         .with_firmware(match s.firmware {
             FirmwareArg::Bios => Firmware::Bios,
             FirmwareArg::Uefi => Firmware::Uefi,
@@ -115,11 +118,11 @@ pub fn preflight(o: &ConvertOptions) -> Result<(), CliError> {
                 "give a bootable HVM disk image, a bare filesystem image or a directory with a kernel, initrd and /lib/modules",
             ))
         }
-        None if !o.use_guest_kernel => {
+        None if o.effective_kernel_source() != imgconv_core::convert::KernelSource::Guest => {
             return Err(CliError::new(
                 Class::Usage,
                 "no --donor given",
-                "pass --donor DONOR, or --use-guest-kernel to keep a non-Xen kernel the guest has",
+                "pass --donor DONOR, or --kernel-source guest to keep a non-Xen kernel the guest has",
             ))
         }
         _ => {}

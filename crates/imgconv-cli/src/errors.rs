@@ -139,6 +139,10 @@ fn hint_text(hint: Hint) -> Option<&'static str> {
              with an unpacked kernel), or --use-guest-kernel to keep a non-Xen kernel the guest has"
         }
         Hint::ConvertWithDonor => "convert with a donor (--donor) instead of --use-guest-kernel",
+        Hint::DonorOrOtherBus => {
+            "give a donor (--donor) to boot the donor's kernel instead, or choose a --bus its \
+             initrd has drivers for"
+        }
         Hint::GrowDisk => "give a larger --size, or a smaller --swap",
         Hint::PlainKernelCmdline => {
             "drop quotes, backquotes and $ ; { } \\ | & < > # from --kernel-cmdline"

@@ -483,6 +483,20 @@ fn grub_files(image: &Region, p1: &PartitionEntry, i386_pc: bool) -> Result<Stri
             "/boot/grub/grub.cfg does not boot root=UUID={uuid} (the UUID of partition {n})"
         ));
     }
+    // Every kernel and initrd the menu loads must be there.
+    let mut absent = Vec::new();
+    for (line, path) in imgconv_core::boot::grub_cfg::named_files(&cfg) {
+        let found = matches!(fs.metadata(&path), Ok(Some(m)) if m.kind == NodeKind::File);
+        if !found {
+            absent.push(format!("{path} (line {line})"));
+        }
+    }
+    if !absent.is_empty() {
+        return Err(format!(
+            "/boot/grub/grub.cfg loads files that are not on partition {n}: {}",
+            absent.join(", ")
+        ));
+    }
     Ok(format!(
         "grub.cfg (root=UUID={uuid}){}, kernel {}",
         if i386_pc { ", i386-pc modules" } else { "" },

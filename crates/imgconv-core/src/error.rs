@@ -90,6 +90,14 @@ pub enum Error {
     #[error("no donor given, and keeping the guest's own kernel was not asked for")]
     NoDonor,
 
+    /// With `strict`: the guest's userland is known not to work with the kernel that
+    /// would boot it.
+    #[error("the guest's userland does not work with the kernel that would boot it: {}", problems.join("; "))]
+    Incompatible {
+        /// Each pairing known not to work, in words.
+        problems: Vec<String>,
+    },
+
     /// The donor has no GRUB files for a platform the disk needs, none were given, and the
     /// host's may not stand in (`ConvertOptions::host_fallbacks` is off).
     #[error("the donor has no GRUB {platform} files and the host's may not be used")]
@@ -177,6 +185,9 @@ pub enum Hint {
     GiveDonor,
     /// The guest has no kernel that boots on HVM: convert with a donor instead.
     ConvertWithDonor,
+    /// The guest's kernel cannot find its disk on the bus asked for: give a donor to boot
+    /// the donor's kernel, or choose a bus its initrd has drivers for.
+    DonorOrOtherBus,
     /// The disk asked for is too small: make it larger, or the swap smaller.
     GrowDisk,
     /// The extra kernel command line holds characters grub.cfg cannot hold.
@@ -229,6 +240,8 @@ impl Error {
             Error::Boot(e) => e.kind(),
             Error::Uefi(e) => e.kind(),
             Error::NoDonor => K::Options,
+            // The guest cannot run on the kernel the conversion would boot it with.
+            Error::Incompatible { .. } => K::Input,
             Error::NoGrubFiles { .. } => K::Donor,
         }
     }
@@ -276,6 +289,7 @@ impl Error {
             Error::Donor(e) => match e.as_ref() {
                 crate::donor::DonorError::OnlyXenKernels { .. }
                 | crate::donor::DonorError::NoGuestKernel { .. } => Some(Hint::ConvertWithDonor),
+                crate::donor::DonorError::GuestKernelNotReady { .. } => Some(Hint::DonorOrOtherBus),
                 _ => None,
             },
             Error::NoDonor => Some(Hint::GiveDonor),

@@ -27,6 +27,8 @@ pub mod blockio;
 pub mod boot;
 #[doc(hidden)]
 pub mod bytes;
+#[doc(hidden)]
+pub mod compat;
 pub mod convert;
 #[doc(hidden)]
 pub mod donor;
@@ -50,6 +52,8 @@ pub mod graft;
 pub mod guestfs;
 #[doc(hidden)]
 pub mod hardware;
+#[doc(hidden)]
+pub mod initrd;
 #[doc(hidden)]
 pub mod layout;
 #[doc(hidden)]

@@ -51,6 +51,8 @@ pub struct DiskSpec {
     pub no_boot_code: bool,
     pub p1_not_bootable: bool,
     pub wrong_uuid_in_cfg: bool,
+    /// grub.cfg loads a dracut-named initrd the disk does not have.
+    pub cfg_names_absent_initrd: bool,
 }
 
 /// Partition 1 starts at 1 MiB and is 49 MiB; partition 2 (swap) is 8 MiB.
@@ -82,9 +84,14 @@ pub fn converted_disk(dir: &Path, name: &str, spec: DiskSpec) -> (PathBuf, Strin
         uuid.clone()
     };
     if !spec.no_grub_cfg {
+        let initrd = if spec.cfg_names_absent_initrd {
+            format!("initramfs-{KERNEL}.img")
+        } else {
+            format!("initrd.img-{KERNEL}")
+        };
         fs::write(
             tree.join("boot/grub/grub.cfg"),
-            format!("menuentry 'Debian' {{\n  linux /boot/vmlinuz-{KERNEL} root=UUID={cfg_uuid} ro console=ttyS0\n  initrd /boot/initrd.img-{KERNEL}\n}}\n"),
+            format!("menuentry 'Debian' {{\n  linux /boot/vmlinuz-{KERNEL} root=UUID={cfg_uuid} ro console=ttyS0\n  initrd /boot/{initrd}\n}}\n"),
         )
         .unwrap();
     }

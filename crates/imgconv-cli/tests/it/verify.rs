@@ -67,7 +67,7 @@ fn a_good_disk_passes_every_check() {
 #[test]
 fn each_broken_part_fails_its_own_check_with_exit_6() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, DiskSpec, &str, &str); 6] = [
+    let cases: [(&str, DiskSpec, &str, &str); 7] = [
         (
             "nocfg",
             DiskSpec {
@@ -85,6 +85,15 @@ fn each_broken_part_fails_its_own_check_with_exit_6() {
             },
             "grub-files",
             "initrd",
+        ),
+        (
+            "cfgabsent",
+            DiskSpec {
+                cfg_names_absent_initrd: true,
+                ..Default::default()
+            },
+            "grub-files",
+            "loads files that are not on partition 1: /boot/initramfs-6.1.0-imgconv-test.img (line 3)",
         ),
         (
             "wronguuid",

@@ -41,6 +41,9 @@ pub struct GrubConfig {
     pub kernel_version: String,
     /// Whether `/boot/initrd.img-<version>` exists (Debian kernels need it).
     pub initrd: bool,
+    /// The initrd's file name in `/boot` when it is not `initrd.img-<version>`: dracut's
+    /// `initramfs-<version>.img`, SUSE's `initrd-<version>` (a guest's own kernel).
+    pub initrd_file: Option<String>,
     /// Partition map of the disk.
     pub partition_map: PartitionMap,
     /// Seconds the menu waits.
@@ -58,6 +61,7 @@ impl GrubConfig {
             root_uuid: root_uuid.into(),
             kernel_version: kernel_version.into(),
             initrd: true,
+            initrd_file: None,
             partition_map: PartitionMap::Msdos,
             timeout_secs: 3,
             title: "GNU/Linux".into(),
@@ -76,6 +80,13 @@ impl GrubConfig {
             args.push_str(self.extra_args.trim());
         }
         args
+    }
+
+    /// The initrd's file name in `/boot`.
+    pub fn initrd_file(&self) -> String {
+        self.initrd_file
+            .clone()
+            .unwrap_or_else(|| format!("initrd.img-{}", self.kernel_version))
     }
 
     fn validate(&self) -> Result<(), BootError> {
@@ -112,6 +123,20 @@ impl GrubConfig {
                 v,
                 "only letters, digits and . _ + ~ - are allowed",
             ));
+        }
+        if let Some(f) = &self.initrd_file {
+            if f.is_empty()
+                || f.len() > 255
+                || !f
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._+~-".contains(c))
+            {
+                return Err(bad(
+                    "initrd_file",
+                    f,
+                    "a file name in /boot: only letters, digits and . _ + ~ - are allowed",
+                ));
+            }
         }
         if self.title.is_empty()
             || self.title.len() > 200
@@ -198,7 +223,8 @@ pub fn render(cfg: &GrubConfig) -> Result<String, BootError> {
         if cfg.initrd {
             out.push_str(&format!(
                 "\techo 'Loading initial ramdisk ...'\n\
-                 \tinitrd /boot/initrd.img-{ver}\n"
+                 \tinitrd /boot/{}\n",
+                cfg.initrd_file(),
             ));
         }
         out.push_str("}\n");
@@ -206,9 +232,54 @@ pub fn render(cfg: &GrubConfig) -> Result<String, BootError> {
     Ok(out)
 }
 
+/// The files a GRUB menu loads: the path argument of every `linux`/`linux16`/`linuxefi`
+/// line and every path of every `initrd`/`initrd16`/`initrdefi` line, each with the line
+/// number (from 1). A `(device)` prefix is dropped (the converted disk has one
+/// filesystem); a path built from a variable (`$root/…`) cannot be known and is skipped.
+pub fn named_files(cfg: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (n, line) in cfg.lines().enumerate() {
+        let mut words = line.split_whitespace();
+        let Some(cmd) = words.next() else {
+            continue;
+        };
+        let paths: Vec<&str> = match cmd {
+            "linux" | "linux16" | "linuxefi" => words.next().into_iter().collect(),
+            "initrd" | "initrd16" | "initrdefi" => words.collect(),
+            _ => continue,
+        };
+        for p in paths {
+            if p.contains('$') || p.starts_with('-') {
+                continue;
+            }
+            let p = match p.strip_prefix('(') {
+                Some(rest) => rest.split_once(')').map_or(p, |(_, path)| path),
+                None => p,
+            };
+            out.push((n + 1, p.to_string()));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_a_menu_loads() {
+        let cfg = "menuentry 'x' {\n\tlinux16 /boot/vmlinuz-3.10 root=UUID=x ro\n\tinitrd16 /boot/initramfs-3.10.img\n}\n\tlinux ($root)/vmlinuz\n\tlinux (hd0,msdos1)/boot/vmlinuz-6.1 ro\n\tinitrd /boot/ucode.img /boot/initrd.img-6.1\n# linux /boot/commented\n";
+        assert_eq!(
+            named_files(cfg),
+            [
+                (2, "/boot/vmlinuz-3.10".to_string()),
+                (3, "/boot/initramfs-3.10.img".to_string()),
+                (6, "/boot/vmlinuz-6.1".to_string()),
+                (7, "/boot/ucode.img".to_string()),
+                (7, "/boot/initrd.img-6.1".to_string()),
+            ]
+        );
+    }
 
     const UUID: &str = "0f3c5a7e-1b2d-4c6e-8f90-a1b2c3d4e5f6";
 
@@ -238,6 +309,20 @@ mod tests {
         assert_eq!(text.matches("initrd /boot").count(), 2);
         // Braces balance: every entry is closed.
         assert_eq!(text.matches('{').count(), text.matches('}').count());
+    }
+
+    #[test]
+    fn dracut_initrd_name() {
+        let mut cfg = GrubConfig::new(UUID, "3.10.0-1160.el7.x86_64");
+        cfg.initrd_file = Some("initramfs-3.10.0-1160.el7.x86_64.img".into());
+        let text = render(&cfg).unwrap();
+        assert_eq!(
+            text.matches("\tinitrd /boot/initramfs-3.10.0-1160.el7.x86_64.img\n")
+                .count(),
+            2
+        );
+        cfg.initrd_file = Some("../x".into());
+        assert!(render(&cfg).is_err());
     }
 
     #[test]

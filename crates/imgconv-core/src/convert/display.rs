@@ -49,7 +49,11 @@ impl fmt::Display for ConversionPlan {
             self.kernel.version,
             layout::human(self.kernel.graft_bytes)
         )?;
+        writeln!(f, "         why: {}", self.kernel.why)?;
         writeln!(f, "cmdline: {}", self.grub_config().kernel_args())?;
+        for (arg, why) in &self.compat.kernel_args {
+            writeln!(f, "         {arg}: {why}")?;
+        }
         writeln!(
             f,
             "grub:    i386-pc files from {}{}",

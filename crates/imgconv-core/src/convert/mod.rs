@@ -35,7 +35,9 @@ mod overlap;
 mod plan;
 mod prepare;
 
-pub use options::{ConvertOptions, CopyMethod, DiskBus, DiskFormat, Firmware, Overlap};
+pub use options::{
+    ConvertOptions, CopyMethod, DiskBus, DiskFormat, Firmware, KernelSource, Overlap,
+};
 pub use plan::{Conversion, ConversionPlan, GrubChoice, KernelChoice, KernelOrigin, StageTime};
 
 use crate::boot::uefi::{self, EfiBootFiles, GptPlan};
@@ -79,6 +81,13 @@ fn fixup_context(plan: &ConversionPlan) -> FixupContext {
     );
     ctx.disk_bus = plan.options.disk_bus;
     ctx.esp_uuid = plan.gpt.as_ref().map(GptPlan::esp_serial);
+    ctx.extra_kernel_args = plan
+        .compat
+        .kernel_args
+        .iter()
+        .map(|(arg, _)| arg.clone())
+        .collect();
+    ctx.keep_cloud_init = plan.options.keep_cloud_init;
     ctx
 }
 

@@ -42,6 +42,21 @@ impl DiskFormat {
     }
 }
 
+/// Which kernel boots the converted guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KernelSource {
+    /// The guest's own newest non-Xen kernel when its initrd has the drivers for the
+    /// chosen bus and the root filesystem, else the donor's.
+    #[default]
+    Auto,
+    /// The guest's own kernel; without the drivers it falls back to the donor's (with a
+    /// warning) or, without a donor, is refused.
+    Guest,
+    /// The donor's kernel, grafted.
+    Donor,
+}
+
 /// Everything a conversion needs to know. Sizes are bytes.
 ///
 /// Build it with [`ConvertOptions::new`] and the `with_*` setters; the fields stay public
@@ -76,8 +91,17 @@ pub struct ConvertOptions {
     pub target_size: Option<u64>,
     /// Pick this donor kernel version instead of the newest.
     pub kernel_version: Option<String>,
-    /// Keep a non-Xen kernel the guest already has instead of grafting the donor's.
+    /// Keep a non-Xen kernel the guest already has instead of grafting the donor's (the
+    /// same as `kernel_source: Guest`).
     pub use_guest_kernel: bool,
+    /// Which kernel boots the guest. Default [`KernelSource::Auto`].
+    pub kernel_source: KernelSource,
+    /// Refuse a guest userland known not to work with the kernel that would boot it
+    /// (old udev, module compression its tools cannot read) instead of warning.
+    pub strict: bool,
+    /// Leave cloud-init's datasources as they are (by default they are limited to
+    /// `NoCloud, None`: the old cloud's metadata service does not answer under KVM).
+    pub keep_cloud_init: bool,
     /// Firmware to boot with.
     pub firmware: Firmware,
     /// Disk bus the guest will run on.
@@ -127,6 +151,9 @@ impl ConvertOptions {
             target_size: None,
             kernel_version: None,
             use_guest_kernel: false,
+            kernel_source: KernelSource::Auto,
+            strict: false,
+            keep_cloud_init: false,
             firmware: Firmware::Bios,
             disk_bus: DiskBus::Virtio,
             replay_journal: false,
@@ -169,6 +196,33 @@ impl ConvertOptions {
     pub fn with_use_guest_kernel(mut self, yes: bool) -> Self {
         self.use_guest_kernel = yes;
         self
+    }
+
+    /// Which kernel boots the guest.
+    pub fn with_kernel_source(mut self, source: KernelSource) -> Self {
+        self.kernel_source = source;
+        self
+    }
+
+    /// Refuse (instead of warn about) a userland known not to work with the kernel.
+    pub fn with_strict(mut self, yes: bool) -> Self {
+        self.strict = yes;
+        self
+    }
+
+    /// Leave cloud-init's datasources as they are.
+    pub fn with_keep_cloud_init(mut self, yes: bool) -> Self {
+        self.keep_cloud_init = yes;
+        self
+    }
+
+    /// The kernel source asked for: `use_guest_kernel` counts as [`KernelSource::Guest`].
+    pub fn effective_kernel_source(&self) -> KernelSource {
+        if self.use_guest_kernel {
+            KernelSource::Guest
+        } else {
+            self.kernel_source
+        }
     }
 
     /// Firmware the disk boots with.

@@ -34,6 +34,13 @@ pub struct KernelChoice {
     pub arch_check: Option<ArchCheck>,
     /// Bytes the graft adds to the guest filesystem (0 for a guest kernel but GRUB files).
     pub graft_bytes: u64,
+    /// Why this kernel boots the guest, in a sentence.
+    pub why: String,
+    /// The initrd's file name in `/boot` when it is not `initrd.img-<version>` (a
+    /// guest kernel's dracut or SUSE initrd).
+    pub initrd_file: Option<String>,
+    /// What the guest's own newest kernel's initrd offers, when it was looked at.
+    pub guest_readiness: Option<crate::donor::guest_kernel::KvmReadiness>,
 }
 
 /// Where the GRUB i386-pc files come from.
@@ -68,6 +75,9 @@ pub struct ConversionPlan {
     pub efi_origin: Option<String>,
     /// UUID the swap partition will carry (fixed now so the plan shows the final fstab).
     pub swap_uuid: Option<String>,
+    /// The guest userland checked against the kernel that boots it: kernel arguments it
+    /// needs (`vsyscall=emulate`), pairings known not to work, notes.
+    pub compat: crate::compat::Assessment,
     /// The guest changes the fixups will make (empty until [`plan`](super::plan) computes them).
     pub fixups: Report,
     /// Things the user should know that do not stop the conversion.
@@ -138,14 +148,23 @@ impl ConversionPlan {
         }
     }
 
-    /// The guest's `/boot/grub/grub.cfg` settings: the root by UUID, the kernel, the
-    /// partition map, `extra_cmdline` appended to the kernel's arguments.
+    /// The guest's `/boot/grub/grub.cfg` settings: the root by UUID, the kernel and its
+    /// initrd, the partition map, the compatibility arguments and `extra_cmdline`
+    /// appended to the kernel's arguments.
     pub fn grub_config(&self) -> boot::grub_cfg::GrubConfig {
         let mut cfg = boot::grub_cfg::GrubConfig::new(
             self.inspection.fs.uuid.clone(),
             self.kernel.version.clone(),
         );
-        cfg.extra_args = self.options.extra_cmdline.join(" ");
+        let mut args: Vec<String> = self
+            .compat
+            .kernel_args
+            .iter()
+            .map(|(arg, _)| arg.clone())
+            .collect();
+        args.extend(self.options.extra_cmdline.iter().cloned());
+        cfg.extra_args = args.join(" ");
+        cfg.initrd_file = self.kernel.initrd_file.clone();
         if self.gpt.is_some() {
             cfg.partition_map = boot::PartitionMap::Gpt;
         }

@@ -1,12 +1,13 @@
 //! Everything decided before anything is written: inspect the source, open the donor,
 //! choose the kernel and the GRUB and EFI files, lay out the disk.
 
-use super::options::ConvertOptions;
+use super::options::{ConvertOptions, KernelSource};
 use super::plan::{ConversionPlan, GrubChoice, KernelChoice, KernelOrigin, StageTime};
 use super::timed;
 use crate::boot::uefi::{self, EfiBootFiles, GptFirmware, GptPlanOptions};
 use crate::boot::{self, GrubExtSupport, GrubPlatformFiles};
-use crate::donor::{self, ArchCheck, Donor, DonorKernel, UserlandArch};
+use crate::donor::guest_kernel::{GuestKernel, KvmReadiness};
+use crate::donor::{self, ArchCheck, Donor, DonorError, DonorKernel, UserlandArch};
 use crate::extread::ExtReader;
 use crate::layout::{self, PlanOptions, SourceSpace};
 use crate::progress::{check_cancel, Progress, Stage};
@@ -58,66 +59,94 @@ pub(super) fn prepare(
     let mut warnings = inspection.guest.warnings.clone();
     let (donor, donor_kernel, kernel, grub) = timed(timings, Stage::Donor, || {
         progress.stage(Stage::Donor, None);
+        let source = opts.effective_kernel_source();
         let donor = match &opts.donor {
             Some(path) => Some(Donor::open(path)?),
-            None if opts.use_guest_kernel => None,
+            None if source == KernelSource::Guest => None,
             None => return Err(Error::NoDonor),
         };
         let (grub, origin) = grub_files(opts, donor.as_ref())?;
-        let (donor_kernel, kernel) = if opts.use_guest_kernel {
-            let reader = ExtReader::open(
-                inspection.open_fs()?,
-                inspection.image.display().to_string(),
-            )?;
-            // Reading the guest here is reading the input, not the donor.
-            let gk =
-                donor::guest_kernel::find_guest_kernel_in_reader(&reader).map_err(|e| match e {
-                    donor::DonorError::Guest(g) => Error::Guest(g),
-                    donor::DonorError::Read(r) => Error::ExtRead(r),
-                    other => other.into(),
-                })?;
-            // Only GRUB files are added; round each up to a 4 KiB block.
-            let graft_bytes = grub
-                .files
-                .values()
-                .map(|d| (d.len() as u64).div_ceil(4096) * 4096)
-                .sum();
-            (
-                None,
-                KernelChoice {
-                    version: gk.version,
-                    origin: KernelOrigin::Guest,
-                    arch_check: None,
-                    graft_bytes,
-                },
-            )
+        let guest = if source == KernelSource::Donor {
+            GuestKernelLook::NotLooked
         } else {
-            let donor = donor
-                .as_ref()
-                .expect("donor is required without use_guest_kernel");
-            let k = donor.select_kernel(opts.kernel_version.as_deref())?;
-            let arch_check = match userland_arch(&inspection) {
-                Some(userland) => Some(donor::check_arch(k.arch, userland)?),
-                None => {
-                    warnings.push("the guest userland's architecture could not be read; the donor kernel's was not checked against it".into());
-                    None
-                }
-            };
-            if arch_check == Some(ArchCheck::KernelUnknown) {
-                warnings.push(format!(
-                    "the architecture of donor kernel {} could not be read from its boot header",
-                    k.version
-                ));
+            look_at_guest_kernel(opts, &inspection, source, donor.is_some())?
+        };
+        let (donor_kernel, kernel) = match guest {
+            GuestKernelLook::Ready(gk, readiness) => {
+                // Only GRUB files are added; round each up to a 4 KiB block.
+                let graft_bytes = grub
+                    .files
+                    .values()
+                    .map(|d| (d.len() as u64).div_ceil(4096) * 4096)
+                    .sum();
+                let initrd_file = gk
+                    .initrd
+                    .strip_prefix("/boot/")
+                    .filter(|f| *f != format!("initrd.img-{}", gk.version))
+                    .map(str::to_string);
+                (
+                    None,
+                    KernelChoice {
+                        why: format!(
+                            "the guest's own kernel{}: {}",
+                            if source == KernelSource::Guest {
+                                " (asked for)"
+                            } else {
+                                ""
+                            },
+                            readiness.why
+                        ),
+                        version: gk.version,
+                        origin: KernelOrigin::Guest,
+                        arch_check: None,
+                        graft_bytes,
+                        initrd_file,
+                        guest_readiness: Some(readiness),
+                    },
+                )
             }
-            warnings.extend(k.warnings.iter().cloned());
-            let graft_bytes = Donor::graft_size_with(&k, Some(&grub));
-            let choice = KernelChoice {
-                version: k.version.clone(),
-                origin: KernelOrigin::Donor,
-                arch_check,
-                graft_bytes,
-            };
-            (Some(k), choice)
+            other => {
+                let (why, readiness) = match other {
+                    GuestKernelLook::NotLooked => ("--kernel-source donor".to_string(), None),
+                    GuestKernelLook::NotReady(why, r) => {
+                        if source == KernelSource::Guest {
+                            warnings
+                                .push(format!("{why}; the donor's kernel boots the guest instead"));
+                        }
+                        (why, r)
+                    }
+                    GuestKernelLook::Ready(..) => unreachable!("handled above"),
+                };
+                let donor = donor
+                    .as_ref()
+                    .expect("a donor is required unless the guest's kernel boots");
+                let k = donor.select_kernel(opts.kernel_version.as_deref())?;
+                let arch_check = match userland_arch(&inspection) {
+                    Some(userland) => Some(donor::check_arch(k.arch, userland)?),
+                    None => {
+                        warnings.push("the guest userland's architecture could not be read; the donor kernel's was not checked against it".into());
+                        None
+                    }
+                };
+                if arch_check == Some(ArchCheck::KernelUnknown) {
+                    warnings.push(format!(
+                        "the architecture of donor kernel {} could not be read from its boot header",
+                        k.version
+                    ));
+                }
+                warnings.extend(k.warnings.iter().cloned());
+                let graft_bytes = Donor::graft_size_with(&k, Some(&grub));
+                let choice = KernelChoice {
+                    version: k.version.clone(),
+                    origin: KernelOrigin::Donor,
+                    arch_check,
+                    graft_bytes,
+                    why: format!("the donor's kernel: {why}"),
+                    initrd_file: None,
+                    guest_readiness: readiness,
+                };
+                (Some(k), choice)
+            }
         };
         let support = GrubExtSupport::detect(&grub);
         support.check(
@@ -132,6 +161,25 @@ pub(super) fn prepare(
         Ok((donor, donor_kernel, kernel, (grub, grub_choice)))
     })?;
     check_cancel(progress)?;
+
+    // The guest's userland against the donor kernel (its own kernel is of its own era).
+    let compat = match (&donor, &donor_kernel) {
+        (Some(d), Some(k)) => {
+            let mut facts = crate::compat::KernelFacts::of_donor_kernel(d, k)?;
+            facts.x86_64 &= userland_arch(&inspection) == Some(UserlandArch::X86_64);
+            crate::compat::assess(&inspection.guest.userland, &facts)
+        }
+        _ => crate::compat::Assessment::default(),
+    };
+    if !compat.problems.is_empty() {
+        if opts.strict {
+            return Err(Error::Incompatible {
+                problems: compat.problems.clone(),
+            });
+        }
+        warnings.extend(compat.problems.iter().cloned());
+    }
+    warnings.extend(compat.notes.iter().cloned());
 
     let gpt_firmware = GptFirmware::from_firmware(opts.firmware);
     let efi = match gpt_firmware {
@@ -215,6 +263,7 @@ pub(super) fn prepare(
         gpt,
         efi_origin: efi.as_ref().map(|(f, _)| f.origin.clone()),
         swap_uuid,
+        compat,
         fixups: Report::default(),
         warnings,
     };
@@ -227,6 +276,107 @@ pub(super) fn prepare(
         grub,
         efi,
     })
+}
+
+/// What the guest's own kernel can do.
+enum GuestKernelLook {
+    /// `--kernel-source donor`: not looked at.
+    NotLooked,
+    /// Its initrd has what the boot needs.
+    Ready(GuestKernel, KvmReadiness),
+    /// Why it cannot boot the guest (no kernel, Xen-only, drivers missing), and what its
+    /// initrd offers when one was read.
+    NotReady(String, Option<KvmReadiness>),
+}
+
+/// Find the guest's newest non-Xen kernel and read its initrd. Asked for explicitly
+/// (`source` is [`KernelSource::Guest`]) without a donor to fall back to, a kernel that
+/// cannot boot is an error.
+fn look_at_guest_kernel(
+    opts: &ConvertOptions,
+    inspection: &Inspection,
+    source: KernelSource,
+    have_donor: bool,
+) -> Result<GuestKernelLook> {
+    let forced = source == KernelSource::Guest;
+    // A journal that needs replaying keeps the reader out; only asked for is that an error.
+    let reader = match inspection.open_fs().map_err(Error::from).and_then(|fs| {
+        ExtReader::open(fs, inspection.image.display().to_string()).map_err(Error::from)
+    }) {
+        Ok(r) => r,
+        Err(e) if forced => return Err(e),
+        Err(e) => {
+            return Ok(GuestKernelLook::NotReady(
+                format!("the guest's kernels could not be read ({e})"),
+                None,
+            ))
+        }
+    };
+    let gk = match donor::guest_kernel::find_guest_kernel_in_reader(&reader) {
+        Ok(gk) => gk,
+        // Reading the guest here is reading the input, not the donor.
+        Err(e) if forced => {
+            return Err(match e {
+                DonorError::Guest(g) => Error::Guest(g),
+                DonorError::Read(r) => Error::ExtRead(r),
+                other => other.into(),
+            })
+        }
+        Err(DonorError::NoGuestKernel { .. }) => {
+            return Ok(GuestKernelLook::NotReady(
+                "the guest has no complete kernel of its own (vmlinuz, initrd and modules)".into(),
+                None,
+            ))
+        }
+        Err(DonorError::OnlyXenKernels { found }) => {
+            return Ok(GuestKernelLook::NotReady(
+                format!("the guest's kernels are Xen-only ({})", found.join(", ")),
+                None,
+            ))
+        }
+        Err(e) => {
+            return Ok(GuestKernelLook::NotReady(
+                format!("the guest's kernels could not be read ({e})"),
+                None,
+            ))
+        }
+    };
+    let readiness = match donor::guest_kernel::kvm_readiness_in_reader(
+        &reader,
+        &gk,
+        opts.disk_bus,
+        &inspection.fs.kind.to_string(),
+    ) {
+        Ok(r) => r,
+        Err(e) if forced => return Err(e.into()),
+        Err(e) => {
+            return Ok(GuestKernelLook::NotReady(
+                format!(
+                    "the initrd of the guest's kernel {} could not be read ({e})",
+                    gk.version
+                ),
+                None,
+            ))
+        }
+    };
+    if readiness.ready {
+        return Ok(GuestKernelLook::Ready(gk, readiness));
+    }
+    if forced && !have_donor {
+        return Err(DonorError::GuestKernelNotReady {
+            kernel: gk.version,
+            bus: format!("{:?}", opts.disk_bus).to_lowercase(),
+            why: readiness.why,
+        }
+        .into());
+    }
+    Ok(GuestKernelLook::NotReady(
+        format!(
+            "the guest's kernel {} cannot boot on KVM: {}",
+            gk.version, readiness.why
+        ),
+        Some(readiness),
+    ))
 }
 
 /// GRUB's i386-pc files: from `grub_dir`, else the donor's, else the host's (when

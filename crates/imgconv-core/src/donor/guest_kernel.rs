@@ -211,10 +211,271 @@ fn is_xen_only(
     }
 }
 
+/// How a driver the boot needs is provided.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provided {
+    /// A module file in the initrd.
+    InInitrd,
+    /// Built into the kernel (its config says `=y`, or a `modules.builtin` lists it).
+    BuiltIn,
+    Missing,
+}
+
+/// One driver the guest kernel needs to mount its root on the new disk.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NeededDriver {
+    /// Module names that would do (`ext4` serves ext3 too).
+    pub modules: Vec<String>,
+    pub provided: Provided,
+}
+
+/// Whether a guest kernel can find and mount its root on KVM, read from its initrd and
+/// its config.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KvmReadiness {
+    pub kernel: String,
+    pub initrd: String,
+    /// The initrd's segments (`uncompressed`, `zstd`, …), as read.
+    pub initrd_format: Vec<String>,
+    pub drivers: Vec<NeededDriver>,
+    /// True when every driver is there.
+    pub ready: bool,
+    /// One sentence: why it can boot, or what it lacks.
+    pub why: String,
+}
+
+/// Module names that provide the disk controller of `bus` and the root filesystem type,
+/// with the kernel config option of each module (`CONFIG_…=y` means built in).
+fn needed_drivers(
+    bus: crate::convert::DiskBus,
+    root_fstype: &str,
+) -> Vec<Vec<(&'static str, &'static str)>> {
+    use crate::convert::DiskBus;
+    let mut out = match bus {
+        DiskBus::Virtio => vec![
+            vec![("virtio_pci", "CONFIG_VIRTIO_PCI")],
+            vec![("virtio_blk", "CONFIG_VIRTIO_BLK")],
+        ],
+        DiskBus::Sata => vec![vec![("ahci", "CONFIG_SATA_AHCI")]],
+        DiskBus::Ide => vec![vec![("ata_piix", "CONFIG_ATA_PIIX")]],
+    };
+    out.push(match root_fstype {
+        "ext2" => vec![
+            ("ext2", "CONFIG_EXT2_FS"),
+            ("ext4", "CONFIG_EXT4_USE_FOR_EXT2"),
+        ],
+        "ext3" => vec![("ext3", "CONFIG_EXT3_FS"), ("ext4", "CONFIG_EXT4_FS")],
+        _ => vec![("ext4", "CONFIG_EXT4_FS")],
+    });
+    out
+}
+
+/// Read the kernel's initrd and config and tell whether it boots from `bus`.
+fn readiness(
+    tree: &mut dyn KernelTree,
+    kernel: &GuestKernel,
+    bus: crate::convert::DiskBus,
+    root_fstype: &str,
+) -> Result<KvmReadiness, DonorError> {
+    let config = match &kernel.config {
+        Some(p) => tree
+            .read_small(p, MAX_CONFIG_BYTES)?
+            .map(|d| String::from_utf8_lossy(&d).into_owned()),
+        None => None,
+    };
+    let builtin_by_config = |option: &str| {
+        config.as_deref().is_some_and(|c| {
+            c.lines()
+                .any(|l| l.strip_prefix(option).and_then(|r| r.strip_prefix('=')) == Some("y"))
+        })
+    };
+    let mut result = KvmReadiness {
+        kernel: kernel.version.clone(),
+        initrd: kernel.initrd.clone(),
+        initrd_format: Vec::new(),
+        drivers: Vec::new(),
+        ready: false,
+        why: String::new(),
+    };
+    let data = tree.read_small(&kernel.initrd, crate::initrd::MAX_INITRD_BYTES)?;
+    let contents = match data.as_deref().map(crate::initrd::parse) {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => {
+            result.why = format!("its initrd {} cannot be read ({e})", kernel.initrd);
+            return Ok(result);
+        }
+        None => {
+            result.why = format!("its initrd {} is missing", kernel.initrd);
+            return Ok(result);
+        }
+    };
+    result.initrd_format = contents
+        .segments
+        .iter()
+        .map(|s| s.compression.to_string())
+        .collect();
+    // The guest's own list of built-in modules for this kernel.
+    let listed = tree
+        .read_small(&format!("{}/modules.builtin", kernel.modules_dir), 4 << 20)?
+        .map(|d| {
+            String::from_utf8_lossy(&d)
+                .lines()
+                .filter_map(crate::initrd::module_name)
+                .collect::<std::collections::BTreeSet<_>>()
+        })
+        .unwrap_or_default();
+    for alternatives in needed_drivers(bus, root_fstype) {
+        let provided = if alternatives
+            .iter()
+            .any(|(m, _)| contents.modules.contains(*m))
+        {
+            Provided::InInitrd
+        } else if alternatives.iter().any(|(m, opt)| {
+            builtin_by_config(opt) || contents.builtin.contains(*m) || listed.contains(*m)
+        }) {
+            Provided::BuiltIn
+        } else {
+            Provided::Missing
+        };
+        result.drivers.push(NeededDriver {
+            modules: alternatives.iter().map(|(m, _)| m.to_string()).collect(),
+            provided,
+        });
+    }
+    let missing: Vec<String> = result
+        .drivers
+        .iter()
+        .filter(|d| d.provided == Provided::Missing)
+        .map(|d| d.modules.join(" or "))
+        .collect();
+    result.ready = missing.is_empty();
+    result.why = if result.ready {
+        format!(
+            "its initrd {} ({}) has the drivers for the {bus:?} disk and the {root_fstype} root ({})",
+            kernel.initrd,
+            result.initrd_format.join(" + "),
+            result
+                .drivers
+                .iter()
+                .map(|d| format!(
+                    "{}: {}",
+                    d.modules.join("/"),
+                    if d.provided == Provided::InInitrd { "module" } else { "built in" }
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        format!(
+            "its initrd {} lacks {} (neither a module in it nor built into the kernel)",
+            kernel.initrd,
+            missing.join(", ")
+        )
+    };
+    Ok(result)
+}
+
+/// [`readiness`] of a kernel found in a guest read through the guarded reader.
+pub fn kvm_readiness_in_reader(
+    guest: &ExtReader,
+    kernel: &GuestKernel,
+    bus: crate::convert::DiskBus,
+    root_fstype: &str,
+) -> Result<KvmReadiness, DonorError> {
+    readiness(&mut { guest }, kernel, bus, root_fstype)
+}
+
+/// [`readiness`] of a kernel found in a guest filesystem.
+pub fn kvm_readiness(
+    guest: &mut dyn GuestFs,
+    kernel: &GuestKernel,
+    bus: crate::convert::DiskBus,
+    root_fstype: &str,
+) -> Result<KvmReadiness, DonorError> {
+    readiness(&mut Guest(guest), kernel, bus, root_fstype)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::guestfs::MemFs;
+
+    /// A newc archive of regular files (names, data), with its trailer.
+    fn newc(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let entries =
+            files
+                .iter()
+                .map(|(n, d)| (*n, 0o100644u32, *d))
+                .chain([("TRAILER!!!", 0, &b""[..])]);
+        for (name, mode, data) in entries {
+            out.extend_from_slice(
+                format!(
+                    "070701{:08x}{mode:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+                    1, 0, 0, 1, 0, data.len(), 0, 0, 0, 0, name.len() + 1, 0
+                )
+                .as_bytes(),
+            );
+            out.extend_from_slice(name.as_bytes());
+            out.push(0);
+            out.resize(out.len().div_ceil(4) * 4, 0);
+            out.extend_from_slice(data);
+            out.resize(out.len().div_ceil(4) * 4, 0);
+        }
+        out
+    }
+
+    #[test]
+    fn readiness_from_initrd_and_config() {
+        use crate::convert::DiskBus;
+        let v = "3.10.0-1160.el7.x86_64";
+        let initrd = newc(&[
+            (
+                &format!("usr/lib/modules/{v}/kernel/drivers/block/virtio_blk.ko.xz"),
+                b"x",
+            ),
+            (
+                &format!("usr/lib/modules/{v}/kernel/drivers/virtio/virtio_pci.ko.xz"),
+                b"x",
+            ),
+        ]);
+        let mut fs = MemFs::new()
+            .with_file(&format!("/boot/vmlinuz-{v}"), "k")
+            .with_file(
+                &format!("/boot/initramfs-{v}.img"),
+                &String::from_utf8(initrd).unwrap(),
+            )
+            .with_file(
+                &format!("/boot/config-{v}"),
+                "CONFIG_EXT4_FS=y
+CONFIG_SATA_AHCI=m
+",
+            )
+            .with_file(&format!("/lib/modules/{v}/modules.dep"), "");
+        let k = find_guest_kernel(&mut fs).unwrap();
+        let r = kvm_readiness(&mut fs, &k, DiskBus::Virtio, "ext4").unwrap();
+        assert!(r.ready, "{r:?}");
+        assert_eq!(r.initrd_format, ["uncompressed"]);
+        assert_eq!(
+            r.drivers
+                .iter()
+                .map(|d| d.provided.clone())
+                .collect::<Vec<_>>(),
+            [Provided::InInitrd, Provided::InInitrd, Provided::BuiltIn]
+        );
+        let r = kvm_readiness(&mut fs, &k, DiskBus::Sata, "ext4").unwrap();
+        assert!(!r.ready);
+        assert!(r.why.contains("lacks ahci"), "{}", r.why);
+        // An initrd that is not one: not ready, with the reason.
+        let mut bad = MemFs::new()
+            .with_file(&format!("/boot/vmlinuz-{v}"), "k")
+            .with_file(&format!("/boot/initramfs-{v}.img"), "garbage")
+            .with_file(&format!("/lib/modules/{v}/modules.dep"), "");
+        let k = find_guest_kernel(&mut bad).unwrap();
+        let r = kvm_readiness(&mut bad, &k, DiskBus::Virtio, "ext4").unwrap();
+        assert!(!r.ready && r.why.contains("cannot be read"), "{}", r.why);
+    }
 
     fn kernel(fs: MemFs, v: &str, config: Option<&str>) -> MemFs {
         let fs = fs

@@ -165,6 +165,17 @@ pub enum DonorError {
     /// Keeping the guest's kernel: the guest has kernels, but all of them are Xen-only.
     #[error("only Xen kernels are installed in this guest ({}); they cannot boot on HVM/KVM", found.join(", "))]
     OnlyXenKernels { found: Vec<String> },
+    /// The guest's kernel was asked for, but its initrd cannot find the root disk on the
+    /// chosen bus (and no donor was given to fall back to).
+    #[error("the guest's kernel {kernel} cannot boot on the {bus} disk: {why}")]
+    GuestKernelNotReady {
+        /// The guest kernel's version.
+        kernel: String,
+        /// The disk bus asked for.
+        bus: String,
+        /// What its initrd lacks.
+        why: String,
+    },
     /// Keeping the guest's kernel: the guest has no complete kernel at all.
     #[error("no usable kernel in the guest to keep (needs /boot/vmlinuz-VER, a matching initrd and /lib/modules/VER); {}", found_list(found))]
     NoGuestKernel { found: Vec<String> },
@@ -1134,7 +1145,9 @@ impl DonorError {
         use crate::ErrorKind as K;
         match self {
             DonorError::Io { source, .. } => crate::error::io_kind(source, K::Donor),
-            DonorError::OnlyXenKernels { .. } | DonorError::NoGuestKernel { .. } => K::Input,
+            DonorError::OnlyXenKernels { .. }
+            | DonorError::NoGuestKernel { .. }
+            | DonorError::GuestKernelNotReady { .. } => K::Input,
             DonorError::Guest(g) if g.kind() != K::Input => g.kind(),
             _ => K::Donor,
         }

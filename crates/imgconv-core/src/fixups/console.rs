@@ -14,7 +14,7 @@
 
 use super::edit::{
     append_lines, apply_edit, create, exists, is_blank_or_comment, join, lines, move_aside,
-    read_config, rewrite, split_eol, Edited, COMMENT_PREFIX,
+    read_config, rewrite, rewrite_as, split_eol, Edited, COMMENT_PREFIX,
 };
 use super::{At, FixupContext, FixupError, InitSystem};
 use crate::guestfs::NodeKind;
@@ -32,19 +32,22 @@ const UNIT_DIRS: [&str; 2] = ["/lib/systemd/system", "/usr/lib/systemd/system"];
 const ETC_UNITS: &str = "/etc/systemd/system";
 const GETTY_WANTS: &str = "/etc/systemd/system/getty.target.wants";
 
-/// Tell the guest's init system from its files: `/sbin/init` linking to systemd or
-/// upstart, upstart's `initctl` with its job directories, SysV's `/etc/inittab`, or a
-/// systemd binary. `None` when nothing fits.
+/// Tell the guest's init system from its files: `/sbin/init` (or `/usr/sbin/init`)
+/// linking to systemd or upstart, the `/sbin/upstart` binary, upstart's `initctl` with
+/// its job directories (`/etc/init` since 0.6, the old `/etc/event.d`), SysV's
+/// `/etc/inittab`, or a systemd binary. `None` when nothing fits. `inspect` and the
+/// fixups both ask this one function.
 pub fn detect_init(guest: &mut dyn GuestFs) -> Result<Option<InitSystem>, FixupError> {
-    let init = "/sbin/init";
-    if let Some(meta) = guest.lstat(init).at(STEP, init)? {
-        if meta.kind == NodeKind::Symlink {
-            let target = guest.read_link(init).at(STEP, init)?.unwrap_or_default();
-            if target.contains("systemd") {
-                return Ok(Some(InitSystem::Systemd));
-            }
-            if target.contains("upstart") {
-                return Ok(Some(InitSystem::Upstart));
+    for init in ["/sbin/init", "/usr/sbin/init"] {
+        if let Some(meta) = guest.lstat(init).at(STEP, init)? {
+            if meta.kind == NodeKind::Symlink {
+                let target = guest.read_link(init).at(STEP, init)?.unwrap_or_default();
+                if target.contains("systemd") {
+                    return Ok(Some(InitSystem::Systemd));
+                }
+                if target.contains("upstart") {
+                    return Ok(Some(InitSystem::Upstart));
+                }
             }
         }
     }
@@ -54,8 +57,9 @@ pub fn detect_init(guest: &mut dyn GuestFs) -> Result<Option<InitSystem>, FixupE
             .at(STEP, p)?
             .is_some_and(|m| m.kind == NodeKind::Dir))
     };
-    if exists(guest, STEP, "/sbin/initctl")?
-        && (is_dir(guest, "/etc/init")? || is_dir(guest, "/etc/event.d")?)
+    if exists(guest, STEP, "/sbin/upstart")?
+        || (exists(guest, STEP, "/sbin/initctl")?
+            && (is_dir(guest, "/etc/init")? || is_dir(guest, "/etc/event.d")?))
     {
         return Ok(Some(InitSystem::Upstart));
     }
@@ -465,6 +469,95 @@ fn upstart_gettys(
     Ok(())
 }
 
+/// A getty job of the guest that runs on a Xen console.
+struct XenJob {
+    /// The Xen console it runs on.
+    dev: &'static str,
+    path: String,
+    /// Its content before any change.
+    content: String,
+    meta: Option<crate::guestfs::NodeMeta>,
+    /// Named after the Xen console (`hvc0.conf`, `event.d/xvc0`): moved aside. Otherwise
+    /// (`event.d/tty1` running a login on `xvc0`) it was pointed at another device.
+    named_for_console: bool,
+}
+
+/// The getty programs an upstart guest has: Debian/Ubuntu ship util-linux's `getty`,
+/// RHEL 6 and Amazon Linux 1 `agetty` and `mingetty` only.
+struct UpstartGettys {
+    getty: bool,
+    agetty: bool,
+    mingetty: bool,
+}
+
+impl UpstartGettys {
+    fn find(guest: &mut dyn GuestFs) -> Result<Self, FixupError> {
+        Ok(UpstartGettys {
+            getty: file_exists(guest, "/sbin/getty")?,
+            agetty: file_exists(guest, "/sbin/agetty")?,
+            mingetty: file_exists(guest, "/sbin/mingetty")?,
+        })
+    }
+
+    /// The `exec` line of a serial getty on `dev`.
+    fn serial(&self, dev: &str) -> String {
+        if !self.getty && self.agetty {
+            format!("exec /sbin/agetty -L {dev} 115200 vt102")
+        } else {
+            format!("exec /sbin/getty -L 115200 {dev} vt102")
+        }
+    }
+
+    /// The `exec` line of a getty on tty1.
+    fn tty1(&self) -> String {
+        if self.getty {
+            "exec /sbin/getty -8 38400 tty1".into()
+        } else if self.mingetty {
+            "exec /sbin/mingetty tty1".into()
+        } else if self.agetty {
+            "exec /sbin/agetty tty1 38400 linux".into()
+        } else {
+            "exec /sbin/getty -8 38400 tty1".into()
+        }
+    }
+}
+
+/// The Xen console an upstart job's getty runs on, if any.
+fn job_console(content: &str) -> Option<&'static str> {
+    content
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("exec ") && l.contains("getty"))
+        .find_map(|l| XEN_CONSOLES.into_iter().find(|c| names_device(l, c)))
+}
+
+/// Whether any job of `dir` mentions `needle`.
+fn jobs_mention(guest: &mut dyn GuestFs, dir: &str, needle: &str) -> Result<bool, FixupError> {
+    for name in job_names(guest, dir, ".conf")? {
+        let path = join(dir, &name);
+        if read_config(guest, STEP, &path)?
+            .is_some_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The job files of an upstart directory (`suffix` empty: every visible file).
+fn job_names(guest: &mut dyn GuestFs, dir: &str, suffix: &str) -> Result<Vec<String>, FixupError> {
+    let mut names: Vec<String> = guest
+        .read_dir(dir)
+        .at(STEP, dir)?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.name)
+        .filter(|n| n.ends_with(suffix) && !n.starts_with('.') && !n.contains(super::BACKUP_SUFFIX))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 /// Upstart jobs in `dir` (`/etc/init` with `.conf` names, or the old `/etc/event.d`
 /// where every file is a job — so the moved-aside job gets a hidden name there).
 fn upstart_dir(
@@ -475,48 +568,90 @@ fn upstart_dir(
     suffix: &str,
     event_d: bool,
 ) -> Result<(), FixupError> {
-    let mut xen_jobs = Vec::new();
-    for dev in XEN_CONSOLES {
-        let path = join(dir, &format!("{dev}{suffix}"));
-        if let Some(content) = read_config(guest, STEP, &path)? {
-            let meta = guest.stat(&path).at(STEP, &path)?;
-            xen_jobs.push((
-                dev,
-                path,
-                String::from_utf8_lossy(&content).into_owned(),
-                meta,
-            ));
-        }
-    }
     let serial = ctx.serial_console.as_str();
+    let mut jobs = Vec::new();
+    for name in job_names(guest, dir, suffix)? {
+        let path = join(dir, &name);
+        let Some(content) = read_config(guest, STEP, &path)? else {
+            continue;
+        };
+        let content = String::from_utf8_lossy(&content).into_owned();
+        let base = name.strip_suffix(suffix).unwrap_or(&name);
+        let named = XEN_CONSOLES.into_iter().find(|c| *c == base);
+        let Some(dev) = named.or_else(|| job_console(&content)) else {
+            continue;
+        };
+        let meta = guest.stat(&path).at(STEP, &path)?;
+        jobs.push(XenJob {
+            dev,
+            path,
+            content,
+            meta,
+            named_for_console: named.is_some(),
+        });
+    }
+    // A job with another name running a login on a Xen console (the old Xen guides
+    // pointed event.d/tty1 at xvc0): back to the device it is named after, or to the
+    // serial console.
+    for job in jobs.iter().filter(|j| !j.named_for_console) {
+        let base = job
+            .path
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches(suffix);
+        let target = if base.starts_with("tty")
+            && base[3..].bytes().all(|b| b.is_ascii_alphanumeric())
+            && !base.is_empty()
+        {
+            base.to_string()
+        } else {
+            serial.to_string()
+        };
+        let new = replace_word(&job.content, job.dev, &target);
+        rewrite_as(
+            guest,
+            report,
+            STEP,
+            &job.path,
+            job.content.as_bytes(),
+            new.as_bytes(),
+            format!("the getty job now runs on {target} instead of {}", job.dev),
+            "the Xen console does not exist under KVM; upstart would respawn its getty until it gives up",
+            event_d,
+        )?;
+    }
+    let gettys = UpstartGettys::find(guest)?;
     let wanted = [
-        (
-            serial,
-            "serial console",
-            format!("exec /sbin/getty -L 115200 {serial} vt102"),
-        ),
-        (
-            "tty1",
-            "first virtual console",
-            "exec /sbin/getty -8 38400 tty1".to_string(),
-        ),
+        (serial, "serial console", gettys.serial(serial)),
+        ("tty1", "first virtual console", gettys.tty1()),
     ];
+    // RHEL 6 and Amazon Linux 1 start a getty on the kernel's console device themselves
+    // (serial.conf, on `fedora.serial-console-available`) and on the ACTIVE_CONSOLES
+    // (start-ttys.conf): a job of ours would be a second getty on the same device.
+    let own_serial = !event_d && jobs_mention(guest, dir, "serial-console-available")?;
+    let own_ttys = !event_d && exists(guest, STEP, &join(dir, "start-ttys.conf"))?;
     for (dev, what, exec) in wanted {
         let path = join(dir, &format!("{dev}{suffix}"));
-        if exists(guest, STEP, &path)? {
+        if exists(guest, STEP, &path)?
+            || (dev == serial && own_serial)
+            || (dev == "tty1" && own_ttys)
+        {
             continue;
         }
-        let (content, attrs, origin) = match xen_jobs.first() {
-            Some((model_dev, model_path, model, meta)) => (
-                derive_job(model, model_dev, dev, &exec),
-                meta.as_ref()
+        let model = jobs.iter().find(|j| j.named_for_console).or(jobs.first());
+        let (content, attrs, origin) = match model {
+            Some(j) => (
+                derive_job(&j.content, j.dev, dev, &exec),
+                j.meta
+                    .as_ref()
                     .map_or(NodeAttrs::root(0o644, ctx.mtime), |m| NodeAttrs {
                         mode: m.mode,
                         uid: m.uid,
                         gid: m.gid,
                         mtime: ctx.mtime,
                     }),
-                format!(", based on {model_path}"),
+                format!(", based on {}", j.path),
             ),
             None => (
                 template_job(dev, what, &exec, event_d),
@@ -535,14 +670,14 @@ fn upstart_dir(
             format!("a login on the {what} of the new machine"),
         )?;
     }
-    for (dev, path, _, _) in &xen_jobs {
+    for job in jobs.iter().filter(|j| j.named_for_console) {
         move_aside(
             guest,
             report,
             STEP,
-            path,
+            &job.path,
             event_d,
-            format!("disabled the upstart getty job on {dev} (moved aside)"),
+            format!("disabled the upstart getty job on {} (moved aside)", job.dev),
             "the Xen console does not exist under KVM; upstart would respawn its getty until it gives up",
         )?;
     }

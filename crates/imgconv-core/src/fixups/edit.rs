@@ -92,6 +92,7 @@ fn keep_copy(
     step: &'static str,
     path: &str,
     content: &[u8],
+    hidden: bool,
 ) -> Result<String, FixupError> {
     let meta = guest
         .stat(path)
@@ -101,7 +102,7 @@ fn keep_copy(
             path: path.to_string(),
             source: crate::guestfs::GuestFsError::NotFound { path: path.into() },
         })?;
-    let backup = backup_name(guest, step, path, false)?;
+    let backup = backup_name(guest, step, path, hidden)?;
     let attrs = NodeAttrs {
         mode: meta.mode,
         uid: meta.uid,
@@ -129,10 +130,27 @@ pub(crate) fn rewrite(
     what: impl Into<String>,
     why: impl Into<String>,
 ) -> Result<bool, FixupError> {
+    rewrite_as(guest, report, step, path, old, new, what, why, false)
+}
+
+/// [`rewrite`], the backup under a hidden name (`.<name>.imgconv-orig`, see
+/// [`BACKUP_SUFFIX`]) when `hidden`: for directories whose program reads every file.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rewrite_as(
+    guest: &mut dyn GuestFs,
+    report: &mut Report,
+    step: &'static str,
+    path: &str,
+    old: &[u8],
+    new: &[u8],
+    what: impl Into<String>,
+    why: impl Into<String>,
+    hidden: bool,
+) -> Result<bool, FixupError> {
     if old == new {
         return Ok(false);
     }
-    let backup = keep_copy(guest, step, path, old)?;
+    let backup = keep_copy(guest, step, path, old, hidden)?;
     guest.replace_content(path, new).at(step, path)?;
     report.change(step, path, what, why, Some(backup));
     Ok(true)

@@ -10,9 +10,12 @@
 //! |---|---|
 //! | [`fstab`] | `/etc/fstab`, `/etc/crypttab`, `/etc/initramfs-tools/conf.d/resume` |
 //! | [`console`] | systemd getty links, `/etc/inittab`, upstart `/etc/init/*.conf` and `/etc/event.d/*`, `/etc/securetty` |
-//! | [`network`] | `/etc/udev/rules.d/70-persistent-net.rules`, `75-persistent-net-generator.rules`, `HWADDR=` in `/etc/sysconfig/network-scripts/ifcfg-*` |
+//! | [`network`] | `/etc/udev/rules.d/70-persistent-net.rules`, `75-persistent-net-generator.rules`, `HWADDR=` in `/etc/sysconfig/network-scripts/ifcfg-*`, NetworkManager `mac-address=`, netplan `macaddress:`, systemd-networkd `MACAddress=` |
 //! | [`modules`] | `/etc/modules`, `/etc/modules-load.d/*.conf`, `/etc/modprobe.d/*.conf`, `/etc/modprobe.conf`, `/etc/initramfs-tools/modules`, SUSE `/etc/sysconfig/kernel` |
 //! | [`xen_tools`] | systemd `*.wants` links and SysV `rc?.d` links of Xen guest tools |
+//! | [`bootloader`] | `/etc/default/grub`, `/etc/sysconfig/grub`, `/etc/sysconfig/bootloader`, `/boot/grub2/grub.cfg`, `/boot/grub2/grubenv`, grub-pc's install device in debconf |
+//! | [`cloud_init`] | `/etc/cloud/cloud.cfg.d/` datasource list |
+//! | [`selinux`] | `/.autorelabel` |
 //!
 //! Rules every fixup follows:
 //! - every change is recorded with [`Report::change`] (what, why, where the original is);
@@ -28,6 +31,8 @@
 //!   `getty@.service`) is given again.
 //!
 
+pub mod bootloader;
+pub mod cloud_init;
 pub mod console;
 mod devices;
 pub mod dry_run;
@@ -35,6 +40,7 @@ mod edit;
 pub mod fstab;
 pub mod modules;
 pub mod network;
+pub mod selinux;
 pub mod xen_tools;
 
 use crate::extread::ExtReader;
@@ -92,6 +98,13 @@ pub struct FixupContext {
     /// FAT serial of the EFI System Partition (`ABCD-1234`) of a UEFI or hybrid disk:
     /// fstab mounts it at `/boot/efi`. `None` for a BIOS (MBR) disk.
     pub esp_uuid: Option<String>,
+    /// Kernel arguments the guest's userland needs with the new kernel
+    /// (`vsyscall=emulate` for an old glibc): the guest's own boot settings gain them
+    /// too, so that a menu it regenerates keeps them.
+    pub extra_kernel_args: Vec<String>,
+    /// Leave cloud-init's datasource list alone (by default it is limited to
+    /// `NoCloud, None`, see [`cloud_init`]).
+    pub keep_cloud_init: bool,
 }
 
 impl FixupContext {
@@ -112,6 +125,8 @@ impl FixupContext {
             init_system: None,
             mtime,
             esp_uuid: None,
+            extra_kernel_args: Vec::new(),
+            keep_cloud_init: false,
         }
     }
 
@@ -140,6 +155,11 @@ impl FixupContext {
         }
         if let Some(s) = &self.esp_uuid {
             token("ESP UUID", s, uuid_char)?;
+        }
+        for a in &self.extra_kernel_args {
+            token("kernel argument", a, |c| {
+                c.is_ascii_alphanumeric() || "=.,_-:/".contains(c)
+            })?;
         }
         if self.new_swap_partition_exists != self.swap_uuid.is_some() {
             return Err(FixupError::InvalidContext(format!(
@@ -198,8 +218,13 @@ pub fn apply(
     fstab::fix_resume(guest, ctx, report)?;
     console::fix_consoles(guest, ctx, report)?;
     network::fix_persistent_net(guest, ctx, report)?;
+    network::fix_mac_bindings(guest, ctx, report)?;
     modules::fix_modules(guest, ctx, report)?;
     xen_tools::disable_xen_tools(guest, ctx, report)?;
+    bootloader::fix_bootloader(guest, ctx, report)?;
+    cloud_init::limit_datasources(guest, ctx, report)?;
+    // Last: the relabel covers every file written before it.
+    selinux::request_relabel(guest, ctx, report)?;
     Ok(())
 }
 

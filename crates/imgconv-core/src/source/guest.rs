@@ -108,6 +108,9 @@ pub struct GuestInfo {
     pub init: InitSystem,
     pub kernels: Vec<KernelInfo>,
     pub xenisms: Vec<XenIsm>,
+    /// glibc, udev, systemd and module-tool versions, for the checks against the kernel
+    /// that will boot the guest ([`crate::compat`]).
+    pub userland: crate::compat::Userland,
     /// Files that could not be read; the inspection went on without them.
     pub warnings: Vec<String>,
 }
@@ -209,6 +212,7 @@ pub fn inspect_guest(fs: &ExtReader) -> GuestInfo {
     let hostname = hostname(&mut s);
     let (arch, arch_source) = arch(&mut s);
     let init = init_system(&mut s);
+    let userland = crate::compat::read_userland(&mut crate::fixups::dry_run::Overlay::new(fs));
     let kernels = kernels(&mut s);
     let mut xenisms = Vec::new();
     fstab_devices(&mut s, &mut xenisms);
@@ -224,6 +228,7 @@ pub fn inspect_guest(fs: &ExtReader) -> GuestInfo {
         init,
         kernels,
         xenisms,
+        userland,
         warnings: s.warnings,
     }
 }
@@ -356,28 +361,20 @@ fn arch(s: &mut Scan<'_>) -> (Option<Arch>, Option<String>) {
     (None, None)
 }
 
+/// The init system, by the detector the fixups use too.
 fn init_system(s: &mut Scan<'_>) -> InitSystem {
-    for link in ["/sbin/init", "/usr/sbin/init"] {
-        if let Ok(Some(target)) = s.fs.read_link(link) {
-            if target.contains("systemd") {
-                return InitSystem::Systemd;
-            }
-            if target.contains("upstart") {
-                return InitSystem::Upstart;
-            }
+    use crate::fixups::InitSystem as Init;
+    let mut view = crate::fixups::dry_run::Overlay::new(s.fs);
+    match crate::fixups::console::detect_init(&mut view) {
+        Ok(Some(Init::Systemd)) => InitSystem::Systemd,
+        Ok(Some(Init::Upstart)) => InitSystem::Upstart,
+        Ok(Some(Init::Sysvinit)) => InitSystem::Sysvinit,
+        Ok(None) => InitSystem::Unknown,
+        Err(e) => {
+            s.warnings.push(e.to_string());
+            InitSystem::Unknown
         }
     }
-    let upstart_jobs = s.dir("/etc/init").iter().any(|n| n.ends_with(".conf"));
-    if s.exists("/sbin/upstart") || (upstart_jobs && s.exists("/sbin/initctl")) {
-        return InitSystem::Upstart;
-    }
-    if s.exists("/etc/inittab") && (s.exists("/sbin/init") || s.exists("/usr/sbin/init")) {
-        return InitSystem::Sysvinit;
-    }
-    if s.exists("/lib/systemd/systemd") || s.exists("/usr/lib/systemd/systemd") {
-        return InitSystem::Systemd;
-    }
-    InitSystem::Unknown
 }
 
 fn kernels(s: &mut Scan<'_>) -> Vec<KernelInfo> {

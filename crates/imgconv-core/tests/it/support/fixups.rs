@@ -20,6 +20,8 @@ pub fn ctx() -> FixupContext {
         init_system: None,
         mtime: 1_700_000_000,
         esp_uuid: None,
+        extra_kernel_args: Vec::new(),
+        keep_cloud_init: false,
     }
 }
 
