@@ -62,7 +62,8 @@ pub(super) fn repair_or_refuse(
     report: &mut Report,
     progress: &mut dyn Progress,
 ) -> Result<()> {
-    if !(repair && findings.repairable()) {
+    // Clean findings need no repair; unrepairable ones are refused.
+    if findings.is_clean() || !(repair && findings.repairable()) {
         return refuse_unclean((path, findings), report, progress);
     }
     note_limited(&findings, report, progress);

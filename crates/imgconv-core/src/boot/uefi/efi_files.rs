@@ -30,7 +30,6 @@ use std::fmt;
 use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// Largest EFI binary accepted (signed GRUB is ~4 MB, shim ~1 MB).
 pub const MAX_EFI_BINARY_BYTES: u64 = 64 << 20;
@@ -457,25 +456,21 @@ pub fn build_unsigned(
         .copied()
         .filter(|m| modules.has_module(m))
         .collect();
-    let result = Command::new("grub-mkimage")
+    let result = crate::tool::ToolCommand::new("grub-mkimage")
         .args(["-O", "x86_64-efi", "-d"])
         .arg(dir.path())
         .args(["-p", UNSIGNED_PREFIX, "-o"])
         .arg(&out)
         .args(&wanted)
-        .output()
+        .output(&crate::NoProgress)
         .map_err(|e| UefiError::Tool {
             tool: "grub-mkimage",
-            why: format!("cannot run it ({e}); install grub-common"),
+            why: e.to_string(),
         })?;
     if !result.status.success() {
         return Err(UefiError::Tool {
             tool: "grub-mkimage",
-            why: format!(
-                "{}: {}",
-                result.status,
-                String::from_utf8_lossy(&result.stderr).trim()
-            ),
+            why: format!("{}: {}", result.status, result.stderr_text().trim()),
         });
     }
     let grub = std::fs::File::open(&out)
