@@ -108,6 +108,37 @@ impl BlockSource for RawFile {
     }
 }
 
+/// The data ranges of `[pos, pos+len)` in a source of `size` bytes that maps its data in
+/// fixed units of `unit` bytes (clusters, blocks, chunks): the units for which
+/// `has_data(unit_index)` holds, clipped to the range, adjacent ones merged. For the
+/// formats' [`BlockSource::data_ranges`].
+pub fn unit_data_ranges(
+    pos: u64,
+    len: u64,
+    size: u64,
+    unit: u64,
+    has_data: impl Fn(u64) -> bool,
+) -> Vec<(u64, u64)> {
+    let end = pos.saturating_add(len).min(size);
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    if unit == 0 {
+        return out;
+    }
+    let mut u = pos / unit;
+    while u.saturating_mul(unit) < end {
+        if has_data(u) {
+            let s = (u * unit).max(pos);
+            let e = u.saturating_add(1).saturating_mul(unit).min(end);
+            match out.last_mut() {
+                Some((ls, ll)) if *ls + *ll == s => *ll += e - s,
+                _ => out.push((s, e - s)),
+            }
+        }
+        u += 1;
+    }
+    out
+}
+
 /// A read-only window onto a [`BlockSource`].
 #[derive(Clone)]
 pub struct Region {
@@ -363,6 +394,21 @@ impl bootsector::pio::ReadAt for Region {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn unit_data_ranges_clip_and_merge() {
+        // Units of 10 bytes in a 45-byte source; units 1, 2 and 4 hold data.
+        let has = |u: u64| matches!(u, 1 | 2 | 4);
+        assert_eq!(
+            unit_data_ranges(0, 45, 45, 10, has),
+            vec![(10, 20), (40, 5)]
+        );
+        assert_eq!(
+            unit_data_ranges(15, 30, 45, 10, has),
+            vec![(15, 15), (40, 5)]
+        );
+        assert_eq!(unit_data_ranges(0, 100, 45, 0, has), vec![]);
+    }
+
     use super::*;
     use std::io::Write;
 

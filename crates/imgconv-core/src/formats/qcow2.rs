@@ -478,25 +478,18 @@ impl BlockSource for Qcow2 {
             return None;
         }
         let cluster = self.cluster();
-        let end = pos.saturating_add(len).min(self.size);
-        let mut out: Vec<(u64, u64)> = Vec::new();
-        let mut c = pos / cluster;
-        while c * cluster < end {
-            let data = !matches!(
-                self.mapping(c * cluster),
-                Ok(Mapping::Unallocated | Mapping::Zero)
-            );
-            if data {
-                let s = (c * cluster).max(pos);
-                let e = ((c + 1) * cluster).min(end);
-                match out.last_mut() {
-                    Some((ls, ll)) if *ls + *ll == s => *ll += e - s,
-                    _ => out.push((s, e - s)),
-                }
-            }
-            c += 1;
-        }
-        Some(out)
+        Some(crate::blockio::unit_data_ranges(
+            pos,
+            len,
+            self.size,
+            cluster,
+            |c| {
+                !matches!(
+                    self.mapping(c * cluster),
+                    Ok(Mapping::Unallocated | Mapping::Zero)
+                )
+            },
+        ))
     }
 }
 

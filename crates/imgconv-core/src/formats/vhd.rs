@@ -403,21 +403,13 @@ impl BlockSource for Vhd {
         if self.kind != DiskType::Dynamic {
             return None;
         }
-        let end = pos.saturating_add(len).min(self.size);
-        let mut out: Vec<(u64, u64)> = Vec::new();
-        let mut b = pos / self.block_size;
-        while b * self.block_size < end {
-            if self.bat.get(b as usize).is_some_and(|&e| e != UNALLOCATED) {
-                let s = (b * self.block_size).max(pos);
-                let e = ((b + 1) * self.block_size).min(end);
-                match out.last_mut() {
-                    Some((ls, ll)) if *ls + *ll == s => *ll += e - s,
-                    _ => out.push((s, e - s)),
-                }
-            }
-            b += 1;
-        }
-        Some(out)
+        Some(crate::blockio::unit_data_ranges(
+            pos,
+            len,
+            self.size,
+            self.block_size,
+            |b| self.bat.get(b as usize).is_some_and(|&e| e != UNALLOCATED),
+        ))
     }
 }
 

@@ -336,21 +336,13 @@ impl BlockSource for Xva {
     }
 
     fn data_ranges(&self, pos: u64, len: u64) -> Option<Vec<(u64, u64)>> {
-        let end = pos.saturating_add(len).min(self.size);
-        let mut out: Vec<(u64, u64)> = Vec::new();
-        let mut c = pos / CHUNK;
-        while c * CHUNK < end {
-            if self.chunks.get(c as usize).is_some_and(|x| x.is_some()) {
-                let s = (c * CHUNK).max(pos);
-                let e = ((c + 1) * CHUNK).min(end);
-                match out.last_mut() {
-                    Some((ls, ll)) if *ls + *ll == s => *ll += e - s,
-                    _ => out.push((s, e - s)),
-                }
-            }
-            c += 1;
-        }
-        Some(out)
+        Some(crate::blockio::unit_data_ranges(
+            pos,
+            len,
+            self.size,
+            CHUNK,
+            |c| self.chunks.get(c as usize).is_some_and(|x| x.is_some()),
+        ))
     }
 }
 
