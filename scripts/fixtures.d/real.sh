@@ -36,6 +36,12 @@ for arg in $(cat /proc/cmdline); do
 done
 swap=$(awk 'NR > 1 { printf "%s%s", sep, $1; sep = "," }' /proc/swaps)
 line="IMGCONV-MARKER host=$(cat /proc/sys/kernel/hostname) kernel=$(uname -r) root=$root rootopts=$rootopts rootuuid=$rootuuid swap=${swap:-none}"
+# Which boot of this system this is, and eth0's IPv4 address (none when it did not come up).
+boots=$(( $(cat /var/lib/imgconv-marker.boots 2>/dev/null || echo 0) + 1 ))
+echo "$boots" >/var/lib/imgconv-marker.boots
+eth0=$(ip -o -4 addr show dev eth0 2>/dev/null | awk '{ print $4; exit }')
+consoles=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^console=//p' | paste -sd, -)
+line="$line boot=$boots eth0=${eth0:-none} consoles=${consoles:-none}"
 for tty in /dev/ttyS0 /dev/console; do
   { echo "$line" >"$tty"; } 2>/dev/null || true
 done
@@ -47,7 +53,7 @@ marker_unit() {
   cat <<'EOF'
 [Unit]
 Description=imgconv boot marker on the serial console
-After=local-fs.target swap.target
+After=local-fs.target swap.target networking.service
 
 [Service]
 Type=oneshot
@@ -232,6 +238,7 @@ build_real() {
   } >"$out/MANIFEST"
   build_xen_guest "$out" "$work"
   build_donor "$out" "$work"
+  build_stock_guest "$out" "$work"
   rm -rf "$work"
   cat "$out/MANIFEST" "$out/INFO"
 }

@@ -47,3 +47,4 @@ mod stream_roundtrip;
 mod stream_synthetic;
 mod uefi_convert;
 mod uefi_disk;
+mod update_grub_reboot;

@@ -67,13 +67,31 @@ fn complete_lines(text: &str, all: bool) -> impl Iterator<Item = &str> {
 
 /// Boot `disk` (never written: `-snapshot`) with `firmware` and wait until a complete serial
 /// line contains one of `until`, QEMU stops by itself, or `limit` passes. QEMU is killed by
-/// its own handle at the end.
+/// its own handle at the end. A reboot of the guest stops QEMU (`-no-reboot`).
 pub fn boot(disk: &Path, firmware: Firmware, until: &[&str], limit: Duration) -> BootLog {
+    boot_with(disk, firmware, until, limit, false)
+}
+
+/// [`boot`], with `reboots` letting the guest reboot inside the same QEMU (the `-snapshot`
+/// overlay, and so what the guest wrote, survives the reset) and 1 GiB of memory for a
+/// guest that runs its own tools (update-grub) before rebooting.
+pub fn boot_with(
+    disk: &Path,
+    firmware: Firmware,
+    until: &[&str],
+    limit: Duration,
+    reboots: bool,
+) -> BootLog {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("serial.log");
     let mut cmd = super::command("qemu-system-x86_64");
-    cmd.args(["-nographic", "-accel", "tcg", "-m", "512", "-no-reboot"])
-        .arg("-snapshot");
+    cmd.args(["-nographic", "-accel", "tcg"]);
+    if reboots {
+        cmd.args(["-m", "1024"]);
+    } else {
+        cmd.args(["-m", "512", "-no-reboot"]);
+    }
+    cmd.arg("-snapshot");
     let (code, vars_template) = match firmware {
         Firmware::SeaBios => ("", ""),
         Firmware::Ovmf => (OVMF_CODE, OVMF_VARS),
