@@ -350,6 +350,13 @@ pub struct VerifyArgs {
     /// Disk bus QEMU attaches the image on.
     #[arg(long, value_enum, default_value = "virtio")]
     pub bus: BusArg,
+    /// With --boot: wait for a console line containing TEXT instead of a login prompt;
+    /// repeat it to require several lines (all must appear).
+    #[arg(long, value_name = "TEXT", requires = "boot")]
+    pub expect: Vec<String>,
+    /// With --boot: keep the serial console in FILE.
+    #[arg(long, value_name = "FILE", requires = "boot")]
+    pub serial_log: Option<PathBuf>,
     /// Run e2fsck on a read-only loop device instead of `file?offset=N` (needs root).
     #[arg(long = "loop")]
     pub use_loop: bool,

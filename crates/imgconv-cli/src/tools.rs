@@ -1,13 +1,12 @@
-//! Outside tools (e2fsck, losetup, fsck.fat, qemu) run through the library's process
+//! Outside tools (e2fsck, losetup, fsck.fat) run through the library's process
 //! runner ([`imgconv_core::tool`]): argument vectors, `--` before paths, e2fsprogs'
 //! `image?offset=N` built by the library, the child killed and reaped on Ctrl-C. This
 //! module only ties the runner to the CLI's cancel flag and its error messages.
 
 use crate::errors::{Class, CliError};
 use crate::signals;
-use imgconv_core::tool::{self, Running, ToolCommand, ToolError, ToolOutput};
+use imgconv_core::tool::{self, ToolCommand, ToolError, ToolOutput};
 use imgconv_core::Progress;
-use std::process::Stdio;
 
 /// The runner's view of the CLI's cancel flag (Ctrl-C, SIGTERM).
 struct CancelFlag;
@@ -41,11 +40,6 @@ fn cli_error(e: ToolError) -> CliError {
         ),
         other => CliError::new(Class::Failure, other.to_string(), ""),
     }
-}
-
-/// Start a tool with its output going where given; the handle kills it when dropped.
-pub fn spawn(cmd: ToolCommand, stdout: Stdio, stderr: Stdio) -> Result<Running, CliError> {
-    cmd.spawn(stdout, stderr).map_err(cli_error)
 }
 
 /// Run a tool to its end with its output captured. Cancellable.

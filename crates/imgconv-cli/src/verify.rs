@@ -228,13 +228,15 @@ pub fn run(args: &VerifyArgs, progress: &mut CliProgress) -> Result<VerifyReport
         progress.step("boot-test", Unit::Items, None);
         // A GPT disk without BIOS boot code boots only with UEFI firmware.
         let uefi = args.uefi || !layout.wants_bios_code();
-        let r = qemu::boot(
-            &boot_image,
-            boot_format,
-            args.bus,
+        let r = qemu::boot(&qemu::BootAsk {
+            image: &boot_image,
+            format: boot_format,
+            bus: args.bus,
             uefi,
-            Duration::from_secs(args.timeout),
-        )?;
+            timeout: Duration::from_secs(args.timeout),
+            expect: &args.expect,
+            serial_log: args.serial_log.as_deref(),
+        })?;
         check(
             &mut checks,
             "boot",

@@ -106,9 +106,26 @@ pub enum Error {
         platform: &'static str,
     },
 
+    /// The QEMU boot test could not run.
+    #[error(transparent)]
+    Qemu(Box<crate::qemu::QemuError>),
+
     /// The operation was cancelled through [`crate::Progress::is_cancelled`].
     #[error("cancelled")]
     Cancelled,
+}
+
+/// A cancelled boot test is a cancellation like any other.
+impl From<crate::qemu::QemuError> for Error {
+    fn from(e: crate::qemu::QemuError) -> Self {
+        match e {
+            crate::qemu::QemuError::Cancelled
+            | crate::qemu::QemuError::Tool(crate::tool::ToolError::Cancelled { .. }) => {
+                Error::Cancelled
+            }
+            other => Error::Qemu(Box::new(other)),
+        }
+    }
 }
 
 impl From<crate::blockcheck::CheckError> for Error {
@@ -243,6 +260,7 @@ impl Error {
             // The guest cannot run on the kernel the conversion would boot it with.
             Error::Incompatible { .. } => K::Input,
             Error::NoGrubFiles { .. } => K::Donor,
+            Error::Qemu(e) => e.kind(),
         }
     }
 

@@ -65,6 +65,8 @@ pub mod partition;
 #[doc(hidden)]
 pub mod progress;
 #[doc(hidden)]
+pub mod qemu;
+#[doc(hidden)]
 pub mod readcache;
 #[doc(hidden)]
 pub mod report;
