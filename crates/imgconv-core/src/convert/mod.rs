@@ -36,7 +36,7 @@ mod plan;
 mod prepare;
 
 pub use options::{
-    ConvertOptions, CopyMethod, DiskBus, DiskFormat, Firmware, KernelSource, Overlap,
+    ConvertOptions, CopyMethod, DiskBus, DiskFormat, Firmware, KernelSource, Overlap, SourceDisk,
 };
 pub use plan::{Conversion, ConversionPlan, GrubChoice, KernelChoice, KernelOrigin, StageTime};
 

@@ -50,7 +50,12 @@ pub(super) fn prepare(
         let open = crate::formats::OpenOptions {
             scratch_dir: Some(scratch),
         };
-        Ok(source::inspect_with(&opts.source, &open)?)
+        Ok(source::inspect_guest(
+            &opts.source,
+            &open,
+            opts.source_xen_device.as_deref(),
+            &opts.disks,
+        )?)
     })?;
     inspection.check_journal(opts.replay_journal)?;
     inspection.check_clean(opts.repair)?;

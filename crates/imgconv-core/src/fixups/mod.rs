@@ -34,7 +34,7 @@
 pub mod bootloader;
 pub mod cloud_init;
 pub mod console;
-mod devices;
+pub(crate) mod devices;
 pub mod dry_run;
 mod edit;
 pub mod fstab;
