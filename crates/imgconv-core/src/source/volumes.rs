@@ -279,29 +279,13 @@ impl Volume {
 
     /// True when the fstab device field `spec` names this volume.
     pub fn matches(&self, spec: &str) -> bool {
-        let unquote = |s: &str| s.trim_matches('"').to_string();
-        if let Some(u) = spec
-            .strip_prefix("UUID=")
-            .or_else(|| spec.strip_prefix("/dev/disk/by-uuid/"))
-        {
-            return self
-                .uuid()
-                .is_some_and(|v| v.eq_ignore_ascii_case(&unquote(u)));
-        }
-        if let Some(l) = spec
-            .strip_prefix("LABEL=")
-            .or_else(|| spec.strip_prefix("/dev/disk/by-label/"))
-        {
-            return self.label().is_some_and(|v| v == unquote(l));
-        }
-        if let Some(want) = XenName::parse(spec).filter(|_| spec.starts_with("/dev/")) {
-            return self
-                .xen_device
-                .as_deref()
-                .and_then(XenName::parse)
-                .is_some_and(|have| have == want);
-        }
-        self.aliases.iter().any(|a| a == spec)
+        spec_names(
+            spec,
+            self.uuid(),
+            self.label(),
+            self.xen_device.as_deref(),
+            &self.aliases,
+        )
     }
 
     /// What the conversion does with it, in words.
@@ -327,6 +311,36 @@ impl Volume {
             VolumeAction::Skip { why } => format!("not carried: {why}"),
         }
     }
+}
+
+/// True when the fstab device field `spec` names the volume with this UUID, label, Xen
+/// kernel name (prefix-insensitive: `/dev/sdb1` is `xvdb1`) or alias.
+pub fn spec_names(
+    spec: &str,
+    uuid: Option<&str>,
+    label: Option<&str>,
+    xen_device: Option<&str>,
+    aliases: &[String],
+) -> bool {
+    let unquote = |s: &str| s.trim_matches('"').to_string();
+    if let Some(u) = spec
+        .strip_prefix("UUID=")
+        .or_else(|| spec.strip_prefix("/dev/disk/by-uuid/"))
+    {
+        return uuid.is_some_and(|v| v.eq_ignore_ascii_case(&unquote(u)));
+    }
+    if let Some(l) = spec
+        .strip_prefix("LABEL=")
+        .or_else(|| spec.strip_prefix("/dev/disk/by-label/"))
+    {
+        return label.is_some_and(|v| !v.is_empty() && v == unquote(l));
+    }
+    if let Some(want) = XenName::parse(spec).filter(|_| spec.starts_with("/dev/")) {
+        return xen_device
+            .and_then(XenName::parse)
+            .is_some_and(|have| have == want);
+    }
+    aliases.iter().any(|a| a == spec)
 }
 
 fn default_action(content: &VolumeContent) -> VolumeAction {
