@@ -24,12 +24,7 @@ fn root_with_fstab(dir: &Path, fstab: &str) -> PathBuf {
     fs::write(&host, fstab).unwrap();
     let (rc, out) = tool_merged(
         "debugfs",
-        &[
-            "-w",
-            "-R",
-            &format!("rm /etc/fstab"),
-            root.to_str().unwrap(),
-        ],
+        &["-w", "-R", "rm /etc/fstab", root.to_str().unwrap()],
     );
     assert_eq!(rc, 0, "{out}");
     let (rc, out) = tool_merged(
@@ -287,9 +282,7 @@ fn six_partitions_with_a_logical_root_and_a_verbatim_fat_volume() {
     let dir = tempfile::tempdir().unwrap();
     let root = root_with_fstab(
         dir.path(),
-        &format!(
-            "/dev/xvda5 / ext4 errors=remount-ro 0 1\n/dev/xvda1 /srv/a ext4 defaults 0 2\n/dev/xvda2 /srv/b ext4 defaults 0 2\n/dev/xvda3 /srv/fat vfat defaults 0 0\n/dev/xvda6 /home ext4 defaults 0 2\n/dev/xvda7 none swap sw 0 0\n"
-        ),
+        "/dev/xvda5 / ext4 errors=remount-ro 0 1\n/dev/xvda1 /srv/a ext4 defaults 0 2\n/dev/xvda2 /srv/b ext4 defaults 0 2\n/dev/xvda3 /srv/fat vfat defaults 0 0\n/dev/xvda6 /home ext4 defaults 0 2\n/dev/xvda7 none swap sw 0 0\n",
     );
     let a = ext_image(
         dir.path(),
