@@ -2,7 +2,13 @@
 
 use crate::size::parse_size;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use imgconv_core::source::SourceDisk;
 use std::path::PathBuf;
+
+/// `--disk PATH=XENDEV`.
+fn parse_disk(arg: &str) -> Result<SourceDisk, String> {
+    SourceDisk::parse(arg)
+}
 
 /// Convert exported Xen PV guest images into raw disk images that boot under KVM/QEMU.
 #[derive(Debug, Parser)]
@@ -59,6 +65,10 @@ pub struct InspectArgs {
     /// After the summary, print every field the inspection found.
     #[arg(long, short = 'v')]
     pub verbose: bool,
+    /// Another disk image of the guest and its Xen device name (home.img=xvdb1, or
+    /// data.img=xvdc for a partitioned disk); repeatable.
+    #[arg(long = "disk", value_name = "PATH=XENDEV", value_parser = parse_disk)]
+    pub disks: Vec<SourceDisk>,
 }
 
 /// When to run `e2fsck -fn` around a conversion.
@@ -226,6 +236,11 @@ pub struct ConvertArgs {
     pub output: PathBuf,
     #[command(flatten)]
     pub settings: ConversionSettings,
+    /// Another disk image of the guest and its Xen device name (home.img=xvdb1, or
+    /// data.img=xvdc for a partitioned disk); repeatable. Each of its filesystems becomes
+    /// a partition of the output. Never modified.
+    #[arg(long = "disk", value_name = "PATH=XENDEV", value_parser = parse_disk)]
+    pub disks: Vec<SourceDisk>,
     /// Print the plan (layout, kernel, fixups) and write nothing.
     #[arg(long)]
     pub dry_run: bool,

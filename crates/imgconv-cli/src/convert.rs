@@ -363,7 +363,7 @@ pub fn convert_one(
 
 /// `imgconv convert`.
 pub fn run(a: &ConvertArgs) -> Result<(), CliError> {
-    let o = options(&a.source, &a.output, &a.settings);
+    let o = options(&a.source, &a.output, &a.settings).with_disks(a.disks.clone());
     if let Some(json) = &a.json {
         check_report_path(json, &o)?;
     }

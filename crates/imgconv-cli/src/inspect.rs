@@ -26,7 +26,8 @@ pub fn run(a: &InspectArgs) -> Result<(), CliError> {
         source: Some(a.source.clone()),
         ..Paths::default()
     };
-    let inspected = imgconv_core::source::inspect(&a.source);
+    let inspected =
+        imgconv_core::source::inspect_guest(&a.source, &Default::default(), None, &a.disks);
     if !a.json {
         let summary = summarize(&a.source, inspected.as_ref());
         emit(&render(&a.source, &summary, inspected.as_ref().ok()))?;

@@ -206,6 +206,39 @@ pub fn run(args: &VerifyArgs, progress: &mut CliProgress) -> Result<VerifyReport
             Err("no root partition to read".into()),
         );
     }
+    // Every other ext filesystem of the disk (the guest's carried volumes).
+    for e in partitions.iter().flat_map(|t| t.entries.iter()) {
+        if layout.root.as_ref().is_some_and(|r| r.start == e.start) {
+            continue;
+        }
+        let is_ext = image
+            .sub(e.start, e.len)
+            .ok()
+            .is_some_and(|r| imgconv_core::source::read_superblock(&r).is_ok());
+        if !is_ext {
+            continue;
+        }
+        let loc = FsLocation {
+            image: image_path.clone(),
+            offset: e.start,
+            len: e.len,
+        };
+        let outcome = fsck::check(&loc, args.use_loop)?;
+        check(
+            &mut checks,
+            "fsck",
+            if outcome.clean {
+                Ok(format!("e2fsck -fn p{}: clean", e.number))
+            } else {
+                Err(format!(
+                    "e2fsck -fn p{} exited {}: {}",
+                    e.number,
+                    outcome.exit_code,
+                    outcome.output.lines().last().unwrap_or("")
+                ))
+            },
+        );
+    }
     if let Some(swap) = &layout.swap {
         check(&mut checks, "swap", swap_signature(&image, swap));
     }
@@ -326,10 +359,10 @@ fn table_sanity(t: &PartitionTable, disk_len: u64) -> (Layout, Result<String, St
     (layout, verdict)
 }
 
-/// MBR: root p1 (Linux 0x83, active), swap p2 (0x82) when present.
+/// MBR: root p1 (Linux 0x83, active), the first 0x82 partition the swap when present.
 fn mbr_layout(t: &PartitionTable, problems: &mut Vec<String>) -> Layout {
     let find = |n: usize| t.entries.iter().find(|e| e.number == n).cloned();
-    let (p1, p2) = (find(1), find(2));
+    let p1 = find(1);
     match &p1 {
         Some(PartitionEntry {
             kind:
@@ -350,21 +383,25 @@ fn mbr_layout(t: &PartitionTable, problems: &mut Vec<String>) -> Layout {
         }
         _ => problems.push("no partition 1".into()),
     }
-    if let Some(PartitionEntry {
-        kind: PartitionType::Mbr { type_code, .. },
-        ..
-    }) = &p2
-    {
-        if *type_code != 0x82 {
-            problems.push(format!(
-                "partition 2 has type 0x{type_code:02x}, not Linux swap 0x82"
-            ));
-        }
-    }
+    // The swap is the first Linux swap partition: the guest's other volumes may come
+    // between the root and it.
+    let swap = t
+        .entries
+        .iter()
+        .find(|e| {
+            matches!(
+                e.kind,
+                PartitionType::Mbr {
+                    type_code: 0x82,
+                    ..
+                }
+            )
+        })
+        .cloned();
     Layout {
         gpt: false,
         root: p1,
-        swap: p2,
+        swap,
         esp: None,
         bios_boot: None,
     }

@@ -163,6 +163,69 @@ pub fn copy_used_blocks_with(
     copy(src, dst, dst_offset, None, method, progress)
 }
 
+/// Copy all of `src` to `dst` at `dst_offset`, for a volume that is not an ext
+/// filesystem (XFS, FAT, unknown data): only the ranges the source maps as data when it
+/// keeps a map ([`Region::data_ranges`]), and of those only the 4 KiB blocks that are not
+/// all zeros, so the copy stays sparse. `dst` must read as zeros there (a fresh sparse
+/// output). Progress: `stage(Stream, bytes to read)`, `advance` per chunk; cancellation is
+/// checked between chunks. Returns the bytes written.
+pub fn copy_sparse(
+    src: &Region,
+    dst: &File,
+    dst_offset: u64,
+    progress: &mut dyn Progress,
+) -> Result<u64, StreamError> {
+    const BLOCK: usize = 4096;
+    let ranges = src
+        .data_ranges(0, src.len())
+        .unwrap_or_else(|| vec![(0, src.len())]);
+    let total: u64 = ranges.iter().map(|r| r.1).sum();
+    progress.stage(Stage::Stream, Some(total));
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let (mut done, mut written) = (0u64, 0u64);
+    for (start, len) in ranges {
+        let end = start.saturating_add(len).min(src.len());
+        let mut pos = start;
+        while pos < end {
+            if progress.is_cancelled() {
+                return Err(StreamError::Cancelled);
+            }
+            let n = (end - pos).min(CHUNK_BYTES as u64) as usize;
+            let chunk = &mut buf[..n];
+            src.read_exact_at(pos, chunk)
+                .map_err(|source| StreamError::Read {
+                    path: src.path().to_path_buf(),
+                    offset: src.offset() + pos,
+                    source,
+                })?;
+            // Runs of blocks that are not all zeros, written one run at a time.
+            let mut i = 0;
+            while i < n {
+                let blk = |i: usize| &chunk[i..(i + BLOCK).min(n)];
+                if blk(i).iter().all(|&b| b == 0) {
+                    i += BLOCK;
+                    continue;
+                }
+                let run_start = i;
+                while i < n && !blk(i).iter().all(|&b| b == 0) {
+                    i += BLOCK;
+                }
+                let run_end = i.min(n);
+                dst.write_all_at(
+                    &chunk[run_start..run_end],
+                    dst_offset + pos + run_start as u64,
+                )
+                .map_err(|e| output::write_error(dst, "cannot write a carried volume to", e))?;
+                written += (run_end - run_start) as u64;
+            }
+            pos += n as u64;
+            done += n as u64;
+            progress.advance(done);
+        }
+    }
+    Ok(written)
+}
+
 /// How the stream moves the blocks it copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]

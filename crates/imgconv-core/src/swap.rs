@@ -75,6 +75,8 @@ pub struct SwapHeader {
     pub last_page: u32,
     /// `info.sws_uuid`.
     pub uuid: Uuid,
+    /// `info.sws_volume`: the label, up to its first NUL (lossy UTF-8).
+    pub label: String,
 }
 
 /// Read the first page of a swap area: `Ok(None)` when the "SWAPSPACE2" magic is not in
@@ -89,6 +91,11 @@ pub fn read_header(page: &[u8]) -> Result<Option<SwapHeader>, crate::bytes::Pars
         version: f.u32("version", OFF_VERSION)?,
         last_page: f.u32("last_page", OFF_LAST_PAGE)?,
         uuid: Uuid::from_bytes(f.array::<16>("sws_uuid", OFF_UUID)?),
+        label: {
+            let raw = f.array::<MAX_LABEL>("sws_volume", OFF_LABEL)?;
+            let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+            String::from_utf8_lossy(&raw[..end]).into_owned()
+        },
     }))
 }
 
@@ -120,6 +127,7 @@ mod tests {
             (h.version, h.last_page, h.uuid),
             (1, (64 << 20) / 4096 - 1, u)
         );
+        assert_eq!(h.label, "s");
         let mut no_magic = p.clone();
         no_magic[4095] = 0;
         assert_eq!(read_header(&no_magic).unwrap(), None);

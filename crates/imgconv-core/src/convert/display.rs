@@ -80,6 +80,32 @@ impl fmt::Display for ConversionPlan {
             }
             None => writeln!(f, "{}", self.disk)?,
         }
+        if i.volumes.len() > 1 {
+            let written = self.written_layout();
+            writeln!(f, "volumes:")?;
+            for (n, v) in i.volumes.iter().enumerate() {
+                let target = if v.action == crate::source::VolumeAction::Root {
+                    format!("p{}", written.root_number)
+                } else {
+                    match written.carried.iter().find(|c| c.0 == n) {
+                        Some(c) => format!("p{}", c.3),
+                        None => "-".into(),
+                    }
+                };
+                let from = match (&v.source, v.xen_device.as_deref()) {
+                    (crate::source::VolumeSource::Partition { disk: 0, .. }, _) => v.name.clone(),
+                    (_, Some(d)) => d.to_string(),
+                    _ => v.name.clone(),
+                };
+                writeln!(
+                    f,
+                    "  {from:<8} -> {target:<4} {} ({}): {}",
+                    v.content.describe(),
+                    layout::human(v.len),
+                    v.fate()
+                )?;
+            }
+        }
         if !self.fixups.changes.is_empty() {
             writeln!(f, "guest changes:")?;
             for c in &self.fixups.changes {

@@ -36,7 +36,7 @@ mod plan;
 mod prepare;
 
 pub use options::{
-    ConvertOptions, CopyMethod, DiskBus, DiskFormat, Firmware, KernelSource, Overlap,
+    ConvertOptions, CopyMethod, DiskBus, DiskFormat, Firmware, KernelSource, Overlap, SourceDisk,
 };
 pub use plan::{Conversion, ConversionPlan, GrubChoice, KernelChoice, KernelOrigin, StageTime};
 
@@ -88,6 +88,23 @@ fn fixup_context(plan: &ConversionPlan) -> FixupContext {
         .map(|(arg, _)| arg.clone())
         .collect();
     ctx.keep_cloud_init = plan.options.keep_cloud_init;
+    let volumes = &plan.inspection.volumes;
+    ctx.volumes = Some(
+        plan.volume_partitions()
+            .into_iter()
+            .filter_map(|(i, partition)| {
+                let v = volumes.get(i)?;
+                Some(fixups::OutputVolume {
+                    xen_device: v.xen_device.clone(),
+                    aliases: v.aliases.clone(),
+                    uuid: v.uuid().map(str::to_string),
+                    label: v.label().map(str::to_string),
+                    partition,
+                    swap: v.action == crate::source::VolumeAction::Swap,
+                })
+            })
+            .collect(),
+    );
     ctx
 }
 
@@ -164,13 +181,21 @@ pub fn convert_unpublished(
         grub,
         efi,
     } = prepare(opts, progress, &mut timings)?;
-    let root = *plan.disk.root();
+    // GRUB's core.img fills the gap before the first partition.
+    let gap_end_lba = plan
+        .disk
+        .partitions
+        .iter()
+        .map(|p| p.start_lba)
+        .min()
+        .unwrap_or(plan.disk.root().start_lba);
     let WrittenLayout {
         root_offset,
         root_len,
         root_number,
         disk_bytes,
         swap: swap_part,
+        carried,
     } = plan.written_layout();
     let mut report = Report::default();
     report.warnings.extend(plan.warnings.iter().cloned());
@@ -281,6 +306,9 @@ pub fn convert_unpublished(
         )?
     };
 
+    timed(&mut timings, Stage::Stream, || {
+        carry_volumes(&plan, &out, &carried, opts.copy_method, progress)
+    })?;
     if let (Some((start, len)), Some(uuid)) = (swap_part, &plan.swap_uuid) {
         let uuid = uuid::Uuid::parse_str(uuid).expect("generated UUID");
         let page = swap::swap_header(len, uuid, "swap").map_err(Error::from)?;
@@ -293,7 +321,7 @@ pub fn convert_unpublished(
         uefi::install_esp(out.file(), g, files, &plan.inspection.fs.uuid, &mut report)?;
     }
     match (&plan.gpt, &core) {
-        (None, Some(core)) => boot::install_bios_boot(out.file(), &grub, core, 1, root.start_lba)?,
+        (None, Some(core)) => boot::install_bios_boot(out.file(), &grub, core, 1, gap_end_lba)?,
         (Some(g), Some(core)) => uefi::install_hybrid_bios_boot(out.file(), g, &grub, core)?,
         _ => {}
     }
@@ -325,6 +353,67 @@ pub fn convert_unpublished(
         out,
         root: (root_offset, root_len),
     })
+}
+
+/// Copy every carried volume but the root into its partition: an ext filesystem used
+/// blocks only, anything else whole and sparse; a swap area gets only its header, with
+/// the guest's UUID and label.
+fn carry_volumes(
+    plan: &ConversionPlan,
+    out: &TempOutput,
+    carried: &[(usize, u64, u64, u32)],
+    method: CopyMethod,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    use crate::source::VolumeAction;
+    for &(index, start, len, _) in carried {
+        check_cancel(progress)?;
+        let v = &plan.inspection.volumes[index];
+        if v.action == VolumeAction::Swap {
+            let uuid = v
+                .uuid()
+                .and_then(|u| uuid::Uuid::parse_str(u).ok())
+                .unwrap_or_else(uuid::Uuid::new_v4);
+            let page = swap::swap_header(len, uuid, v.label().unwrap_or(""))?;
+            out.file().write_all_at(&page, start).map_err(|e| {
+                output::write_error(out.file(), "cannot write the swap header to", e)
+            })?;
+            continue;
+        }
+        let Some(region) = v.region() else {
+            continue;
+        };
+        progress.note(&format!(
+            "carrying {} ({}) into partition {}",
+            v.name,
+            v.content.describe(),
+            carried.iter().find(|c| c.0 == index).map_or(0, |c| c.3)
+        ));
+        let used_blocks = v
+            .ext()
+            .filter(|fs| fs.size_bytes <= region.len())
+            .and_then(|fs| region.sub(0, fs.size_bytes).ok());
+        match used_blocks {
+            Some(fs) => {
+                match stream::copy_used_blocks_with(&fs, out.file(), start, method, progress) {
+                    Ok(_) => {}
+                    // An external journal or a superblock the walker refuses: the bytes as
+                    // they are.
+                    Err(
+                        stream::StreamError::NotAFilesystem { .. }
+                        | stream::StreamError::Superblock { .. },
+                    ) => {
+                        stream::copy_sparse(region, out.file(), start, progress)?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            None => {
+                stream::copy_sparse(region, out.file(), start, progress)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Replay the copied filesystem's journal or repair it, then grow it, in the output

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 pub use crate::hardware::{DiskBus, Firmware};
+pub use crate::source::SourceDisk;
 pub use crate::stream::CopyMethod;
 
 /// Whether the stream runs beside the graft, fixups and boot files, or before them.
@@ -133,6 +134,12 @@ pub struct ConvertOptions {
     pub host_fallbacks: bool,
     /// The output's container. Default [`DiskFormat::Raw`].
     pub disk_format: DiskFormat,
+    /// The guest's other disk images and their Xen device names: each of their volumes is
+    /// carried like the source's own. Opened read-only.
+    pub disks: Vec<SourceDisk>,
+    /// The source's own Xen device name (`xvda`, or `xvda2` for a bare filesystem); `None`
+    /// takes the name the root's fstab uses for `/`.
+    pub source_xen_device: Option<String>,
 }
 
 impl ConvertOptions {
@@ -165,7 +172,21 @@ impl ConvertOptions {
             copy_method: CopyMethod::Auto,
             host_fallbacks: true,
             disk_format: DiskFormat::Raw,
+            disks: Vec::new(),
+            source_xen_device: None,
         }
+    }
+
+    /// The guest's other disk images, each with the Xen device name the guest knew it by.
+    pub fn with_disks(mut self, disks: Vec<SourceDisk>) -> Self {
+        self.disks = disks;
+        self
+    }
+
+    /// The source's own Xen device name; `None` takes the one its fstab uses for `/`.
+    pub fn with_source_xen_device(mut self, name: Option<String>) -> Self {
+        self.source_xen_device = name;
+        self
     }
 
     /// The output's container (raw or qcow2).

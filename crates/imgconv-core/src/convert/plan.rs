@@ -124,11 +124,23 @@ pub(super) struct WrittenLayout {
     pub(super) root_len: u64,
     pub(super) root_number: u32,
     pub(super) disk_bytes: u64,
-    /// Start and length of the swap partition, in bytes.
+    /// Start and length of the new swap partition, in bytes.
     pub(super) swap: Option<(u64, u64)>,
+    /// The other volumes carried: (volume index, start, length in bytes, number).
+    pub(super) carried: Vec<(usize, u64, u64, u32)>,
 }
 
 impl ConversionPlan {
+    /// The output partition of each carried volume: (volume index, partition number),
+    /// in the layout written.
+    pub fn volume_partitions(&self) -> Vec<(usize, u32)> {
+        self.written_layout()
+            .carried
+            .iter()
+            .map(|&(v, _, _, n)| (v, n))
+            .collect()
+    }
+
     pub(super) fn written_layout(&self) -> WrittenLayout {
         match &self.gpt {
             Some(g) => WrittenLayout {
@@ -137,6 +149,10 @@ impl ConversionPlan {
                 root_number: g.root().number,
                 disk_bytes: g.disk_bytes,
                 swap: g.swap().map(|p| (p.start_bytes(), p.len_bytes())),
+                carried: g
+                    .carried()
+                    .filter_map(|p| Some((p.volume?, p.start_bytes(), p.len_bytes(), p.number)))
+                    .collect(),
             },
             None => WrittenLayout {
                 root_offset: self.disk.root().start_bytes(),
@@ -144,6 +160,18 @@ impl ConversionPlan {
                 root_number: u32::from(self.disk.root().number),
                 disk_bytes: self.disk.disk_bytes,
                 swap: self.disk.swap().map(|p| (p.start_bytes(), p.len_bytes())),
+                carried: self
+                    .disk
+                    .carried()
+                    .filter_map(|p| {
+                        Some((
+                            p.volume?,
+                            p.start_bytes(),
+                            p.len_bytes(),
+                            u32::from(p.number),
+                        ))
+                    })
+                    .collect(),
             },
         }
     }

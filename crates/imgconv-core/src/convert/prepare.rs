@@ -12,7 +12,7 @@ use crate::extread::ExtReader;
 use crate::layout::{self, PlanOptions, SourceSpace};
 use crate::progress::{check_cancel, Progress, Stage};
 use crate::report::Report;
-use crate::source::{self, Arch, Inspection};
+use crate::source::{self, Arch, Inspection, VolumeAction, VolumeContent};
 use crate::{Error, Result};
 
 /// The values [`plan`](super::plan) decides and [`convert`](super::convert) needs, beyond the printable plan.
@@ -50,7 +50,12 @@ pub(super) fn prepare(
         let open = crate::formats::OpenOptions {
             scratch_dir: Some(scratch),
         };
-        Ok(source::inspect_with(&opts.source, &open)?)
+        Ok(source::inspect_guest(
+            &opts.source,
+            &open,
+            opts.source_xen_device.as_deref(),
+            &opts.disks,
+        )?)
     })?;
     inspection.check_journal(opts.replay_journal)?;
     inspection.check_clean(opts.repair)?;
@@ -216,6 +221,11 @@ pub(super) fn prepare(
                 .map_or(0, |m| m.files.values().map(|d| block(d.len())).sum());
     }
 
+    let mut inspection = inspection;
+    let carried = carried_volumes(&mut inspection);
+    let guest_swap = carried
+        .iter()
+        .any(|c| c.role == layout::PartitionRole::Swap);
     let disk = timed(timings, Stage::Plan, || {
         progress.stage(Stage::Plan, None);
         let plan_opts = PlanOptions {
@@ -227,12 +237,14 @@ pub(super) fn prepare(
                     .map(|t| t.saturating_sub(uefi::gpt_extra_bytes(fw, uefi::DEFAULT_ESP_BYTES))),
                 None => opts.target_size,
             },
-            swap_bytes: opts.swap_size,
+            // The guest's own swap replaces the new one.
+            swap_bytes: if guest_swap { 0 } else { opts.swap_size },
             disk_signature: None,
         };
-        Ok(layout::plan(
+        Ok(layout::plan_with(
             &SourceSpace::from(&inspection.fs),
             &plan_opts,
+            &carried,
         )?)
     })?;
     if let Some(grow) = &disk.grow {
@@ -245,14 +257,24 @@ pub(super) fn prepare(
     }
     let gpt = gpt_firmware
         .map(|fw| {
-            uefi::plan_gpt(&GptPlanOptions::new(
-                fw,
-                disk.root().len_bytes(),
-                disk.swap().map_or(0, |s| s.len_bytes()),
-            ))
+            uefi::plan_gpt_with(
+                &GptPlanOptions::new(
+                    fw,
+                    disk.root().len_bytes(),
+                    disk.swap().map_or(0, |s| s.len_bytes()),
+                ),
+                &carried,
+            )
         })
         .transpose()?;
-    let swap_uuid = disk.swap().map(|_| uuid::Uuid::new_v4().to_string());
+    let swap_uuid = match disk.swap() {
+        Some(_) => Some(uuid::Uuid::new_v4().to_string()),
+        None => inspection
+            .volumes
+            .iter()
+            .find(|v| v.action == VolumeAction::Swap)
+            .and_then(|v| v.uuid().map(str::to_string)),
+    };
     let (grub, grub_choice) = grub;
     let plan = ConversionPlan {
         options: opts.clone(),
@@ -276,6 +298,33 @@ pub(super) fn prepare(
         grub,
         efi,
     })
+}
+
+/// The volumes that get a partition of their own beside the root, in source order. A
+/// carried swap area without a UUID gets a new one here, so the plan shows the UUID its
+/// header and fstab will have.
+fn carried_volumes(inspection: &mut Inspection) -> Vec<layout::Carried> {
+    let mut carried = Vec::new();
+    for (i, v) in inspection.volumes.iter_mut().enumerate() {
+        let role = match v.action {
+            // The kernel goes into the root's /boot; a separate /boot is carried as data.
+            VolumeAction::Boot | VolumeAction::Carry => layout::PartitionRole::Data,
+            VolumeAction::Swap => layout::PartitionRole::Swap,
+            VolumeAction::Root | VolumeAction::Skip { .. } => continue,
+        };
+        if let VolumeContent::Swap {
+            uuid: uuid @ None, ..
+        } = &mut v.content
+        {
+            *uuid = Some(uuid::Uuid::new_v4().to_string());
+        }
+        carried.push(layout::Carried {
+            role,
+            bytes: v.len,
+            volume: i,
+        });
+    }
+    carried
 }
 
 /// What the guest's own kernel can do.

@@ -11,6 +11,12 @@
 //!   do not exist after conversion; with swap planned and no swap entry, one is added;
 //! - a separate `/boot` is commented out: the converted disk boots from `/boot` inside the
 //!   root filesystem, where the donor kernel was grafted;
+//! - with the carried volumes known ([`FixupContext::volumes`]), an entry naming one of
+//!   them (by `/dev/xvdXN`, `/dev/sdXN`, `/dev/hdXN`, an alias such as `/dev/VG/LV`,
+//!   `UUID=` or `LABEL=`) resolves to it: device names become `UUID=` (UUIDs and labels are
+//!   kept), `UUID=`/`LABEL=` stay; an entry naming a filesystem that was not given keeps
+//!   its device (a Xen name of another disk mapped to the new bus) and gets `nofail`, with
+//!   a warning naming it;
 //! - other kernel names are mapped to the new bus (`/dev/xvdb1` → `/dev/vdb1`), with a
 //!   warning since those disks are not converted — except names on the converted disk
 //!   itself (`xvdaN` besides root and swap), which would land on the wrong partition and
@@ -99,6 +105,12 @@ fn esp_line(serial: &str) -> String {
 /// Where the guest mounts the ESP.
 const ESP_MOUNT: &str = "/boot/efi";
 
+/// Mount points whose entries this module decides itself whatever the volumes: `/boot`
+/// (the kernel is in the root filesystem's /boot) and, on a UEFI disk, the ESP.
+fn special_mount(mnt: &str, ctx: &FixupContext) -> bool {
+    mnt == "/boot" || (mnt == ESP_MOUNT && ctx.esp_uuid.is_some())
+}
+
 /// Compute the new fstab text (pure, for unit tests).
 fn edit_fstab(old: &[u8], ctx: &FixupContext) -> Edited {
     let mut out = Edited::default();
@@ -107,6 +119,7 @@ fn edit_fstab(old: &[u8], ctx: &FixupContext) -> Edited {
     let mut root_seen = false;
     let mut swap_assigned = false;
     let mut esp_seen = false;
+    let carried: &[super::OutputVolume] = ctx.volumes.as_deref().unwrap_or(&[]);
     for line in lines(old) {
         let (text_bytes, eol) = split_eol(line);
         let Ok(text) = std::str::from_utf8(text_bytes) else {
@@ -152,6 +165,51 @@ fn edit_fstab(old: &[u8], ctx: &FixupContext) -> Edited {
                 "/etc/fstab has a second entry for / ({spec}); it was left as it is"
             ));
             out.keep(line);
+        } else if let Some(v) = carried
+            .iter()
+            .find(|v| !special_mount(&mnt, ctx) && v.matches(&spec))
+        {
+            // A volume carried onto the new disk: its UUID and label are the same, so
+            // `UUID=`/`LABEL=` lines stay; device names point at it by UUID.
+            swap_assigned |= v.swap;
+            let new = v.spec(ctx.disk_bus);
+            if spec.starts_with("UUID=") || spec.starts_with("LABEL=") || spec == new {
+                out.keep(line);
+            } else {
+                f.set(0, &new);
+                out.edits.push(format!("{mnt} entry {spec} → {new}"));
+                out.push(&f.render(), eol);
+            }
+        } else if ctx.volumes.is_some()
+            && !is_swap
+            && !special_mount(&mnt, ctx)
+            && (spec.starts_with("UUID=")
+                || spec.starts_with("LABEL=")
+                || KernelDisk::parse(&spec).is_some())
+        {
+            // A filesystem that was not given: the guest boots without it.
+            let mut new_spec = spec.clone();
+            if let Some(d) = KernelDisk::parse(&spec).filter(|d| !converted.contains(d.letters)) {
+                new_spec = d.on_bus(ctx.disk_bus);
+                f.set(0, &new_spec);
+            }
+            let opts = f.get(3).unwrap_or("defaults").to_string();
+            let has_nofail = opts.split(',').any(|o| o == "nofail");
+            if !has_nofail && f.get(3).is_some() {
+                f.set(3, &format!("{opts},nofail"));
+            }
+            if new_spec == spec && (has_nofail || f.get(3).is_none()) {
+                out.keep(line);
+            } else {
+                out.edits.push(format!(
+                    "{mnt} entry {spec}: nofail (not on the converted disk)"
+                ));
+                out.push(&f.render(), eol);
+            }
+            out.warnings.push(format!(
+                "/etc/fstab: {mnt} is on {spec}, which was not given to the conversion (no image for it); the entry {}so the guest boots without it — give the disk with --disk to carry it",
+                if new_spec == spec { "gets nofail ".to_string() } else { format!("is renamed to {new_spec} and gets nofail ") }
+            ));
         } else if is_swap {
             match &ctx.swap_uuid {
                 Some(uuid) if !swap_assigned && is_partition_spec(&spec) => {

@@ -34,7 +34,7 @@
 pub mod bootloader;
 pub mod cloud_init;
 pub mod console;
-mod devices;
+pub(crate) mod devices;
 pub mod dry_run;
 mod edit;
 pub mod fstab;
@@ -105,6 +105,50 @@ pub struct FixupContext {
     /// Leave cloud-init's datasource list alone (by default it is limited to
     /// `NoCloud, None`, see [`cloud_init`]).
     pub keep_cloud_init: bool,
+    /// The guest's volumes carried onto the new disk besides the root, when the caller
+    /// knows them: fstab entries naming them resolve to them, and entries naming anything
+    /// else the new disk does not have get `nofail` (see [`fstab`]). `None`: unknown, the
+    /// entries are handled as if only the root and the swap were carried.
+    pub volumes: Option<Vec<OutputVolume>>,
+}
+
+/// A volume of the guest on the converted disk, with the names the guest knew it by.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OutputVolume {
+    /// Its Xen kernel name (`xvda3`, `xvdb1`).
+    pub xen_device: Option<String>,
+    /// Other device paths (`/dev/VG/LV`, `/dev/mapper/VG-LV`).
+    pub aliases: Vec<String>,
+    /// Its filesystem or swap UUID on the new disk (kept from the source).
+    pub uuid: Option<String>,
+    /// Its label (kept).
+    pub label: Option<String>,
+    /// Its partition number on the new disk.
+    pub partition: u32,
+    /// A swap area.
+    pub swap: bool,
+}
+
+impl OutputVolume {
+    /// True when the fstab device field `spec` names it.
+    pub fn matches(&self, spec: &str) -> bool {
+        crate::source::volumes::spec_names(
+            spec,
+            self.uuid.as_deref(),
+            self.label.as_deref(),
+            self.xen_device.as_deref(),
+            &self.aliases,
+        )
+    }
+
+    /// How the new fstab names it: `UUID=…`, or the new disk's partition when it has no
+    /// UUID this library reads (`/dev/vda3`).
+    pub fn spec(&self, bus: DiskBus) -> String {
+        match &self.uuid {
+            Some(u) => format!("UUID={u}"),
+            None => format!("/dev/{}a{}", device_prefix(bus), self.partition),
+        }
+    }
 }
 
 impl FixupContext {
@@ -127,6 +171,7 @@ impl FixupContext {
             esp_uuid: None,
             extra_kernel_args: Vec::new(),
             keep_cloud_init: false,
+            volumes: None,
         }
     }
 

@@ -105,13 +105,17 @@ pub enum GptRole {
     Swap,
     Esp,
     BiosBoot,
+    /// The filesystem the guest mounts at `/boot`.
+    Boot,
+    /// Another volume of the guest, carried as it is.
+    Data,
 }
 
 impl GptRole {
     /// The partition type GUID.
     pub fn type_guid(self) -> Uuid {
         let s = match self {
-            GptRole::Root => TYPE_LINUX_FS,
+            GptRole::Root | GptRole::Boot | GptRole::Data => TYPE_LINUX_FS,
             GptRole::Swap => TYPE_LINUX_SWAP,
             GptRole::Esp => TYPE_ESP,
             GptRole::BiosBoot => TYPE_BIOS_BOOT,
@@ -124,6 +128,8 @@ impl GptRole {
         match self {
             GptRole::Root => "root",
             GptRole::Swap => "swap",
+            GptRole::Boot => "boot",
+            GptRole::Data => "data",
             GptRole::Esp => "EFI System Partition",
             GptRole::BiosBoot => "BIOS boot partition",
         }
@@ -133,6 +139,8 @@ impl GptRole {
         match self {
             GptRole::Root => "root",
             GptRole::Swap => "swap",
+            GptRole::Boot => "boot",
+            GptRole::Data => "data",
             GptRole::Esp => "esp",
             GptRole::BiosBoot => "bios",
         }
@@ -174,9 +182,12 @@ impl GptPlanOptions {
 /// One partition of the GPT plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct GptPartition {
-    /// 1-based number (entry index + 1; root = 1).
+    /// 1-based number (entry index + 1; root = 1, or 2 after a separate /boot).
     pub number: u32,
     pub role: GptRole,
+    /// The volume of the guest it carries (index in the inspection's volumes); `None`
+    /// for the root, a new swap, the ESP and the BIOS boot partition.
+    pub volume: Option<usize>,
     /// Unique partition GUID (`PARTUUID`).
     #[serde(serialize_with = "ser_uuid")]
     pub guid: Uuid,
@@ -226,9 +237,15 @@ impl GptPlan {
     pub fn esp(&self) -> &GptPartition {
         self.find(GptRole::Esp).expect("a plan has an ESP")
     }
-    /// The swap partition, if any.
+    /// The new swap partition (not a carried one), if any.
     pub fn swap(&self) -> Option<&GptPartition> {
-        self.find(GptRole::Swap)
+        self.partitions
+            .iter()
+            .find(|p| p.role == GptRole::Swap && p.volume.is_none())
+    }
+    /// The partitions that carry a volume of the guest other than the root.
+    pub fn carried(&self) -> impl Iterator<Item = &GptPartition> {
+        self.partitions.iter().filter(|p| p.volume.is_some())
     }
     /// The BIOS boot partition (hybrid only).
     pub fn bios_boot(&self) -> Option<&GptPartition> {
@@ -237,6 +254,10 @@ impl GptPlan {
     /// The ESP's FAT serial as `blkid` prints it and fstab uses it: `ABCD-1234`.
     pub fn esp_serial(&self) -> String {
         fat_serial_text(self.esp_volume_id)
+    }
+    /// The partition GRUB reads its files from: a separate `/boot`, else the root.
+    pub fn boot_partition(&self) -> &GptPartition {
+        self.find(GptRole::Boot).unwrap_or_else(|| self.root())
     }
     /// GRUB's name of the root partition on its disk: `gpt1`.
     pub fn grub_root_partition(&self) -> String {
@@ -284,8 +305,18 @@ fn derived_guid(seed: &Uuid, index: u32) -> Uuid {
     uuid::Builder::from_random_bytes(derived_bytes(seed, index)).into_uuid()
 }
 
-/// Plan the GPT disk.
+/// Plan the GPT disk: boot partitions, root and a new swap of `opts.swap_bytes`.
 pub fn plan_gpt(opts: &GptPlanOptions) -> Result<GptPlan, PlanError> {
+    plan_gpt_with(opts, &[])
+}
+
+/// Plan the GPT disk with the guest's other volumes (see [`super::plan_with`]): numbers
+/// and disk order are a separate `/boot`, the root, the data volumes, the swaps, then the
+/// ESP and the BIOS boot partition (numbers) which sit first on the disk (order).
+pub fn plan_gpt_with(
+    opts: &GptPlanOptions,
+    carried: &[super::Carried],
+) -> Result<GptPlan, PlanError> {
     if opts.root_bytes == 0 {
         return Err(PlanError::Gpt {
             why: "the root partition size is 0".into(),
@@ -319,29 +350,57 @@ pub fn plan_gpt(opts: &GptPlanOptions) -> Result<GptPlan, PlanError> {
     // Disk order first.
     let bios = (opts.firmware == GptFirmware::Hybrid).then(|| place(BIOS_BOOT_BYTES));
     let esp = place(esp_bytes);
-    let root = place(align_up(opts.root_bytes));
-    let swap = (opts.swap_bytes > 0).then(|| place(align_up(opts.swap_bytes)));
+    use super::PartitionRole as R;
+    let mut ordered: Vec<(GptRole, (u64, u64), Option<usize>)> = Vec::new();
+    for c in carried.iter().filter(|c| c.role == R::Boot) {
+        ordered.push((GptRole::Boot, place(align_up(c.bytes)), Some(c.volume)));
+    }
+    ordered.push((GptRole::Root, place(align_up(opts.root_bytes)), None));
+    for (role, gpt_role) in [(R::Data, GptRole::Data), (R::Swap, GptRole::Swap)] {
+        for c in carried.iter().filter(|c| c.role == role) {
+            if c.bytes > MAX_PARTITION_BYTES {
+                return Err(PlanError::Gpt {
+                    why: format!(
+                        "a partition of {} bytes is beyond the 1 PiB this planner accepts",
+                        c.bytes
+                    ),
+                });
+            }
+            ordered.push((gpt_role, place(align_up(c.bytes)), Some(c.volume)));
+        }
+    }
+    if opts.swap_bytes > 0 {
+        ordered.push((GptRole::Swap, place(align_up(opts.swap_bytes)), None));
+    }
     // Room for the backup GPT (33 sectors), keeping the disk size 1 MiB aligned.
     let disk_bytes = next + ALIGN_BYTES;
+    if ordered.len() + 2 > 128 {
+        return Err(PlanError::Gpt {
+            why: format!(
+                "{} partitions are more than a GPT of 128 entries holds",
+                ordered.len() + 2
+            ),
+        });
+    }
     // Then numbers by role.
     let mut partitions = Vec::new();
-    let mut add = |role: GptRole, (start_lba, sectors): (u64, u64)| {
+    let mut add = |role: GptRole, (start_lba, sectors): (u64, u64), volume: Option<usize>| {
         let number = partitions.len() as u32 + 1;
         partitions.push(GptPartition {
             number,
             role,
+            volume,
             guid: derived_guid(&disk_guid, number),
             start_lba,
             sectors,
         });
     };
-    add(GptRole::Root, root);
-    if let Some(s) = swap {
-        add(GptRole::Swap, s);
+    for (role, at, volume) in ordered {
+        add(role, at, volume);
     }
-    add(GptRole::Esp, esp);
+    add(GptRole::Esp, esp, None);
     if let Some(b) = bios {
-        add(GptRole::BiosBoot, b);
+        add(GptRole::BiosBoot, b, None);
     }
     let esp_volume_id = opts.esp_volume_id.unwrap_or_else(|| {
         let b = derived_bytes(&disk_guid, 0);

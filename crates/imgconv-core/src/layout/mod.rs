@@ -99,9 +99,45 @@ impl Default for PlanOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PartitionRole {
+    /// The guest root filesystem.
     Root,
+    /// A swap area (the guest's, carried, or a new one).
     Swap,
+    /// The filesystem the guest mounts at `/boot`.
+    Boot,
+    /// Another volume of the guest, carried as it is.
+    Data,
+    /// The MBR extended partition that holds the logical ones.
+    Extended,
 }
+
+impl PartitionRole {
+    /// The short name the plan prints.
+    pub fn short(self) -> &'static str {
+        match self {
+            PartitionRole::Root => "root",
+            PartitionRole::Swap => "swap",
+            PartitionRole::Boot => "boot",
+            PartitionRole::Data => "data",
+            PartitionRole::Extended => "ext",
+        }
+    }
+}
+
+/// A volume of the guest that gets a partition of its own beside the root: its role
+/// ([`PartitionRole::Boot`], [`PartitionRole::Data`] or [`PartitionRole::Swap`]), its size
+/// (rounded up to 1 MiB) and its index in the inspection's volumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Carried {
+    pub role: PartitionRole,
+    pub bytes: u64,
+    pub volume: usize,
+}
+
+/// MBR type of the extended partition written for logical partitions.
+pub const TYPE_EXTENDED: u8 = 0x05;
+/// Most primary partitions an MBR holds.
+pub const MBR_PRIMARIES: usize = 4;
 
 /// A cylinder/head/sector address as stored in an MBR entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -137,8 +173,11 @@ pub fn lba_to_chs(lba: u64) -> Chs {
 /// One partition of the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PlannedPartition {
-    /// 1-based number (p1 = root).
+    /// 1-based number as Linux names it (1-4 primary, 5 and up logical).
     pub number: u8,
+    /// The volume of the guest it carries (index in the inspection's volumes); `None` for
+    /// the root (see the inspection), a new swap and the extended container.
+    pub volume: Option<usize>,
     pub role: PartitionRole,
     /// MBR type byte.
     pub type_code: u8,
@@ -200,16 +239,32 @@ pub struct DiskPlan {
 }
 
 impl DiskPlan {
-    /// Partition 1, the guest root.
+    /// The guest root's partition.
     pub fn root(&self) -> &PlannedPartition {
-        &self.partitions[0]
+        self.partitions
+            .iter()
+            .find(|p| p.role == PartitionRole::Root)
+            .expect("a plan has a root")
     }
 
-    /// The swap partition, if any.
+    /// The new swap partition (not a carried one), if any.
     pub fn swap(&self) -> Option<&PlannedPartition> {
         self.partitions
             .iter()
-            .find(|p| p.role == PartitionRole::Swap)
+            .find(|p| p.role == PartitionRole::Swap && p.volume.is_none())
+    }
+
+    /// The partitions that carry a volume of the guest other than the root.
+    pub fn carried(&self) -> impl Iterator<Item = &PlannedPartition> {
+        self.partitions.iter().filter(|p| p.volume.is_some())
+    }
+
+    /// The partition with the boot flag (`/boot` when separate, else the root).
+    pub fn boot_partition(&self) -> &PlannedPartition {
+        self.partitions
+            .iter()
+            .find(|p| p.bootable)
+            .unwrap_or_else(|| self.root())
     }
 
     /// Size of the root filesystem once the plan is carried out.
@@ -251,8 +306,21 @@ pub fn margin_for(fs_bytes: u64) -> u64 {
     (fs_bytes / 10).max(MIN_MARGIN_BYTES)
 }
 
-/// Plan the target disk.
+/// Plan the target disk: the root and, when `opts.swap_bytes` is not 0, a new swap.
 pub fn plan(source: &SourceSpace, opts: &PlanOptions) -> Result<DiskPlan, PlanError> {
+    plan_with(source, opts, &[])
+}
+
+/// Plan the target disk with the guest's other volumes: in order a separate `/boot`, the
+/// root, the [`PartitionRole::Data`] volumes in the order given, the swaps (carried ones,
+/// then a new one of `opts.swap_bytes`). Up to four partitions are primaries; with more,
+/// partitions 1-3 are primaries and partition 4 is an extended partition holding the
+/// others as logical partitions 5, 6, … (each after a 1 MiB gap holding its EBR).
+pub fn plan_with(
+    source: &SourceSpace,
+    opts: &PlanOptions,
+    carried: &[Carried],
+) -> Result<DiskPlan, PlanError> {
     let fs = source.fs_bytes;
     let margin = margin_for(fs);
     let needed_free = opts.graft_bytes.saturating_add(margin);
@@ -282,7 +350,11 @@ pub fn plan(source: &SourceSpace, opts: &PlanOptions) -> Result<DiskPlan, PlanEr
             Some(req_aligned)
         }
         (None, Some(disk)) => {
-            let lead_and_swap = ALIGN_BYTES + swap_bytes;
+            let others: u64 = carried
+                .iter()
+                .map(|c| align_up(c.bytes, ALIGN_BYTES) + ALIGN_BYTES)
+                .sum();
+            let lead_and_swap = ALIGN_BYTES + swap_bytes + others;
             let root = disk.saturating_sub(lead_and_swap) / ALIGN_BYTES * ALIGN_BYTES;
             if root < min_root {
                 return Err(too_small("disk", disk, lead_and_swap + min_root));
@@ -313,13 +385,53 @@ pub fn plan(source: &SourceSpace, opts: &PlanOptions) -> Result<DiskPlan, PlanEr
         None
     };
 
-    let mut partitions = Vec::with_capacity(2);
+    // In disk order: (role, bytes, volume).
+    let mut order: Vec<(PartitionRole, u64, Option<usize>)> = Vec::new();
+    let boot_separate = carried.iter().any(|c| c.role == PartitionRole::Boot);
+    for c in carried.iter().filter(|c| c.role == PartitionRole::Boot) {
+        order.push((c.role, align_up(c.bytes, ALIGN_BYTES), Some(c.volume)));
+    }
+    order.push((PartitionRole::Root, root_bytes, None));
+    for role in [PartitionRole::Data, PartitionRole::Swap] {
+        for c in carried.iter().filter(|c| c.role == role) {
+            order.push((c.role, align_up(c.bytes, ALIGN_BYTES), Some(c.volume)));
+        }
+    }
+    if swap_bytes > 0 {
+        order.push((PartitionRole::Swap, swap_bytes, None));
+    }
+    if order.len() > 255 - MBR_PRIMARIES {
+        return Err(PlanError::Mbr {
+            why: format!(
+                "{} partitions are more than this planner writes",
+                order.len()
+            ),
+        });
+    }
+    let logicals = order.len() > MBR_PRIMARIES;
+    let mut partitions = Vec::with_capacity(order.len() + 1);
     let mut next = ALIGN_BYTES;
-    let mut add = |number, role, type_code, bootable, bytes: u64| {
-        let start_lba = next / SECTOR_SIZE;
+    let push = |partitions: &mut Vec<PlannedPartition>,
+                number: u8,
+                role: PartitionRole,
+                volume: Option<usize>,
+                start: u64,
+                bytes: u64| {
+        let start_lba = start / SECTOR_SIZE;
         let sectors = bytes / SECTOR_SIZE;
+        let type_code = match role {
+            PartitionRole::Swap => TYPE_SWAP,
+            PartitionRole::Extended => TYPE_EXTENDED,
+            _ => TYPE_LINUX,
+        };
+        let bootable = match role {
+            PartitionRole::Boot => true,
+            PartitionRole::Root => !boot_separate,
+            _ => false,
+        };
         partitions.push(PlannedPartition {
             number,
+            volume,
             role,
             type_code,
             bootable,
@@ -328,11 +440,29 @@ pub fn plan(source: &SourceSpace, opts: &PlanOptions) -> Result<DiskPlan, PlanEr
             first_chs: lba_to_chs(start_lba),
             last_chs: lba_to_chs(start_lba + sectors - 1),
         });
-        next += bytes;
     };
-    add(1, PartitionRole::Root, TYPE_LINUX, true, root_bytes);
-    if swap_bytes > 0 {
-        add(2, PartitionRole::Swap, TYPE_SWAP, false, swap_bytes);
+    for (i, &(role, bytes, volume)) in order.iter().enumerate() {
+        if logicals && i >= MBR_PRIMARIES - 1 {
+            // Room for this logical partition's EBR, 1 MiB before it.
+            next += ALIGN_BYTES;
+            push(&mut partitions, (i + 2) as u8, role, volume, next, bytes);
+        } else {
+            push(&mut partitions, (i + 1) as u8, role, volume, next, bytes);
+        }
+        next += bytes;
+    }
+    if logicals {
+        let first = &partitions[MBR_PRIMARIES - 1];
+        let ext_start = first.start_bytes() - ALIGN_BYTES;
+        push(
+            &mut partitions,
+            MBR_PRIMARIES as u8,
+            PartitionRole::Extended,
+            None,
+            ext_start,
+            next - ext_start,
+        );
+        partitions.sort_by_key(|p| p.number);
     }
     let disk_bytes = next;
     if disk_bytes / SECTOR_SIZE > u64::from(u32::MAX) {
@@ -385,7 +515,7 @@ pub fn write_mbr(dst: &File, plan: &DiskPlan) -> Result<(), PlanError> {
     }
     let mut header = mbrman::MBRHeader::new(plan.disk_signature.to_le_bytes());
     header.bootstrap_code = boot;
-    for p in &plan.partitions {
+    for p in plan.partitions.iter().filter(|p| p.number <= 4) {
         let lba = |v: u64| {
             u32::try_from(v).map_err(|_| PlanError::TooLargeForMbr {
                 bytes: plan.disk_bytes,
@@ -422,6 +552,75 @@ pub fn write_mbr(dst: &File, plan: &DiskPlan) -> Result<(), PlanError> {
             why: other.to_string(),
         },
     })?;
+    write_ebrs(dst, plan)
+}
+
+/// The chain of Extended Boot Records for the logical partitions (the layout
+/// `partition::ebr` reads): the EBR of each logical partition sits 1 MiB before it; its
+/// first entry points at the partition (start relative to the EBR), its second at the
+/// next EBR (start relative to the extended partition, length up to the end of the next
+/// logical partition).
+fn write_ebrs(dst: &File, plan: &DiskPlan) -> Result<(), PlanError> {
+    let Some(ext) = plan
+        .partitions
+        .iter()
+        .find(|p| p.role == PartitionRole::Extended)
+    else {
+        return Ok(());
+    };
+    let logicals: Vec<&PlannedPartition> =
+        plan.partitions.iter().filter(|p| p.number > 4).collect();
+    let gap = ALIGN_BYTES / SECTOR_SIZE;
+    let too_large = || PlanError::TooLargeForMbr {
+        bytes: plan.disk_bytes,
+    };
+    let entry =
+        |sector: &mut [u8; 512], slot: usize, type_code: u8, rel: u64, count: u64, abs: u64| {
+            let at = 446 + slot * 16;
+            let first = lba_to_chs(abs);
+            let last = lba_to_chs(abs + count - 1);
+            let chs = |c: Chs| {
+                [
+                    c.head,
+                    (c.sector & 0x3f) | (((c.cylinder >> 8) as u8) << 6),
+                    c.cylinder as u8,
+                ]
+            };
+            sector[at + 1..at + 4].copy_from_slice(&chs(first));
+            sector[at + 4] = type_code;
+            sector[at + 5..at + 8].copy_from_slice(&chs(last));
+            let rel = u32::try_from(rel).map_err(|_| too_large())?;
+            let count = u32::try_from(count).map_err(|_| too_large())?;
+            sector[at + 8..at + 12].copy_from_slice(&rel.to_le_bytes());
+            sector[at + 12..at + 16].copy_from_slice(&count.to_le_bytes());
+            Ok::<(), PlanError>(())
+        };
+    for (k, p) in logicals.iter().enumerate() {
+        let ebr_lba = p.start_lba - gap;
+        let mut sector = [0u8; 512];
+        entry(&mut sector, 0, p.type_code, gap, p.sectors, p.start_lba)?;
+        if let Some(n) = logicals.get(k + 1) {
+            let next_ebr = n.start_lba - gap;
+            entry(
+                &mut sector,
+                1,
+                TYPE_EXTENDED,
+                next_ebr - ext.start_lba,
+                n.start_lba + n.sectors - next_ebr,
+                next_ebr,
+            )?;
+        }
+        sector[510] = 0x55;
+        sector[511] = 0xAA;
+        dst.write_all_at(&sector, ebr_lba * SECTOR_SIZE)
+            .map_err(|e| {
+                PlanError::Write(output::write_error(
+                    dst,
+                    "cannot write a logical partition's EBR to",
+                    e,
+                ))
+            })?;
+    }
     Ok(())
 }
 
@@ -457,10 +656,7 @@ impl fmt::Display for DiskPlan {
                 f,
                 "  {}  {:<4}  0x{:02x}  {:<4}  {:<10}  {:<10}  {}",
                 p.number,
-                match p.role {
-                    PartitionRole::Root => "root",
-                    PartitionRole::Swap => "swap",
-                },
+                p.role.short(),
                 p.type_code,
                 if p.bootable { "*" } else { "" },
                 p.start_lba,

@@ -16,11 +16,13 @@ pub mod probe;
 pub mod summary;
 pub mod superblock;
 pub mod unjournaled;
+pub mod volumes;
 
 pub use elf::Arch;
 pub use guest::{GuestInfo, InitSystem, KernelInfo, OsRelease, XenIsm, XenIsmKind};
 pub use probe::Foreign;
 pub use superblock::{ExtKind, Features, FsInfo, Superblock};
+pub use volumes::{SourceDisk, Volume, VolumeAction, VolumeContent, VolumeSource};
 
 use crate::blockio::{Region, SourceFormat};
 use crate::bytes::ParseError;
@@ -70,9 +72,31 @@ pub struct Inspection {
     pub fs: FsInfo,
     /// What the guest is.
     pub guest: GuestInfo,
+    /// The Xen device name of the source (`xvda` for a partitioned disk, `xvda2` for a
+    /// bare filesystem), as given or as the root's fstab names it.
+    pub xen_device: Option<String>,
+    /// The other disk images of the guest, in the order given.
+    pub disks: Vec<SourceDisk>,
+    /// Every volume of the guest (the root among them), in source order, each with what
+    /// the conversion does with it.
+    pub volumes: Vec<Volume>,
 }
 
 impl Inspection {
+    /// Index of the guest root in [`Inspection::volumes`].
+    pub fn root_volume(&self) -> Option<usize> {
+        self.volumes
+            .iter()
+            .position(|v| v.action == VolumeAction::Root)
+    }
+
+    /// The filesystem the guest mounts at `/boot`, when it is a volume of its own.
+    pub fn boot_volume(&self) -> Option<usize> {
+        self.volumes
+            .iter()
+            .position(|v| v.action == VolumeAction::Boot)
+    }
+
     /// Reopen the root filesystem's byte range, read-only.
     pub fn open_fs(&self) -> Result<Region, InspectError> {
         let whole = match &self.disk {
@@ -209,6 +233,14 @@ pub enum InspectError {
         state: &'static str,
         fsck_target: String,
     },
+    #[error("{name:?}, given for {}, is not a Xen disk name such as xvdb, xvdb1, sdb1 or hdb1", path.display())]
+    BadXenDevice { path: PathBuf, name: String },
+    #[error("two source disks are named {name} ({} and {})", first.display(), second.display())]
+    DuplicateXenDevice {
+        name: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
     #[error(transparent)]
     Partition(#[from] PartitionError),
     #[error(transparent)]
@@ -299,6 +331,14 @@ pub fn inspect_region(region: &Region) -> Result<Inspection, InspectError> {
         fs_len: fs.len(),
         fs: sb.info(),
         guest,
+        xen_device: None,
+        disks: Vec::new(),
+        volumes: vec![{
+            let mut v = Volume::new("the region", VolumeSource::Disk { disk: 0 }, 0, fs);
+            v.action = VolumeAction::Root;
+            v.mount = Some("/".into());
+            v
+        }],
     })
 }
 
@@ -311,6 +351,101 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
 
 /// [`inspect`], with a compressed image decompressed where `opts` says.
 pub fn inspect_with(path: &Path, opts: &OpenOptions) -> Result<Inspection, InspectError> {
+    inspect_guest(path, opts, None, &[])
+}
+
+/// Inspect a guest made of the image at `path` (the disk holding its root), whose Xen
+/// device name is `xen_device` (guessed from the root's fstab when `None`), and its
+/// other disk images `disks`: every volume of every disk is listed, matched to the
+/// guest's fstab and given its action. Every image is opened read-only.
+pub fn inspect_guest(
+    path: &Path,
+    opts: &OpenOptions,
+    xen_device: Option<&str>,
+    disks: &[SourceDisk],
+) -> Result<Inspection, InspectError> {
+    let mut inspection = inspect_main(path, opts)?;
+    let whole = inspection.disk.clone().expect("set by inspect_main");
+    let fstab = inspection
+        .open_fs()
+        .ok()
+        .and_then(|fs| ExtReader::open(fs, path.display().to_string()).ok())
+        .and_then(|r| r.read_file("/etc/fstab", 1 << 20).ok().flatten())
+        .map(|b| volumes::parse_fstab(&String::from_utf8_lossy(&b)))
+        .unwrap_or_default();
+    let partitioned = matches!(inspection.container, Container::Partitioned { .. });
+    let main_name = match xen_device {
+        Some(d) => {
+            let d = d.strip_prefix("/dev/").unwrap_or(d);
+            Some(
+                volumes::XenName::parse(d)
+                    .ok_or_else(|| InspectError::BadXenDevice {
+                        path: path.to_path_buf(),
+                        name: d.to_string(),
+                    })?
+                    .text(),
+            )
+        }
+        None => volumes::guess_main_device(&fstab, partitioned),
+    };
+    let mut vols = match &inspection.container {
+        Container::Partitioned { table, .. } => {
+            volumes::partition_volumes(0, &whole, table, main_name.as_deref())
+        }
+        Container::Bare => {
+            let region = inspection.open_fs()?;
+            let mut v = Volume::new("the image", VolumeSource::Disk { disk: 0 }, 0, region);
+            v.xen_device = main_name.clone();
+            vec![v]
+        }
+    };
+    let root = vols
+        .iter()
+        .position(|v| match (&inspection.container, &v.source) {
+            (Container::Bare, _) => true,
+            (
+                Container::Partitioned { root_partition, .. },
+                VolumeSource::Partition { number, .. },
+            ) => number == root_partition,
+            _ => false,
+        });
+    let mut names: Vec<(String, PathBuf)> = main_name
+        .iter()
+        .map(|n| (n.clone(), path.to_path_buf()))
+        .collect();
+    for (i, d) in disks.iter().enumerate() {
+        let opened = open_region(&d.path, opts)?;
+        let found = volumes::disk_volumes(i + 1, d, &opened.region)?;
+        let name =
+            volumes::XenName::parse(&d.xen_device).ok_or_else(|| InspectError::BadXenDevice {
+                path: d.path.clone(),
+                name: d.xen_device.clone(),
+            })?;
+        // One disk (xvdb) and a partition of it (xvdb1), or one name twice, cannot both be.
+        if let Some((_, first)) = names.iter().find(|(n, _)| {
+            volumes::XenName::parse(n).is_some_and(|n| {
+                n.letters == name.letters
+                    && (n.partition.is_none() || name.partition.is_none() || n == name)
+            })
+        }) {
+            return Err(InspectError::DuplicateXenDevice {
+                name: name.text(),
+                first: first.clone(),
+                second: d.path.clone(),
+            });
+        }
+        let name = name.text();
+        names.push((name, d.path.clone()));
+        vols.extend(found);
+    }
+    volumes::assign_actions(&mut vols, root, &fstab);
+    inspection.xen_device = main_name;
+    inspection.disks = disks.to_vec();
+    inspection.volumes = vols;
+    Ok(inspection)
+}
+
+fn inspect_main(path: &Path, opts: &OpenOptions) -> Result<Inspection, InspectError> {
     let meta = std::fs::metadata(path).map_err(|source| InspectError::Io {
         action: "cannot stat",
         path: path.to_path_buf(),
@@ -545,5 +680,8 @@ fn finish(
         fs_len: fs_region.len(),
         fs: sb.info(),
         guest,
+        xen_device: None,
+        disks: Vec::new(),
+        volumes: Vec::new(),
     })
 }

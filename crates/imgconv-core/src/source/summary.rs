@@ -4,7 +4,10 @@
 //! needs attention. Built from an [`Inspection`] (or the reason there is none) plus a
 //! read-only probe of each partition; `imgconv inspect` prints it before any detail.
 
-use super::{probe_region, Container, InspectError, Inspection, Probe, XenIsmKind};
+use super::{
+    probe_region, Container, InspectError, Inspection, Probe, VolumeAction, VolumeSource,
+    XenIsmKind,
+};
 use crate::blockio::Region;
 use crate::partition::{self, PartitionType, TableKind};
 use std::path::Path;
@@ -62,7 +65,7 @@ pub struct Summary {
 }
 
 /// What the conversion does with the guest root.
-const ROOT_FATE: &str = "becomes p1 of the output: used blocks streamed, donor kernel grafted, configuration fixed for KVM";
+const ROOT_FATE: &str = "the root partition of the output: used blocks streamed, kernel and boot files added, configuration fixed for KVM";
 const NOT_CARRIED: &str = "not carried: only the guest root filesystem is converted";
 
 /// Summarise `path`, given the result of [`super::inspect`] on it.
@@ -166,8 +169,12 @@ fn type_name(kind: &PartitionType) -> String {
     }
 }
 
-/// The source's kind and its parts, each probed read-only.
+/// The source's kind and its parts: the inspection's volumes when there is one, else
+/// each partition probed read-only.
 fn survey(path: &Path, inspected: Option<&Inspection>) -> (String, Vec<Part>) {
+    if let Some(i) = inspected.filter(|i| !i.volumes.is_empty()) {
+        return survey_volumes(i);
+    }
     let Ok(whole) = Region::open(path) else {
         return ("unreadable".into(), Vec::new());
     };
@@ -252,6 +259,79 @@ fn survey(path: &Path, inspected: Option<&Inspection>) -> (String, Vec<Part>) {
         });
     }
     (kind.into(), parts)
+}
+
+/// The inspection's volumes as parts, with what the conversion does with each.
+fn survey_volumes(i: &Inspection) -> (String, Vec<Part>) {
+    let source = match &i.container {
+        Container::Bare => format!("bare {} filesystem", i.fs.kind),
+        Container::Partitioned { table, .. } => match table.kind {
+            TableKind::Mbr => "MBR disk".to_string(),
+            TableKind::Gpt => "GPT disk".to_string(),
+        },
+    };
+    let table = match &i.container {
+        Container::Partitioned { table, .. } => Some(table),
+        Container::Bare => None,
+    };
+    let parts = i
+        .volumes
+        .iter()
+        .map(|v| {
+            let mut name = match (&v.source, v.xen_device.as_deref()) {
+                (VolumeSource::Partition { disk: 0, .. }, _) => v.name.clone(),
+                (VolumeSource::Disk { disk: 0 }, _) if i.disks.is_empty() => "the image".into(),
+                (VolumeSource::Partition { disk, .. } | VolumeSource::Disk { disk }, dev) => {
+                    let file = match disk {
+                        0 => Some(i.image.as_path()),
+                        d => i.disks.get(d - 1).map(|d| d.path.as_path()),
+                    }
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                    format!("{} ({file})", dev.unwrap_or(&v.name))
+                }
+                (VolumeSource::LogicalVolume { vg, lv }, _) => format!("{vg}/{lv}"),
+            };
+            if let VolumeSource::Partition { logical: true, .. } = v.source {
+                name.push_str(" (logical)");
+            }
+            let root = v.action == VolumeAction::Root;
+            let mut holds = v.content.describe();
+            if root {
+                holds.push_str(", guest root");
+            } else {
+                let ty = match (&v.source, table) {
+                    (
+                        VolumeSource::Partition {
+                            disk: 0, number, ..
+                        },
+                        Some(t),
+                    ) => t
+                        .entries
+                        .iter()
+                        .find(|e| e.number == *number)
+                        .map(|e| type_name(&e.kind)),
+                    _ => None,
+                };
+                if let Some(ty) = ty {
+                    holds.push_str(&format!(", {ty}"));
+                }
+                if let Some(m) = &v.mount {
+                    holds.push_str(&format!(", fstab: {m}"));
+                }
+            }
+            Part {
+                name,
+                start: v.start,
+                len: v.len,
+                holds,
+                root,
+                fate: v.fate(),
+            }
+        })
+        .collect();
+    (source, parts)
 }
 
 /// The Xen-isms of the inspection, one group per kind, in a fixed order.

@@ -11,6 +11,7 @@ mod boot_core_image;
 mod boot_disk;
 mod convert_compat;
 mod convert_synthetic;
+mod convert_volumes;
 mod cow_device;
 mod donor_corrupt;
 mod donor_open;

@@ -44,8 +44,8 @@ pub mod guest;
 pub mod pe;
 
 pub use crate::layout::gpt::{
-    gpt_extra_bytes, plan_gpt, write_gpt, GptFirmware, GptPartition, GptPlan, GptPlanOptions,
-    GptRole, DEFAULT_ESP_BYTES,
+    gpt_extra_bytes, plan_gpt, plan_gpt_with, write_gpt, GptFirmware, GptPartition, GptPlan,
+    GptPlanOptions, GptRole, DEFAULT_ESP_BYTES,
 };
 pub use efi_files::{
     find_efi_boot_files, EfiBootFiles, EfiFileSource, EfiSearch, HostRoot, PLATFORM_X86_64_EFI,

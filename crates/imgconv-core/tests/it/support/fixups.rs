@@ -22,6 +22,7 @@ pub fn ctx() -> FixupContext {
         esp_uuid: None,
         extra_kernel_args: Vec::new(),
         keep_cloud_init: false,
+        volumes: None,
     }
 }
 

@@ -1,0 +1,493 @@
+//! Whole guests: every volume of a partitioned source (and of the extra disks given with
+//! their Xen names) becomes a partition of the output, judged by sfdisk, blkid, e2fsck
+//! and debugfs.
+
+use crate::support;
+
+use imgconv_core::convert::{convert, plan, ConvertOptions, Firmware, SourceDisk};
+use imgconv_core::source::{self, VolumeAction};
+use imgconv_core::NoProgress;
+use std::fs;
+use std::path::{Path, PathBuf};
+use support::tool_merged;
+
+const HOME_UUID: &str = "3d3d3d3d-0001-4000-8000-00000000a001";
+const BOOT_UUID: &str = "3d3d3d3d-0002-4000-8000-00000000a002";
+const SWAP_UUID: &str = "3d3d3d3d-0003-4000-8000-00000000a003";
+const DATA_UUID: &str = "3d3d3d3d-0004-4000-8000-00000000a004";
+
+/// The synthetic guest root with `fstab` as its /etc/fstab.
+fn root_with_fstab(dir: &Path, fstab: &str) -> PathBuf {
+    let root = dir.join("root.img");
+    fs::copy(support::synthetic().join("xen-ext4.img"), &root).unwrap();
+    let host = dir.join("fstab");
+    fs::write(&host, fstab).unwrap();
+    let (rc, out) = tool_merged(
+        "debugfs",
+        &["-w", "-R", "rm /etc/fstab", root.to_str().unwrap()],
+    );
+    assert_eq!(rc, 0, "{out}");
+    let (rc, out) = tool_merged(
+        "debugfs",
+        &[
+            "-w",
+            "-R",
+            &format!("write {} /etc/fstab", host.display()),
+            root.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(rc, 0, "{out}");
+    root
+}
+
+/// An ext filesystem image of `size_mib` holding `files` (path, bytes).
+fn ext_image(
+    dir: &Path,
+    name: &str,
+    kind: &str,
+    size_mib: u64,
+    extra: &[&str],
+    files: &[(&str, Vec<u8>)],
+) -> PathBuf {
+    let tree = dir.join(format!("{name}.tree"));
+    for (path, data) in files {
+        let p = tree.join(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, data).unwrap();
+    }
+    fs::create_dir_all(&tree).unwrap();
+    let img = dir.join(format!("{name}.img"));
+    let mut args = vec!["-E", "root_owner=0:0"];
+    args.extend_from_slice(extra);
+    support::mkfs(kind, Some(&tree), &img, size_mib, &args);
+    img
+}
+
+fn swap_image(dir: &Path, size_mib: u64) -> PathBuf {
+    let img = dir.join("swap.img");
+    fs::File::create(&img)
+        .unwrap()
+        .set_len(size_mib << 20)
+        .unwrap();
+    let (rc, out) = tool_merged(
+        "mkswap",
+        &[
+            "-q",
+            "-U",
+            SWAP_UUID,
+            "-L",
+            "guestswap",
+            img.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(rc, 0, "{out}");
+    img
+}
+
+/// sfdisk's view of an image: (node number, type, start sector, size in sectors).
+fn sfdisk(img: &Path) -> (String, Vec<(u32, String, u64, u64)>) {
+    let (rc, json) = tool_merged("sfdisk", &["-J", img.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{json}");
+    let t: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let parts = t["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let node = p["node"].as_str().unwrap();
+            let n: u32 = node[node.trim_end_matches(char::is_numeric).len()..]
+                .parse()
+                .unwrap();
+            (
+                n,
+                p["type"].as_str().unwrap().to_string(),
+                p["start"].as_u64().unwrap(),
+                p["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    (
+        t["partitiontable"]["label"].as_str().unwrap().to_string(),
+        parts,
+    )
+}
+
+fn blkid(img: &Path, offset: u64, tag: &str) -> String {
+    let (_, out) = tool_merged(
+        "blkid",
+        &[
+            "-p",
+            "-o",
+            "value",
+            "-s",
+            tag,
+            "-O",
+            &offset.to_string(),
+            img.to_str().unwrap(),
+        ],
+    );
+    out.trim().to_string()
+}
+
+fn spec(img: &Path, offset: u64) -> String {
+    format!("{}?offset={offset}", img.display())
+}
+
+fn cat(img: &Path, offset: u64, path: &str) -> String {
+    support::debugfs(&spec(img, offset), &format!("cat {path}"))
+}
+
+/// The partition whose filesystem has `uuid`: its start byte.
+fn start_of(img: &Path, parts: &[(u32, String, u64, u64)], uuid: &str) -> u64 {
+    parts
+        .iter()
+        .map(|p| p.2 * 512)
+        .find(|&off| blkid(img, off, "UUID") == uuid)
+        .unwrap_or_else(|| panic!("no partition with UUID {uuid} in {parts:?}"))
+}
+
+/// Every ext partition of the output passes `e2fsck -fn`.
+fn assert_ext_partitions_clean(img: &Path, parts: &[(u32, String, u64, u64)]) -> usize {
+    let mut n = 0;
+    for p in parts {
+        let off = p.2 * 512;
+        if blkid(img, off, "TYPE").starts_with("ext") {
+            support::assert_e2fsck_clean(&spec(img, off));
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The CentOS layout: p1 /boot ext3 with 1 KiB blocks, p2 root, p3 /home by UUID, p4 swap.
+fn centos_guest(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let root = root_with_fstab(
+        dir,
+        &format!(
+            "/dev/xvda2 / ext4 errors=remount-ro 0 1\nLABEL=boot /boot ext3 defaults 1 2\nUUID={HOME_UUID} /home ext4 defaults 0 2\n/dev/xvda4 swap swap defaults 0 0\n"
+        ),
+    );
+    let notes = support::ext_fixture::pattern(7, 300_000);
+    let boot = ext_image(
+        dir,
+        "boot",
+        "ext3",
+        32,
+        &["-b", "1024", "-L", "boot", "-U", BOOT_UUID],
+        &[("grub/menu.lst", b"default 0\n".to_vec())],
+    );
+    let home = ext_image(
+        dir,
+        "home",
+        "ext4",
+        24,
+        &["-L", "home", "-U", HOME_UUID],
+        &[("alice/notes.bin", notes.clone())],
+    );
+    let swap = swap_image(dir, 16);
+    let img = dir.join("centos.img");
+    support::donor::disk(
+        &img,
+        "dos",
+        &[
+            (Some(&boot), 32, "83"),
+            (Some(&root), 128, "83"),
+            (Some(&home), 24, "83"),
+            (Some(&swap), 16, "82"),
+        ],
+    );
+    (img, notes)
+}
+
+fn donor() -> PathBuf {
+    support::synthetic().join("donor-dir")
+}
+
+#[test]
+fn centos_layout_carries_every_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, notes) = centos_guest(dir.path());
+    let i = source::inspect(&src).unwrap();
+    let actions: Vec<(String, VolumeAction, Option<String>)> = i
+        .volumes
+        .iter()
+        .map(|v| (v.name.clone(), v.action.clone(), v.mount.clone()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("p1".into(), VolumeAction::Boot, Some("/boot".into())),
+            ("p2".into(), VolumeAction::Root, Some("/".into())),
+            ("p3".into(), VolumeAction::Carry, Some("/home".into())),
+            ("p4".into(), VolumeAction::Swap, Some("swap".into())),
+        ]
+    );
+    assert_eq!(i.xen_device.as_deref(), Some("xvda"));
+
+    let out = dir.path().join("out.raw");
+    let opts = ConvertOptions::new(&src, Some(donor()), &out);
+    let shown = plan(&opts, &mut NoProgress).unwrap().to_string();
+    assert!(
+        shown.contains("volumes:") && shown.contains("/home"),
+        "{shown}"
+    );
+    let done = convert(&opts, &mut NoProgress).unwrap();
+    let (label, parts) = sfdisk(&out);
+    assert_eq!(label, "dos");
+    assert_eq!(parts.len(), 4, "{parts:?}");
+    assert_eq!(
+        parts.iter().filter(|p| p.1 == "82").count(),
+        1,
+        "one swap: the guest's ({parts:?})"
+    );
+    assert_eq!(assert_ext_partitions_clean(&out, &parts), 3);
+
+    let root = start_of(&out, &parts, &done.root_uuid);
+    let home = start_of(&out, &parts, HOME_UUID);
+    let boot = start_of(&out, &parts, BOOT_UUID);
+    let swap = start_of(&out, &parts, SWAP_UUID);
+    assert_eq!(blkid(&out, home, "LABEL"), "home");
+    assert_eq!(blkid(&out, boot, "LABEL"), "boot");
+    assert_eq!(blkid(&out, swap, "TYPE"), "swap");
+    assert_eq!(blkid(&out, swap, "LABEL"), "guestswap");
+    assert_eq!(done.swap_uuid.as_deref(), Some(SWAP_UUID));
+    // /home's files are the source's.
+    let dumped = dir.path().join("notes.out");
+    support::debugfs(
+        &spec(&out, home),
+        &format!("dump /alice/notes.bin {}", dumped.display()),
+    );
+    assert_eq!(fs::read(&dumped).unwrap(), notes);
+    // fstab: root and swap by UUID, /home's UUID line kept.
+    let fstab = cat(&out, root, "/etc/fstab");
+    assert!(
+        fstab.contains(&format!("UUID={} / ext4", done.root_uuid)),
+        "{fstab}"
+    );
+    assert!(
+        fstab.contains(&format!("UUID={HOME_UUID} /home ext4 defaults 0 2")),
+        "{fstab}"
+    );
+    assert!(
+        fstab.contains(&format!("UUID={SWAP_UUID} swap swap")),
+        "{fstab}"
+    );
+    assert!(!fstab.contains("nofail"), "{fstab}");
+}
+
+/// The root in logical p5, a FAT data partition copied verbatim, and six partitions in
+/// all: logical partitions on an MBR output, plain entries on a GPT one.
+#[test]
+fn six_partitions_with_a_logical_root_and_a_verbatim_fat_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_with_fstab(
+        dir.path(),
+        "/dev/xvda5 / ext4 errors=remount-ro 0 1\n/dev/xvda1 /srv/a ext4 defaults 0 2\n/dev/xvda2 /srv/b ext4 defaults 0 2\n/dev/xvda3 /srv/fat vfat defaults 0 0\n/dev/xvda6 /home ext4 defaults 0 2\n/dev/xvda7 none swap sw 0 0\n",
+    );
+    let a = ext_image(
+        dir.path(),
+        "a",
+        "ext4",
+        8,
+        &["-L", "a"],
+        &[("a.txt", b"a\n".to_vec())],
+    );
+    let b = ext_image(
+        dir.path(),
+        "b",
+        "ext2",
+        8,
+        &["-L", "b"],
+        &[("b.txt", b"b\n".to_vec())],
+    );
+    let notes = support::ext_fixture::pattern(9, 200_000);
+    let home = ext_image(
+        dir.path(),
+        "home",
+        "ext4",
+        16,
+        &["-L", "home", "-U", DATA_UUID],
+        &[("bob/notes.bin", notes.clone())],
+    );
+    let fat = dir.path().join("fat.img");
+    fs::File::create(&fat).unwrap().set_len(8 << 20).unwrap();
+    let (rc, o) = tool_merged("mkfs.vfat", &["-n", "FATDATA", fat.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{o}");
+    let swap = swap_image(dir.path(), 8);
+    // p1 a, p2 b, p3 fat, p4 extended: p5 root, p6 home, p7 swap (sfdisk places the
+    // logical partitions; copy each image where it says).
+    let img = dir.path().join("six.img");
+    fs::File::create(&img).unwrap().set_len(200 << 20).unwrap();
+    let script = "label: dos\nsize=8MiB, type=83\nsize=8MiB, type=83\nsize=8MiB, type=c\ntype=5\nsize=130MiB, type=83\nsize=16MiB, type=83\nsize=8MiB, type=82\n";
+    let mut child = std::process::Command::new("sfdisk")
+        .args(["-q", "--no-reread", "--no-tell-kernel"])
+        .arg(&img)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let (_, src_parts) = sfdisk(&img);
+    let f = fs::OpenOptions::new().write(true).open(&img).unwrap();
+    use std::os::unix::fs::FileExt;
+    for (n, file) in [
+        (1, &a),
+        (2, &b),
+        (3, &fat),
+        (5, &root),
+        (6, &home),
+        (7, &swap),
+    ] {
+        let p = src_parts.iter().find(|p| p.0 == n).unwrap();
+        f.write_all_at(&fs::read(file).unwrap(), p.2 * 512).unwrap();
+    }
+    drop(f);
+    let i = source::inspect(&img).unwrap();
+    assert_eq!(
+        i.root_volume().map(|r| i.volumes[r].name.as_str()),
+        Some("p5")
+    );
+    assert!(i
+        .volumes
+        .iter()
+        .any(|v| v.name == "p4" && matches!(v.action, VolumeAction::Skip { .. })));
+
+    for firmware in [Firmware::Bios, Firmware::Uefi] {
+        let out = dir.path().join(format!("out-{firmware:?}.raw"));
+        let opts = ConvertOptions::new(&img, Some(donor()), &out).with_firmware(firmware);
+        let done = convert(&opts, &mut NoProgress).unwrap_or_else(|e| panic!("{firmware:?}: {e}"));
+        let (label, parts) = sfdisk(&out);
+        match firmware {
+            Firmware::Bios => {
+                assert_eq!(label, "dos");
+                // root, a, b, fat, home, swap: p1-p3 primary, p4 extended, p5-p7 logical.
+                let numbers: Vec<u32> = parts.iter().map(|p| p.0).collect();
+                assert_eq!(numbers, [1, 2, 3, 4, 5, 6, 7], "{parts:?}");
+                assert_eq!(parts[3].1, "5", "p4 is the extended partition: {parts:?}");
+                assert_eq!(parts[6].1, "82", "swap last: {parts:?}");
+                assert_eq!(parts[0].2 * 512, start_of(&out, &parts, &done.root_uuid));
+            }
+            _ => {
+                assert_eq!(label, "gpt");
+                // root, a, b, fat, home, swap, ESP.
+                assert_eq!(parts.len(), 7, "{parts:?}");
+            }
+        }
+        assert_eq!(assert_ext_partitions_clean(&out, &parts), 4, "{firmware:?}");
+        // The FAT volume is byte-identical.
+        let fat_at = parts
+            .iter()
+            .map(|p| p.2 * 512)
+            .find(|&o| blkid(&out, o, "LABEL") == "FATDATA")
+            .expect("the FAT volume is carried");
+        let mut copy = vec![0u8; 8 << 20];
+        fs::File::open(&out)
+            .unwrap()
+            .read_exact_at(&mut copy, fat_at)
+            .unwrap();
+        assert!(
+            copy == fs::read(&fat).unwrap(),
+            "FAT volume copied verbatim"
+        );
+        let home_at = start_of(&out, &parts, DATA_UUID);
+        let dumped = dir.path().join("bob.out");
+        let _ = fs::remove_file(&dumped);
+        support::debugfs(
+            &spec(&out, home_at),
+            &format!("dump /bob/notes.bin {}", dumped.display()),
+        );
+        assert_eq!(fs::read(&dumped).unwrap(), notes);
+        // Device names became UUIDs (the FAT volume's serial is not read: its new
+        // partition by name).
+        let fstab = cat(&out, start_of(&out, &parts, &done.root_uuid), "/etc/fstab");
+        assert!(
+            fstab.contains(&format!("UUID={DATA_UUID} /home")),
+            "{fstab}"
+        );
+        assert!(
+            fstab.contains(&format!("UUID={SWAP_UUID} none swap")),
+            "{fstab}"
+        );
+        assert!(!fstab.contains("/dev/xvda"), "{fstab}");
+        let fat_number = parts.iter().find(|p| p.2 * 512 == fat_at).unwrap().0;
+        assert!(
+            fstab.contains(&format!("/dev/vda{fat_number} /srv/fat")),
+            "{fstab}"
+        );
+        fs::remove_file(&out).unwrap();
+    }
+}
+
+/// A xen-tools guest: the root image alone (xvda2), its /home on another image given as
+/// xvdb1; without that image, /home gets nofail and a warning.
+#[test]
+fn a_second_disk_becomes_a_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_with_fstab(
+        dir.path(),
+        "/dev/xvda2 / ext4 errors=remount-ro 0 1\n/dev/xvdb1 /home ext4 defaults 0 2\n",
+    );
+    let notes = support::ext_fixture::pattern(11, 100_000);
+    let home = ext_image(
+        dir.path(),
+        "home",
+        "ext4",
+        16,
+        &["-L", "home", "-U", HOME_UUID],
+        &[("carol/notes.bin", notes.clone())],
+    );
+    let home_sum = tool_merged("sha256sum", &[home.to_str().unwrap()]).1;
+    let out = dir.path().join("out.raw");
+    let opts = ConvertOptions::new(&root, Some(donor()), &out)
+        .with_disks(vec![SourceDisk::new(&home, "xvdb1")]);
+    let done = convert(&opts, &mut NoProgress).unwrap();
+    assert_eq!(
+        tool_merged("sha256sum", &[home.to_str().unwrap()]).1,
+        home_sum,
+        "the extra disk is only read"
+    );
+    assert_eq!(done.plan.inspection.xen_device.as_deref(), Some("xvda2"));
+    let (_, parts) = sfdisk(&out);
+    // root, home, new swap.
+    assert_eq!(parts.len(), 3, "{parts:?}");
+    assert_eq!(assert_ext_partitions_clean(&out, &parts), 2);
+    let home_at = start_of(&out, &parts, HOME_UUID);
+    let dumped = dir.path().join("carol.out");
+    support::debugfs(
+        &spec(&out, home_at),
+        &format!("dump /carol/notes.bin {}", dumped.display()),
+    );
+    assert_eq!(fs::read(&dumped).unwrap(), notes);
+    let root_at = start_of(&out, &parts, &done.root_uuid);
+    let fstab = cat(&out, root_at, "/etc/fstab");
+    assert!(
+        fstab.contains(&format!("UUID={HOME_UUID} /home ext4 defaults 0 2")),
+        "{fstab}"
+    );
+
+    // Without the image: the entry stays, renamed for the new bus, with nofail.
+    fs::remove_file(&out).unwrap();
+    let opts = ConvertOptions::new(&root, Some(donor()), &out);
+    let done = convert(&opts, &mut NoProgress).unwrap();
+    let (_, parts) = sfdisk(&out);
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    let fstab = cat(&out, start_of(&out, &parts, &done.root_uuid), "/etc/fstab");
+    assert!(
+        fstab.contains("/dev/vdb1 /home ext4 defaults,nofail 0 2"),
+        "{fstab}"
+    );
+    assert!(
+        done.report
+            .warnings
+            .iter()
+            .any(|w| w.contains("/dev/xvdb1") && w.contains("nofail")),
+        "{:?}",
+        done.report.warnings
+    );
+}
