@@ -609,7 +609,14 @@ impl VolumeGroup {
         if let Some(lvs) = vg.section("logical_volumes") {
             let snapshots = snapshot_roles(lvs);
             for (lv_name, lv) in lvs.sections() {
-                if !lv.str_list("status").contains(&"VISIBLE") {
+                // What `lvs` lists: visible volumes, except that a snapshot is shown under
+                // the name of its hidden copy-on-write volume (lvm2
+                // `lib/metadata/snapshot_manip.c`), not as the visible `snapshotN`
+                // volume that ties it to its origin.
+                let is_cow = matches!(snapshots.get(lv_name), Some(Unsupported::Snapshot { .. }));
+                let ties_snapshot = segments(lv).any(|s| s.str("type") == Some("snapshot"));
+                let visible = lv.str_list("status").contains(&"VISIBLE");
+                if !(is_cow || (visible && !ties_snapshot)) {
                     continue;
                 }
                 volumes.push(logical_volume(

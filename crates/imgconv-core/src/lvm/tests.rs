@@ -329,19 +329,26 @@ fn volumes_that_are_not_linear_are_refused_by_name_and_type() {
             "{ty}"
         );
     }
-    // A snapshot: the visible `snap` holds the copy-on-write store, the hidden
-    // `snapshot0` ties it to its origin.
+    // A snapshot: the hidden `snap` holds the copy-on-write store, the visible
+    // `snapshot0` ties it to its origin; `snap` is what the guest names.
     let snap_seg = "segment1 {\nstart_extent = 0\nextent_count = 1\ntype = \"snapshot\"\nchunk_size = 8\norigin = \"root\"\ncow_store = \"snap\"\n}\n".to_string();
     let lvs = [
         lv("root", VIS, &[linear(1, 0, 2, "pv0", 0)]),
-        lv("snap", VIS, &[linear(1, 0, 1, "pv0", 2)]),
-        lv("snapshot0", "\"READ\"", &[snap_seg]),
+        lv("snap", "\"READ\"", &[linear(1, 0, 1, "pv0", 2)]),
+        lv("snapshot0", VIS, &[snap_seg]),
     ];
     let e = refusal(&lvs, "snap");
     assert!(
         e.to_string().contains("vg/snap is a snapshot of root"),
         "{e}"
     );
+    let text = vg_text("vg", 1, &[("pv0", &uuid32('a'))], &lvs);
+    let s = scan(&[(
+        "p".into(),
+        region(pv_image(&uuid32('a'), Some(&text), 512, 0), None),
+    )]);
+    let names: Vec<_> = s.volumes().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["root", "snap"]);
     let e = refusal(&lvs, "root");
     assert!(
         e.to_string()

@@ -35,6 +35,7 @@ mod graft_memfs;
 mod initrd_read;
 mod inspect_errors;
 mod inspect_guest;
+mod lvm_fixtures;
 mod mutation_fuzz_replay;
 mod mutation_path_safety;
 mod mutation_regressions;
