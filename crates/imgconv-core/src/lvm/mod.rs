@@ -668,12 +668,11 @@ fn snapshot_roles(lvs: &Section) -> HashMap<&str, Unsupported> {
                     origin: origin.to_string(),
                 },
             );
-            match roles
+            if let Unsupported::SnapshotOrigin { snapshots } = roles
                 .entry(origin)
                 .or_insert(Unsupported::SnapshotOrigin { snapshots: vec![] })
             {
-                Unsupported::SnapshotOrigin { snapshots } => snapshots.push(cow.to_string()),
-                _ => {}
+                snapshots.push(cow.to_string());
             }
         }
     }
