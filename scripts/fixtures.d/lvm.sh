@@ -27,6 +27,7 @@
 #   <image>.lvs.json      `lvs --segments --reportformat json` of the image's volumes (bytes)
 #   <image>.pvs.json      `pvs --reportformat json` (pv_name, pv_uuid, pe_start, vg_name)
 #   <image>.pvck.txt      `pvck --dump headers` of the image's PV
+#   MANIFEST              one row per partition or whole-disk PV (blkid: LVM2_member, ext3)
 
 LVM_ROOT_UUID=1f0e2d3c-4b5a-4978-8695-a4b3c2d1e0f9
 LVM_BOOT_UUID=2a0b1c2d-3e4f-4051-8263-748596a7b8c9
@@ -278,6 +279,13 @@ build_lvm() (
   build_two
   build_snapthin "$work"
   build_wrap
+  man=$OUT/MANIFEST
+  printf '# image\tkind\tpart\tstart\tsize\ttype\tuuid\n' >"$man"
+  manifest_line "$man" "$OUT/lvm-rhel.img" mbr 1 $((1 * MiB)) $((7 * MiB))
+  manifest_line "$man" "$OUT/lvm-rhel.img" mbr 2 $((8 * MiB)) $((56 * MiB))
+  for img in lvm-two-a lvm-two-b lvm-snapthin lvm-wrap; do
+    manifest_line "$man" "$OUT/$img.img" bare - 0 "$(stat -c %s "$OUT/$img.img")"
+  done
   losetup -a | grep -F "$OUT" && die "a loop device is still attached to $OUT"
   true
 )

@@ -384,3 +384,19 @@ fn damaged_label_and_metadata_are_typed_errors() {
         }
     }
 }
+
+#[test]
+fn every_pv_blkid_finds_is_found_with_its_uuid() {
+    let Some(dir) = fixtures() else { return };
+    let rows: Vec<_> = support::manifest(&dir)
+        .into_iter()
+        .filter(|r| r.fs_type == "LVM2_member")
+        .collect();
+    assert_eq!(rows.len(), 5);
+    for row in rows {
+        let scan = lvm::scan(&places(&dir.join(&row.image)));
+        let found: Vec<_> = scan.pvs.iter().map(|p| p.uuid.as_str()).collect();
+        assert_eq!(found, [row.uuid.as_str()], "{}", row.image);
+        assert!(scan.pvs[0].vg.is_some(), "{}", row.image);
+    }
+}
