@@ -317,3 +317,46 @@ pub fn extraw_dir(data: &[u8]) {
     }
     let _ = std::fs::remove_file(p);
 }
+
+/// LVM2 on a whole disk: label, metadata area, metadata text, volume group assembly, then
+/// each usable logical volume read at its start, middle and end, and its data map. The
+/// input is the start of a 64 MiB disk (the rest reads as zeros), so a small input still
+/// reaches volumes whose extents lie past it.
+pub fn lvm(data: &[u8]) {
+    use imgconv_core::lvm;
+    let p = write_scratch("lvm", data);
+    let grown = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .and_then(|f| f.set_len((data.len() as u64).max(64 << 20)));
+    if grown.is_ok() {
+        if let Ok(region) = Region::open(&p) {
+            let scan = lvm::scan(&[("fuzz".to_string(), region)]);
+            for g in &scan.groups {
+                let _ = g.complete();
+            }
+            for v in scan.volumes() {
+                let _ = scan.find(&v.dev_path());
+                let _ = scan.find(&v.mapper_path());
+                let Ok(r) = v.open() else { continue };
+                assert_eq!(r.len(), v.size, "{}", v.name);
+                let mut buf = vec![0u8; 64 << 10];
+                for pos in [0, r.len() / 2, r.len().saturating_sub(1000)] {
+                    let _ = r.read_at(pos, &mut buf);
+                }
+                let _ = r.data_ranges(0, r.len());
+            }
+        }
+    }
+    let _ = std::fs::remove_file(p);
+}
+
+/// LVM2's metadata text syntax alone.
+pub fn lvm_text(data: &[u8]) {
+    if let Ok(top) = imgconv_core::lvm::text::parse(data) {
+        for (_, s) in top.sections() {
+            let _ = s.int("seqno");
+            let _ = s.str_list("status");
+        }
+    }
+}

@@ -40,6 +40,11 @@ pub enum Error {
     #[error(transparent)]
     Inspect(Box<crate::source::InspectError>),
 
+    /// LVM2 inside the source: a damaged physical volume, unusable metadata, a volume
+    /// that is not linear or lies on a disk that was not given.
+    #[error(transparent)]
+    Lvm(Box<crate::lvm::LvmError>),
+
     /// The target disk cannot be planned or its table written.
     #[error(transparent)]
     Plan(#[from] crate::layout::PlanError),
@@ -241,6 +246,10 @@ impl Error {
                 _ => K::Input,
             },
             Error::Guest(g) => g.kind(),
+            Error::Lvm(e) => match e.as_ref() {
+                crate::lvm::LvmError::Io { source, .. } => io_kind(source, K::Input),
+                _ => K::Input,
+            },
             Error::Plan(e) => e.kind(),
             Error::Stream(e) => e.kind(),
             Error::Output(e) => e.kind(),
@@ -371,4 +380,12 @@ boxed_from!(
     Inspect(crate::source::InspectError),
     Donor(crate::donor::DonorError),
     Fixup(crate::fixups::FixupError),
+    Lvm(crate::lvm::LvmError),
 );
+
+/// One volume's refusal is an LVM error like the others.
+impl From<crate::lvm::LvError> for Error {
+    fn from(e: crate::lvm::LvError) -> Self {
+        Error::Lvm(Box::new(crate::lvm::LvmError::Volume(e)))
+    }
+}

@@ -59,6 +59,8 @@ pub mod layout;
 #[doc(hidden)]
 pub mod libvirt;
 #[doc(hidden)]
+pub mod lvm;
+#[doc(hidden)]
 pub mod output;
 #[doc(hidden)]
 pub mod partition;

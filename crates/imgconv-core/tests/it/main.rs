@@ -36,6 +36,8 @@ mod graft_memfs;
 mod initrd_read;
 mod inspect_errors;
 mod inspect_guest;
+mod lvm_fixtures;
+mod lvm_mutation;
 mod mutation_fuzz_replay;
 mod mutation_path_safety;
 mod mutation_regressions;

@@ -21,6 +21,8 @@ const TARGETS: &[(&str, Harness)] = &[
     ("extraw_extent", harness::extraw_extent),
     ("extraw_dir", harness::extraw_dir),
     ("formats", harness::formats),
+    ("lvm", harness::lvm),
+    ("lvm_text", harness::lvm_text),
 ];
 
 #[test]
