@@ -21,6 +21,7 @@ const TARGETS: &[(&str, Harness)] = &[
     ("extraw_extent", harness::extraw_extent),
     ("extraw_dir", harness::extraw_dir),
     ("formats", harness::formats),
+    ("xen_config", harness::xen_config),
 ];
 
 #[test]
