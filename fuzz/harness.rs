@@ -14,8 +14,8 @@ use imgconv_core::blockio::Region;
 use imgconv_core::boot::grub_bios::moddep::ModDeps;
 use imgconv_core::donor::Donor;
 use imgconv_core::source::{self, group_desc, Superblock};
-use imgconv_core::{partition, stream, NoProgress};
 use imgconv_core::xen_config::{DiskArg, XenConfig};
+use imgconv_core::{partition, stream, NoProgress};
 use std::path::PathBuf;
 
 /// Called once by each fuzz target (`fuzz_target!(init: …)`), after libfuzzer-sys made

@@ -125,8 +125,7 @@ impl<'a> Lexer<'a> {
 
     fn tokens(mut self) -> Result<Vec<Token>, XenConfigError> {
         let mut out = Vec::new();
-        loop {
-            let Some(c) = self.peek() else { break };
+        while let Some(c) = self.peek() {
             match c {
                 ' ' | '\t' | '\x0c' | '\r' => {
                     if self.at_line_start {

@@ -361,3 +361,34 @@ fn a_missing_config_is_an_input_io_error() {
     assert_eq!(e.kind(), crate::ErrorKind::Input);
     assert!(e.to_string().contains("/nonexistent/web1.cfg"));
 }
+
+/// Byte flips, insertions and cuts of real configs end in a config or a typed error, never
+/// a panic (the fuzz target `xen_config` does the same at length).
+#[test]
+fn mutated_configs_never_panic() {
+    let seeds = [XEN_TOOLS_XL.as_bytes(), b"import os\nif 1:\n    x = 2\nname = 'a'; disk = [ 'tap:aio:/p,xvda1,w', ',hdc:cdrom,r', 'vdev=xvdb, target=/q,r' ]\n"];
+    let alphabet = b"[](){}'\",=:;#\\\n x0a9\0\xff";
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let p = Path::new("/nonexistent-dir/m.cfg");
+    for i in 0..4000 {
+        let mut data = seeds[i % seeds.len()].to_vec();
+        for _ in 0..1 + next(4) {
+            let at = next(data.len() + 1);
+            match next(3) {
+                0 if at < data.len() => data[at] = alphabet[next(alphabet.len())],
+                1 => data.insert(at, alphabet[next(alphabet.len())]),
+                _ => data.truncate(at.max(1)),
+            }
+        }
+        if let Ok(c) = XenConfig::from_bytes(&data, p) {
+            let _ = c.resolve_disks();
+            let _ = c.vm_facts();
+        }
+    }
+}
