@@ -14,6 +14,7 @@ use imgconv_core::blockio::Region;
 use imgconv_core::boot::grub_bios::moddep::ModDeps;
 use imgconv_core::donor::Donor;
 use imgconv_core::source::{self, group_desc, Superblock};
+use imgconv_core::xen_config::{DiskArg, XenConfig};
 use imgconv_core::{partition, stream, NoProgress};
 use std::path::PathBuf;
 
@@ -359,4 +360,30 @@ pub fn lvm_text(data: &[u8]) {
             let _ = s.str_list("status");
         }
     }
+}
+
+/// Xen domU config parsing (xl/xm syntax, disk and vif entries) and the image lookup
+/// beside the config (in a directory that holds no images, so every lookup misses); each
+/// line also goes through the `PATH=XENDEV` parser.
+pub fn xen_config(data: &[u8]) {
+    let dir = scratch("xencfg-dir");
+    let _ = std::fs::create_dir_all(&dir);
+    if let Ok(cfg) = XenConfig::from_bytes(data, &dir.join("guest.cfg")) {
+        let _ = cfg.vm_facts();
+        let _ = cfg.kernel_cmdline();
+        let _ = cfg.resolve_disks();
+        for d in &cfg.disks {
+            // Every device name read back parses to itself.
+            let name = d.vdev.to_string();
+            assert_eq!(
+                imgconv_core::xen_config::XenDevice::parse(&name),
+                Ok(d.vdev),
+                "{name}"
+            );
+        }
+    }
+    for line in String::from_utf8_lossy(data).lines().take(64) {
+        let _ = DiskArg::parse(line);
+    }
+    let _ = std::fs::remove_dir(&dir);
 }

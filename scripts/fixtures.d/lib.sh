@@ -80,6 +80,12 @@ place_image() {
   dd if="$1" of="$2" bs=1M seek="$(($3 / MiB))" conv=notrunc,sparse status=none
 }
 
+# place_at PART_IMAGE DISK_IMAGE OFFSET_BYTES: as place_image, at any byte offset (old
+# layouts start partitions at sector 63).
+place_at() {
+  dd if="$1" of="$2" bs=1M oflag=seek_bytes seek="$3" conv=notrunc,sparse status=none
+}
+
 # partition_disk DISK SFDISK_SCRIPT: write a partition table into an image file.
 partition_disk() {
   sfdisk --quiet --no-reread --no-tell-kernel --wipe never "$1" >/dev/null <<<"$2" ||
@@ -98,13 +104,14 @@ check_clean() {
   e2fsck -fn "$1" >/dev/null 2>&1 || die "e2fsck -fn $1 is not clean"
 }
 
-# manifest_line MANIFEST IMAGE KIND PART START SIZE: append one row, reading type and UUID
-# back from the bytes on disk with blkid (an outside judge, not our own bookkeeping).
+# manifest_line MANIFEST IMAGE KIND PART START SIZE [NAME]: append one row, reading type and
+# UUID back from the bytes on disk with blkid (an outside judge, not our own bookkeeping).
+# NAME (default: the image's file name) is the image's path relative to the fixture directory.
 manifest_line() {
-  local manifest=$1 image=$2 kind=$3 part=$4 start=$5 size=$6 type uuid
+  local manifest=$1 image=$2 kind=$3 part=$4 start=$5 size=$6 name=${7:-} type uuid
   type=$(blkid -p -O "$start" -S "$size" -o value -s TYPE "$image" 2>/dev/null || true)
   uuid=$(blkid -p -O "$start" -S "$size" -o value -s UUID "$image" 2>/dev/null || true)
   [ -n "$type" ] || die "blkid finds no filesystem in $image at offset $start"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(basename "$image")" "$kind" "$part" "$start" "$size" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${name:-$(basename "$image")}" "$kind" "$part" "$start" "$size" \
     "$type" "${uuid:--}" >>"$manifest"
 }

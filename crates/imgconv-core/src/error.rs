@@ -91,6 +91,10 @@ pub enum Error {
     #[error(transparent)]
     Uefi(#[from] crate::boot::uefi::UefiError),
 
+    /// A Xen domain config that cannot be read, or a disk of it whose image is not found.
+    #[error(transparent)]
+    XenConfig(Box<crate::xen_config::XenConfigError>),
+
     /// No donor was given and the guest's own kernel was not asked for.
     #[error("no donor given, and keeping the guest's own kernel was not asked for")]
     NoDonor,
@@ -265,6 +269,7 @@ impl Error {
             Error::Fixup(e) => e.kind(),
             Error::Boot(e) => e.kind(),
             Error::Uefi(e) => e.kind(),
+            Error::XenConfig(e) => e.kind(),
             Error::NoDonor => K::Options,
             // The guest cannot run on the kernel the conversion would boot it with.
             Error::Incompatible { .. } => K::Input,
@@ -381,6 +386,7 @@ boxed_from!(
     Donor(crate::donor::DonorError),
     Fixup(crate::fixups::FixupError),
     Lvm(crate::lvm::LvmError),
+    XenConfig(crate::xen_config::XenConfigError),
 );
 
 /// One volume's refusal is an LVM error like the others.

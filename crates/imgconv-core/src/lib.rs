@@ -84,6 +84,8 @@ pub mod swap;
 pub mod tool;
 #[doc(hidden)]
 pub mod vm;
+#[doc(hidden)]
+pub mod xen_config;
 
 // The API embedders rely on. The modules marked `#[doc(hidden)]` above are the pipeline's
 // parts, public for the CLI, the integration tests, the benchmarks and the fuzz targets;

@@ -51,3 +51,4 @@ mod stream_synthetic;
 mod uefi_convert;
 mod uefi_disk;
 mod update_grub_reboot;
+mod xen_config_real;

@@ -23,6 +23,7 @@ const TARGETS: &[(&str, Harness)] = &[
     ("formats", harness::formats),
     ("lvm", harness::lvm),
     ("lvm_text", harness::lvm_text),
+    ("xen_config", harness::xen_config),
 ];
 
 #[test]
