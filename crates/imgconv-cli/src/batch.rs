@@ -2,7 +2,9 @@
 //! per image, a summary table and a JSON report; `imgconv report merge` joins reports.
 //!
 //! Outputs are named `<out-dir>/<stem>.raw` (`.qcow2` with `--format qcow2`; the source's file name without its last
-//! extension). Without `--keep-going`, no new conversion starts after the first failure;
+//! extension); sources sharing a stem are named `<parent>-<stem>.raw` after their
+//! directory instead, with `-2`, `-3`, … in path order if that still clashes (see
+//! [`output_names`]). Without `--keep-going`, no new conversion starts after the first failure;
 //! those already running finish. The exit status is 0 only if every image converted.
 //!
 //! Across machines: `--shard K/N` takes every N-th source from the K-th of the sources
@@ -167,16 +169,76 @@ fn write_json_atomically(path: &Path, value: &serde_json::Value) -> std::io::Res
     Ok(())
 }
 
-/// The output path for a source.
-pub fn output_for(out_dir: &Path, source: &Path, format: crate::cli::FormatArg) -> PathBuf {
-    let stem = source
+/// The source's file name without its last extension.
+fn stem_of(source: &Path) -> String {
+    source
         .file_stem()
-        .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
+        .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned())
+}
+
+/// The name of the directory holding `source` (the current directory's for a bare name).
+fn parent_name(source: &Path) -> String {
+    let parent = source.parent().filter(|p| !p.as_os_str().is_empty());
+    parent
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .or_else(|| {
+            std::fs::canonicalize(parent.unwrap_or(Path::new(".")))
+                .ok()?
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "root".into())
+}
+
+/// The output path of each source (in the order given), over the whole list so that
+/// every shard names each source alike: `<stem>.<ext>` for a stem no other source has;
+/// `<parent>-<stem>.<ext>` (the name of its directory) for sources sharing a stem
+/// (`a/disk.img` → `a-disk.raw`, `b/disk.img` → `b-disk.raw`); and if a name still
+/// clashes, the sources after the first (by path) get `-2`, `-3`, … before the extension.
+/// Deterministic: it depends on the paths only, never on their order.
+pub fn output_names(
+    out_dir: &Path,
+    sources: &[PathBuf],
+    format: crate::cli::FormatArg,
+) -> Vec<PathBuf> {
+    use std::collections::HashMap;
     let ext = match format {
         crate::cli::FormatArg::Raw => "raw",
         crate::cli::FormatArg::Qcow2 => "qcow2",
     };
-    out_dir.join(format!("{stem}.{ext}"))
+    let mut stems: HashMap<String, usize> = HashMap::new();
+    for s in sources {
+        *stems.entry(stem_of(s)).or_default() += 1;
+    }
+    let base: Vec<String> = sources
+        .iter()
+        .map(|s| {
+            let stem = stem_of(s);
+            if stems[&stem] > 1 {
+                format!("{}-{stem}", parent_name(s))
+            } else {
+                stem
+            }
+        })
+        .collect();
+    // Counters for names that still clash, in path order.
+    let mut order: Vec<usize> = (0..sources.len()).collect();
+    order.sort_by(|&a, &b| sources[a].cmp(&sources[b]));
+    let mut taken: HashMap<&str, usize> = HashMap::new();
+    let mut names = vec![String::new(); sources.len()];
+    for i in order {
+        let n = taken.entry(&base[i]).or_default();
+        *n += 1;
+        names[i] = if *n == 1 {
+            base[i].clone()
+        } else {
+            format!("{}-{n}", base[i])
+        };
+    }
+    names
+        .into_iter()
+        .map(|n| out_dir.join(format!("{n}.{ext}")))
+        .collect()
 }
 
 /// An entry of `--dir` that is not taken as an image, and why.
@@ -297,19 +359,24 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
             "choose another --out-dir",
         )
     })?;
-    // Everything that can be refused is refused before the first conversion starts. Name
-    // clashes are checked over all sources, so every shard refuses the same list.
+    // Everything that can be refused is refused before the first conversion starts.
+    // Outputs are named over all sources, so every shard names each source alike.
     let mut seen = HashSet::new();
     for src in &all_sources {
-        let out = output_for(&a.out_dir, src, a.settings.format);
-        if !seen.insert(out.clone()) {
+        if !seen.insert(src) {
             return Err(CliError::new(
                 Class::Usage,
-                format!("two sources would both be written to {}", out.display()),
-                "outputs are named <out-dir>/<stem>.raw: rename one source or convert it separately",
+                format!("the source {} is given twice", src.display()),
+                "give each source once",
             ));
         }
     }
+    let names: std::collections::HashMap<PathBuf, PathBuf> = all_sources
+        .iter()
+        .cloned()
+        .zip(output_names(&a.out_dir, &all_sources, a.settings.format))
+        .collect();
+    let output_for = |src: &PathBuf| names[src].clone();
     let sources = match a.shard {
         Some(shard) => shard_of(&all_sources, shard),
         None => all_sources,
@@ -318,7 +385,7 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
     let mut refused: Vec<CliError> = Vec::new();
     let mut done: Vec<Option<Entry>> = vec![None; sources.len()];
     for (i, src) in sources.iter().enumerate() {
-        let out = output_for(&a.out_dir, src, a.settings.format);
+        let out = output_for(src);
         if a.skip_done {
             if let Some(e) = done_before(src, &out) {
                 done[i] = Some(e);
@@ -410,7 +477,7 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
         .map(|(e, src)| {
             e.unwrap_or_else(|| Entry {
                 source: src.clone(),
-                output: output_for(&a.out_dir, src, a.settings.format),
+                output: output_for(src),
                 result: "skipped".into(),
                 exit_code: if cancelled { 130 } else { 1 },
                 error: Some(

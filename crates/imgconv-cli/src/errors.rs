@@ -180,6 +180,13 @@ pub fn class_of(kind: ErrorKind) -> Class {
 pub fn from_core(err: &Error, paths: &Paths) -> CliError {
     let class = class_of(err.kind());
     if class == Class::Cancelled {
+        if let Error::DeviceWiped { wiped, .. } = err {
+            return CliError::new(
+                Class::Cancelled,
+                format!("interrupted; {wiped}"),
+                "run the command again to start over",
+            );
+        }
         return CliError::cancelled();
     }
     let mut cause = err.to_string();

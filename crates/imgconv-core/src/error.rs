@@ -109,6 +109,17 @@ pub enum Error {
     /// The operation was cancelled through [`crate::Progress::is_cancelled`].
     #[error("cancelled")]
     Cancelled,
+
+    /// A conversion to a block device failed (`source`) after writing to it began; the
+    /// device's first MiB was zeroed (or zeroing it failed: `wiped` says which). Its kind
+    /// and hint are the failure's.
+    #[error("{source}; {wiped}")]
+    DeviceWiped {
+        /// What made the conversion fail.
+        source: Box<Error>,
+        /// What became of the device.
+        wiped: crate::output::DeviceWiped,
+    },
 }
 
 impl From<crate::blockcheck::CheckError> for Error {
@@ -209,6 +220,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         use ErrorKind as K;
         match self {
+            Error::DeviceWiped { source, .. } => source.kind(),
             Error::Cancelled => K::Cancelled,
             // Region::open and the other raw readers open images to read them.
             Error::Io { source, .. } => io_kind(source, K::Input),
@@ -249,6 +261,10 @@ impl Error {
     /// The next step this error suggests, when there is a specific one.
     pub fn hint(&self) -> Option<Hint> {
         match self {
+            Error::DeviceWiped { source, .. } => source.hint(),
+            Error::Output(crate::output::OutputError::DeviceHoldsData { .. }) => {
+                Some(Hint::Overwrite)
+            }
             Error::Inspect(e) => match e.as_ref() {
                 crate::source::InspectError::DirtyJournal { .. } => Some(Hint::ReplayJournal),
                 crate::source::InspectError::Unclean { .. } => Some(Hint::Repair),

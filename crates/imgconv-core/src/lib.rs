@@ -24,6 +24,8 @@ pub mod blockcheck;
 #[doc(hidden)]
 pub mod blockio;
 #[doc(hidden)]
+pub mod blockdev;
+#[doc(hidden)]
 pub mod boot;
 #[doc(hidden)]
 pub mod bytes;
