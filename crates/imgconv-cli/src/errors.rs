@@ -159,6 +159,13 @@ fn hint_text(hint: Hint) -> Option<&'static str> {
             "pass --grub-dir with GRUB's i386-pc modules, use a donor that has GRUB, or drop \
              --no-host-files"
         }
+        Hint::LargerDevice => "give a larger device, or a smaller --size or --swap",
+        Hint::ReleaseDevice => {
+            "unmount it and its partitions, release what holds it (swapoff, vgchange -an VG, \
+             mdadm --stop, losetup -d), or choose another -o"
+        }
+        Hint::RawForDevice => "leave out --format qcow2: a device gets a raw disk",
+        Hint::OtherOutput => "the source is only ever read: choose another -o",
         _ => return None,
     })
 }

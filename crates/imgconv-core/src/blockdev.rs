@@ -202,7 +202,9 @@ pub fn overlaps_source(out: u64, source: &Path) -> bool {
 
 /// Zero `[offset, offset + len)` of `file` (a block device): `fallocate(ZERO_RANGE)`,
 /// which the kernel turns into the device's write-zeroes or writes of zeros
-/// (block/fops.c, `blkdev_fallocate`), else plain writes of zeros.
+/// (block/fops.c, `blkdev_fallocate`), else plain writes of zeros. The kernel answers
+/// `EBUSY` when the range has cached pages it cannot drop while another descriptor
+/// holds the device exclusively (our own claim): plain writes then too.
 pub fn zero_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
     if len == 0 {
         return Ok(());
@@ -214,6 +216,7 @@ pub fn zero_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
                 rustix::io::Errno::OPNOTSUPP,
                 rustix::io::Errno::NOSYS,
                 rustix::io::Errno::INVAL,
+                rustix::io::Errno::BUSY,
             ]
             .contains(&e) => {}
         Err(e) => return Err(e.into()),

@@ -213,6 +213,16 @@ pub enum Hint {
     /// The source's block maps are broken in a way a repair of the copy would lose data
     /// over: repair a copy of the image by hand and convert that.
     RepairCopyByHand,
+    /// The output block device is smaller than the disk: give a larger one, or make the
+    /// disk smaller.
+    LargerDevice,
+    /// The output block device is mounted or held: unmount or release it, or choose
+    /// another output.
+    ReleaseDevice,
+    /// A block device output is written raw: leave out the other disk format.
+    RawForDevice,
+    /// The output is (part of) the source, which is only ever read: choose another.
+    OtherOutput,
 }
 
 impl Error {
@@ -262,9 +272,7 @@ impl Error {
     pub fn hint(&self) -> Option<Hint> {
         match self {
             Error::DeviceWiped { source, .. } => source.hint(),
-            Error::Output(crate::output::OutputError::DeviceHoldsData { .. }) => {
-                Some(Hint::Overwrite)
-            }
+            Error::Output(e) if e.hint().is_some() => e.hint(),
             Error::Inspect(e) => match e.as_ref() {
                 crate::source::InspectError::DirtyJournal { .. } => Some(Hint::ReplayJournal),
                 crate::source::InspectError::Unclean { .. } => Some(Hint::Repair),

@@ -768,9 +768,30 @@ impl TempOutput {
 }
 
 impl OutputError {
-    /// Every output error concerns the output.
+    /// What the error concerns: the output, or options that cannot be (a device output
+    /// that is the source, or asked for in another format than raw).
     pub fn kind(&self) -> crate::ErrorKind {
-        crate::ErrorKind::Output
+        match self {
+            OutputError::DeviceIsSource { .. } | OutputError::DeviceFormat { .. } => {
+                crate::ErrorKind::Options
+            }
+            _ => crate::ErrorKind::Output,
+        }
+    }
+
+    /// The next step, where there is a specific one.
+    pub fn hint(&self) -> Option<crate::Hint> {
+        use crate::Hint;
+        match self {
+            OutputError::Exists { .. } | OutputError::DeviceHoldsData { .. } => {
+                Some(Hint::Overwrite)
+            }
+            OutputError::DeviceTooSmall { .. } => Some(Hint::LargerDevice),
+            OutputError::DeviceInUse { .. } => Some(Hint::ReleaseDevice),
+            OutputError::DeviceFormat { .. } => Some(Hint::RawForDevice),
+            OutputError::DeviceIsSource { .. } => Some(Hint::OtherOutput),
+            _ => None,
+        }
     }
 }
 
