@@ -3,7 +3,7 @@
 //!
 //! Outputs are named `<out-dir>/<stem>.raw` (`.qcow2` with `--format qcow2`; the source's file name without its last
 //! extension); sources sharing a stem are named `<parent>-<stem>.raw` after their
-//! directory instead, with `-2`, `-3`, … in path order if that still clashes (see
+//! directory instead, with `-2`, `-3`, … in path order if that name is taken (see
 //! [`output_names`]). Without `--keep-going`, no new conversion starts after the first failure;
 //! those already running finish. The exit status is 0 only if every image converted.
 //!
@@ -193,15 +193,16 @@ fn parent_name(source: &Path) -> String {
 /// The output path of each source (in the order given), over the whole list so that
 /// every shard names each source alike: `<stem>.<ext>` for a stem no other source has;
 /// `<parent>-<stem>.<ext>` (the name of its directory) for sources sharing a stem
-/// (`a/disk.img` → `a-disk.raw`, `b/disk.img` → `b-disk.raw`); and if a name still
-/// clashes, the sources after the first (by path) get `-2`, `-3`, … before the extension.
-/// Deterministic: it depends on the paths only, never on their order.
+/// (`a/disk.img` → `a-disk.raw`, `b/disk.img` → `b-disk.raw`); a derived name already
+/// taken (by a plain name, or a source earlier by path) gets the first free `-2`, `-3`, …
+/// before the extension. Deterministic: it depends on the paths only, never on their
+/// order.
 pub fn output_names(
     out_dir: &Path,
     sources: &[PathBuf],
     format: crate::cli::FormatArg,
 ) -> Vec<PathBuf> {
-    use std::collections::HashMap;
+    use std::collections::{HashMap, HashSet};
     let ext = match format {
         crate::cli::FormatArg::Raw => "raw",
         crate::cli::FormatArg::Qcow2 => "qcow2",
@@ -210,30 +211,33 @@ pub fn output_names(
     for s in sources {
         *stems.entry(stem_of(s)).or_default() += 1;
     }
-    let base: Vec<String> = sources
+    let base: Vec<(bool, String)> = sources
         .iter()
         .map(|s| {
             let stem = stem_of(s);
             if stems[&stem] > 1 {
-                format!("{}-{stem}", parent_name(s))
+                (true, format!("{}-{stem}", parent_name(s)))
             } else {
-                stem
+                (false, stem)
             }
         })
         .collect();
-    // Counters for names that still clash, in path order.
+    // Plain names first (they are unique), then the derived ones in path order, each
+    // with the first free counter if its name is taken.
     let mut order: Vec<usize> = (0..sources.len()).collect();
-    order.sort_by(|&a, &b| sources[a].cmp(&sources[b]));
-    let mut taken: HashMap<&str, usize> = HashMap::new();
+    order.sort_by(|&a, &b| (base[a].0, &sources[a]).cmp(&(base[b].0, &sources[b])));
+    let mut taken: HashSet<String> = HashSet::new();
     let mut names = vec![String::new(); sources.len()];
     for i in order {
-        let n = taken.entry(&base[i]).or_default();
-        *n += 1;
-        names[i] = if *n == 1 {
-            base[i].clone()
-        } else {
-            format!("{}-{n}", base[i])
-        };
+        let name = &base[i].1;
+        let mut pick = name.clone();
+        let mut n = 1;
+        while taken.contains(&pick) {
+            n += 1;
+            pick = format!("{name}-{n}");
+        }
+        taken.insert(pick.clone());
+        names[i] = pick;
     }
     names
         .into_iter()
@@ -684,4 +688,47 @@ pub fn merge(a: &MergeArgs) -> Result<(), CliError> {
         report.skipped
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::FormatArg;
+
+    fn names(sources: &[&str]) -> Vec<String> {
+        let sources: Vec<PathBuf> = sources.iter().map(PathBuf::from).collect();
+        output_names(Path::new("/out"), &sources, FormatArg::Raw)
+            .into_iter()
+            .map(|p| p.strip_prefix("/out").unwrap().display().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn same_stems_are_named_after_their_directory_then_counted() {
+        assert_eq!(
+            names(&["/x/web1.img", "/y/db.qcow2"]),
+            ["web1.raw", "db.raw"]
+        );
+        assert_eq!(
+            names(&["/a/disk.img", "/b/disk.img", "/b/web1.img"]),
+            ["a-disk.raw", "b-disk.raw", "web1.raw"]
+        );
+        // Same directory name too: a plain name keeps its name, the derived ones are
+        // counted in path order, whatever the order given.
+        assert_eq!(
+            names(&["/y/a/disk.img", "/x/a/disk.img", "/z/a-disk.img"]),
+            ["a-disk-3.raw", "a-disk-2.raw", "a-disk.raw"]
+        );
+        assert_eq!(
+            names(&[
+                "/z/a-disk.img",
+                "/x/a/disk.img",
+                "/y/a/disk.img",
+                "/w/a-disk-2.img"
+            ]),
+            ["a-disk.raw", "a-disk-3.raw", "a-disk-4.raw", "a-disk-2.raw"]
+        );
+        // One file per stem keeps the plain name.
+        assert_eq!(names(&["disk.img"]), ["disk.raw"]);
+    }
 }

@@ -22,9 +22,9 @@
 #[doc(hidden)]
 pub mod blockcheck;
 #[doc(hidden)]
-pub mod blockio;
-#[doc(hidden)]
 pub mod blockdev;
+#[doc(hidden)]
+pub mod blockio;
 #[doc(hidden)]
 pub mod boot;
 #[doc(hidden)]

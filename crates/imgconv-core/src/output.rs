@@ -829,6 +829,7 @@ mod tests {
         match out.backing {
             Backing::Unnamed => assert_eq!(names_in(dir.path()), Vec::<String>::new()),
             Backing::Named(ref p) => assert_eq!(p.parent(), Some(dir.path())),
+            Backing::Device(_) => panic!("a file is no device"),
         }
         drop(out);
         assert_eq!(names_in(dir.path()), Vec::<String>::new(), "nothing left");

@@ -224,8 +224,8 @@ fn copy(
             available: src.len(),
         });
     }
-    let dst_len = crate::blockdev::len_of(dst)
-        .map_err(|e| output::write_error(dst, "cannot stat", e))?;
+    let dst_len =
+        crate::blockdev::len_of(dst).map_err(|e| output::write_error(dst, "cannot stat", e))?;
     let need = dst_offset.saturating_add(fs_bytes);
     if dst_len < need {
         return Err(StreamError::DestinationTooSmall {
@@ -442,7 +442,8 @@ impl<'a> Copier<'a> {
                 if self.zero_fill {
                     // A block device holds old data where a file has holes.
                     let (dst, dst_offset) = (self.dst, self.dst_offset);
-                    let zero = |s: u64, e: u64| crate::blockdev::zero_range(dst, dst_offset + s, e - s);
+                    let zero =
+                        |s: u64, e: u64| crate::blockdev::zero_range(dst, dst_offset + s, e - s);
                     let (s, e) = (pos + start as u64, pos + i as u64);
                     match self.written_around {
                         None => zero(s, e),

@@ -172,7 +172,10 @@ fn a_read_only_device_source_converts_like_its_file() {
         done.plan.inspection.fs.uuid, "b4b4b4b4-0004-4000-8000-0000000000b2",
         "the device's own root filesystem"
     );
-    assert_eq!(fs::metadata(&a).unwrap().len(), fs::metadata(&b).unwrap().len());
+    assert_eq!(
+        fs::metadata(&a).unwrap().len(),
+        fs::metadata(&b).unwrap().len()
+    );
     assert_eq!(table(&a), table(&b));
     assert_eq!(root_tree(&a, dir.path()), root_tree(&b, dir.path()));
     drop(src);
@@ -227,11 +230,20 @@ fn a_device_output_gets_the_disk_a_file_gets() {
             // identifiers made fresh per conversion (the 4-byte disk signature, the
             // 16-byte swap UUID): the device's old data was zeroed there.
             let t = table(&file);
-            let swap = t["partitiontable"]["partitions"][1]["start"].as_u64().unwrap() * 512;
+            let swap = t["partitiontable"]["partitions"][1]["start"]
+                .as_u64()
+                .unwrap()
+                * 512;
             for (at, len, fresh) in [(0, root_offset(&file), 4), (swap, 1 << 20, 16)] {
-                let (fa, fb) = (read(&file, at, len as usize), read(dev.path(), at, len as usize));
+                let (fa, fb) = (
+                    read(&file, at, len as usize),
+                    read(dev.path(), at, len as usize),
+                );
                 let differ = fa.iter().zip(&fb).filter(|(x, y)| x != y).count();
-                assert!(differ <= fresh, "{differ} bytes differ in {len} bytes at {at}");
+                assert!(
+                    differ <= fresh,
+                    "{differ} bytes differ in {len} bytes at {at}"
+                );
             }
         }
         let (rc, verify) = tool_merged("sfdisk", &["--verify", dev.path().to_str().unwrap()]);
@@ -242,8 +254,11 @@ fn a_device_output_gets_the_disk_a_file_gets() {
         );
         assert_eq!(rc, 0, "{blkid}");
         assert!(
-            blkid.contains(if fw == Firmware::Bios { "PTTYPE=dos" } else { "PTTYPE=gpt" })
-                && !blkid.contains("ambivalent"),
+            blkid.contains(if fw == Firmware::Bios {
+                "PTTYPE=dos"
+            } else {
+                "PTTYPE=gpt"
+            }) && !blkid.contains("ambivalent"),
             "{fw:?}: {blkid}"
         );
     }
@@ -327,8 +342,8 @@ fn a_mounted_device_or_one_whose_partition_is_mounted_is_refused() {
         return;
     };
     let before = sha256(dev.path());
-    let e = convert(&opts(&src, dev.path()).with_force(true), &mut NoProgress)
-        .expect_err("mounted");
+    let e =
+        convert(&opts(&src, dev.path()).with_force(true), &mut NoProgress).expect_err("mounted");
     let text = e.to_string();
     assert!(
         matches!(e, Error::Output(OutputError::DeviceInUse { .. }))
