@@ -2,7 +2,9 @@
 //! per image, a summary table and a JSON report; `imgconv report merge` joins reports.
 //!
 //! Outputs are named `<out-dir>/<stem>.raw` (`.qcow2` with `--format qcow2`; the source's file name without its last
-//! extension). Without `--keep-going`, no new conversion starts after the first failure;
+//! extension); sources sharing a stem are named `<parent>-<stem>.raw` after their
+//! directory instead, with `-2`, `-3`, … in path order if that name is taken (see
+//! [`output_names`]). Without `--keep-going`, no new conversion starts after the first failure;
 //! those already running finish. The exit status is 0 only if every image converted.
 //!
 //! Across machines: `--shard K/N` takes every N-th source from the K-th of the sources
@@ -167,16 +169,80 @@ fn write_json_atomically(path: &Path, value: &serde_json::Value) -> std::io::Res
     Ok(())
 }
 
-/// The output path for a source.
-pub fn output_for(out_dir: &Path, source: &Path, format: crate::cli::FormatArg) -> PathBuf {
-    let stem = source
+/// The source's file name without its last extension.
+fn stem_of(source: &Path) -> String {
+    source
         .file_stem()
-        .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
+        .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned())
+}
+
+/// The name of the directory holding `source` (the current directory's for a bare name).
+fn parent_name(source: &Path) -> String {
+    let parent = source.parent().filter(|p| !p.as_os_str().is_empty());
+    parent
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .or_else(|| {
+            std::fs::canonicalize(parent.unwrap_or(Path::new(".")))
+                .ok()?
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "root".into())
+}
+
+/// The output path of each source (in the order given), over the whole list so that
+/// every shard names each source alike: `<stem>.<ext>` for a stem no other source has;
+/// `<parent>-<stem>.<ext>` (the name of its directory) for sources sharing a stem
+/// (`a/disk.img` → `a-disk.raw`, `b/disk.img` → `b-disk.raw`); a derived name already
+/// taken (by a plain name, or a source earlier by path) gets the first free `-2`, `-3`, …
+/// before the extension. Deterministic: it depends on the paths only, never on their
+/// order.
+pub fn output_names(
+    out_dir: &Path,
+    sources: &[PathBuf],
+    format: crate::cli::FormatArg,
+) -> Vec<PathBuf> {
+    use std::collections::{HashMap, HashSet};
     let ext = match format {
         crate::cli::FormatArg::Raw => "raw",
         crate::cli::FormatArg::Qcow2 => "qcow2",
     };
-    out_dir.join(format!("{stem}.{ext}"))
+    let mut stems: HashMap<String, usize> = HashMap::new();
+    for s in sources {
+        *stems.entry(stem_of(s)).or_default() += 1;
+    }
+    let base: Vec<(bool, String)> = sources
+        .iter()
+        .map(|s| {
+            let stem = stem_of(s);
+            if stems[&stem] > 1 {
+                (true, format!("{}-{stem}", parent_name(s)))
+            } else {
+                (false, stem)
+            }
+        })
+        .collect();
+    // Plain names first (they are unique), then the derived ones in path order, each
+    // with the first free counter if its name is taken.
+    let mut order: Vec<usize> = (0..sources.len()).collect();
+    order.sort_by(|&a, &b| (base[a].0, &sources[a]).cmp(&(base[b].0, &sources[b])));
+    let mut taken: HashSet<String> = HashSet::new();
+    let mut names = vec![String::new(); sources.len()];
+    for i in order {
+        let name = &base[i].1;
+        let mut pick = name.clone();
+        let mut n = 1;
+        while taken.contains(&pick) {
+            n += 1;
+            pick = format!("{name}-{n}");
+        }
+        taken.insert(pick.clone());
+        names[i] = pick;
+    }
+    names
+        .into_iter()
+        .map(|n| out_dir.join(format!("{n}.{ext}")))
+        .collect()
 }
 
 /// An entry of `--dir` that is not taken as an image, and why.
@@ -297,19 +363,24 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
             "choose another --out-dir",
         )
     })?;
-    // Everything that can be refused is refused before the first conversion starts. Name
-    // clashes are checked over all sources, so every shard refuses the same list.
+    // Everything that can be refused is refused before the first conversion starts.
+    // Outputs are named over all sources, so every shard names each source alike.
     let mut seen = HashSet::new();
     for src in &all_sources {
-        let out = output_for(&a.out_dir, src, a.settings.format);
-        if !seen.insert(out.clone()) {
+        if !seen.insert(src) {
             return Err(CliError::new(
                 Class::Usage,
-                format!("two sources would both be written to {}", out.display()),
-                "outputs are named <out-dir>/<stem>.raw: rename one source or convert it separately",
+                format!("the source {} is given twice", src.display()),
+                "give each source once",
             ));
         }
     }
+    let names: std::collections::HashMap<PathBuf, PathBuf> = all_sources
+        .iter()
+        .cloned()
+        .zip(output_names(&a.out_dir, &all_sources, a.settings.format))
+        .collect();
+    let output_for = |src: &PathBuf| names[src].clone();
     let sources = match a.shard {
         Some(shard) => shard_of(&all_sources, shard),
         None => all_sources,
@@ -318,7 +389,7 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
     let mut refused: Vec<CliError> = Vec::new();
     let mut done: Vec<Option<Entry>> = vec![None; sources.len()];
     for (i, src) in sources.iter().enumerate() {
-        let out = output_for(&a.out_dir, src, a.settings.format);
+        let out = output_for(src);
         if a.skip_done {
             if let Some(e) = done_before(src, &out) {
                 done[i] = Some(e);
@@ -410,7 +481,7 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
         .map(|(e, src)| {
             e.unwrap_or_else(|| Entry {
                 source: src.clone(),
-                output: output_for(&a.out_dir, src, a.settings.format),
+                output: output_for(src),
                 result: "skipped".into(),
                 exit_code: if cancelled { 130 } else { 1 },
                 error: Some(
@@ -617,4 +688,47 @@ pub fn merge(a: &MergeArgs) -> Result<(), CliError> {
         report.skipped
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::FormatArg;
+
+    fn names(sources: &[&str]) -> Vec<String> {
+        let sources: Vec<PathBuf> = sources.iter().map(PathBuf::from).collect();
+        output_names(Path::new("/out"), &sources, FormatArg::Raw)
+            .into_iter()
+            .map(|p| p.strip_prefix("/out").unwrap().display().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn same_stems_are_named_after_their_directory_then_counted() {
+        assert_eq!(
+            names(&["/x/web1.img", "/y/db.qcow2"]),
+            ["web1.raw", "db.raw"]
+        );
+        assert_eq!(
+            names(&["/a/disk.img", "/b/disk.img", "/b/web1.img"]),
+            ["a-disk.raw", "b-disk.raw", "web1.raw"]
+        );
+        // Same directory name too: a plain name keeps its name, the derived ones are
+        // counted in path order, whatever the order given.
+        assert_eq!(
+            names(&["/y/a/disk.img", "/x/a/disk.img", "/z/a-disk.img"]),
+            ["a-disk-3.raw", "a-disk-2.raw", "a-disk.raw"]
+        );
+        assert_eq!(
+            names(&[
+                "/z/a-disk.img",
+                "/x/a/disk.img",
+                "/y/a/disk.img",
+                "/w/a-disk-2.img"
+            ]),
+            ["a-disk.raw", "a-disk-3.raw", "a-disk-4.raw", "a-disk-2.raw"]
+        );
+        // One file per stem keeps the plain name.
+        assert_eq!(names(&["disk.img"]), ["disk.raw"]);
+    }
 }

@@ -137,6 +137,11 @@ pub fn preflight(o: &ConvertOptions) -> Result<(), CliError> {
         }
     }
     refuse_naming_an_input(&o.output, "-o", o)?;
+    if imgconv_core::blockdev::is_block_device(&o.output) {
+        // Written in place: the library checks the device (size, use, content) before
+        // writing anything.
+        return Ok(());
+    }
     if let Ok(m) = std::fs::symlink_metadata(&o.output) {
         if m.is_dir() {
             return Err(CliError::new(
@@ -349,10 +354,17 @@ pub fn convert_one(
         fsck::clean_or_error(
             outcome,
             "output's root filesystem",
-            format!(
-                "nothing was written to {}; run the conversion without --fsck post to keep the image and examine it",
-                o.output.display()
-            ),
+            if imgconv_core::blockdev::is_block_device(&o.output) {
+                format!(
+                    "the first MiB of the device {} was zeroed so the disk does not boot; run the conversion without --fsck post to keep the image and examine it",
+                    o.output.display()
+                )
+            } else {
+                format!(
+                    "nothing was written to {}; run the conversion without --fsck post to keep the image and examine it",
+                    o.output.display()
+                )
+            },
         )?;
     }
     if signals::cancelled() {

@@ -159,6 +159,13 @@ fn hint_text(hint: Hint) -> Option<&'static str> {
             "pass --grub-dir with GRUB's i386-pc modules, use a donor that has GRUB, or drop \
              --no-host-files"
         }
+        Hint::LargerDevice => "give a larger device, or a smaller --size or --swap",
+        Hint::ReleaseDevice => {
+            "unmount it and its partitions, release what holds it (swapoff, vgchange -an VG, \
+             mdadm --stop, losetup -d), or choose another -o"
+        }
+        Hint::RawForDevice => "leave out --format qcow2: a device gets a raw disk",
+        Hint::OtherOutput => "the source is only ever read: choose another -o",
         _ => return None,
     })
 }
@@ -180,6 +187,13 @@ pub fn class_of(kind: ErrorKind) -> Class {
 pub fn from_core(err: &Error, paths: &Paths) -> CliError {
     let class = class_of(err.kind());
     if class == Class::Cancelled {
+        if let Error::DeviceWiped { wiped, .. } = err {
+            return CliError::new(
+                Class::Cancelled,
+                format!("interrupted; {wiped}"),
+                "run the command again to start over",
+            );
+        }
         return CliError::cancelled();
     }
     let mut cause = err.to_string();

@@ -72,6 +72,8 @@ fn exit_now() -> ! {
     // Every child process (e2fsck, resize2fs, debugfs, losetup, qemu) was started by the
     // library's runner, which kills them all here.
     imgconv_core::tool::kill_running();
+    // A block device being written gets its first MiB zeroed, so it does not boot.
+    imgconv_core::output::wipe_unfinished_devices();
     // try_lock: the registry may be held by the thread we interrupted; don't deadlock.
     if let Ok(r) = registry().try_lock() {
         for dev in &r.loops {

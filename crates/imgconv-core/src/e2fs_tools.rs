@@ -190,6 +190,17 @@ pub fn grow(
             offset,
         });
     }
+    if crate::blockdev::is_device_file(&file) {
+        // resize2fs neither extends nor truncates a block device.
+        let resize = e2fs(
+            "resize2fs",
+            &["-f"],
+            out_image,
+            offset,
+            &[new_blocks.to_string()],
+        )?;
+        return resize.run(&[0], progress);
+    }
     let orig_len = file.metadata().map_err(path_err)?.len();
     // Keep aside the non-zero blocks beyond the cut.
     let mut saved: Vec<(u64, Vec<u8>)> = Vec::new();

@@ -122,6 +122,17 @@ pub enum Error {
     /// The operation was cancelled through [`crate::Progress::is_cancelled`].
     #[error("cancelled")]
     Cancelled,
+
+    /// A conversion to a block device failed (`source`) after writing to it began; the
+    /// device's first MiB was zeroed (or zeroing it failed: `wiped` says which). Its kind
+    /// and hint are the failure's.
+    #[error("{source}; {wiped}")]
+    DeviceWiped {
+        /// What made the conversion fail.
+        source: Box<Error>,
+        /// What became of the device.
+        wiped: crate::output::DeviceWiped,
+    },
 }
 
 /// A cancelled boot test is a cancellation like any other.
@@ -228,6 +239,16 @@ pub enum Hint {
     /// The source's block maps are broken in a way a repair of the copy would lose data
     /// over: repair a copy of the image by hand and convert that.
     RepairCopyByHand,
+    /// The output block device is smaller than the disk: give a larger one, or make the
+    /// disk smaller.
+    LargerDevice,
+    /// The output block device is mounted or held: unmount or release it, or choose
+    /// another output.
+    ReleaseDevice,
+    /// A block device output is written raw: leave out the other disk format.
+    RawForDevice,
+    /// The output is (part of) the source, which is only ever read: choose another.
+    OtherOutput,
 }
 
 impl Error {
@@ -235,6 +256,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         use ErrorKind as K;
         match self {
+            Error::DeviceWiped { source, .. } => source.kind(),
             Error::Cancelled => K::Cancelled,
             // Region::open and the other raw readers open images to read them.
             Error::Io { source, .. } => io_kind(source, K::Input),
@@ -281,6 +303,8 @@ impl Error {
     /// The next step this error suggests, when there is a specific one.
     pub fn hint(&self) -> Option<Hint> {
         match self {
+            Error::DeviceWiped { source, .. } => source.hint(),
+            Error::Output(e) if e.hint().is_some() => e.hint(),
             Error::Inspect(e) => match e.as_ref() {
                 crate::source::InspectError::DirtyJournal { .. } => Some(Hint::ReplayJournal),
                 crate::source::InspectError::Unclean { .. } => Some(Hint::Repair),

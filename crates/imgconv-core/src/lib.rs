@@ -22,6 +22,8 @@
 #[doc(hidden)]
 pub mod blockcheck;
 #[doc(hidden)]
+pub mod blockdev;
+#[doc(hidden)]
 pub mod blockio;
 #[doc(hidden)]
 pub mod boot;

@@ -2,6 +2,12 @@
 //! into place only when complete, so a failed, cancelled or interrupted conversion never
 //! leaves a partial image under the requested name.
 //!
+//! A block device as the destination is written in place instead (no temporary, no
+//! rename): it is checked first (large enough, not mounted, nothing holding it, not the
+//! source), claimed with `O_EXCL` for the whole conversion, and its first MiB is zeroed
+//! again if the conversion does not complete, so a half-written disk never boots (see
+//! [`WipeNote`]).
+//!
 //! The temporary file is created sparse (`set_len`), so no free space is needed up
 //! front; space is consumed as blocks are written, and running out of it is reported
 //! as [`OutputError::NoSpace`] naming the directory, not as a bare `ENOSPC`.
@@ -34,6 +40,122 @@ pub enum OutputError {
         #[source]
         source: io::Error,
     },
+    #[error("the output device {} is {} bytes, smaller than the {needed} bytes the disk needs", path.display(), device_bytes)]
+    DeviceTooSmall {
+        path: PathBuf,
+        device_bytes: u64,
+        needed: u64,
+    },
+    #[error("the output device {} is in use: {what}; nothing was written to it", path.display())]
+    DeviceInUse { path: PathBuf, what: String },
+    #[error("the output device {} overlaps the source {} (the same device, a partition of it or the disk holding it); nothing was written to it", path.display(), source_path.display())]
+    DeviceIsSource { path: PathBuf, source_path: PathBuf },
+    #[error("the output device {} holds data (its first or last MiB is not all zeros); nothing was written to it", path.display())]
+    DeviceHoldsData { path: PathBuf },
+    #[error("the output {} is a block device, which gets a raw disk, not {format}", path.display())]
+    DeviceFormat { path: PathBuf, format: &'static str },
+}
+
+/// What became of a block device whose conversion did not complete: its first MiB was
+/// zeroed (so nothing boots from the half-written disk), or zeroing it failed.
+#[derive(Debug)]
+pub struct DeviceWiped {
+    /// The device.
+    pub device: PathBuf,
+    /// Why zeroing its first MiB failed, if it did.
+    pub failed: Option<io::Error>,
+}
+
+impl std::fmt::Display for DeviceWiped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.failed {
+            None => write!(
+                f,
+                "the first MiB of {} was zeroed, so the half-written disk does not boot",
+                self.device.display()
+            ),
+            Some(e) => write!(
+                f,
+                "zeroing the first MiB of {} failed too ({e}): it holds a half-written disk, do not boot it",
+                self.device.display()
+            ),
+        }
+    }
+}
+
+/// Where a device output records that it was wiped when dropped unfinished, for the
+/// caller that turns the failure into an error ([`WipeNote::annotate`]).
+#[derive(Debug, Clone, Default)]
+pub struct WipeNote(std::sync::Arc<std::sync::Mutex<Option<DeviceWiped>>>);
+
+impl WipeNote {
+    /// `e`, with what became of the output device if it was wiped.
+    pub fn annotate(&self, e: crate::Error) -> crate::Error {
+        match self.0.lock().ok().and_then(|mut w| w.take()) {
+            Some(wiped) => crate::Error::DeviceWiped {
+                source: Box::new(e),
+                wiped,
+            },
+            None => e,
+        }
+    }
+
+    fn record(&self, wiped: DeviceWiped) {
+        if let Ok(mut w) = self.0.lock() {
+            *w = Some(wiped);
+        }
+    }
+}
+
+/// Device outputs not finished yet, for [`wipe_unfinished_devices`].
+static UNFINISHED: std::sync::Mutex<Vec<(u64, File)>> = std::sync::Mutex::new(Vec::new());
+
+/// Zero the first MiB of every device output this process has not finished: for an
+/// embedder that must exit at once (a second Ctrl-C), where no destructor runs. Never
+/// blocks on a lock held by the interrupted thread (skips instead).
+pub fn wipe_unfinished_devices() {
+    if let Ok(list) = UNFINISHED.try_lock() {
+        for (_, file) in list.iter() {
+            let _ = crate::blockdev::zero_range(file, 0, crate::blockdev::HEAD_BYTES);
+            let _ = file.sync_all();
+        }
+    }
+}
+
+/// A block device written in place.
+#[derive(Debug)]
+struct Device {
+    /// The `O_EXCL` descriptor: while it is open the kernel refuses to mount the device
+    /// or let LVM, md or another `O_EXCL` opener claim it. Released while e2fsprogs
+    /// (which opens it exclusively itself) runs on it ([`TempOutput::unclaimed`]).
+    claim: std::sync::Mutex<Option<File>>,
+    /// A descriptor of the device for zeroing its start when the conversion fails.
+    wipe: File,
+    /// A key for [`UNFINISHED`].
+    key: u64,
+    note: Option<WipeNote>,
+    path: PathBuf,
+    finished: bool,
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        if let Ok(mut list) = UNFINISHED.lock() {
+            list.retain(|(k, _)| *k != self.key);
+        }
+        if self.finished {
+            return;
+        }
+        let failed = crate::blockdev::zero_range(&self.wipe, 0, crate::blockdev::HEAD_BYTES)
+            .and_then(|()| self.wipe.sync_all())
+            .err();
+        if let Some(note) = &self.note {
+            note.record(DeviceWiped {
+                device: self.path.clone(),
+                failed,
+            });
+        }
+    }
 }
 
 /// True for the errors that mean "the output filesystem is full" (or over quota).
@@ -84,6 +206,8 @@ enum Backing {
     /// For filesystems without `O_TMPFILE`: a hidden file created with `O_EXCL` under a
     /// random name, removed on drop unless committed.
     Named(tempfile::TempPath),
+    /// The destination is a block device, written in place.
+    Device(Device),
 }
 
 /// The temporary output of a conversion in its destination's directory; nothing is left
@@ -165,11 +289,265 @@ fn tmpfile_unsupported(e: &rustix::io::Errno) -> bool {
     [Errno::OPNOTSUPP, Errno::ISDIR, Errno::INVAL, Errno::NOTDIR].contains(e)
 }
 
+/// Refuse a block device that is mounted (itself or one of its partitions), an active
+/// swap area, held by device-mapper (LVM), md or another stacking driver, or overlapping
+/// `source`.
+fn check_device_use(dest: &Path, rdev: u64, source: Option<&Path>) -> Result<(), OutputError> {
+    use crate::blockdev;
+    let in_use = |what: String| OutputError::DeviceInUse {
+        path: dest.to_path_buf(),
+        what,
+    };
+    if let Some(source) = source {
+        if blockdev::overlaps_source(rdev, source) {
+            return Err(OutputError::DeviceIsSource {
+                path: dest.to_path_buf(),
+                source_path: source.to_path_buf(),
+            });
+        }
+    }
+    let mut devices = vec![rdev];
+    devices.extend(blockdev::partitions(rdev));
+    for dev in devices {
+        let name = blockdev::kernel_name(dev);
+        if let Some(point) = blockdev::mount_points(dev).into_iter().next() {
+            return Err(in_use(format!("{name} is mounted on {point}")));
+        }
+        if blockdev::is_active_swap(dev) {
+            return Err(in_use(format!("{name} is an active swap area")));
+        }
+        let holders = blockdev::holders(dev);
+        if !holders.is_empty() {
+            return Err(in_use(format!(
+                "{name} is held by {} (device-mapper/LVM, md or similar)",
+                holders.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuse a device smaller than `size`, or one holding data (a first or last MiB that is
+/// not all zeros) unless `force`.
+fn check_device_content(
+    dest: &Path,
+    file: &File,
+    size: u64,
+    force: bool,
+) -> Result<u64, OutputError> {
+    use crate::blockdev::{self, HEAD_BYTES};
+    let read_err = |source| OutputError::Io {
+        action: "cannot read",
+        path: dest.to_path_buf(),
+        source,
+    };
+    let len = blockdev::len_of(file).map_err(read_err)?;
+    if len < size {
+        return Err(OutputError::DeviceTooSmall {
+            path: dest.to_path_buf(),
+            device_bytes: len,
+            needed: size,
+        });
+    }
+    if !force {
+        let head = HEAD_BYTES.min(len);
+        let tail = HEAD_BYTES.min(len - head);
+        let empty = blockdev::reads_as_zeros(file, 0, head).map_err(read_err)?
+            && blockdev::reads_as_zeros(file, len - tail, tail).map_err(read_err)?;
+        if !empty {
+            return Err(OutputError::DeviceHoldsData {
+                path: dest.to_path_buf(),
+            });
+        }
+    }
+    Ok(len)
+}
+
+/// Every check a block device `dest` gets before a conversion writes a disk of `size`
+/// bytes to it (see [`TempOutput::create_for`]), without claiming it: for a dry run.
+/// Nothing for anything but a block device.
+pub fn check_device(
+    dest: &Path,
+    size: u64,
+    force: bool,
+    source: Option<&Path>,
+) -> Result<(), OutputError> {
+    let Some(rdev) = crate::blockdev::device_number(dest) else {
+        return Ok(());
+    };
+    check_device_use(dest, rdev, source)?;
+    let file = File::open(dest).map_err(|source| OutputError::Io {
+        action: "cannot open",
+        path: dest.to_path_buf(),
+        source,
+    })?;
+    check_device_content(dest, &file, size, force).map(drop)
+}
+
 impl TempOutput {
     /// Create the temporary output in the destination's directory (unnamed with
     /// `O_TMPFILE`, else `.<name>.imgconv-XXXXXX` created with `O_EXCL`), mode 0600,
     /// sized (sparsely) to `size` bytes. Fails early if `dest` exists and `force` is false.
+    /// A block device is opened in place (see [`TempOutput::create_for`]).
     pub fn create(dest: &Path, size: u64, force: bool) -> Result<Self, OutputError> {
+        Self::create_for(dest, size, force, None, None)
+    }
+
+    /// [`TempOutput::create`], refusing a block device `dest` that overlaps `source`, and
+    /// recording in `note` that an unfinished device output was wiped.
+    ///
+    /// A block device is checked before anything is written to it: at least `size` bytes,
+    /// not mounted (nor any of its partitions), not an active swap area, not held by
+    /// device-mapper (LVM), md or the like, not the source, a partition of it or the disk
+    /// holding it, and, unless `force`, holding no data (its first and last MiB all
+    /// zeros). It is then claimed with `O_EXCL`, so the kernel refuses it if it is in use
+    /// after all and keeps others from mounting it while it is written. Nothing is
+    /// renamed on commit; dropped unfinished, its first MiB is zeroed.
+    pub fn create_for(
+        dest: &Path,
+        size: u64,
+        force: bool,
+        source: Option<&Path>,
+        note: Option<WipeNote>,
+    ) -> Result<Self, OutputError> {
+        if let Some(rdev) = crate::blockdev::device_number(dest) {
+            return Self::create_device(dest, rdev, size, force, source, note);
+        }
+        Self::create_file(dest, size, force)
+    }
+
+    fn create_device(
+        dest: &Path,
+        rdev: u64,
+        size: u64,
+        force: bool,
+        source: Option<&Path>,
+        note: Option<WipeNote>,
+    ) -> Result<Self, OutputError> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        check_device_use(dest, rdev, source)?;
+        let open_err = |source: io::Error| OutputError::Io {
+            action: "cannot open",
+            path: dest.to_path_buf(),
+            source,
+        };
+        let claim = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_EXCL | libc::O_CLOEXEC)
+            .open(dest)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::EBUSY) {
+                    OutputError::DeviceInUse {
+                        path: dest.to_path_buf(),
+                        what: "the kernel refuses to hand it over exclusively (mounted, or held by another program)".into(),
+                    }
+                } else {
+                    open_err(e)
+                }
+            })?;
+        // The same device as the claim, whatever happens to the name meanwhile.
+        if crate::blockdev::device_number(Path::new(&format!(
+            "/proc/self/fd/{}",
+            claim.as_raw_fd()
+        ))) != Some(rdev)
+        {
+            return Err(open_err(io::ErrorKind::NotFound.into()));
+        }
+        check_device_content(dest, &claim, size, force)?;
+        let reopen = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(format!("/proc/self/fd/{}", claim.as_raw_fd()))
+                .map_err(open_err)
+        };
+        let file = reopen()?;
+        let wipe = reopen()?;
+        static KEYS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let key = KEYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let (Ok(mut list), Ok(dup)) = (UNFINISHED.lock(), wipe.try_clone()) {
+            list.push((key, dup));
+        }
+        let fd_path = PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            file.as_raw_fd()
+        ));
+        Ok(TempOutput {
+            file,
+            backing: Backing::Device(Device {
+                claim: std::sync::Mutex::new(Some(claim)),
+                wipe,
+                key,
+                note,
+                path: dest.to_path_buf(),
+                finished: false,
+            }),
+            fd_path,
+            dir: dest.parent().map(Path::to_path_buf).unwrap_or_default(),
+            dest: dest.to_path_buf(),
+            force,
+            access: None,
+        })
+    }
+
+    /// True when the output is a block device written in place.
+    pub fn is_device(&self) -> bool {
+        matches!(self.backing, Backing::Device(_))
+    }
+
+    /// Zero what a freshly laid out disk of `disk` bytes must read as zeros when it is
+    /// written over old data: everything outside the `kept` ranges (partitions whose
+    /// writers need no zeros, such as a streamed ext filesystem, whose free blocks are
+    /// free, or a swap area) and the first MiB of each kept range, and the device's last
+    /// MiB (where old backup GPTs and RAID superblocks live). Nothing for a file: it is
+    /// fresh and sparse.
+    pub fn zero_unwritten(&self, disk: u64, kept: &[(u64, u64)]) -> Result<(), OutputError> {
+        use crate::blockdev;
+        if !self.is_device() {
+            return Ok(());
+        }
+        let err = |e| write_error(&self.file, "cannot zero", e);
+        let len = blockdev::len_of(&self.file).map_err(err)?;
+        let mut ranges = blockdev::ranges_to_zero(disk.min(len), kept);
+        let tail = len.saturating_sub(blockdev::HEAD_BYTES).max(disk.min(len));
+        ranges.push((tail, len - tail));
+        for (start, n) in ranges {
+            blockdev::zero_range(&self.file, start, n).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Run `f` (an e2fsprogs program on [`TempOutput::path`]) with the device's
+    /// exclusive claim released, since those programs claim it themselves; claimed again
+    /// afterwards. Just `f` for a file.
+    pub fn unclaimed<T>(&self, f: impl FnOnce() -> T) -> Result<T, OutputError> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let Backing::Device(dev) = &self.backing else {
+            return Ok(f());
+        };
+        let Ok(mut claim) = dev.claim.lock() else {
+            return Ok(f());
+        };
+        *claim = None;
+        let r = f();
+        let again = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_EXCL | libc::O_CLOEXEC)
+            .open(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+            .map_err(|e| OutputError::DeviceInUse {
+                path: self.dest.clone(),
+                what: format!("it could not be claimed back after e2fsprogs ran on it: {e}"),
+            })?;
+        *claim = Some(again);
+        Ok(r)
+    }
+
+    fn create_file(dest: &Path, size: u64, force: bool) -> Result<Self, OutputError> {
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::PermissionsExt;
         let dir = match dest.parent() {
@@ -261,6 +639,12 @@ impl TempOutput {
     /// together hold the data about once), and return that file, with the same
     /// destination, overwrite rule and access; the raw one is dropped (and so removed).
     pub fn into_qcow2(self, progress: &mut dyn crate::Progress) -> Result<TempOutput, OutputError> {
+        if self.is_device() {
+            return Err(OutputError::DeviceFormat {
+                path: self.dest.clone(),
+                format: "qcow2",
+            });
+        }
         let size = self
             .file()
             .metadata()
@@ -309,10 +693,15 @@ impl TempOutput {
     /// Flush the image to stable storage, give it its final access, and publish it at the
     /// destination (refusing to replace an existing file unless `force` was given).
     /// Returns the destination.
-    pub fn commit(self) -> Result<PathBuf, OutputError> {
+    pub fn commit(mut self) -> Result<PathBuf, OutputError> {
         self.file
             .sync_all()
             .map_err(|e| write_error(&self.file, "cannot flush", e))?;
+        if let Backing::Device(dev) = &mut self.backing {
+            // Written in place: nothing to rename, and a device node keeps its access.
+            dev.finished = true;
+            return Ok(self.dest.clone());
+        }
         self.apply_access()?;
         let dest = self.dest.clone();
         let rename_err = |source: io::Error| {
@@ -359,6 +748,7 @@ impl TempOutput {
                     link_to(&dest).map_err(rename_err)?;
                 }
             }
+            Backing::Device(_) => {}
             Backing::Named(path) => {
                 let persisted = if self.force {
                     path.persist(&dest)
@@ -378,9 +768,30 @@ impl TempOutput {
 }
 
 impl OutputError {
-    /// Every output error concerns the output.
+    /// What the error concerns: the output, or options that cannot be (a device output
+    /// that is the source, or asked for in another format than raw).
     pub fn kind(&self) -> crate::ErrorKind {
-        crate::ErrorKind::Output
+        match self {
+            OutputError::DeviceIsSource { .. } | OutputError::DeviceFormat { .. } => {
+                crate::ErrorKind::Options
+            }
+            _ => crate::ErrorKind::Output,
+        }
+    }
+
+    /// The next step, where there is a specific one.
+    pub fn hint(&self) -> Option<crate::Hint> {
+        use crate::Hint;
+        match self {
+            OutputError::Exists { .. } | OutputError::DeviceHoldsData { .. } => {
+                Some(Hint::Overwrite)
+            }
+            OutputError::DeviceTooSmall { .. } => Some(Hint::LargerDevice),
+            OutputError::DeviceInUse { .. } => Some(Hint::ReleaseDevice),
+            OutputError::DeviceFormat { .. } => Some(Hint::RawForDevice),
+            OutputError::DeviceIsSource { .. } => Some(Hint::OtherOutput),
+            _ => None,
+        }
     }
 }
 
@@ -418,6 +829,7 @@ mod tests {
         match out.backing {
             Backing::Unnamed => assert_eq!(names_in(dir.path()), Vec::<String>::new()),
             Backing::Named(ref p) => assert_eq!(p.parent(), Some(dir.path())),
+            Backing::Device(_) => panic!("a file is no device"),
         }
         drop(out);
         assert_eq!(names_in(dir.path()), Vec::<String>::new(), "nothing left");

@@ -141,7 +141,8 @@ impl From<StreamError> for crate::Error {
 ///
 /// `dst` must already be at least `dst_offset + filesystem size` long and read as zeros
 /// in that range (a fresh sparse file: see [`crate::output::TempOutput`]); holes are left
-/// where nothing is copied. Progress: `stage(Stream, total bytes to copy)`, then
+/// where nothing is copied. A block device `dst` gets its used all-zero blocks zeroed
+/// (free blocks keep whatever the device held). Progress: `stage(Stream, total bytes to copy)`, then
 /// `advance(bytes done)` after every chunk; cancellation is checked between chunks.
 pub fn copy_used_blocks(
     src: &Region,
@@ -286,10 +287,8 @@ fn copy(
             available: src.len(),
         });
     }
-    let dst_len = dst
-        .metadata()
-        .map_err(|e| output::write_error(dst, "cannot stat", e))?
-        .len();
+    let dst_len =
+        crate::blockdev::len_of(dst).map_err(|e| output::write_error(dst, "cannot stat", e))?;
     let need = dst_offset.saturating_add(fs_bytes);
     if dst_len < need {
         return Err(StreamError::DestinationTooSmall {
@@ -382,6 +381,9 @@ struct Copier<'a> {
     use_copy_range: bool,
     /// Ranges another writer owns (see [`copy_used_blocks_around`]).
     written_around: Option<&'a crate::ext::cow::WrittenRanges>,
+    /// The destination is a block device: all-zero used blocks are zeroed there, not
+    /// left as holes.
+    zero_fill: bool,
     read: u64,
     written: u64,
     ranged: u64,
@@ -398,6 +400,7 @@ impl<'a> Copier<'a> {
             buf: vec![0u8; CHUNK_BYTES],
             use_copy_range: false,
             written_around: None,
+            zero_fill: crate::blockdev::is_device_file(dst),
             read: 0,
             written: 0,
             ranged: 0,
@@ -495,7 +498,22 @@ impl<'a> Copier<'a> {
         let mut i = 0;
         while i < len {
             if is_zero(&buf[i..i + bsz]) {
-                i += bsz;
+                let start = i;
+                while i < len && is_zero(&buf[i..i + bsz]) {
+                    i += bsz;
+                }
+                if self.zero_fill {
+                    // A block device holds old data where a file has holes.
+                    let (dst, dst_offset) = (self.dst, self.dst_offset);
+                    let zero =
+                        |s: u64, e: u64| crate::blockdev::zero_range(dst, dst_offset + s, e - s);
+                    let (s, e) = (pos + start as u64, pos + i as u64);
+                    match self.written_around {
+                        None => zero(s, e),
+                        Some(w) => w.write_unwritten(s, e, zero),
+                    }
+                    .map_err(|e| output::write_error(self.dst, "cannot zero", e))?;
+                }
                 continue;
             }
             let start = i;

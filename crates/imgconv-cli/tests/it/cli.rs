@@ -196,7 +196,7 @@ fn inspect_of_a_missing_file_is_exit_3() {
 }
 
 #[test]
-fn batch_refuses_existing_outputs_and_clashing_names_up_front() {
+fn batch_refuses_existing_outputs_and_names_same_stems_apart() {
     let (dir, src, donor, _) = files();
     let outdir = dir.path().join("out");
     fs::create_dir(&outdir).unwrap();
@@ -231,9 +231,58 @@ fn batch_refuses_existing_outputs_and_clashing_names_up_front() {
         .arg(dir.path().join("out2"))
         .output()
         .unwrap();
+    // Two sources named xen.img: each output is named after its directory, and the
+    // sources are refused for what they are (not images), not for their names.
+    let err = stderr_of(&out);
+    assert!(!err.contains("both be written to"), "{err}");
+    let report = dir.path().join("out2.json");
+    let out = imgconv()
+        .arg("batch")
+        .arg(&src)
+        .arg(other.join("xen.img"))
+        .arg("--donor")
+        .arg(&donor)
+        .arg("--out-dir")
+        .arg(dir.path().join("out3"))
+        .arg("--keep-going")
+        .arg("--json")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {}", stderr_of(&out)));
+    let mut outputs: Vec<String> = json["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            std::path::Path::new(i["output"].as_str().unwrap())
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    outputs.sort();
+    let src_dir = src.parent().unwrap().file_name().unwrap().to_string_lossy();
+    let mut want = vec![format!("{src_dir}-xen.raw"), "sub-xen.raw".to_string()];
+    want.sort();
+    assert_eq!(outputs, want);
+
+    // The same source twice is refused.
+    let out = imgconv()
+        .arg("batch")
+        .arg(&src)
+        .arg(&src)
+        .arg("--donor")
+        .arg(&donor)
+        .arg("--out-dir")
+        .arg(dir.path().join("out4"))
+        .output()
+        .unwrap();
     let err = stderr_of(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("both be written to"), "{err}");
+    assert!(err.contains("given twice"), "{err}");
 }
 
 #[test]

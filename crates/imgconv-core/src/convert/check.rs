@@ -77,7 +77,7 @@ pub(super) fn repair_or_refuse(
             }
         }
     }
-    crate::e2fs_tools::repair(out.path(), root_offset, &*progress)?;
+    out.unclaimed(|| crate::e2fs_tools::repair(out.path(), root_offset, &*progress))??;
     report.change(
         "repair",
         "/",

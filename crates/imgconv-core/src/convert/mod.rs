@@ -111,9 +111,17 @@ fn fixup_context(plan: &ConversionPlan) -> FixupContext {
 /// The dry run: inspect the source, read the donor, choose the kernel and GRUB files,
 /// lay out the disk and list the guest changes the fixups would make. Writes nothing.
 pub fn plan(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<ConversionPlan> {
+    refuse_device_format(opts)?;
     let mut timings = Vec::new();
     let mut prepared = prepare(opts, progress, &mut timings)?;
     let plan = &mut prepared.plan;
+    // A block device output gets the checks the conversion would make before writing.
+    output::check_device(
+        &opts.output,
+        plan.written_layout().disk_bytes,
+        opts.force,
+        Some(&opts.source),
+    )?;
     progress.stage(Stage::Fixups, None);
     let reader = ExtReader::open(
         plan.inspection.open_fs()?,
@@ -168,10 +176,35 @@ impl Unpublished {
     }
 }
 
+/// A block device output is written raw (the guest's disk is the device itself).
+fn refuse_device_format(opts: &ConvertOptions) -> Result<()> {
+    if opts.disk_format != DiskFormat::Raw && crate::blockdev::is_block_device(&opts.output) {
+        return Err(output::OutputError::DeviceFormat {
+            path: opts.output.clone(),
+            format: "qcow2",
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// [`convert`] up to, not including, publishing the output (see [`Unpublished`]).
+///
+/// A block device output is written in place; when the conversion fails after it was
+/// claimed, its first MiB is zeroed and the error says so ([`Error::DeviceWiped`]).
 pub fn convert_unpublished(
     opts: &ConvertOptions,
     progress: &mut dyn Progress,
+) -> Result<Unpublished> {
+    refuse_device_format(opts)?;
+    let note = output::WipeNote::default();
+    convert_into(opts, progress, &note).map_err(|e| note.annotate(e))
+}
+
+fn convert_into(
+    opts: &ConvertOptions,
+    progress: &mut dyn Progress,
+    note: &output::WipeNote,
 ) -> Result<Unpublished> {
     let mut timings = Vec::new();
     let Prepared {
@@ -200,7 +233,17 @@ pub fn convert_unpublished(
     let mut report = Report::default();
     report.warnings.extend(plan.warnings.iter().cloned());
 
-    let mut out = TempOutput::create(&opts.output, disk_bytes, opts.force)?;
+    let mut out = TempOutput::create_for(
+        &opts.output,
+        disk_bytes,
+        opts.force,
+        Some(&opts.source),
+        Some(note.clone()),
+    )?;
+    // A device holds old data: zero what the layout relies on reading as zeros.
+    let mut kept = vec![(root_offset, root_len)];
+    kept.extend(swap_part);
+    out.zero_unwritten(disk_bytes, &kept)?;
     // The output holds everything the source holds: it gets the source's permission bits
     // and owner (or stays 0600 if the source cannot be read back).
     if let Ok(access) = output::Access::of(&opts.source) {
@@ -429,7 +472,9 @@ fn grow_and_replay(
     timed(timings, Stage::Grow, || {
         if plan.inspection.fs.needs_recovery {
             progress.stage(Stage::Grow, None);
-            crate::e2fs_tools::replay_journal(out.path(), root_offset, &*progress)?;
+            out.unclaimed(|| {
+                crate::e2fs_tools::replay_journal(out.path(), root_offset, &*progress)
+            })??;
             report.change(
                 "journal",
                 "/",
@@ -441,7 +486,8 @@ fn grow_and_replay(
         if let Some(state) = plan.inspection.unclean() {
             // `check_clean` let it through: --repair was given.
             progress.stage(Stage::Grow, None);
-            let run = crate::e2fs_tools::repair(out.path(), root_offset, &*progress)?;
+            let run =
+                out.unclaimed(|| crate::e2fs_tools::repair(out.path(), root_offset, &*progress))??;
             report.change(
                 "repair",
                 "/",
@@ -461,7 +507,9 @@ fn grow_and_replay(
         }
         if let Some(grow) = &plan.disk.grow {
             progress.stage(Stage::Grow, None);
-            crate::e2fs_tools::grow(out.path(), root_offset, grow.to_bytes, &*progress)?;
+            out.unclaimed(|| {
+                crate::e2fs_tools::grow(out.path(), root_offset, grow.to_bytes, &*progress)
+            })??;
             report.change(
                 "grow",
                 "/",

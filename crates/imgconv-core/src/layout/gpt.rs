@@ -420,11 +420,12 @@ pub fn plan_gpt_with(
 /// must be exactly `plan.disk_bytes` long. Sector 0 is rewritten whole (boot code area
 /// zeroed), so for a hybrid disk GRUB's boot sector is installed AFTER this.
 pub fn write_gpt(out: &File, plan: &GptPlan) -> Result<(), PlanError> {
-    let len = out
-        .metadata()
-        .map_err(|e| output::write_error(out, "cannot inspect", e))?
-        .len();
-    if len != plan.disk_bytes {
+    let len =
+        crate::blockdev::len_of(out).map_err(|e| output::write_error(out, "cannot inspect", e))?;
+    // A block device may be larger than the disk: the GPT then spans the whole device
+    // (its backup at the device's end, where firmware and the kernel look for it).
+    let device = crate::blockdev::is_device_file(out);
+    if len != plan.disk_bytes && !(device && len > plan.disk_bytes) {
         return Err(PlanError::Gpt {
             why: format!(
                 "the output image is {len} bytes, the plan says {}",

@@ -7,6 +7,7 @@
 
 mod support;
 
+mod blockdev;
 mod boot_core_image;
 mod boot_disk;
 mod convert_compat;

@@ -16,7 +16,7 @@ use std::path::Path;
 use support::tool_merged;
 
 /// Byte offset of partition 1, read by sfdisk.
-fn root_offset(img: &Path) -> u64 {
+pub(crate) fn root_offset(img: &Path) -> u64 {
     let (rc, json) = tool_merged("sfdisk", &["-J", img.to_str().unwrap()]);
     assert_eq!(rc, 0, "{json}");
     let t: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -45,7 +45,7 @@ fn without_fresh_uuids(fstab: &[u8]) -> Vec<u8> {
 }
 
 /// Every path under `root` with what must agree between the two outputs.
-fn tree(root: &Path) -> BTreeMap<String, String> {
+pub(crate) fn tree(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {

@@ -123,7 +123,7 @@ pub fn install_bios_boot(
             gap_end_lba,
         });
     }
-    let len = out.metadata().map_err(io("inspecting"))?.len();
+    let len = crate::blockdev::len_of(out).map_err(io("inspecting"))?;
     if len < core_end * SECTOR as u64 {
         return Err(BootError::ImageTooSmall {
             needed: core_end * SECTOR as u64,

@@ -171,13 +171,10 @@ pub fn install_esp(
 ) -> Result<EspSummary, UefiError> {
     let stub = grub_stub(root_fs_uuid, plan.root().number)?;
     let esp = plan.esp();
-    let len = out
-        .metadata()
-        .map_err(|source| UefiError::OutputIo {
-            action: "inspecting",
-            source,
-        })?
-        .len();
+    let len = crate::blockdev::len_of(out).map_err(|source| UefiError::OutputIo {
+        action: "inspecting",
+        source,
+    })?;
     if len < esp.start_bytes() + esp.len_bytes() {
         return Err(UefiError::BadArgument {
             why: format!("the output image ({len} bytes) does not hold the ESP"),
