@@ -614,10 +614,13 @@ fn esp_check(
     }
 }
 
-/// Print the report for people.
-pub fn print_human(r: &VerifyReport) {
+/// The report for people.
+pub fn human_text(r: &VerifyReport) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
     for c in &r.checks {
-        println!(
+        let _ = writeln!(
+            o,
             "{:<5} {:<16} {}",
             if c.ok { "ok" } else { "FAIL" },
             c.name,
@@ -626,13 +629,14 @@ pub fn print_human(r: &VerifyReport) {
     }
     if let Some(b) = &r.boot {
         if !b.ok && !b.console_tail.is_empty() {
-            println!("serial console (last lines):");
+            let _ = writeln!(o, "serial console (last lines):");
             for l in b.console_tail.lines() {
-                println!("    {l}");
+                let _ = writeln!(o, "    {l}");
             }
         }
     }
-    println!(
+    let _ = writeln!(
+        o,
         "{}: {}",
         r.image.display(),
         if r.ok {
@@ -641,4 +645,5 @@ pub fn print_human(r: &VerifyReport) {
             "verification FAILED"
         }
     );
+    o
 }

@@ -52,6 +52,7 @@ pub(super) fn prepare(
         };
         Ok(source::inspect_with(&opts.source, &open)?)
     })?;
+    super::report_done(timings, progress);
     inspection.check_journal(opts.replay_journal)?;
     inspection.check_clean(opts.repair)?;
     check_cancel(progress)?;
@@ -160,6 +161,7 @@ pub(super) fn prepare(
         };
         Ok((donor, donor_kernel, kernel, (grub, grub_choice)))
     })?;
+    super::report_done(timings, progress);
     check_cancel(progress)?;
 
     // The guest's userland against the donor kernel (its own kernel is of its own era).
@@ -235,6 +237,7 @@ pub(super) fn prepare(
             &plan_opts,
         )?)
     })?;
+    super::report_done(timings, progress);
     if let Some(grow) = &disk.grow {
         progress.note(&format!(
             "the guest filesystem will grow from {} to {} ({})",
