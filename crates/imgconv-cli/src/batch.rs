@@ -376,7 +376,7 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
                 let t0 = Instant::now();
                 let result = convert::convert_one(&o, &a.settings, &mut p);
                 let seconds = t0.elapsed().as_secs_f64();
-                p.finish(&match &result {
+                p.finish(result.is_ok(), &match &result {
                     Ok(_) => format!("ok in {seconds:.1} s"),
                     Err(e) => format!("FAILED: {}", e.cause.lines().next().unwrap_or("")),
                 });

@@ -375,7 +375,7 @@ pub fn run(a: &ConvertArgs) -> Result<(), CliError> {
     if a.dry_run {
         preflight(&o)?;
         let plan = imgconv_core::convert::plan(&o, &mut progress);
-        progress.finish("planned");
+        progress.finish(plan.is_ok(), "planned");
         drop(progress);
         let plan = plan.map_err(|e| errors::from_core(&e, &paths_of(&o)))?;
         if let Some(path) = &a.json {
@@ -395,7 +395,7 @@ pub fn run(a: &ConvertArgs) -> Result<(), CliError> {
         return crate::stdout::emit(&text);
     }
     let result = convert_one(&o, &a.settings, &mut progress);
-    progress.finish(if result.is_ok() { "ok" } else { "failed" });
+    progress.finish(result.is_ok(), if result.is_ok() { "ok" } else { "failed" });
     drop(progress);
     let converted = result?;
     if let Some(path) = &a.json {

@@ -307,11 +307,37 @@ impl CliProgress {
         }
     }
 
-    /// End the whole run with a result message (`ok`, `failed: …`): every step still
-    /// running ends here.
-    pub fn finish(&mut self, result: &str) {
-        while !self.running.is_empty() {
-            self.end_line(self.running.len() - 1, None);
+    /// Stop every running line of a run that failed or was cancelled: they did not finish,
+    /// so no time is recorded and none is shown as done.
+    fn stop_running(&mut self) {
+        for line in std::mem::take(&mut self.running) {
+            let secs = line.started.elapsed().as_secs_f64();
+            match self.mode {
+                Mode::Quiet => {}
+                Mode::Plain => eprintln!(
+                    "{}stage {}: stopped after {secs:.1} s",
+                    self.prefix(),
+                    line.name
+                ),
+                Mode::Bars => {
+                    if let Some(bar) = line.bar {
+                        bar.abandon_with_message(format!("stopped after {secs:.1} s"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// End the whole run with a result message (`ok`, `failed: …`); `ok` tells whether it
+    /// succeeded. Every step still running ends here: done when the run succeeded,
+    /// stopped when it did not.
+    pub fn finish(&mut self, ok: bool, result: &str) {
+        if ok {
+            while !self.running.is_empty() {
+                self.end_line(self.running.len() - 1, None);
+            }
+        } else {
+            self.stop_running();
         }
         if let Some(bar) = self.batch_bar.take() {
             bar.set_style(
@@ -410,9 +436,13 @@ mod tests {
         p.stage(Stage::Stream, Some(100));
         p.advance(50);
         p.note("grew partition 1");
-        p.finish("ok");
+        p.finish(true, "ok");
         let names: Vec<_> = p.timings.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["inspect", "stream"]);
+        assert_eq!(p.notes, ["grew partition 1"]);
+        assert!(!p.is_cancelled());
+        flag.store(true, Ordering::SeqCst);
+        assert!(p.is_cancelled());
         // The stream runs beside the stages after it and ends with the library's time.
         let mut p = CliProgress::single(Mode::Quiet, Arc::new(AtomicBool::new(false)));
         p.stage(Stage::Stream, Some(100));
@@ -427,7 +457,7 @@ mod tests {
         p.stage(Stage::Fixups, None);
         p.stage_done(Stage::Stream, 7.5);
         p.stage_done(Stage::Fixups, 0.5);
-        p.finish("ok");
+        p.finish(true, "ok");
         assert_eq!(
             p.timings,
             [
@@ -436,9 +466,5 @@ mod tests {
                 ("fixups".to_string(), 0.5)
             ]
         );
-        assert_eq!(p.notes, ["grew partition 1"]);
-        assert!(!p.is_cancelled());
-        flag.store(true, Ordering::SeqCst);
-        assert!(p.is_cancelled());
     }
 }

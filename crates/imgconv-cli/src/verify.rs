@@ -253,7 +253,7 @@ pub fn run(args: &VerifyArgs, progress: &mut CliProgress) -> Result<VerifyReport
         );
         boot = Some(r);
     }
-    progress.finish("done");
+    progress.finish(true, "done");
     Ok(VerifyReport {
         image: args.image.clone(),
         ok: checks.iter().all(|c| c.ok),
