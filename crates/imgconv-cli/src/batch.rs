@@ -447,7 +447,7 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
                 let t0 = Instant::now();
                 let result = convert::convert_one(&o, &a.settings, &mut p);
                 let seconds = t0.elapsed().as_secs_f64();
-                p.finish(&match &result {
+                p.finish(result.is_ok(), &match &result {
                     Ok(_) => format!("ok in {seconds:.1} s"),
                     Err(e) => format!("FAILED: {}", e.cause.lines().next().unwrap_or("")),
                 });
@@ -505,7 +505,7 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
         .collect();
     let mut report = BatchReport::of(images, n, started.elapsed().as_secs_f64());
     report.ignored = ignored;
-    print_summary(&report);
+    crate::stdout::emit(&summary_text(&report))?;
     if let Some(path) = &a.json {
         convert::write_json(path, &report.to_json())?;
     }
@@ -594,7 +594,9 @@ fn entry(source: PathBuf, output: PathBuf, r: Result<Converted, CliError>, secon
     }
 }
 
-fn print_summary(r: &BatchReport) {
+fn summary_text(r: &BatchReport) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
     let name_w = r
         .images
         .iter()
@@ -602,12 +604,14 @@ fn print_summary(r: &BatchReport) {
         .max()
         .unwrap_or(5)
         .clamp(5, 60);
-    println!(
+    let _ = writeln!(
+        o,
         "{:<name_w$}  {:<9}  {:>8}  {:>10}  {:>8}",
         "IMAGE", "RESULT", "SECONDS", "SIZE", "WARNINGS"
     );
     for e in &r.images {
-        println!(
+        let _ = writeln!(
+            o,
             "{:<name_w$}  {:<9}  {:>8.1}  {:>10}  {:>8}",
             e.source.display(),
             e.result,
@@ -618,17 +622,20 @@ fn print_summary(r: &BatchReport) {
     }
     for e in r.images.iter().filter(|e| !e.succeeded()) {
         if let Some(err) = &e.error {
-            println!(
+            let _ = writeln!(
+                o,
                 "{}: {}",
                 e.source.display(),
                 err.lines().next().unwrap_or("")
             );
         }
     }
-    println!(
+    let _ = writeln!(
+        o,
         "{} ok, {} failed, {} skipped in {:.1} s",
         r.succeeded, r.failed, r.skipped, r.seconds
     );
+    o
 }
 
 /// `imgconv report merge A.json B.json … -o all.json`: one batch report with every image
@@ -679,15 +686,14 @@ pub fn merge(a: &MergeArgs) -> Result<(), CliError> {
     images.sort_by(|x, y| x.source.cmp(&y.source));
     let report = BatchReport::of(images, jobs, seconds);
     convert::write_json(&a.output, &report.to_json())?;
-    println!(
-        "{}: {} images ({} ok, {} failed, {} skipped)",
+    crate::stdout::emit(&format!(
+        "{}: {} images ({} ok, {} failed, {} skipped)\n",
         a.output.display(),
         report.images.len(),
         report.succeeded,
         report.failed,
         report.skipped
-    );
-    Ok(())
+    ))
 }
 
 #[cfg(test)]

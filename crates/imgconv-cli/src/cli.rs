@@ -244,6 +244,10 @@ pub struct ConvertArgs {
     /// Print the plan (layout, kernel, fixups) and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Print a unified diff of every guest file the fixups change (with --dry-run: would
+    /// change): edits, new files, files moved aside, with git's a/ b/ headers.
+    #[arg(long)]
+    pub diff: bool,
     /// Write the conversion report (plan, changes, warnings, timings) as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

@@ -24,6 +24,8 @@ pub struct Converted {
     pub warnings: Vec<String>,
     /// What the source's container recorded about its VM (XVA: ova.xml).
     pub vm: Option<imgconv_core::vm::VmFacts>,
+    /// What the fixups changed in each guest file.
+    pub diffs: Vec<imgconv_core::report::FileDiff>,
 }
 
 /// Build the library's options from the command line and the environment.
@@ -274,6 +276,7 @@ fn converted(conversion: &Conversion) -> Converted {
         summary: summary(conversion),
         warnings: conversion.report.warnings.clone(),
         vm: conversion.plan.inspection.vm.clone(),
+        diffs: conversion.report.diffs.clone(),
     }
 }
 
@@ -292,7 +295,8 @@ fn summary(c: &Conversion) -> String {
             String::new(),
         ),
     };
-    let seconds: f64 = c.timings.iter().map(|t| t.seconds).sum();
+    // Wall time: the stream runs beside the later stages, so their times overlap.
+    let seconds = c.seconds;
     let mut s = format!(
         "{}: {} disk, root p1 at {} (UUID {}){}{esp}, kernel {}; {} guest changes, {} warnings; {:.1} s",
         c.output.display(),
@@ -383,7 +387,7 @@ pub fn run(a: &ConvertArgs) -> Result<(), CliError> {
     if a.dry_run {
         preflight(&o)?;
         let plan = imgconv_core::convert::plan(&o, &mut progress);
-        progress.finish("planned");
+        progress.finish(plan.is_ok(), "planned");
         drop(progress);
         let plan = plan.map_err(|e| errors::from_core(&e, &paths_of(&o)))?;
         if let Some(path) = &a.json {
@@ -395,12 +399,15 @@ pub fn run(a: &ConvertArgs) -> Result<(), CliError> {
                 ),
             )?;
         }
-        print!("{plan}");
-        println!("dry run: nothing was written");
-        return Ok(());
+        let mut text = plan.to_string();
+        if a.diff {
+            text.push_str(&diff_text(&plan.fixups.diffs));
+        }
+        text.push_str("dry run: nothing was written\n");
+        return crate::stdout::emit(&text);
     }
     let result = convert_one(&o, &a.settings, &mut progress);
-    progress.finish(if result.is_ok() { "ok" } else { "failed" });
+    progress.finish(result.is_ok(), if result.is_ok() { "ok" } else { "failed" });
     drop(progress);
     let converted = result?;
     if let Some(path) = &a.json {
@@ -409,8 +416,53 @@ pub fn run(a: &ConvertArgs) -> Result<(), CliError> {
     if let Some(path) = &a.libvirt_xml {
         write_libvirt_xml(a, &o, &converted, path)?;
     }
-    println!("{}", converted.summary);
-    Ok(())
+    let mut text = format!("{}\n", converted.summary);
+    if a.diff {
+        text.push_str(&diff_text(&converted.diffs));
+    }
+    crate::stdout::emit(&text)
+}
+
+/// The fixups' diffs for stdout, coloured on a terminal (`NO_COLOR` and `CLICOLOR=0`
+/// turn the colours off): one `diff --git` section per file, or a line saying there are
+/// none.
+pub fn diff_text(diffs: &[imgconv_core::report::FileDiff]) -> String {
+    use console::Style;
+    if diffs.is_empty() {
+        return "diff: the fixups change no guest file\n".to_string();
+    }
+    let (header, hunk, removed, added) = (
+        Style::new().bold(),
+        Style::new().cyan(),
+        Style::new().red(),
+        Style::new().green(),
+    );
+    let mut out = String::new();
+    let mut in_hunk = false;
+    for d in diffs {
+        for line in d.unified.lines() {
+            let style = if line.starts_with("diff --git ") {
+                in_hunk = false;
+                &header
+            } else if line.starts_with("@@") {
+                in_hunk = true;
+                &hunk
+            } else if !in_hunk {
+                &header
+            } else if line.starts_with('-') {
+                &removed
+            } else if line.starts_with('+') {
+                &added
+            } else {
+                out.push_str(line);
+                out.push('\n');
+                continue;
+            };
+            out.push_str(&style.apply_to(line).to_string());
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// Write the libvirt domain definition for the converted disk.

@@ -8,6 +8,7 @@ use crate::errors::{self, Class, CliError, Paths};
 use crate::outline::outline;
 use crate::schema;
 use crate::size::human;
+use crate::stdout::emit;
 use imgconv_core::source::summary::{summarize, Summary, Verdict};
 use imgconv_core::source::Inspection;
 use std::fmt::Write;
@@ -52,21 +53,6 @@ pub fn run(a: &InspectArgs) -> Result<(), CliError> {
         emit("\nAll fields: imgconv inspect --verbose (for scripts: --json)\n")?;
     }
     Ok(())
-}
-
-/// Write to stdout. A reader that went away (`imgconv inspect X | head`) is not an error;
-/// any other write error (a full disk behind `>`) is.
-fn emit(text: &str) -> Result<(), CliError> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::new(
-            Class::Output,
-            format!("cannot write to stdout: {e}"),
-            "check where stdout goes (a full disk?)",
-        )),
-        _ => Ok(()),
-    }
 }
 
 /// The summary, for people.

@@ -15,6 +15,7 @@ mod qemu;
 mod schema;
 mod signals;
 mod size;
+mod stdout;
 mod tools;
 mod verify;
 
@@ -55,12 +56,11 @@ fn run_verify(args: &cli::VerifyArgs) -> Result<(), CliError> {
     let report = verify::run(args, &mut p)?;
     drop(p);
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("verify report serializes")
-        );
+        let mut text = serde_json::to_string_pretty(&report).expect("verify report serializes");
+        text.push('\n');
+        stdout::emit(&text)?;
     } else {
-        verify::print_human(&report);
+        stdout::emit(&verify::human_text(&report))?;
     }
     if report.ok {
         Ok(())

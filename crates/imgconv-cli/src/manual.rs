@@ -29,8 +29,9 @@ pub fn command() -> clap::Command {
 /// `imgconv completions SHELL`: the completion script on stdout.
 pub fn completions(a: &CompletionsArgs) -> Result<(), CliError> {
     let mut cmd = command();
-    clap_complete::generate(a.shell, &mut cmd, "imgconv", &mut std::io::stdout());
-    Ok(())
+    let mut script = Vec::new();
+    clap_complete::generate(a.shell, &mut cmd, "imgconv", &mut script);
+    crate::stdout::emit(&String::from_utf8_lossy(&script))
 }
 
 /// `imgconv manpage DIR`: imgconv.1 and imgconv-<subcommand>.1 for every subcommand
@@ -57,7 +58,7 @@ pub fn manpages(a: &ManpageArgs) -> Result<(), CliError> {
             .map_err(|e| out_err(format!("cannot render {}", path.display()), e))?;
         fs::write(&path, text)
             .map_err(|e| out_err(format!("cannot write {}", path.display()), e))?;
-        println!("{}", path.display());
+        crate::stdout::emit(&format!("{}\n", path.display()))?;
     }
     Ok(())
 }

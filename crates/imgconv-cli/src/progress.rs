@@ -1,9 +1,12 @@
 //! The library's [`Progress`] drawn for people: indicatif bars on a terminal, plain
 //! throttled lines when stderr is a pipe or a file, nothing with `--quiet`.
 //!
-//! One conversion shows one bar per stage (bytes, rate and ETA while streaming, files
-//! while grafting); a batch shows one line per image in a `MultiProgress`, restyled as the
-//! image moves through its stages. Cancellation is the global Ctrl-C flag.
+//! One conversion shows one line per stage in a `MultiProgress` (bytes, rate and ETA while
+//! streaming, files while grafting): the stream runs beside the graft, fixups and boot
+//! stages, so its line and theirs advance together, and each line finishes with the
+//! stage's duration as the library measured it. A batch shows one line per image,
+//! restyled as the image moves through its stages. Cancellation is the global Ctrl-C
+//! flag.
 
 use crate::size::human;
 use imgconv_core::{Progress, Stage};
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 pub enum Mode {
     /// indicatif bars (stderr is a terminal).
     Bars,
-    /// One line per stage start/end and at most one progress line a second.
+    /// One line per stage start/end and at most one progress line a second per stage.
     Plain,
     /// Nothing but errors and the final result.
     Quiet,
@@ -65,13 +68,16 @@ impl Unit {
     }
 }
 
-struct Current {
+/// A running stage (or CLI step) and its line.
+struct Line {
     name: String,
     unit: Unit,
     total: Option<u64>,
     done: u64,
     started: Instant,
     last_line: Instant,
+    /// Its bar (one conversion on a terminal).
+    bar: Option<ProgressBar>,
 }
 
 /// A [`Progress`] for the terminal. Cheap to create; one per conversion.
@@ -80,12 +86,15 @@ pub struct CliProgress {
     /// Image name shown before each line in a batch.
     label: Option<String>,
     cancel: Arc<AtomicBool>,
+    /// Where the bars are drawn: the batch's shared area, or this conversion's own.
     multi: Option<MultiProgress>,
-    bar: Option<ProgressBar>,
-    current: Option<Current>,
+    /// The image's one line in a batch.
+    batch_bar: Option<ProgressBar>,
+    /// Running stages in the order they began; the last one gets `advance`.
+    running: Vec<Line>,
     /// Notes received (warnings, decisions), in order.
     pub notes: Vec<String>,
-    /// Seconds each stage took, in order.
+    /// Seconds each stage took, in the order they ended.
     pub timings: Vec<(String, f64)>,
 }
 
@@ -95,6 +104,12 @@ const HOLD_STAGE_ENV: &str = "IMGCONV_TEST_HOLD_STAGE";
 /// Plain lines are printed at most this often while a stage advances.
 const PLAIN_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Whether a step keeps running when the next one begins: the library's stream runs
+/// beside the stages after it and ends with its `stage_done` (see [`Progress::stage`]).
+fn runs_beside(name: &str) -> bool {
+    name == Stage::Stream.name()
+}
+
 impl CliProgress {
     /// Progress for one conversion (or one CLI step sequence such as verify).
     pub fn single(mode: Mode, cancel: Arc<AtomicBool>) -> Self {
@@ -102,9 +117,9 @@ impl CliProgress {
             mode,
             label: None,
             cancel,
-            multi: None,
-            bar: None,
-            current: None,
+            multi: (mode == Mode::Bars).then(|| CliProgress::multi(mode)),
+            batch_bar: None,
+            running: Vec::new(),
             notes: Vec::new(),
             timings: Vec::new(),
         }
@@ -129,8 +144,8 @@ impl CliProgress {
             label: Some(label.to_string()),
             cancel,
             multi: Some(multi.clone()),
-            bar,
-            current: None,
+            batch_bar: bar,
+            running: Vec::new(),
             notes: Vec::new(),
             timings: Vec::new(),
         }
@@ -153,31 +168,37 @@ impl CliProgress {
 
     /// Print a line without tearing the bars (dropped in quiet mode).
     pub fn println(&self, line: &str) {
-        match self.mode {
-            Mode::Quiet => {}
-            Mode::Plain => eprintln!("{}{line}", self.prefix()),
-            Mode::Bars => match (&self.multi, &self.bar) {
-                (Some(m), _) => {
-                    let _ = m.println(format!("{}{line}", self.prefix()));
-                }
-                (None, Some(b)) => b.println(line),
-                (None, None) => eprintln!("{line}"),
-            },
+        match (self.mode, &self.multi) {
+            (Mode::Quiet, _) => {}
+            (Mode::Bars, Some(m)) => {
+                let _ = m.println(format!("{}{line}", self.prefix()));
+            }
+            _ => eprintln!("{}{line}", self.prefix()),
         }
     }
 
-    /// Begin a step that is not a library stage (e.g. "fsck-pre", "boot-test").
+    /// Begin a step that is not a library stage (e.g. "fsck-pre", "boot-test"). The step
+    /// begun before it ends here, unless it runs beside (the stream).
     pub fn step(&mut self, name: &str, unit: Unit, total: Option<u64>) {
-        self.end_current();
+        if let Some(i) = self.running.iter().position(|l| l.name == name) {
+            // The same stage again (the grow stage replays, then grows): one line.
+            self.end_line(i, None);
+        }
+        if let Some(last) = self.running.last() {
+            if !runs_beside(&last.name) {
+                self.end_line(self.running.len() - 1, None);
+            }
+        }
         let now = Instant::now();
-        self.current = Some(Current {
+        let mut line = Line {
             name: name.to_string(),
             unit,
             total,
             done: 0,
             started: now,
             last_line: now,
-        });
+            bar: None,
+        };
         match self.mode {
             Mode::Quiet => {}
             Mode::Plain => {
@@ -185,34 +206,30 @@ impl CliProgress {
                 eprintln!("{}stage {name}: started{size}", self.prefix());
             }
             Mode::Bars => {
-                if self.multi.is_some() {
+                if let Some(bar) = &self.batch_bar {
                     // Batch: restyle the image's one line.
-                    if let Some(bar) = &self.bar {
-                        bar.set_style(match total {
-                            Some(_) => bar_style(unit, true),
-                            None => spinner_style(true),
-                        });
-                        bar.set_length(total.unwrap_or(0));
-                        bar.set_position(0);
-                        bar.reset_eta();
-                        bar.set_message(name.to_string());
-                        bar.enable_steady_tick(Duration::from_millis(200));
-                    }
-                } else {
+                    bar.set_style(match total {
+                        Some(_) => bar_style(unit, true),
+                        None => spinner_style(true),
+                    });
+                    bar.set_length(total.unwrap_or(0));
+                    bar.set_position(0);
+                    bar.reset_eta();
+                    bar.set_message(name.to_string());
+                    bar.enable_steady_tick(Duration::from_millis(200));
+                } else if let Some(multi) = &self.multi {
                     let bar = match total {
-                        Some(t) => {
-                            ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr())
-                                .with_style(bar_style(unit, false))
-                        }
-                        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
-                            .with_style(spinner_style(false)),
+                        Some(t) => ProgressBar::new(t).with_style(bar_style(unit, false)),
+                        None => ProgressBar::new_spinner().with_style(spinner_style(false)),
                     };
+                    let bar = multi.add(bar);
                     bar.set_prefix(name.to_string());
                     bar.enable_steady_tick(Duration::from_millis(200));
-                    self.bar = Some(bar);
+                    line.bar = Some(bar);
                 }
             }
         }
+        self.running.push(line);
         self.hold_for_test(name);
     }
 
@@ -228,71 +245,105 @@ impl CliProgress {
         }
     }
 
-    /// Record and show how far the current step got.
+    /// Record and show how far the step begun last got.
     pub fn set_done(&mut self, done: u64) {
-        let Some(cur) = self.current.as_mut() else {
-            return;
-        };
-        cur.done = done;
+        if let Some(i) = self.running.len().checked_sub(1) {
+            self.advance_line(i, done, true);
+        }
+    }
+
+    /// Show how far running line `i` got; `foreground` when it is the step begun last
+    /// (a batch's one line shows only that one).
+    fn advance_line(&mut self, i: usize, done: u64, foreground: bool) {
+        let prefix = self.prefix();
+        let line = &mut self.running[i];
+        line.done = done;
         match self.mode {
             Mode::Quiet => {}
             Mode::Bars => {
-                if let Some(bar) = &self.bar {
+                if let Some(bar) = &line.bar {
+                    bar.set_position(done);
+                } else if let (Some(bar), true) = (&self.batch_bar, foreground) {
                     bar.set_position(done);
                 }
             }
             Mode::Plain => {
-                if cur.last_line.elapsed() >= PLAIN_INTERVAL {
-                    cur.last_line = Instant::now();
-                    let line = match cur.total {
+                if line.last_line.elapsed() >= PLAIN_INTERVAL {
+                    line.last_line = Instant::now();
+                    let text = match line.total {
                         Some(t) if t > 0 => format!(
                             "stage {}: {}% ({}/{})",
-                            cur.name,
+                            line.name,
                             (done.min(t) * 100) / t,
-                            cur.unit.amount(done),
-                            cur.unit.amount(t)
+                            line.unit.amount(done),
+                            line.unit.amount(t)
                         ),
-                        _ => format!("stage {}: {}", cur.name, cur.unit.amount(done)),
+                        _ => format!("stage {}: {}", line.name, line.unit.amount(done)),
                     };
-                    eprintln!("{}{line}", self.prefix());
+                    eprintln!("{prefix}{text}");
                 }
             }
         }
     }
 
-    /// Close the current step: record its time, leave its bar finished on screen.
-    pub fn end_current(&mut self) {
-        let Some(cur) = self.current.take() else {
-            return;
-        };
-        let secs = cur.started.elapsed().as_secs_f64();
-        self.timings.push((cur.name.clone(), secs));
+    /// End running line `i`: record its time (`seconds` as the library measured it, or
+    /// the time since it began), leave its bar finished on screen.
+    fn end_line(&mut self, i: usize, seconds: Option<f64>) {
+        let line = self.running.remove(i);
+        let secs = seconds.unwrap_or_else(|| line.started.elapsed().as_secs_f64());
+        self.timings.push((line.name.clone(), secs));
         match self.mode {
             Mode::Quiet => {}
-            Mode::Plain => eprintln!("{}stage {}: done in {secs:.1} s", self.prefix(), cur.name),
+            Mode::Plain => eprintln!("{}stage {}: done in {secs:.1} s", self.prefix(), line.name),
             Mode::Bars => {
-                if self.multi.is_none() {
-                    if let Some(bar) = self.bar.take() {
-                        bar.finish_with_message(format!("done in {secs:.1} s"));
+                if let Some(bar) = line.bar {
+                    match line.total {
+                        Some(total) => bar.set_position(total),
+                        None => bar.set_style(done_style()),
+                    }
+                    bar.finish_with_message(format!("done in {secs:.1} s"));
+                }
+            }
+        }
+    }
+
+    /// Stop every running line of a run that failed or was cancelled: they did not finish,
+    /// so no time is recorded and none is shown as done.
+    fn stop_running(&mut self) {
+        for line in std::mem::take(&mut self.running) {
+            let secs = line.started.elapsed().as_secs_f64();
+            match self.mode {
+                Mode::Quiet => {}
+                Mode::Plain => eprintln!(
+                    "{}stage {}: stopped after {secs:.1} s",
+                    self.prefix(),
+                    line.name
+                ),
+                Mode::Bars => {
+                    if let Some(bar) = line.bar {
+                        bar.abandon_with_message(format!("stopped after {secs:.1} s"));
                     }
                 }
             }
         }
     }
 
-    /// End the whole run with a result message (`ok`, `failed: …`).
-    pub fn finish(&mut self, result: &str) {
-        self.end_current();
-        if let Some(bar) = self.bar.take() {
-            if self.multi.is_some() {
-                bar.set_style(
-                    ProgressStyle::with_template("{prefix:<24.bold} {msg}")
-                        .expect("static template"),
-                );
-                bar.finish_with_message(result.to_string());
-            } else {
-                bar.finish_and_clear();
+    /// End the whole run with a result message (`ok`, `failed: …`); `ok` tells whether it
+    /// succeeded. Every step still running ends here: done when the run succeeded,
+    /// stopped when it did not.
+    pub fn finish(&mut self, ok: bool, result: &str) {
+        if ok {
+            while !self.running.is_empty() {
+                self.end_line(self.running.len() - 1, None);
             }
+        } else {
+            self.stop_running();
+        }
+        if let Some(bar) = self.batch_bar.take() {
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:<24.bold} {msg}").expect("static template"),
+            );
+            bar.finish_with_message(result.to_string());
         }
     }
 }
@@ -304,6 +355,19 @@ impl Progress for CliProgress {
 
     fn advance(&mut self, done: u64) {
         self.set_done(done);
+    }
+
+    fn advance_beside(&mut self, stage: Stage, done: u64) {
+        if let Some(i) = self.running.iter().position(|l| l.name == stage.name()) {
+            let foreground = i + 1 == self.running.len();
+            self.advance_line(i, done, foreground);
+        }
+    }
+
+    fn stage_done(&mut self, stage: Stage, seconds: f64) {
+        if let Some(i) = self.running.iter().position(|l| l.name == stage.name()) {
+            self.end_line(i, Some(seconds));
+        }
     }
 
     fn note(&mut self, message: &str) {
@@ -318,7 +382,12 @@ impl Progress for CliProgress {
 
 impl Drop for CliProgress {
     fn drop(&mut self) {
-        if let Some(bar) = self.bar.take() {
+        for line in self.running.drain(..) {
+            if let Some(bar) = line.bar {
+                bar.abandon();
+            }
+        }
+        if let Some(bar) = self.batch_bar.take() {
             bar.abandon();
         }
     }
@@ -339,6 +408,11 @@ fn bar_style(unit: Unit, batch: bool) -> ProgressStyle {
     ProgressStyle::with_template(&format!("{head}{counter}{tail}"))
         .expect("static template")
         .progress_chars("=>-")
+}
+
+/// A finished step without a counter: its name and time.
+fn done_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix:>8.bold}   {msg}").expect("static template")
 }
 
 fn spinner_style(batch: bool) -> ProgressStyle {
@@ -362,12 +436,35 @@ mod tests {
         p.stage(Stage::Stream, Some(100));
         p.advance(50);
         p.note("grew partition 1");
-        p.finish("ok");
+        p.finish(true, "ok");
         let names: Vec<_> = p.timings.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["inspect", "stream"]);
         assert_eq!(p.notes, ["grew partition 1"]);
         assert!(!p.is_cancelled());
         flag.store(true, Ordering::SeqCst);
         assert!(p.is_cancelled());
+        // The stream runs beside the stages after it and ends with the library's time.
+        let mut p = CliProgress::single(Mode::Quiet, Arc::new(AtomicBool::new(false)));
+        p.stage(Stage::Stream, Some(100));
+        p.stage(Stage::Graft, Some(10));
+        p.advance(5);
+        p.advance_beside(Stage::Stream, 60);
+        assert_eq!(
+            p.running.iter().map(|l| l.done).collect::<Vec<_>>(),
+            [60, 5]
+        );
+        p.stage_done(Stage::Graft, 0.25);
+        p.stage(Stage::Fixups, None);
+        p.stage_done(Stage::Stream, 7.5);
+        p.stage_done(Stage::Fixups, 0.5);
+        p.finish(true, "ok");
+        assert_eq!(
+            p.timings,
+            [
+                ("graft".to_string(), 0.25),
+                ("stream".to_string(), 7.5),
+                ("fixups".to_string(), 0.5)
+            ]
+        );
     }
 }

@@ -288,7 +288,7 @@ pub fn run(args: &VerifyArgs, progress: &mut CliProgress) -> Result<VerifyReport
         );
         boot = Some(r);
     }
-    progress.finish("done");
+    progress.finish(true, "done");
     Ok(VerifyReport {
         image: args.image.clone(),
         ok: checks.iter().all(|c| c.ok),
@@ -653,10 +653,13 @@ fn esp_check(
     }
 }
 
-/// Print the report for people.
-pub fn print_human(r: &VerifyReport) {
+/// The report for people.
+pub fn human_text(r: &VerifyReport) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
     for c in &r.checks {
-        println!(
+        let _ = writeln!(
+            o,
             "{:<5} {:<16} {}",
             if c.ok { "ok" } else { "FAIL" },
             c.name,
@@ -665,13 +668,14 @@ pub fn print_human(r: &VerifyReport) {
     }
     if let Some(b) = &r.boot {
         if !b.ok && !b.console_tail.is_empty() {
-            println!("serial console (last lines):");
+            let _ = writeln!(o, "serial console (last lines):");
             for l in b.console_tail.lines() {
-                println!("    {l}");
+                let _ = writeln!(o, "    {l}");
             }
         }
     }
-    println!(
+    let _ = writeln!(
+        o,
         "{}: {}",
         r.image.display(),
         if r.ok {
@@ -680,4 +684,5 @@ pub fn print_human(r: &VerifyReport) {
             "verification FAILED"
         }
     );
+    o
 }

@@ -58,10 +58,24 @@ impl fmt::Display for Stage {
 /// Receives progress from the library. Every method has a no-op default.
 pub trait Progress {
     /// A stage begins. `total` is its amount of work in the stage's unit (bytes for
-    /// stream, files for graft), when known.
+    /// stream, files for graft), when known. The stage begun before it has ended, except
+    /// [`Stage::Stream`]: the stream may run beside the stages begun after it (graft,
+    /// fixups, boot), reports its work through [`Progress::advance_beside`] meanwhile,
+    /// and ends at its [`Progress::stage_done`].
     fn stage(&mut self, _stage: Stage, _total: Option<u64>) {}
-    /// Work done so far within the current stage (absolute, not a delta).
+    /// Work done so far within the stage begun last (absolute, not a delta).
     fn advance(&mut self, _done: u64) {}
+    /// Work done so far within `stage`, begun earlier and still running beside the stage
+    /// begun last (absolute, not a delta). Delivered as it happens, interleaved with the
+    /// other stage's events. The default ignores it, for a caller that shows one stage at
+    /// a time.
+    fn advance_beside(&mut self, _stage: Stage, _done: u64) {}
+    /// `stage` has finished after `seconds` of wall-clock time, measured by the library
+    /// around the stage's work (the figure in
+    /// [`Conversion::timings`](crate::convert::Conversion::timings)). Sent when the stage
+    /// ends, also for a stage that ran beside others; not sent for a stage that failed or
+    /// was cancelled.
+    fn stage_done(&mut self, _stage: Stage, _seconds: f64) {}
     /// A note worth showing (a warning, a decision such as an automatic grow).
     fn note(&mut self, _message: &str) {}
     /// Polled between units of work; returning true makes the library stop with

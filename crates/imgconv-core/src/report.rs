@@ -23,6 +23,42 @@ pub struct Report {
     pub changes: Vec<Change>,
     /// Things the user should know that did not stop the conversion.
     pub warnings: Vec<String>,
+    /// What the fixups changed in each guest file, as unified diffs, in the order the
+    /// files were first changed (see [`crate::fixups::diff`]).
+    pub diffs: Vec<FileDiff>,
+}
+
+/// How a guest file changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileDiffKind {
+    /// A new file or link.
+    Created,
+    /// Its content (or mode) changed in place.
+    Edited,
+    /// Removed.
+    Deleted,
+    /// Moved aside to a new name (the rename is its backup).
+    Renamed,
+    /// A new copy of a file as it was before it was edited (its backup).
+    Copied,
+}
+
+/// The change of one guest file, as a unified diff.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FileDiff {
+    /// What happened to it.
+    pub kind: FileDiffKind,
+    /// The guest path before (`None` for a created file).
+    pub old_path: Option<String>,
+    /// The guest path after (`None` for a deleted file).
+    pub new_path: Option<String>,
+    /// True when the content is not UTF-8 text (or too large to read), so the diff says
+    /// only that it differs.
+    pub binary: bool,
+    /// The diff in git's extended unified format (`diff --git a/… b/…`, mode, rename and
+    /// copy lines, hunks with 3 lines of context), each line ending in `\n`.
+    pub unified: String,
 }
 
 impl Report {

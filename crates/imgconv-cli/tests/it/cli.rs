@@ -350,48 +350,6 @@ fn batch_stops_launching_after_a_failure_unless_keep_going() {
     }
 }
 
-#[test]
-fn progress_draws_bars_on_a_terminal_and_plain_lines_on_a_pipe() {
-    let dir = tempfile::tempdir().unwrap();
-    let (img, _) = converted_disk(dir.path(), "pty", DiskSpec::default());
-    write_at(&img, 0, &[0u8; 0x1b8]);
-    // Halts silently: the boot test runs its full 2 s timeout with a spinner.
-    write_at(&img, 0, &[0xfa, 0xf4, 0xeb, 0xfd]);
-    let cmdline = format!(
-        "{} verify {} --boot --timeout 2",
-        bin().display(),
-        img.display()
-    );
-    let tty = Command::new("script")
-        .args(["-qfec", &cmdline, "/dev/null"])
-        .env("TERM", "xterm")
-        .env_remove("NO_COLOR")
-        .output()
-        .expect("script (util-linux) is installed");
-    let screen = String::from_utf8_lossy(&tty.stdout);
-    assert!(screen.contains("boot-test"), "{screen:?}");
-    assert!(
-        screen.contains('\r') && screen.contains("\x1b["),
-        "indicatif redraws in place: {screen:?}"
-    );
-
-    let piped = Command::new(bin())
-        .args(["verify"])
-        .arg(&img)
-        .args(["--boot", "--timeout", "2"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&piped.stderr);
-    assert!(
-        err.contains("stage boot-test: started") && err.contains("stage boot-test: done in"),
-        "{err}"
-    );
-    assert!(
-        !err.contains('\r') && !err.contains("\x1b["),
-        "plain lines only: {err:?}"
-    );
-}
-
 /// Run the binary as an unprivileged user (nobody) when we are root, else as ourselves.
 fn unprivileged() -> Command {
     if is_root() {

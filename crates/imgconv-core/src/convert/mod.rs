@@ -73,6 +73,13 @@ fn timed<T>(
     r
 }
 
+/// Tell `progress` that the stage timed last has ended, with its measured time.
+fn report_done(timings: &[StageTime], progress: &mut dyn Progress) {
+    if let Some(t) = timings.last() {
+        progress.stage_done(t.stage, t.seconds);
+    }
+}
+
 fn fixup_context(plan: &ConversionPlan) -> FixupContext {
     let mut ctx = FixupContext::new(
         &plan.inspection.fs.uuid,
@@ -127,7 +134,10 @@ pub fn plan(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Conver
         plan.inspection.open_fs()?,
         plan.inspection.image.display().to_string(),
     )?;
-    plan.fixups = fixups::plan(&reader, &fixup_context(plan))?;
+    plan.fixups = timed(&mut timings, Stage::Fixups, || {
+        Ok(fixups::plan(&reader, &fixup_context(plan))?)
+    })?;
+    report_done(&timings, progress);
     Ok(prepared.plan)
 }
 
@@ -206,6 +216,7 @@ fn convert_into(
     progress: &mut dyn Progress,
     note: &output::WipeNote,
 ) -> Result<Unpublished> {
+    let started = Instant::now();
     let mut timings = Vec::new();
     let Prepared {
         plan,
@@ -289,6 +300,7 @@ fn convert_into(
             stream::copy_used_blocks_with(&src, out.file(), root_offset, opts.copy_method, progress)
                 .map_err(Error::from)
         })?;
+        report_done(&timings, progress);
         check_cancel(progress)?;
         let pending = guest.check.lock().ok().and_then(|mut c| c.take());
         if let Some(pending) = pending {
@@ -392,6 +404,7 @@ fn convert_into(
             graft,
             report,
             timings,
+            seconds: started.elapsed().as_secs_f64(),
         },
         out,
         root: (root_offset, root_len),
@@ -523,7 +536,14 @@ fn grow_and_replay(
             );
         }
         Ok(())
-    })
+    })?;
+    if plan.inspection.fs.needs_recovery
+        || plan.inspection.unclean().is_some()
+        || plan.disk.grow.is_some()
+    {
+        report_done(timings, progress);
+    }
+    Ok(())
 }
 
 /// The problems e2fsck reports fixing, in one line: its output without the pass headers
@@ -595,12 +615,16 @@ impl GuestWork<'_> {
                 _ => Ok(None),
             }
         })?;
+        if graft.is_some() {
+            report_done(timings, progress);
+        }
         check_cancel(progress)?;
 
         timed(timings, Stage::Fixups, || {
             progress.stage(Stage::Fixups, None);
             Ok(fixups::apply(fs, &fixup_context(self.plan), report)?)
         })?;
+        report_done(timings, progress);
         check_cancel(progress)?;
 
         let core = timed(timings, Stage::Boot, || {
@@ -628,6 +652,7 @@ impl GuestWork<'_> {
             }
             Ok(core)
         })?;
+        report_done(timings, progress);
         Ok((graft, core))
     }
 }

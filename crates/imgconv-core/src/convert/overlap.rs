@@ -1,6 +1,7 @@
 //! The overlapped run: the stream copies the used blocks in a second thread while the
 //! converting thread grafts, applies the fixups and writes the boot files through a
-//! copy-on-write device, and a relay shows the caller's [`Progress`] one stage at a time.
+//! copy-on-write device, and a relay passes both threads' progress to the caller's
+//! [`Progress`] as it happens.
 
 use super::plan::StageTime;
 use super::GuestWork;
@@ -20,6 +21,8 @@ enum StreamEvent {
     Started(Option<u64>),
     Advance(u64),
     Note(String),
+    /// The stream finished, after this many seconds.
+    Finished(f64),
     /// The stream stopped with an error (it is returned by the thread).
     Failed,
 }
@@ -45,19 +48,14 @@ impl Progress for StreamSide<'_> {
     }
 }
 
-/// A graft-side event kept back while the stream is still shown.
-enum Held {
-    Stage(Stage, Option<u64>),
-    Advance(u64),
-    Note(String),
-}
-
 /// The converting thread's [`Progress`] while the stream runs beside it. The caller's
-/// progress shows one stage at a time, so it sees the stream until the stream ends, and
-/// only then the graft, fixups and boot events so far (the latest count of each stage),
-/// live after that. Their real durations are in
-/// [`Conversion::timings`](super::Conversion::timings). Cancelling (by the caller) stops
-/// the stream too; a failed stream cancels the graft.
+/// progress is not shared with the stream thread (it need not be `Send`): the stream's
+/// events queue in a channel, and the relay delivers them at every progress call of the
+/// guest work (the graft reports each file, and every stage polls for cancellation) and,
+/// once the guest work is done, as they arrive. The stream's work is `advance` while the
+/// stream is the stage begun last, `advance_beside` once the graft has begun; each stage
+/// ends with its `stage_done` and its measured time. Cancelling (by the caller) stops the
+/// stream too; a failed stream cancels the graft.
 struct Relay<'a> {
     inner: std::cell::RefCell<RelayState<'a>>,
     stop: &'a std::sync::atomic::AtomicBool,
@@ -68,38 +66,34 @@ struct RelayState<'a> {
     events: std::sync::mpsc::Receiver<StreamEvent>,
     streaming: bool,
     failed: bool,
-    held: Vec<Held>,
+    /// The stage the caller was told of last: its `advance` goes there.
+    shown: Option<Stage>,
 }
 
 impl RelayState<'_> {
     fn apply(&mut self, event: StreamEvent) {
         match event {
-            StreamEvent::Started(total) => self.progress.stage(Stage::Stream, total),
-            StreamEvent::Advance(done) => self.progress.advance(done),
+            StreamEvent::Started(total) => {
+                self.progress.stage(Stage::Stream, total);
+                self.shown = Some(Stage::Stream);
+            }
+            StreamEvent::Advance(done) if self.shown == Some(Stage::Stream) => {
+                self.progress.advance(done)
+            }
+            StreamEvent::Advance(done) => self.progress.advance_beside(Stage::Stream, done),
             StreamEvent::Note(m) => self.progress.note(&m),
+            StreamEvent::Finished(seconds) => self.progress.stage_done(Stage::Stream, seconds),
             StreamEvent::Failed => self.failed = true,
         }
     }
 
-    /// Deliver what the stream reported; when it has ended, release the held events.
+    /// Deliver what the stream reported so far.
     fn pump(&mut self) {
         while self.streaming {
             match self.events.try_recv() {
                 Ok(event) => self.apply(event),
                 Err(std::sync::mpsc::TryRecvError::Empty) => return,
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => self.streaming = false,
-            }
-        }
-        if self.failed || self.progress.is_cancelled() {
-            // The conversion stops here: what ran beside the stream is not shown as done.
-            self.held.clear();
-            return;
-        }
-        for held in std::mem::take(&mut self.held) {
-            match held {
-                Held::Stage(stage, total) => self.progress.stage(stage, total),
-                Held::Advance(done) => self.progress.advance(done),
-                Held::Note(m) => self.progress.note(&m),
             }
         }
     }
@@ -122,32 +116,34 @@ impl RelayState<'_> {
             }
         }
     }
-
-    fn hold_or_send(&mut self, event: Held) {
-        self.pump();
-        if !self.streaming {
-            self.held.push(event);
-            self.pump();
-            return;
-        }
-        match (self.held.last_mut(), event) {
-            (Some(Held::Advance(last)), Held::Advance(done)) => *last = done,
-            (_, event) => self.held.push(event),
-        }
-    }
 }
 
 impl Progress for Relay<'_> {
     fn stage(&mut self, stage: Stage, total: Option<u64>) {
-        self.inner.get_mut().hold_or_send(Held::Stage(stage, total));
+        let state = self.inner.get_mut();
+        state.pump();
+        state.progress.stage(stage, total);
+        state.shown = Some(stage);
     }
     fn advance(&mut self, done: u64) {
-        self.inner.get_mut().hold_or_send(Held::Advance(done));
+        let state = self.inner.get_mut();
+        state.pump();
+        state.progress.advance(done);
+    }
+    fn advance_beside(&mut self, stage: Stage, done: u64) {
+        let state = self.inner.get_mut();
+        state.pump();
+        state.progress.advance_beside(stage, done);
     }
     fn note(&mut self, message: &str) {
-        self.inner
-            .get_mut()
-            .hold_or_send(Held::Note(message.to_string()));
+        let state = self.inner.get_mut();
+        state.pump();
+        state.progress.note(message);
+    }
+    fn stage_done(&mut self, stage: Stage, seconds: f64) {
+        let state = self.inner.get_mut();
+        state.pump();
+        state.progress.stage_done(stage, seconds);
     }
     fn is_cancelled(&self) -> bool {
         let Ok(mut state) = self.inner.try_borrow_mut() else {
@@ -189,10 +185,12 @@ pub(super) fn together(
             };
             let result =
                 stream::copy_used_blocks_around(&src, dst, root_offset, &written, &mut side);
-            if result.is_err() {
-                let _ = side.events.send(StreamEvent::Failed);
-            }
-            (result, started.elapsed().as_secs_f64())
+            let seconds = started.elapsed().as_secs_f64();
+            let _ = side.events.send(match result {
+                Ok(_) => StreamEvent::Finished(seconds),
+                Err(_) => StreamEvent::Failed,
+            });
+            (result, seconds)
         });
         let mut relay = Relay {
             inner: std::cell::RefCell::new(RelayState {
@@ -200,7 +198,7 @@ pub(super) fn together(
                 events: rx,
                 streaming: true,
                 failed: false,
-                held: Vec::new(),
+                shown: None,
             }),
             stop: &stop,
         };
@@ -239,7 +237,7 @@ pub(super) fn together(
         if guest_result.is_err() {
             stop.store(true, Ordering::SeqCst);
         }
-        // Show the rest of the stream, then everything held back.
+        // Show the rest of the stream as it comes.
         let state = relay.inner.get_mut();
         while state.streaming {
             if let Some(event) = state.recv(&stop) {

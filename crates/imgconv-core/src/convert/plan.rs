@@ -112,8 +112,12 @@ pub struct Conversion {
     pub graft: Option<GraftSummary>,
     /// Every change made in the guest, and warnings.
     pub report: Report,
-    /// Seconds per stage, in the order they started.
+    /// Seconds per stage, in the order they started. The stream may run beside the
+    /// graft, fixups and boot stages (see [`Overlap`](super::Overlap)), so the stages'
+    /// sum can exceed [`Conversion::seconds`].
     pub timings: Vec<StageTime>,
+    /// Wall-clock seconds of the whole conversion (up to, not including, publishing).
+    pub seconds: f64,
 }
 
 /// Where the parts of the disk go in the layout actually written: the GPT for

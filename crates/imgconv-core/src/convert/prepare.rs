@@ -57,6 +57,7 @@ pub(super) fn prepare(
             &opts.disks,
         )?)
     })?;
+    super::report_done(timings, progress);
     inspection.check_journal(opts.replay_journal)?;
     inspection.check_clean(opts.repair)?;
     check_cancel(progress)?;
@@ -165,6 +166,7 @@ pub(super) fn prepare(
         };
         Ok((donor, donor_kernel, kernel, (grub, grub_choice)))
     })?;
+    super::report_done(timings, progress);
     check_cancel(progress)?;
 
     // The guest's userland against the donor kernel (its own kernel is of its own era).
@@ -247,6 +249,7 @@ pub(super) fn prepare(
             &carried,
         )?)
     })?;
+    super::report_done(timings, progress);
     if let Some(grow) = &disk.grow {
         progress.note(&format!(
             "the guest filesystem will grow from {} to {} ({})",

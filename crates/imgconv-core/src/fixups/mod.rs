@@ -35,6 +35,7 @@ pub mod bootloader;
 pub mod cloud_init;
 pub mod console;
 pub(crate) mod devices;
+pub mod diff;
 pub mod dry_run;
 mod edit;
 pub mod fstab;
@@ -251,13 +252,26 @@ impl<T> At<T> for Result<T, GuestFsError> {
 }
 
 /// Apply every fixup to the guest, recording each change (and each thing the user should
-/// check) in `report`. Running it again on its own output changes nothing.
+/// check) in `report`, with the unified diff of every file changed ([`diff`]). Running it again on its own output changes nothing.
 pub fn apply(
     guest: &mut dyn GuestFs,
     ctx: &FixupContext,
     report: &mut Report,
 ) -> Result<(), FixupError> {
     ctx.validate()?;
+    let mut recorder = diff::Recorder::new(guest);
+    apply_all(&mut recorder, ctx, report)?;
+    let diffs = recorder.finish().at("diff", "/")?;
+    report.diffs.extend(diffs);
+    Ok(())
+}
+
+/// Every fixup, in order.
+fn apply_all(
+    guest: &mut dyn GuestFs,
+    ctx: &FixupContext,
+    report: &mut Report,
+) -> Result<(), FixupError> {
     fstab::fix_fstab(guest, ctx, report)?;
     fstab::fix_crypttab(guest, ctx, report)?;
     fstab::fix_resume(guest, ctx, report)?;

@@ -335,6 +335,7 @@ fn dry_run_and_real_run_agree_node_for_node_on_every_synthetic_guest() {
 
         let applied = copy.apply().unwrap();
         assert!(!applied.changes.is_empty(), "{image}: nothing applied");
+        assert!(!applied.diffs.is_empty(), "{image}: no diffs");
         assert_eq!(planned, applied, "{image} {part:?}: plan and apply reports");
         copy.assert_fsck_clean();
         let mut fs = ExtFs::open(&copy.image, copy.offset).unwrap();

@@ -349,3 +349,30 @@ pub fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
+
+/// A copy of the synthetic bare ext4 guest (`xen-ext4.img`) in `dir`, grown to 1 GiB with
+/// resize2fs and holding a 640 MiB file of non-zero data (`/var/big`): a stream long
+/// enough that the graft, fixups and boot stages run while it copies.
+pub fn large_guest(dir: &Path) -> PathBuf {
+    let img = dir.join("large-guest.img");
+    fs::copy(synthetic().join("xen-ext4.img"), &img).expect("copy the synthetic guest");
+    let (rc, out) = tool_merged("resize2fs", &[img.to_str().unwrap(), "1G"]);
+    assert_eq!(rc, 0, "resize2fs: {out}");
+    let data = dir.join("big.data");
+    {
+        use std::io::Write;
+        let chunk = prng_bytes(7, 1 << 20);
+        let mut f = std::io::BufWriter::new(fs::File::create(&data).unwrap());
+        for _ in 0..640 {
+            f.write_all(&chunk).unwrap();
+        }
+        f.flush().unwrap();
+    }
+    debugfs_with(
+        img.to_str().unwrap(),
+        &["-w"],
+        &format!("write {} /var/big", data.display()),
+    );
+    fs::remove_file(&data).unwrap();
+    img
+}
