@@ -28,6 +28,8 @@ pub enum Stage {
     Fixups,
     /// Write boot code and grub.cfg.
     Boot,
+    /// Copy the guest's other volumes (data filesystems, swap) into their partitions.
+    Volumes,
     /// Finish: flush, rename the temporary output into place.
     Finish,
 }
@@ -44,6 +46,7 @@ impl Stage {
             Stage::Graft => "graft",
             Stage::Fixups => "fixups",
             Stage::Boot => "boot",
+            Stage::Volumes => "volumes",
             Stage::Finish => "finish",
         }
     }
@@ -90,6 +93,23 @@ pub trait Progress {
 pub struct NoProgress;
 
 impl Progress for NoProgress {}
+
+/// Forwards the work of `inner` without the stages it begins: the stream of a carried
+/// volume is part of [`Stage::Volumes`], not a second [`Stage::Stream`].
+pub(crate) struct WithinStage<'a>(pub(crate) &'a mut dyn Progress);
+
+impl Progress for WithinStage<'_> {
+    fn stage(&mut self, _stage: Stage, _total: Option<u64>) {}
+    fn advance(&mut self, done: u64) {
+        self.0.advance(done);
+    }
+    fn note(&mut self, message: &str) {
+        self.0.note(message);
+    }
+    fn is_cancelled(&self) -> bool {
+        self.0.is_cancelled()
+    }
+}
 
 /// Return `Err(Cancelled)` when the caller asked to stop.
 pub fn check_cancel(progress: &dyn Progress) -> crate::Result<()> {

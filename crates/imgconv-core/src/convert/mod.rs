@@ -361,9 +361,14 @@ fn convert_into(
         )?
     };
 
-    timed(&mut timings, Stage::Stream, || {
-        carry_volumes(&plan, &out, &carried, opts.copy_method, progress)
-    })?;
+    if !carried.is_empty() {
+        timed(&mut timings, Stage::Volumes, || {
+            progress.stage(Stage::Volumes, None);
+            let mut within = crate::progress::WithinStage(&mut *progress);
+            carry_volumes(&plan, &out, &carried, opts.copy_method, &mut within)
+        })?;
+        report_done(&timings, progress);
+    }
     if let (Some((start, len)), Some(uuid)) = (swap_part, &plan.swap_uuid) {
         let uuid = uuid::Uuid::parse_str(uuid).expect("generated UUID");
         let page = swap::swap_header(len, uuid, "swap").map_err(Error::from)?;
