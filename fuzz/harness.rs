@@ -19,16 +19,16 @@ use imgconv_core::{partition, stream, NoProgress};
 use std::path::PathBuf;
 
 /// Called once by each fuzz target (`fuzz_target!(init: …)`), after libfuzzer-sys made
-/// every panic abort. The two third-party parsers that imgconv-core always calls under
-/// `catch_unwind` (bootsector in partition.rs, ext4-view in extread.rs: their panics on
-/// corrupt input become typed errors there) may panic and unwind to that guard; any other
-/// panic still aborts at once, where libFuzzer can see it.
+/// every panic abort. The one third-party parser that imgconv-core always calls under
+/// `catch_unwind` (bootsector in partition.rs: its panics on corrupt input become typed
+/// errors there) may panic and unwind to that guard; any other panic still aborts at
+/// once, where libFuzzer can see it.
 pub fn fuzz_init() {
     let abort_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let contained = info.location().is_some_and(|l| {
             let f = l.file();
-            f.contains("/bootsector-") || f.contains("/ext4-view-")
+            f.contains("/bootsector-")
         });
         if !contained {
             abort_hook(info);
@@ -112,8 +112,8 @@ pub fn superblock(data: &[u8]) {
     let _ = group_desc::inode_table_blocks(&sb);
 }
 
-/// Source inspection of a whole image (partition table, superblock, ext4-view guest
-/// scan), then, when it succeeds, the bitmap walker of the stream stage into a sparse
+/// Source inspection of a whole image (partition table, superblock, journal replay in
+/// memory, guest scan), then, when it succeeds, the bitmap walker of the stream stage into a sparse
 /// scratch file.
 pub fn inspect(data: &[u8]) {
     let p = write_scratch("src", data);
@@ -267,6 +267,7 @@ pub fn extraw_blockmap(data: &[u8]) {
         generation: 0,
         i_block: *i_block,
         seed: None,
+        inline: None,
     };
     if let Ok(map) = blockmap::walk(&fs, &inode) {
         assert!(map.runs.len() <= blockmap::MAX_RUNS);
@@ -386,4 +387,27 @@ pub fn xen_config(data: &[u8]) {
         let _ = DiskArg::parse(line);
     }
     let _ = std::fs::remove_dir(&dir);
+}
+
+/// A filesystem image whose journal needs recovery through `extraw`'s in-memory replay
+/// (journal superblock, descriptor, revoke and commit blocks, the overlay), then its
+/// first inodes, directories, symlinks and file contents read through the replayed view.
+pub fn extraw_journal(data: &[u8]) {
+    let p = write_scratch("journal", data);
+    if let Ok(region) = Region::open(&p) {
+        if let Ok(fs) = imgconv_core::extraw::RawFs::open(region) {
+            let fs = std::sync::Arc::new(fs);
+            let last = fs.superblock().inodes_count.min(32);
+            for ino in 1..=last {
+                let Ok(inode) = fs.inode(ino) else { continue };
+                let _ = fs.read_dir(&inode, 1000);
+                let _ = fs.read_link(&inode, 4095);
+                if let Ok(mut f) = fs.open_file(&inode) {
+                    let mut buf = vec![0u8; 64 << 10];
+                    let _ = f.read_some(&mut buf);
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_file(p);
 }

@@ -375,17 +375,6 @@ impl BlockDevice for File {
     }
 }
 
-impl ext4_view::Ext4Read for Region {
-    fn read(
-        &mut self,
-        start_byte: u64,
-        dst: &mut [u8],
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
-        self.read_exact_at(start_byte, dst)
-            .map_err(|e| Box::new(e) as _)
-    }
-}
-
 impl bootsector::pio::ReadAt for Region {
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
         Region::read_at(self, pos, buf)

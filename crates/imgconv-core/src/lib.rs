@@ -71,8 +71,6 @@ pub mod progress;
 #[doc(hidden)]
 pub mod qemu;
 #[doc(hidden)]
-pub mod readcache;
-#[doc(hidden)]
 pub mod report;
 #[doc(hidden)]
 pub mod serde_path;

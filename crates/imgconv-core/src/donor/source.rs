@@ -1,8 +1,8 @@
 //! One filesystem of a donor, read-only: a host directory (an unpacked kernel package) or
-//! an ext2/3/4 filesystem read through the guarded [`ExtReader`].
+//! an ext2/3/4 filesystem read through [`ExtReader`].
 //!
 //! Paths are donor paths: absolute, `/`-separated, resolved inside the donor. For an ext
-//! filesystem ext4-view resolves them itself. For a directory, [`DirRoot::resolve`] walks
+//! filesystem [`ExtReader`] resolves them inside the filesystem. For a directory, [`DirRoot::resolve`] walks
 //! component by component with `lstat` and `readlink`, treating the donor directory as the
 //! root: an absolute symlink target starts again at the donor root and `..` stops there, so
 //! `lib -> usr/lib` works and `/etc/x -> /etc/shadow` can never reach the host's file.

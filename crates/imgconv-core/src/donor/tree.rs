@@ -189,8 +189,8 @@ struct InodeWalk<'a> {
 }
 
 /// Any error of the inode reader (unsupported or damaged data) sends the walk back to
-/// ext4-view by path, so a damaged donor fails exactly as it did before the inode reader
-/// existed.
+/// [`ExtReader`](crate::extread::ExtReader) by path, which reports the fault with the
+/// path it lies on.
 fn by_path(_: RawError) -> Walked {
     Walked::ByPath
 }

@@ -289,6 +289,7 @@ mod tests {
             generation: 0,
             i_block,
             seed: None,
+            inline: None,
         }
     }
 

@@ -3,7 +3,8 @@
 //! nodes, which a linear read passes over (they hold no entries) after checking their
 //! checksum.
 
-use super::inode::{RawInode, FLAG_ENCRYPT, FLAG_INDEX};
+use super::inline;
+use super::inode::{RawInode, FLAG_ENCRYPT, FLAG_INDEX, FLAG_INLINE_DATA};
 use super::{corrupt, malformed, RawError, RawFs};
 use crate::bytes::Fields;
 use crate::source::csum;
@@ -33,7 +34,18 @@ pub fn read(fs: &RawFs, dir: &RawInode, cap: usize) -> Result<Vec<RawDirEntry>, 
         });
     }
     let bs = fs.block_size();
-    // First: inline-data directories are unsupported, not corrupt.
+    if dir.has_flag(FLAG_INLINE_DATA) {
+        let mut out = Vec::new();
+        for (i, piece) in inline::dir_pieces(dir).into_iter().enumerate() {
+            let what = if i == 0 {
+                "inline i_block"
+            } else {
+                "inline system.data"
+            };
+            parse_entries(ino, what, piece, cap, &mut out)?;
+        }
+        return Ok(out);
+    }
     let runs = fs.extents(dir)?;
     if dir.size > MAX_DIR_BYTES || dir.size % bs != 0 {
         return Err(corrupt(ino, format!("a directory of {} bytes", dir.size)));
@@ -84,10 +96,29 @@ fn parse_block(
             ));
         }
     }
+    parse_entries(
+        ino,
+        &format!("directory block {lblk}"),
+        &block[..end],
+        cap,
+        out,
+    )
+}
+
+/// The linear `ext4_dir_entry_2` records filling `data` (`what` names it in errors).
+fn parse_entries(
+    ino: u32,
+    what: &str,
+    data: &[u8],
+    cap: usize,
+    out: &mut Vec<RawDirEntry>,
+) -> Result<(), RawError> {
+    let end = data.len();
+    let block = data;
     let mut off = 0;
     while off < end {
         if off + 8 > end {
-            return Err(corrupt(ino, format!("directory block {lblk} is cut short")));
+            return Err(corrupt(ino, format!("{what} is cut short")));
         }
         let f = Fields::new("ext4 directory entry", &block[off..end]);
         let err = |e| malformed(ino, e);
@@ -97,7 +128,7 @@ fn parse_block(
         if rec_len < 8 || off + rec_len > end || 8 + name_len > rec_len {
             return Err(corrupt(
                 ino,
-                format!("directory block {lblk}: an entry of {rec_len} bytes at {off}"),
+                format!("{what}: an entry of {rec_len} bytes at {off}"),
             ));
         }
         if child != 0 {

@@ -1,7 +1,7 @@
 //! One on-disk inode (`struct ext4_inode`, Documentation/filesystems/ext4/inodes.rst):
 //! the fields the reader needs, and its `metadata_csum` checksum.
 
-use super::{corrupt, malformed, RawError};
+use super::{corrupt, malformed, xattr, RawError};
 use crate::bytes::Fields;
 use crate::guestfs::{NodeKind, NodeMeta};
 use crate::source::csum;
@@ -23,7 +23,7 @@ const CHECKSUM_LO: usize = 0x7C;
 const EXTRA_ISIZE: usize = 0x80;
 const CHECKSUM_HI: usize = 0x82;
 /// End of `i_crtime_extra`: inodes at least this large carry the `_extra` time fields
-/// (ext4-view reads them whenever the on-disk inode is this large, and so does this).
+/// (read whenever the on-disk inode is this large).
 const EXTRA_TIMES_END: usize = 0x98;
 
 /// The fields of an inode the reader uses.
@@ -41,6 +41,9 @@ pub struct RawInode {
     pub i_block: [u8; I_BLOCK_LEN],
     /// The inode's checksum seed, with `metadata_csum`.
     pub seed: Option<u32>,
+    /// With [`FLAG_INLINE_DATA`]: the value of its in-inode `system.data` attribute,
+    /// the inline data past `i_block` (see [`super::inline`]).
+    pub inline: Option<Box<[u8]>>,
 }
 
 /// Seconds from a 32-bit time and its `_extra` field (two epoch bits).
@@ -77,6 +80,13 @@ impl RawInode {
         };
         let u16 = |field, off| f.u16(field, off).map_err(err);
         let u32 = |field, off| f.u32(field, off).map_err(err);
+        let flags = u32("i_flags", 0x20)?;
+        let inline = if flags & FLAG_INLINE_DATA != 0 {
+            let value = xattr::ibody_value(raw, xattr::INDEX_SYSTEM, b"data").map_err(err)?;
+            Some(value.unwrap_or(&[]).into())
+        } else {
+            None
+        };
         Ok(RawInode {
             ino,
             mode,
@@ -85,10 +95,11 @@ impl RawInode {
             size: u64::from(u32("i_size_lo", 0x4)?) | (u64::from(u32("i_size_high", 0x6C)?) << 32),
             atime: time(u32("i_atime", 0x8)?, extra_at("i_atime_extra", 0x8C)?),
             mtime: time(u32("i_mtime", 0x10)?, extra_at("i_mtime_extra", 0x88)?),
-            flags: u32("i_flags", 0x20)?,
+            flags,
             generation,
             i_block: f.array("i_block", 0x28).map_err(err)?,
             seed,
+            inline,
         })
     }
 

@@ -1,27 +1,30 @@
-//! The inode-level reader of ext2/3/4 filesystems: the engine behind
+//! The inode-level reader of ext2/3/4 filesystems: the one engine behind
 //! [`crate::extread::ExtReader`]'s path API, and the donor walk's direct reader for many
 //! files of one tree (the donor's modules tree).
 //!
-//! ext4-view's API names files only by path: every open walked `/`, `/usr`, `/usr/lib`,
-//! … again and re-verified each directory block's checksum, which was most of the
-//! graft's CPU time. Here a directory is listed once, giving its entries' inode numbers,
-//! and a file is read by inode number straight from its extents or block map in large
-//! positioned reads.
+//! A directory is listed once, giving its entries' inode numbers, and a file is read by
+//! inode number straight from its extents, block map or inline data in large positioned
+//! reads (a path-only API that walks `/`, `/usr`, `/usr/lib`, … again for every file
+//! and re-verifies each directory block was most of the graft's CPU time before).
 //!
-//! It reads only what that needs, one on-disk structure per module: inodes
-//! ([`inode`]), extent trees ([`extent`]), block maps ([`blockmap`]), directory blocks
-//! ([`dir`]) and where the group metadata lies ([`layout`]), with every number read
-//! from disk checked before use (inode numbers against the inode count, blocks against
-//! the filesystem and its metadata, sizes and counts against fixed bounds) and, with
-//! `metadata_csum`, every checksum verified as ext4-view does. Anything outside that
-//! (inline-data inodes, encrypted directories) is [`RawError::Unsupported`], and the
-//! caller reads it the old way.
+//! One on-disk structure per module: inodes ([`inode`]), in-inode extended attributes
+//! ([`xattr`]), inline data ([`inline`]), extent trees ([`extent`]), block maps
+//! ([`blockmap`]), directory blocks ([`dir`]), where the group metadata lies
+//! ([`layout`]) and the jbd2 journal, replayed in memory when it needs recovery
+//! ([`journal`]). Every number read from disk is checked before use (inode numbers
+//! against the inode count, blocks against the filesystem and its metadata, sizes and
+//! counts against fixed bounds) and, with `metadata_csum`, every checksum is verified.
+//! What it does not read (encrypted directories, a value kept in its own inode) is
+//! [`RawError::Unsupported`].
 
 pub mod blockmap;
 pub mod dir;
 pub mod extent;
+pub mod inline;
 pub mod inode;
+pub mod journal;
 pub mod layout;
+pub mod xattr;
 
 use crate::blockio::Region;
 use crate::source::group_desc::{desc_position, expected_desc_checksum, GroupDesc};
@@ -47,7 +50,7 @@ pub enum RawError {
     /// A directory has more entries than the caller allows.
     #[error("directory inode {ino} has more than {cap} entries")]
     TooManyEntries { ino: u32, cap: usize },
-    /// Valid, but not something this reader handles: read it through ext4-view.
+    /// Valid, but not something this reader handles.
     #[error("inode {ino}: {why} (not read by inode)")]
     Unsupported { ino: u32, why: &'static str },
     /// The inode's block map or extent tree names a block it may not own.
@@ -98,6 +101,46 @@ pub struct RawFs {
     itables: Mutex<HashMap<u32, u64>>,
     /// The metadata blocks, read on first use.
     metadata: OnceLock<Result<layout::Metadata, String>>,
+    /// What the journal replay did, when the filesystem was read through one.
+    replayed: Option<Replayed>,
+}
+
+/// What an in-memory journal replay did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed {
+    /// Committed transactions replayed.
+    pub transactions: u32,
+    /// Filesystem blocks read from the journal.
+    pub blocks: usize,
+}
+
+/// Why a filesystem cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The superblock cannot be read.
+    #[error("reading the superblock: {0}")]
+    Io(#[source] std::io::Error),
+    /// The superblock does not parse.
+    #[error("{0}")]
+    Superblock(#[source] crate::bytes::ParseError),
+    /// Its inode geometry is impossible.
+    #[error("an impossible inode geometry: {0}")]
+    Geometry(String),
+    /// It uses a feature this reader does not read.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Its journal needs recovery and cannot be replayed.
+    #[error("its journal needs recovery and cannot be replayed in memory: {0}")]
+    Journal(#[from] journal::JournalError),
+}
+
+/// The superblock of the filesystem in `region`.
+fn read_superblock(region: &Region) -> Result<Superblock, OpenError> {
+    let mut raw = [0u8; 1024];
+    region
+        .read_exact_at(1024, &mut raw)
+        .map_err(OpenError::Io)?;
+    Superblock::parse(&raw).map_err(OpenError::Superblock)
 }
 
 impl std::fmt::Debug for RawFs {
@@ -110,30 +153,70 @@ impl std::fmt::Debug for RawFs {
 const MAX_ITABLES: usize = 1 << 16;
 
 impl RawFs {
-    /// Read the superblock of the filesystem in `region`; `None` when it is not one this
-    /// reader handles (encryption, a journal to replay, no file types in directory
-    /// entries, a non-crc32c checksum, or a superblock that does not parse: ext4-view
-    /// reports those). ext2 and ext3 are read by their block maps.
-    pub fn open(region: Region) -> Option<RawFs> {
-        let mut raw = [0u8; 1024];
-        region.read_exact_at(1024, &mut raw).ok()?;
-        let sb = Superblock::parse(&raw).ok()?;
-        // A journal that needs recovery: ext4-view reads through it, this reader would not.
-        if sb.has_incompat(feature::INCOMPAT_RECOVER)
-            || !sb.has_incompat(feature::INCOMPAT_FILETYPE)
-            || sb.has_incompat(feature::INCOMPAT_ENCRYPT)
-            || sb.has_incompat(feature::INCOMPAT_DIRDATA)
-            || sb.inodes_per_group == 0
+    /// Open the filesystem in `region` as a mounted kernel would see it: a journal that
+    /// needs recovery is replayed in memory first ([`journal`]), and everything is then
+    /// read through the replayed blocks. ext2 and ext3 are read by their block maps.
+    pub fn open(region: Region) -> Result<RawFs, OpenError> {
+        let sb = read_superblock(&region)?;
+        if !sb.needs_recovery() {
+            return Self::with(region, sb, None);
+        }
+        let disk = Self::with(region.clone(), sb, None)?;
+        let Some(replay) = journal::replay(&disk)? else {
+            // An empty log: the filesystem is as it is on disk.
+            return Ok(disk);
+        };
+        let bs = disk.block_size;
+        let stats = Replayed {
+            transactions: replay.transactions,
+            blocks: replay.overlay.len(),
+        };
+        let region = journal::overlay::Replayed::new(region, bs, replay.overlay).into_region();
+        let sb = read_superblock(&region)?;
+        if sb.block_size() != bs {
+            return Err(OpenError::Unsupported(
+                "the journal replaces the superblock with one of another block size".into(),
+            ));
+        }
+        Self::with(region, sb, Some(stats))
+    }
+
+    /// Open the filesystem in `region` as it is on disk, without replaying a journal
+    /// that needs recovery (the last committed transactions are then missing).
+    pub fn open_unreplayed(region: Region) -> Result<RawFs, OpenError> {
+        let sb = read_superblock(&region)?;
+        Self::with(region, sb, None)
+    }
+
+    fn with(
+        region: Region,
+        sb: Superblock,
+        replayed: Option<Replayed>,
+    ) -> Result<RawFs, OpenError> {
+        let unsupported = |why: &str| Err(OpenError::Unsupported(why.into()));
+        if sb.has_incompat(feature::INCOMPAT_ENCRYPT) {
+            return unsupported("encryption");
+        }
+        if sb.has_incompat(feature::INCOMPAT_DIRDATA) {
+            return unsupported("dirdata");
+        }
+        if sb.inodes_per_group == 0
             || u32::from(sb.inode_size) < inode::MIN_INODE_SIZE
             || u64::from(sb.inode_size) > sb.block_size()
         {
-            return None;
+            return Err(OpenError::Geometry(format!(
+                "{} inodes per group of {} bytes",
+                sb.inodes_per_group, sb.inode_size
+            )));
         }
         let csum = sb.has_ro_compat(feature::RO_COMPAT_METADATA_CSUM);
         if csum && sb.checksum_type != 1 {
-            return None;
+            return Err(OpenError::Unsupported(format!(
+                "metadata checksum type {}",
+                sb.checksum_type
+            )));
         }
-        Some(RawFs {
+        Ok(RawFs {
             block_size: sb.block_size(),
             csum,
             seed: if csum { sb.csum_seed() } else { 0 },
@@ -141,7 +224,13 @@ impl RawFs {
             region,
             itables: Mutex::new(HashMap::new()),
             metadata: OnceLock::new(),
+            replayed,
         })
+    }
+
+    /// What the in-memory journal replay did, when [`RawFs::open`] replayed one.
+    pub fn replayed(&self) -> Option<Replayed> {
+        self.replayed
     }
 
     /// Open any ext2/3/4 filesystem to check its inodes' block maps and extent trees
@@ -175,6 +264,7 @@ impl RawFs {
             region,
             itables: Mutex::new(HashMap::new()),
             metadata: OnceLock::new(),
+            replayed: None,
         })
     }
 
@@ -327,20 +417,17 @@ impl RawFs {
         dir::read(self, inode, cap)
     }
 
-    /// A symlink's target (at most `cap` bytes): inline in the inode below 60 bytes,
-    /// else its first block.
+    /// A symlink's target (at most `cap` bytes): inline data, in the inode below 60
+    /// bytes, else its first block.
     pub fn read_link(self: &Arc<Self>, inode: &RawInode, cap: u64) -> Result<Vec<u8>, RawError> {
         let len = inode.size;
         if len == 0 || len > cap || len > self.block_size {
             return Err(corrupt(inode.ino, format!("a symlink of {len} bytes")));
         }
+        if inode.has_flag(inode::FLAG_INLINE_DATA) {
+            return inline::content(inode);
+        }
         if len < inode::I_BLOCK_LEN as u64 && !inode.has_flag(inode::FLAG_EXTENTS) {
-            if inode.has_flag(inode::FLAG_INLINE_DATA) {
-                return Err(RawError::Unsupported {
-                    ino: inode.ino,
-                    why: "inline-data symlink",
-                });
-            }
             return Ok(inode.i_block[..len as usize].to_vec());
         }
         let mut out = vec![0u8; len as usize];
@@ -387,17 +474,25 @@ pub struct FileReader {
     pos: u64,
     /// Index of the first run that may still hold `pos`.
     next: usize,
+    /// The whole content of an inline-data file (then `runs` is empty).
+    inline: Option<Vec<u8>>,
 }
 
 impl FileReader {
     fn new(fs: &Arc<RawFs>, inode: &RawInode) -> Result<Self, RawError> {
+        let (runs, inline) = if inode.has_flag(inode::FLAG_INLINE_DATA) {
+            (Vec::new(), Some(inline::content(inode)?))
+        } else {
+            (fs.extents(inode)?, None)
+        };
         Ok(FileReader {
             fs: Arc::clone(fs),
             ino: inode.ino,
-            runs: fs.extents(inode)?,
+            runs,
             size: inode.size,
             pos: 0,
             next: 0,
+            inline,
         })
     }
 
@@ -422,6 +517,13 @@ impl FileReader {
         let want = (buf.len() as u64).min(self.size - self.pos) as usize;
         if want == 0 {
             return Ok(0);
+        }
+        if let Some(data) = &self.inline {
+            // `inline::content` holds exactly `size` bytes.
+            let at = self.pos as usize;
+            buf[..want].copy_from_slice(&data[at..at + want]);
+            self.pos += want as u64;
+            return Ok(want);
         }
         let bs = self.fs.block_size;
         let lblk = self.pos / bs;

@@ -15,7 +15,6 @@ pub mod guest;
 pub mod probe;
 pub mod summary;
 pub mod superblock;
-pub mod unjournaled;
 pub mod volumes;
 
 pub use elf::Arch;
@@ -618,20 +617,11 @@ fn open_root(
     let mut warnings = Vec::new();
     let reader = match ExtReader::open(fs_region.clone(), label.clone()) {
         Ok(r) => r,
-        Err(ExtReadError::Incompatible { why, .. }) if sb.needs_recovery() => {
-            let mut raw = vec![0u8; superblock::SUPERBLOCK_SIZE];
-            fs_region
-                .read_exact_at(superblock::SUPERBLOCK_OFFSET, &mut raw)
-                .map_err(|source| InspectError::Io {
-                    action: "cannot read",
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+        Err(ExtReadError::Journal { source, .. }) if sb.needs_recovery() => {
             warnings.push(format!(
-                "the journal needs recovery and cannot be replayed in memory ({why}); the guest was inspected as it is on disk, without its last journal transactions"
+                "the journal needs recovery and cannot be replayed in memory ({source}); the guest was inspected as it is on disk, without its last journal transactions"
             ));
-            let view = unjournaled::UnjournaledView::new(fs_region.clone(), &raw);
-            ExtReader::open_reader(Box::new(view), label)?
+            ExtReader::open_unreplayed(fs_region.clone(), label)?
         }
         Err(e) => return Err(e.into()),
     };

@@ -1,5 +1,5 @@
 //! The inode-level reader (`extraw`), and `ExtReader`'s path API served by it, must see
-//! exactly what ext4-view alone sees: for every node of real mke2fs-made ext2/3/4 images (small and large files, holes, an
+//! exactly what ext4-view (an independent reader, kept as a dev-dependency for this) sees: for every node of real mke2fs-made ext2/3/4 images (small and large files, holes, an
 //! extent tree deeper than the inode, fast and slow symlinks, linear and htree
 //! directories of one and two levels, with and without metadata_csum), the same
 //! metadata, the same directory listing, the same symlink target and the same content.
@@ -11,7 +11,7 @@ use donor_fixtures::{bytes, mkfs};
 use imgconv_core::blockio::Region;
 use imgconv_core::extraw::RawFs;
 use imgconv_core::extread::ExtReader;
-use imgconv_core::guestfs::NodeKind;
+use imgconv_core::guestfs::{NodeKind, NodeMeta};
 use std::io::Read;
 use std::os::unix::fs::symlink;
 use std::path::Path;
@@ -93,32 +93,101 @@ fn debugfs_cat(img: &Path, path: &str) -> Vec<u8> {
     out.stdout
 }
 
+/// ext4-view over an image file: the independent reader the parity tests judge by.
+struct View(ext4_view::Ext4);
+
+impl View {
+    fn open(img: &Path) -> View {
+        struct File(std::fs::File);
+        impl ext4_view::Ext4Read for File {
+            fn read(
+                &mut self,
+                start: u64,
+                dst: &mut [u8],
+            ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
+                use std::os::unix::fs::FileExt;
+                Ok(self.0.read_exact_at(dst, start)?)
+            }
+        }
+        let f = File(std::fs::File::open(img).unwrap());
+        View(ext4_view::Ext4::load(Box::new(f)).unwrap())
+    }
+
+    fn meta(&self, path: &str) -> NodeMeta {
+        let m = self.0.symlink_metadata(path).unwrap();
+        let t = m.file_type();
+        let kind = if t.is_dir() {
+            NodeKind::Dir
+        } else if t.is_symlink() {
+            NodeKind::Symlink
+        } else if t.is_char_dev() {
+            NodeKind::CharDev
+        } else if t.is_block_dev() {
+            NodeKind::BlockDev
+        } else if t.is_fifo() {
+            NodeKind::Fifo
+        } else if t.is_socket() {
+            NodeKind::Socket
+        } else {
+            NodeKind::File
+        };
+        NodeMeta {
+            kind,
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            len: m.len(),
+            mtime: m.modified().seconds(),
+            atime: m.accessed().seconds(),
+        }
+    }
+
+    fn list(&self, path: &str) -> Vec<(String, NodeKind)> {
+        let mut out = Vec::new();
+        for e in self.0.read_dir(path).unwrap() {
+            let e = e.unwrap();
+            let Ok(name) = e.file_name().as_str().map(str::to_string) else {
+                continue;
+            };
+            if name == "." || name == ".." {
+                continue;
+            }
+            let child = if path == "/" {
+                format!("/{name}")
+            } else {
+                format!("{path}/{name}")
+            };
+            out.push((name, self.meta(&child).kind));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn link(&self, path: &str) -> String {
+        let t = self.0.read_link(path).unwrap();
+        String::from_utf8_lossy(t.as_ref()).into_owned()
+    }
+}
+
 /// Walk every node from the root by inode and compare each with ext4-view's view, and
-/// `ExtReader`'s answers by path (the inode reader first) with ext4-view's alone.
+/// `ExtReader`'s answers by path with ext4-view's.
 fn compare(img: &Path) -> usize {
     let region = Region::open(img).unwrap();
     let raw = Arc::new(RawFs::open(region.clone()).expect("an ext image the raw reader handles"));
-    // ext4-view alone: `open_reader` gives the reader no inode engine.
-    let ext = ExtReader::open_reader(Box::new(region.clone()), "img").unwrap();
+    let ext = View::open(img);
     let both = ExtReader::open(region, "img").unwrap();
-    assert!(both.raw().is_some() && ext.raw().is_none());
     let mut seen = 0;
     let mut stack = vec![(String::new(), 2u32)];
     while let Some((path, ino)) = stack.pop() {
         let shown = if path.is_empty() { "/" } else { &path };
         let inode = raw.inode(ino).unwrap();
-        let meta = ext.symlink_metadata(shown).unwrap().unwrap();
+        let meta = ext.meta(shown);
         assert_eq!(inode.meta(), meta, "{shown}");
         assert_eq!(both.symlink_metadata(shown).unwrap(), Some(meta.clone()));
-        assert_eq!(
-            both.metadata(shown).unwrap(),
-            ext.metadata(shown).unwrap(),
-            "{shown} followed"
-        );
-        assert_eq!(
-            both.canonical(shown).unwrap(),
-            ext.canonical(shown).unwrap()
-        );
+        if meta.kind != NodeKind::Symlink {
+            assert_eq!(both.metadata(shown).unwrap(), Some(meta.clone()), "{shown}");
+            assert_eq!(both.canonical(shown).unwrap(), shown);
+        }
         seen += 1;
         match meta.kind {
             NodeKind::Dir => {
@@ -133,14 +202,7 @@ fn compare(img: &Path) -> usize {
                     })
                     .collect();
                 mine.sort_by(|a, b| a.0.cmp(&b.0));
-                let mut theirs: Vec<(String, NodeKind)> = ext
-                    .read_dir(shown, 100_000)
-                    .unwrap()
-                    .unwrap()
-                    .into_iter()
-                    .map(|i| (i.name, i.kind))
-                    .collect();
-                theirs.sort_by(|a, b| a.0.cmp(&b.0));
+                let theirs = ext.list(shown);
                 assert_eq!(mine, theirs, "{shown}");
                 let mut by_path: Vec<(String, NodeKind)> = both
                     .read_dir(shown, 100_000)
@@ -155,24 +217,16 @@ fn compare(img: &Path) -> usize {
             NodeKind::Symlink => {
                 let target = raw.read_link(&inode, 4095).unwrap();
                 assert_eq!(
-                    Some(String::from_utf8(target).unwrap()),
-                    ext.read_link(shown).unwrap(),
+                    String::from_utf8(target).unwrap(),
+                    ext.link(shown),
                     "{shown}"
                 );
-                assert_eq!(
-                    both.read_link(shown).unwrap(),
-                    ext.read_link(shown).unwrap()
-                );
+                assert_eq!(both.read_link(shown).unwrap(), Some(ext.link(shown)));
             }
             NodeKind::File => {
                 let mine = read_all(raw.open_file(&inode).unwrap());
-                let theirs = match ext
-                    .open_file(shown)
-                    .unwrap()
-                    .unwrap()
-                    .read_to_end(&mut Vec::new())
-                {
-                    Ok(_) => read_all(ext.open_file(shown).unwrap().unwrap()),
+                let theirs = match ext.0.read(shown) {
+                    Ok(data) => data,
                     // ext4-view 1.0 cannot read a hole of a block-mapped file ("invalid
                     // read ... from block 0"): debugfs judges those.
                     Err(e) => {
@@ -275,7 +329,7 @@ fn block_mapped_files_are_read_by_their_block_map() {
     let img = dir.path().join("ext3.img");
     mkfs("ext3", Some(&root), &img, 16, &["-b", "1024"]);
     assert!(
-        RawFs::open(Region::open(&img).unwrap()).is_some(),
+        RawFs::open(Region::open(&img).unwrap()).is_ok(),
         "ext3 is read by its block maps"
     );
     // An ext4 with block-mapped files (made by ext3, then given the extent feature).
@@ -345,7 +399,7 @@ fn damaged_images_give_errors_not_panics() {
             data[at] ^= 1 << (next() % 8);
         }
         std::fs::write(&bad, &data).unwrap();
-        let Some(raw) = RawFs::open(Region::open(&bad).unwrap()) else {
+        let Ok(raw) = RawFs::open(Region::open(&bad).unwrap()) else {
             continue;
         };
         let raw = Arc::new(raw);

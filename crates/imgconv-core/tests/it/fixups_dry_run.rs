@@ -54,7 +54,7 @@ fn image_bytes(path: &std::path::Path) -> Vec<u8> {
 }
 
 #[test]
-fn plan_over_a_real_ext4_image_reads_through_ext4_view_and_writes_nothing() {
+fn plan_over_a_real_ext4_image_reads_through_ext_reader_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("tree");
     let image = dir.path().join("guest.img");

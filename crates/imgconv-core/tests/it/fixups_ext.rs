@@ -1,7 +1,7 @@
 //! Fixups applied to real ext2/3/4 images through the libext2fs engine (`ext::ExtFs`),
 //! judged by outside tools: `e2fsck -fn` must be clean and `debugfs` must show the
 //! expected files, backups (mode, owner) and links. The dry-run plan (read through
-//! ext4-view) must predict the applied report exactly, and a second apply on the output
+//! ExtReader) must predict the applied report exactly, and a second apply on the output
 //! must change nothing.
 
 use crate::support;

@@ -1,4 +1,4 @@
-//! Fixups planned (dry run, through ext4-view) on the team's synthetic Xen guest images
+//! Fixups planned (dry run, through ExtReader) on the team's synthetic Xen guest images
 //! (scripts/fixtures synthetic): one guest per init system, bare and partitioned.
 
 use crate::support;

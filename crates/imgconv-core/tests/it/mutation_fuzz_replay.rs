@@ -20,6 +20,7 @@ const TARGETS: &[(&str, Harness)] = &[
     ("extraw_blockmap", harness::extraw_blockmap),
     ("extraw_extent", harness::extraw_extent),
     ("extraw_dir", harness::extraw_dir),
+    ("extraw_journal", harness::extraw_journal),
     ("formats", harness::formats),
     ("lvm", harness::lvm),
     ("lvm_text", harness::lvm_text),

@@ -114,10 +114,20 @@ fn dirty_journal(kind: &str) {
         "{:?}",
         after.guest.warnings
     );
+    // The dirty source was inspected through the in-memory replay, which sees the
+    // journaled content as e2fsck does, without touching the input.
     assert!(
-        insp.guest.warnings.iter().any(|w| w.contains("journal")),
-        "the dirty source was inspected on-disk: {:?}",
+        !insp.guest.warnings.iter().any(|w| w.contains("journal")),
+        "the dirty source was replayed in memory: {:?}",
         insp.guest.warnings
+    );
+    let replayed =
+        imgconv_core::extread::ExtReader::open(insp.open_fs().unwrap(), "dirty").unwrap();
+    let motd = replayed.read_file("/etc/motd", 4096).unwrap().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&motd),
+        &JOURNALED[..ORIGINAL.len()],
+        "the replay reads the journaled block within the file's size"
     );
 
     // The input is untouched: same bytes, same mtime, journal still pending.
