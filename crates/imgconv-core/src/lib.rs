@@ -85,6 +85,8 @@ pub mod tool;
 #[doc(hidden)]
 pub mod vm;
 #[doc(hidden)]
+pub mod window;
+#[doc(hidden)]
 pub mod xen_config;
 
 // The API embedders rely on. The modules marked `#[doc(hidden)]` above are the pipeline's

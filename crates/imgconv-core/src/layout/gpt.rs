@@ -33,8 +33,8 @@
 //! before the ESP exists) and the ESP agree.
 
 use super::PlanError;
-use crate::boot::uefi::disk_io::FileWindow;
 use crate::output;
+use crate::window::FileWindow;
 use std::fmt;
 use std::fs::File;
 use uuid::Uuid;

@@ -20,12 +20,12 @@
 //! GRUB must carry its `mods` section, whose prefix names the ESP directory
 //! (`/EFI/debian` → `EFI/debian/`).
 
-use super::disk_io::ReadOnlyWindow;
 use super::pe::{grub_efi_image_info, GrubEfiImageInfo, PeImage, MACHINE_AMD64};
 use super::UefiError;
 use crate::blockio::Region;
 use crate::boot::GrubPlatformFiles;
 use crate::partition::{read_table, PartitionType};
+use crate::window::ReadOnlyWindow;
 use std::fmt;
 use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -23,11 +23,11 @@
 //! configfile $prefix/grub.cfg
 //! ```
 
-use super::disk_io::FileWindow;
 use super::efi_files::EfiBootFiles;
 use super::UefiError;
 use crate::layout::gpt::{fat_serial_text, GptPlan};
 use crate::report::Report;
+use crate::window::FileWindow;
 use std::fs::File;
 use std::io::{Read, Write};
 

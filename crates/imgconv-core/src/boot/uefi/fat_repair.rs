@@ -257,7 +257,7 @@ mod tests {
     fn rewrites_dot_entries_and_keeps_the_files() {
         let f = tempfile::tempfile().unwrap();
         f.set_len(SIZE).unwrap();
-        let w = || super::super::disk_io::FileWindow::new(&f, 0, SIZE);
+        let w = || crate::window::FileWindow::new(&f, 0, SIZE);
         fatfs::format_volume(
             w(),
             fatfs::FormatVolumeOptions::new().fat_type(fatfs::FatType::Fat32),

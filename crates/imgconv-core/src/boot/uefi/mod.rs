@@ -10,7 +10,7 @@
 //! - [`esp`]: format and fill the ESP ([`install_esp`]).
 //! - [`guest`]: `/boot/efi`, `/boot/grub/x86_64-efi`, grub.cfg, the fstab line.
 //! - [`fat_repair`]: the fix for fatfs 0.3.6's `.`/`..` directory entries.
-//! - [`disk_io`]: byte windows of the image as `Read + Write + Seek` for `gpt`/`fatfs`.
+//! - [`crate::window`]: byte windows of the image as `Read + Write + Seek` for `gpt`/`fatfs`.
 //!
 //! # Integration (convert.rs), in order
 //!
@@ -36,7 +36,6 @@
 //! uefi::install_hybrid_bios_boot(&out, &gpt, i386_files, &core)?;
 //! ```
 
-pub mod disk_io;
 pub mod efi_files;
 pub mod esp;
 pub mod fat_repair;
