@@ -6,12 +6,12 @@
 //! device's first MiB zero and says so.
 
 use crate::overlap_equivalence::{root_offset, tree};
-use crate::support::{self, tool_merged, SkipKind};
+use crate::support::{self, tool_merged, CancelAt, SkipKind};
 
 use imgconv_core::convert::{convert, ConvertOptions, Firmware};
 use imgconv_core::output::OutputError;
 use imgconv_core::progress::Stage;
-use imgconv_core::{Error, NoProgress, Progress};
+use imgconv_core::{Error, NoProgress};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -411,20 +411,6 @@ fn the_source_device_or_the_disk_holding_it_is_refused_as_output() {
     );
     drop(dev);
     assert_eq!(sha256(&disk), before, "nothing written");
-}
-
-/// Cancels once the guest work has begun (the output is half written by then).
-struct CancelAt(Stage, bool);
-
-impl Progress for CancelAt {
-    fn stage(&mut self, stage: Stage, _total: Option<u64>) {
-        if stage == self.0 {
-            self.1 = true;
-        }
-    }
-    fn is_cancelled(&self) -> bool {
-        self.1
-    }
 }
 
 #[test]

@@ -4,9 +4,9 @@
 use crate::support;
 
 use imgconv_core::convert::{convert, plan, Conversion, ConvertOptions};
-use imgconv_core::{Error, NoProgress, Progress, Stage};
+use imgconv_core::{Error, NoProgress, Stage};
 use std::path::{Path, PathBuf};
-use support::tool_merged;
+use support::{blkid_at, tool_merged, CancelAt};
 
 const KERNEL: &str = "6.1.0-99-amd64";
 
@@ -17,23 +17,6 @@ fn sha256(path: &Path) -> String {
         .next()
         .unwrap()
         .to_string()
-}
-
-fn blkid_at(image: &Path, offset: u64, tag: &str) -> String {
-    let (_, out) = tool_merged(
-        "blkid",
-        &[
-            "-p",
-            "-o",
-            "value",
-            "-s",
-            tag,
-            "-O",
-            &offset.to_string(),
-            image.to_str().unwrap(),
-        ],
-    );
-    out.trim().to_string()
 }
 
 fn convert_fixture(name: &str, donor: &str, dir: &Path) -> (Conversion, PathBuf) {
@@ -183,20 +166,6 @@ fn dirty_journal_is_refused_unless_replay_is_asked_for() {
         before,
         "the input's journal is not replayed"
     );
-}
-
-/// Cancels as soon as a given stage starts.
-struct CancelAt(Stage, bool);
-
-impl Progress for CancelAt {
-    fn stage(&mut self, stage: Stage, _total: Option<u64>) {
-        if stage == self.0 {
-            self.1 = true;
-        }
-    }
-    fn is_cancelled(&self) -> bool {
-        self.1
-    }
 }
 
 #[test]

@@ -376,3 +376,36 @@ pub fn large_guest(dir: &Path) -> PathBuf {
     fs::remove_file(&data).unwrap();
     img
 }
+
+/// One tag of what `blkid -p` finds at byte `offset` of `image` (an outside judge of UUIDs,
+/// labels and types); empty when it finds nothing.
+pub fn blkid_at(image: &Path, offset: u64, tag: &str) -> String {
+    let (_, out) = tool_merged(
+        "blkid",
+        &[
+            "-p",
+            "-o",
+            "value",
+            "-s",
+            tag,
+            "-O",
+            &offset.to_string(),
+            image.to_str().unwrap(),
+        ],
+    );
+    out.trim().to_string()
+}
+
+/// A [`imgconv_core::Progress`] that asks to stop as soon as stage `.0` begins.
+pub struct CancelAt(pub imgconv_core::Stage, pub bool);
+
+impl imgconv_core::Progress for CancelAt {
+    fn stage(&mut self, stage: imgconv_core::Stage, _total: Option<u64>) {
+        if stage == self.0 {
+            self.1 = true;
+        }
+    }
+    fn is_cancelled(&self) -> bool {
+        self.1
+    }
+}
