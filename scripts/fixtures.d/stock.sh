@@ -64,24 +64,7 @@ EOF2
 # /etc/fstab: static file system information (Xen PV guest booted by pygrub).
 /dev/xvda1      /               ext4    errors=remount-ro 0       1
 EOF2
-  mkdir -p "$r/etc/systemd/system/getty.target.wants"
-  ln -sf /lib/systemd/system/serial-getty@.service \
-    "$r/etc/systemd/system/getty.target.wants/serial-getty@hvc0.service"
-  mkdir -p "$r/etc/udev/rules.d"
-  cat >"$r/etc/udev/rules.d/70-persistent-net.rules" <<EOF2
-# Xen virtual interface (vif)
-SUBSYSTEM=="net", ACTION=="add", DRIVERS=="?*", ATTR{address}=="$REAL_XEN_MAC", ATTR{dev_id}=="0x0", ATTR{type}=="1", KERNEL=="eth*", NAME="eth0"
-EOF2
-  mkdir -p "$r/etc/network"
-  cat >"$r/etc/network/interfaces" <<'EOF2'
-source /etc/network/interfaces.d/*
-
-auto lo
-iface lo inet loopback
-
-auto eth0
-iface eth0 inet dhcp
-EOF2
+  xen_console_and_net "$r"
   # The grub.cfg pygrub booted: root and console as on Xen.
   mkdir -p "$r/boot/grub"
   cat >"$r/boot/grub/grub.cfg" <<EOF2
