@@ -94,7 +94,7 @@ pub mod xen_config;
 // they carry no stability promise.
 pub use convert::{
     convert, plan, Conversion, ConversionPlan, ConvertOptions, CopyMethod, DiskBus, Firmware,
-    GrubChoice, KernelChoice, KernelOrigin, Overlap, StageTime,
+    GrubChoice, GrubOrigin, KernelChoice, KernelOrigin, Overlap, StageTime,
 };
 pub use error::{Error, ErrorKind, Hint, Result};
 pub use progress::{NoProgress, Progress, Stage};

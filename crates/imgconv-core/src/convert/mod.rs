@@ -38,7 +38,9 @@ mod prepare;
 pub use options::{
     ConvertOptions, CopyMethod, DiskBus, DiskFormat, Firmware, KernelSource, Overlap, SourceDisk,
 };
-pub use plan::{Conversion, ConversionPlan, GrubChoice, KernelChoice, KernelOrigin, StageTime};
+pub use plan::{
+    Conversion, ConversionPlan, GrubChoice, GrubOrigin, KernelChoice, KernelOrigin, StageTime,
+};
 
 use crate::boot::uefi::{self, EfiBootFiles, GptPlan};
 use crate::boot::{self, GrubPlatformFiles};

@@ -43,11 +43,39 @@ pub struct KernelChoice {
     pub guest_readiness: Option<crate::donor::guest_kernel::KvmReadiness>,
 }
 
+/// Where GRUB's i386-pc files were found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrubOrigin {
+    /// The donor's `/usr/lib/grub/i386-pc` (or its `/boot/grub/i386-pc`).
+    Donor,
+    /// This machine's `/usr/lib/grub/i386-pc` (allowed by `host_fallbacks`).
+    Host,
+    /// The directory given with `grub_dir`.
+    Dir(PathBuf),
+}
+
+impl std::fmt::Display for GrubOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GrubOrigin::Donor => f.write_str("donor"),
+            GrubOrigin::Host => f.write_str("host"),
+            GrubOrigin::Dir(d) => write!(f, "{}", d.display()),
+        }
+    }
+}
+
+/// In JSON as in the plan's text: `"donor"`, `"host"` or the directory.
+impl serde::Serialize for GrubOrigin {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// Where the GRUB i386-pc files come from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct GrubChoice {
-    /// "donor", "host" or the directory given with `grub_dir`.
-    pub origin: String,
+    /// The donor, the host, or the directory given with `grub_dir`.
+    pub origin: GrubOrigin,
     /// GRUB version read from the files, when they say.
     pub version: Option<String>,
     /// Which ext features that GRUB reads, and how we know.

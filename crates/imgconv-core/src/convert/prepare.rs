@@ -2,7 +2,7 @@
 //! choose the kernel and the GRUB and EFI files, lay out the disk.
 
 use super::options::{ConvertOptions, KernelSource};
-use super::plan::{ConversionPlan, GrubChoice, KernelChoice, KernelOrigin, StageTime};
+use super::plan::{ConversionPlan, GrubChoice, GrubOrigin, KernelChoice, KernelOrigin, StageTime};
 use super::timed;
 use crate::boot::uefi::{self, EfiBootFiles, GptFirmware, GptPlanOptions};
 use crate::boot::{self, GrubExtSupport, GrubPlatformFiles};
@@ -433,11 +433,14 @@ fn look_at_guest_kernel(
 
 /// GRUB's i386-pc files: from `grub_dir`, else the donor's, else the host's (when
 /// [`ConvertOptions::host_fallbacks`] allows it).
-fn grub_files(opts: &ConvertOptions, donor: Option<&Donor>) -> Result<(GrubPlatformFiles, String)> {
+fn grub_files(
+    opts: &ConvertOptions,
+    donor: Option<&Donor>,
+) -> Result<(GrubPlatformFiles, GrubOrigin)> {
     if let Some(dir) = &opts.grub_dir {
         return Ok((
             GrubPlatformFiles::from_dir(dir, "i386-pc")?,
-            dir.display().to_string(),
+            GrubOrigin::Dir(dir.clone()),
         ));
     }
     if let Some(files) = donor
@@ -445,14 +448,14 @@ fn grub_files(opts: &ConvertOptions, donor: Option<&Donor>) -> Result<(GrubPlatf
         .transpose()?
         .flatten()
     {
-        return Ok((files, "donor".into()));
+        return Ok((files, GrubOrigin::Donor));
     }
     if !opts.host_fallbacks {
         return Err(Error::NoGrubFiles {
             platform: boot::grub_files::PLATFORM_I386_PC,
         });
     }
-    Ok((GrubPlatformFiles::host_i386_pc()?, "host".into()))
+    Ok((GrubPlatformFiles::host_i386_pc()?, GrubOrigin::Host))
 }
 
 pub(super) fn grow_reason(reason: &layout::GrowReason) -> String {
@@ -487,7 +490,7 @@ mod tests {
             .join("kernel.img")
             .is_file();
         match grub_files(&opts, None) {
-            Ok((_, origin)) => assert_eq!(origin, "host"),
+            Ok((_, origin)) => assert_eq!(origin, GrubOrigin::Host),
             Err(e) => assert!(
                 !host_has_grub,
                 "{} exists but was not used: {e}",
