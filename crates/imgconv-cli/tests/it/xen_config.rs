@@ -303,6 +303,9 @@ fn inspect_and_dry_run_show_every_disk_of_a_config() {
         .unwrap();
     assert!(o.status.success());
     let v = json(&o.stdout);
+    let doc = t.path().join("inspect.json");
+    fs::write(&doc, &o.stdout).unwrap();
+    crate::schema::validate(&doc, "inspect").unwrap();
     assert_eq!(v["xen_config"]["disks"].as_array().unwrap().len(), 3);
     assert_eq!(v["vm"]["nics"][0]["mac"], MAC);
     assert_eq!(v["volumes"].as_array().unwrap().len(), 3);

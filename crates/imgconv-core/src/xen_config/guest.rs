@@ -159,9 +159,9 @@ impl XenConfig {
             for d in &resolved {
                 let kind = crate::formats::open(&d.path, opts)
                     .map(|o| o.region.format().kind)
-                    .unwrap_or("unreadable");
+                    .ok();
                 if matches!(d.disk.format, DiskFormat::Qcow | DiskFormat::Qed)
-                    && matches!(kind, "raw" | "block-device")
+                    && kind.is_none_or(|k| matches!(k, "raw" | "block-device"))
                 {
                     return Err(XenConfigError::UnreadFormat {
                         vdev: d.disk.vdev,
@@ -241,5 +241,63 @@ impl XenConfig {
             notes,
             vm: self.vm_facts(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    /// A config in `dir` naming `disk` entries, parsed.
+    fn config(dir: &std::path::Path, text: &str) -> XenConfig {
+        let path = dir.join("g.cfg");
+        std::fs::write(&path, text).unwrap();
+        XenConfig::from_file(&path).unwrap()
+    }
+
+    #[test]
+    fn a_format_imgconv_does_not_read_is_refused_by_name() {
+        let t = tempfile::tempdir().unwrap();
+        // QEMU's qcow v1 magic: not a container imgconv reads.
+        let mut qcow = b"QFI\xfb\0\0\0\x01".to_vec();
+        qcow.resize(1 << 20, 0);
+        std::fs::write(t.path().join("old.qcow"), &qcow).unwrap();
+        let c = config(
+            t.path(),
+            "disk = [ 'format=qcow, vdev=xvda, target=old.qcow', 'file:/srv/iso/debian.iso,hdc:cdrom,r' ]\n",
+        );
+        match c.guest(&OpenOptions::default()) {
+            Err(Error::XenConfig(e)) => {
+                let msg = e.to_string();
+                assert!(
+                    matches!(*e, XenConfigError::UnreadFormat { format: "qcow", .. }),
+                    "{msg}"
+                );
+                assert!(msg.contains("old.qcow") && msg.contains("xvda"), "{msg}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_root_names_what_each_disk_holds() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("a.img"), vec![0u8; 1 << 20]).unwrap();
+        std::fs::write(t.path().join("b.img"), vec![0x5au8; 1 << 20]).unwrap();
+        let c = config(
+            t.path(),
+            "root = '/dev/xvdb1 ro'\ndisk = [ 'a.img,,xvda1', 'file:/absent/dir/b.img,xvdb1,w' ]\n",
+        );
+        let err = c.guest(&OpenOptions::default()).unwrap_err();
+        let msg = err.to_string();
+        // root= names xvdb1: it is tried first.
+        let (a, b) = (msg.find("xvda1 (").unwrap(), msg.find("xvdb1 (").unwrap());
+        assert!(b < a, "{msg}");
+        assert!(
+            msg.contains("no disk of the guest holds its root filesystem"),
+            "{msg}"
+        );
+        assert_eq!(err.kind(), crate::ErrorKind::Input);
     }
 }
