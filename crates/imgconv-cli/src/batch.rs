@@ -19,7 +19,7 @@ use crate::errors::{Class, CliError};
 use crate::progress::{CliProgress, Mode};
 use crate::signals;
 use crate::size::human;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
@@ -169,11 +169,46 @@ fn write_json_atomically(path: &Path, value: &serde_json::Value) -> std::io::Res
     Ok(())
 }
 
-/// The source's file name without its last extension.
+/// The source's file name without its last extension; for a Xen domain config, the
+/// domain's `name` when it is a plain file name (no `/`, not hidden, at most 200 bytes).
 fn stem_of(source: &Path) -> String {
+    if convert::is_xen_config(source) {
+        let name = imgconv_core::xen_config::XenConfig::from_file(source)
+            .ok()
+            .and_then(|c| c.name)
+            .filter(|n| {
+                !n.is_empty()
+                    && n.len() <= 200
+                    && !n.starts_with('.')
+                    && !n.contains(['/', '\0'])
+                    && !n.chars().any(char::is_control)
+            });
+        if let Some(name) = name {
+            return name;
+        }
+    }
     source
         .file_stem()
         .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned())
+}
+
+/// The disk images the Xen domain configs among `sources` name (as each config's lookup
+/// finds them), with the config naming each: they are converted with their config, not
+/// on their own. Configs that do not read or whose disks are not found name none here;
+/// their conversion reports the error.
+fn disks_of_configs(sources: &[PathBuf]) -> HashMap<PathBuf, PathBuf> {
+    let mut out = HashMap::new();
+    for cfg in sources.iter().filter(|s| convert::is_xen_config(s)) {
+        let Ok(config) = imgconv_core::xen_config::XenConfig::from_file(cfg) else {
+            continue;
+        };
+        for d in config.resolve_disks().unwrap_or_default() {
+            if let Ok(key) = std::fs::canonicalize(&d.path) {
+                out.entry(key).or_insert_with(|| cfg.clone());
+            }
+        }
+    }
+    out
 }
 
 /// The name of the directory holding `source` (the current directory's for a bare name).
@@ -346,10 +381,28 @@ fn ignored_list(ignored: &[Ignored]) -> Option<String> {
 
 /// `imgconv batch`.
 pub fn run(a: &BatchArgs) -> Result<(), CliError> {
-    let (all_sources, ignored) = match &a.dir {
+    let (mut all_sources, mut ignored) = match &a.dir {
         Some(d) => list_dir(d)?,
         None => (a.sources.clone(), Vec::new()),
     };
+    // A disk image a config of the batch names is converted with that config.
+    let config_disks = disks_of_configs(&all_sources);
+    if !config_disks.is_empty() {
+        all_sources.retain(|src| {
+            let owner = std::fs::canonicalize(src)
+                .ok()
+                .and_then(|k| config_disks.get(&k));
+            if let Some(cfg) = owner {
+                let name = cfg.file_name().unwrap_or(cfg.as_os_str());
+                ignored.push(Ignored {
+                    path: src.clone(),
+                    reason: format!("a disk of {}, converted with it", name.to_string_lossy()),
+                });
+            }
+            owner.is_none()
+        });
+        ignored.sort_by(|a, b| a.path.cmp(&b.path));
+    }
     if let Some(list) = ignored_list(&ignored) {
         eprintln!("imgconv: note: not images, left out: {list}");
     }
@@ -396,17 +449,26 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
                 continue;
             }
         }
-        let o = convert::options(src, &out, &a.settings);
-        if let Some(json) = &a.json {
-            if let Err(e) = convert::check_report_path(json, &o) {
-                refused.push(e);
+        // A config that does not read, or whose disks are not found, is that image's
+        // failure, reported in turn.
+        let o = if convert::is_xen_config(src) {
+            convert::xen_options(src, &out, &a.settings)
+        } else {
+            Ok(convert::options(src, &out, &a.settings))
+        };
+        if let Ok(o) = &o {
+            if let Some(json) = &a.json {
+                if let Err(e) = convert::check_report_path(json, o) {
+                    refused.push(e);
+                }
             }
-        }
-        // Output problems (an existing output without --force, output == input) stop the
-        // whole batch; a bad source or donor is that image's failure, reported in turn.
-        if let Err(e) = convert::preflight(&o) {
-            if matches!(e.class, Class::Output | Class::Usage) {
-                refused.push(e);
+            // Output problems (an existing output without --force, output == input) stop
+            // the whole batch; a bad source or donor is that image's failure, reported in
+            // turn.
+            if let Err(e) = convert::preflight(o) {
+                if matches!(e.class, Class::Output | Class::Usage) {
+                    refused.push(e);
+                }
             }
         }
         jobs.push_back((i, src.clone(), out, o));
@@ -445,7 +507,10 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
                 );
                 let mut p = CliProgress::in_batch(mode, multi, &label, signals::cancel_flag());
                 let t0 = Instant::now();
-                let result = convert::convert_one(&o, &a.settings, &mut p);
+                let result = match &o {
+                    Ok(o) => convert::convert_one(o, &a.settings, &mut p),
+                    Err(e) => Err(e.clone()),
+                };
                 let seconds = t0.elapsed().as_secs_f64();
                 p.finish(result.is_ok(), &match &result {
                     Ok(_) => format!("ok in {seconds:.1} s"),

@@ -58,7 +58,12 @@ pub struct ManpageArgs {
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// The Xen guest image (bare ext2/3/4 filesystem or partitioned disk).
-    pub source: PathBuf,
+    #[arg(required_unless_present = "xen_config", conflicts_with = "xen_config")]
+    pub source: Option<PathBuf>,
+    /// A Xen domain config (/etc/xen/NAME.cfg, xl or xm syntax) instead of SOURCE: all of
+    /// its disks, each image looked up as named, then beside the config.
+    #[arg(long, value_name = "CFG")]
+    pub xen_config: Option<PathBuf>,
     /// Print machine-readable JSON on stdout instead of the human summary.
     #[arg(long, conflicts_with = "verbose")]
     pub json: bool,
@@ -66,7 +71,8 @@ pub struct InspectArgs {
     #[arg(long, short = 'v')]
     pub verbose: bool,
     /// Another disk image of the guest and its Xen device name (home.img=xvdb1, or
-    /// data.img=xvdc for a partitioned disk); repeatable.
+    /// data.img=xvdc for a partitioned disk); repeatable. With --xen-config: disks the
+    /// config does not name, added after its own.
     #[arg(long = "disk", value_name = "PATH=XENDEV", value_parser = parse_disk)]
     pub disks: Vec<SourceDisk>,
 }
@@ -230,7 +236,14 @@ pub struct ConversionSettings {
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
     /// The Xen guest image (bare ext2/3/4 filesystem or partitioned disk). Never modified.
-    pub source: PathBuf,
+    #[arg(required_unless_present = "xen_config", conflicts_with = "xen_config")]
+    pub source: Option<PathBuf>,
+    /// A Xen domain config (/etc/xen/NAME.cfg, xl or xm syntax) instead of SOURCE: all of
+    /// its disks are converted into one output (the disk holding the root is found by
+    /// content), each image looked up as named, then beside the config; its name,
+    /// memory, vCPUs and MACs go into the report and --libvirt-xml. Never modified.
+    #[arg(long, value_name = "CFG")]
+    pub xen_config: Option<PathBuf>,
     /// The disk image to write (raw, or qcow2 with --format qcow2).
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     pub output: PathBuf,
@@ -238,7 +251,8 @@ pub struct ConvertArgs {
     pub settings: ConversionSettings,
     /// Another disk image of the guest and its Xen device name (home.img=xvdb1, or
     /// data.img=xvdc for a partitioned disk); repeatable. Each of its filesystems becomes
-    /// a partition of the output. Never modified.
+    /// a partition of the output. Never modified. With --xen-config: disks the config does
+    /// not name, added after its own.
     #[arg(long = "disk", value_name = "PATH=XENDEV", value_parser = parse_disk)]
     pub disks: Vec<SourceDisk>,
     /// Print the plan (layout, kernel, fixups) and write nothing.
@@ -253,7 +267,7 @@ pub struct ConvertArgs {
     pub json: Option<PathBuf>,
     /// Write a libvirt domain definition for the converted disk to FILE (`virsh define
     /// FILE`): name, memory, vCPUs and MAC addresses from the export when it records them
-    /// (an XVA's ova.xml), the disk on --bus, firmware per --firmware, a serial console.
+    /// (an XVA's ova.xml, a --xen-config), the disk on --bus, firmware per --firmware, a serial console.
     #[arg(long, value_name = "FILE")]
     pub libvirt_xml: Option<PathBuf>,
     /// Domain name in the libvirt definition (default: the export's, else OUT's stem).
@@ -270,7 +284,8 @@ pub struct ConvertArgs {
 
 #[derive(Debug, Args)]
 pub struct BatchArgs {
-    /// Source images (or use --dir).
+    /// Source images, or Xen domain configs (`.cfg`: all of the guest's disks into one
+    /// output named after the config's `name`); or use --dir.
     #[arg(required_unless_present = "dir", conflicts_with = "dir")]
     pub sources: Vec<PathBuf>,
     /// Convert every regular file in DIR (sorted by name, hidden files skipped).

@@ -35,9 +35,41 @@ pub struct Converted {
 /// work instead of beside it, `IMGCONV_COPY_FILE_RANGE=always|never` forces or forbids
 /// `copy_file_range(2)`. Other values leave the library's choice.
 pub fn options(source: &Path, output: &Path, s: &ConversionSettings) -> ConvertOptions {
+    with_settings(ConvertOptions::new(source, s.donor.clone(), output), s)
+}
+
+/// The options converting the guest of a Xen domain config: its disks as the sources
+/// (the library finds the root disk by content and each image by the lookup rule), the
+/// command line's settings on top. A config that does not read, a disk not found or no
+/// disk holding a root is an error before anything is written.
+pub fn xen_options(
+    config: &Path,
+    output: &Path,
+    s: &ConversionSettings,
+) -> Result<ConvertOptions, CliError> {
+    let paths = Paths {
+        source: Some(config.to_path_buf()),
+        output: Some(output.to_path_buf()),
+    };
+    let cfg = imgconv_core::xen_config::XenConfig::from_file(config)
+        .map_err(|e| errors::from_core(&imgconv_core::Error::from(e), &paths))?;
+    let o = ConvertOptions::from_xen_config(&cfg, s.donor.clone(), output)
+        .map_err(|e| errors::from_core(&e, &paths))?;
+    Ok(with_settings(o, s))
+}
+
+/// Whether a batch source is a Xen domain config rather than an image: its name ends in
+/// `.cfg`.
+pub fn is_xen_config(source: &Path) -> bool {
+    source
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("cfg"))
+}
+
+/// The command line's settings on top of `o`.
+fn with_settings(o: ConvertOptions, s: &ConversionSettings) -> ConvertOptions {
     let env = |name: &str| std::env::var(name).unwrap_or_default();
-    ConvertOptions::new(source, s.donor.clone(), output)
-        .with_swap_size(s.swap)
+    o.with_swap_size(s.swap)
         .with_target_size(s.size)
         .with_kernel_version(s.kernel.clone())
         .with_use_guest_kernel(s.use_guest_kernel)
@@ -218,7 +250,9 @@ pub fn refuse_naming_an_input(
     option: &str,
     o: &ConvertOptions,
 ) -> Result<(), CliError> {
-    let inputs = [("source", Some(&o.source)), ("donor", o.donor.as_ref())];
+    let inputs = [("source", Some(&o.source)), ("donor", o.donor.as_ref())]
+        .into_iter()
+        .chain(o.disks.iter().map(|d| ("guest disk", Some(&d.path))));
     for (what, input) in inputs {
         if input.is_some_and(|i| same_file(path, i)) {
             return Err(CliError::new(
@@ -297,7 +331,14 @@ fn summary(c: &Conversion) -> String {
     };
     // Wall time: the stream runs beside the later stages, so their times overlap.
     let seconds = c.seconds;
-    let mut s = format!(
+    let mut s = String::new();
+    if let Some(guest) = &c.plan.inspection.xen_config {
+        for line in guest.lines() {
+            s.push_str(&line);
+            s.push('\n');
+        }
+    }
+    s += &format!(
         "{}: {} disk, root p1 at {} (UUID {}){}{esp}, kernel {}; {} guest changes, {} warnings; {:.1} s",
         c.output.display(),
         human(disk_bytes),
@@ -379,7 +420,13 @@ pub fn convert_one(
 
 /// `imgconv convert`.
 pub fn run(a: &ConvertArgs) -> Result<(), CliError> {
-    let o = options(&a.source, &a.output, &a.settings).with_disks(a.disks.clone());
+    let mut o = match (&a.source, &a.xen_config) {
+        (_, Some(cfg)) => xen_options(cfg, &a.output, &a.settings)?,
+        (Some(src), None) => options(src, &a.output, &a.settings),
+        (None, None) => unreachable!("clap requires SOURCE or --xen-config"),
+    };
+    // With a config, --disk adds disks it does not name, after its own.
+    o.disks.extend(a.disks.iter().cloned());
     if let Some(json) = &a.json {
         check_report_path(json, &o)?;
     }

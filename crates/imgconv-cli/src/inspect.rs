@@ -16,22 +16,44 @@ use std::path::Path;
 
 /// `imgconv inspect`.
 pub fn run(a: &InspectArgs) -> Result<(), CliError> {
-    if let Err(e) = std::fs::metadata(&a.source) {
+    let (source, guest) = match (&a.source, &a.xen_config) {
+        (_, Some(cfg)) => {
+            let paths = Paths {
+                source: Some(cfg.clone()),
+                ..Paths::default()
+            };
+            let core = |e: imgconv_core::Error| errors::from_core(&e, &paths);
+            let config =
+                imgconv_core::xen_config::XenConfig::from_file(cfg).map_err(|e| core(e.into()))?;
+            let guest = config.guest(&Default::default()).map_err(core)?;
+            (guest.main().path.clone(), Some(guest))
+        }
+        (Some(src), None) => (src.clone(), None),
+        (None, None) => unreachable!("clap requires SOURCE or --xen-config"),
+    };
+    if let Err(e) = std::fs::metadata(&source) {
         return Err(CliError::new(
             Class::Input,
-            format!("cannot read the source {}: {e}", a.source.display()),
+            format!("cannot read the source {}: {e}", source.display()),
             "give the path of an exported Xen guest image",
         ));
     }
     let paths = Paths {
-        source: Some(a.source.clone()),
+        source: Some(source.clone()),
         ..Paths::default()
     };
-    let inspected =
-        imgconv_core::source::inspect_guest(&a.source, &Default::default(), None, &a.disks);
+    let inspected = match &guest {
+        Some(g) => imgconv_core::source::inspect_xen_guest(g, &Default::default(), &a.disks),
+        None => imgconv_core::source::inspect_guest(&source, &Default::default(), None, &a.disks),
+    };
     if !a.json {
-        let summary = summarize(&a.source, inspected.as_ref());
-        emit(&render(&a.source, &summary, inspected.as_ref().ok()))?;
+        let summary = summarize(&source, inspected.as_ref());
+        emit(&render(
+            &source,
+            &summary,
+            inspected.as_ref().ok(),
+            guest.as_ref(),
+        ))?;
     }
     let inspection =
         inspected.map_err(|e| errors::from_core(&imgconv_core::Error::from(e), &paths))?;
@@ -56,7 +78,12 @@ pub fn run(a: &InspectArgs) -> Result<(), CliError> {
 }
 
 /// The summary, for people.
-fn render(path: &Path, s: &Summary, inspection: Option<&Inspection>) -> String {
+fn render(
+    path: &Path,
+    s: &Summary,
+    inspection: Option<&Inspection>,
+    guest: Option<&imgconv_core::xen_config::XenGuest>,
+) -> String {
     let name = path.display();
     let mut o = String::new();
     match &s.verdict {
@@ -78,6 +105,12 @@ fn render(path: &Path, s: &Summary, inspection: Option<&Inspection>) -> String {
         .map(|i| i.image_size)
         .or_else(|| std::fs::metadata(path).ok().map(|m| m.len()));
     let size = size.map(|b| format!(", {}", human(b))).unwrap_or_default();
+    if let Some(g) = guest {
+        let _ = writeln!(o);
+        for line in g.lines() {
+            let _ = writeln!(o, "{line}");
+        }
+    }
     let _ = writeln!(o, "\nSource: {}{size}", s.source);
     let width = s.parts.iter().map(|p| p.name.len()).max().unwrap_or(0);
     for p in &s.parts {

@@ -18,6 +18,11 @@ pub struct VmFacts {
     pub nics: Vec<Nic>,
     /// Disks, in device order; the one converted is marked.
     pub disks: Vec<VmDisk>,
+    /// The kernel command line the machine gave the guest (a Xen config's `root=` and
+    /// `extra`, or its `cmdline`). Recorded, not applied: it names Xen devices and
+    /// consoles the converted guest does not have.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_cmdline: Option<String>,
 }
 
 /// One network interface.

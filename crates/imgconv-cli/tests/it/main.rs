@@ -25,3 +25,4 @@ mod progress;
 mod schema;
 mod setup;
 mod verify;
+mod xen_config;

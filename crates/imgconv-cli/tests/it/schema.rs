@@ -14,7 +14,7 @@ fn schema_path(name: &str) -> PathBuf {
 }
 
 /// Validate `doc` against docs/schema/<name>.schema.json; Err(the validator's messages).
-fn validate(doc: &Path, name: &str) -> Result<(), String> {
+pub fn validate(doc: &Path, name: &str) -> Result<(), String> {
     let script = r#"
 import json, sys, jsonschema
 schema = json.load(open(sys.argv[1]))

@@ -18,6 +18,11 @@ impl fmt::Display for ConversionPlan {
             layout::human(i.fs.size_bytes),
             i.fs.uuid
         )?;
+        if let Some(guest) = &i.xen_config {
+            for line in guest.lines() {
+                writeln!(f, "{line}")?;
+            }
+        }
         if let Some(name) = i
             .guest
             .os

@@ -1,5 +1,6 @@
 //! What a conversion is asked to do: [`ConvertOptions`] and the choices it carries.
 
+use crate::xen_config::{XenConfig, XenGuest};
 use std::path::PathBuf;
 
 pub use crate::hardware::{DiskBus, Firmware};
@@ -140,6 +141,10 @@ pub struct ConvertOptions {
     /// The source's own Xen device name (`xvda`, or `xvda2` for a bare filesystem); `None`
     /// takes the name the root's fstab uses for `/`.
     pub source_xen_device: Option<String>,
+    /// The domain config the sources were taken from ([`ConvertOptions::from_xen_config`]):
+    /// its disks with their notes and the machine's facts, for the plan and the report.
+    /// `source`, `source_xen_device` and the first of `disks` come from it.
+    pub xen_config: Option<XenGuest>,
 }
 
 impl ConvertOptions {
@@ -174,7 +179,41 @@ impl ConvertOptions {
             disk_format: DiskFormat::Raw,
             disks: Vec::new(),
             source_xen_device: None,
+            xen_config: None,
         }
+    }
+
+    /// Options converting the guest a Xen domain config describes, all of its disks into
+    /// one output ([`XenConfig::guest`]): the disk holding the root filesystem (found by
+    /// content) is the source, under its Xen device name; every other disk is one of
+    /// [`ConvertOptions::disks`], in config order; CD-ROM drives are left out. The config's
+    /// facts (name, memory, vCPUs, MACs, kernel command line) go into the inspection's
+    /// `vm`, so the report and the libvirt definition carry them. Every image is opened
+    /// read-only here to find the root; a disk not found, or none holding a root, is an
+    /// error naming the paths tried or what each disk holds.
+    ///
+    /// Further disks may be added with [`ConvertOptions::with_disks`] after the config's
+    /// (extend [`ConvertOptions::disks`]; replacing it drops the config's other disks).
+    pub fn from_xen_config(
+        config: &XenConfig,
+        donor: Option<PathBuf>,
+        output: impl Into<PathBuf>,
+    ) -> Result<Self, crate::Error> {
+        let output = output.into();
+        // A compressed disk is decompressed where the conversion would (beside the output).
+        let scratch = output
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), |d| d.to_path_buf());
+        let guest = config.guest(&crate::formats::OpenOptions {
+            scratch_dir: Some(scratch),
+        })?;
+        let main = guest.main();
+        let mut o = ConvertOptions::new(&main.path, donor, output)
+            .with_source_xen_device(Some(main.vdev.clone()))
+            .with_disks(guest.other_disks());
+        o.xen_config = Some(guest);
+        Ok(o)
     }
 
     /// The guest's other disk images, each with the Xen device name the guest knew it by.

@@ -50,12 +50,18 @@ pub(super) fn prepare(
         let open = crate::formats::OpenOptions {
             scratch_dir: Some(scratch),
         };
-        Ok(source::inspect_guest(
+        let mut inspection = source::inspect_guest(
             &opts.source,
             &open,
             opts.source_xen_device.as_deref(),
             &opts.disks,
-        )?)
+        )?;
+        // The sources came from a domain config: its facts describe the machine.
+        if let Some(guest) = &opts.xen_config {
+            inspection.vm = Some(guest.vm.clone());
+            inspection.xen_config = Some(guest.clone());
+        }
+        Ok(inspection)
     })?;
     super::report_done(timings, progress);
     inspection.check_journal(opts.replay_journal)?;

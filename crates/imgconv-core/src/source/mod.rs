@@ -79,6 +79,10 @@ pub struct Inspection {
     /// Every volume of the guest (the root among them), in source order, each with what
     /// the conversion does with it.
     pub volumes: Vec<Volume>,
+    /// The domain config the guest's disks were taken from: each disk, the image used for
+    /// it and how it was found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xen_config: Option<crate::xen_config::XenGuest>,
 }
 
 impl Inspection {
@@ -338,6 +342,7 @@ pub fn inspect_region(region: &Region) -> Result<Inspection, InspectError> {
             v.mount = Some("/".into());
             v
         }],
+        xen_config: None,
     })
 }
 
@@ -441,6 +446,25 @@ pub fn inspect_guest(
     inspection.xen_device = main_name;
     inspection.disks = disks.to_vec();
     inspection.volumes = vols;
+    Ok(inspection)
+}
+
+/// Inspect a guest whose disks come from a domain config ([`crate::xen_config::XenGuest`]):
+/// its root disk as the main source under the config's device name, the config's other
+/// disks and then `more` as its other disks. The config's facts become
+/// [`Inspection::vm`] (they describe the machine better than a container's), the disks
+/// and their notes [`Inspection::xen_config`].
+pub fn inspect_xen_guest(
+    guest: &crate::xen_config::XenGuest,
+    opts: &OpenOptions,
+    more: &[SourceDisk],
+) -> Result<Inspection, InspectError> {
+    let main = guest.main();
+    let mut disks = guest.other_disks();
+    disks.extend_from_slice(more);
+    let mut inspection = inspect_guest(&main.path, opts, Some(&main.vdev), &disks)?;
+    inspection.vm = Some(guest.vm.clone());
+    inspection.xen_config = Some(guest.clone());
     Ok(inspection)
 }
 
@@ -673,5 +697,6 @@ fn finish(
         xen_device: None,
         disks: Vec::new(),
         volumes: Vec::new(),
+        xen_config: None,
     })
 }

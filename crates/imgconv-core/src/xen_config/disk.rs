@@ -187,6 +187,27 @@ pub enum DiskFormat {
 }
 
 impl DiskFormat {
+    /// The name the config uses for it (`raw`, `qcow2`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow => "qcow",
+            DiskFormat::Qcow2 => "qcow2",
+            DiskFormat::Vhd => "vhd",
+            DiskFormat::Qed => "qed",
+        }
+    }
+
+    /// Whether the container read by content (`SourceFormat::kind`) is this format.
+    pub fn matches_kind(self, kind: &str) -> bool {
+        match self {
+            DiskFormat::Raw => matches!(kind, "raw" | "block-device"),
+            DiskFormat::Qcow2 => kind == "qcow2",
+            DiskFormat::Vhd => kind.starts_with("vhd"),
+            DiskFormat::Qcow | DiskFormat::Qed => false,
+        }
+    }
+
     fn parse(s: &str) -> Option<DiskFormat> {
         Some(match s {
             "raw" | "aio" => DiskFormat::Raw,

@@ -20,9 +20,11 @@
 //! off its dom0 with the images), or a relative one, is looked up beside the config file.
 
 mod disk;
+mod guest;
 mod syntax;
 
 pub use disk::{DevFamily, DiskArg, DiskBackend, DiskFormat, DiskSpec, XenDevice};
+pub use guest::{GuestDisk, XenGuest};
 pub use syntax::{MAX_DEPTH, MAX_LIST_ITEMS, MAX_STRING_BYTES};
 
 use crate::vm::{normalise_mac, Nic, VmDisk, VmFacts};
@@ -207,6 +209,25 @@ pub enum XenConfigError {
         script: String,
         /// The target as written.
         target: String,
+    },
+    /// None of the config's disks holds the guest's root filesystem.
+    #[error("{}: no disk of the guest holds its root filesystem: {}", path.display(), findings.join("; "))]
+    NoRootDisk {
+        /// The config file.
+        path: PathBuf,
+        /// What each disk holds instead, one line per disk.
+        findings: Vec<String>,
+    },
+    /// A disk whose config names an image format imgconv does not read, and whose content
+    /// is not one it reads either.
+    #[error("{vdev} ({}): the config says format {format}, which imgconv does not read (it reads raw, qcow2, VHD and XVA images by their content)", path.display())]
+    UnreadFormat {
+        /// The guest device.
+        vdev: XenDevice,
+        /// The image.
+        path: PathBuf,
+        /// The format the config names.
+        format: &'static str,
     },
     /// A `PATH=XENDEV` argument that does not parse.
     #[error("disk argument `{arg}`: {reason}")]
@@ -652,6 +673,7 @@ impl XenConfig {
                     converted: true,
                 })
                 .collect(),
+            kernel_cmdline: self.kernel_cmdline(),
         }
     }
 }
