@@ -317,18 +317,50 @@ fn converted(conversion: &Conversion) -> Converted {
 /// The final result, in a few lines.
 fn summary(c: &Conversion) -> String {
     // A GPT plan (uefi/hybrid), when there is one, is the layout written.
-    let (disk_bytes, root_start, esp) = match &c.plan.gpt {
+    use imgconv_core::layout::{gpt::GptRole, PartitionRole};
+    // The swap partition written: a new one, or the guest's own carried over.
+    let (disk_bytes, root_number, root_start, swap, esp) = match &c.plan.gpt {
         Some(g) => (
             g.disk_bytes,
+            g.root().number,
             g.root().start_bytes(),
+            g.partitions
+                .iter()
+                .find(|p| p.role == GptRole::Swap)
+                .map(|p| (p.number, p.volume)),
             format!(", ESP p{} (UUID {})", g.esp().number, g.esp_serial()),
         ),
         None => (
             c.plan.disk.disk_bytes,
+            u32::from(c.plan.disk.root().number),
             c.plan.disk.root().start_bytes(),
+            c.plan
+                .disk
+                .partitions
+                .iter()
+                .find(|p| p.role == PartitionRole::Swap)
+                .map(|p| (u32::from(p.number), p.volume)),
             String::new(),
         ),
     };
+    let swap = swap
+        .map(|(n, volume)| {
+            let uuid = match volume {
+                Some(v) => c
+                    .plan
+                    .inspection
+                    .volumes
+                    .get(v)
+                    .and_then(|v| v.uuid())
+                    .map(str::to_string),
+                None => c.swap_uuid.clone(),
+            };
+            match uuid {
+                Some(u) => format!(", swap p{n} (UUID {u})"),
+                None => format!(", swap p{n}"),
+            }
+        })
+        .unwrap_or_default();
     // Wall time: the stream runs beside the later stages, so their times overlap.
     let seconds = c.seconds;
     let mut s = String::new();
@@ -339,15 +371,11 @@ fn summary(c: &Conversion) -> String {
         }
     }
     s += &format!(
-        "{}: {} disk, root p1 at {} (UUID {}){}{esp}, kernel {}; {} guest changes, {} warnings; {:.1} s",
+        "{}: {} disk, root p{root_number} at {} (UUID {}){swap}{esp}, kernel {}; {} guest changes, {} warnings; {:.1} s",
         c.output.display(),
         human(disk_bytes),
         root_start,
         c.root_uuid,
-        c.swap_uuid
-            .as_deref()
-            .map(|u| format!(", swap p2 (UUID {u})"))
-            .unwrap_or_default(),
         c.plan.kernel.version,
         c.report.changes.len(),
         c.report.warnings.len(),
