@@ -383,7 +383,14 @@ fn real_lvm_guest_boots_flattened() {
         "every fstab filesystem is mounted: {line}"
     );
     assert!(
-        line.contains(&format!("swap=/dev/vda{} ", swap.0)),
+        ["sda", "vda"]
+            .iter()
+            .any(|d| line.contains(&format!("swap=/dev/{d}{} ", swap.0))),
         "the former LogVol01 is the active swap: {line}"
+    );
+    // The guest keeps its separate /boot mounted, the kernel grafted into it.
+    assert!(
+        line.contains("mounted=/,/boot "),
+        "/boot (p1 of the source) is mounted: {line}"
     );
 }
