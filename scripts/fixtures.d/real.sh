@@ -23,6 +23,7 @@
 #                        /srv/xen/domains/web1/ that do not exist here; host web1
 #                        Each /home holds imgconv-home-marker with content distinct per image
 #                        (bookworm-xen.img: home-in-root), which the marker line prints.
+#   lvm-guest.img        the same guest with / and swap on LVM2 (scripts/fixtures.d/lvm-guest.sh)
 #   MANIFEST             as for the synthetic set
 #   INFO                 key=value facts for scripts: donor kernel version, UUIDs, offsets
 #
@@ -199,6 +200,7 @@ EOF
   build_split_layout "$out" "$work" "$r"
   build_logical_root "$out" "$work" "$r"
   build_xen_tools "$out" "$work" "$r"
+  build_lvm_guest "$out" "$work" "$r"
   rm -rf "$r"
   log "xen guest: built in $(elapsed_since "$t0") s"
 }

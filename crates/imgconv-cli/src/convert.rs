@@ -282,6 +282,16 @@ pub fn check_report_path(json: &Path, o: &ConvertOptions) -> Result<(), CliError
 fn source_root(o: &ConvertOptions) -> Result<FsLocation, CliError> {
     let inspection = imgconv_core::source::inspect(&o.source)
         .map_err(|e| errors::from_core(&imgconv_core::Error::from(e), &paths_of(o)))?;
+    if let imgconv_core::source::Container::LogicalVolume { vg, lv, .. } = &inspection.container {
+        return Err(CliError::new(
+            Class::Usage,
+            format!(
+                "--fsck pre runs e2fsck on the source in place, and the root of {} is LVM logical volume {vg}/{lv}, whose extents are not one range of the image",
+                o.source.display()
+            ),
+            "leave out --fsck pre (or use --fsck post, which checks the converted copy)",
+        ));
+    }
     if !matches!(inspection.format.kind, "raw" | "block-device") {
         return Err(CliError::new(
             Class::Usage,

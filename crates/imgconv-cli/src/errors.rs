@@ -166,6 +166,14 @@ fn hint_text(hint: Hint) -> Option<&'static str> {
         }
         Hint::RawForDevice => "leave out --format qcow2: a device gets a raw disk",
         Hint::OtherOutput => "the source is only ever read: choose another -o",
+        Hint::GiveMissingDisk => {
+            "give the disk image holding that physical volume too (--disk PATH=XENDEV): the \
+             volume group is read from all the disks given"
+        }
+        Hint::LinearVolume => {
+            "make the volume linear inside the guest (lvconvert, or move its files to a linear \
+             volume) and export the image again"
+        }
         _ => return None,
     })
 }

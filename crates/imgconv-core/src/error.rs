@@ -249,6 +249,12 @@ pub enum Hint {
     RawForDevice,
     /// The output is (part of) the source, which is only ever read: choose another.
     OtherOutput,
+    /// A logical volume the guest uses lies partly on a physical volume that was not
+    /// given: give the disk image holding it too.
+    GiveMissingDisk,
+    /// A logical volume the guest uses is not linear (striped, mirrored, thin, ...): make
+    /// it linear in the guest (`lvconvert`) and export the image again.
+    LinearVolume,
 }
 
 impl Error {
@@ -349,6 +355,16 @@ impl Error {
                 _ => None,
             },
             Error::NoDonor => Some(Hint::GiveDonor),
+            Error::Lvm(e) => match e.as_ref() {
+                crate::lvm::LvmError::MissingPv { .. }
+                | crate::lvm::LvmError::Volume(crate::lvm::LvError::MissingPv { .. }) => {
+                    Some(Hint::GiveMissingDisk)
+                }
+                crate::lvm::LvmError::Volume(crate::lvm::LvError::Unsupported { .. }) => {
+                    Some(Hint::LinearVolume)
+                }
+                _ => None,
+            },
             Error::NoGrubFiles { .. } => Some(Hint::GiveGrubFiles),
             _ => None,
         }
@@ -405,8 +421,17 @@ macro_rules! boxed_from {
     )*};
 }
 
+/// An LVM refusal found while inspecting is an LVM error like the others.
+impl From<crate::source::InspectError> for Error {
+    fn from(e: crate::source::InspectError) -> Self {
+        match e {
+            crate::source::InspectError::Lvm(e) => Error::Lvm(e),
+            other => Error::Inspect(Box::new(other)),
+        }
+    }
+}
+
 boxed_from!(
-    Inspect(crate::source::InspectError),
     Donor(crate::donor::DonorError),
     Fixup(crate::fixups::FixupError),
     Lvm(crate::lvm::LvmError),

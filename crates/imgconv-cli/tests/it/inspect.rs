@@ -213,7 +213,7 @@ fn gpt_source_names_its_root_partition() {
 /// The RHEL layout: p1 a /boot filesystem, p2 an LVM2 physical volume (the label written
 /// by hand: pvcreate needs a block device).
 #[test]
-fn lvm_physical_volume_is_shown_as_not_convertible_yet() {
+fn damaged_lvm_physical_volume_leaves_no_guest_root() {
     let dir = tempfile::tempdir().unwrap();
     let boot = dir.path().join("boot");
     fs::create_dir_all(boot.join("grub")).unwrap();
@@ -260,7 +260,7 @@ fn lvm_physical_volume_is_shown_as_not_convertible_yet() {
             "ext4 filesystem labelled \"boot\"",
             "p2 ",
             "an LVM2 physical volume",
-            "-> LVM physical volume: not convertible yet",
+            "-> an LVM physical volume: its logical volumes are carried as partitions when they can be read",
             "imgconv: error:",
             "imgconv: hint:",
         ],

@@ -98,6 +98,12 @@ fn fixup_context(plan: &ConversionPlan) -> FixupContext {
         .collect();
     ctx.keep_cloud_init = plan.options.keep_cloud_init;
     let volumes = &plan.inspection.volumes;
+    ctx.root_aliases = plan
+        .inspection
+        .root_volume()
+        .and_then(|i| volumes.get(i))
+        .map(|v| v.aliases.clone())
+        .unwrap_or_default();
     ctx.volumes = Some(
         plan.volume_partitions()
             .into_iter()

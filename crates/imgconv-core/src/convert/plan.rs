@@ -173,6 +173,49 @@ impl ConversionPlan {
             .collect()
     }
 
+    /// What becomes of the guest's LVM2 volume groups, in words: each group whose
+    /// logical volumes become plain partitions (with the partition each lands on), and
+    /// each logical volume left out because it cannot be read and the guest does not use
+    /// it.
+    pub fn lvm_notes(&self) -> Vec<String> {
+        let i = &self.inspection;
+        let written = self.written_layout();
+        let mut notes = Vec::new();
+        for (vg, lvs) in i.flattened_groups() {
+            let each: Vec<String> = lvs
+                .iter()
+                .map(|(lv, index)| {
+                    let v = &i.volumes[*index];
+                    let number = if v.action == crate::source::VolumeAction::Root {
+                        Some(written.root_number)
+                    } else {
+                        written.carried.iter().find(|c| c.0 == *index).map(|c| c.3)
+                    };
+                    let role = match (&v.action, v.mount.as_deref()) {
+                        (crate::source::VolumeAction::Root, _) => "root".to_string(),
+                        (crate::source::VolumeAction::Swap, _) => "swap".to_string(),
+                        (_, Some(m)) => m.to_string(),
+                        (_, None) => "not in fstab".to_string(),
+                    };
+                    match number {
+                        Some(n) => format!("{lv} \u{2192} p{n} ({role})"),
+                        None => format!("{lv} ({role})"),
+                    }
+                })
+                .collect();
+            notes.push(format!(
+                "volume group {vg} is flattened: {}; the guest will no longer see LVM",
+                each.join(", ")
+            ));
+        }
+        for v in &i.volumes {
+            if let Some(e) = v.refusal() {
+                notes.push(format!("{e}: the guest does not use it, so it is left out"));
+            }
+        }
+        notes
+    }
+
     pub(super) fn written_layout(&self) -> WrittenLayout {
         match &self.gpt {
             Some(g) => WrittenLayout {

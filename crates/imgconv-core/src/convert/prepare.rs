@@ -285,7 +285,7 @@ pub(super) fn prepare(
             .and_then(|v| v.uuid().map(str::to_string)),
     };
     let (grub, grub_choice) = grub;
-    let plan = ConversionPlan {
+    let mut plan = ConversionPlan {
         options: opts.clone(),
         inspection,
         kernel,
@@ -298,6 +298,8 @@ pub(super) fn prepare(
         fixups: Report::default(),
         warnings,
     };
+    let lvm_notes = plan.lvm_notes();
+    plan.warnings.extend(lvm_notes);
     // grub.cfg is written last: a value it cannot hold (--kernel-cmdline) fails the plan.
     boot::grub_cfg::render(&plan.grub_config())?;
     Ok(Prepared {

@@ -100,6 +100,52 @@ fn drop_xen(words: &mut Vec<String>) -> Vec<String> {
     dropped
 }
 
+/// Rewrite the words that name flattened LVM2 volumes: `root=` naming the root's logical
+/// volume becomes `root=UUID=`, `resume=` naming a carried swap volume `resume=UUID=`,
+/// and dracut's activation of a flattened group (`rd.lvm.lv=VG/LV`, `rd.lvm.vg=VG`, and
+/// the older `rd_LVM_LV=`, `rd_LVM_VG=`) is dropped: the group no longer exists. Returns
+/// each change in words.
+fn fix_lvm(words: &mut Vec<String>, ctx: &FixupContext) -> Vec<String> {
+    let groups = ctx.flattened_groups();
+    if groups.is_empty() {
+        return Vec::new();
+    }
+    let mut edits = Vec::new();
+    let swap_uuid = |dev: &str| {
+        ctx.volumes
+            .iter()
+            .flatten()
+            .find(|v| v.swap && v.aliases.iter().any(|a| a == dev))
+            .and_then(|v| v.uuid.clone())
+    };
+    let mut out = Vec::with_capacity(words.len());
+    for w in words.drain(..) {
+        let (key, value) = w.split_once('=').unwrap_or((w.as_str(), ""));
+        let new = match key {
+            "root" if ctx.root_aliases.iter().any(|a| a == value) => {
+                Some(Some(format!("root=UUID={}", ctx.root_uuid)))
+            }
+            "resume" => swap_uuid(value).map(|u| Some(format!("resume=UUID={u}"))),
+            "rd.lvm.lv" | "rd.lvm.vg" | "rd_LVM_LV" | "rd_LVM_VG"
+                if groups.iter().any(|g| value.split('/').next() == Some(g)) =>
+            {
+                Some(None)
+            }
+            _ => None,
+        };
+        match new {
+            None => out.push(w),
+            Some(Some(n)) => {
+                edits.push(format!("{w} \u{2192} {n}"));
+                out.push(n);
+            }
+            Some(None) => edits.push(format!("{w} dropped")),
+        }
+    }
+    *words = out;
+    edits
+}
+
 /// A shell assignment `NAME=value` on one line, with the value's quoting.
 struct Assignment<'a> {
     /// Everything up to and including `=`.
@@ -239,13 +285,17 @@ fn edit_cmdline_vars(
                 out.edits
                     .push(format!("removed {} from {}", dropped.join(" "), a.name));
             }
+            let lvm = fix_lvm(&mut words, ctx);
+            if !lvm.is_empty() {
+                out.edits.push(format!("{} in {}", lvm.join(", "), a.name));
+            }
             let add_here = last_add == Some((i, true)) && !missing.is_empty();
             if add_here {
                 words.extend(missing.iter().cloned());
                 out.edits
                     .push(format!("added {} to {}", missing.join(" "), a.name));
             }
-            if dropped.is_empty() && !add_here {
+            if dropped.is_empty() && lvm.is_empty() && !add_here {
                 out.keep(line);
             } else {
                 out.push(&render_assignment(&a, &words), eol);
@@ -308,6 +358,7 @@ fn edit_grub_cfg(old: &[u8], ctx: &FixupContext) -> Edited {
     let mut out = Edited::default();
     let wanted = wanted_args(ctx);
     let mut entries = 0;
+    let mut lvm_edits: Vec<String> = Vec::new();
     for line in lines(old) {
         let (bytes, eol) = split_eol(line);
         let Ok(text) = std::str::from_utf8(bytes) else {
@@ -327,8 +378,17 @@ fn edit_grub_cfg(old: &[u8], ctx: &FixupContext) -> Edited {
         }
         let mut args = words.split_off(2);
         let dropped = drop_xen(&mut args);
+        let lvm = fix_lvm(&mut args, ctx);
+        for e in lvm
+            .iter()
+            .filter(|e| !lvm_edits.contains(e))
+            .cloned()
+            .collect::<Vec<_>>()
+        {
+            lvm_edits.push(e);
+        }
         let missing = missing_args(&args, &wanted, &ctx.serial_console);
-        if dropped.is_empty() && missing.is_empty() {
+        if dropped.is_empty() && lvm.is_empty() && missing.is_empty() {
             out.keep(line);
             continue;
         }
@@ -345,6 +405,10 @@ fn edit_grub_cfg(old: &[u8], ctx: &FixupContext) -> Edited {
             "rewrote the kernel arguments of {entries} menu entr{} (Xen console and disk names dropped; serial console and net.ifnames=0 added)",
             if entries == 1 { "y" } else { "ies" }
         ));
+    }
+    if !lvm_edits.is_empty() {
+        out.edits
+            .push(format!("menu entries: {}", lvm_edits.join(", ")));
     }
     out
 }
@@ -370,6 +434,10 @@ fn edit_grubenv(old: &[u8], ctx: &FixupContext) -> Result<Edited, String> {
         };
         let mut args: Vec<String> = value.split_whitespace().map(str::to_string).collect();
         let dropped = drop_xen(&mut args);
+        let lvm = fix_lvm(&mut args, ctx);
+        if !lvm.is_empty() {
+            out.edits.push(format!("kernelopts: {}", lvm.join(", ")));
+        }
         let missing = missing_args(&args, &wanted_args(ctx), &ctx.serial_console);
         if !dropped.is_empty() || !missing.is_empty() {
             out.edits.push(format!(
@@ -646,6 +714,58 @@ mod tests {
             "LOADER_TYPE=\"grub2\"\n\
              DEFAULT_APPEND=\"splash=silent console=tty0 console=ttyS0,115200n8 net.ifnames=0 biosdevname=0\"\n\
              FAILSAFE_APPEND=\"ide=nodma\"\n"
+        );
+    }
+
+    fn lvm_ctx() -> FixupContext {
+        let mut c = ctx();
+        c.root_aliases = vec![
+            "/dev/VolGroup00/LogVol00".into(),
+            "/dev/mapper/VolGroup00-LogVol00".into(),
+        ];
+        c.volumes = Some(vec![crate::fixups::OutputVolume {
+            xen_device: None,
+            aliases: vec![
+                "/dev/VolGroup00/LogVol01".into(),
+                "/dev/mapper/VolGroup00-LogVol01".into(),
+            ],
+            uuid: Some("3b1c2d3e-4f50-4162-9374-8596a7b8c9da".into()),
+            label: None,
+            partition: 3,
+            swap: true,
+        }]);
+        c
+    }
+
+    #[test]
+    fn flattened_lvm_names_become_uuids_and_activation_is_dropped() {
+        let args = "root=/dev/mapper/VolGroup00-LogVol00 ro rd.lvm.lv=VolGroup00/LogVol00 rd_LVM_LV=VolGroup00/LogVol01 rd.lvm.lv=other/lv resume=/dev/VolGroup00/LogVol01 rhgb";
+        let old = format!("menuentry 'CentOS' {{\n\tlinux16 /vmlinuz-3.10.0 {args}\n}}\n");
+        let e = edit_grub_cfg(old.as_bytes(), &lvm_ctx());
+        assert_eq!(
+            s(&e),
+            "menuentry 'CentOS' {\n\tlinux16 /vmlinuz-3.10.0 root=UUID=0b0e6c6e-1f47-4a39-a27d-7d3d5b1d7a41 ro rd.lvm.lv=other/lv resume=UUID=3b1c2d3e-4f50-4162-9374-8596a7b8c9da rhgb console=tty0 console=ttyS0,115200n8 net.ifnames=0 biosdevname=0\n}\n"
+        );
+        assert!(
+            e.edits
+                .iter()
+                .any(|x| x.contains("rd.lvm.lv=VolGroup00/LogVol00 dropped")),
+            "{:?}",
+            e.edits
+        );
+        let g = format!("GRUB_CMDLINE_LINUX=\"{args}\"\n");
+        let e = edit_cmdline_vars(
+            g.as_bytes(),
+            &["GRUB_CMDLINE_LINUX"],
+            "GRUB_CMDLINE_LINUX",
+            &lvm_ctx(),
+            false,
+        );
+        assert!(s(&e).starts_with("GRUB_CMDLINE_LINUX=\"root=UUID=0b0e6c6e-1f47-4a39-a27d-7d3d5b1d7a41 ro rd.lvm.lv=other/lv resume=UUID=3b1c2d3e-4f50-4162-9374-8596a7b8c9da rhgb"), "{}", s(&e));
+        // Without a flattened group, LVM words stay.
+        let e = edit_grub_cfg(old.as_bytes(), &ctx());
+        assert!(
+            s(&e).contains("root=/dev/mapper/VolGroup00-LogVol00 ro rd.lvm.lv=VolGroup00/LogVol00")
         );
     }
 

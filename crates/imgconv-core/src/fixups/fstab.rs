@@ -436,8 +436,9 @@ pub fn fix_crypttab(
     )
 }
 
-/// Compute the new initramfs-tools resume config: a `RESUME=` naming a kernel disk
-/// points at the new swap by UUID, or at `none` when there is no swap.
+/// Compute the new initramfs-tools resume config: a `RESUME=` naming a kernel disk or a
+/// logical volume of a flattened volume group points at the swap partition by UUID, or
+/// at `none` when there is no swap.
 fn edit_resume(old: &[u8], ctx: &FixupContext) -> Edited {
     let mut out = Edited::default();
     for line in lines(old) {
@@ -449,7 +450,11 @@ fn edit_resume(old: &[u8], ctx: &FixupContext) -> Edited {
                 Some(v) => ("\"", v.strip_suffix('"')?),
                 None => ("", value.trim_end()),
             };
-            KernelDisk::parse(inner)?;
+            let flattened_lv = crate::lvm::parse_device_name(inner)
+                .is_some_and(|(vg, _)| ctx.flattened_groups().contains(&vg));
+            if KernelDisk::parse(inner).is_none() && !flattened_lv {
+                return None;
+            }
             Some((lead, quote, inner))
         });
         match parsed {
@@ -634,6 +639,20 @@ mod tests {
              # imgconv: /dev/xvda1 none swap sw 0 0\n"
         );
         assert_eq!(e.warnings.len(), 1);
+    }
+
+    #[test]
+    fn resume_on_a_flattened_volume_points_at_the_swap_uuid() {
+        let mut c = ctx();
+        c.swap_uuid = Some("3b1c2d3e-4f50-4162-9374-8596a7b8c9da".into());
+        c.root_aliases = vec!["/dev/VolGroup00/LogVol00".into()];
+        let e = edit_resume(b"RESUME=/dev/mapper/VolGroup00-LogVol01\n", &c);
+        assert_eq!(
+            String::from_utf8_lossy(&e.text),
+            "RESUME=UUID=3b1c2d3e-4f50-4162-9374-8596a7b8c9da\n"
+        );
+        let e = edit_resume(b"RESUME=/dev/othervg/swap\n", &c);
+        assert!(e.edits.is_empty());
     }
 
     #[test]

@@ -111,6 +111,10 @@ pub struct FixupContext {
     /// else the new disk does not have get `nofail` (see [`fstab`]). `None`: unknown, the
     /// entries are handled as if only the root and the swap were carried.
     pub volumes: Option<Vec<OutputVolume>>,
+    /// Other device paths the guest named its root by (`/dev/VG/LV`, `/dev/mapper/VG-LV`
+    /// for a root on a flattened LVM2 logical volume): a kernel `root=` naming one of them
+    /// becomes `root=UUID=`.
+    pub root_aliases: Vec<String>,
 }
 
 /// A volume of the guest on the converted disk, with the names the guest knew it by.
@@ -153,6 +157,21 @@ impl OutputVolume {
 }
 
 impl FixupContext {
+    /// The volume groups whose logical volumes the converted disk carries as plain
+    /// partitions (from the root's and the carried volumes' `/dev/VG/LV` names).
+    pub fn flattened_groups(&self) -> Vec<String> {
+        let mut groups: Vec<String> = Vec::new();
+        let carried = self.volumes.iter().flatten().flat_map(|v| v.aliases.iter());
+        for alias in self.root_aliases.iter().chain(carried) {
+            if let Some((vg, _)) = crate::lvm::parse_device_name(alias) {
+                if !groups.contains(&vg) {
+                    groups.push(vg);
+                }
+            }
+        }
+        groups
+    }
+
     /// A context for a virtio disk with console `ttyS0`, detecting the init system and
     /// stamping new files with the current time.
     pub fn new(root_uuid: &str, root_fstype: &str, swap_uuid: Option<&str>) -> Self {
@@ -173,6 +192,7 @@ impl FixupContext {
             extra_kernel_args: Vec::new(),
             keep_cloud_init: false,
             volumes: None,
+            root_aliases: Vec::new(),
         }
     }
 

@@ -42,6 +42,13 @@ pub enum Container {
         table: PartitionTable,
         root_partition: usize,
     },
+    /// The root is LVM2 logical volume `vg`/`lv` on physical volumes of the disks given;
+    /// `table` is the main disk's partition table (`None` when the disk is a PV itself).
+    LogicalVolume {
+        table: Option<PartitionTable>,
+        vg: String,
+        lv: String,
+    },
 }
 
 /// Everything known about a source image after inspection.
@@ -83,6 +90,10 @@ pub struct Inspection {
     /// it and how it was found.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub xen_config: Option<crate::xen_config::XenGuest>,
+    /// The root filesystem's bytes when they are not one range of the main disk (a
+    /// logical volume).
+    #[serde(skip)]
+    pub(crate) root_region: Option<Region>,
 }
 
 impl Inspection {
@@ -102,6 +113,9 @@ impl Inspection {
 
     /// Reopen the root filesystem's byte range, read-only.
     pub fn open_fs(&self) -> Result<Region, InspectError> {
+        if let Some(r) = &self.root_region {
+            return Ok(r.clone());
+        }
         let whole = match &self.disk {
             Some(d) => d.clone(),
             None => open_region(&self.image, &OpenOptions::default())?.region,
@@ -120,7 +134,27 @@ impl Inspection {
         match &self.container {
             Container::Bare => "the image".to_string(),
             Container::Partitioned { root_partition, .. } => format!("partition {root_partition}"),
+            Container::LogicalVolume { vg, lv, .. } => format!("logical volume {vg}/{lv}"),
         }
+    }
+
+    /// The volume groups whose logical volumes become plain partitions, each with its
+    /// carried volumes (`(LV name, volume index)`), in the order found.
+    pub fn flattened_groups(&self) -> Vec<(String, Vec<(String, usize)>)> {
+        let mut groups: Vec<(String, Vec<(String, usize)>)> = Vec::new();
+        for (i, v) in self.volumes.iter().enumerate() {
+            let Some((vg, lv)) = v.logical_volume() else {
+                continue;
+            };
+            if !v.action.carried() {
+                continue;
+            }
+            match groups.iter_mut().find(|g| g.0 == vg) {
+                Some(g) => g.1.push((lv.to_string(), i)),
+                None => groups.push((vg.to_string(), vec![(lv.to_string(), i)])),
+            }
+        }
+        groups
     }
 
     /// Refuse a filesystem whose journal needs recovery unless the caller chose to
@@ -246,6 +280,10 @@ pub enum InspectError {
     },
     #[error(transparent)]
     Partition(#[from] PartitionError),
+    /// A logical volume the guest uses cannot be read (not linear, or on a physical
+    /// volume that was not given).
+    #[error(transparent)]
+    Lvm(Box<crate::lvm::LvmError>),
     #[error(transparent)]
     ExtRead(#[from] ExtReadError),
     #[error(transparent)]
@@ -336,6 +374,7 @@ pub fn inspect_region(region: &Region) -> Result<Inspection, InspectError> {
         guest,
         xen_device: None,
         disks: Vec::new(),
+        root_region: None,
         volumes: vec![{
             let mut v = Volume::new("the region", VolumeSource::Disk { disk: 0 }, 0, fs);
             v.action = VolumeAction::Root;
@@ -358,18 +397,84 @@ pub fn inspect_with(path: &Path, opts: &OpenOptions) -> Result<Inspection, Inspe
     inspect_guest(path, opts, None, &[])
 }
 
-/// Inspect a guest made of the image at `path` (the disk holding its root), whose Xen
-/// device name is `xen_device` (guessed from the root's fstab when `None`), and its
-/// other disk images `disks`: every volume of every disk is listed, matched to the
-/// guest's fstab and given its action. Every image is opened read-only.
+/// Inspect a guest made of the image at `path` (the disk holding its root, or one of the
+/// disks holding the LVM2 volume group its root is on), whose Xen device name is
+/// `xen_device` (guessed from the root's fstab when `None`), and its other disk images
+/// `disks`: every volume of every disk is listed (the logical volumes of the LVM2
+/// physical volumes among them too), matched to the guest's fstab and given its action.
+/// A logical volume that the guest mounts (or is its root) but that cannot be read is
+/// refused ([`InspectError::Lvm`]). Every image is opened read-only.
 pub fn inspect_guest(
     path: &Path,
     opts: &OpenOptions,
     xen_device: Option<&str>,
     disks: &[SourceDisk],
 ) -> Result<Inspection, InspectError> {
-    let mut inspection = inspect_main(path, opts)?;
-    let whole = inspection.disk.clone().expect("set by inspect_main");
+    let opened = open_main(path, opts)?;
+    let whole = opened.region.clone();
+    let main = match inspect_disk(path, &whole) {
+        Ok(i) => Ok(i),
+        // The root may be a logical volume on one of the disks.
+        Err(e @ (InspectError::NoGuestRoot { .. } | InspectError::Foreign { .. })) => Err(e),
+        Err(e) => return Err(e),
+    };
+    let table = match &main {
+        Ok(Inspection {
+            container: Container::Partitioned { table, .. },
+            ..
+        }) => Some(table.clone()),
+        Ok(_) => None,
+        Err(_) => partition::read_table(&whole)?,
+    };
+    let mut vols = match (&table, &main) {
+        (Some(t), _) => volumes::partition_volumes(0, &whole, t, None),
+        (None, Ok(i)) => vec![Volume::new(
+            "the image",
+            VolumeSource::Disk { disk: 0 },
+            0,
+            i.open_fs()?,
+        )],
+        (None, Err(_)) => vec![Volume::new(
+            "the image",
+            VolumeSource::Disk { disk: 0 },
+            0,
+            whole.clone(),
+        )],
+    };
+    let mut extra_names = Vec::new();
+    for (i, d) in disks.iter().enumerate() {
+        let opened = open_region(&d.path, opts)?;
+        vols.extend(volumes::disk_volumes(i + 1, d, &opened.region)?);
+        let name =
+            volumes::XenName::parse(&d.xen_device).ok_or_else(|| InspectError::BadXenDevice {
+                path: d.path.clone(),
+                name: d.xen_device.clone(),
+            })?;
+        extra_names.push((name, d.path.clone()));
+    }
+    let lvm_problems = volumes::add_logical_volumes(&mut vols);
+    let (mut inspection, root) = match main {
+        Ok(i) => {
+            let root = vols.iter().position(|v| match (&i.container, &v.source) {
+                (Container::Bare, VolumeSource::Disk { disk: 0 }) => true,
+                (
+                    Container::Partitioned { root_partition, .. },
+                    VolumeSource::Partition {
+                        disk: 0, number, ..
+                    },
+                ) => number == root_partition,
+                _ => false,
+            });
+            (i, root)
+        }
+        Err(e) => {
+            let (i, root) = lvm_root(path, &whole, table.clone(), &vols, e)?;
+            (i, Some(root))
+        }
+    };
+    inspection.format = whole.format();
+    inspection.vm = opened.vm;
+    inspection.disk = Some(whole);
     let fstab = inspection
         .open_fs()
         .ok()
@@ -377,7 +482,7 @@ pub fn inspect_guest(
         .and_then(|r| r.read_file("/etc/fstab", 1 << 20).ok().flatten())
         .map(|b| volumes::parse_fstab(&String::from_utf8_lossy(&b)))
         .unwrap_or_default();
-    let partitioned = matches!(inspection.container, Container::Partitioned { .. });
+    let partitioned = table.is_some();
     let main_name = match xen_device {
         Some(d) => {
             let d = d.strip_prefix("/dev/").unwrap_or(d);
@@ -392,39 +497,23 @@ pub fn inspect_guest(
         }
         None => volumes::guess_main_device(&fstab, partitioned),
     };
-    let mut vols = match &inspection.container {
-        Container::Partitioned { table, .. } => {
-            volumes::partition_volumes(0, &whole, table, main_name.as_deref())
-        }
-        Container::Bare => {
-            let region = inspection.open_fs()?;
-            let mut v = Volume::new("the image", VolumeSource::Disk { disk: 0 }, 0, region);
-            v.xen_device = main_name.clone();
-            vec![v]
-        }
-    };
-    let root = vols
-        .iter()
-        .position(|v| match (&inspection.container, &v.source) {
-            (Container::Bare, _) => true,
+    for v in &mut vols {
+        v.xen_device = match (&v.source, &main_name) {
             (
-                Container::Partitioned { root_partition, .. },
-                VolumeSource::Partition { number, .. },
-            ) => number == root_partition,
-            _ => false,
-        });
+                VolumeSource::Partition {
+                    disk: 0, number, ..
+                },
+                Some(d),
+            ) => Some(format!("{d}{number}")),
+            (VolumeSource::Disk { disk: 0 }, d) => d.clone(),
+            _ => v.xen_device.take(),
+        };
+    }
     let mut names: Vec<(String, PathBuf)> = main_name
         .iter()
         .map(|n| (n.clone(), path.to_path_buf()))
         .collect();
-    for (i, d) in disks.iter().enumerate() {
-        let opened = open_region(&d.path, opts)?;
-        let found = volumes::disk_volumes(i + 1, d, &opened.region)?;
-        let name =
-            volumes::XenName::parse(&d.xen_device).ok_or_else(|| InspectError::BadXenDevice {
-                path: d.path.clone(),
-                name: d.xen_device.clone(),
-            })?;
+    for (name, disk_path) in extra_names {
         // One disk (xvdb) and a partition of it (xvdb1), or one name twice, cannot both be.
         if let Some((_, first)) = names.iter().find(|(n, _)| {
             volumes::XenName::parse(n).is_some_and(|n| {
@@ -435,14 +524,26 @@ pub fn inspect_guest(
             return Err(InspectError::DuplicateXenDevice {
                 name: name.text(),
                 first: first.clone(),
-                second: d.path.clone(),
+                second: disk_path,
             });
         }
-        let name = name.text();
-        names.push((name, d.path.clone()));
-        vols.extend(found);
+        names.push((name.text(), disk_path));
     }
     volumes::assign_actions(&mut vols, root, &fstab);
+    // A logical volume the guest mounts (or swaps on) must be carried.
+    if let Some(e) = vols
+        .iter()
+        .filter(|v| v.mount.is_some())
+        .find_map(|v| v.refusal())
+    {
+        return Err(InspectError::Lvm(Box::new(crate::lvm::LvmError::Volume(
+            e.clone(),
+        ))));
+    }
+    inspection
+        .guest
+        .warnings
+        .extend(lvm_problems.iter().map(ToString::to_string));
     inspection.xen_device = main_name;
     inspection.disks = disks.to_vec();
     inspection.volumes = vols;
@@ -468,7 +569,64 @@ pub fn inspect_xen_guest(
     Ok(inspection)
 }
 
-fn inspect_main(path: &Path, opts: &OpenOptions) -> Result<Inspection, InspectError> {
+/// The guest root among the logical volumes of `vols`, when the main disk held none
+/// (`not_found` says what it held): the first ext filesystem on a logical volume that is
+/// a guest root. When none is, and a logical volume could not be read, the root may be
+/// that one: it is refused by name.
+fn lvm_root(
+    path: &Path,
+    whole: &Region,
+    table: Option<PartitionTable>,
+    vols: &[Volume],
+    not_found: InspectError,
+) -> Result<(Inspection, usize), InspectError> {
+    let mut findings = Vec::new();
+    for (i, v) in vols.iter().enumerate() {
+        let (Some((vg, lv)), Some(region)) = (v.logical_volume(), v.region()) else {
+            continue;
+        };
+        let place = format!("logical volume {vg}/{lv}");
+        let Ok(Probe::Ext(sb)) = probe_region(region, path) else {
+            continue;
+        };
+        match open_root(region, &sb, path, &place) {
+            Ok((fs, guest)) => {
+                let container = Container::LogicalVolume {
+                    table,
+                    vg: vg.to_string(),
+                    lv: lv.to_string(),
+                };
+                let mut inspection = finish(path, whole, container, 0, &sb, fs.clone(), guest)?;
+                inspection.root_region = Some(fs);
+                return Ok((inspection, i));
+            }
+            Err(InspectError::NoGuestRoot { findings: f, .. }) => findings.extend(f),
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(e) = vols.iter().find_map(Volume::refusal) {
+        return Err(InspectError::Lvm(Box::new(crate::lvm::LvmError::Volume(
+            e.clone(),
+        ))));
+    }
+    Err(match not_found {
+        InspectError::NoGuestRoot {
+            path,
+            findings: mut f,
+        } if !findings.is_empty() => {
+            f.extend(findings);
+            InspectError::NoGuestRoot { path, findings: f }
+        }
+        InspectError::Foreign {
+            path,
+            found: Foreign::Lvm2,
+            ..
+        } if !findings.is_empty() => InspectError::NoGuestRoot { path, findings },
+        e => e,
+    })
+}
+
+fn open_main(path: &Path, opts: &OpenOptions) -> Result<Opened, InspectError> {
     let meta = std::fs::metadata(path).map_err(|source| InspectError::Io {
         action: "cannot stat",
         path: path.to_path_buf(),
@@ -479,13 +637,7 @@ fn inspect_main(path: &Path, opts: &OpenOptions) -> Result<Inspection, InspectEr
             path: path.to_path_buf(),
         });
     }
-    let opened = open_region(path, opts)?;
-    let whole = opened.region.clone();
-    let mut inspection = inspect_disk(path, &whole)?;
-    inspection.format = whole.format();
-    inspection.vm = opened.vm;
-    inspection.disk = Some(whole);
-    Ok(inspection)
+    open_region(path, opts)
 }
 
 fn inspect_disk(path: &Path, whole: &Region) -> Result<Inspection, InspectError> {
@@ -698,5 +850,6 @@ fn finish(
         disks: Vec::new(),
         volumes: Vec::new(),
         xen_config: None,
+        root_region: None,
     })
 }

@@ -72,7 +72,7 @@ impl Foreign {
                 "turn it into a raw image first (qemu-img convert -O raw in.img raw.img)"
             }
             Foreign::Lvm2 => {
-                "imgconv converts guests whose root is a plain ext2/3/4 filesystem; activate the volume group and export the root logical volume as a file (e.g. with dd) first"
+                "its logical volumes are read only when the PV's label and metadata are intact and one of them holds the guest root; `imgconv inspect` lists what was found"
             }
             Foreign::Luks => "open the volume (cryptsetup open) and convert the decrypted root filesystem",
             _ => "imgconv converts guests whose root filesystem is ext2, ext3 or ext4",

@@ -83,8 +83,26 @@ pub fn summarize(path: &Path, inspected: Result<&Inspection, &InspectError>) -> 
                 if n == 1 { "" } else { "s" }
             ));
         }
-        for p in parts.iter().filter(|p| !p.root) {
-            if p.fate.starts_with("not carried") && !p.holds.starts_with("empty") {
+        for (vg, lvs) in i.flattened_groups() {
+            changes.push(format!(
+                "volume group {vg} is flattened: {} become{} plain partitions; the guest will no longer see LVM",
+                lvs.iter().map(|(lv, _)| lv.as_str()).collect::<Vec<_>>().join(", "),
+                if lvs.len() == 1 { "s" } else { "" }
+            ));
+        }
+        let lvm_pv = |v: &super::Volume| {
+            matches!(
+                v.lvm,
+                Some(super::volumes::LvmRole::PhysicalVolume { vg: Some(_), .. })
+            )
+        };
+        for (p, v) in parts.iter().zip(&i.volumes).filter(|(p, _)| !p.root) {
+            if lvm_pv(v) {
+                continue;
+            }
+            if let Some(e) = v.refusal() {
+                changes.push(format!("{} is left out: {e}", p.name));
+            } else if p.fate.starts_with("not carried") && !p.holds.starts_with("empty") {
                 changes.push(format!(
                     "{} ({}) is left out of the output",
                     p.name, p.holds
@@ -152,7 +170,7 @@ fn describe(region: &Region, path: &Path) -> (String, &'static str) {
         ),
         Ok(Probe::Foreign(super::Foreign::Lvm2)) => (
             super::Foreign::Lvm2.describe().to_string(),
-            "LVM physical volume: not convertible yet",
+            "an LVM physical volume: its logical volumes are carried as partitions when they can be read",
         ),
         Ok(Probe::Foreign(f)) => (f.describe().to_string(), NOT_CARRIED),
         Ok(Probe::Zeros) => ("empty (zeros)".into(), NOT_CARRIED),
@@ -263,15 +281,21 @@ fn survey(path: &Path, inspected: Option<&Inspection>) -> (String, Vec<Part>) {
 
 /// The inspection's volumes as parts, with what the conversion does with each.
 fn survey_volumes(i: &Inspection) -> (String, Vec<Part>) {
+    let kind = |t: &partition::PartitionTable| match t.kind {
+        TableKind::Mbr => "MBR disk".to_string(),
+        TableKind::Gpt => "GPT disk".to_string(),
+    };
     let source = match &i.container {
         Container::Bare => format!("bare {} filesystem", i.fs.kind),
-        Container::Partitioned { table, .. } => match table.kind {
-            TableKind::Mbr => "MBR disk".to_string(),
-            TableKind::Gpt => "GPT disk".to_string(),
-        },
+        Container::Partitioned { table, .. } => kind(table),
+        Container::LogicalVolume { table, vg, lv } => format!(
+            "{}, root on LVM logical volume {vg}/{lv}",
+            table.as_ref().map_or("LVM physical volume".into(), kind)
+        ),
     };
     let table = match &i.container {
         Container::Partitioned { table, .. } => Some(table),
+        Container::LogicalVolume { table, .. } => table.as_ref(),
         Container::Bare => None,
     };
     let parts = i
@@ -291,7 +315,7 @@ fn survey_volumes(i: &Inspection) -> (String, Vec<Part>) {
                     .unwrap_or_default();
                     format!("{} ({file})", dev.unwrap_or(&v.name))
                 }
-                (VolumeSource::LogicalVolume { vg, lv }, _) => format!("{vg}/{lv}"),
+                (VolumeSource::LogicalVolume { vg, lv }, _) => format!("{vg}/{lv} (LVM)"),
             };
             if let VolumeSource::Partition { logical: true, .. } = v.source {
                 name.push_str(" (logical)");

@@ -1,7 +1,7 @@
 //! Every volume of the guest: each partition of the source (primary and logical, and the
 //! extended containers that hold the logical ones), each extra disk image given with a
-//! Xen device name ([`SourceDisk`]), and, through the same type, logical volumes that a
-//! volume manager reader adds as [`VolumeSource::LogicalVolume`] regions.
+//! Xen device name ([`SourceDisk`]), and each LVM2 logical volume found on the physical
+//! volumes among them ([`add_logical_volumes`], read by [`crate::lvm`]).
 //!
 //! Each volume is probed read-only ([`VolumeContent`]), matched to the guest's
 //! `/etc/fstab` by `UUID=`, `LABEL=`, its Xen kernel name (`/dev/xvdb1`, `/dev/sdb1` and
@@ -15,6 +15,7 @@ use super::{probe_region, InspectError, Probe};
 use crate::blockio::Region;
 use crate::bytes::Fields;
 use crate::fixups::devices::KernelDisk;
+use crate::lvm::{self, LvError, LvmError};
 use crate::partition::{ebr, PartitionTable, TableKind};
 use std::path::PathBuf;
 
@@ -204,9 +205,39 @@ pub struct Volume {
     pub mount: Option<String>,
     /// What the conversion does with it.
     pub action: VolumeAction,
+    /// Its part in LVM2: a physical volume, or a logical volume (then
+    /// [`Volume::source`] names it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lvm: Option<LvmRole>,
+    /// Why a logical volume cannot be read (not linear, on a PV that was not given).
+    #[serde(skip)]
+    pub(crate) refusal: Option<LvError>,
     /// Its bytes, read-only.
     #[serde(skip)]
     pub(crate) region: Option<Region>,
+}
+
+/// A volume's part in LVM2.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "role")]
+pub enum LvmRole {
+    /// An LVM2 physical volume: the logical volumes on it are volumes of their own.
+    PhysicalVolume {
+        /// The PV's UUID, dashed.
+        uuid: String,
+        /// The volume group it belongs to, when its metadata names one.
+        vg: Option<String>,
+    },
+    /// A logical volume of a volume group.
+    LogicalVolume {
+        /// The LV's UUID, dashed.
+        uuid: String,
+        /// Its segment types in order (`striped` for linear ones).
+        segment_types: Vec<String>,
+        /// Why it cannot be read, when it cannot.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        unusable: Option<String>,
+    },
 }
 
 impl Volume {
@@ -225,7 +256,47 @@ impl Volume {
             xen_device: None,
             aliases: Vec::new(),
             mount: None,
+            lvm: None,
+            refusal: None,
             region: Some(region),
+        }
+    }
+
+    /// A volume whose bytes cannot be read: `content` says why.
+    fn unreadable(
+        name: impl Into<String>,
+        source: VolumeSource,
+        start: u64,
+        len: u64,
+        content: VolumeContent,
+    ) -> Self {
+        Volume {
+            name: name.into(),
+            source,
+            start,
+            len,
+            action: default_action(&content),
+            content,
+            xen_device: None,
+            aliases: Vec::new(),
+            mount: None,
+            lvm: None,
+            refusal: None,
+            region: None,
+        }
+    }
+
+    /// Why the guest cannot be converted without this logical volume, when it cannot be
+    /// read.
+    pub fn refusal(&self) -> Option<&LvError> {
+        self.refusal.as_ref()
+    }
+
+    /// The logical volume's `(VG, LV)` names, when it is one.
+    pub fn logical_volume(&self) -> Option<(&str, &str)> {
+        match &self.source {
+            VolumeSource::LogicalVolume { vg, lv } => Some((vg, lv)),
+            _ => None,
         }
     }
 
@@ -415,46 +486,32 @@ pub(crate) fn partition_volumes(
         };
         let mut v = match whole.sub(e.start, e.len) {
             Ok(r) => Volume::new(format!("p{}", e.number), src, e.start, r),
-            Err(err) => {
-                let content = VolumeContent::Unreadable {
+            Err(err) => Volume::unreadable(
+                format!("p{}", e.number),
+                src,
+                e.start,
+                e.len,
+                VolumeContent::Unreadable {
                     why: err.to_string(),
-                };
-                Volume {
-                    name: format!("p{}", e.number),
-                    source: src,
-                    start: e.start,
-                    len: e.len,
-                    action: default_action(&content),
-                    content,
-                    xen_device: None,
-                    aliases: Vec::new(),
-                    mount: None,
-                    region: None,
-                }
-            }
+                },
+            ),
         };
         v.xen_device = xen_disk.map(|d| format!("{d}{}", e.number));
         vols.push(v);
     }
     if table.kind == TableKind::Mbr {
         for (number, start, len) in extended_containers(whole) {
-            let content = VolumeContent::ExtendedContainer;
-            vols.push(Volume {
-                name: format!("p{number}"),
-                source: VolumeSource::Partition {
+            vols.push(Volume::unreadable(
+                format!("p{number}"),
+                VolumeSource::Partition {
                     disk,
                     number,
                     logical: false,
                 },
                 start,
                 len,
-                action: default_action(&content),
-                content,
-                xen_device: None,
-                aliases: Vec::new(),
-                mount: None,
-                region: None,
-            });
+                VolumeContent::ExtendedContainer,
+            ));
         }
     }
     vols.sort_by_key(|v| match v.source {
@@ -560,9 +617,96 @@ pub fn assign_actions(volumes: &mut [Volume], root: Option<usize>, fstab: &[Fsta
         } else if v.mount.as_deref() == Some("/boot") && v.ext().is_some() {
             VolumeAction::Boot
         } else {
-            default_action(&v.content)
+            volume_default_action(v)
         };
     }
+}
+
+/// What becomes of a volume that is neither the root nor `/boot`: [`default_action`],
+/// except for LVM: a physical volume is replaced by its logical volumes, and a logical
+/// volume that cannot be read is left out (the conversion refuses the guest when the
+/// guest uses it; see [`Volume::refusal`]).
+fn volume_default_action(v: &Volume) -> VolumeAction {
+    if let Some(e) = &v.refusal {
+        return VolumeAction::Skip { why: e.to_string() };
+    }
+    match &v.lvm {
+        Some(LvmRole::PhysicalVolume { vg: Some(vg), .. }) => VolumeAction::Skip {
+            why: format!(
+                "LVM physical volume of volume group {vg}: its logical volumes are carried as partitions"
+            ),
+        },
+        Some(LvmRole::PhysicalVolume { vg: None, .. }) => VolumeAction::Skip {
+            why: "an LVM physical volume in no volume group".into(),
+        },
+        _ => default_action(&v.content),
+    }
+}
+
+/// Look for LVM2 physical volumes among `vols` (partitions and whole disks, all of them
+/// together, so that a volume group spanning two of the disks given assembles), mark each
+/// with its group, and add each visible logical volume as a volume of its own, named
+/// `VG/LV` and known to the guest as `/dev/VG/LV` and `/dev/mapper/VG-LV`. A logical
+/// volume that cannot be read (not linear, on a PV that was not given) is added without
+/// bytes and with its [`Volume::refusal`]. Returns the PVs and groups that could not be
+/// read at all.
+pub(crate) fn add_logical_volumes(vols: &mut Vec<Volume>) -> Vec<LvmError> {
+    let is_pv = |v: &Volume| {
+        matches!(
+            v.content,
+            VolumeContent::Foreign {
+                found: Foreign::Lvm2
+            }
+        )
+    };
+    let places: Vec<(String, Region)> = vols
+        .iter()
+        .filter(|v| is_pv(v))
+        .filter_map(|v| Some((v.name.clone(), v.region.clone()?)))
+        .collect();
+    if places.is_empty() {
+        return Vec::new();
+    }
+    let scan = lvm::scan(&places);
+    for pv in &scan.pvs {
+        if let Some(v) = vols.iter_mut().find(|v| is_pv(v) && v.name == pv.place) {
+            v.lvm = Some(LvmRole::PhysicalVolume {
+                uuid: pv.uuid.clone(),
+                vg: pv.vg.clone(),
+            });
+            v.action = volume_default_action(v);
+        }
+    }
+    for lv in scan.volumes() {
+        let source = VolumeSource::LogicalVolume {
+            vg: lv.vg.clone(),
+            lv: lv.name.clone(),
+        };
+        let name = format!("{}/{}", lv.vg, lv.name);
+        let mut v = match lv.open() {
+            Ok(region) => Volume::new(name, source, 0, region),
+            Err(e) => {
+                let mut v = Volume::unreadable(
+                    name,
+                    source,
+                    0,
+                    lv.size,
+                    VolumeContent::Unreadable { why: e.to_string() },
+                );
+                v.refusal = Some(e);
+                v
+            }
+        };
+        v.aliases = vec![lv.dev_path(), lv.mapper_path()];
+        v.lvm = Some(LvmRole::LogicalVolume {
+            uuid: lv.uuid.clone(),
+            segment_types: lv.segment_types.clone(),
+            unusable: v.refusal.as_ref().map(ToString::to_string),
+        });
+        v.action = volume_default_action(&v);
+        vols.push(v);
+    }
+    scan.problems
 }
 
 /// The volumes of one extra disk: a bare filesystem named `xvdb1` (or a whole disk
@@ -648,6 +792,8 @@ mod tests {
             xen_device: dev.map(str::to_string),
             aliases: Vec::new(),
             mount: None,
+            lvm: None,
+            refusal: None,
             region: None,
         }
     }

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 /// The LVM fixture directory, built once per test process; `None` (after a visible skip)
 /// when this process is not root or the build fails for want of loop devices.
-fn fixtures() -> Option<PathBuf> {
+pub(crate) fn fixtures() -> Option<PathBuf> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let r = DIR.get_or_init(|| {
         if !support::is_root() {

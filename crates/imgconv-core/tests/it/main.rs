@@ -11,6 +11,7 @@ mod blockdev;
 mod boot_core_image;
 mod boot_disk;
 mod convert_compat;
+mod convert_lvm;
 mod convert_synthetic;
 mod convert_volumes;
 mod cow_device;

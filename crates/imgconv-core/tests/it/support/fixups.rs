@@ -23,6 +23,7 @@ pub fn ctx() -> FixupContext {
         extra_kernel_args: Vec::new(),
         keep_cloud_init: false,
         volumes: None,
+        root_aliases: Vec::new(),
     }
 }
 
