@@ -174,6 +174,10 @@ fn hint_text(hint: Hint) -> Option<&'static str> {
             "make the volume linear inside the guest (lvconvert, or move its files to a linear \
              volume) and export the image again"
         }
+        Hint::MakeRoomInBoot => {
+            "on a copy of the image, remove old kernels from the guest's /boot or repair it \
+             with e2fsck -fy so that it can be grown, and convert that copy"
+        }
         _ => return None,
     })
 }

@@ -255,6 +255,9 @@ pub enum Hint {
     /// A logical volume the guest uses is not linear (striped, mirrored, thin, ...): make
     /// it linear in the guest (`lvconvert`) and export the image again.
     LinearVolume,
+    /// The guest's separate `/boot` is too small and cannot be grown here: free space in
+    /// it, or make it clean (e2fsck) so the conversion can grow it, on a copy of the image.
+    MakeRoomInBoot,
 }
 
 impl Error {
@@ -333,6 +336,9 @@ impl Error {
                 crate::layout::PlanError::TargetTooSmall { .. }
                 | crate::layout::PlanError::TooLargeForMbr { .. },
             ) => Some(Hint::GrowDisk),
+            Error::Plan(crate::layout::PlanError::BootTooSmall { .. }) => {
+                Some(Hint::MakeRoomInBoot)
+            }
             Error::Stream(crate::stream::StreamError::SwapTooSmall { .. }) => Some(Hint::GrowDisk),
             Error::Guest(g) => guest_hint(g),
             Error::Graft(g) => match g.as_ref() {

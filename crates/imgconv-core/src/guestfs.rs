@@ -277,6 +277,110 @@ fn target_components(target: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
         .filter(|c| !c.is_empty() && *c != b".")
 }
 
+/// The mount point of a separate boot filesystem.
+pub const BOOT_MOUNT: &str = "/boot";
+
+/// The guest as it is seen once booted with a separate `/boot`: paths under `/boot` go to
+/// the boot filesystem (without the `/boot` prefix: `/boot/grub/grub.cfg` is its
+/// `/grub/grub.cfg`), every other path to the root filesystem. The root's own `/boot`
+/// directory is the mount point the guest never sees, so nothing lands there.
+///
+/// A path whose `/boot` part is followed by `..` stays on the root filesystem; a rename
+/// across the two filesystems is refused (as `rename(2)` refuses it with `EXDEV`).
+pub struct Mounted<'a> {
+    root: &'a mut dyn GuestFs,
+    boot: &'a mut dyn GuestFs,
+}
+
+impl<'a> Mounted<'a> {
+    /// `boot` mounted at `/boot` over `root`.
+    pub fn new(root: &'a mut dyn GuestFs, boot: &'a mut dyn GuestFs) -> Self {
+        Mounted { root, boot }
+    }
+
+    /// The filesystem that holds `path` and the path inside it.
+    fn route(&mut self, path: &str) -> (&mut dyn GuestFs, String) {
+        match boot_relative(path) {
+            Some(inner) => (&mut *self.boot, inner),
+            None => (&mut *self.root, path.to_string()),
+        }
+    }
+}
+
+/// `path` inside the boot filesystem when it lies under [`BOOT_MOUNT`] (`/boot` → `/`,
+/// `/boot/grub/x` → `/grub/x`); `None` for every other path.
+pub fn boot_relative(path: &str) -> Option<String> {
+    let parts = components(path);
+    if parts.first() != Some(&"boot") || parts[1..].contains(&"..") {
+        return None;
+    }
+    Some(format!("/{}", parts[1..].join("/")))
+}
+
+impl GuestFs for Mounted<'_> {
+    fn lstat(&mut self, path: &str) -> Result<Option<NodeMeta>, GuestFsError> {
+        let (fs, p) = self.route(path);
+        fs.lstat(&p)
+    }
+    fn stat(&mut self, path: &str) -> Result<Option<NodeMeta>, GuestFsError> {
+        let (fs, p) = self.route(path);
+        fs.stat(&p)
+    }
+    fn read_file(&mut self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, GuestFsError> {
+        let (fs, p) = self.route(path);
+        fs.read_file(&p, cap)
+    }
+    fn read_link(&mut self, path: &str) -> Result<Option<String>, GuestFsError> {
+        let (fs, p) = self.route(path);
+        fs.read_link(&p)
+    }
+    fn read_dir(&mut self, path: &str) -> Result<Option<Vec<DirItem>>, GuestFsError> {
+        let (fs, p) = self.route(path);
+        fs.read_dir(&p)
+    }
+    fn mkdir_p(&mut self, path: &str, attrs: NodeAttrs) -> Result<(), GuestFsError> {
+        let (fs, p) = self.route(path);
+        if p == "/" {
+            // The boot filesystem's root always exists.
+            return Ok(());
+        }
+        fs.mkdir_p(&p, attrs)
+    }
+    fn create_file(
+        &mut self,
+        path: &str,
+        content: &mut dyn Read,
+        size: u64,
+        attrs: NodeAttrs,
+    ) -> Result<(), GuestFsError> {
+        let (fs, p) = self.route(path);
+        fs.create_file(&p, content, size, attrs)
+    }
+    fn replace_content(&mut self, path: &str, content: &[u8]) -> Result<(), GuestFsError> {
+        let (fs, p) = self.route(path);
+        fs.replace_content(&p, content)
+    }
+    fn symlink(&mut self, path: &str, target: &str, attrs: NodeAttrs) -> Result<(), GuestFsError> {
+        let (fs, p) = self.route(path);
+        fs.symlink(&p, target, attrs)
+    }
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), GuestFsError> {
+        match (boot_relative(from), boot_relative(to)) {
+            (Some(f), Some(t)) => self.boot.rename(&f, &t),
+            (None, None) => self.root.rename(from, to),
+            _ => Err(GuestFsError::Engine {
+                op: "rename",
+                path: format!("{from} -> {to}"),
+                why: "the two paths are on different filesystems (/boot is separate)".into(),
+            }),
+        }
+    }
+    fn remove(&mut self, path: &str) -> Result<(), GuestFsError> {
+        let (fs, p) = self.route(path);
+        fs.remove(&p)
+    }
+}
+
 #[cfg(any(test, feature = "test-fs"))]
 pub use mem::MemFs;
 
@@ -682,6 +786,38 @@ mod mem {
             );
             assert_eq!(fs.lstat("/lib").unwrap().unwrap().kind, NodeKind::Symlink);
             assert_eq!(fs.stat("/lib").unwrap().unwrap().kind, NodeKind::Dir);
+        }
+
+        #[test]
+        fn a_separate_boot_takes_the_paths_under_boot() {
+            let mut root = MemFs::new().with_file("/etc/fstab", "f");
+            let mut boot = MemFs::new().with_file("/grub/menu.lst", "m");
+            {
+                let mut m = Mounted::new(&mut root, &mut boot);
+                assert_eq!(m.stat("/boot").unwrap().unwrap().kind, NodeKind::Dir);
+                m.mkdir_p("/boot/grub/i386-pc", NodeAttrs::root(0o755, 0))
+                    .unwrap();
+                let mut data: &[u8] = b"k";
+                m.create_file("/boot/vmlinuz-1", &mut data, 1, NodeAttrs::root(0o644, 0))
+                    .unwrap();
+                m.rename("/boot/grub/menu.lst", "/boot/grub/menu.lst.old")
+                    .unwrap();
+                assert!(m.rename("/etc/fstab", "/boot/fstab").is_err());
+                assert_eq!(
+                    m.read_file("/etc/fstab", 10).unwrap().as_deref(),
+                    Some(&b"f"[..])
+                );
+            }
+            assert_eq!(boot.text("/vmlinuz-1").as_deref(), Some("k"));
+            assert_eq!(boot.text("/grub/menu.lst.old").as_deref(), Some("m"));
+            assert_eq!(
+                boot.stat("/grub/i386-pc").unwrap().unwrap().kind,
+                NodeKind::Dir
+            );
+            assert!(root.lstat("/boot").unwrap().is_none(), "{:?}", root.list());
+            assert_eq!(boot_relative("/boot"), Some("/".into()));
+            assert_eq!(boot_relative("/boot/../etc"), None);
+            assert_eq!(boot_relative("/bootx/a"), None);
         }
 
         #[test]

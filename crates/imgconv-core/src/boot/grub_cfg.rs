@@ -52,6 +52,9 @@ pub struct GrubConfig {
     pub title: String,
     /// Extra kernel arguments appended to both entries (space-separated).
     pub extra_args: String,
+    /// UUID of a separate `/boot` filesystem: GRUB searches it instead of the root, and
+    /// the kernel and initrd are named from its top (`/vmlinuz-<version>`).
+    pub boot_uuid: Option<String>,
 }
 
 impl GrubConfig {
@@ -66,6 +69,22 @@ impl GrubConfig {
             timeout_secs: 3,
             title: "GNU/Linux".into(),
             extra_args: String::new(),
+            boot_uuid: None,
+        }
+    }
+
+    /// The filesystem GRUB searches for: the separate `/boot`, else the root.
+    pub fn search_uuid(&self) -> &str {
+        self.boot_uuid.as_deref().unwrap_or(&self.root_uuid)
+    }
+
+    /// The directory the kernel is in, as GRUB names it on the filesystem it searched
+    /// for: `/boot`, or the top of a separate `/boot` (empty).
+    pub fn boot_dir(&self) -> &'static str {
+        if self.boot_uuid.is_some() {
+            ""
+        } else {
+            "/boot"
         }
     }
 
@@ -95,21 +114,27 @@ impl GrubConfig {
             value: value.chars().take(80).collect(),
             why,
         };
-        let uuid = &self.root_uuid;
-        let uuid_ok = uuid.len() == 36
-            && uuid.char_indices().all(|(i, c)| {
-                if [8, 13, 18, 23].contains(&i) {
-                    c == '-'
-                } else {
-                    c.is_ascii_hexdigit()
-                }
-            });
-        if !uuid_ok {
-            return Err(bad(
-                "root_uuid",
-                uuid,
-                "not a UUID like 01234567-89ab-cdef-0123-456789abcdef",
-            ));
+        let uuid_ok = |uuid: &str| {
+            uuid.len() == 36
+                && uuid.char_indices().all(|(i, c)| {
+                    if [8, 13, 18, 23].contains(&i) {
+                        c == '-'
+                    } else {
+                        c.is_ascii_hexdigit()
+                    }
+                })
+        };
+        for (field, uuid) in [
+            ("root_uuid", Some(&self.root_uuid)),
+            ("boot_uuid", self.boot_uuid.as_ref()),
+        ] {
+            if let Some(uuid) = uuid.filter(|u| !uuid_ok(u)) {
+                return Err(bad(
+                    field,
+                    uuid,
+                    "not a UUID like 01234567-89ab-cdef-0123-456789abcdef",
+                ));
+            }
         }
         let v = &self.kernel_version;
         if v.is_empty()
@@ -178,7 +203,8 @@ impl GrubConfig {
 pub fn render(cfg: &GrubConfig) -> Result<String, BootError> {
     cfg.validate()?;
     let part = cfg.partition_map.module();
-    let uuid = &cfg.root_uuid;
+    let uuid = cfg.search_uuid();
+    let dir = cfg.boot_dir();
     let ver = &cfg.kernel_version;
     let args = cfg.kernel_args();
     let mut out = String::new();
@@ -218,12 +244,12 @@ pub fn render(cfg: &GrubConfig) -> Result<String, BootError> {
              \tinsmod ext2\n\
              \tsearch --no-floppy --fs-uuid --set=root {uuid}\n\
              \techo 'Loading Linux {ver} ...'\n\
-             \tlinux /boot/vmlinuz-{ver} {args}{extra}\n"
+             \tlinux {dir}/vmlinuz-{ver} {args}{extra}\n"
         ));
         if cfg.initrd {
             out.push_str(&format!(
                 "\techo 'Loading initial ramdisk ...'\n\
-                 \tinitrd /boot/{}\n",
+                 \tinitrd {dir}/{}\n",
                 cfg.initrd_file(),
             ));
         }
@@ -323,6 +349,30 @@ mod tests {
         );
         cfg.initrd_file = Some("../x".into());
         assert!(render(&cfg).is_err());
+    }
+
+    #[test]
+    fn a_separate_boot_is_searched_and_named_from_its_top() {
+        const BOOT: &str = "3d3d3d3d-0002-4000-8000-00000000a002";
+        let mut cfg = GrubConfig::new(UUID, "6.1.0");
+        cfg.boot_uuid = Some(BOOT.into());
+        let text = render(&cfg).unwrap();
+        assert_eq!(
+            text.matches(&format!("search --no-floppy --fs-uuid --set=root {BOOT}\n"))
+                .count(),
+            3
+        );
+        assert!(text.contains(&format!("\tlinux /vmlinuz-6.1.0 root=UUID={UUID} ro")));
+        assert!(text.contains("\tinitrd /initrd.img-6.1.0\n"));
+        assert!(!text.contains("/boot/"), "{text}");
+        cfg.boot_uuid = Some("x".into());
+        assert!(matches!(
+            render(&cfg),
+            Err(BootError::BadConfigValue {
+                field: "boot_uuid",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -111,6 +111,15 @@ impl fmt::Display for ConversionPlan {
                 )?;
             }
         }
+        if let Some(g) = &self.boot_grow {
+            writeln!(
+                f,
+                "/boot:   grows from {} to {} ({})",
+                layout::human(g.from_bytes),
+                layout::human(g.to_bytes),
+                super::prepare::grow_reason(&g.reason)
+            )?;
+        }
         if !self.fixups.changes.is_empty() {
             writeln!(f, "guest changes:")?;
             for c in &self.fixups.changes {

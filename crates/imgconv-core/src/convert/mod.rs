@@ -116,6 +116,7 @@ fn fixup_context(plan: &ConversionPlan) -> FixupContext {
                     label: v.label().map(str::to_string),
                     partition,
                     swap: v.action == crate::source::VolumeAction::Swap,
+                    boot: v.action == crate::source::VolumeAction::Boot && v.ext().is_some(),
                 })
             })
             .collect(),
@@ -272,6 +273,28 @@ fn convert_into(
         Some(g) => uefi::write_gpt(out.file(), g)?,
         None => layout::write_mbr(out.file(), &plan.disk)?,
     }
+    // A separate /boot is carried first (it is small), grown when the plan says so, and
+    // written beside the root through its own libext2fs handle.
+    let boot_part = plan.boot_partition();
+    if let Some(boot) = boot_part {
+        timed(&mut timings, Stage::Volumes, || {
+            progress.stage(Stage::Volumes, None);
+            let mut within = crate::progress::WithinStage(&mut *progress);
+            match &plan.boot_grow {
+                None => carry_volumes(&plan, &out, &[boot], opts.copy_method, &mut within),
+                Some(grow) => carry_grown_boot(
+                    &plan,
+                    &out,
+                    boot,
+                    grow,
+                    opts.copy_method,
+                    &mut report,
+                    &mut within,
+                ),
+            }
+        })?;
+        report_done(&timings, progress);
+    }
 
     // Stream and graft run side by side (see `overlap::together`) unless an outside tool
     // has to change the copied filesystem between them: journal replay, repair (e2fsck -fy
@@ -301,6 +324,8 @@ fn convert_into(
         grub: &grub,
         efi: efi.as_ref(),
         root_number,
+        boot: boot_part.map(|(_, start, _, number)| (start, number)),
+        image: out.path(),
     };
     let (stream, graft, core) = if sequential {
         let stream = timed(&mut timings, Stage::Stream, || {
@@ -369,11 +394,16 @@ fn convert_into(
         )?
     };
 
-    if !carried.is_empty() {
+    let others: Vec<_> = carried
+        .iter()
+        .copied()
+        .filter(|c| Some(*c) != boot_part)
+        .collect();
+    if !others.is_empty() {
         timed(&mut timings, Stage::Volumes, || {
             progress.stage(Stage::Volumes, None);
             let mut within = crate::progress::WithinStage(&mut *progress);
-            carry_volumes(&plan, &out, &carried, opts.copy_method, &mut within)
+            carry_volumes(&plan, &out, &others, opts.copy_method, &mut within)
         })?;
         report_done(&timings, progress);
     }
@@ -386,7 +416,12 @@ fn convert_into(
     }
     check_cancel(progress)?;
     if let (Some(g), Some((files, _))) = (&plan.gpt, &efi) {
-        uefi::install_esp(out.file(), g, files, &plan.inspection.fs.uuid, &mut report)?;
+        // The stub finds GRUB's directory: on the separate /boot when there is one.
+        let grub_fs = plan
+            .boot_volume()
+            .and_then(|v| v.uuid())
+            .unwrap_or(&plan.inspection.fs.uuid);
+        uefi::install_esp(out.file(), g, files, grub_fs, &mut report)?;
     }
     match (&plan.gpt, &core) {
         (None, Some(core)) => boot::install_bios_boot(out.file(), &grub, core, 1, gap_end_lba)?,
@@ -482,6 +517,69 @@ fn carry_volumes(
             }
         }
     }
+    Ok(())
+}
+
+/// Carry the separate /boot grown: copied into a scratch file beside the output, grown
+/// there with resize2fs (at offset 0, where growing a regular file is safe whatever the
+/// growth), then its used blocks copied into its larger partition.
+fn carry_grown_boot(
+    plan: &ConversionPlan,
+    out: &TempOutput,
+    (index, start, len, _): (usize, u64, u64, u32),
+    grow: &layout::GrowPlan,
+    method: CopyMethod,
+    report: &mut Report,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    let v = &plan.inspection.volumes[index];
+    let fs = v
+        .region()
+        .zip(v.ext())
+        .and_then(|(r, fs)| r.sub(0, fs.size_bytes).ok())
+        .ok_or_else(|| Error::Io {
+            action: "cannot read the /boot filesystem of",
+            path: plan.options.source.clone(),
+            source: std::io::Error::other("its volume holds no readable ext filesystem"),
+        })?;
+    let output = &plan.options.output;
+    let dir = match output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        _ if crate::blockdev::is_block_device(output) => std::env::temp_dir(),
+        Some(d) => d.to_path_buf(),
+        None => std::path::PathBuf::from("."),
+    };
+    let scratch_err = |source| Error::Io {
+        action: "cannot use a scratch file for growing /boot in",
+        path: dir.clone(),
+        source,
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix(".imgconv-boot-")
+        .tempfile_in(&dir)
+        .map_err(scratch_err)?;
+    scratch.as_file().set_len(fs.len()).map_err(scratch_err)?;
+    stream::copy_used_blocks_with(&fs, scratch.as_file(), 0, method, progress)?;
+    progress.note(&format!(
+        "growing /boot from {} to {}",
+        layout::human(grow.from_bytes),
+        layout::human(grow.to_bytes)
+    ));
+    crate::e2fs_tools::grow(scratch.path(), 0, grow.to_bytes.min(len), &*progress)?;
+    let grown =
+        crate::blockio::Region::from_file(scratch.reopen().map_err(scratch_err)?, scratch.path())
+            .map_err(scratch_err)?;
+    stream::copy_used_blocks_with(&grown, out.file(), start, method, progress)?;
+    report.change(
+        "grow",
+        "/boot",
+        format!(
+            "grew the /boot filesystem from {} to {}",
+            layout::human(grow.from_bytes),
+            layout::human(grow.to_bytes)
+        ),
+        grow_reason(&grow.reason),
+        None,
+    );
     Ok(())
 }
 
@@ -596,14 +694,38 @@ struct GuestWork<'a> {
     grub: &'a GrubPlatformFiles,
     efi: Option<&'a (EfiBootFiles, Option<GrubPlatformFiles>)>,
     root_number: u32,
+    /// A separate /boot already copied into the output: its start byte and partition
+    /// number.
+    boot: Option<(u64, u32)>,
+    /// The output image, where the separate /boot is opened.
+    image: &'a std::path::Path,
 }
 
 impl GuestWork<'_> {
-    /// Graft, fixups and boot files into `fs`; returns the graft summary and the BIOS
-    /// core.img to embed (none for UEFI only).
+    /// Graft, fixups and boot files into the root `fs` and, with a separate /boot, into
+    /// that filesystem too (opened here, closed before returning): the guest is written as
+    /// it will see itself mounted. Returns the graft summary and the BIOS core.img to embed
+    /// (none for UEFI only).
     fn write(
         &self,
         fs: &mut ExtFs,
+        report: &mut Report,
+        timings: &mut Vec<StageTime>,
+        progress: &mut dyn Progress,
+    ) -> Result<(Option<GraftSummary>, Option<boot::CoreImage>)> {
+        let Some((offset, _)) = self.boot else {
+            return self.write_into(fs, report, timings, progress);
+        };
+        let mut boot_fs = ExtFs::open(self.image, offset)?;
+        let mut mounted = crate::guestfs::Mounted::new(fs, &mut boot_fs);
+        let r = self.write_into(&mut mounted, report, timings, progress)?;
+        boot_fs.close()?;
+        Ok(r)
+    }
+
+    fn write_into(
+        &self,
+        fs: &mut dyn crate::guestfs::GuestFs,
         report: &mut Report,
         timings: &mut Vec<StageTime>,
         progress: &mut dyn Progress,
@@ -648,9 +770,13 @@ impl GuestWork<'_> {
             let core = if self.opts.firmware == Firmware::Uefi {
                 None
             } else {
+                let prefix = match self.boot {
+                    Some((_, number)) => boot::grub_bios::prefix_for_boot_partition(gpt, number),
+                    None => boot::prefix_for_partition(gpt, self.root_number),
+                };
                 let core = boot::build_core_image(
                     self.grub,
-                    &boot::prefix_for_partition(gpt, self.root_number),
+                    &prefix,
                     if gpt {
                         boot::GPT_EXT_MODULES
                     } else {

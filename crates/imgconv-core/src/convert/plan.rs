@@ -96,6 +96,9 @@ pub struct ConversionPlan {
     pub grub: GrubChoice,
     /// The MBR disk: partitions, sizes, and whether the filesystem grows.
     pub disk: DiskPlan,
+    /// The grow of a separate `/boot` filesystem that is too small for the kernel, initrd
+    /// and GRUB files (resize2fs on its copy, into its larger partition).
+    pub boot_grow: Option<crate::layout::GrowPlan>,
     /// The GPT disk for `--firmware uefi|hybrid` (root and swap sized by `disk`); `None`
     /// for BIOS. When set, this is the layout written (print it instead of `disk`).
     pub gpt: Option<GptPlan>,
@@ -216,6 +219,26 @@ impl ConversionPlan {
         notes
     }
 
+    /// The guest's separate `/boot` filesystem, when it has one: the kernel, initrd and
+    /// GRUB files go there, and GRUB boots from it.
+    pub fn boot_volume(&self) -> Option<&crate::source::Volume> {
+        self.inspection
+            .volumes
+            .iter()
+            .find(|v| v.action == crate::source::VolumeAction::Boot && v.ext().is_some())
+    }
+
+    /// Where the separate `/boot` lands: (volume index, start byte, length, partition
+    /// number) in the layout written.
+    pub(super) fn boot_partition(&self) -> Option<(usize, u64, u64, u32)> {
+        self.written_layout().carried.into_iter().find(|c| {
+            self.inspection
+                .volumes
+                .get(c.0)
+                .is_some_and(|v| v.action == crate::source::VolumeAction::Boot && v.ext().is_some())
+        })
+    }
+
     pub(super) fn written_layout(&self) -> WrittenLayout {
         match &self.gpt {
             Some(g) => WrittenLayout {
@@ -268,6 +291,10 @@ impl ConversionPlan {
         args.extend(self.options.extra_cmdline.iter().cloned());
         cfg.extra_args = args.join(" ");
         cfg.initrd_file = self.kernel.initrd_file.clone();
+        cfg.boot_uuid = self
+            .boot_volume()
+            .and_then(|v| v.uuid())
+            .map(str::to_string);
         if self.gpt.is_some() {
             cfg.partition_map = boot::PartitionMap::Gpt;
         }

@@ -69,6 +69,9 @@ pub(super) fn prepare(
     check_cancel(progress)?;
 
     let mut warnings = inspection.guest.warnings.clone();
+    // What the graft writes outside /boot (the donor's modules tree); the rest of the
+    // kernel's graft bytes land in /boot.
+    let mut modules_bytes = 0u64;
     let (donor, donor_kernel, kernel, grub) = timed(timings, Stage::Donor, || {
         progress.stage(Stage::Donor, None);
         let source = opts.effective_kernel_source();
@@ -148,6 +151,7 @@ pub(super) fn prepare(
                 }
                 warnings.extend(k.warnings.iter().cloned());
                 let graft_bytes = Donor::graft_size_with(&k, Some(&grub));
+                modules_bytes = Donor::modules_graft_size(&k);
                 let choice = KernelChoice {
                     version: k.version.clone(),
                     origin: KernelOrigin::Donor,
@@ -165,6 +169,12 @@ pub(super) fn prepare(
             inspection.fs.features.incompat_raw,
             inspection.fs.features.ro_compat_raw,
         )?;
+        // GRUB reads the kernel from a separate /boot: it must read that filesystem too.
+        for v in &inspection.volumes {
+            if let (VolumeAction::Boot, Some(fs)) = (&v.action, v.ext()) {
+                support.check(fs.features.incompat_raw, fs.features.ro_compat_raw)?;
+            }
+        }
         let grub_choice = GrubChoice {
             origin,
             version: grub.grub_version().map(|v| v.package.unwrap_or(v.upstream)),
@@ -230,14 +240,38 @@ pub(super) fn prepare(
     }
 
     let mut inspection = inspection;
-    let carried = carried_volumes(&mut inspection);
+    let mut carried = carried_volumes(&mut inspection);
+    // A separate /boot takes the kernel, initrd and GRUB files; the root keeps the modules.
+    let mut root_graft_bytes = kernel.graft_bytes;
+    let mut boot_grow = None;
+    if let Some(c) = carried
+        .iter_mut()
+        .find(|c| c.role == layout::PartitionRole::Boot)
+    {
+        let v = &inspection.volumes[c.volume];
+        if let Some(fs) = v.ext() {
+            let boot_bytes = kernel.graft_bytes.saturating_sub(modules_bytes);
+            root_graft_bytes = modules_bytes;
+            let cannot_grow = if fs.needs_recovery {
+                Some("its journal needs recovery (it was not cleanly unmounted)".to_string())
+            } else if !fs.clean || fs.errors {
+                Some("it was not cleanly unmounted or has errors recorded, and resize2fs grows only a clean filesystem".to_string())
+            } else {
+                None
+            };
+            boot_grow = layout::plan_boot_room(&SourceSpace::from(fs), boot_bytes, cannot_grow)?;
+            if let Some(g) = &boot_grow {
+                c.bytes = c.bytes.max(g.to_bytes);
+            }
+        }
+    }
     let guest_swap = carried
         .iter()
         .any(|c| c.role == layout::PartitionRole::Swap);
     let disk = timed(timings, Stage::Plan, || {
         progress.stage(Stage::Plan, None);
         let plan_opts = PlanOptions {
-            graft_bytes: kernel.graft_bytes,
+            graft_bytes: root_graft_bytes,
             root_bytes: None,
             disk_bytes: match gpt_firmware {
                 Some(fw) => opts
@@ -256,6 +290,14 @@ pub(super) fn prepare(
         )?)
     })?;
     super::report_done(timings, progress);
+    if let Some(grow) = &boot_grow {
+        progress.note(&format!(
+            "the guest's /boot filesystem will grow from {} to {} ({})",
+            layout::human(grow.from_bytes),
+            layout::human(grow.to_bytes),
+            grow_reason(&grow.reason)
+        ));
+    }
     if let Some(grow) = &disk.grow {
         progress.note(&format!(
             "the guest filesystem will grow from {} to {} ({})",
@@ -291,6 +333,7 @@ pub(super) fn prepare(
         kernel,
         grub: grub_choice,
         disk,
+        boot_grow,
         gpt,
         efi_origin: efi.as_ref().map(|(f, _)| f.origin.clone()),
         swap_uuid,
@@ -318,8 +361,9 @@ fn carried_volumes(inspection: &mut Inspection) -> Vec<layout::Carried> {
     let mut carried = Vec::new();
     for (i, v) in inspection.volumes.iter_mut().enumerate() {
         let role = match v.action {
-            // The kernel goes into the root's /boot; a separate /boot is carried as data.
-            VolumeAction::Boot | VolumeAction::Carry => layout::PartitionRole::Data,
+            // A separate /boot is the boot partition: first, with the boot flag.
+            VolumeAction::Boot => layout::PartitionRole::Boot,
+            VolumeAction::Carry => layout::PartitionRole::Data,
             VolumeAction::Swap => layout::PartitionRole::Swap,
             VolumeAction::Root | VolumeAction::Skip { .. } => continue,
         };

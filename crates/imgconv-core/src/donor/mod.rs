@@ -697,6 +697,20 @@ impl Donor {
             })
     }
 
+    /// The part of [`Donor::graft_size_with`] that lands outside `/boot`: the modules tree
+    /// (with the directories above it). With a separate `/boot` filesystem the rest
+    /// (kernel, initrd, GRUB files) goes there.
+    pub fn modules_graft_size(kernel: &DonorKernel) -> u64 {
+        let boot_files = file_blocks(kernel.vmlinuz.len())
+            + file_blocks(kernel.initrd.len())
+            + kernel.config.as_ref().map_or(0, |f| file_blocks(f.len()))
+            + kernel
+                .system_map
+                .as_ref()
+                .map_or(0, |f| file_blocks(f.len()));
+        kernel_graft_size(kernel).saturating_sub(boot_files * GRAFT_BLOCK)
+    }
+
     /// Where the donor's GRUB i386-pc module directory is, if it has one.
     fn grub_dir(&self) -> Option<(usize, String)> {
         self.grub_dir_for(crate::boot::grub_files::PLATFORM_I386_PC)

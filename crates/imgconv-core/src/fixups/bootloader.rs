@@ -733,6 +733,7 @@ mod tests {
             label: None,
             partition: 3,
             swap: true,
+            boot: false,
         }]);
         c
     }

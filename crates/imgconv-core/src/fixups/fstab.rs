@@ -9,8 +9,10 @@
 //! - the first swap entry on a block device is pointed at `UUID=<new swap uuid>`; other
 //!   swap entries on kernel names (`/dev/xvdb1`) are commented out because those devices
 //!   do not exist after conversion; with swap planned and no swap entry, one is added;
-//! - a separate `/boot` is commented out: the converted disk boots from `/boot` inside the
-//!   root filesystem, where the donor kernel was grafted;
+//! - a separate `/boot` carried onto the new disk ([`OutputVolume::boot`](super::OutputVolume))
+//!   stays mounted, by `UUID=`: the kernel and GRUB's files were written into it; a `/boot`
+//!   entry naming anything else is commented out, since the converted disk then boots from
+//!   `/boot` inside the root filesystem;
 //! - with the carried volumes known ([`FixupContext::volumes`]), an entry naming one of
 //!   them (by `/dev/xvdXN`, `/dev/sdXN`, `/dev/hdXN`, an alias such as `/dev/VG/LV`,
 //!   `UUID=` or `LABEL=`) resolves to it: device names become `UUID=` (UUIDs and labels are
@@ -106,7 +108,8 @@ fn esp_line(serial: &str) -> String {
 const ESP_MOUNT: &str = "/boot/efi";
 
 /// Mount points whose entries this module decides itself whatever the volumes: `/boot`
-/// (the kernel is in the root filesystem's /boot) and, on a UEFI disk, the ESP.
+/// (unless it names the carried boot volume, the kernel is in the root filesystem's
+/// /boot) and, on a UEFI disk, the ESP.
 fn special_mount(mnt: &str, ctx: &FixupContext) -> bool {
     mnt == "/boot" || (mnt == ESP_MOUNT && ctx.esp_uuid.is_some())
 }
@@ -167,7 +170,7 @@ fn edit_fstab(old: &[u8], ctx: &FixupContext) -> Edited {
             out.keep(line);
         } else if let Some(v) = carried
             .iter()
-            .find(|v| !special_mount(&mnt, ctx) && v.matches(&spec))
+            .find(|v| (!special_mount(&mnt, ctx) || (mnt == "/boot" && v.boot)) && v.matches(&spec))
         {
             // A volume carried onto the new disk: its UUID and label are the same, so
             // `UUID=`/`LABEL=` lines stay; device names point at it by UUID.

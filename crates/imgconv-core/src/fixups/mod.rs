@@ -132,6 +132,9 @@ pub struct OutputVolume {
     pub partition: u32,
     /// A swap area.
     pub swap: bool,
+    /// The separate `/boot` filesystem, where the kernel and GRUB's files are: its entry
+    /// is kept (by `UUID=`), not commented out.
+    pub boot: bool,
 }
 
 impl OutputVolume {

@@ -288,6 +288,16 @@ pub enum PlanError {
     },
     #[error("a {} disk is beyond what an MBR partition table can address (2 TiB)", human(*bytes))]
     TooLargeForMbr { bytes: u64 },
+    /// The guest's separate `/boot` has too little room for the kernel, initrd and GRUB
+    /// files (with the graft margin) and cannot be grown.
+    #[error("the guest's /boot filesystem ({}) has {} free, but the kernel, initrd and GRUB files need {} ({needed_bytes} bytes, with a {} margin); it cannot be grown: {why}", human(*fs_bytes), human(*free_bytes), human(*needed_bytes), human(*margin_bytes))]
+    BootTooSmall {
+        fs_bytes: u64,
+        free_bytes: u64,
+        needed_bytes: u64,
+        margin_bytes: u64,
+        why: String,
+    },
     #[error("cannot build the partition table: {why}")]
     Mbr { why: String },
     /// A GPT layout that cannot be made, or the `gpt` crate refused it (layout::gpt).
@@ -304,6 +314,43 @@ fn align_up(v: u64, a: u64) -> u64 {
 /// The graft margin for a filesystem of `fs_bytes`: max(10%, 64 MiB).
 pub fn margin_for(fs_bytes: u64) -> u64 {
     (fs_bytes / 10).max(MIN_MARGIN_BYTES)
+}
+
+/// Room in a separate `/boot` for `graft_bytes` (kernel, initrd, GRUB files): the same
+/// rule as the root's (free space for the graft plus [`margin_for`] the filesystem).
+/// `None` when it fits; else the grow that makes it fit, or, when `cannot_grow` says
+/// why it may not grow, [`PlanError::BootTooSmall`] with both sizes.
+pub fn plan_boot_room(
+    boot: &SourceSpace,
+    graft_bytes: u64,
+    cannot_grow: Option<String>,
+) -> Result<Option<GrowPlan>, PlanError> {
+    let margin = margin_for(boot.fs_bytes);
+    let needed = graft_bytes.saturating_add(margin);
+    let deficit = needed.saturating_sub(boot.free_bytes);
+    if deficit == 0 {
+        return Ok(None);
+    }
+    if let Some(why) = cannot_grow {
+        return Err(PlanError::BootTooSmall {
+            fs_bytes: boot.fs_bytes,
+            free_bytes: boot.free_bytes,
+            needed_bytes: needed,
+            margin_bytes: margin,
+            why,
+        });
+    }
+    Ok(Some(GrowPlan {
+        from_bytes: boot.fs_bytes,
+        to_bytes: align_up(
+            boot.fs_bytes.saturating_add(deficit.max(ALIGN_BYTES)),
+            ALIGN_BYTES,
+        ),
+        reason: GrowReason::GraftRoom {
+            free_bytes: boot.free_bytes,
+            needed_bytes: needed,
+        },
+    }))
 }
 
 /// Plan the target disk: the root and, when `opts.swap_bytes` is not 0, a new swap.
@@ -325,10 +372,17 @@ pub fn plan_with(
     let margin = margin_for(fs);
     let needed_free = opts.graft_bytes.saturating_add(margin);
     let deficit = needed_free.saturating_sub(source.free_bytes);
-    // A grow is at least one alignment unit: resize2fs on a regular file at an offset
-    // needs the growth to cover the partition offset (see e2fs_tools::grow).
+    // resize2fs on a regular file at an offset needs the growth to cover the partition
+    // offset (see e2fs_tools::grow): the lead-in, and a separate /boot placed before the
+    // root.
+    let root_offset = ALIGN_BYTES
+        + carried
+            .iter()
+            .filter(|c| c.role == PartitionRole::Boot)
+            .map(|c| align_up(c.bytes, ALIGN_BYTES))
+            .sum::<u64>();
     let min_root = if deficit > 0 {
-        align_up(fs.saturating_add(deficit.max(ALIGN_BYTES)), ALIGN_BYTES)
+        align_up(fs.saturating_add(deficit.max(root_offset)), ALIGN_BYTES)
     } else {
         align_up(fs, ALIGN_BYTES)
     };
@@ -375,7 +429,7 @@ pub fn plan_with(
                 needed_bytes: needed_free,
             },
         })
-    } else if requested_root.is_some() && fs_target >= fs + ALIGN_BYTES {
+    } else if requested_root.is_some() && fs_target >= fs + root_offset {
         Some(GrowPlan {
             from_bytes: fs,
             to_bytes: fs_target,
@@ -704,6 +758,7 @@ impl PlanError {
         use crate::ErrorKind as K;
         match self {
             PlanError::TargetTooSmall { .. } | PlanError::TooLargeForMbr { .. } => K::Options,
+            PlanError::BootTooSmall { .. } => K::Input,
             PlanError::Write(o) => o.kind(),
             _ => K::Internal,
         }
@@ -722,6 +777,29 @@ mod tests {
             fs_bytes: fs,
             free_bytes: free,
             block_size: 4096,
+        }
+    }
+
+    #[test]
+    fn a_small_boot_grows_or_says_why_not() {
+        let boot = SourceSpace {
+            fs_bytes: 32 * MIB,
+            free_bytes: 30 * MIB,
+            block_size: 1024,
+        };
+        assert_eq!(
+            plan_boot_room(&src(GIB, GIB / 2), 40 * MIB, None).unwrap(),
+            None
+        );
+        let g = plan_boot_room(&boot, 40 * MIB, None).unwrap().unwrap();
+        // 40 MiB + 64 MiB margin needed, 30 MiB free: 74 MiB more.
+        assert_eq!((g.from_bytes, g.to_bytes), (32 * MIB, 106 * MIB));
+        match plan_boot_room(&boot, 40 * MIB, Some("not clean".into())) {
+            Err(e @ PlanError::BootTooSmall { .. }) => {
+                let m = e.to_string();
+                assert!(m.contains("30 MiB free") && m.contains("not clean"), "{m}");
+            }
+            other => panic!("{other:?}"),
         }
     }
 

@@ -363,7 +363,7 @@ impl Volume {
     pub fn fate(&self) -> String {
         match &self.action {
             VolumeAction::Root => "the root partition of the output: used blocks streamed, kernel and boot files added, configuration fixed for KVM".into(),
-            VolumeAction::Boot => "a partition of the output, mounted at /boot as before: used blocks streamed".into(),
+            VolumeAction::Boot => "the boot partition of the output (first, boot flag), mounted at /boot as before: used blocks streamed, kernel, initrd and GRUB files added".into(),
             VolumeAction::Carry => match (&self.content, &self.mount) {
                 (VolumeContent::Ext { .. }, Some(m)) => {
                     format!("a partition of the output, mounted at {m} as before: used blocks streamed")

@@ -161,20 +161,31 @@ fn assert_ext_partitions_clean(img: &Path, parts: &[(u32, String, u64, u64)]) ->
 
 /// The CentOS layout: p1 /boot ext3 with 1 KiB blocks, p2 root, p3 /home by UUID, p4 swap.
 fn centos_guest(dir: &Path) -> (PathBuf, Vec<u8>) {
+    centos_guest_with_boot(dir, 32, &[])
+}
+
+/// [`centos_guest`] with a /boot of `boot_mib` holding `boot_files` besides menu.lst.
+fn centos_guest_with_boot(
+    dir: &Path,
+    boot_mib: u64,
+    boot_files: &[(&str, Vec<u8>)],
+) -> (PathBuf, Vec<u8>) {
     let root = root_with_fstab(
         dir,
         &format!(
-            "/dev/xvda2 / ext4 errors=remount-ro 0 1\nLABEL=boot /boot ext3 defaults 1 2\nUUID={HOME_UUID} /home ext4 defaults 0 2\n/dev/xvda4 swap swap defaults 0 0\n"
+            "/dev/xvda2 / ext4 errors=remount-ro 0 1\n/dev/xvda1 /boot ext3 defaults 1 2\nUUID={HOME_UUID} /home ext4 defaults 0 2\n/dev/xvda4 swap swap defaults 0 0\n"
         ),
     );
     let notes = support::ext_fixture::pattern(7, 300_000);
+    let mut files = vec![("grub/menu.lst", b"default 0\n".to_vec())];
+    files.extend(boot_files.iter().cloned());
     let boot = ext_image(
         dir,
         "boot",
         "ext3",
-        32,
+        boot_mib,
         &["-b", "1024", "-L", "boot", "-U", BOOT_UUID],
-        &[("grub/menu.lst", b"default 0\n".to_vec())],
+        &files,
     );
     let home = ext_image(
         dir,
@@ -190,7 +201,7 @@ fn centos_guest(dir: &Path) -> (PathBuf, Vec<u8>) {
         &img,
         "dos",
         &[
-            (Some(&boot), 32, "83"),
+            (Some(&boot), boot_mib, "83"),
             (Some(&root), 128, "83"),
             (Some(&home), 24, "83"),
             (Some(&swap), 16, "82"),
@@ -273,6 +284,216 @@ fn centos_layout_carries_every_volume() {
         "{fstab}"
     );
     assert!(!fstab.contains("nofail"), "{fstab}");
+    assert_separate_boot(&out, &parts, &done, dir.path().join("root.img").as_path());
+}
+
+/// `sfdisk -J`'s boot flags: the node numbers marked bootable.
+fn bootable(img: &Path) -> Vec<u32> {
+    let (rc, json) = tool_merged("sfdisk", &["-J", img.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{json}");
+    let t: serde_json::Value = serde_json::from_str(&json).unwrap();
+    t["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["bootable"].as_bool() == Some(true))
+        .map(|p| {
+            let node = p["node"].as_str().unwrap();
+            node[node.trim_end_matches(char::is_numeric).len()..]
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// The names in directory `path` of the filesystem at `spec`, sorted (`.`/`..` left out).
+fn names(spec: &str, path: &str) -> Vec<String> {
+    let mut n: Vec<String> = support::debugfs(spec, &format!("ls -p {path}"))
+        .lines()
+        .filter_map(|l| l.split('/').nth(5).map(str::to_string))
+        .filter(|n| !n.is_empty() && n != "." && n != "..")
+        .collect();
+    n.sort();
+    n
+}
+
+/// The separate /boot of the CentOS layout after conversion: the first partition (boot
+/// flag on MBR), its UUID, label and 1 KiB-block ext3 kept, holding the kernel, initrd
+/// and GRUB's files at its top and a grub.cfg that searches it and names files it has;
+/// the root's /boot left as the source had it; fstab mounting /boot by UUID.
+fn assert_separate_boot(
+    out: &Path,
+    parts: &[(u32, String, u64, u64)],
+    done: &imgconv_core::convert::Conversion,
+    source_root: &Path,
+) {
+    let boot = start_of(out, parts, BOOT_UUID);
+    let number = parts.iter().find(|p| p.2 * 512 == boot).unwrap().0;
+    assert_eq!(number, 1, "/boot is partition 1: {parts:?}");
+    let label = sfdisk(out).0;
+    if label == "dos" {
+        let first = parts.iter().min_by_key(|p| p.2).unwrap();
+        assert_eq!(first.2 * 512, boot, "/boot is first on the disk: {parts:?}");
+        assert_eq!(bootable(out), [1], "the boot flag is on /boot");
+    }
+    assert_eq!(blkid(out, boot, "TYPE"), "ext3");
+    assert_eq!(blkid(out, boot, "LABEL"), "boot");
+    assert_eq!(blkid(out, boot, "BLOCK_SIZE"), "1024");
+    let v = &done.plan.kernel.version;
+    let b = spec(out, boot);
+    let top = names(&b, "/");
+    for want in [format!("vmlinuz-{v}"), format!("initrd.img-{v}")] {
+        assert!(top.contains(&want), "{want} not in /boot: {top:?}");
+    }
+    assert!(!top.contains(&"boot".to_string()), "{top:?}");
+    let grub = names(&b, "/grub");
+    assert!(grub.contains(&"grub.cfg".to_string()), "{grub:?}");
+    assert!(grub.contains(&"menu.lst".to_string()), "{grub:?}");
+    if label == "dos" {
+        assert!(names(&b, "/grub/i386-pc").contains(&"normal.mod".to_string()));
+    } else {
+        assert!(names(&b, "/grub/x86_64-efi").contains(&"core.efi".to_string()));
+    }
+    let cfg = cat(out, boot, "/grub/grub.cfg");
+    assert!(
+        cfg.contains(&format!(
+            "search --no-floppy --fs-uuid --set=root {BOOT_UUID}"
+        )),
+        "{cfg}"
+    );
+    assert!(
+        cfg.contains(&format!("linux /vmlinuz-{v} root=UUID={} ", done.root_uuid)),
+        "{cfg}"
+    );
+    let named = imgconv_core::boot::grub_cfg::named_files(&cfg);
+    assert!(named.len() >= 2, "{cfg}");
+    for (line, path) in named {
+        let (dir, file) = path.rsplit_once('/').unwrap();
+        assert!(
+            names(&b, if dir.is_empty() { "/" } else { dir }).contains(&file.to_string()),
+            "grub.cfg line {line} names {path}, which /boot does not have"
+        );
+    }
+    // The root's /boot is the mount point, as the source had it.
+    let root = start_of(out, parts, &done.root_uuid);
+    assert_eq!(
+        names(&spec(out, root), "/boot"),
+        names(source_root.to_str().unwrap(), "/boot"),
+        "the root's /boot changed"
+    );
+    let fstab = cat(out, root, "/etc/fstab");
+    assert!(
+        fstab.contains(&format!("UUID={BOOT_UUID} /boot ext3 defaults 1 2")),
+        "{fstab}"
+    );
+}
+
+/// The CentOS layout on a GPT disk for UEFI: /boot first, GRUB's EFI stub on the ESP
+/// sends GRUB to /boot's /grub/grub.cfg.
+#[test]
+fn centos_layout_on_uefi_boots_from_its_boot_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, _) = centos_guest(dir.path());
+    let out = dir.path().join("out.raw");
+    let opts = ConvertOptions::new(&src, Some(donor()), &out).with_firmware(Firmware::Uefi);
+    let done = match convert(&opts, &mut NoProgress) {
+        Ok(d) => d,
+        Err(e) if e.to_string().contains("EFI") => {
+            return support::skip(support::SkipKind::CiCanRun, &format!("no EFI files: {e}"))
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let (label, parts) = sfdisk(&out);
+    assert_eq!(label, "gpt");
+    assert_eq!(assert_ext_partitions_clean(&out, &parts), 3);
+    assert_separate_boot(&out, &parts, &done, dir.path().join("root.img").as_path());
+    let esp = parts
+        .iter()
+        .find(|p| {
+            p.1.eq_ignore_ascii_case("C12A7328-F81F-11D2-BA4B-00A0C93EC93B")
+        })
+        .unwrap_or_else(|| panic!("no ESP in {parts:?}"));
+    let boot_number = parts
+        .iter()
+        .find(|p| p.2 * 512 == start_of(&out, &parts, BOOT_UUID))
+        .unwrap()
+        .0;
+    let (rc, stub) = tool_merged(
+        "mtype",
+        &[
+            "-i",
+            &format!("{}@@{}", out.display(), esp.2 * 512),
+            "::/EFI/BOOT/grub.cfg",
+        ],
+    );
+    assert_eq!(rc, 0, "{stub}");
+    assert_eq!(
+        stub,
+        format!(
+            "search.fs_uuid {BOOT_UUID} root hd0,gpt{boot_number}\nset prefix=($root)'/grub'\nconfigfile $prefix/grub.cfg\n"
+        )
+    );
+}
+
+/// A /boot too small for the kernel and GRUB files grows on the copy; one that cannot
+/// grow (not cleanly unmounted) fails in the plan, before the output exists, with both
+/// sizes in the message.
+#[test]
+fn a_small_boot_grows_or_fails_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    // 12 MiB of 16 taken: less than the graft and its margin need.
+    let filler = support::ext_fixture::pattern(3, 12 << 20);
+    let (src, _) = centos_guest_with_boot(dir.path(), 16, &[("old/filler.bin", filler)]);
+    let out = dir.path().join("out.raw");
+    let opts = ConvertOptions::new(&src, Some(donor()), &out);
+    let shown = plan(&opts, &mut NoProgress).unwrap().to_string();
+    assert!(shown.contains("/boot:   grows from 16 MiB"), "{shown}");
+    let done = convert(&opts, &mut NoProgress).unwrap();
+    let (_, parts) = sfdisk(&out);
+    assert_eq!(assert_ext_partitions_clean(&out, &parts), 3);
+    let boot = start_of(&out, &parts, BOOT_UUID);
+    let size = support::debugfs(&spec(&out, boot), "stats");
+    let blocks: u64 = size
+        .lines()
+        .find_map(|l| l.strip_prefix("Block count:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        blocks * 1024 > 16 << 20,
+        "/boot did not grow: {blocks} blocks"
+    );
+    assert!(
+        done.report
+            .changes
+            .iter()
+            .any(|c| c.path == "/boot" && c.what.contains("grew")),
+        "{:?}",
+        done.report.changes
+    );
+
+    // The same /boot marked not clean: it may not be grown.
+    let (rc, o) = tool_merged(
+        "debugfs",
+        &[
+            "-w",
+            "-R",
+            "ssv state 0",
+            &format!("{}?offset=1048576", src.display()),
+        ],
+    );
+    assert_eq!(rc, 0, "{o}");
+    let out2 = dir.path().join("out2.raw");
+    let opts = ConvertOptions::new(&src, Some(donor()), &out2);
+    let e = convert(&opts, &mut NoProgress).unwrap_err();
+    let m = e.to_string();
+    assert!(
+        m.contains("/boot filesystem (16 MiB)") && m.contains("free") && m.contains("need"),
+        "{m}"
+    );
+    assert_eq!(e.hint(), Some(imgconv_core::Hint::MakeRoomInBoot));
+    assert!(!out2.exists(), "nothing is written");
 }
 
 /// The root in logical p5, a FAT data partition copied verbatim, and six partitions in

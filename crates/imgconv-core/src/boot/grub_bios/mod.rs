@@ -29,3 +29,10 @@ pub fn prefix_for_partition(gpt: bool, number: u32) -> String {
     let map = if gpt { "gpt" } else { "msdos" };
     format!("(,{map}{number})/boot/grub")
 }
+
+/// The prefix for GRUB's directory on a separate `/boot` filesystem in partition
+/// `number` (`(,msdos1)/grub`): there the directory is at the top of the filesystem.
+pub fn prefix_for_boot_partition(gpt: bool, number: u32) -> String {
+    let map = if gpt { "gpt" } else { "msdos" };
+    format!("(,{map}{number})/grub")
+}

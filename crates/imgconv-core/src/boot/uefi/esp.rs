@@ -68,6 +68,13 @@ pub struct EspSummary {
 /// The three-line stub that sends GRUB to `/boot/grub/grub.cfg` of the root filesystem.
 /// `root_fs_uuid` must be a UUID (checked), `root_partition` the root's GPT number.
 pub fn grub_stub(root_fs_uuid: &str, root_partition: u32) -> Result<String, UefiError> {
+    grub_stub_in(root_fs_uuid, root_partition, "/boot/grub")
+}
+
+/// The stub for GRUB's directory `grub_dir` on the filesystem `fs_uuid` in GPT partition
+/// `partition`: `/boot/grub` on the root, `/grub` on a separate `/boot`.
+pub fn grub_stub_in(fs_uuid: &str, partition: u32, grub_dir: &str) -> Result<String, UefiError> {
+    let (root_fs_uuid, root_partition) = (fs_uuid, partition);
     let ok = root_fs_uuid.len() == 36
         && root_fs_uuid.char_indices().all(|(i, c)| {
             if [8, 13, 18, 23].contains(&i) {
@@ -83,7 +90,7 @@ pub fn grub_stub(root_fs_uuid: &str, root_partition: u32) -> Result<String, Uefi
     }
     Ok(format!(
         "search.fs_uuid {root_fs_uuid} root hd0,gpt{root_partition}\n\
-         set prefix=($root)'/boot/grub'\n\
+         set prefix=($root)'{grub_dir}'\n\
          configfile $prefix/grub.cfg\n"
     ))
 }
@@ -159,8 +166,9 @@ fn esp_layout<'a>(
 }
 
 /// Format the plan's ESP inside `out` (already `plan.disk_bytes` long, GPT written or
-/// not) and write shim, GRUB and the stub pointing at the root filesystem
-/// `root_fs_uuid`. Each file goes into `report` under `/boot/efi/…` (where the guest sees
+/// not) and write shim, GRUB and the stub pointing at the filesystem `root_fs_uuid` that
+/// holds GRUB's directory: the root's `/boot/grub`, or `/grub` on the plan's separate
+/// `/boot` partition when it has one (then `root_fs_uuid` is that filesystem's UUID). Each file goes into `report` under `/boot/efi/…` (where the guest sees
 /// it). Returns what was written.
 pub fn install_esp(
     out: &File,
@@ -169,7 +177,12 @@ pub fn install_esp(
     root_fs_uuid: &str,
     report: &mut Report,
 ) -> Result<EspSummary, UefiError> {
-    let stub = grub_stub(root_fs_uuid, plan.root().number)?;
+    let boot = plan.boot_partition();
+    let stub = if boot.role == crate::layout::gpt::GptRole::Boot {
+        grub_stub_in(root_fs_uuid, boot.number, "/grub")?
+    } else {
+        grub_stub(root_fs_uuid, plan.root().number)?
+    };
     let esp = plan.esp();
     let len = crate::blockdev::len_of(out).map_err(|source| UefiError::OutputIo {
         action: "inspecting",

@@ -49,7 +49,7 @@ pub use crate::layout::gpt::{
 pub use efi_files::{
     find_efi_boot_files, EfiBootFiles, EfiFileSource, EfiSearch, HostRoot, PLATFORM_X86_64_EFI,
 };
-pub use esp::{grub_stub, install_esp, EspFile, EspSummary};
+pub use esp::{grub_stub, grub_stub_in, install_esp, EspFile, EspSummary};
 pub use guest::{esp_fstab_line, write_guest_efi_files};
 
 use crate::boot::{install_bios_boot, BootError, CoreImage, GrubPlatformFiles};
@@ -171,7 +171,12 @@ pub fn install_hybrid_bios_boot(
     let bios = plan.bios_boot().ok_or_else(|| UefiError::BadArgument {
         why: "the plan has no BIOS boot partition (firmware is uefi, not hybrid)".into(),
     })?;
-    let want = crate::boot::prefix_for_partition(true, plan.root().number);
+    let boot = plan.boot_partition();
+    let want = if boot.role == crate::layout::gpt::GptRole::Boot {
+        crate::boot::grub_bios::prefix_for_boot_partition(true, boot.number)
+    } else {
+        crate::boot::prefix_for_partition(true, plan.root().number)
+    };
     if core.prefix != want {
         return Err(UefiError::BadArgument {
             why: format!(
