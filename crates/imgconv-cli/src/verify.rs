@@ -192,7 +192,12 @@ pub fn run(args: &VerifyArgs, progress: &mut CliProgress) -> Result<VerifyReport
         check(
             &mut checks,
             "grub-files",
-            grub_files(&image, root, layout.wants_bios_code()),
+            grub_files(
+                &image,
+                root,
+                layout.wants_bios_code(),
+                partitions.as_ref().map_or(&[][..], |t| &t.entries[..]),
+            ),
         );
     } else {
         check(
@@ -461,25 +466,41 @@ fn swap_signature(image: &Region, p2: &PartitionEntry) -> Result<String, String>
 }
 
 /// /boot/grub/grub.cfg, the i386-pc modules (when BIOS boot code needs them), a kernel
-/// and its initrd on the root partition.
-fn grub_files(image: &Region, p1: &PartitionEntry, i386_pc: bool) -> Result<String, String> {
+/// and its initrd on the root partition. A disk whose first partition is a separate
+/// /boot (GRUB's directory at its top: `/grub/grub.cfg`) has them there, named from its
+/// top; its grub.cfg searches it by UUID and boots the root of another partition, whose
+/// fstab mounts it at /boot.
+fn grub_files(
+    image: &Region,
+    p1: &PartitionEntry,
+    i386_pc: bool,
+    all: &[PartitionEntry],
+) -> Result<String, String> {
     let n = p1.number;
-    let part = image.sub(p1.start, p1.len).map_err(|e| e.to_string())?;
-    let label = format!("{} partition {n}", image.path().display());
-    let fs = ExtReader::open(part, label).map_err(|e| e.to_string())?;
-    let mut missing = Vec::new();
-    let wanted: &[&str] = if i386_pc {
-        &["/boot/grub/grub.cfg", "/boot/grub/i386-pc/normal.mod"]
-    } else {
-        &["/boot/grub/grub.cfg"]
+    let open = |e: &PartitionEntry| {
+        let part = image.sub(e.start, e.len).map_err(|e| e.to_string())?;
+        let label = format!("{} partition {}", image.path().display(), e.number);
+        ExtReader::open(part, label).map_err(|e| e.to_string())
     };
-    for &path in wanted {
+    let fs = open(p1)?;
+    let separate = !fs
+        .exists("/boot/grub/grub.cfg")
+        .map_err(|e| e.to_string())?
+        && fs.exists("/grub/grub.cfg").map_err(|e| e.to_string())?;
+    let dir = if separate { "" } else { "/boot" };
+    let cfg_path = format!("{dir}/grub/grub.cfg");
+    let mut missing = Vec::new();
+    let mut wanted = vec![cfg_path.clone()];
+    if i386_pc {
+        wanted.push(format!("{dir}/grub/i386-pc/normal.mod"));
+    }
+    for path in &wanted {
         if !fs.exists(path).map_err(|e| e.to_string())? {
             missing.push(path.to_string());
         }
     }
     let boot = fs
-        .read_dir("/boot", 10_000)
+        .read_dir(if separate { "/" } else { "/boot" }, 10_000)
         .map_err(|e| e.to_string())?
         .unwrap_or_default();
     let names: Vec<&str> = boot.iter().map(|d| d.name.as_str()).collect();
@@ -503,25 +524,74 @@ fn grub_files(image: &Region, p1: &PartitionEntry, i386_pc: bool) -> Result<Stri
         })
         .collect();
     if kernels.is_empty() {
-        missing.push("/boot/vmlinuz-*".into());
+        missing.push(format!("{dir}/vmlinuz-*"));
     } else if with_initrd.is_empty() {
         missing.push(format!("an initrd for {}", kernels.join(", ")));
     }
     if !missing.is_empty() {
         return Err(format!("missing on partition {n}: {}", missing.join(", ")));
     }
-    // grub.cfg must boot the root filesystem by its UUID.
     let cfg = fs
-        .read_file("/boot/grub/grub.cfg", 1 << 20)
+        .read_file(&cfg_path, 1 << 20)
         .map_err(|e| e.to_string())?
         .unwrap_or_default();
     let cfg = String::from_utf8_lossy(&cfg);
-    let uuid = fs.uuid();
-    if !cfg.contains(&format!("root=UUID={uuid}")) {
-        return Err(format!(
-            "/boot/grub/grub.cfg does not boot root=UUID={uuid} (the UUID of partition {n})"
-        ));
-    }
+    let boot_uuid = fs.uuid();
+    // grub.cfg must boot the root filesystem by its UUID: this one, or with a separate
+    // /boot the partition holding /etc/fstab whose UUID grub.cfg names.
+    let uuid = if separate {
+        if !cfg.contains(&format!("--fs-uuid --set=root {boot_uuid}")) {
+            return Err(format!(
+                "{cfg_path} on partition {n} does not search its own filesystem (UUID {boot_uuid})"
+            ));
+        }
+        let mut root = None;
+        for e in all.iter().filter(|e| e.start != p1.start) {
+            let Ok(r) = open(e) else { continue };
+            let u = r.uuid();
+            if cfg.contains(&format!("root=UUID={u}")) && r.exists("/etc/fstab").unwrap_or(false) {
+                root = Some((e.number, u, r));
+                break;
+            }
+        }
+        let (rn, u, r) = root.ok_or_else(|| {
+            format!(
+                "{cfg_path} on partition {n} boots no root=UUID= of an ext partition of this disk"
+            )
+        })?;
+        let fstab = r
+            .read_file("/etc/fstab", 1 << 20)
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        let fstab = String::from_utf8_lossy(&fstab);
+        let label = fs.label().to_string();
+        let mounts_boot = imgconv_core::source::volumes::parse_fstab(&fstab)
+            .iter()
+            .any(|l| {
+                l.mount == "/boot"
+                    && imgconv_core::source::volumes::spec_names(
+                        &l.spec,
+                        Some(&boot_uuid),
+                        Some(&label),
+                        None,
+                        &[],
+                    )
+            });
+        if !mounts_boot {
+            return Err(format!(
+                "the root's fstab (partition {rn}) does not mount partition {n} (UUID {boot_uuid}) at /boot"
+            ));
+        }
+        u
+    } else {
+        let u = fs.uuid();
+        if !cfg.contains(&format!("root=UUID={u}")) {
+            return Err(format!(
+                "{cfg_path} does not boot root=UUID={u} (the UUID of partition {n})"
+            ));
+        }
+        u
+    };
     // Every kernel and initrd the menu loads must be there.
     let mut absent = Vec::new();
     for (line, path) in imgconv_core::boot::grub_cfg::named_files(&cfg) {
@@ -532,12 +602,17 @@ fn grub_files(image: &Region, p1: &PartitionEntry, i386_pc: bool) -> Result<Stri
     }
     if !absent.is_empty() {
         return Err(format!(
-            "/boot/grub/grub.cfg loads files that are not on partition {n}: {}",
+            "{cfg_path} loads files that are not on partition {n}: {}",
             absent.join(", ")
         ));
     }
     Ok(format!(
-        "grub.cfg (root=UUID={uuid}){}, kernel {}",
+        "grub.cfg (root=UUID={uuid}){}{}, kernel {}",
+        if separate {
+            format!(", on the separate /boot (partition {n})")
+        } else {
+            String::new()
+        },
         if i386_pc { ", i386-pc modules" } else { "" },
         with_initrd.join(", ")
     ))

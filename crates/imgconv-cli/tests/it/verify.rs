@@ -368,3 +368,122 @@ fn sigint_or_sigterm_during_the_boot_test_exits_130_and_kills_qemu() {
         assert!(!qemu_running_on(&img), "qemu was killed");
     }
 }
+
+/// A guest with a separate /boot (p1 ext3 with 1 KiB blocks, p2 root mounting it by
+/// `/dev/xvda1`), converted: verify finds grub.cfg, the kernel and its initrd on the /boot
+/// partition, the root grub.cfg boots on p2, and the root's fstab mounting /boot.
+#[test]
+fn a_separate_boot_partition_holds_grub_cfg_and_the_kernel() {
+    const BOOT_UUID: &str = "3d3d3d3d-0002-4000-8000-00000000b0b0";
+    let dir = tempfile::tempdir().unwrap();
+    let fx = support::synthetic();
+    let root = dir.path().join("root.img");
+    std::fs::copy(fx.join("xen-ext4.img"), &root).unwrap();
+    let fstab = dir.path().join("fstab");
+    std::fs::write(
+        &fstab,
+        "/dev/xvda2 / ext4 errors=remount-ro 0 1\n/dev/xvda1 /boot ext3 defaults 1 2\n",
+    )
+    .unwrap();
+    for req in [
+        "rm /etc/fstab".to_string(),
+        format!("write {} /etc/fstab", fstab.display()),
+    ] {
+        let (rc, out) =
+            support::tool_merged("debugfs", &["-w", "-R", &req, root.to_str().unwrap()]);
+        assert_eq!(rc, 0, "{out}");
+    }
+    let boot = dir.path().join("boot.img");
+    support::mkfs(
+        "ext3",
+        None,
+        &boot,
+        32,
+        &["-b", "1024", "-L", "boot", "-U", BOOT_UUID],
+    );
+    let root_mib = std::fs::metadata(&root).unwrap().len() >> 20;
+    let src = dir.path().join("split.img");
+    std::fs::File::create(&src)
+        .unwrap()
+        .set_len((2 + 32 + root_mib) << 20)
+        .unwrap();
+    let script = format!(
+        "label: dos\nstart=2048, size={}, type=83\nstart={}, size={}, type=83\n",
+        32 * 2048,
+        2048 + 32 * 2048,
+        root_mib * 2048
+    );
+    let mut sfdisk = Command::new("sfdisk")
+        .args(["-q", "--no-reread", "--no-tell-kernel"])
+        .arg(&src)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    sfdisk
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    for (img, at) in [(&boot, 1u64 << 20), (&root, 33 << 20)] {
+        write_at(&src, at, &std::fs::read(img).unwrap());
+    }
+    let out = dir.path().join("out.raw");
+    let status = imgconv()
+        .arg("convert")
+        .arg(&src)
+        .arg("--donor")
+        .arg(fx.join("donor-dir"))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let (code, r, err) = verify_json(&out, &[]);
+    assert_eq!(code, 0, "{r:#}\n{err}");
+    let detail = check(&r, "grub-files")["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("separate /boot (partition 1)") && detail.contains("i386-pc"),
+        "{detail}"
+    );
+    assert_eq!(r["partitions"]["entries"][0]["start"], 1 << 20);
+
+    // grub.cfg naming a kernel /boot does not have fails the check.
+    let spec = format!("{}?offset={}", out.display(), 1 << 20);
+    let (rc, o) = support::tool_merged("debugfs", &["-w", "-R", "rm /grub/grub.cfg", &spec]);
+    assert_eq!(rc, 0, "{o}");
+    let (_, root_uuid) = support::tool_merged(
+        "blkid",
+        &["-p", "-o", "value", "-s", "UUID", root.to_str().unwrap()],
+    );
+    let bad = dir.path().join("bad.cfg");
+    std::fs::write(
+        &bad,
+        format!(
+            "search --no-floppy --fs-uuid --set=root {BOOT_UUID}\nlinux /vmlinuz-9.9 root=UUID={}\n",
+            root_uuid.trim()
+        ),
+    )
+    .unwrap();
+    let (rc, o) = support::tool_merged(
+        "debugfs",
+        &[
+            "-w",
+            "-R",
+            &format!("write {} /grub/grub.cfg", bad.display()),
+            &spec,
+        ],
+    );
+    assert_eq!(rc, 0, "{o}");
+    let (code, r, _) = verify_json(&out, &[]);
+    assert_eq!(code, 6, "{r:#}");
+    assert_eq!(check(&r, "grub-files")["ok"], false, "{r:#}");
+    let detail = check(&r, "grub-files")["detail"].as_str().unwrap();
+    assert!(detail.contains("/vmlinuz-9.9 (line 2)"), "{detail}");
+}

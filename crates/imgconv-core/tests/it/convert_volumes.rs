@@ -712,3 +712,91 @@ fn a_second_disk_becomes_a_partition() {
         done.report.warnings
     );
 }
+
+/// The value of `field=` in a marker line.
+fn marker_field<'a>(line: &'a str, field: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{field}=")))
+        .unwrap_or_else(|| panic!("no {field}= in {line:?}"))
+}
+
+fn real_info(real: &Path, key: &str) -> String {
+    fs::read_to_string(real.join("INFO"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} not in {}/INFO", real.display()))
+        .to_string()
+}
+
+/// The Debian-built split layout (p1 /boot ext3 with 1 KiB blocks, p2 /, p3 /home, p4
+/// swap) converted with the real donor boots `firmware` under QEMU to its marker: the
+/// donor's kernel loaded from the separate /boot (the root's /boot holds none), /boot and
+/// /home mounted, nothing missing, the guest's swap active.
+fn split_layout_boots(firmware: Firmware, qemu_firmware: support::qemu::Firmware) {
+    let Some(real) = support::real() else {
+        return support::skip(
+            support::SkipKind::CiCanRun,
+            "the real fixtures are not built (scripts/fixtures real)",
+        );
+    };
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("split-kvm.img");
+    let opts = ConvertOptions::new(
+        real.join("split-layout.img"),
+        Some(real.join("bookworm-donor.img")),
+        &out,
+    )
+    .with_firmware(firmware);
+    let done = convert(&opts, &mut NoProgress).unwrap_or_else(|e| panic!("convert: {e}"));
+    let v = done.plan.kernel.version.clone();
+    let (_, parts) = sfdisk(&out);
+    assert_eq!(assert_ext_partitions_clean(&out, &parts), 3);
+    let boot = start_of(&out, &parts, &real_info(&real, "split_boot_uuid"));
+    let root = start_of(&out, &parts, &real_info(&real, "split_root_uuid"));
+    assert!(names(&spec(&out, boot), "/").contains(&format!("vmlinuz-{v}")));
+    assert!(!names(&spec(&out, root), "/boot")
+        .iter()
+        .any(|n| n.starts_with("vmlinuz")));
+    let log = support::qemu::boot(
+        &out,
+        qemu_firmware,
+        &["IMGCONV-MARKER"],
+        std::time::Duration::from_secs(900),
+    );
+    let line = log.line.clone().unwrap_or_else(|| {
+        panic!(
+            "no marker after {:.0} s; end of the serial log:\n{}",
+            log.seconds,
+            log.text
+                .chars()
+                .skip(log.text.chars().count().saturating_sub(4000))
+                .collect::<String>()
+        )
+    });
+    assert_eq!(marker_field(&line, "kernel"), v, "{line}");
+    assert_eq!(
+        marker_field(&line, "home"),
+        real_info(&real, "split_home_marker"),
+        "{line}"
+    );
+    assert_eq!(marker_field(&line, "missing"), "none", "{line}");
+    let mounted = marker_field(&line, "mounted");
+    assert!(
+        mounted.split(',').any(|m| m == "/boot") && mounted.split(',').any(|m| m == "/home"),
+        "{line}"
+    );
+    assert_ne!(marker_field(&line, "swap"), "none", "{line}");
+}
+
+#[test]
+#[ignore = "slow tier: converts the real split layout and boots it under QEMU"]
+fn split_layout_boots_bios_from_its_separate_boot() {
+    split_layout_boots(Firmware::Bios, support::qemu::Firmware::SeaBios);
+}
+
+#[test]
+#[ignore = "slow tier: converts the real split layout and boots it under QEMU"]
+fn split_layout_hybrid_boots_bios_from_its_separate_boot() {
+    split_layout_boots(Firmware::Hybrid, support::qemu::Firmware::SeaBios);
+}
