@@ -416,7 +416,17 @@ fn look_at_guest_kernel(
             ))
         }
     };
-    let gk = match donor::guest_kernel::find_guest_kernel_in_reader(&reader) {
+    // A separate /boot holds the guest's kernels and initrds.
+    let boot_reader = inspection
+        .volumes
+        .iter()
+        .find(|v| v.action == VolumeAction::Boot && v.ext().is_some())
+        .and_then(|v| v.region())
+        .and_then(|r| {
+            ExtReader::open(r.clone(), format!("{} (/boot)", inspection.image.display())).ok()
+        });
+    let gk = match donor::guest_kernel::find_guest_kernel_in_readers(&reader, boot_reader.as_ref())
+    {
         Ok(gk) => gk,
         // Reading the guest here is reading the input, not the donor.
         Err(e) if forced => {
@@ -445,8 +455,9 @@ fn look_at_guest_kernel(
             ))
         }
     };
-    let readiness = match donor::guest_kernel::kvm_readiness_in_reader(
+    let readiness = match donor::guest_kernel::kvm_readiness_in_readers(
         &reader,
+        boot_reader.as_ref(),
         &gk,
         opts.disk_bus,
         &inspection.fs.kind.to_string(),

@@ -54,6 +54,37 @@ impl KernelTree for &ExtReader {
     }
 }
 
+/// A guest read through the guarded reader with a separate `/boot` filesystem: paths
+/// under `/boot` are read from it (without the prefix), every other path from the root.
+struct Split<'a> {
+    root: &'a ExtReader,
+    boot: &'a ExtReader,
+}
+
+impl Split<'_> {
+    fn route(&self, path: &str) -> (&ExtReader, String) {
+        match crate::guestfs::boot_relative(path) {
+            Some(inner) => (self.boot, inner),
+            None => (self.root, path.to_string()),
+        }
+    }
+}
+
+impl KernelTree for Split<'_> {
+    fn list(&mut self, dir: &str) -> Result<Option<Vec<DirItem>>, DonorError> {
+        let (mut fs, p) = self.route(dir);
+        fs.list(&p)
+    }
+    fn stat(&mut self, path: &str) -> Result<Option<NodeMeta>, DonorError> {
+        let (mut fs, p) = self.route(path);
+        KernelTree::stat(&mut fs, &p)
+    }
+    fn read_small(&mut self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, DonorError> {
+        let (mut fs, p) = self.route(path);
+        fs.read_small(&p, cap)
+    }
+}
+
 struct Guest<'a>(&'a mut dyn GuestFs);
 
 impl KernelTree for Guest<'_> {
@@ -84,6 +115,18 @@ impl KernelTree for Guest<'_> {
 /// (the source image, before anything is written).
 pub fn find_guest_kernel_in_reader(guest: &ExtReader) -> Result<GuestKernel, DonorError> {
     find(&mut { guest })
+}
+
+/// [`find_guest_kernel_in_reader`] for a guest whose `/boot` is the separate filesystem
+/// `boot` (its kernels and initrds are there, its modules in the root).
+pub fn find_guest_kernel_in_readers(
+    root: &ExtReader,
+    boot: Option<&ExtReader>,
+) -> Result<GuestKernel, DonorError> {
+    match boot {
+        Some(boot) => find(&mut Split { root, boot }),
+        None => find(&mut { root }),
+    }
 }
 
 /// Find the newest usable non-Xen kernel in a guest filesystem (e.g. the output's root).
@@ -384,6 +427,20 @@ pub fn kvm_readiness_in_reader(
     root_fstype: &str,
 ) -> Result<KvmReadiness, DonorError> {
     readiness(&mut { guest }, kernel, bus, root_fstype)
+}
+
+/// [`kvm_readiness_in_reader`] for a guest with a separate `/boot` filesystem.
+pub fn kvm_readiness_in_readers(
+    root: &ExtReader,
+    boot: Option<&ExtReader>,
+    kernel: &GuestKernel,
+    bus: crate::convert::DiskBus,
+    root_fstype: &str,
+) -> Result<KvmReadiness, DonorError> {
+    match boot {
+        Some(boot) => readiness(&mut Split { root, boot }, kernel, bus, root_fstype),
+        None => readiness(&mut { root }, kernel, bus, root_fstype),
+    }
 }
 
 /// [`readiness`] of a kernel found in a guest filesystem.

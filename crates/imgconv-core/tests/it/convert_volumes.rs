@@ -161,14 +161,16 @@ fn assert_ext_partitions_clean(img: &Path, parts: &[(u32, String, u64, u64)]) ->
 
 /// The CentOS layout: p1 /boot ext3 with 1 KiB blocks, p2 root, p3 /home by UUID, p4 swap.
 fn centos_guest(dir: &Path) -> (PathBuf, Vec<u8>) {
-    centos_guest_with_boot(dir, 32, &[])
+    centos_guest_with_boot(dir, 32, &[], &[])
 }
 
-/// [`centos_guest`] with a /boot of `boot_mib` holding `boot_files` besides menu.lst.
+/// [`centos_guest`] with a /boot of `boot_mib` holding `boot_files` besides menu.lst, and
+/// the debugfs write requests `root_requests` run on the root filesystem.
 fn centos_guest_with_boot(
     dir: &Path,
     boot_mib: u64,
     boot_files: &[(&str, Vec<u8>)],
+    root_requests: &[String],
 ) -> (PathBuf, Vec<u8>) {
     let root = root_with_fstab(
         dir,
@@ -176,6 +178,10 @@ fn centos_guest_with_boot(
             "/dev/xvda2 / ext4 errors=remount-ro 0 1\n/dev/xvda1 /boot ext3 defaults 1 2\nUUID={HOME_UUID} /home ext4 defaults 0 2\n/dev/xvda4 swap swap defaults 0 0\n"
         ),
     );
+    for req in root_requests {
+        let (rc, out) = tool_merged("debugfs", &["-w", "-R", req, root.to_str().unwrap()]);
+        assert_eq!(rc, 0, "{out}");
+    }
     let notes = support::ext_fixture::pattern(7, 300_000);
     let mut files = vec![("grub/menu.lst", b"default 0\n".to_vec())];
     files.extend(boot_files.iter().cloned());
@@ -342,7 +348,10 @@ fn assert_separate_boot(
     let v = &done.plan.kernel.version;
     let b = spec(out, boot);
     let top = names(&b, "/");
-    for want in [format!("vmlinuz-{v}"), format!("initrd.img-{v}")] {
+    for want in [
+        format!("vmlinuz-{v}"),
+        done.plan.grub_config().initrd_file(),
+    ] {
         assert!(top.contains(&want), "{want} not in /boot: {top:?}");
     }
     assert!(!top.contains(&"boot".to_string()), "{top:?}");
@@ -443,7 +452,7 @@ fn a_small_boot_grows_or_fails_before_writing() {
     let dir = tempfile::tempdir().unwrap();
     // 12 MiB of 16 taken: less than the graft and its margin need.
     let filler = support::ext_fixture::pattern(3, 12 << 20);
-    let (src, _) = centos_guest_with_boot(dir.path(), 16, &[("old/filler.bin", filler)]);
+    let (src, _) = centos_guest_with_boot(dir.path(), 16, &[("old/filler.bin", filler)], &[]);
     let out = dir.path().join("out.raw");
     let opts = ConvertOptions::new(&src, Some(donor()), &out);
     let shown = plan(&opts, &mut NoProgress).unwrap().to_string();
@@ -799,4 +808,78 @@ fn split_layout_boots_bios_from_its_separate_boot() {
 #[ignore = "slow tier: converts the real split layout and boots it under QEMU"]
 fn split_layout_hybrid_boots_bios_from_its_separate_boot() {
     split_layout_boots(Firmware::Hybrid, support::qemu::Firmware::SeaBios);
+}
+
+/// The guest's own kernel and dracut initrd (with the virtio drivers) on its separate
+/// /boot, its modules in the root: auto finds and keeps them, and the grub.cfg written
+/// into /boot boots them from there.
+#[test]
+fn the_guest_kernel_on_a_separate_boot_is_found_and_booted() {
+    let dir = tempfile::tempdir().unwrap();
+    let ver = "5.10.0-30-amd64";
+    let tree = dir.path().join("initrd-tree");
+    let mods = [
+        format!("usr/lib/modules/{ver}/kernel/drivers/block/virtio_blk.ko"),
+        format!("usr/lib/modules/{ver}/kernel/drivers/virtio/virtio_pci.ko"),
+    ];
+    for m in &mods {
+        fs::create_dir_all(tree.join(m).parent().unwrap()).unwrap();
+        fs::write(tree.join(m), b"module").unwrap();
+    }
+    let mut cpio = std::process::Command::new("cpio")
+        .args(["-o", "-H", "newc", "--quiet"])
+        .current_dir(&tree)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("cpio (scripts/setup)");
+    {
+        use std::io::Write;
+        let mut stdin = cpio.stdin.take().unwrap();
+        stdin.write_all(mods.join("\n").as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+    }
+    let initrd = cpio.wait_with_output().unwrap();
+    assert!(initrd.status.success());
+    let empty = dir.path().join("empty");
+    fs::write(&empty, b"").unwrap();
+    let (src, _) = centos_guest_with_boot(
+        dir.path(),
+        32,
+        &[
+            (&format!("vmlinuz-{ver}"), b"stand-in kernel".to_vec()),
+            (&format!("initramfs-{ver}.img"), initrd.stdout),
+            (
+                &format!("config-{ver}"),
+                b"CONFIG_EXT4_FS=y\nCONFIG_EXT3_FS=y\n".to_vec(),
+            ),
+        ],
+        &[
+            "mkdir /usr/lib/modules".into(),
+            format!("mkdir /usr/lib/modules/{ver}"),
+            format!(
+                "write {} /usr/lib/modules/{ver}/modules.dep",
+                empty.display()
+            ),
+        ],
+    );
+    let out = dir.path().join("out.raw");
+    let opts = ConvertOptions::new(&src, Some(donor()), &out);
+    let done = convert(&opts, &mut NoProgress).unwrap();
+    assert_eq!(
+        done.plan.kernel.origin,
+        imgconv_core::convert::KernelOrigin::Guest,
+        "{}",
+        done.plan.kernel.why
+    );
+    assert_eq!(done.plan.kernel.version, ver);
+    let (_, parts) = sfdisk(&out);
+    assert_eq!(assert_ext_partitions_clean(&out, &parts), 3);
+    assert_separate_boot(&out, &parts, &done, dir.path().join("root.img").as_path());
+    let boot = start_of(&out, &parts, BOOT_UUID);
+    let cfg = cat(&out, boot, "/grub/grub.cfg");
+    assert!(
+        cfg.contains(&format!("\tinitrd /initramfs-{ver}.img\n")),
+        "{cfg}"
+    );
 }
