@@ -9,8 +9,10 @@
 //! Nothing of the guest is lost: a file we replace is renamed to `<name>.imgconv-orig`
 //! (or `.imgconv-orig.N` if that exists), and every change goes into the report.
 //!
-//! `/boot` is assumed to be on the root filesystem (the converted layout has one
-//! filesystem), which is also what the prefix `(,msdos1)/boot/grub` says.
+//! Paths are the guest's: with a separate `/boot` the conversion writes through
+//! [`crate::guestfs::Mounted`], so `/boot/grub` lands at `/grub` of that filesystem, which
+//! is what its prefix `(,msdos1)/grub` says; otherwise `/boot` is in the root filesystem
+//! and the prefix is `(,msdos1)/boot/grub`.
 
 use super::grub_bios::CoreImage;
 use super::grub_cfg::{render, GrubConfig};

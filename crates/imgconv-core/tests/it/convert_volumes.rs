@@ -883,3 +883,9 @@ fn the_guest_kernel_on_a_separate_boot_is_found_and_booted() {
         "{cfg}"
     );
 }
+
+#[test]
+#[ignore = "slow tier: converts the real split layout and boots it under QEMU with OVMF"]
+fn split_layout_uefi_boots_from_its_separate_boot() {
+    split_layout_boots(Firmware::Uefi, support::qemu::Firmware::Ovmf);
+}
