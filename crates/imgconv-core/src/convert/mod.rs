@@ -143,8 +143,26 @@ pub fn plan(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Conver
         plan.inspection.open_fs()?,
         plan.inspection.image.display().to_string(),
     )?;
-    plan.fixups = timed(&mut timings, Stage::Fixups, || {
-        Ok(fixups::plan(&reader, &fixup_context(plan))?)
+    // With a separate /boot the fixups see it mounted, as the conversion writes them.
+    let boot_reader = plan
+        .boot_volume()
+        .and_then(|v| v.region())
+        .map(|r| {
+            ExtReader::open(
+                r.clone(),
+                format!("{} (/boot)", plan.inspection.image.display()),
+            )
+        })
+        .transpose()?;
+    plan.fixups = timed(&mut timings, Stage::Fixups, || match &boot_reader {
+        Some(boot) => Ok(fixups::plan_over(
+            &fixups::dry_run::MountedSource {
+                root: &reader,
+                boot,
+            },
+            &fixup_context(plan),
+        )?),
+        None => Ok(fixups::plan(&reader, &fixup_context(plan))?),
     })?;
     report_done(&timings, progress);
     Ok(prepared.plan)

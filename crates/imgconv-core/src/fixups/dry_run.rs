@@ -36,6 +36,43 @@ pub trait ReadOnlySource {
     fn read_dir(&self, path: &str) -> Result<Option<Vec<DirItem>>, GuestFsError>;
 }
 
+/// A read-only guest with a separate `/boot` filesystem mounted over the root's, as
+/// [`crate::guestfs::Mounted`] is for writing: paths under `/boot` are read from `boot`.
+pub struct MountedSource<'a> {
+    /// The root filesystem.
+    pub root: &'a dyn ReadOnlySource,
+    /// The filesystem mounted at `/boot`.
+    pub boot: &'a dyn ReadOnlySource,
+}
+
+impl MountedSource<'_> {
+    fn route(&self, path: &str) -> (&dyn ReadOnlySource, String) {
+        match crate::guestfs::boot_relative(path) {
+            Some(inner) => (self.boot, inner),
+            None => (self.root, path.to_string()),
+        }
+    }
+}
+
+impl ReadOnlySource for MountedSource<'_> {
+    fn lstat(&self, path: &str) -> Result<Option<NodeMeta>, GuestFsError> {
+        let (fs, p) = self.route(path);
+        fs.lstat(&p)
+    }
+    fn read_file(&self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, GuestFsError> {
+        let (fs, p) = self.route(path);
+        fs.read_file(&p, cap)
+    }
+    fn read_link(&self, path: &str) -> Result<Option<String>, GuestFsError> {
+        let (fs, p) = self.route(path);
+        fs.read_link(&p)
+    }
+    fn read_dir(&self, path: &str) -> Result<Option<Vec<DirItem>>, GuestFsError> {
+        let (fs, p) = self.route(path);
+        fs.read_dir(&p)
+    }
+}
+
 fn ext_err(op: &'static str, path: &str, e: ExtReadError) -> GuestFsError {
     match e {
         ExtReadError::TooLarge { size, cap, .. } => GuestFsError::TooLarge {
