@@ -281,7 +281,7 @@ pub fn run(args: &VerifyArgs, progress: &mut CliProgress) -> Result<VerifyReport
             if r.ok {
                 Ok(format!(
                     "{:?} on the serial console after {:.1} s ({}, {} on {})",
-                    r.marker.as_deref().unwrap_or(""),
+                    r.matched.iter().flatten().next().map_or("", String::as_str),
                     r.seconds,
                     r.accel,
                     r.firmware,

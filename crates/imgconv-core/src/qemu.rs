@@ -254,7 +254,8 @@ pub struct BootResult {
     pub seconds: f64,
     /// For each expectation, the first complete line that met it (`None`: not seen).
     pub matched: Vec<Option<String>>,
-    /// The first matched line, for a one-line report.
+    /// What the first expectation found: the alternative it waited for (`login:`,
+    /// `IMGCONV-MARKER`, or the `--expect` text).
     pub marker: Option<String>,
     /// Why it failed, if it did.
     pub reason: Option<String>,
@@ -320,7 +321,8 @@ fn complete_lines(text: &str, all: bool) -> impl Iterator<Item = &str> {
     } else {
         text.rfind('\n').map_or("", |end| &text[..end])
     };
-    done.lines()
+    // A serial console ends its lines with CR LF.
+    done.lines().map(|l| l.strip_suffix('\r').unwrap_or(l))
 }
 
 /// A path as a value of QEMU's `-drive file=`: commas separate options there, so a comma
@@ -453,7 +455,13 @@ pub fn boot(opts: &BootOptions, progress: &dyn Progress) -> Result<BootResult, Q
             machine: machine.split(',').next().unwrap_or(machine).into(),
             firmware: firmware.clone(),
             seconds: started.elapsed().as_secs_f64(),
-            marker: matched.iter().flatten().next().cloned(),
+            marker: expect
+                .first()
+                .zip(matched.first())
+                .and_then(|(alts, line)| {
+                    let line = line.as_deref()?;
+                    alts.iter().find(|a| line.contains(a.as_str())).cloned()
+                }),
             matched,
             reason,
             console_tail: crate::tool::tail_lines(&text, 15),
