@@ -13,8 +13,9 @@
 //! - The serial console goes to a temporary file, read as it grows, at most
 //!   [`SERIAL_CAP`] bytes (a guest that floods its console cannot fill the disk or the
 //!   memory). QEMU writes it a byte at a time as the guest sends it, so a reader can see
-//!   half a line: only *complete* lines (ended by `\n`) are matched, and only after QEMU
-//!   has exited is a last unfinished line taken as it is.
+//!   half a line: only *complete* lines (ended by `\n`) are matched, and a last unfinished
+//!   line only once it has stopped growing for a poll or QEMU has exited (a login prompt
+//!   never ends with a newline).
 //! - The QEMU process is supervised by the library's process runner ([`crate::tool`]):
 //!   killed and reaped on every way out, and the caller's
 //!   [`Progress::is_cancelled`](crate::Progress::is_cancelled) is polled while it runs.
@@ -447,6 +448,7 @@ pub fn boot(opts: &BootOptions, progress: &dyn Progress) -> Result<BootResult, Q
     let started = Instant::now();
     let expect = opts.expectations();
     let mut bytes: Vec<u8> = Vec::new();
+    let mut seen = usize::MAX;
     let mut buf = vec![0u8; 64 << 10];
     let finish = |ok: bool, reason: Option<String>, text: String, matched: Vec<Option<String>>| {
         let result = BootResult {
@@ -485,7 +487,11 @@ pub fn boot(opts: &BootOptions, progress: &dyn Progress) -> Result<BootResult, Q
             }
         }
         let text = String::from_utf8_lossy(&bytes).into_owned();
-        let done = exited.is_some();
+        // A last line without its newline counts once QEMU has exited, or once it has not
+        // grown for a whole poll: a prompt (`login: `) never gets a newline, while a line
+        // QEMU is still writing grows from one poll to the next.
+        let done = exited.is_some() || bytes.len() == seen;
+        seen = bytes.len();
         let matched: Vec<Option<String>> = expect
             .iter()
             .map(|alts| {
