@@ -19,48 +19,16 @@ const SWAP_UUID: &str = "3b1c2d3e-4f50-4162-9374-8596a7b8c9da";
 
 /// sfdisk's partitions: (number, type, start byte, size in bytes).
 fn sfdisk(img: &Path) -> (String, Vec<(u32, String, u64, u64)>) {
-    let (rc, json) = tool_merged("sfdisk", &["-J", img.to_str().unwrap()]);
-    assert_eq!(rc, 0, "{json}");
-    let t: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let parts = t["partitiontable"]["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            let node = p["node"].as_str().unwrap();
-            let n: u32 = node[node.trim_end_matches(char::is_numeric).len()..]
-                .parse()
-                .unwrap();
-            (
-                n,
-                p["type"].as_str().unwrap().to_string(),
-                p["start"].as_u64().unwrap() * 512,
-                p["size"].as_u64().unwrap() * 512,
-            )
-        })
+    let (label, parts) = support::sfdisk_table(img);
+    let bytes = parts
+        .into_iter()
+        .map(|(n, t, start, size)| (n, t, start * 512, size * 512))
         .collect();
-    (
-        t["partitiontable"]["label"].as_str().unwrap().to_string(),
-        parts,
-    )
+    (label, bytes)
 }
 
 fn blkid(img: &Path, offset: u64, tag: &str) -> String {
-    let off = offset.to_string();
-    let (_, out) = tool_merged(
-        "blkid",
-        &[
-            "-p",
-            "-o",
-            "value",
-            "-s",
-            tag,
-            "-O",
-            &off,
-            img.to_str().unwrap(),
-        ],
-    );
-    out.trim().to_string()
+    support::blkid_at(img, offset, tag)
 }
 
 fn spec(img: &Path, offset: u64) -> String {

@@ -86,47 +86,11 @@ fn swap_image(dir: &Path, size_mib: u64) -> PathBuf {
 
 /// sfdisk's view of an image: (node number, type, start sector, size in sectors).
 fn sfdisk(img: &Path) -> (String, Vec<(u32, String, u64, u64)>) {
-    let (rc, json) = tool_merged("sfdisk", &["-J", img.to_str().unwrap()]);
-    assert_eq!(rc, 0, "{json}");
-    let t: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let parts = t["partitiontable"]["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            let node = p["node"].as_str().unwrap();
-            let n: u32 = node[node.trim_end_matches(char::is_numeric).len()..]
-                .parse()
-                .unwrap();
-            (
-                n,
-                p["type"].as_str().unwrap().to_string(),
-                p["start"].as_u64().unwrap(),
-                p["size"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    (
-        t["partitiontable"]["label"].as_str().unwrap().to_string(),
-        parts,
-    )
+    support::sfdisk_table(img)
 }
 
 fn blkid(img: &Path, offset: u64, tag: &str) -> String {
-    let (_, out) = tool_merged(
-        "blkid",
-        &[
-            "-p",
-            "-o",
-            "value",
-            "-s",
-            tag,
-            "-O",
-            &offset.to_string(),
-            img.to_str().unwrap(),
-        ],
-    );
-    out.trim().to_string()
+    support::blkid_at(img, offset, tag)
 }
 
 fn spec(img: &Path, offset: u64) -> String {

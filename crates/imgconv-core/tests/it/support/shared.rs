@@ -409,3 +409,32 @@ impl imgconv_core::Progress for CancelAt {
         self.1
     }
 }
+
+/// `sfdisk -J`'s view of a disk image: its label, and per partition (number from the node
+/// name, type, start sector, size in sectors).
+pub fn sfdisk_table(img: &Path) -> (String, Vec<(u32, String, u64, u64)>) {
+    let (rc, json) = tool_merged("sfdisk", &["-J", img.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{json}");
+    let t: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let parts = t["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let node = p["node"].as_str().unwrap();
+            let n: u32 = node[node.trim_end_matches(char::is_numeric).len()..]
+                .parse()
+                .unwrap();
+            (
+                n,
+                p["type"].as_str().unwrap().to_string(),
+                p["start"].as_u64().unwrap(),
+                p["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    (
+        t["partitiontable"]["label"].as_str().unwrap().to_string(),
+        parts,
+    )
+}
