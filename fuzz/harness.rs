@@ -13,7 +13,8 @@
 use imgconv_core::blockio::Region;
 use imgconv_core::boot::grub_bios::moddep::ModDeps;
 use imgconv_core::donor::Donor;
-use imgconv_core::source::{self, group_desc, Superblock};
+use imgconv_core::ext::group_desc;
+use imgconv_core::source::{self, Superblock};
 use imgconv_core::xen_config::{DiskArg, XenConfig};
 use imgconv_core::{partition, stream, NoProgress};
 use std::path::PathBuf;
@@ -204,7 +205,7 @@ pub fn extraw_inode(data: &[u8]) {
     };
     let ino = u32::from_le_bytes(*head);
     let seed = (ino & 1 == 1).then_some(ino);
-    if let Ok(inode) = imgconv_core::extraw::RawInode::parse(ino.max(1), raw, seed) {
+    if let Ok(inode) = imgconv_core::ext::read::RawInode::parse(ino.max(1), raw, seed) {
         let _ = inode.kind();
         let _ = inode.meta();
     }
@@ -215,9 +216,9 @@ pub fn extraw_inode(data: &[u8]) {
 /// block 0 (blocks 0 and 1 are metadata, blocks past the data read as zeros, the
 /// filesystem is four times the data long).
 pub fn extraw_blockmap(data: &[u8]) {
-    use imgconv_core::extraw::blockmap::{self, Blocks};
-    use imgconv_core::extraw::layout::Metadata;
-    use imgconv_core::extraw::{RawError, RawInode};
+    use imgconv_core::ext::read::blockmap::{self, Blocks};
+    use imgconv_core::ext::read::layout::Metadata;
+    use imgconv_core::ext::read::{RawError, RawInode};
     struct Mem<'a> {
         blocks: &'a [u8],
         meta: Metadata,
@@ -284,7 +285,7 @@ pub fn extraw_blockmap(data: &[u8]) {
 pub fn extraw_extent(data: &[u8]) {
     let p = write_scratch("extent", data);
     if let Ok(region) = Region::open(&p) {
-        if let Ok(fs) = imgconv_core::extraw::RawFs::open_for_check(region) {
+        if let Ok(fs) = imgconv_core::ext::read::RawFs::open_for_check(region) {
             let fs = std::sync::Arc::new(fs);
             let last = fs.superblock().inodes_count.min(64);
             for ino in 1..=last {
@@ -305,7 +306,7 @@ pub fn extraw_extent(data: &[u8]) {
 pub fn extraw_dir(data: &[u8]) {
     let p = write_scratch("dir", data);
     if let Ok(region) = Region::open(&p) {
-        if let Ok(fs) = imgconv_core::extraw::RawFs::open_for_check(region.clone()) {
+        if let Ok(fs) = imgconv_core::ext::read::RawFs::open_for_check(region.clone()) {
             let fs = std::sync::Arc::new(fs);
             let last = fs.superblock().inodes_count.min(64);
             for ino in 1..=last {
@@ -395,7 +396,7 @@ pub fn xen_config(data: &[u8]) {
 pub fn extraw_journal(data: &[u8]) {
     let p = write_scratch("journal", data);
     if let Ok(region) = Region::open(&p) {
-        if let Ok(fs) = imgconv_core::extraw::RawFs::open(region) {
+        if let Ok(fs) = imgconv_core::ext::read::RawFs::open(region) {
             let fs = std::sync::Arc::new(fs);
             let last = fs.superblock().inodes_count.min(32);
             for ino in 1..=last {

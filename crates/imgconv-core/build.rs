@@ -1,5 +1,5 @@
 //! Link the system's libext2fs and libcom_err (e2fsprogs), found through pkg-config.
-//! The Rust bindings are generated once and committed (src/ext/ffi.rs), so no libclang
+//! The Rust bindings are generated once and committed (src/ext/write/bindings.rs), so no libclang
 //! is needed at build time.
 //!
 //! The minimum is 1.47: the committed bindings and struct layouts are those of 1.47

@@ -16,7 +16,7 @@ pub fn version() -> &'static str {
         format!(
             "{} (libext2fs {})",
             env!("CARGO_PKG_VERSION"),
-            imgconv_core::ext::library_version()
+            imgconv_core::ext::write::library_version()
         )
     })
 }

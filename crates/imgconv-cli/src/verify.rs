@@ -17,7 +17,7 @@ use crate::progress::{CliProgress, Unit};
 use crate::qemu::{self, BootResult};
 use crate::tools;
 use imgconv_core::blockio::Region;
-use imgconv_core::extread::ExtReader;
+use imgconv_core::ext::read::ExtReader;
 use imgconv_core::guestfs::NodeKind;
 use imgconv_core::layout::gpt::{TYPE_BIOS_BOOT, TYPE_ESP, TYPE_LINUX_FS, TYPE_LINUX_SWAP};
 use imgconv_core::partition::{

@@ -15,7 +15,7 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use imgconv_core::boot::{self, GrubPlatformFiles};
 use imgconv_core::donor::Donor;
-use imgconv_core::ext::ExtFs;
+use imgconv_core::ext::write::ExtFs;
 use imgconv_core::graft::graft;
 use imgconv_core::guestfs::MemFs;
 use imgconv_core::progress::NoProgress;

@@ -6,7 +6,7 @@
 //!
 //! Prints the file count, bytes and the seconds spent in the graft and in close. Used by
 //! scripts/bench-ext-graft; a measurement tool, not a test.
-use imgconv_core::ext::ExtFs;
+use imgconv_core::ext::write::ExtFs;
 use imgconv_core::guestfs::{GuestFs, NodeAttrs};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;

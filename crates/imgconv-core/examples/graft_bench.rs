@@ -9,7 +9,7 @@
 //! writes bitmaps and checksums (the real graft cost).
 
 use imgconv_core::donor::Donor;
-use imgconv_core::ext::ExtFs;
+use imgconv_core::ext::write::ExtFs;
 use imgconv_core::graft::graft;
 use imgconv_core::guestfs::MemFs;
 use imgconv_core::progress::NoProgress;

@@ -7,10 +7,10 @@
 //! nor protected), and a hostile block map would make libext2fs loop or allocate without
 //! bound. So, for every inode the inode bitmaps mark used and that has links:
 //!
-//! * its block map ([`crate::extraw::blockmap`]) or extent tree ([`crate::extraw::extent`])
+//! * its block map ([`crate::ext::read::blockmap`]) or extent tree ([`crate::ext::read::extent`])
 //!   is walked whole, bounded: every block inside the filesystem, none in the group
 //!   metadata, none listed twice, the tree bounded in depth, nodes and runs;
-//! * a directory is at most [`crate::extraw::dir::MAX_DIR_BYTES`] and whole blocks;
+//! * a directory is at most [`crate::ext::read::dir::MAX_DIR_BYTES`] and whole blocks;
 //! * every block is marked in a bitmap of owned blocks: one owned twice is shared;
 //! * finally every owned block must be marked used in the block bitmap of its group.
 //!
@@ -20,10 +20,10 @@
 
 use crate::blockio::Region;
 use crate::bytes::Fields;
-use crate::extraw::dir::MAX_DIR_BYTES;
-use crate::extraw::inode::{RawInode, FLAG_EXTENTS, FLAG_INLINE_DATA, I_BLOCK_LEN};
-use crate::extraw::layout::{GroupTables, Metadata};
-use crate::extraw::{RawError, RawFs};
+use crate::ext::read::dir::MAX_DIR_BYTES;
+use crate::ext::read::inode::{RawInode, FLAG_EXTENTS, FLAG_INLINE_DATA, I_BLOCK_LEN};
+use crate::ext::read::layout::{GroupTables, Metadata};
+use crate::ext::read::{RawError, RawFs};
 use crate::guestfs::NodeKind;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -388,7 +388,7 @@ impl<'a> Pass<'a> {
         &mut self,
         ino: u32,
         inode: &RawInode,
-    ) -> Result<Option<crate::extraw::blockmap::BlockMap>, CheckError> {
+    ) -> Result<Option<crate::ext::read::blockmap::BlockMap>, CheckError> {
         if inode.kind() == NodeKind::Dir
             && (inode.size > MAX_DIR_BYTES || inode.size % self.fs.block_size() != 0)
         {

@@ -163,12 +163,9 @@ pub fn grow(
         .write(true)
         .open(out_image)
         .map_err(path_err)?;
-    let mut raw = vec![0u8; crate::source::superblock::SUPERBLOCK_SIZE];
-    file.read_exact_at(
-        &mut raw,
-        offset + crate::source::superblock::SUPERBLOCK_OFFSET,
-    )
-    .map_err(path_err)?;
+    let mut raw = vec![0u8; crate::ext::superblock::SUPERBLOCK_SIZE];
+    file.read_exact_at(&mut raw, offset + crate::ext::superblock::SUPERBLOCK_OFFSET)
+        .map_err(path_err)?;
     let sb = crate::source::Superblock::parse(&raw).map_err(|e| ToolError::NotExt {
         path: out_image.to_path_buf(),
         offset,

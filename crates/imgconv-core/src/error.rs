@@ -30,7 +30,7 @@ pub enum Error {
 
     /// A failure while reading an ext2/3/4 filesystem with the guarded reader.
     #[error(transparent)]
-    ExtRead(#[from] crate::extread::ExtReadError),
+    ExtRead(#[from] crate::ext::read::ExtReadError),
 
     /// A failure in a guest filesystem operation (path resolution, writing).
     #[error(transparent)]
@@ -69,7 +69,7 @@ pub enum Error {
 
     /// A failure of the libext2fs write engine (opening, writing or closing the output fs).
     #[error(transparent)]
-    Ext(#[from] crate::ext::ExtError),
+    Ext(#[from] crate::ext::write::ExtError),
 
     /// A failure reading the donor or choosing its kernel.
     #[error(transparent)]
@@ -319,7 +319,7 @@ impl Error {
                 crate::source::InspectError::Unclean { .. } => Some(Hint::Repair),
                 _ => None,
             },
-            Error::Ext(crate::ext::ExtError::Unclean { .. }) => Some(Hint::Repair),
+            Error::Ext(crate::ext::write::ExtError::Unclean { .. }) => Some(Hint::Repair),
             Error::BlockCheck(e) => match e.as_ref() {
                 crate::blockcheck::CheckError::Inconsistent { findings, .. } => {
                     Some(if findings.repairable() {
@@ -330,7 +330,9 @@ impl Error {
                 }
                 _ => None,
             },
-            Error::Ext(crate::ext::ExtError::NeedsRecovery { .. }) => Some(Hint::ReplayJournal),
+            Error::Ext(crate::ext::write::ExtError::NeedsRecovery { .. }) => {
+                Some(Hint::ReplayJournal)
+            }
             Error::Output(crate::output::OutputError::Exists { .. }) => Some(Hint::Overwrite),
             Error::Plan(
                 crate::layout::PlanError::TargetTooSmall { .. }

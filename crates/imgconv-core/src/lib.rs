@@ -41,10 +41,6 @@ pub mod error;
 #[doc(hidden)]
 pub mod ext;
 #[doc(hidden)]
-pub mod extraw;
-#[doc(hidden)]
-pub mod extread;
-#[doc(hidden)]
 pub mod fixups;
 #[doc(hidden)]
 pub mod formats;

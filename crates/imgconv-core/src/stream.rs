@@ -37,10 +37,10 @@
 
 use crate::blockio::Region;
 use crate::bytes::ParseError;
+use crate::ext::group_desc::{self, DescReader, GroupDesc, GroupDescError};
+use crate::ext::superblock::{feature, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
 use crate::output::{self, OutputError};
 use crate::progress::{Progress, Stage};
-use crate::source::group_desc::{self, DescReader, GroupDesc, GroupDescError};
-use crate::source::superblock::{feature, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -244,7 +244,7 @@ pub enum CopyMethod {
 }
 
 /// [`copy_used_blocks`] while the graft writes into the same filesystem through a
-/// [`crate::ext::cow::CowDevice`]: ranges in `written` are left alone (see that module).
+/// [`crate::ext::write::cow::CowDevice`]: ranges in `written` are left alone (see that module).
 /// `stage(Stream, …)` is reported only once the bitmaps were checked, so a caller can wait
 /// for it before letting anything else write. copy_file_range is not used here: a run
 /// has to be split around the written ranges under their lock.
@@ -252,7 +252,7 @@ pub fn copy_used_blocks_around(
     src: &Region,
     dst: &File,
     dst_offset: u64,
-    written: &crate::ext::cow::WrittenRanges,
+    written: &crate::ext::write::cow::WrittenRanges,
     progress: &mut dyn Progress,
 ) -> Result<StreamStats, StreamError> {
     copy(
@@ -269,7 +269,7 @@ fn copy(
     src: &Region,
     dst: &File,
     dst_offset: u64,
-    written: Option<&crate::ext::cow::WrittenRanges>,
+    written: Option<&crate::ext::write::cow::WrittenRanges>,
     method: CopyMethod,
     progress: &mut dyn Progress,
 ) -> Result<StreamStats, StreamError> {
@@ -380,7 +380,7 @@ struct Copier<'a> {
     /// the kernel refuses it for these two files.
     use_copy_range: bool,
     /// Ranges another writer owns (see [`copy_used_blocks_around`]).
-    written_around: Option<&'a crate::ext::cow::WrittenRanges>,
+    written_around: Option<&'a crate::ext::write::cow::WrittenRanges>,
     /// The destination is a block device: all-zero used blocks are zeroed there, not
     /// left as holes.
     zero_fill: bool,

@@ -99,7 +99,7 @@ fn copy_owned_blocks(
     ino: u32,
     buf: &mut [u8],
 ) -> Result<()> {
-    let Ok(fs) = crate::extraw::RawFs::open_for_check(src.clone()) else {
+    let Ok(fs) = crate::ext::read::RawFs::open_for_check(src.clone()) else {
         return Ok(());
     };
     let Ok(map) = fs.inode(ino).and_then(|i| fs.owned_blocks(&i)) else {

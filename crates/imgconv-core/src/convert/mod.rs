@@ -45,8 +45,8 @@ pub use plan::{
 use crate::boot::uefi::{self, EfiBootFiles, GptPlan};
 use crate::boot::{self, GrubPlatformFiles};
 use crate::donor::{Donor, DonorKernel};
-use crate::ext::ExtFs;
-use crate::extread::ExtReader;
+use crate::ext::read::ExtReader;
+use crate::ext::write::ExtFs;
 use crate::fixups::{self, FixupContext};
 use crate::graft::GraftSummary;
 use crate::layout;

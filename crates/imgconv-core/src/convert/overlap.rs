@@ -6,7 +6,7 @@
 use super::plan::StageTime;
 use super::GuestWork;
 use crate::boot;
-use crate::ext::ExtFs;
+use crate::ext::write::ExtFs;
 use crate::graft::GraftSummary;
 use crate::output::{self, TempOutput};
 use crate::progress::{Progress, Stage};
@@ -158,7 +158,7 @@ impl Progress for Relay<'_> {
 }
 
 /// Stream in a second thread while this one grafts, applies the fixups and writes the
-/// boot files through a [`CowDevice`](crate::ext::cow::CowDevice): the guest work hides
+/// boot files through a [`CowDevice`](crate::ext::write::cow::CowDevice): the guest work hides
 /// behind the stream's I/O instead of following it.
 pub(super) fn together(
     guest: &GuestWork<'_>,
@@ -168,7 +168,7 @@ pub(super) fn together(
     timings: &mut Vec<StageTime>,
     progress: &mut dyn Progress,
 ) -> Result<(StreamStats, Option<GraftSummary>, Option<boot::CoreImage>)> {
-    use crate::ext::cow::{CowDevice, WrittenRanges};
+    use crate::ext::write::cow::{CowDevice, WrittenRanges};
     use std::sync::atomic::{AtomicBool, Ordering};
     let stream_at = timings.len();
     let src = guest.plan.inspection.open_fs()?;

@@ -8,7 +8,7 @@ use crate::boot::uefi::{self, EfiBootFiles, GptFirmware, GptPlanOptions};
 use crate::boot::{self, GrubExtSupport, GrubPlatformFiles};
 use crate::donor::guest_kernel::{GuestKernel, KvmReadiness};
 use crate::donor::{self, ArchCheck, Donor, DonorError, DonorKernel, UserlandArch};
-use crate::extread::ExtReader;
+use crate::ext::read::ExtReader;
 use crate::layout::{self, PlanOptions, SourceSpace};
 use crate::progress::{check_cancel, Progress, Stage};
 use crate::report::Report;

@@ -10,7 +10,7 @@
 //! conservative choice.
 
 use super::{classify_boot_name, compare_versions, BootFileKind, DonorError, MAX_CONFIG_BYTES};
-use crate::extread::ExtReader;
+use crate::ext::read::ExtReader;
 use crate::guestfs::GuestFs;
 use crate::guestfs::{DirItem, NodeKind, NodeMeta};
 use std::collections::BTreeMap;

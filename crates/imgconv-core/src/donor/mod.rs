@@ -27,7 +27,7 @@ pub use version::compare_versions;
 
 use crate::blockio::Region;
 use crate::boot::GrubPlatformFiles;
-use crate::extread::{ExtReadError, ExtReader};
+use crate::ext::read::{ExtReadError, ExtReader};
 use crate::guestfs::{NodeKind, NodeMeta};
 use crate::partition::{read_table, PartitionError};
 use source::{DirRoot, DonorRead, DonorSource, SourceKind};

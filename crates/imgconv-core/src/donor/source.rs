@@ -9,8 +9,8 @@
 //! The final open uses `O_NOFOLLOW`, so a symlink swapped in after resolution is refused.
 
 use super::DonorError;
-use crate::extraw::RawFs;
-use crate::extread::ExtReader;
+use crate::ext::read::ExtReader;
+use crate::ext::read::RawFs;
 use crate::guestfs::{self, GuestFsError, PathWalk};
 use crate::guestfs::{DirItem, NodeKind, NodeMeta};
 use std::fs;
@@ -197,7 +197,7 @@ impl DonorSource {
         cap: usize,
     ) -> Result<Option<Vec<(DirItem, NodeMeta, Option<u32>)>>, DonorError> {
         if let Some((raw, ino)) = self.dir_inode(path) {
-            let listed = (|| -> Result<_, crate::extraw::RawError> {
+            let listed = (|| -> Result<_, crate::ext::read::RawError> {
                 let dir = raw.inode(ino)?;
                 let mut out = Vec::new();
                 for e in raw.read_dir(&dir, cap)? {
@@ -231,7 +231,7 @@ impl DonorSource {
     ) -> Result<Option<Vec<u8>>, DonorError> {
         if let SourceKind::Ext { reader, .. } = &self.kind {
             if let Some(raw) = reader.raw() {
-                let read = (|| -> Result<Option<Vec<u8>>, crate::extraw::RawError> {
+                let read = (|| -> Result<Option<Vec<u8>>, crate::ext::read::RawError> {
                     let inode = raw.inode(ino)?;
                     if inode.kind() != NodeKind::File || inode.size > cap {
                         return Ok(None);
@@ -256,14 +256,14 @@ impl DonorSource {
     }
 
     /// Open the regular file with inode number `ino` (found by a walk by inode, see
-    /// [`crate::extraw`]) for streaming, without resolving `path`, which names it in
+    /// [`crate::ext::read`]) for streaming, without resolving `path`, which names it in
     /// errors; by path when the inode reader does not handle the file.
     pub fn open_inode(&self, ino: u32, path: &str) -> Result<Option<(DonorRead, u64)>, DonorError> {
         if let SourceKind::Ext { reader, .. } = &self.kind {
             if let Some(raw) = reader.raw() {
                 let opened = raw.inode(ino).and_then(|inode| {
                     if inode.kind() != NodeKind::File {
-                        return Err(crate::extraw::RawError::Corrupt {
+                        return Err(crate::ext::read::RawError::Corrupt {
                             ino,
                             why: "no longer a regular file".into(),
                         });

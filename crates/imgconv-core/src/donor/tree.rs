@@ -9,7 +9,7 @@
 
 use super::source::DonorSource;
 use super::{DonorError, DonorPath};
-use crate::extraw::{RawError, RawFs};
+use crate::ext::read::{RawError, RawFs};
 use crate::guestfs::{DirItem, NodeKind, NodeMeta};
 use std::sync::Arc;
 
@@ -35,7 +35,7 @@ pub struct TreeEntry {
     pub meta: NodeMeta,
     /// The target, for a symlink.
     pub target: Option<String>,
-    /// The inode number, when the tree was walked by inode ([`crate::extraw`]): the
+    /// The inode number, when the tree was walked by inode ([`crate::ext::read`]): the
     /// file is then read by it, without resolving its path again.
     #[serde(skip)]
     pub ino: Option<u32>,
@@ -182,14 +182,14 @@ impl Lister for PathLister {
     }
 }
 
-/// Listing an ext donor by inode ([`crate::extraw`]): each directory is read once, each
+/// Listing an ext donor by inode ([`crate::ext::read`]): each directory is read once, each
 /// entry's inode once.
 struct InodeWalk<'a> {
     raw: &'a Arc<RawFs>,
 }
 
 /// Any error of the inode reader (unsupported or damaged data) sends the walk back to
-/// [`ExtReader`](crate::extread::ExtReader) by path, which reports the fault with the
+/// [`ExtReader`](crate::ext::read::ExtReader) by path, which reports the fault with the
 /// path it lies on.
 fn by_path(_: RawError) -> Walked {
     Walked::ByPath

@@ -14,7 +14,7 @@
 //! something the source has; its content is read from the source on demand). Directories
 //! created in the overlay are opaque: nothing of the source shows through them.
 
-use crate::extread::{ExtReadError, ExtReader};
+use crate::ext::read::{ExtReadError, ExtReader};
 use crate::guestfs::{self, components, GuestFs, GuestFsError, NodeAttrs, PathWalk};
 use crate::guestfs::{DirItem, NodeKind, NodeMeta};
 use std::cell::RefCell;

@@ -44,7 +44,7 @@ pub mod network;
 pub mod selinux;
 pub mod xen_tools;
 
-use crate::extread::ExtReader;
+use crate::ext::read::ExtReader;
 use crate::guestfs::{GuestFs, GuestFsError};
 use crate::report::Report;
 

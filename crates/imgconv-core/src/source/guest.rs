@@ -7,7 +7,7 @@
 //! one odd file in the guest never stops an inspection.
 
 use super::elf::{self, Arch};
-use crate::extread::{ExtReadError, ExtReader};
+use crate::ext::read::{ExtReadError, ExtReader};
 use crate::guestfs::NodeKind;
 use std::io::Read;
 

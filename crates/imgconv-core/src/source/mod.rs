@@ -5,27 +5,25 @@
 //! ext2/3/4 guest root is a typed [`InspectError`] that names what was found, so the
 //! user learns *why* (an XFS filesystem, an LVM physical volume, a truncated copy...).
 //!
-//! Submodules, one on-disk structure each: [`superblock`], [`group_desc`], [`elf`];
-//! [`probe`] recognises foreign signatures; [`guest`] reads the guest's configuration.
+//! Submodules, one on-disk structure each: [`elf`] (the ext superblock and group
+//! descriptors are in [`crate::ext`]); [`probe`] recognises foreign signatures; [`guest`] reads the guest's configuration.
 
-pub mod csum;
 pub mod elf;
-pub mod group_desc;
 pub mod guest;
 pub mod probe;
 pub mod summary;
-pub mod superblock;
 pub mod volumes;
 
+pub use crate::ext::superblock::{ExtKind, Features, FsInfo, Superblock};
 pub use elf::Arch;
 pub use guest::{GuestInfo, InitSystem, KernelInfo, OsRelease, XenIsm, XenIsmKind};
 pub use probe::Foreign;
-pub use superblock::{ExtKind, Features, FsInfo, Superblock};
 pub use volumes::{SourceDisk, Volume, VolumeAction, VolumeContent, VolumeSource};
 
 use crate::blockio::{Region, SourceFormat};
 use crate::bytes::ParseError;
-use crate::extread::{ExtReadError, ExtReader};
+use crate::ext::read::{ExtReadError, ExtReader};
+use crate::ext::superblock;
 use crate::formats::{self, FormatError, OpenOptions, Opened};
 use crate::partition::{self, PartitionError, PartitionTable};
 use crate::vm::VmFacts;

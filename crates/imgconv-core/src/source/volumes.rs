@@ -10,10 +10,10 @@
 //! conversion does with it ([`VolumeAction`]).
 
 use super::probe::Foreign;
-use super::superblock::FsInfo;
 use super::{probe_region, InspectError, Probe};
 use crate::blockio::Region;
 use crate::bytes::Fields;
+use crate::ext::superblock::FsInfo;
 use crate::fixups::devices::KernelDisk;
 use crate::lvm::{self, LvError, LvmError};
 use crate::partition::{ebr, PartitionTable, TableKind};

@@ -1,17 +1,17 @@
-//! The copy-on-write block device (ext::cow) under libext2fs itself: the ext engine grafts
+//! The copy-on-write block device (ext::write::cow) under libext2fs itself: the ext engine grafts
 //! into the filesystem the stream will produce before (or while) the stream writes it, and
 //! the stream skips what the graft wrote. Judged by OUTSIDE tools: `e2fsck -fn
 //! 'out?offset=N'` must be clean and debugfs must read the grafted files, the replaced
 //! fstab and no removed file, whatever order the stream's chunks and the graft's writes
 //! come in (ext2/3/4, 1 KiB blocks smaller than the 4 KiB unit, and 4 KiB blocks). The
-//! device's byte-level behaviour is unit-tested in src/ext/cow.rs.
+//! device's byte-level behaviour is unit-tested in src/ext/write/cow.rs.
 
 use crate::support::ext_fixture as ext_engine_util;
 
 use ext_engine_util::*;
 use imgconv_core::blockio::Region;
-use imgconv_core::ext::cow::{CowDevice, WrittenRanges};
-use imgconv_core::ext::ExtFs;
+use imgconv_core::ext::write::cow::{CowDevice, WrittenRanges};
+use imgconv_core::ext::write::ExtFs;
 use imgconv_core::guestfs::{GuestFs, NodeAttrs};
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;

@@ -345,7 +345,7 @@ fn uncapped_read_child() {
         return;
     };
     let region = imgconv_core::blockio::Region::open(Path::new(&img)).unwrap();
-    let reader = imgconv_core::extread::ExtReader::open(region, "child").unwrap();
+    let reader = imgconv_core::ext::read::ExtReader::open(region, "child").unwrap();
     let path = std::env::var("IMGCONV_UNCAPPED_PATH")
         .unwrap_or_else(|_| "/usr/lib/grub/i386-pc/moddep.lst".into());
     let r = reader.read_file(&path, u64::MAX);

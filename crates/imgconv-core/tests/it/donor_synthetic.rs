@@ -7,7 +7,7 @@ use crate::support;
 
 use imgconv_core::blockio::Region;
 use imgconv_core::donor::{find_guest_kernel_in_reader, Donor, DonorError, KernelArch};
-use imgconv_core::extread::ExtReader;
+use imgconv_core::ext::read::ExtReader;
 use imgconv_core::graft::graft;
 use imgconv_core::guestfs::NodeKind;
 use imgconv_core::guestfs::{GuestFs, MemFs};

@@ -7,7 +7,7 @@
 use crate::support::ext_fixture as ext_engine_util;
 
 use ext_engine_util::*;
-use imgconv_core::ext::ExtFs;
+use imgconv_core::ext::write::ExtFs;
 use imgconv_core::guestfs::NodeKind;
 use imgconv_core::guestfs::{GuestFs, NodeAttrs};
 use std::collections::BTreeMap;

@@ -6,7 +6,7 @@
 use crate::support::ext_fixture as ext_engine_util;
 
 use ext_engine_util::*;
-use imgconv_core::ext::{ExtError, ExtFs};
+use imgconv_core::ext::write::{ExtError, ExtFs};
 use imgconv_core::guestfs::{GuestFs, GuestFsError, NodeAttrs};
 use std::io::{self, Read};
 use std::path::Path;

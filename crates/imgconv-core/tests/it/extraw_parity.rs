@@ -9,8 +9,8 @@ use crate::support::donor as donor_fixtures;
 
 use donor_fixtures::{bytes, mkfs};
 use imgconv_core::blockio::Region;
-use imgconv_core::extraw::RawFs;
-use imgconv_core::extread::ExtReader;
+use imgconv_core::ext::read::ExtReader;
+use imgconv_core::ext::read::RawFs;
 use imgconv_core::guestfs::{NodeKind, NodeMeta};
 use std::io::Read;
 use std::os::unix::fs::symlink;

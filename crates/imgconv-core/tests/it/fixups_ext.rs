@@ -9,8 +9,8 @@ use crate::support::fixups as fixups_support;
 
 use fixups_support::*;
 use imgconv_core::blockio::Region;
-use imgconv_core::ext::ExtFs;
-use imgconv_core::extread::ExtReader;
+use imgconv_core::ext::read::ExtReader;
+use imgconv_core::ext::write::ExtFs;
 use imgconv_core::fixups::{self, dry_run::Overlay, FixupContext, FixupError};
 use imgconv_core::guestfs::GuestFsError;
 use imgconv_core::report::Report;

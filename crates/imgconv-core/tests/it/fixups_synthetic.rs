@@ -6,7 +6,7 @@ use crate::support::fixups as fixups_support;
 
 use fixups_support::*;
 use imgconv_core::blockio::Region;
-use imgconv_core::extread::ExtReader;
+use imgconv_core::ext::read::ExtReader;
 use imgconv_core::fixups::{self, dry_run::Overlay, FixupContext};
 use imgconv_core::guestfs::GuestFs;
 use imgconv_core::report::Report;

@@ -7,7 +7,7 @@ use crate::support::donor as donor_fixtures;
 
 use donor_fixtures::*;
 use imgconv_core::donor::{Donor, DonorKernel};
-use imgconv_core::ext::ExtFs;
+use imgconv_core::ext::write::ExtFs;
 use imgconv_core::graft::{graft, GraftSummary};
 use imgconv_core::progress::NoProgress;
 use imgconv_core::report::Report;

@@ -6,7 +6,7 @@
 
 use crate::support::{debugfs, mkfs};
 use imgconv_core::blockio::Region;
-use imgconv_core::extread::ExtReader;
+use imgconv_core::ext::read::ExtReader;
 use imgconv_core::guestfs::NodeKind;
 use std::os::unix::fs::symlink;
 use std::path::Path;

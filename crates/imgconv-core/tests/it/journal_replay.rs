@@ -11,10 +11,10 @@
 
 use crate::support::{debugfs, debugfs_with, e2fsck, mkfs, Prng};
 use imgconv_core::blockio::Region;
-use imgconv_core::extraw::journal::JournalError;
-use imgconv_core::extraw::RawFs;
-use imgconv_core::extread::{ExtReadError, ExtReader};
-use imgconv_core::source::csum::crc32c_raw;
+use imgconv_core::ext::csum::crc32c_raw;
+use imgconv_core::ext::read::journal::JournalError;
+use imgconv_core::ext::read::RawFs;
+use imgconv_core::ext::read::{ExtReadError, ExtReader};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 

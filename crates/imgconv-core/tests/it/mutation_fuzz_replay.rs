@@ -74,10 +74,11 @@ fn kept_mutation_findings_end_in_typed_errors() {
     // through /usr/sbin/init, and the symlink itself is a typed error.
     let img = dir.join("symlink-size-4gib-abort.ext2");
     let ins = imgconv_core::source::inspect(&img).expect("the guest is found");
-    let reader = imgconv_core::extread::ExtReader::open(ins.open_fs().unwrap(), "regress").unwrap();
+    let reader =
+        imgconv_core::ext::read::ExtReader::open(ins.open_fs().unwrap(), "regress").unwrap();
     assert!(matches!(
         reader.metadata("/sbin/init"),
-        Err(imgconv_core::extread::ExtReadError::TooLarge {
+        Err(imgconv_core::ext::read::ExtReadError::TooLarge {
             size: 0x1_0000_0008,
             ..
         })

@@ -7,7 +7,7 @@
 use crate::support;
 
 use imgconv_core::convert::{convert, ConvertOptions};
-use imgconv_core::extread::{ExtReadError, ExtReader};
+use imgconv_core::ext::read::{ExtReadError, ExtReader};
 use imgconv_core::source::{self, InspectError};
 use imgconv_core::stream::StreamError;
 use imgconv_core::{Error, NoProgress};

@@ -37,7 +37,8 @@
 use crate::support::{self, Prng};
 
 use imgconv_core::convert::{convert, ConvertOptions};
-use imgconv_core::source::{self, group_desc, Superblock};
+use imgconv_core::ext::group_desc;
+use imgconv_core::source::{self, Superblock};
 use imgconv_core::NoProgress;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -356,7 +357,8 @@ fn layout(name: &'static str, image: PathBuf, fs: u64, table: Option<&'static st
         image_len,
         fs,
         table,
-        metadata_csum: sb.has_ro_compat(source::superblock::feature::RO_COMPAT_METADATA_CSUM),
+        metadata_csum: sb
+            .has_ro_compat(imgconv_core::ext::superblock::feature::RO_COMPAT_METADATA_CSUM),
         inode_size: u64::from(sb.inode_size),
         gdt: (gdt_start, sb.groups_count() * desc_size),
         desc_size,
@@ -609,7 +611,7 @@ fn targets(l: &Layout) -> Vec<Target> {
     let gd_csum = |g| {
         if mc
             || l.sb
-                .has_ro_compat(source::superblock::feature::RO_COMPAT_GDT_CSUM)
+                .has_ro_compat(imgconv_core::ext::superblock::feature::RO_COMPAT_GDT_CSUM)
         {
             Csum::Desc { group: g }
         } else {
@@ -957,7 +959,7 @@ fn absurd(rng: &mut Prng, orig: u64, width: u8) -> u64 {
 // ---- checksums (so that corruption gets past the checksum gates) --------------------------
 
 fn crc32c(seed: u32, data: &[u8]) -> u32 {
-    source::csum::crc32c_raw(seed, data)
+    imgconv_core::ext::csum::crc32c_raw(seed, data)
 }
 
 fn inode_seed(l: &Layout, ino: u32, gen: u32) -> u32 {

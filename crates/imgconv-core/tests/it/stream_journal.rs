@@ -122,7 +122,7 @@ fn dirty_journal(kind: &str) {
         insp.guest.warnings
     );
     let replayed =
-        imgconv_core::extread::ExtReader::open(insp.open_fs().unwrap(), "dirty").unwrap();
+        imgconv_core::ext::read::ExtReader::open(insp.open_fs().unwrap(), "dirty").unwrap();
     let motd = replayed.read_file("/etc/motd", 4096).unwrap().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&motd),

@@ -9,7 +9,7 @@
 use super::header;
 use super::superblock::{feature, JournalSuperblock};
 use crate::bytes::{Fields, ParseError};
-use crate::source::csum;
+use crate::ext::csum;
 
 /// `JBD2_FLAG_ESCAPE`: the data block began with the journal magic, stored as zeros.
 pub const FLAG_ESCAPE: u32 = 0x1;

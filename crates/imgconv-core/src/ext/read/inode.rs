@@ -3,8 +3,8 @@
 
 use super::{corrupt, malformed, xattr, RawError};
 use crate::bytes::Fields;
+use crate::ext::csum;
 use crate::guestfs::{NodeKind, NodeMeta};
-use crate::source::csum;
 
 /// Smallest inode size handled (the classic 128 bytes).
 pub const MIN_INODE_SIZE: u32 = 128;

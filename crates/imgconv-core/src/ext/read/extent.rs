@@ -5,7 +5,7 @@ use super::blockmap::{check_disjoint, BlockMap};
 use super::inode::{RawInode, FLAG_EXTENTS, FLAG_INLINE_DATA, I_BLOCK_LEN};
 use super::{corrupt, malformed, MapProblem, RawError, RawFs};
 use crate::bytes::Fields;
-use crate::source::csum;
+use crate::ext::csum;
 
 /// `eh_magic`.
 const MAGIC: u16 = 0xF30A;

@@ -243,7 +243,7 @@ impl<'a> DescReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::superblock::tests::sample;
+    use crate::ext::superblock::tests::sample;
 
     #[test]
     fn parses_32_byte_descriptors() {

@@ -6,7 +6,7 @@
 //! `h_chksum_size`.
 
 use crate::bytes::{Fields, ParseError};
-use crate::source::csum;
+use crate::ext::csum;
 
 /// `h_chksum[0]`.
 const CHKSUM: usize = 0x10;

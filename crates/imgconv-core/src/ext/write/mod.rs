@@ -205,7 +205,7 @@ static ZEROS: [u8; 65536] = [0; 65536];
 /// An ext2/3/4 filesystem opened read-write inside an image file, at a byte offset.
 ///
 /// Only ever open the OUTPUT image with it: the converter works on a fresh copy, the input
-/// is read with the read-only [`crate::extread::ExtReader`].
+/// is read with the read-only [`crate::ext::read::ExtReader`].
 ///
 /// Finish with [`ExtFs::close`], which writes the bitmaps, group descriptors, superblock
 /// and their checksums. Dropping an `ExtFs` without closing it frees the library's memory

@@ -1,5 +1,5 @@
 //! The inode-level reader of ext2/3/4 filesystems: the one engine behind
-//! [`crate::extread::ExtReader`]'s path API, and the donor walk's direct reader for many
+//! [`crate::ext::read::ExtReader`]'s path API, and the donor walk's direct reader for many
 //! files of one tree (the donor's modules tree).
 //!
 //! A directory is listed once, giving its entries' inode numbers, and a file is read by
@@ -24,16 +24,18 @@ pub mod inline;
 pub mod inode;
 pub mod journal;
 pub mod layout;
+pub mod reader;
 pub mod xattr;
 
 use crate::blockio::Region;
-use crate::source::group_desc::{desc_position, expected_desc_checksum, GroupDesc};
-use crate::source::superblock::{feature, Superblock};
+use crate::ext::group_desc::{desc_position, expected_desc_checksum, GroupDesc};
+use crate::ext::superblock::{feature, Superblock};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use dir::RawDirEntry;
 pub use inode::RawInode;
+pub use reader::{ExtFileReader, ExtReadError, ExtReader};
 
 /// What went wrong reading by inode.
 #[derive(Debug, thiserror::Error)]

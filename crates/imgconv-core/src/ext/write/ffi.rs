@@ -8,7 +8,7 @@
 //!
 //! Everything here is mechanical: each safe function makes exactly one library call (or a
 //! fixed short sequence) and turns the C error code into `Err(Errcode)`. The policy (which
-//! calls, in which order, what to do on `EXT2_ET_DIR_NO_SPACE`) lives in `ext/mod.rs`.
+//! calls, in which order, what to do on `EXT2_ET_DIR_NO_SPACE`) lives in `ext/write/mod.rs`.
 //!
 //! Ownership model: [`Filesystem`] owns an `ext2_filsys` and frees it exactly once (close or
 //! drop). [`File`] borrows the filesystem mutably for its whole life, so no other call can
@@ -588,7 +588,7 @@ impl Drop for Filesystem {
 // libext2fs reaches its device only through an `io_manager` (a table of callbacks) and the
 // `io_channel` it opens (lib/ext2fs/ext2_io.h). `Filesystem::open_device` hands it ours, so
 // a filesystem can live somewhere that is not one plain file: the copy-on-write view of
-// `ext/cow.rs`. The callbacks below are thin: they find the `BlockDevice` behind the
+// `ext/write/cow.rs`. The callbacks below are thin: they find the `BlockDevice` behind the
 // channel and call it; all policy is in safe code.
 
 // A filesystem opened with [`Filesystem::open_device`] reads and writes a

@@ -7,7 +7,7 @@ use super::inline;
 use super::inode::{RawInode, FLAG_ENCRYPT, FLAG_INDEX, FLAG_INLINE_DATA};
 use super::{corrupt, malformed, RawError, RawFs};
 use crate::bytes::Fields;
-use crate::source::csum;
+use crate::ext::csum;
 
 /// Largest directory read (bytes): far beyond any real one, small enough to bound work.
 pub const MAX_DIR_BYTES: u64 = 256 << 20;
@@ -24,7 +24,7 @@ pub struct RawDirEntry {
 }
 
 /// The live entries of directory `dir`, without `.`, `..` and non-UTF-8 names (as
-/// [`crate::extread::ExtReader::read_dir`]); more than `cap` is an error.
+/// [`crate::ext::read::ExtReader::read_dir`]); more than `cap` is an error.
 pub fn read(fs: &RawFs, dir: &RawInode, cap: usize) -> Result<Vec<RawDirEntry>, RawError> {
     let ino = dir.ino;
     if dir.has_flag(FLAG_ENCRYPT) {

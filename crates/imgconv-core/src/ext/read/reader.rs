@@ -1,12 +1,12 @@
 //! The read-only ext2/3/4 reader of guest and donor filesystems, by path.
 //!
-//! One engine, [`crate::extraw::RawFs`], our inode-level reader, behind one path API and
+//! One engine, [`crate::ext::read::RawFs`], our inode-level reader, behind one path API and
 //! one symlink resolver ([`guestfs::resolve`], which keeps every path inside the
 //! filesystem: an absolute target restarts at its root, `..` stops there, at most
 //! [`guestfs::MAX_SYMLINK_HOPS`] links). A directory is listed once and cached by inode;
 //! files are read by inode straight from their extents, block maps or inline data in
 //! large positioned reads; a journal that needs recovery is replayed in memory when the
-//! filesystem is opened ([`crate::extraw::journal`]), so guests that crashed read as the
+//! filesystem is opened ([`crate::ext::read::journal`]), so guests that crashed read as the
 //! kernel would mount them.
 //!
 //! Nothing here panics on a damaged image and nothing allocates what the image claims
@@ -23,8 +23,8 @@
 //! without v3 checksums) and never aborts on a corrupt size.
 
 use crate::blockio::Region;
-use crate::extraw::journal::JournalError;
-use crate::extraw::{OpenError, RawDirEntry, RawError, RawFs, RawInode};
+use crate::ext::read::journal::JournalError;
+use crate::ext::read::{OpenError, RawDirEntry, RawError, RawFs, RawInode};
 use crate::guestfs::{self, DirItem, GuestFsError, NodeKind, NodeMeta, PathWalk, Resolved};
 use std::collections::HashMap;
 use std::io;
@@ -520,7 +520,7 @@ impl ExtReader {
 
 /// A streaming reader over one file of an [`ExtReader`]; implements [`io::Read`].
 pub struct ExtFileReader {
-    file: crate::extraw::FileReader,
+    file: crate::ext::read::FileReader,
     ino: u32,
     image: String,
     path: String,

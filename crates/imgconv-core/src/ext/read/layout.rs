@@ -4,8 +4,8 @@
 //! inode table, wherever flex_bg placed them. No file may own one of these blocks.
 
 use crate::blockio::Region;
-use crate::source::group_desc::{self, DescReader, GroupDescError};
-use crate::source::superblock::Superblock;
+use crate::ext::group_desc::{self, DescReader, GroupDescError};
+use crate::ext::superblock::Superblock;
 
 /// Most metadata ranges kept before merging (16 bytes each): four or five per group
 /// covers well over a million groups (hundreds of TiB at 4 KiB blocks).

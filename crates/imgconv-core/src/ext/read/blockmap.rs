@@ -211,7 +211,7 @@ pub(crate) fn check_disjoint(ino: u32, map: &BlockMap) -> Result<(), RawError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extraw::layout::Metadata;
+    use crate::ext::read::layout::Metadata;
     use std::cell::Cell;
     use std::collections::HashMap;
 

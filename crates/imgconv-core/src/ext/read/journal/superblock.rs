@@ -5,7 +5,7 @@
 
 use super::header::{BlockType, Header};
 use crate::bytes::{Fields, ParseError};
-use crate::source::csum;
+use crate::ext::csum;
 
 /// Bytes of the structure (the rest of its block is unused).
 pub const LEN: usize = 1024;

@@ -38,7 +38,7 @@ pub mod superblock;
 use super::extent::Run;
 use super::{RawError, RawFs};
 use crate::bytes::ParseError;
-use crate::source::superblock::feature as fs_feature;
+use crate::ext::superblock::feature as fs_feature;
 use descriptor::{Tag, TagFormat};
 use header::{BlockType, Header};
 use overlay::Overlay;
