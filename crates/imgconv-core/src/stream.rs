@@ -342,9 +342,10 @@ fn copy(
             let mut b = 0;
             while b < blocks {
                 let n = chunk_blocks.min(blocks - b);
-                copier.copy_run(b, n, progress)?;
+                copier.push_run(b, n, progress)?;
                 b += n;
             }
+            copier.finish(progress)?;
         }
     }
     stats.bytes_read = copier.read;
@@ -384,6 +385,9 @@ struct Copier<'a> {
     /// The destination is a block device: all-zero used blocks are zeroed there, not
     /// left as holes.
     zero_fill: bool,
+    /// The run announced to the kernel for read-ahead and copied on the next
+    /// [`Copier::push_run`] or [`Copier::finish`].
+    pending: Option<(u64, u64)>,
     read: u64,
     written: u64,
     ranged: u64,
@@ -401,11 +405,64 @@ impl<'a> Copier<'a> {
             use_copy_range: false,
             written_around: None,
             zero_fill: crate::blockdev::is_device_file(dst),
+            pending: None,
             read: 0,
             written: 0,
             ranged: 0,
             chunks: 0,
         }
+    }
+
+    /// Queue the run of `count` blocks from block `first` and copy the one queued before.
+    ///
+    /// The kernel is asked to read the new run ahead (`POSIX_FADV_WILLNEED`) while the
+    /// previous one is checked for zeros and written, so the source's reads overlap with
+    /// the copy's own work instead of waiting for it: one run (at most [`CHUNK_BYTES`])
+    /// ahead, so the page cache holds no more than two runs of the source at a time.
+    fn push_run(
+        &mut self,
+        first: u64,
+        count: u64,
+        progress: &mut dyn Progress,
+    ) -> Result<(), StreamError> {
+        if !self.use_copy_range {
+            if let Some(f) = self.src.plain_file() {
+                // Only a hint: a failure costs the read-ahead, not the copy.
+                let _ = rustix::fs::fadvise(
+                    f,
+                    self.src.offset() + first * self.block_size,
+                    std::num::NonZeroU64::new(count * self.block_size),
+                    rustix::fs::Advice::WillNeed,
+                );
+            }
+        }
+        match self.pending.replace((first, count)) {
+            Some((f, c)) => self.copy_run(f, c, progress),
+            None => Ok(()),
+        }
+    }
+
+    /// Copy the run still queued by [`Copier::push_run`].
+    fn finish(&mut self, progress: &mut dyn Progress) -> Result<(), StreamError> {
+        match self.pending.take() {
+            Some((f, c)) => self.copy_run(f, c, progress),
+            None => Ok(()),
+        }
+    }
+
+    /// Start writing back what was just written at `offset` (`POSIX_FADV_DONTNEED` on a
+    /// dirty range starts its writeback without waiting for it). Left to itself the
+    /// kernel writes nothing back until the dirty pages pass its background threshold (a
+    /// tenth of memory) or age 30 seconds, so a copy of a few GiB would be written only
+    /// by the final fsync, after the last read: started here, the writes overlap with
+    /// the reads and the fsync finds little left to do.
+    fn write_behind(&self, offset: u64, len: u64) {
+        let _ = rustix::fs::fadvise(
+            self.dst,
+            offset,
+            std::num::NonZeroU64::new(len),
+            rustix::fs::Advice::DontNeed,
+        );
     }
 
     /// Copy `len` bytes at `pos` (relative to the filesystem) with `copy_file_range`.
@@ -536,6 +593,7 @@ impl<'a> Copier<'a> {
             .map_err(|e| output::write_error(self.dst, "cannot write", e))?;
             self.written += (i - start) as u64;
         }
+        self.write_behind(self.dst_offset + pos, len as u64);
         self.read += len as u64;
         self.chunks += 1;
         progress.advance(self.read);
@@ -839,7 +897,7 @@ impl<'a> Walker<'a> {
         let flush =
             |run: &mut Option<(u64, u64)>, copier: &mut Copier<'_>, progress: &mut dyn Progress| {
                 if let Some((s, n)) = run.take() {
-                    copier.copy_run(s, n, progress)?;
+                    copier.push_run(s, n, progress)?;
                 }
                 Ok::<(), StreamError>(())
             };
@@ -883,7 +941,7 @@ impl<'a> Walker<'a> {
             }
         }
         flush(&mut run, copier, progress)?;
-        Ok(())
+        copier.finish(progress)
     }
 }
 
