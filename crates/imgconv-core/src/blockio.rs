@@ -54,6 +54,22 @@ pub trait BlockSource: Send + Sync + fmt::Debug {
     fn plain_file(&self) -> Option<&File> {
         None
     }
+
+    /// `[pos, pos+len)` will be read soon: start reading it ahead where the source can
+    /// (`POSIX_FADV_WILLNEED` on the file ranges that hold it). Only a hint: nothing is
+    /// checked or reported, and sources that cannot say do nothing.
+    fn will_need(&self, _pos: u64, _len: u64) {}
+}
+
+/// Ask the kernel to read `[offset, offset+len)` of `file` ahead; a failure only costs
+/// the read-ahead.
+pub fn will_need_file(file: &File, offset: u64, len: u64) {
+    let _ = rustix::fs::fadvise(
+        file,
+        offset,
+        std::num::NonZeroU64::new(len),
+        rustix::fs::Advice::WillNeed,
+    );
 }
 
 /// A plain image file or a block device, read as it is.
@@ -105,6 +121,10 @@ impl BlockSource for RawFile {
 
     fn plain_file(&self) -> Option<&File> {
         Some(&self.file)
+    }
+
+    fn will_need(&self, pos: u64, len: u64) {
+        will_need_file(&self.file, pos, len);
     }
 }
 
@@ -262,6 +282,15 @@ impl Region {
         )
     }
 
+    /// Window positions `[pos, pos+len)` will be read soon (see
+    /// [`BlockSource::will_need`]); clipped to the window.
+    pub fn will_need(&self, pos: u64, len: u64) {
+        let len = len.min(self.len.saturating_sub(pos));
+        if len > 0 {
+            self.source.will_need(self.offset + pos, len);
+        }
+    }
+
     /// Fill `buf` from window position `pos`; reading past the window is `UnexpectedEof`.
     pub fn read_exact_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
         let n = buf.len() as u64;
@@ -324,6 +353,10 @@ impl BlockSource for Region {
 
     fn data_ranges(&self, pos: u64, len: u64) -> Option<Vec<(u64, u64)>> {
         Region::data_ranges(self, pos, len)
+    }
+
+    fn will_need(&self, pos: u64, len: u64) {
+        Region::will_need(self, pos, len)
     }
 }
 

@@ -426,15 +426,8 @@ impl<'a> Copier<'a> {
         progress: &mut dyn Progress,
     ) -> Result<(), StreamError> {
         if !self.use_copy_range {
-            if let Some(f) = self.src.plain_file() {
-                // Only a hint: a failure costs the read-ahead, not the copy.
-                let _ = rustix::fs::fadvise(
-                    f,
-                    self.src.offset() + first * self.block_size,
-                    std::num::NonZeroU64::new(count * self.block_size),
-                    rustix::fs::Advice::WillNeed,
-                );
-            }
+            self.src
+                .will_need(first * self.block_size, count * self.block_size);
         }
         match self.pending.replace((first, count)) {
             Some((f, c)) => self.copy_run(f, c, progress),

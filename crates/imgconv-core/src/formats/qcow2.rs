@@ -360,6 +360,28 @@ impl Qcow2 {
         Ok(self.decode(table[(c % l2_entries) as usize]))
     }
 
+    /// When guest byte `at` lies in a data cluster: its file offset and how many of the
+    /// next `max` bytes follow it contiguously in the file (data clusters stored one after
+    /// the other). `None` for zero, unallocated and compressed clusters.
+    fn data_run(&self, at: u64, max: usize) -> io::Result<Option<(u64, usize)>> {
+        let cluster = self.cluster();
+        let within = at % cluster;
+        let Mapping::Data(first) = self.mapping(at - within)? else {
+            return Ok(None);
+        };
+        let host = first + within;
+        let mut len = ((cluster - within) as usize).min(max);
+        while len < max {
+            match self.mapping(at + len as u64)? {
+                Mapping::Data(h) if h == host + len as u64 => {
+                    len += (cluster as usize).min(max - len);
+                }
+                _ => break,
+            }
+        }
+        Ok(Some((host, len)))
+    }
+
     fn read_cluster(&self, guest_cluster: u64, within: u64, buf: &mut [u8]) -> io::Result<()> {
         let cluster = self.cluster();
         match self.mapping(guest_cluster * cluster)? {
@@ -445,10 +467,32 @@ impl BlockSource for Qcow2 {
             let at = pos + done as u64;
             let within = at % cluster;
             let n = ((cluster - within) as usize).min(buf.len() - done);
+            if let Some((host, len)) = self.data_run(at, buf.len() - done)? {
+                // Clusters that follow each other in the file too (as qemu-img and
+                // `--format qcow2` lay them out): one read for the whole run.
+                self.file.read_exact_at(&mut buf[done..done + len], host)?;
+                done += len;
+                continue;
+            }
             self.read_cluster(at / cluster, within, &mut buf[done..done + n])?;
             done += n;
         }
         Ok(())
+    }
+
+    fn will_need(&self, pos: u64, len: u64) {
+        let end = pos.saturating_add(len).min(self.size);
+        let mut at = pos;
+        while at < end {
+            match self.data_run(at, (end - at).min(usize::MAX as u64) as usize) {
+                Ok(Some((host, n))) => {
+                    crate::blockio::will_need_file(&self.file, host, n as u64);
+                    at += n as u64;
+                }
+                Ok(None) => at = (at / self.cluster() + 1) * self.cluster(),
+                Err(_) => return,
+            }
+        }
     }
 
     fn format(&self) -> SourceFormat {
