@@ -68,6 +68,11 @@ impl<'a> Fields<'a> {
             })
     }
 
+    /// The bytes from `offset` to the end of the structure (empty at its end).
+    pub fn rest(&self, field: &'static str, offset: usize) -> Result<&'a [u8], ParseError> {
+        self.bytes(field, offset, self.data.len().saturating_sub(offset))
+    }
+
     /// A fixed-size array at `offset`.
     pub fn array<const N: usize>(
         &self,
@@ -149,5 +154,15 @@ mod tests {
         let err = f.u32("s_magic", 2).unwrap_err();
         assert!(err.to_string().contains("s_magic"), "{err}");
         assert!(f.bytes("huge", usize::MAX, 2).is_err());
+    }
+
+    #[test]
+    fn rest_runs_to_the_end_and_not_past_it() {
+        let data = [1u8, 2, 3];
+        let f = Fields::new("tiny", &data);
+        assert_eq!(f.rest("tail", 1).unwrap(), &[2, 3]);
+        assert_eq!(f.rest("tail", 3).unwrap(), &[] as &[u8]);
+        let err = f.rest("tail", 4).unwrap_err();
+        assert!(err.to_string().contains("tail"), "{err}");
     }
 }

@@ -4,7 +4,7 @@
 //!   the kernel's `ext4_chksum(seed, data)` returns the raw shift register, and a
 //!   checksum is chained by passing one result as the next seed. The filesystem seed is
 //!   `ext4_chksum(~0, s_uuid)`, or `s_checksum_seed` with the `csum_seed` feature
-//!   (Documentation/filesystems/ext4/overview.rst, "Checksums").
+//!   (Documentation/filesystems/ext4/checksums.rst, "Checksums", part of overview.rst).
 //! * `gdt_csum` (uninit_bg) group descriptors use CRC16 (polynomial 0x8005, reflected,
 //!   the kernel's `crc16()`), seeded with `~0` and chained the same way.
 

@@ -125,8 +125,10 @@ pub fn expected_bitmap_checksum(sb: &Superblock, bitmap: &[u8]) -> Option<u32> {
     if !sb.has_ro_compat(super::superblock::feature::RO_COMPAT_METADATA_CSUM) {
         return None;
     }
-    let len = (sb.clusters_per_group as usize / 8).min(bitmap.len());
-    let c = csum::crc32c_raw(sb.csum_seed(), &bitmap[..len]);
+    let covered = bitmap
+        .get(..sb.clusters_per_group as usize / 8)
+        .unwrap_or(bitmap);
+    let c = csum::crc32c_raw(sb.csum_seed(), covered);
     Some(if sb.desc_size() >= BLOCK_BITMAP_CSUM_HI_END {
         c
     } else {

@@ -727,8 +727,8 @@ fn is_power_of(mut n: u64, base: u64) -> bool {
 
 /// A NUL-padded on-disk string (lossy UTF-8).
 fn c_string(b: &[u8]) -> String {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
+    let text = b.split(|&c| c == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(text).into_owned()
 }
 
 /// ext2, ext3 or ext4, by feature set.

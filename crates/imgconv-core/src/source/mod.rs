@@ -21,7 +21,7 @@ pub use probe::Foreign;
 pub use volumes::{SourceDisk, Volume, VolumeAction, VolumeContent, VolumeSource};
 
 use crate::blockio::{Region, SourceFormat};
-use crate::bytes::ParseError;
+use crate::bytes::{Fields, ParseError};
 use crate::ext::read::{ExtReadError, ExtReader};
 use crate::ext::superblock;
 use crate::formats::{self, FormatError, OpenOptions, Opened};
@@ -310,7 +310,7 @@ fn probe_region(region: &Region, path: &Path) -> Result<Probe, InspectError> {
     })?;
     let sb_off = superblock::SUPERBLOCK_OFFSET as usize;
     if let Some(raw) = head.get(sb_off..sb_off + superblock::SUPERBLOCK_SIZE) {
-        if raw[0x38..0x3A] == superblock::EXT_MAGIC.to_le_bytes() {
+        if Fields::new("ext superblock", raw).u16("s_magic", 0x38) == Ok(superblock::EXT_MAGIC) {
             return Ok(match Superblock::parse(raw) {
                 Ok(sb) => Probe::Ext(Box::new(sb)),
                 Err(e) => Probe::BadExt(e),

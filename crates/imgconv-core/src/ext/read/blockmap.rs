@@ -1,8 +1,10 @@
 //! An inode's block map, as ext2 and ext3 keep it and ext4 still does for inodes without
-//! `EXT4_EXTENTS_FL` (Documentation/filesystems/ext4/blockmap.rst, and ifork.rst): the
-//! 15 little-endian 32-bit entries of `i_block` are twelve direct block numbers, then
-//! one single-, one double- and one triple-indirect block, each indirect block an array
-//! of `block_size / 4` entries of the next level. A zero entry is a hole.
+//! `EXT4_EXTENTS_FL` (Documentation/filesystems/ext4/ifork.rst, "Direct/Indirect Block
+//! Addressing", whose table is blockmap.rst): the 15 little-endian 32-bit entries of
+//! `i_block` are twelve direct block numbers, then one single-, one double- and one
+//! triple-indirect block, each indirect block an array of `block_size / 4` entries of
+//! the next level. A zero entry is a hole. Every entry is read through
+//! [`crate::bytes::Fields`].
 //!
 //! The walk visits every non-zero entry (also those past `i_size`: libext2fs's block
 //! iterator does, when it frees or counts them) and checks each block before use: inside
@@ -11,7 +13,7 @@
 //! `(block_size / 4)^3` entries a naive walk would expand it into.
 
 use super::extent::Run;
-use super::inode::{RawInode, I_BLOCK_LEN};
+use super::inode::RawInode;
 use super::{MapProblem, RawError};
 use crate::bytes::Fields;
 use std::collections::HashSet;
@@ -77,7 +79,7 @@ pub fn walk<B: Blocks + ?Sized>(fs: &B, inode: &RawInode) -> Result<BlockMap, Ra
         map: BlockMap::default(),
         seen: HashSet::new(),
     };
-    let f = Fields::new("ext2 i_block", &inode.i_block[..I_BLOCK_LEN]);
+    let f = Fields::new("ext2 i_block", &inode.i_block);
     let entry = |i: usize| -> Result<u64, RawError> {
         f.u32("i_block entry", 4 * i)
             .map(u64::from)
@@ -211,6 +213,7 @@ pub(crate) fn check_disjoint(ino: u32, map: &BlockMap) -> Result<(), RawError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ext::read::inode::I_BLOCK_LEN;
     use crate::ext::read::layout::Metadata;
     use std::cell::Cell;
     use std::collections::HashMap;

@@ -1,7 +1,9 @@
 //! Directory blocks (Documentation/filesystems/ext4/directory.rst): linear
-//! `ext4_dir_entry_2` records, the `metadata_csum` leaf tail, and the hash-tree (htree)
-//! nodes, which a linear read passes over (they hold no entries) after checking their
-//! checksum.
+//! `ext4_dir_entry_2` records and the `metadata_csum` leaf tail
+//! (`struct ext4_dir_entry_tail`), under "Linear (Classic) Directories"; and the
+//! hash-tree (htree) nodes (`dx_root`, `dx_node`, `dx_tail`), under "Hash Tree
+//! Directories", which a linear read passes over (they hold no entries) after checking
+//! their checksum. Every field is read through [`crate::bytes::Fields`].
 
 use super::inline;
 use super::inode::{RawInode, FLAG_ENCRYPT, FLAG_INDEX, FLAG_INLINE_DATA};
@@ -73,15 +75,14 @@ fn parse_block(
     out: &mut Vec<RawDirEntry>,
 ) -> Result<(), RawError> {
     let ino = dir.ino;
-    let bs = block.len();
-    let mut end = bs;
+    let f = Fields::new("ext4 directory block", block);
+    let err = |e| malformed(ino, e);
+    let mut entries = block;
     if let Some(seed) = dir.seed {
-        if has_tail(block) {
-            end = bs - TAIL_LEN;
-            let stored = Fields::new("ext4 directory tail", block)
-                .u32("det_checksum", bs - 4)
-                .map_err(|e| malformed(ino, e))?;
-            if csum::crc32c_raw(seed, &block[..end]) != stored {
+        if let Some(tail) = tail_at(block) {
+            entries = f.bytes("directory entries", 0, tail).map_err(err)?;
+            let stored = f.u32("det_checksum", tail + 8).map_err(err)?;
+            if csum::crc32c_raw(seed, entries) != stored {
                 return Err(corrupt(
                     ino,
                     format!("directory block {lblk} fails its checksum"),
@@ -96,13 +97,7 @@ fn parse_block(
             ));
         }
     }
-    parse_entries(
-        ino,
-        &format!("directory block {lblk}"),
-        &block[..end],
-        cap,
-        out,
-    )
+    parse_entries(ino, &format!("directory block {lblk}"), entries, cap, out)
 }
 
 /// The linear `ext4_dir_entry_2` records filling `data` (`what` names it in errors).
@@ -114,14 +109,14 @@ fn parse_entries(
     out: &mut Vec<RawDirEntry>,
 ) -> Result<(), RawError> {
     let end = data.len();
-    let block = data;
+    let all = Fields::new("ext4 directory entries", data);
+    let err = |e| malformed(ino, e);
     let mut off = 0;
     while off < end {
         if off + 8 > end {
             return Err(corrupt(ino, format!("{what} is cut short")));
         }
-        let f = Fields::new("ext4 directory entry", &block[off..end]);
-        let err = |e| malformed(ino, e);
+        let f = Fields::new("ext4 directory entry", all.rest("entry", off).map_err(err)?);
         let child = f.u32("inode", 0).map_err(err)?;
         let rec_len = usize::from(f.u16("rec_len", 4).map_err(err)?);
         let name_len = usize::from(f.u8("name_len", 6).map_err(err)?);
@@ -132,7 +127,7 @@ fn parse_entries(
             ));
         }
         if child != 0 {
-            let name = &block[off + 8..off + 8 + name_len];
+            let name = f.bytes("name", 8, name_len).map_err(err)?;
             if name != b"." && name != b".." {
                 if let Ok(name) = std::str::from_utf8(name) {
                     if out.len() >= cap {
@@ -150,17 +145,16 @@ fn parse_entries(
     Ok(())
 }
 
-/// Does the block end in a `struct ext4_dir_entry_tail` (inode 0, rec_len 12, name_len 0,
-/// file type 0xDE)?
-fn has_tail(block: &[u8]) -> bool {
-    let t = Fields::new(
-        "ext4 directory tail",
-        &block[block.len().saturating_sub(TAIL_LEN)..],
-    );
-    t.u32("det_reserved_zero1", 0) == Ok(0)
-        && t.u16("det_rec_len", 4) == Ok(TAIL_LEN as u16)
-        && t.u8("det_reserved_zero2", 6) == Ok(0)
-        && t.u8("det_reserved_ft", 7) == Ok(TAIL_FT)
+/// Where the block's `struct ext4_dir_entry_tail` starts, if it ends in one (inode 0,
+/// rec_len 12, name_len 0, file type 0xDE).
+fn tail_at(block: &[u8]) -> Option<usize> {
+    let at = block.len().checked_sub(TAIL_LEN)?;
+    let t = Fields::new("ext4 directory tail", block);
+    let is_tail = t.u32("det_reserved_zero1", at) == Ok(0)
+        && t.u16("det_rec_len", at + 4) == Ok(TAIL_LEN as u16)
+        && t.u8("det_reserved_zero2", at + 6) == Ok(0)
+        && t.u8("det_reserved_ft", at + 7) == Ok(TAIL_FT);
+    is_tail.then_some(at)
 }
 
 /// Where an htree node's `dx_countlimit` is, if `block` is one: the root (block 0 of an
@@ -203,10 +197,9 @@ fn check_dx(ino: u32, lblk: u64, block: &[u8], at: usize, seed: u32) -> Result<(
             format!("htree node {lblk} claims {count} of {limit} entries"),
         ));
     }
-    let c = csum::crc32c_raw_parts(
-        seed,
-        &[&block[..at + 8 * count], &block[tail..tail + 4], &[0; 4]],
-    );
+    let counted = f.bytes("dx entries", 0, at + 8 * count).map_err(err)?;
+    let reserved = f.bytes("dt_reserved", tail, 4).map_err(err)?;
+    let c = csum::crc32c_raw_parts(seed, &[counted, reserved, &[0; 4]]);
     if c != f.u32("dt_checksum", tail + 4).map_err(err)? {
         return Err(corrupt(
             ino,

@@ -1,8 +1,10 @@
 //! An inode's extent tree (Documentation/filesystems/ext4/ifork.rst, "Extent Tree"):
-//! the header, index and leaf entries, and the `metadata_csum` tail of tree blocks.
+//! `struct ext4_extent_header`, the index (`struct ext4_extent_idx`) and leaf
+//! (`struct ext4_extent`) entries, and the `metadata_csum` tail of tree blocks
+//! (`struct ext4_extent_tail`). Every field is read through [`crate::bytes::Fields`].
 
 use super::blockmap::{check_disjoint, BlockMap};
-use super::inode::{RawInode, FLAG_EXTENTS, FLAG_INLINE_DATA, I_BLOCK_LEN};
+use super::inode::{RawInode, FLAG_EXTENTS, FLAG_INLINE_DATA};
 use super::{corrupt, malformed, MapProblem, RawError, RawFs};
 use crate::bytes::Fields;
 use crate::ext::csum;
@@ -92,8 +94,8 @@ fn run_walk(fs: &RawFs, inode: &RawInode, clip: bool) -> Result<BlockMap, RawErr
         nodes: 0,
     };
     let root = inode.i_block;
-    let depth = walk.header(&root[..I_BLOCK_LEN], None)?;
-    walk.node(&root[..I_BLOCK_LEN], depth)?;
+    let depth = walk.header(&root, None)?;
+    walk.node(&root, depth)?;
     Ok(BlockMap {
         runs: walk.runs,
         indirect: walk.tree,
@@ -129,11 +131,8 @@ impl Walk<'_> {
     fn node(&mut self, node: &[u8], depth: u16) -> Result<(), RawError> {
         let ino = self.inode.ino;
         let err = |e| malformed(ino, e);
-        let entries = usize::from(
-            Fields::new("ext4 extent header", node)
-                .u16("eh_entries", 2)
-                .map_err(err)?,
-        );
+        let f = Fields::new("ext4 extent node", node);
+        let entries = usize::from(f.u16("eh_entries", 2).map_err(err)?);
         for i in 0..entries {
             let e = Fields::new(
                 if depth > 0 {
@@ -141,7 +140,7 @@ impl Walk<'_> {
                 } else {
                     "ext4 extent"
                 },
-                node.get(12 + 12 * i..24 + 12 * i).unwrap_or_default(),
+                f.bytes("extent entry", 12 + 12 * i, 12).map_err(err)?,
             );
             let u16 = |field, off| e.u16(field, off).map_err(err);
             let u32 = |field, off| e.u32(field, off).map_err(err);

@@ -1,4 +1,5 @@
-//! Inline data (Documentation/filesystems/ext4/inlinedata.rst): with the `inline_data`
+//! Inline data (Documentation/filesystems/ext4/inlinedata.rst, "Inline Data" and
+//! "Inline Directories"; ifork.rst, "Inline Data"): with the `inline_data`
 //! feature, an inode flagged `EXT4_INLINE_DATA_FL` keeps its content in its own 60-byte
 //! `i_block` and, past those, in the value of its in-inode `system.data` attribute
 //! ([`super::xattr`]). A file's or symlink's bytes are the two pieces end to end, cut at

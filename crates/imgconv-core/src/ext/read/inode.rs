@@ -1,5 +1,9 @@
-//! One on-disk inode (`struct ext4_inode`, Documentation/filesystems/ext4/inodes.rst):
-//! the fields the reader needs, and its `metadata_csum` checksum.
+//! One on-disk inode (`struct ext4_inode`, Documentation/filesystems/ext4/inodes.rst,
+//! "Index Nodes", whose table gives the offsets used here; the `_extra` times under
+//! "Inode Timestamps"): the fields the reader needs, and its `metadata_csum` checksum
+//! (checksums.rst, "Checksums": crc32c over the inode with `l_i_checksum_lo` and, when
+//! `i_extra_isize` covers it, `i_checksum_hi` read as zero). Every field is read through
+//! [`crate::bytes::Fields`].
 
 use super::{corrupt, malformed, xattr, RawError};
 use crate::bytes::Fields;
@@ -142,7 +146,6 @@ fn kind_of(mode: u16) -> Option<NodeKind> {
 /// fields read as zero; the high half is stored only when `i_extra_isize` covers it.
 fn check_csum(ino: u32, f: &Fields, seed: u32) -> Result<(), RawError> {
     let err = |e| malformed(ino, e);
-    let raw = f.data();
     let zero = [0u8; 2];
     let mut c = csum::crc32c_raw_parts(
         seed,
@@ -156,16 +159,19 @@ fn check_csum(ino: u32, f: &Fields, seed: u32) -> Result<(), RawError> {
     let mut stored = u32::from(f.u16("l_i_checksum_lo", CHECKSUM_LO).map_err(err)?);
     let mut mask = 0xFFFF;
     // Inode sizes are powers of two: 128 or at least 256.
-    if raw.len() >= CHECKSUM_HI + 2 {
+    if f.data().len() >= CHECKSUM_HI + 2 {
         let extra_isize = usize::from(f.u16("i_extra_isize", EXTRA_ISIZE).map_err(err)?);
         let hi_fits = 128 + extra_isize >= CHECKSUM_HI + 2;
-        c = csum::crc32c_raw(c, &raw[128..CHECKSUM_HI]);
+        let extra_head = f.bytes("i_extra_isize", EXTRA_ISIZE, CHECKSUM_HI - EXTRA_ISIZE);
+        c = csum::crc32c_raw(c, extra_head.map_err(err)?);
         if hi_fits {
-            c = csum::crc32c_raw_parts(c, &[&zero, &raw[CHECKSUM_HI + 2..]]);
+            let rest = f.rest("inode past i_checksum_hi", CHECKSUM_HI + 2);
+            c = csum::crc32c_raw_parts(c, &[&zero, rest.map_err(err)?]);
             stored |= u32::from(f.u16("i_checksum_hi", CHECKSUM_HI).map_err(err)?) << 16;
             mask = !0;
         } else {
-            c = csum::crc32c_raw(c, &raw[CHECKSUM_HI..]);
+            // `i_checksum_hi` lies past `i_extra_isize`: it is not a checksum field then.
+            c = csum::crc32c_raw(c, f.rest("inode extra space", CHECKSUM_HI).map_err(err)?);
         }
     }
     if c & mask != stored {

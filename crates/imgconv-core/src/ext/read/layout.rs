@@ -1,5 +1,5 @@
 //! Where a filesystem keeps its fixed metadata (Documentation/filesystems/ext4/
-//! blockgroup.rst, "Layout", and group_descr.rst): per group the superblock copy,
+//! blockgroup.rst, "Layout" and "Flexible Block Groups", and group_descr.rst): per group the superblock copy,
 //! descriptor table copy and reserved GDT blocks, the block and inode bitmaps and the
 //! inode table, wherever flex_bg placed them. No file may own one of these blocks.
 

@@ -11,11 +11,13 @@
 //! ([`xattr`]), inline data ([`inline`]), extent trees ([`extent`]), block maps
 //! ([`blockmap`]), directory blocks ([`dir`]), where the group metadata lies
 //! ([`layout`]) and the jbd2 journal, replayed in memory when it needs recovery
-//! ([`journal`]). Every number read from disk is checked before use (inode numbers
-//! against the inode count, blocks against the filesystem and its metadata, sizes and
-//! counts against fixed bounds) and, with `metadata_csum`, every checksum is verified.
-//! What it does not read (encrypted directories, a value kept in its own inode) is
-//! [`RawError::Unsupported`].
+//! ([`journal`]). An inode is found as inodes.rst, "Finding an Inode" says (group
+//! `(ino - 1) / s_inodes_per_group`, then its slot in that group's inode table), and a
+//! symlink target under 60 bytes is read from `i_block` (ifork.rst, "Symbolic Links").
+//! Every number read from disk is checked before use (inode numbers against the inode
+//! count, blocks against the filesystem and its metadata, sizes and counts against fixed
+//! bounds) and, with `metadata_csum`, every checksum is verified. What it does not read
+//! (encrypted directories, a value kept in its own inode) is [`RawError::Unsupported`].
 
 pub mod blockmap;
 pub mod dir;
@@ -430,7 +432,12 @@ impl RawFs {
             return inline::content(inode);
         }
         if len < inode::I_BLOCK_LEN as u64 && !inode.has_flag(inode::FLAG_EXTENTS) {
-            return Ok(inode.i_block[..len as usize].to_vec());
+            let target = crate::bytes::Fields::new("ext4 fast symlink", &inode.i_block).bytes(
+                "i_block",
+                0,
+                len as usize,
+            );
+            return Ok(target.map_err(|e| malformed(inode.ino, e))?.to_vec());
         }
         let mut out = vec![0u8; len as usize];
         let mut reader = FileReader::new(self, inode)?;

@@ -1,5 +1,5 @@
 //! Extended attributes stored in an inode's extra space (Documentation/filesystems/
-//! ext4/attributes.rst): after `128 + i_extra_isize` bytes, the magic `0xEA020000`, then
+//! ext4/attributes.rst, "Extended Attributes"): after `128 + i_extra_isize` bytes, the magic `0xEA020000`, then
 //! `struct ext4_xattr_entry` records (name length, name index, value offset from the
 //! first entry, value inode, value size, hash, name; each padded to 4 bytes) up to four
 //! zero bytes; values lie in the same space. Only lookups by name are needed here.

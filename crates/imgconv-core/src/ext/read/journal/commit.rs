@@ -53,8 +53,11 @@ impl Commit {
 
 /// The v2/v3 check (the kernel's `jbd2_commit_block_csum_verify`).
 pub fn csum_ok(block: &[u8], seed: u32) -> Result<bool, ParseError> {
-    let stored = Fields::new("jbd2 commit block", block).u32_be("h_chksum", CHKSUM)?;
-    let c = csum::crc32c_raw_parts(seed, &[&block[..CHKSUM], &[0; 4], &block[CHKSUM + 4..]]);
+    let f = Fields::new("jbd2 commit block", block);
+    let stored = f.u32_be("h_chksum", CHKSUM)?;
+    let head = f.bytes("commit header", 0, CHKSUM)?;
+    let tail = f.rest("commit block past h_chksum", CHKSUM + 4)?;
+    let c = csum::crc32c_raw_parts(seed, &[head, &[0; 4], tail]);
     Ok(c == stored)
 }
 

@@ -128,7 +128,8 @@ pub fn tail_ok(block: &[u8], seed: u32) -> Result<bool, ParseError> {
     let f = Fields::new("jbd2 block tail", block);
     let at = block.len().saturating_sub(TAIL_LEN);
     let stored = f.u32_be("t_checksum", at)?;
-    Ok(csum::crc32c_raw_parts(seed, &[&block[..at], &[0; TAIL_LEN]]) == stored)
+    let body = f.bytes("block before its tail", 0, at)?;
+    Ok(csum::crc32c_raw_parts(seed, &[body, &[0; TAIL_LEN]]) == stored)
 }
 
 /// The kernel's `jbd2_block_tag_csum_verify`: crc32c of the big-endian transaction ID,

@@ -105,8 +105,9 @@ impl JournalSuperblock {
                 return Err(f.invalid("s_checksum_type", u64::from(kind), "not crc32c"));
             }
             let stored = f.u32_be("s_checksum", 0xFC)?;
-            let body = f.bytes("jbd2 superblock body", 0, LEN)?;
-            let c = csum::crc32c_raw_parts(!0, &[&body[..0xFC], &[0; 4], &body[0x100..]]);
+            let head = f.bytes("jbd2 superblock before s_checksum", 0, 0xFC)?;
+            let tail = f.bytes("jbd2 superblock after s_checksum", 0x100, LEN - 0x100)?;
+            let c = csum::crc32c_raw_parts(!0, &[head, &[0; 4], tail]);
             if c != stored {
                 return Err(f.invalid("s_checksum", u64::from(stored), "does not match"));
             }
