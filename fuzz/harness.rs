@@ -197,7 +197,7 @@ pub fn moddep(data: &[u8]) {
     let _ = m.resolve(&names);
 }
 
-/// One on-disk inode (`extraw::inode`): the first 4 bytes are the inode number and
+/// One on-disk inode (`ext::read::inode`): the first 4 bytes are the inode number and
 /// whether to check a `metadata_csum` checksum (seeded by them), the rest the inode.
 pub fn extraw_inode(data: &[u8]) {
     let Some((head, raw)) = data.split_first_chunk::<4>() else {
@@ -211,7 +211,7 @@ pub fn extraw_inode(data: &[u8]) {
     }
 }
 
-/// A block map (`extraw::blockmap`) over an in-memory filesystem of 1 KiB blocks: the
+/// A block map (`ext::read::blockmap`) over an in-memory filesystem of 1 KiB blocks: the
 /// first 60 bytes are `i_block`, the next 8 the file size, the rest the blocks from
 /// block 0 (blocks 0 and 1 are metadata, blocks past the data read as zeros, the
 /// filesystem is four times the data long).
@@ -280,7 +280,7 @@ pub fn extraw_blockmap(data: &[u8]) {
     let _ = blockmap::map(&fs, &inode);
 }
 
-/// The first inodes of a filesystem image through `extraw` (the ext2/3/4 reader used by
+/// The first inodes of a filesystem image through `ext::read` (the ext2/3/4 reader used by
 /// the block check): each inode, its extent tree or block map, its content.
 pub fn extraw_extent(data: &[u8]) {
     let p = write_scratch("extent", data);
@@ -301,7 +301,7 @@ pub fn extraw_extent(data: &[u8]) {
     let _ = std::fs::remove_file(p);
 }
 
-/// Directories and symlinks of a filesystem image through `extraw`, then the whole
+/// Directories and symlinks of a filesystem image through `ext::read`, then the whole
 /// block check (`blockcheck::check`: every inode, shared and free blocks, naming).
 pub fn extraw_dir(data: &[u8]) {
     let p = write_scratch("dir", data);
@@ -390,7 +390,7 @@ pub fn xen_config(data: &[u8]) {
     let _ = std::fs::remove_dir(&dir);
 }
 
-/// A filesystem image whose journal needs recovery through `extraw`'s in-memory replay
+/// A filesystem image whose journal needs recovery through `ext::read`'s in-memory replay
 /// (journal superblock, descriptor, revoke and commit blocks, the overlay), then its
 /// first inodes, directories, symlinks and file contents read through the replayed view.
 pub fn extraw_journal(data: &[u8]) {

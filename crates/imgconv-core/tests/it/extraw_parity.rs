@@ -1,4 +1,4 @@
-//! The inode-level reader (`extraw`), and `ExtReader`'s path API served by it, must see
+//! The inode-level reader (`ext::read`), and `ExtReader`'s path API served by it, must see
 //! exactly what ext4-view (an independent reader, kept as a dev-dependency for this) sees: for every node of real mke2fs-made ext2/3/4 images (small and large files, holes, an
 //! extent tree deeper than the inode, fast and slow symlinks, linear and htree
 //! directories of one and two levels, with and without metadata_csum), the same

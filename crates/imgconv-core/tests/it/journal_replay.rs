@@ -1,4 +1,4 @@
-//! The in-memory journal replay (`extraw::journal`), judged by e2fsck: a filesystem
+//! The in-memory journal replay (`ext::read::journal`), judged by e2fsck: a filesystem
 //! whose journal needs recovery is read through `ExtReader`, and every file must read
 //! exactly as debugfs reads it from a copy that `e2fsck -fy` replayed. The journals are
 //! real, written by debugfs (`journal_open`, `journal_write`, `journal_close`): data
