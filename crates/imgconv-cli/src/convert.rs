@@ -416,7 +416,7 @@ pub fn convert_one(
     if s.fsck.pre() {
         let root = source_root(o)?;
         progress.step("fsck-pre", Unit::Items, None);
-        fsck::require_clean(&root, s.use_loop, "input's root filesystem")?;
+        fsck::require_clean(&root, s.use_loop, "input's root filesystem", progress)?;
     }
     if signals::cancelled() {
         return Err(CliError::cancelled());
@@ -431,7 +431,7 @@ pub fn convert_one(
             len,
         };
         progress.step("fsck-post", Unit::Items, None);
-        let mut outcome = fsck::check(&root, s.use_loop)?;
+        let mut outcome = fsck::check(&root, s.use_loop, progress)?;
         // The image has no name yet: say which one it would have been.
         outcome.checked = format!("{}, partition 1, before publishing", o.output.display());
         fsck::clean_or_error(

@@ -5,6 +5,7 @@
 //! class comes from its [`ErrorKind`], which the library decides where it knows which
 //! file it was working on; its hint from the library's [`Hint`], put in the CLI's flags.
 
+use imgconv_core::tool::ToolError;
 use imgconv_core::{Error, ErrorKind, Hint};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -191,6 +192,36 @@ pub fn class_of(kind: ErrorKind) -> Class {
         ErrorKind::Options => Class::Usage,
         ErrorKind::Cancelled => Class::Cancelled,
         _ => Class::Failure,
+    }
+}
+
+/// An outside tool's failure, in the CLI's terms: a missing tool names its package, a
+/// loop device names the flag that asked for it.
+pub fn from_tool(e: &ToolError) -> CliError {
+    match e {
+        ToolError::Cancelled { .. } => CliError::cancelled(),
+        ToolError::NotInstalled { package, .. } => CliError::new(
+            Class::Failure,
+            e.to_string(),
+            format!("install it (apt-get install {package}) and run again"),
+        ),
+        ToolError::Spawn { .. } => CliError::new(
+            Class::Failure,
+            e.to_string(),
+            "check that it is installed and executable",
+        ),
+        ToolError::LoopNeedsRoot => CliError::new(
+            Class::Usage,
+            e.to_string(),
+            "run as root, or drop --loop: the default `file?offset=N` check needs no privileges",
+        ),
+        ToolError::LoopAttach { .. } => CliError::new(
+            Class::Failure,
+            e.to_string(),
+            "check that loop devices are available (modprobe loop; ls /dev/loop*), or drop --loop",
+        ),
+        ToolError::Path { .. } => CliError::new(Class::Failure, e.to_string(), "check $TMPDIR"),
+        other => CliError::new(class_of(other.kind()), other.to_string(), ""),
     }
 }
 

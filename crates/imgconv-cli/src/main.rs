@@ -16,7 +16,6 @@ mod schema;
 mod signals;
 mod size;
 mod stdout;
-mod tools;
 mod verify;
 
 use clap::FromArgMatches;

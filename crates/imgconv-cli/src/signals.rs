@@ -6,11 +6,11 @@
 //!
 //! A second signal exits at once. The library's temporary file is then NOT removed (its
 //! `Drop` does not run on `process::exit`); what the CLI itself started is still cleaned
-//! up here first: child processes (qemu, e2fsck, resize2fs) are killed through the
-//! library's runner and loop devices detached, from the registry below.
+//! up here first: child processes (qemu, e2fsck, resize2fs) are killed and loop devices
+//! detached, both from the registries of the library's runner.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 /// The shared "stop now" flag.
 pub fn cancel_flag() -> Arc<AtomicBool> {
@@ -22,31 +22,6 @@ pub fn cancel_flag() -> Arc<AtomicBool> {
 /// True once the user asked to stop.
 pub fn cancelled() -> bool {
     cancel_flag().load(Ordering::SeqCst)
-}
-
-/// Things to undo if the process must exit immediately.
-#[derive(Default)]
-struct Registry {
-    loops: Vec<String>,
-}
-
-fn registry() -> &'static Mutex<Registry> {
-    static REG: OnceLock<Mutex<Registry>> = OnceLock::new();
-    REG.get_or_init(Mutex::default)
-}
-
-/// Remember a loop device to detach on an immediate exit.
-pub fn register_loop(dev: &str) {
-    if let Ok(mut r) = registry().lock() {
-        r.loops.push(dev.to_string());
-    }
-}
-
-/// Forget a loop device (it has been detached).
-pub fn unregister_loop(dev: &str) {
-    if let Ok(mut r) = registry().lock() {
-        r.loops.retain(|d| d != dev);
-    }
 }
 
 /// Install the SIGINT/SIGTERM/SIGHUP handler. Call once, early in `main`.
@@ -74,14 +49,7 @@ fn exit_now() -> ! {
     imgconv_core::tool::kill_running();
     // A block device being written gets its first MiB zeroed, so it does not boot.
     imgconv_core::output::wipe_unfinished_devices();
-    // try_lock: the registry may be held by the thread we interrupted; don't deadlock.
-    if let Ok(r) = registry().try_lock() {
-        for dev in &r.loops {
-            let _ = std::process::Command::new("losetup")
-                .arg("-d")
-                .arg(dev)
-                .status();
-        }
-    }
+    // Then the loop devices those tools were checking are detached.
+    imgconv_core::tool::detach_loop_devices();
     std::process::exit(130);
 }

@@ -1,13 +1,15 @@
 //! Running e2fsprogs programs on the output (resize2fs to grow, e2fsck to replay a
-//! journal) through the `file?offset=N` io option, with the process runner of
+//! journal or repair) through the `file?offset=N` io option, with the process runner of
 //! [`crate::tool`]: cancellable through [`Progress`], the child killed and reaped when the
-//! caller stops.
+//! caller stops. [`check_read_only`] (`e2fsck -fn`) reads any image, the source included,
+//! and writes nothing.
 //!
 //! e2fsprogs' unix I/O manager accepts `name?offset=BYTES` for every program built on
 //! libext2fs, so the filesystem inside partition 1 of the output image is reached
 //! without a loop device or root (verified with e2fsprogs 1.47.0: `resize2fs -f
 //! 'disk.img?offset=1048576' 131072K` grows an ext4 at 1 MiB, and `e2fsck -fn` on the
-//! same name is clean afterwards). Both programs only ever get the *output* image.
+//! same name is clean afterwards). resize2fs and `e2fsck -fy` only ever get the *output*
+//! image.
 //!
 //! Two e2fsprogs 1.47.0 bugs with `?offset=` on a regular file are worked around here
 //! (details on each function): e2fsck re-opens the filesystem *without* the offset after
@@ -43,6 +45,92 @@ fn e2fs(
         .end_of_options()
         .e2fs_device(image, offset)?
         .args(operands))
+}
+
+/// How `e2fsck -fn` reaches a filesystem inside an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FsckVia {
+    /// `image?offset=N`, e2fsprogs' unix I/O option: no privileges needed.
+    #[default]
+    Offset,
+    /// A read-only loop device over exactly the filesystem ([`crate::tool::LoopDevice`]):
+    /// needs root, and is detached afterwards whatever happens.
+    LoopDevice,
+}
+
+/// What `e2fsck -fn` said about a filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FsckOutcome {
+    /// True when e2fsck exited 0 (nothing to fix).
+    pub clean: bool,
+    /// e2fsck's exit status (4 = errors left uncorrected, 8 = operational error; -1 when
+    /// a signal ended it).
+    pub exit_code: i32,
+    /// What e2fsck was run on: the image, `image?offset=N` or a loop device.
+    pub checked: String,
+    /// The last lines of its output.
+    pub output: String,
+}
+
+impl FsckOutcome {
+    /// What a non-zero exit status means, in words.
+    pub fn meaning(&self) -> &'static str {
+        match self.exit_code {
+            0 => "clean",
+            c if c > 0 && c & 4 != 0 => "filesystem errors left uncorrected",
+            c if c > 0 && c & 8 != 0 => {
+                "operational error (no ext filesystem there, or unreadable)"
+            }
+            _ => "unexpected result",
+        }
+    }
+}
+
+/// Lines of e2fsck's output kept in a [`FsckOutcome`].
+const FSCK_TAIL_LINES: usize = 12;
+
+/// `e2fsck -fn` on the filesystem of `len` bytes at `offset` of `image`: a full check
+/// that opens it read-only and answers no to every question, so nothing is written (the
+/// source may be checked too). Any exit status is an outcome; `Err` only when e2fsck
+/// cannot run, a loop device cannot be attached, or `progress` cancels. A loop device
+/// that cannot be detached afterwards is a [`Progress::note`].
+pub fn check_read_only(
+    image: &Path,
+    offset: u64,
+    len: u64,
+    via: FsckVia,
+    progress: &mut dyn Progress,
+) -> Result<FsckOutcome, ToolError> {
+    let (out, checked, device) = match via {
+        FsckVia::Offset => {
+            let checked = if offset == 0 {
+                image.display().to_string()
+            } else {
+                format!("{}?offset={offset}", image.display())
+            };
+            let out = e2fs("e2fsck", &["-f", "-n"], image, offset, &[])?.output(&*progress)?;
+            (out, checked, None)
+        }
+        FsckVia::LoopDevice => {
+            let dev = crate::tool::LoopDevice::attach(image, offset, len, &*progress)?;
+            let out = e2fs("e2fsck", &["-f", "-n"], Path::new(dev.path()), 0, &[])
+                .and_then(|c| c.output(&*progress));
+            let checked = dev.path().to_string();
+            (out?, checked.clone(), Some((dev, checked)))
+        }
+    };
+    if let Some((dev, name)) = device {
+        if dev.detach().is_err() {
+            progress.note(&format!("could not detach {name}; run `losetup -d {name}`"));
+        }
+    }
+    let exit_code = out.status.code().unwrap_or(-1);
+    Ok(FsckOutcome {
+        clean: exit_code == 0,
+        exit_code,
+        checked,
+        output: out.tail(FSCK_TAIL_LINES),
+    })
 }
 
 /// What e2fsck 1.47 prints when it loses the io options after replaying a journal.

@@ -115,6 +115,11 @@ pub enum Error {
         platform: &'static str,
     },
 
+    /// A disk cannot be verified at all: it cannot be opened, or a scratch copy for the
+    /// outside tools cannot be made.
+    #[error(transparent)]
+    Verify(Box<crate::verify::VerifyError>),
+
     /// The QEMU boot test could not run.
     #[error(transparent)]
     Qemu(Box<crate::qemu::QemuError>),
@@ -306,6 +311,7 @@ impl Error {
             Error::Incompatible { .. } => K::Input,
             Error::NoGrubFiles { .. } => K::Donor,
             Error::Qemu(e) => e.kind(),
+            Error::Verify(e) => e.kind(),
         }
     }
 
@@ -444,6 +450,7 @@ boxed_from!(
     Fixup(crate::fixups::FixupError),
     Lvm(crate::lvm::LvmError),
     XenConfig(crate::xen_config::XenConfigError),
+    Verify(crate::verify::VerifyError),
 );
 
 /// One volume's refusal is an LVM error like the others.

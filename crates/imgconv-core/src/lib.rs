@@ -6,11 +6,13 @@
 //! `source` (inspect: what is this image?) → `layout` (plan: the target disk, a printable
 //! value) → `stream` (used blocks into partition 1) → `graft` (donor kernel, initrd,
 //! modules, GRUB files) → `fixups` (guest configuration) → `boot` (GRUB boot code,
-//! grub.cfg) → verification by outside tools (done by the caller).
+//! grub.cfg) → [`verify()`] (the finished disk checked, by outside tools too, and
+//! optionally booted under QEMU).
 //!
 //! The public API is what the crate root lists: [`convert()`] and its dry run [`plan()`],
 //! [`inspect()`], [`ConvertOptions`] and the choices it carries, the plan and the result
-//! ([`ConversionPlan`], [`Conversion`], [`Report`]), [`Progress`], and the errors
+//! ([`ConversionPlan`], [`Conversion`], [`Report`]), [`verify()`] and its
+//! [`VerifyReport`], [`Progress`], and the errors
 //! ([`Error`], [`ErrorKind`], [`Hint`]).
 //!
 //! The library never prints and never exits: every failure is a typed [`Error`], and
@@ -78,6 +80,7 @@ pub mod stream;
 pub mod swap;
 #[doc(hidden)]
 pub mod tool;
+pub mod verify;
 #[doc(hidden)]
 pub mod vm;
 #[doc(hidden)]
@@ -96,3 +99,6 @@ pub use error::{Error, ErrorKind, Hint, Result};
 pub use progress::{NoProgress, Progress, Stage};
 pub use report::{Change, Report};
 pub use source::{inspect, Inspection};
+pub use verify::{
+    verify, BootCheck, Check, CheckName, CheckStatus, VerifyError, VerifyOptions, VerifyReport,
+};

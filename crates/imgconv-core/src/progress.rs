@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-/// The stages of one conversion, in pipeline order.
+/// The stages of one conversion, in pipeline order, then those of [`crate::verify()`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stage {
@@ -32,6 +32,13 @@ pub enum Stage {
     Volumes,
     /// Finish: flush, rename the temporary output into place.
     Finish,
+    /// Verify: `e2fsck -fn` on the disk's ext filesystems.
+    Fsck,
+    /// Verify: `fsck.fat -n` on the EFI System Partition.
+    #[serde(rename = "fsck.fat")]
+    EspCheck,
+    /// Verify: boot the disk under QEMU.
+    BootTest,
 }
 
 impl Stage {
@@ -48,6 +55,9 @@ impl Stage {
             Stage::Boot => "boot",
             Stage::Volumes => "volumes",
             Stage::Finish => "finish",
+            Stage::Fsck => "fsck",
+            Stage::EspCheck => "fsck.fat",
+            Stage::BootTest => "boot-test",
         }
     }
 }

@@ -280,6 +280,12 @@ pub enum QemuError {
     /// QEMU could not start, or its supervision failed.
     #[error(transparent)]
     Tool(#[from] ToolError),
+    /// The QEMU binary is not installed (not on PATH, or not at the path given).
+    #[error("{program} is not installed: apt-get install qemu-system-x86")]
+    NotInstalled {
+        /// The binary looked for, as given.
+        program: String,
+    },
     /// The firmware files are not installed.
     #[error("the OVMF firmware is not installed (no {path}): apt-get install ovmf")]
     Firmware {
@@ -309,6 +315,23 @@ impl QemuError {
             _ => crate::ErrorKind::Tool,
         }
     }
+}
+
+/// Find the QEMU binary `program`: a path (with a `/`) that is a file, or a name looked
+/// up on PATH. Lets a caller say QEMU is missing before spending time on other work.
+pub fn locate(program: &Path) -> Result<PathBuf, QemuError> {
+    let found = if program.as_os_str().as_encoded_bytes().contains(&b'/') {
+        Some(program.to_path_buf()).filter(|p| p.is_file())
+    } else {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(program))
+                .find(|p| p.is_file())
+        })
+    };
+    found.ok_or_else(|| QemuError::NotInstalled {
+        program: program.display().to_string(),
+    })
 }
 
 fn io(action: &'static str) -> impl FnOnce(std::io::Error) -> QemuError {
@@ -589,7 +612,7 @@ mod tests {
     fn a_missing_qemu_is_an_error() {
         let o = BootOptions::new("x.img").with_qemu("/nonexistent/qemu-system-x86_64");
         match boot(&o, &crate::NoProgress) {
-            Err(QemuError::Tool(ToolError::Spawn { package, .. })) => {
+            Err(QemuError::Tool(ToolError::NotInstalled { package, .. })) => {
                 assert_eq!(package, "qemu-system-x86")
             }
             other => panic!("{other:?}"),

@@ -12,6 +12,10 @@
 //!   on cancellation, on error and when a [`Running`] handle is dropped the child is
 //!   killed and reaped. While a child runs its PID is in a process-wide registry, so an
 //!   embedder that must exit at once (a second Ctrl-C) can first call [`kill_running`].
+//! - A program that is not installed is [`ToolError::NotInstalled`], naming the Debian
+//!   package that provides it.
+//! - A read-only loop device over part of an image ([`LoopDevice`], root only) is detached
+//!   when dropped; [`detach_loop_devices`] detaches those still attached on an exit at once.
 
 use crate::progress::Progress;
 use std::ffi::{OsStr, OsString};
@@ -47,7 +51,15 @@ pub struct ToolRun {
 /// An outside program could not run, failed, or was stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
-    /// The program could not be started (most often: it is not installed).
+    /// The program is not installed (not found on PATH, or not at the path given).
+    #[error("{tool} is not installed: apt-get install {package}")]
+    NotInstalled {
+        /// The program's name.
+        tool: &'static str,
+        /// The Debian package that provides it.
+        package: &'static str,
+    },
+    /// The program could not be started for another reason than being absent.
     #[error("cannot run {tool}: {source} (install {package})")]
     Spawn {
         /// The program's name.
@@ -82,6 +94,17 @@ pub enum ToolError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// A loop device was asked for without root privileges.
+    #[error("--loop needs root: losetup cannot attach a loop device for this user")]
+    LoopNeedsRoot,
+    /// losetup did not attach a loop device.
+    #[error("losetup could not attach {}: {why}", path.display())]
+    LoopAttach {
+        /// The image.
+        path: PathBuf,
+        /// What losetup said.
+        why: String,
     },
     /// A grow was asked to a size not larger than the filesystem.
     #[error("cannot grow the filesystem to {bytes} bytes: it is already {current} bytes")]
@@ -129,6 +152,8 @@ impl ToolError {
             ToolError::NotExt { .. } => K::Input,
             ToolError::Path { source, .. } => crate::error::io_kind(source, K::Output),
             ToolError::Cancelled { .. } => K::Cancelled,
+            // Root is the caller's choice to make, like an option.
+            ToolError::LoopNeedsRoot => K::Options,
             _ => K::Tool,
         }
     }
@@ -307,10 +332,19 @@ impl ToolCommand {
     pub fn spawn(self, stdout: Stdio, stderr: Stdio) -> Result<Running, ToolError> {
         let mut cmd = self.command();
         cmd.stdout(stdout).stderr(stderr);
-        let child = cmd.spawn().map_err(|source| ToolError::Spawn {
-            tool: self.tool,
-            package: package_of(self.tool),
-            source,
+        let child = cmd.spawn().map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                ToolError::NotInstalled {
+                    tool: self.tool,
+                    package: package_of(self.tool),
+                }
+            } else {
+                ToolError::Spawn {
+                    tool: self.tool,
+                    package: package_of(self.tool),
+                    source,
+                }
+            }
         })?;
         register(child.id());
         Ok(Running {
@@ -490,6 +524,115 @@ fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
     })
 }
 
+/// Loop devices attached through [`LoopDevice`] and not detached yet.
+fn loop_registry() -> &'static Mutex<Vec<String>> {
+    static LOOPS: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    LOOPS.get_or_init(Mutex::default)
+}
+
+/// Detach every loop device [`LoopDevice::attach`] attached that is still attached. For
+/// a process about to exit without unwinding (a second Ctrl-C), after [`kill_running`]
+/// (the tools using them must be gone first). Never blocks.
+pub fn detach_loop_devices() {
+    if let Ok(r) = loop_registry().try_lock() {
+        for dev in r.iter() {
+            let _ = Command::new("losetup")
+                .arg("-d")
+                .arg(dev)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// True when the process runs as root (the owner of /proc/self is the effective uid).
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// A read-only loop device over part of a file, detached when dropped (also on error and
+/// cancellation). Never `losetup -P`, whose partition nodes do not appear in containers:
+/// the device covers exactly the part asked for.
+#[derive(Debug)]
+pub struct LoopDevice {
+    dev: String,
+}
+
+impl LoopDevice {
+    /// `losetup --read-only --find --show --offset N --sizelimit L image`; needs root
+    /// ([`ToolError::LoopNeedsRoot`] without it). Cancellable through `progress`.
+    pub fn attach(
+        image: &Path,
+        offset: u64,
+        len: u64,
+        progress: &dyn Progress,
+    ) -> Result<LoopDevice, ToolError> {
+        if !is_root() {
+            return Err(ToolError::LoopNeedsRoot);
+        }
+        let out = ToolCommand::new("losetup")
+            .args(["--read-only", "--find", "--show", "--offset"])
+            .arg(offset.to_string())
+            .arg("--sizelimit")
+            .arg(len.to_string())
+            .end_of_options()
+            .arg(image)
+            .output(progress)?;
+        let dev = out.stdout_text().trim().to_string();
+        if !out.status.success() || !dev.starts_with("/dev/") {
+            return Err(ToolError::LoopAttach {
+                path: image.to_path_buf(),
+                why: tail_lines(&out.stderr_text(), 3),
+            });
+        }
+        if let Ok(mut r) = loop_registry().lock() {
+            r.push(dev.clone());
+        }
+        Ok(LoopDevice { dev })
+    }
+
+    /// The device path, e.g. `/dev/loop3`.
+    pub fn path(&self) -> &str {
+        &self.dev
+    }
+}
+
+impl LoopDevice {
+    /// Detach the device now, saying whether that worked (dropping it detaches too, but
+    /// silently). Not cancellable on purpose: detaching must happen even after a
+    /// cancellation. A device that stays attached stays in the registry, so an exit at
+    /// once ([`detach_loop_devices`]) tries again.
+    pub fn detach(mut self) -> Result<(), ToolError> {
+        self.detach_now()
+    }
+
+    fn detach_now(&mut self) -> Result<(), ToolError> {
+        if self.dev.is_empty() {
+            return Ok(());
+        }
+        // The device is the argument of -d itself (`d:` in losetup's getopt), not an
+        // operand: no `--`.
+        ToolCommand::new("losetup")
+            .arg("-d")
+            .arg(&self.dev)
+            .run(&[0], &crate::NoProgress)?;
+        if let Ok(mut r) = loop_registry().lock() {
+            r.retain(|d| d != &self.dev);
+        }
+        self.dev.clear();
+        Ok(())
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = self.detach_now();
+    }
+}
+
 /// e2fsprogs' spelling of the filesystem at `offset` of the file `name`: `name` itself
 /// at offset 0, else `name?offset=N` (the unix I/O manager's option).
 fn e2fs_spec(name: &OsStr, offset: u64) -> OsString {
@@ -586,7 +729,19 @@ mod tests {
         let missing = ToolCommand::new("imgconv-no-such-tool")
             .run(&[0], &NoProgress)
             .unwrap_err();
-        assert!(matches!(missing, ToolError::Spawn { .. }), "{missing}");
+        assert!(
+            matches!(
+                missing,
+                ToolError::NotInstalled {
+                    tool: "imgconv-no-such-tool",
+                    ..
+                }
+            ),
+            "{missing}"
+        );
+        assert!(missing
+            .to_string()
+            .contains("is not installed: apt-get install"));
     }
 
     #[test]

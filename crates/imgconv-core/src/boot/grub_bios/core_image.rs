@@ -123,6 +123,29 @@ impl CoreImage {
     }
 }
 
+/// The first blocklist entry of a diskboot sector: where diskboot loads the rest of
+/// core.img from (struct grub_pc_bios_boot_blocklist, offsets.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocklist {
+    /// LBA of core.img's second sector (the one after diskboot).
+    pub start: u64,
+    /// Sectors to load from `start` (0 in the package's unset diskboot.img).
+    pub len: u16,
+    /// Real-mode segment they are loaded to ([`FIRST_SEGMENT`] for diskboot's first entry).
+    pub segment: u16,
+}
+
+/// Read the first blocklist entry of `diskboot` (core.img's first sector, as on a disk),
+/// the last [`BLOCKLIST_ENTRY_SIZE`] bytes of the sector.
+pub fn read_first_blocklist(diskboot: &[u8]) -> Result<Blocklist, crate::bytes::ParseError> {
+    let f = Fields::new("diskboot.img blocklist", diskboot);
+    Ok(Blocklist {
+        start: f.u64("start", FIRST_BLOCKLIST)?,
+        len: f.u16("len", FIRST_BLOCKLIST + 8)?,
+        segment: f.u16("segment", FIRST_BLOCKLIST + 10)?,
+    })
+}
+
 /// Set the first blocklist entry of a diskboot sector, after clearing any old entries
 /// below it (as grub-bios-setup does), so that a zero-length terminator follows it.
 fn write_blocklist(diskboot: &mut [u8], start: u64, len: u16) -> Result<(), BootError> {
