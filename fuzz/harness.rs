@@ -177,6 +177,22 @@ pub fn donor(data: &[u8]) {
     let _ = std::fs::remove_file(p);
 }
 
+/// The boot records `verify` reads back from a disk: GRUB's boot sector (core.img's
+/// LBA), the first blocklist entry of core.img's diskboot sector, and the swap v1 header.
+/// Each gets the input as it is, and padded or cut to one sector (a page for swap).
+pub fn boot_records(data: &[u8]) {
+    use imgconv_core::boot::grub_bios::{core_image, mbr};
+    let mut sector = data.to_vec();
+    sector.resize(512, 0);
+    let mut page = data.to_vec();
+    page.resize(imgconv_core::swap::PAGE_SIZE as usize, 0);
+    for d in [data, &sector[..], &page[..]] {
+        let _ = mbr::grub_core_sector(d);
+        let _ = core_image::read_first_blocklist(d);
+        let _ = imgconv_core::swap::read_header(d);
+    }
+}
+
 /// `moddep.lst` parsing and dependency resolution (cycles, unknown modules, deep chains):
 /// resolves the modules core.img needs and every module name the input mentions.
 pub fn moddep(data: &[u8]) {

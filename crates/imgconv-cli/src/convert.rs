@@ -363,7 +363,7 @@ fn summary(c: &Conversion) -> String {
                     .get(v)
                     .and_then(|v| v.uuid())
                     .map(str::to_string),
-                None => c.swap_uuid.clone(),
+                None => c.swap_uuid.map(|u| u.to_string()),
             };
             match uuid {
                 Some(u) => format!(", swap p{n} (UUID {u})"),

@@ -83,10 +83,11 @@ fn report_done(timings: &[StageTime], progress: &mut dyn Progress) {
 }
 
 fn fixup_context(plan: &ConversionPlan) -> FixupContext {
+    let swap_uuid = plan.swap_uuid.map(|u| u.to_string());
     let mut ctx = FixupContext::new(
         &plan.inspection.fs.uuid,
         &plan.inspection.fs.kind.to_string(),
-        plan.swap_uuid.as_deref(),
+        swap_uuid.as_deref(),
     );
     ctx.disk_bus = plan.options.disk_bus;
     ctx.esp_uuid = plan.gpt.as_ref().map(GptPlan::esp_serial);
@@ -426,8 +427,7 @@ fn convert_into(
         report_done(&timings, progress);
     }
     if let (Some((start, len)), Some(uuid)) = (swap_part, &plan.swap_uuid) {
-        let uuid = uuid::Uuid::parse_str(uuid).expect("generated UUID");
-        let page = swap::swap_header(len, uuid, "swap").map_err(Error::from)?;
+        let page = swap::swap_header(len, *uuid, "swap").map_err(Error::from)?;
         out.file()
             .write_all_at(&page, start)
             .map_err(|e| output::write_error(out.file(), "cannot write the swap header to", e))?;
@@ -464,7 +464,7 @@ fn convert_into(
         conversion: Conversion {
             output: opts.output.clone(),
             root_uuid: plan.inspection.fs.uuid.clone(),
-            swap_uuid: plan.swap_uuid.clone(),
+            swap_uuid: plan.swap_uuid,
             plan,
             stream,
             graft,

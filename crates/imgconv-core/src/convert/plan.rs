@@ -103,9 +103,9 @@ pub struct ConversionPlan {
     /// for BIOS. When set, this is the layout written (print it instead of `disk`).
     pub gpt: Option<GptPlan>,
     /// Where the EFI binaries come from (UEFI and hybrid).
-    pub efi_origin: Option<String>,
+    pub efi_origin: Option<crate::boot::uefi::efi_files::EfiOrigin>,
     /// UUID the swap partition will carry (fixed now so the plan shows the final fstab).
-    pub swap_uuid: Option<String>,
+    pub swap_uuid: Option<uuid::Uuid>,
     /// The guest userland checked against the kernel that boots it: kernel arguments it
     /// needs (`vsyscall=emulate`), pairings known not to work, notes.
     pub compat: crate::compat::Assessment,
@@ -136,7 +136,7 @@ pub struct Conversion {
     /// UUID of the root filesystem (the source's, unchanged).
     pub root_uuid: String,
     /// UUID of the swap partition, when there is one.
-    pub swap_uuid: Option<String>,
+    pub swap_uuid: Option<uuid::Uuid>,
     /// What the stream copied and how.
     pub stream: StreamStats,
     /// What the graft wrote (`None` with a guest kernel).

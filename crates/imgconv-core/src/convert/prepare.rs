@@ -319,12 +319,14 @@ pub(super) fn prepare(
         })
         .transpose()?;
     let swap_uuid = match disk.swap() {
-        Some(_) => Some(uuid::Uuid::new_v4().to_string()),
+        Some(_) => Some(uuid::Uuid::new_v4()),
+        // The guest's swap header carried as it is: its UUID was read from it.
         None => inspection
             .volumes
             .iter()
             .find(|v| v.action == VolumeAction::Swap)
-            .and_then(|v| v.uuid().map(str::to_string)),
+            .and_then(|v| v.uuid())
+            .and_then(|u| uuid::Uuid::parse_str(u).ok()),
     };
     let (grub, grub_choice) = grub;
     let mut plan = ConversionPlan {

@@ -54,7 +54,10 @@ fn check_output(done: &Conversion, out: &Path) -> u64 {
     // Root keeps the source's UUID; swap carries the planned one.
     assert_eq!(blkid_at(out, root_offset, "UUID"), done.root_uuid);
     assert_eq!(blkid_at(out, swap_offset, "TYPE"), "swap");
-    assert_eq!(Some(blkid_at(out, swap_offset, "UUID")), done.swap_uuid);
+    assert_eq!(
+        Some(blkid_at(out, swap_offset, "UUID")),
+        done.swap_uuid.map(|u| u.to_string())
+    );
 
     // Boot code in LBA 0 and the core image after it.
     let mbr = std::fs::read(out).unwrap();

@@ -231,7 +231,10 @@ fn centos_layout_carries_every_volume() {
     assert_eq!(blkid(&out, boot, "LABEL"), "boot");
     assert_eq!(blkid(&out, swap, "TYPE"), "swap");
     assert_eq!(blkid(&out, swap, "LABEL"), "guestswap");
-    assert_eq!(done.swap_uuid.as_deref(), Some(SWAP_UUID));
+    assert_eq!(
+        done.swap_uuid.map(|u| u.to_string()).as_deref(),
+        Some(SWAP_UUID)
+    );
     // /home's files are the source's.
     let dumped = dir.path().join("notes.out");
     support::debugfs(

@@ -124,11 +124,11 @@ fn dry_run_diff_is_the_real_diff(src: &Path, donor: &Path) {
         src.display(),
         done.report.diffs
     );
-    let fresh = |s: &str, uuid: &Option<String>| match uuid {
-        Some(u) => s.replace(u.as_str(), "SWAP-UUID"),
+    let fresh = |s: &str, uuid: &Option<uuid::Uuid>| match uuid {
+        Some(u) => s.replace(&u.to_string(), "SWAP-UUID"),
         None => s.to_string(),
     };
-    let texts = |diffs: &[FileDiff], uuid: &Option<String>| -> Vec<String> {
+    let texts = |diffs: &[FileDiff], uuid: &Option<uuid::Uuid>| -> Vec<String> {
         diffs.iter().map(|d| fresh(&d.unified, uuid)).collect()
     };
     assert_eq!(

@@ -16,6 +16,7 @@ const TARGETS: &[(&str, Harness)] = &[
     ("inspect", harness::inspect),
     ("donor", harness::donor),
     ("moddep", harness::moddep),
+    ("boot_records", harness::boot_records),
     ("extraw_inode", harness::extraw_inode),
     ("extraw_blockmap", harness::extraw_blockmap),
     ("extraw_extent", harness::extraw_extent),

@@ -417,7 +417,11 @@ fn donor_esp_is_read_back() {
     assert_eq!(found.grub, b.efi.grub);
     assert_eq!(found.shim, b.efi.shim);
     assert_eq!(found.mok_manager, b.efi.mok_manager);
-    assert!(found.origin.contains("EFI/debian/"), "{}", found.origin);
+    assert!(
+        found.origin.to_string().contains("EFI/debian/"),
+        "{}",
+        found.origin
+    );
     assert_eq!(found.distro_dir().as_deref(), Some("debian"));
 
     // An outside-made donor: sfdisk GPT, mkfs.fat ESP, files put by mcopy (BOOT only).
@@ -541,6 +545,7 @@ fn donors_supply_the_efi_files() {
     assert!(
         found
             .origin
+            .to_string()
             .contains(&format!("partition {esp_number} (ESP)")),
         "{}",
         found.origin
@@ -574,7 +579,11 @@ fn donors_supply_the_efi_files() {
         found.mok_manager, None,
         "the dangling in-donor symlink gives nothing"
     );
-    assert!(found.origin.contains("the donor"), "{}", found.origin);
+    assert!(
+        found.origin.to_string().contains("the donor"),
+        "{}",
+        found.origin
+    );
 
     // Only modules: the unsigned build from the donor's x86_64-efi directory.
     let dir = tempfile::tempdir().unwrap();
@@ -592,7 +601,11 @@ fn donors_supply_the_efi_files() {
         find_efi_boot_files(&EfiSearch::for_donor(&donor, Some(&efi_modules), None)).unwrap();
     assert!(!found.signed && found.shim.is_none());
     assert_eq!(found.grub_info.prefix.as_deref(), Some("/EFI/BOOT"));
-    assert!(found.origin.contains("donor's"), "{}", found.origin);
+    assert!(
+        found.origin.to_string().contains("donor's"),
+        "{}",
+        found.origin
+    );
 
     // Nothing at all: the error lists what was tried.
     let empty = tempfile::tempdir().unwrap();

@@ -97,6 +97,60 @@ pub const UNSIGNED_REQUIRED_MODULES: &[&str] = &[
 /// The prefix of the unsigned image: the removable-media directory it is installed in.
 pub const UNSIGNED_PREFIX: &str = "/EFI/BOOT";
 
+/// Where the EFI binaries come from. Its `Display` is the line the reports show; it is
+/// serialized as that line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EfiOrigin {
+    /// A directory of an ESP: `<source>: EFI/<dir>/`.
+    Esp {
+        /// How the image holding the ESP is named (`donor.img partition 15 (ESP)`).
+        source: String,
+        /// The directory under `EFI/` (`debian`, `BOOT`).
+        dir: String,
+    },
+    /// Package files of a root filesystem: `<source>: <shim> and <grub>`.
+    Packages {
+        /// How the root is named (`the donor`, `the host`).
+        source: String,
+        /// The shim's path, when there is one.
+        shim: Option<String>,
+        /// GRUB's path.
+        grub: String,
+    },
+    /// Built unsigned by `grub-mkimage` from an x86_64-efi module directory.
+    BuiltUnsigned {
+        /// How the module directory is named.
+        modules: String,
+    },
+}
+
+impl fmt::Display for EfiOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EfiOrigin::Esp { source, dir } => write!(f, "{source}: EFI/{dir}/"),
+            EfiOrigin::Packages {
+                source,
+                shim: Some(shim),
+                grub,
+            } => write!(f, "{source}: {shim} and {grub}"),
+            EfiOrigin::Packages {
+                source,
+                shim: None,
+                grub,
+            } => write!(f, "{source}: {grub}"),
+            EfiOrigin::BuiltUnsigned { modules } => {
+                write!(f, "built unsigned by grub-mkimage from {modules}")
+            }
+        }
+    }
+}
+
+impl serde::Serialize for EfiOrigin {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// The EFI binaries for the ESP.
 #[derive(Clone, PartialEq, Eq)]
 pub struct EfiBootFiles {
@@ -112,8 +166,8 @@ pub struct EfiBootFiles {
     pub grub_info: GrubEfiImageInfo,
     /// Whether GRUB came from a signed distribution build (false for our unsigned build).
     pub signed: bool,
-    /// Where the files came from, for the report ("donor.img partition 15 (ESP)", …).
-    pub origin: String,
+    /// Where the files came from, for the report.
+    pub origin: EfiOrigin,
 }
 
 impl fmt::Debug for EfiBootFiles {
@@ -140,12 +194,11 @@ impl EfiBootFiles {
         mok_manager: Option<Vec<u8>>,
         boot_csv: Option<Vec<u8>>,
         signed: bool,
-        origin: impl Into<String>,
+        origin: EfiOrigin,
     ) -> Result<Self, UefiError> {
-        let origin = origin.into();
         let bad = |what: &'static str, why: String| UefiError::BadEfiBinary {
             what,
-            origin: origin.clone(),
+            origin: origin.to_string(),
             why,
         };
         let check_pe = |what: &'static str, data: &[u8]| -> Result<(), UefiError> {
@@ -296,9 +349,10 @@ pub fn from_packages(src: &dyn EfiFileSource) -> Result<Option<EfiBootFiles>, Ue
     let shim = first_of(src, SHIM_PATHS, MAX_EFI_BINARY_BYTES)?;
     let mm = first_of(src, MOK_MANAGER_PATHS, MAX_EFI_BINARY_BYTES)?;
     let csv = src.read_file(BOOT_CSV_PATH, MAX_CSV_BYTES)?;
-    let origin = match &shim {
-        Some((p, _)) => format!("{}: {p} and {grub_path}", src.label()),
-        None => format!("{}: {grub_path}", src.label()),
+    let origin = EfiOrigin::Packages {
+        source: src.label(),
+        shim: shim.as_ref().map(|(p, _)| p.clone()),
+        grub: grub_path,
     };
     EfiBootFiles::new(shim.map(|s| s.1), grub, mm.map(|m| m.1), csv, true, origin).map(Some)
 }
@@ -399,8 +453,11 @@ fn read_esp(region: Region, label: &str) -> Result<Option<EfiBootFiles>, UefiErr
             let mm = read(&dir, "mmx64.efi", MAX_EFI_BINARY_BYTES)?;
             let csv = read(&dir, "BOOTX64.CSV", MAX_CSV_BYTES)?;
             let signed = shim.is_some();
-            return EfiBootFiles::new(shim, grub, mm, csv, signed, format!("{label}: EFI/{name}/"))
-                .map(Some);
+            let origin = EfiOrigin::Esp {
+                source: label.to_string(),
+                dir: name.to_string(),
+            };
+            return EfiBootFiles::new(shim, grub, mm, csv, signed, origin).map(Some);
         }
     }
     // The removable-media path alone.
@@ -410,7 +467,10 @@ fn read_esp(region: Region, label: &str) -> Result<Option<EfiBootFiles>, UefiErr
     let Some(bootx64) = read(&boot, "BOOTX64.EFI", MAX_EFI_BINARY_BYTES)? else {
         return Ok(None);
     };
-    let origin = format!("{label}: EFI/BOOT/");
+    let origin = EfiOrigin::Esp {
+        source: label.to_string(),
+        dir: "BOOT".into(),
+    };
     if matches!(grub_efi_image_info(&bootx64), Ok(Some(_))) {
         // BOOTX64.EFI is GRUB itself.
         return EfiBootFiles::new(None, bootx64, None, None, false, origin).map(Some);
@@ -483,7 +543,9 @@ pub fn build_unsigned(
         None,
         None,
         false,
-        format!("built unsigned by grub-mkimage from {origin}"),
+        EfiOrigin::BuiltUnsigned {
+            modules: origin.to_string(),
+        },
     )?;
     if files.grub_info.prefix.as_deref() != Some(UNSIGNED_PREFIX) {
         return Err(UefiError::Tool {
@@ -606,7 +668,7 @@ mod tests {
         assert!(f.signed && f.shim.is_some() && f.mok_manager.is_some());
         assert_eq!(f.boot_csv, None);
         assert_eq!(f.distro_dir().as_deref(), Some("ubuntu"));
-        assert!(f.origin.contains("shimx64.efi"), "{}", f.origin);
+        assert!(f.origin.to_string().contains("shimx64.efi"), "{}", f.origin);
         // A "grub" that is not GRUB is refused with the origin named.
         put(SIGNED_GRUB_PATHS[0], &fake_pe(&[(".text", &[1])]));
         let e = from_packages(&src).unwrap_err();

@@ -58,7 +58,7 @@ pub struct EspSummary {
     /// The distribution directory (`debian`), if GRUB's prefix names one.
     pub distro_dir: Option<String>,
     /// Where the EFI binaries came from.
-    pub origin: String,
+    pub origin: super::efi_files::EfiOrigin,
     /// Whether a signed shim + GRUB chain was installed.
     pub signed: bool,
     /// Every file written, in order.

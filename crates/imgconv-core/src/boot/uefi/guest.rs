@@ -140,7 +140,17 @@ mod tests {
 
     fn efi() -> EfiBootFiles {
         let grub = fake_pe(&[("mods", &fake_mods("/EFI/debian"))]);
-        EfiBootFiles::new(None, grub, None, None, true, "test").unwrap()
+        EfiBootFiles::new(
+            None,
+            grub,
+            None,
+            None,
+            true,
+            super::super::efi_files::EfiOrigin::BuiltUnsigned {
+                modules: "test".into(),
+            },
+        )
+        .unwrap()
     }
 
     #[test]
