@@ -47,6 +47,8 @@ pub mod formats;
 #[doc(hidden)]
 pub mod graft;
 #[doc(hidden)]
+pub mod grub_files;
+#[doc(hidden)]
 pub mod guestfs;
 #[doc(hidden)]
 pub mod hardware;

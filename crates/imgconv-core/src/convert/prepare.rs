@@ -502,7 +502,7 @@ fn grub_files(
 ) -> Result<(GrubPlatformFiles, GrubOrigin)> {
     if let Some(dir) = &opts.grub_dir {
         return Ok((
-            GrubPlatformFiles::from_dir(dir, "i386-pc")?,
+            GrubPlatformFiles::from_dir(dir, "i386-pc").map_err(boot::BootError::from)?,
             GrubOrigin::Dir(dir.clone()),
         ));
     }
@@ -515,10 +515,13 @@ fn grub_files(
     }
     if !opts.host_fallbacks {
         return Err(Error::NoGrubFiles {
-            platform: boot::grub_files::PLATFORM_I386_PC,
+            platform: crate::grub_files::PLATFORM_I386_PC,
         });
     }
-    Ok((GrubPlatformFiles::host_i386_pc()?, GrubOrigin::Host))
+    Ok((
+        GrubPlatformFiles::host_i386_pc().map_err(boot::BootError::from)?,
+        GrubOrigin::Host,
+    ))
 }
 
 pub(super) fn grow_reason(reason: &layout::GrowReason) -> String {

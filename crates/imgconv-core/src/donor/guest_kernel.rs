@@ -291,10 +291,10 @@ pub struct KvmReadiness {
 /// Module names that provide the disk controller of `bus` and the root filesystem type,
 /// with the kernel config option of each module (`CONFIG_…=y` means built in).
 fn needed_drivers(
-    bus: crate::convert::DiskBus,
+    bus: crate::hardware::DiskBus,
     root_fstype: &str,
 ) -> Vec<Vec<(&'static str, &'static str)>> {
-    use crate::convert::DiskBus;
+    use crate::hardware::DiskBus;
     let mut out = match bus {
         DiskBus::Virtio => vec![
             vec![("virtio_pci", "CONFIG_VIRTIO_PCI")],
@@ -318,7 +318,7 @@ fn needed_drivers(
 fn readiness(
     tree: &mut dyn KernelTree,
     kernel: &GuestKernel,
-    bus: crate::convert::DiskBus,
+    bus: crate::hardware::DiskBus,
     root_fstype: &str,
 ) -> Result<KvmReadiness, DonorError> {
     let config = match &kernel.config {
@@ -423,7 +423,7 @@ fn readiness(
 pub fn kvm_readiness_in_reader(
     guest: &ExtReader,
     kernel: &GuestKernel,
-    bus: crate::convert::DiskBus,
+    bus: crate::hardware::DiskBus,
     root_fstype: &str,
 ) -> Result<KvmReadiness, DonorError> {
     readiness(&mut { guest }, kernel, bus, root_fstype)
@@ -434,7 +434,7 @@ pub fn kvm_readiness_in_readers(
     root: &ExtReader,
     boot: Option<&ExtReader>,
     kernel: &GuestKernel,
-    bus: crate::convert::DiskBus,
+    bus: crate::hardware::DiskBus,
     root_fstype: &str,
 ) -> Result<KvmReadiness, DonorError> {
     match boot {
@@ -447,7 +447,7 @@ pub fn kvm_readiness_in_readers(
 pub fn kvm_readiness(
     guest: &mut dyn GuestFs,
     kernel: &GuestKernel,
-    bus: crate::convert::DiskBus,
+    bus: crate::hardware::DiskBus,
     root_fstype: &str,
 ) -> Result<KvmReadiness, DonorError> {
     readiness(&mut Guest(guest), kernel, bus, root_fstype)
@@ -485,7 +485,7 @@ mod tests {
 
     #[test]
     fn readiness_from_initrd_and_config() {
-        use crate::convert::DiskBus;
+        use crate::hardware::DiskBus;
         let v = "3.10.0-1160.el7.x86_64";
         let initrd = newc(&[
             (

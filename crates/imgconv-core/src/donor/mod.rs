@@ -6,7 +6,7 @@
 //! readable filesystem in it, lists every kernel it has ([`Donor::candidates`]), walks the
 //! modules tree of each complete one, and reads each vmlinuz's boot header for its
 //! architecture. [`Donor::select_kernel`] then picks the newest complete kernel (or the
-//! one asked for), and [`crate::graft`] copies it into the guest.
+//! one asked for), and the graft copies it into the guest.
 //!
 //! Donors are untrusted input. Images are read only through the guarded
 //! [`ExtReader`] (panics contained, whole-file reads capped before
@@ -26,8 +26,8 @@ pub use tree::{ModulesTree, TreeEntry};
 pub use version::compare_versions;
 
 use crate::blockio::Region;
-use crate::boot::GrubPlatformFiles;
 use crate::ext::read::{ExtReadError, ExtReader};
+use crate::grub_files::GrubPlatformFiles;
 use crate::guestfs::{NodeKind, NodeMeta};
 use crate::partition::{read_table, PartitionError};
 use source::{DirRoot, DonorRead, DonorSource, SourceKind};
@@ -160,7 +160,7 @@ pub enum DonorError {
         donor: String,
         path: String,
         #[source]
-        source: crate::boot::BootError,
+        source: crate::grub_files::GrubFilesError,
     },
     /// Keeping the guest's kernel: the guest has kernels, but all of them are Xen-only.
     #[error("only Xen kernels are installed in this guest ({}); they cannot boot on HVM/KVM", found.join(", "))]
@@ -713,7 +713,7 @@ impl Donor {
 
     /// Where the donor's GRUB i386-pc module directory is, if it has one.
     fn grub_dir(&self) -> Option<(usize, String)> {
-        self.grub_dir_for(crate::boot::grub_files::PLATFORM_I386_PC)
+        self.grub_dir_for(crate::grub_files::PLATFORM_I386_PC)
     }
 
     fn grub_dir_for(&self, platform: &str) -> Option<(usize, String)> {
@@ -737,7 +737,7 @@ impl Donor {
     fn grub_dir_sizes(&self, source: usize, dir: &str) -> Result<Vec<u64>, DonorError> {
         let src = self.source(source)?;
         let items = src
-            .read_dir_inodes(dir, crate::boot::grub_files::MAX_DIR_ENTRIES)?
+            .read_dir_inodes(dir, crate::grub_files::MAX_DIR_ENTRIES)?
             .unwrap_or_default();
         let mut sizes = Vec::new();
         for (item, meta, _) in items {
@@ -760,10 +760,10 @@ impl Donor {
 
     /// The donor's GRUB files for `platform` (`"i386-pc"`): the `*.mod`, `*.lst`, `*.img`
     /// and `modinfo.sh` of its `/usr/lib/grub/<platform>/`, each file and the total
-    /// bounded (see [`crate::boot::grub_files`]). `None` when the donor has no such
+    /// bounded (see [`crate::grub_files`]). `None` when the donor has no such
     /// directory (the caller then uses the host's).
     pub fn grub_files(&self, platform: &str) -> Result<Option<GrubPlatformFiles>, DonorError> {
-        use crate::boot::grub_files::{MAX_DIR_ENTRIES, MAX_FILE_BYTES, MAX_TOTAL_BYTES};
+        use crate::grub_files::{MAX_DIR_ENTRIES, MAX_FILE_BYTES, MAX_TOTAL_BYTES};
         let Some((index, dir)) = self.grub_dir_for(platform) else {
             return Ok(None);
         };

@@ -23,7 +23,7 @@
 use super::pe::{grub_efi_image_info, GrubEfiImageInfo, PeImage, MACHINE_AMD64};
 use super::UefiError;
 use crate::blockio::Region;
-use crate::boot::GrubPlatformFiles;
+use crate::grub_files::GrubPlatformFiles;
 use crate::partition::{read_table, PartitionType};
 use crate::window::ReadOnlyWindow;
 use std::fmt;
