@@ -81,6 +81,8 @@ pub mod swap;
 #[doc(hidden)]
 pub mod tool;
 #[doc(hidden)]
+pub mod tree;
+#[doc(hidden)]
 pub mod vm;
 #[doc(hidden)]
 pub mod window;

@@ -28,8 +28,8 @@ pub use version::compare_versions;
 use crate::blockio::Region;
 use crate::ext::read::{ExtReadError, ExtReader};
 use crate::grub_files::GrubPlatformFiles;
-use crate::guestfs::{NodeKind, NodeMeta};
 use crate::partition::{read_table, PartitionError};
+use crate::tree::{DirItem, NodeKind, NodeMeta, TreeRead};
 use source::{DirRoot, DonorRead, DonorSource, SourceKind};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -815,28 +815,6 @@ impl Donor {
             })
     }
 
-    /// Whole content of the regular file at donor path `path` (symlinks followed inside
-    /// the donor), from the first of the donor's filesystems that has it, refusing more
-    /// than `cap` bytes before allocating; `None` when none has it. With the label of the
-    /// filesystem it came from. (Used for the shim/GRUB EFI binaries of the donor's
-    /// packages.)
-    pub fn read_small_file(
-        &self,
-        path: &str,
-        cap: u64,
-    ) -> Result<Option<(String, Vec<u8>)>, DonorError> {
-        for src in &self.sources {
-            match src.stat(path)? {
-                Some(m) if m.kind == NodeKind::File => {}
-                _ => continue,
-            }
-            if let Some(data) = src.read_small(path, cap)? {
-                return Ok(Some((src.label.clone(), data)));
-            }
-        }
-        Ok(None)
-    }
-
     /// Find every kernel, then complete the complete ones.
     fn scan(&mut self) -> Result<(), DonorError> {
         let mut by_version: BTreeMap<String, KernelCandidate> = BTreeMap::new();
@@ -1069,6 +1047,64 @@ impl Donor {
         } else {
             None
         }
+    }
+}
+
+/// The donor's filesystems read as one tree, in order: a path names what the first
+/// filesystem that has it holds there (a file for `read_file`, a directory for
+/// `read_dir`, a symlink for `read_link`). Symlinks resolve inside each filesystem.
+impl TreeRead for &Donor {
+    type Error = DonorError;
+
+    fn lstat(&mut self, path: &str) -> Result<Option<NodeMeta>, DonorError> {
+        for src in &self.sources {
+            if let Some(m) = src.lstat(path)? {
+                return Ok(Some(m));
+            }
+        }
+        Ok(None)
+    }
+
+    fn stat(&mut self, path: &str) -> Result<Option<NodeMeta>, DonorError> {
+        for src in &self.sources {
+            if let Some(m) = src.stat(path)? {
+                return Ok(Some(m));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Refuses more than `cap` bytes before allocating. (The shim/GRUB EFI binaries of
+    /// the donor's packages are read this way.)
+    fn read_file(&mut self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, DonorError> {
+        for src in &self.sources {
+            match src.stat(path)? {
+                Some(m) if m.kind == NodeKind::File => {}
+                _ => continue,
+            }
+            if let Some(data) = src.read_small(path, cap)? {
+                return Ok(Some(data));
+            }
+        }
+        Ok(None)
+    }
+
+    fn read_link(&mut self, path: &str) -> Result<Option<String>, DonorError> {
+        for src in &self.sources {
+            if matches!(src.lstat(path)?, Some(m) if m.kind == NodeKind::Symlink) {
+                return src.read_link(path);
+            }
+        }
+        Ok(None)
+    }
+
+    fn read_dir(&mut self, path: &str, cap: usize) -> Result<Option<Vec<DirItem>>, DonorError> {
+        for src in &self.sources {
+            if let Some(items) = src.read_dir(path, cap)? {
+                return Ok(Some(items));
+            }
+        }
+        Ok(None)
     }
 }
 
