@@ -247,7 +247,7 @@ fn find_glibc(guest: &mut dyn GuestFs) -> Option<Fact<Version>> {
     }
     // A libc-2.N.so without a readable link (a damaged or odd tree).
     for dir in LIB_DIRS {
-        let Ok(Some(items)) = guest.read_dir(dir) else {
+        let Ok(Some(items)) = guest.read_dir(dir, crate::tree::MAX_DIR_ENTRIES) else {
             continue;
         };
         if let Some((name, v)) = items
@@ -270,7 +270,7 @@ fn systemd_from_shared_lib(guest: &mut dyn GuestFs) -> Option<Fact<u32>> {
         "/usr/lib/systemd",
         "/usr/lib/x86_64-linux-gnu/systemd",
     ] {
-        let Ok(Some(items)) = guest.read_dir(dir) else {
+        let Ok(Some(items)) = guest.read_dir(dir, crate::tree::MAX_DIR_ENTRIES) else {
             continue;
         };
         for i in items {

@@ -217,11 +217,11 @@ pub enum ErrorKind {
 #[non_exhaustive]
 pub enum Hint {
     /// The source's journal is dirty: replay it in the converted copy
-    /// ([`ConvertOptions::replay_journal`](crate::convert::ConvertOptions::replay_journal)),
+    /// ([`ConvertOptions::replay_journal`](crate::ConvertOptions::replay_journal)),
     /// or replay it on a copy of the source and convert that.
     ReplayJournal,
     /// The output exists: allow overwriting it
-    /// ([`ConvertOptions::force`](crate::convert::ConvertOptions::force)) or choose another.
+    /// ([`ConvertOptions::force`](crate::ConvertOptions::force)) or choose another.
     Overwrite,
     /// Give a donor, or keep a non-Xen kernel the guest already has.
     GiveDonor,
@@ -239,7 +239,7 @@ pub enum Hint {
     GiveGrubFiles,
     /// The source's allocation cannot be trusted (not cleanly unmounted, errors recorded,
     /// or blocks shared or marked free) in a way `e2fsck -fy` mends: repair the converted
-    /// copy ([`ConvertOptions::repair`](crate::convert::ConvertOptions::repair)).
+    /// copy ([`ConvertOptions::repair`](crate::ConvertOptions::repair)).
     Repair,
     /// The source's block maps are broken in a way a repair of the copy would lose data
     /// over: repair a copy of the image by hand and convert that.

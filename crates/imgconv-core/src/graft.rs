@@ -17,8 +17,8 @@
 //! (`.imgconv-orig.1`, … when that name is taken) and listed in the report; an identical
 //! one is left alone, so a second graft changes nothing.
 
-use crate::boot::GrubPlatformFiles;
 use crate::donor::{Donor, DonorError, DonorFile, DonorKernel, ModulesTree, TreeEntry};
+use crate::grub_files::GrubPlatformFiles;
 use crate::guestfs::{GuestFs, GuestFsError, NodeAttrs};
 use crate::guestfs::{NodeKind, NodeMeta};
 use crate::progress::{Progress, Stage};

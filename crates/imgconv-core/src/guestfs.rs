@@ -1,52 +1,22 @@
-//! The guest filesystem as graft and fixups see it: a small trait over "the root
-//! filesystem of the converted guest", implemented by the libext2fs engine (`ext`) for
-//! real images and by `MemFs` (feature `test-fs`) for tests.
+//! The guest filesystem as graft, fixups and boot write it: [`GuestFs`], the write side
+//! over [`TreeRead`] (the one read trait, in [`crate::tree`]), implemented by the
+//! libext2fs engine (`ext`) for real images, by the dry-run overlay
+//! (`fixups::dry_run::Overlay`), by [`Mounted`] for a guest with a separate `/boot`, and
+//! by `MemFs` (feature `test-fs`) for tests.
 //!
 //! Paths are guest paths (absolute, `/`-separated). Implementations resolve them inside
-//! the guest only: a symlink's absolute target starts again at the guest root, `..` at the
-//! root stays at the root, and more than [`MAX_SYMLINK_HOPS`] links is a
-//! [`GuestFsError::SymlinkLoop`]. Nothing ever resolves against the host.
+//! the guest only, through [`crate::tree::resolve`]: a symlink's absolute target starts
+//! again at the guest root, `..` at the root stays at the root, and more than
+//! [`MAX_SYMLINK_HOPS`] links is a [`GuestFsError::SymlinkLoop`]. Nothing ever resolves
+//! against the host.
 
 use std::io::Read;
 
-/// Symlinks followed while resolving one path before giving up (Linux uses 40).
-pub const MAX_SYMLINK_HOPS: usize = 40;
-
-/// What kind of node a path names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum NodeKind {
-    File,
-    Dir,
-    Symlink,
-    CharDev,
-    BlockDev,
-    Fifo,
-    Socket,
-}
-
-/// Metadata of one node, in plain types.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct NodeMeta {
-    pub kind: NodeKind,
-    /// Permission bits (including setuid/setgid/sticky), without the type bits.
-    pub mode: u16,
-    pub uid: u32,
-    pub gid: u32,
-    pub len: u64,
-    /// Modification time, seconds since the epoch.
-    pub mtime: i64,
-    /// Access time, seconds since the epoch.
-    pub atime: i64,
-}
-
-/// One directory entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirItem {
-    /// File name (non-UTF-8 names are skipped by a directory read).
-    pub name: String,
-    pub kind: NodeKind,
-}
+use crate::tree::ResolveError;
+pub use crate::tree::{
+    boot_relative, components, split_parent, DirItem, Mounted, NodeKind, NodeMeta, TreeRead,
+    BOOT_MOUNT, MAX_DIR_ENTRIES, MAX_SYMLINK_HOPS,
+};
 
 /// Owner, permissions and time for a node the converter creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -86,6 +56,8 @@ pub enum GuestFsError {
     IsADirectory { path: String },
     #[error("{path}: {size} bytes is more than the {cap} bytes allowed for this file")]
     TooLarge { path: String, size: u64, cap: u64 },
+    #[error("directory {path} has more than {cap} entries (corrupt directory?)")]
+    TooManyEntries { path: String, cap: usize },
     /// The filesystem engine failed; `why` carries its own error text.
     #[error("{op} {path}: {why}")]
     Engine {
@@ -111,18 +83,8 @@ pub enum GuestFsError {
     },
 }
 
-/// Operations on the guest's root filesystem.
-pub trait GuestFs {
-    /// Metadata of `path` itself (final symlink not followed); `None` if absent.
-    fn lstat(&mut self, path: &str) -> Result<Option<NodeMeta>, GuestFsError>;
-    /// Metadata of `path` following symlinks inside the guest; `None` if absent.
-    fn stat(&mut self, path: &str) -> Result<Option<NodeMeta>, GuestFsError>;
-    /// Whole content of a regular file (following symlinks), at most `cap` bytes.
-    fn read_file(&mut self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, GuestFsError>;
-    /// Target of the symlink at `path`; `None` if absent.
-    fn read_link(&mut self, path: &str) -> Result<Option<String>, GuestFsError>;
-    /// Entries of a directory (without `.`/`..`); `None` if absent.
-    fn read_dir(&mut self, path: &str) -> Result<Option<Vec<DirItem>>, GuestFsError>;
+/// Writing the guest's filesystem; reading it is [`TreeRead`], with guest errors.
+pub trait GuestFs: TreeRead<Error = GuestFsError> {
     /// Create `path` and any missing parents with `attrs`; existing directories are kept.
     fn mkdir_p(&mut self, path: &str, attrs: NodeAttrs) -> Result<(), GuestFsError>;
     /// Create a new regular file from `content` (exactly `size` bytes). Fails if it exists.
@@ -143,201 +105,52 @@ pub trait GuestFs {
     fn remove(&mut self, path: &str) -> Result<(), GuestFsError>;
 }
 
-/// Split a guest path into its normal components, dropping empty and `.` parts.
-/// `..` is kept; resolution handles it.
-pub fn components(path: &str) -> Vec<&str> {
-    path.split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect()
+impl GuestFsError {
+    /// The guest error for a failed [`crate::tree::resolve`] of `path`.
+    pub fn resolving(path: &str, e: ResolveError<GuestFsError>) -> GuestFsError {
+        match e {
+            ResolveError::Walk(e) => e,
+            ResolveError::NotFound => GuestFsError::NotFound { path: path.into() },
+            ResolveError::NotADirectory => GuestFsError::NotADirectory { path: path.into() },
+            ResolveError::SymlinkLoop => GuestFsError::SymlinkLoop { path: path.into() },
+            ResolveError::NulByte => GuestFsError::Engine {
+                op: "resolve",
+                path: path.into(),
+                why: "the path contains a NUL byte".into(),
+            },
+        }
+    }
 }
 
-/// Parent directory and final name of a guest path (`/a/b/c` → (`/a/b`, `c`)).
-pub fn split_parent(path: &str) -> Option<(String, &str)> {
-    let comps = components(path);
-    let (last, dirs) = comps.split_last()?;
-    Some((format!("/{}", dirs.join("/")), last))
-}
-
-/// What guest-path resolution needs from a filesystem: its root, one directory lookup and
-/// one symlink read. `MemFs`, the libext2fs engine (`ext::ExtFs`) and the dry-run overlay
-/// (`fixups::dry_run::Overlay`) implement it; [`resolve`] walks paths for all of them, so
-/// the guest-only rules live in one place.
-pub trait PathWalk {
-    /// A handle on one node: an inode number, a canonical path, …
-    type Node: Clone;
-    /// The guest's root directory.
-    fn root(&mut self) -> Result<Self::Node, GuestFsError>;
-    /// The entry `name` of directory `dir` with its kind (`None` for a mode the
-    /// filesystem does not know); `Ok(None)` when there is no such entry. `path` is the
-    /// whole path being resolved, for error messages.
-    #[allow(clippy::type_complexity)]
-    fn lookup(
+/// Writing through a mutable borrow.
+impl<T: GuestFs + ?Sized> GuestFs for &mut T {
+    fn mkdir_p(&mut self, path: &str, attrs: NodeAttrs) -> Result<(), GuestFsError> {
+        (**self).mkdir_p(path, attrs)
+    }
+    fn create_file(
         &mut self,
-        dir: &Self::Node,
-        name: &[u8],
         path: &str,
-    ) -> Result<Option<(Self::Node, Option<NodeKind>)>, GuestFsError>;
-    /// The target of the symlink `link`.
-    fn link_target(&mut self, link: &Self::Node, path: &str) -> Result<Vec<u8>, GuestFsError>;
-}
-
-/// Where a guest path leads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolved<N> {
-    /// The directory holding the final entry (the node itself when `name` is empty).
-    pub parent: N,
-    /// The final component; empty when the path ends at a directory reached through
-    /// `..`, a symlink, or at the root.
-    pub name: Vec<u8>,
-    /// The final node and its kind, when it exists.
-    pub node: Option<(N, Option<NodeKind>)>,
-}
-
-/// Resolve the guest path `path` inside the guest only: components are looked up from the
-/// root one by one; a symlink's absolute target starts again at the guest root, relative
-/// ones continue from the link's directory, `..` pops to the previous directory and stays
-/// at the root; more than [`MAX_SYMLINK_HOPS`] links is [`GuestFsError::SymlinkLoop`].
-/// Intermediate symlinks are always followed, the final one only when `follow`. A missing
-/// final component is `node: None`; a missing directory on the way is
-/// [`GuestFsError::NotFound`], a non-directory on the way [`GuestFsError::NotADirectory`].
-pub fn resolve<W: PathWalk + ?Sized>(
-    fs: &mut W,
-    path: &str,
-    follow: bool,
-) -> Result<Resolved<W::Node>, GuestFsError> {
-    if path.as_bytes().contains(&0) {
-        return Err(GuestFsError::Engine {
-            op: "resolve",
-            path: path.into(),
-            why: "the path contains a NUL byte".into(),
-        });
+        content: &mut dyn Read,
+        size: u64,
+        attrs: NodeAttrs,
+    ) -> Result<(), GuestFsError> {
+        (**self).create_file(path, content, size, attrs)
     }
-    let mut pending: Vec<Vec<u8>> = components(path)
-        .iter()
-        .rev()
-        .map(|c| c.as_bytes().to_vec())
-        .collect();
-    // The directories from the root to the current one; `..` pops.
-    let mut stack = vec![fs.root()?];
-    let mut hops = 0;
-    let mut last = None;
-    while let Some(name) = pending.pop() {
-        last = None;
-        if name == b".." {
-            if stack.len() > 1 {
-                stack.pop();
-            }
-            continue;
-        }
-        let dir = stack
-            .last()
-            .expect("the stack always holds the root")
-            .clone();
-        let child = fs.lookup(&dir, &name, path)?;
-        let is_final = pending.is_empty();
-        match child {
-            Some((link, Some(NodeKind::Symlink))) if !is_final || follow => {
-                hops += 1;
-                if hops > MAX_SYMLINK_HOPS {
-                    return Err(GuestFsError::SymlinkLoop { path: path.into() });
-                }
-                let target = fs.link_target(&link, path)?;
-                if target.first() == Some(&b'/') {
-                    stack.truncate(1);
-                }
-                pending.extend(target_components(&target).rev().map(<[u8]>::to_vec));
-            }
-            child if is_final => {
-                last = Some(Resolved {
-                    parent: dir,
-                    name,
-                    node: child,
-                })
-            }
-            Some((node, Some(NodeKind::Dir))) => stack.push(node),
-            None => return Err(GuestFsError::NotFound { path: path.into() }),
-            Some(_) => return Err(GuestFsError::NotADirectory { path: path.into() }),
-        }
+    fn replace_content(&mut self, path: &str, content: &[u8]) -> Result<(), GuestFsError> {
+        (**self).replace_content(path, content)
     }
-    Ok(last.unwrap_or_else(|| {
-        let dir = stack.pop().expect("the stack always holds the root");
-        Resolved {
-            parent: dir.clone(),
-            name: Vec::new(),
-            node: Some((dir, Some(NodeKind::Dir))),
-        }
-    }))
-}
-
-/// The components of a symlink target (bytes: ext names need not be UTF-8), without
-/// empty and `.` parts.
-fn target_components(target: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
-    target
-        .split(|&b| b == b'/')
-        .filter(|c| !c.is_empty() && *c != b".")
-}
-
-/// The mount point of a separate boot filesystem.
-pub const BOOT_MOUNT: &str = "/boot";
-
-/// The guest as it is seen once booted with a separate `/boot`: paths under `/boot` go to
-/// the boot filesystem (without the `/boot` prefix: `/boot/grub/grub.cfg` is its
-/// `/grub/grub.cfg`), every other path to the root filesystem. The root's own `/boot`
-/// directory is the mount point the guest never sees, so nothing lands there.
-///
-/// A path whose `/boot` part is followed by `..` stays on the root filesystem; a rename
-/// across the two filesystems is refused (as `rename(2)` refuses it with `EXDEV`).
-pub struct Mounted<'a> {
-    root: &'a mut dyn GuestFs,
-    boot: &'a mut dyn GuestFs,
-}
-
-impl<'a> Mounted<'a> {
-    /// `boot` mounted at `/boot` over `root`.
-    pub fn new(root: &'a mut dyn GuestFs, boot: &'a mut dyn GuestFs) -> Self {
-        Mounted { root, boot }
+    fn symlink(&mut self, path: &str, target: &str, attrs: NodeAttrs) -> Result<(), GuestFsError> {
+        (**self).symlink(path, target, attrs)
     }
-
-    /// The filesystem that holds `path` and the path inside it.
-    fn route(&mut self, path: &str) -> (&mut dyn GuestFs, String) {
-        match boot_relative(path) {
-            Some(inner) => (&mut *self.boot, inner),
-            None => (&mut *self.root, path.to_string()),
-        }
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), GuestFsError> {
+        (**self).rename(from, to)
+    }
+    fn remove(&mut self, path: &str) -> Result<(), GuestFsError> {
+        (**self).remove(path)
     }
 }
 
-/// `path` inside the boot filesystem when it lies under [`BOOT_MOUNT`] (`/boot` → `/`,
-/// `/boot/grub/x` → `/grub/x`); `None` for every other path.
-pub fn boot_relative(path: &str) -> Option<String> {
-    let parts = components(path);
-    if parts.first() != Some(&"boot") || parts[1..].contains(&"..") {
-        return None;
-    }
-    Some(format!("/{}", parts[1..].join("/")))
-}
-
-impl GuestFs for Mounted<'_> {
-    fn lstat(&mut self, path: &str) -> Result<Option<NodeMeta>, GuestFsError> {
-        let (fs, p) = self.route(path);
-        fs.lstat(&p)
-    }
-    fn stat(&mut self, path: &str) -> Result<Option<NodeMeta>, GuestFsError> {
-        let (fs, p) = self.route(path);
-        fs.stat(&p)
-    }
-    fn read_file(&mut self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, GuestFsError> {
-        let (fs, p) = self.route(path);
-        fs.read_file(&p, cap)
-    }
-    fn read_link(&mut self, path: &str) -> Result<Option<String>, GuestFsError> {
-        let (fs, p) = self.route(path);
-        fs.read_link(&p)
-    }
-    fn read_dir(&mut self, path: &str) -> Result<Option<Vec<DirItem>>, GuestFsError> {
-        let (fs, p) = self.route(path);
-        fs.read_dir(&p)
-    }
+impl<R: GuestFs> GuestFs for Mounted<R> {
     fn mkdir_p(&mut self, path: &str, attrs: NodeAttrs) -> Result<(), GuestFsError> {
         let (fs, p) = self.route(path);
         if p == "/" {
@@ -513,13 +326,14 @@ mod mem {
         }
 
         /// Resolve `path` to (parent dir inode, final name, inode if present), by the
-        /// shared guest-path rules ([`super::resolve`]).
+        /// shared guest-path rules ([`crate::tree::resolve`]).
         fn resolve(
             &mut self,
             path: &str,
             follow: bool,
         ) -> Result<(u64, String, Option<u64>), GuestFsError> {
-            let r = super::resolve(self, path, follow)?;
+            let r = crate::tree::resolve(self, path, follow)
+                .map_err(|e| GuestFsError::resolving(path, e))?;
             Ok((
                 r.parent,
                 String::from_utf8_lossy(&r.name).into_owned(),
@@ -545,8 +359,9 @@ mod mem {
         }
     }
 
-    impl PathWalk for MemFs {
+    impl crate::tree::Walk for MemFs {
         type Node = u64;
+        type Error = GuestFsError;
 
         fn root(&mut self) -> Result<u64, GuestFsError> {
             Ok(ROOT)
@@ -581,7 +396,9 @@ mod mem {
         }
     }
 
-    impl GuestFs for MemFs {
+    impl TreeRead for MemFs {
+        type Error = GuestFsError;
+
         fn lstat(&mut self, path: &str) -> Result<Option<NodeMeta>, GuestFsError> {
             match self.resolve(path, false) {
                 Ok((_, _, Some(ino))) => Ok(Some(self.meta(ino))),
@@ -630,13 +447,23 @@ mod mem {
             }
         }
 
-        fn read_dir(&mut self, path: &str) -> Result<Option<Vec<DirItem>>, GuestFsError> {
+        fn read_dir(
+            &mut self,
+            path: &str,
+            cap: usize,
+        ) -> Result<Option<Vec<DirItem>>, GuestFsError> {
             let ino = match self.resolve(path, true) {
                 Ok((_, _, Some(ino))) => ino,
                 Ok((_, _, None)) | Err(GuestFsError::NotFound { .. }) => return Ok(None),
                 Err(e) => return Err(e),
             };
             match &self.nodes[&ino] {
+                Node::Dir { entries, .. } if entries.len() > cap => {
+                    Err(GuestFsError::TooManyEntries {
+                        path: path.into(),
+                        cap,
+                    })
+                }
                 Node::Dir { entries, .. } => Ok(Some(
                     entries
                         .iter()
@@ -649,7 +476,9 @@ mod mem {
                 _ => Err(GuestFsError::NotADirectory { path: path.into() }),
             }
         }
+    }
 
+    impl GuestFs for MemFs {
         fn mkdir_p(&mut self, path: &str, attrs: NodeAttrs) -> Result<(), GuestFsError> {
             let mut cur = String::new();
             for c in components(path) {
@@ -818,12 +647,6 @@ mod mem {
             assert_eq!(boot_relative("/boot"), Some("/".into()));
             assert_eq!(boot_relative("/boot/../etc"), None);
             assert_eq!(boot_relative("/bootx/a"), None);
-        }
-
-        #[test]
-        fn symlink_target_components_drop_empty_and_dot() {
-            let parts: Vec<&[u8]> = target_components(b"/usr//./lib/../x/").collect();
-            assert_eq!(parts, vec![&b"usr"[..], b"lib", b"..", b"x"]);
         }
 
         #[test]

@@ -49,6 +49,8 @@ pub mod formats;
 #[doc(hidden)]
 pub mod graft;
 #[doc(hidden)]
+pub mod grub_files;
+#[doc(hidden)]
 pub mod guestfs;
 #[doc(hidden)]
 pub mod hardware;
@@ -81,6 +83,8 @@ pub mod swap;
 #[doc(hidden)]
 pub mod tool;
 pub mod verify;
+#[doc(hidden)]
+pub mod tree;
 #[doc(hidden)]
 pub mod vm;
 #[doc(hidden)]

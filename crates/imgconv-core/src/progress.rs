@@ -85,7 +85,7 @@ pub trait Progress {
     fn advance_beside(&mut self, _stage: Stage, _done: u64) {}
     /// `stage` has finished after `seconds` of wall-clock time, measured by the library
     /// around the stage's work (the figure in
-    /// [`Conversion::timings`](crate::convert::Conversion::timings)). Sent when the stage
+    /// [`Conversion::timings`](crate::Conversion::timings)). Sent when the stage
     /// ends, also for a stage that ran beside others; not sent for a stage that failed or
     /// was cancelled.
     fn stage_done(&mut self, _stage: Stage, _seconds: f64) {}

@@ -232,7 +232,7 @@ pub(crate) fn record(report: &mut Report, path: &str, outcome: Put, why: &str) {
 mod tests {
     use super::*;
     use crate::boot::grub_bios::CoreImage;
-    use crate::guestfs::MemFs;
+    use crate::guestfs::{MemFs, TreeRead};
 
     fn files() -> GrubPlatformFiles {
         GrubPlatformFiles::from_files(

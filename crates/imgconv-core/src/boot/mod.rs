@@ -4,7 +4,7 @@
 //! directory (`/usr/lib/grub/i386-pc`), without running grub-install or anything in the
 //! guest. The byte-level format is described in docs/grub-bios-format.md.
 //!
-//! - [`grub_files`]: the module directory as a value ([`GrubPlatformFiles`]).
+//! - [`crate::grub_files`]: the module directory as a value ([`GrubPlatformFiles`]).
 //! - [`grub_bios`]: core.img built like `grub-mkimage -O i386-pc`
 //!   ([`build_core_image`]) and installed like `grub-bios-setup` ([`install_bios_boot`]).
 //! - [`ext_support`]: whether this GRUB can read the root filesystem.
@@ -19,18 +19,17 @@
 pub mod ext_support;
 pub mod grub_bios;
 pub mod grub_cfg;
-pub mod grub_files;
 pub mod grubenv;
 pub mod guest_files;
 pub mod uefi;
 
+pub use crate::grub_files::{GrubPlatformFiles, GrubVersion, HOST_I386_PC_DIR};
 pub use ext_support::{check_root_fs_for_grub, GrubExtSupport};
 pub use grub_bios::{
     build_core_image, install_bios_boot, prefix_for_partition, CoreImage, GPT_EXT_MODULES,
     MSDOS_EXT_MODULES,
 };
 pub use grub_cfg::{GrubConfig, PartitionMap};
-pub use grub_files::{GrubPlatformFiles, GrubVersion, HOST_I386_PC_DIR};
 pub use guest_files::write_guest_boot_files;
 
 use std::path::PathBuf;
@@ -56,23 +55,13 @@ pub enum BootError {
         source: std::io::Error,
     },
 
-    /// A GRUB platform file is larger than any real one could be.
-    #[error("GRUB file {name} is {size} bytes, more than the {cap} bytes allowed for one file")]
-    FileTooLarge { name: String, size: u64, cap: u64 },
-
-    /// The GRUB module directory holds more bytes than any real one could.
-    #[error(
-        "the GRUB {platform} files add up to more than {cap} bytes (not a GRUB module directory?)"
-    )]
-    TooMuchData { platform: String, cap: u64 },
+    /// The GRUB platform files are unreadable, too large or incomplete.
+    #[error(transparent)]
+    GrubFiles(#[from] crate::grub_files::GrubFilesError),
 
     /// A file name that is not a plain file name (contains `/`, is empty, `.` or `..`).
     #[error("invalid GRUB file name {name:?}: must be a plain file name")]
     BadFileName { name: String },
-
-    /// A file GRUB needs is absent from the module directory.
-    #[error("the GRUB {platform} files have no {name} (incomplete GRUB installation?)")]
-    MissingFile { platform: String, name: String },
 
     /// A malformed structure in a GRUB file (kernel.img, a module, a core.img).
     #[error(transparent)]
@@ -213,6 +202,7 @@ impl BootError {
             BootError::RootFsUnreadableByGrub { .. } => K::Donor,
             BootError::GuestPathIsDirectory { .. } | BootError::NoBackupName { .. } => K::Input,
             BootError::Guest(g) => g.kind(),
+            BootError::GrubFiles(g) => g.kind(),
             _ => K::Donor,
         }
     }

@@ -57,6 +57,7 @@ use crate::stream;
 use crate::swap;
 use crate::{Error, Result};
 use plan::WrittenLayout;
+pub use prepare::efi_search;
 use prepare::{grow_reason, prepare, Prepared};
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
@@ -157,10 +158,7 @@ pub fn plan(opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<Conver
         .transpose()?;
     plan.fixups = timed(&mut timings, Stage::Fixups, || match &boot_reader {
         Some(boot) => Ok(fixups::plan_over(
-            &fixups::dry_run::MountedSource {
-                root: &reader,
-                boot,
-            },
+            fixups::dry_run::ext_source(crate::tree::Mounted::new(&reader, boot)),
             &fixup_context(plan),
         )?),
         None => Ok(fixups::plan(&reader, &fixup_context(plan))?),

@@ -4,7 +4,7 @@
 use super::options::{ConvertOptions, KernelSource};
 use super::plan::{ConversionPlan, GrubChoice, GrubOrigin, KernelChoice, KernelOrigin, StageTime};
 use super::timed;
-use crate::boot::uefi::{self, EfiBootFiles, GptFirmware, GptPlanOptions};
+use crate::boot::uefi::{self, EfiBootFiles, GptFirmware, GptPlanOptions, UefiError};
 use crate::boot::{self, GrubExtSupport, GrubPlatformFiles};
 use crate::donor::guest_kernel::{GuestKernel, KvmReadiness};
 use crate::donor::{self, ArchCheck, Donor, DonorError, DonorKernel, UserlandArch};
@@ -13,7 +13,9 @@ use crate::layout::{self, PlanOptions, SourceSpace};
 use crate::progress::{check_cancel, Progress, Stage};
 use crate::report::Report;
 use crate::source::{self, Arch, Inspection, VolumeAction, VolumeContent};
+use crate::tree::MapErr;
 use crate::{Error, Result};
+use std::path::Path;
 
 /// The values [`plan`](super::plan) decides and [`convert`](super::convert) needs, beyond the printable plan.
 pub(super) struct Prepared {
@@ -214,18 +216,13 @@ pub(super) fn prepare(
                 .transpose()?
                 .flatten();
             let host = opts.host_fallbacks.then_some(std::path::Path::new("/"));
-            let mut search = match &donor {
-                Some(d) => uefi::EfiSearch::for_donor(d, efi_modules.as_ref(), host),
-                None => uefi::EfiSearch {
-                    host,
-                    ..Default::default()
-                },
-            };
+            let mut search = efi_search(donor.as_ref(), efi_modules.as_ref(), host);
             if !opts.host_fallbacks {
                 // The unsigned fallback runs the host's grub-mkimage.
                 search.donor_efi_modules = None;
             }
-            let files = uefi::find_efi_boot_files(&search)?;
+            let files = uefi::find_efi_boot_files(&mut search)?;
+            drop(search);
             Some((files, efi_modules))
         }
     };
@@ -496,6 +493,34 @@ fn look_at_guest_kernel(
     ))
 }
 
+/// Where [`uefi::find_efi_boot_files`] looks: everything `donor` offers (its ESP when it
+/// is a disk image, its package files, read through [`crate::tree::TreeRead`], and `efi_modules`, its
+/// `x86_64-efi` GRUB files), then the host root `host` (`None`: never the host).
+pub fn efi_search<'a>(
+    donor: Option<&'a Donor>,
+    efi_modules: Option<&'a GrubPlatformFiles>,
+    host: Option<&'a Path>,
+) -> uefi::EfiSearch<'a> {
+    let Some(donor) = donor else {
+        return uefi::EfiSearch {
+            host,
+            ..Default::default()
+        };
+    };
+    let files = MapErr::new(donor, |_: &'static str, _: &str, e: DonorError| {
+        UefiError::Files(Box::new(Error::from(e)))
+    });
+    uefi::EfiSearch {
+        donor_image: donor.path().is_file().then(|| donor.path()),
+        donor_files: Some(uefi::PackageFiles {
+            label: format!("the donor {}", donor.path().display()),
+            tree: Box::new(files),
+        }),
+        donor_efi_modules: efi_modules,
+        host,
+    }
+}
+
 /// GRUB's i386-pc files: from `grub_dir`, else the donor's, else the host's (when
 /// [`ConvertOptions::host_fallbacks`] allows it).
 fn grub_files(
@@ -504,7 +529,7 @@ fn grub_files(
 ) -> Result<(GrubPlatformFiles, GrubOrigin)> {
     if let Some(dir) = &opts.grub_dir {
         return Ok((
-            GrubPlatformFiles::from_dir(dir, "i386-pc")?,
+            GrubPlatformFiles::from_dir(dir, "i386-pc").map_err(boot::BootError::from)?,
             GrubOrigin::Dir(dir.clone()),
         ));
     }
@@ -517,10 +542,13 @@ fn grub_files(
     }
     if !opts.host_fallbacks {
         return Err(Error::NoGrubFiles {
-            platform: boot::grub_files::PLATFORM_I386_PC,
+            platform: crate::grub_files::PLATFORM_I386_PC,
         });
     }
-    Ok((GrubPlatformFiles::host_i386_pc()?, GrubOrigin::Host))
+    Ok((
+        GrubPlatformFiles::host_i386_pc().map_err(boot::BootError::from)?,
+        GrubOrigin::Host,
+    ))
 }
 
 pub(super) fn grow_reason(reason: &layout::GrowReason) -> String {

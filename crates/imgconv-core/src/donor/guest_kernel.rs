@@ -12,7 +12,7 @@
 use super::{classify_boot_name, compare_versions, BootFileKind, DonorError, MAX_CONFIG_BYTES};
 use crate::ext::read::ExtReader;
 use crate::guestfs::GuestFs;
-use crate::guestfs::{DirItem, NodeKind, NodeMeta};
+use crate::tree::{DirItem, MapErr, Mounted, NodeKind, TreeRead};
 use std::collections::BTreeMap;
 
 /// Most entries read from the guest's `/boot` or `/lib/modules`.
@@ -32,89 +32,32 @@ pub struct GuestKernel {
     pub skipped_xen: Vec<String>,
 }
 
-/// The read operations the search needs, over the source image or the output's guest fs.
-trait KernelTree {
-    fn list(&mut self, dir: &str) -> Result<Option<Vec<DirItem>>, DonorError>;
-    fn stat(&mut self, path: &str) -> Result<Option<NodeMeta>, DonorError>;
-    fn read_small(&mut self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, DonorError>;
+/// A guest tree with donor errors: the source image (one reader, or two with a separate
+/// `/boot`, [`Mounted`]) or the output's guest filesystem.
+type Tree<'a> = dyn TreeRead<Error = DonorError> + 'a;
+
+/// `tree` with its errors as donor errors.
+fn donor_tree<T: TreeRead>(tree: T) -> impl TreeRead<Error = DonorError>
+where
+    DonorError: From<T::Error>,
+{
+    MapErr::new(tree, |_: &'static str, _: &str, e: T::Error| {
+        DonorError::from(e)
+    })
 }
 
-impl KernelTree for &ExtReader {
-    fn list(&mut self, dir: &str) -> Result<Option<Vec<DirItem>>, DonorError> {
-        match self.metadata(dir)? {
-            Some(m) if m.kind == NodeKind::Dir => Ok(self.read_dir(dir, MAX_ENTRIES)?),
-            _ => Ok(None),
-        }
-    }
-    fn stat(&mut self, path: &str) -> Result<Option<NodeMeta>, DonorError> {
-        Ok(self.metadata(path)?)
-    }
-    fn read_small(&mut self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, DonorError> {
-        Ok(self.read_file(path, cap)?)
-    }
-}
-
-/// A guest read through the guarded reader with a separate `/boot` filesystem: paths
-/// under `/boot` are read from it (without the prefix), every other path from the root.
-struct Split<'a> {
-    root: &'a ExtReader,
-    boot: &'a ExtReader,
-}
-
-impl Split<'_> {
-    fn route(&self, path: &str) -> (&ExtReader, String) {
-        match crate::guestfs::boot_relative(path) {
-            Some(inner) => (self.boot, inner),
-            None => (self.root, path.to_string()),
-        }
-    }
-}
-
-impl KernelTree for Split<'_> {
-    fn list(&mut self, dir: &str) -> Result<Option<Vec<DirItem>>, DonorError> {
-        let (mut fs, p) = self.route(dir);
-        fs.list(&p)
-    }
-    fn stat(&mut self, path: &str) -> Result<Option<NodeMeta>, DonorError> {
-        let (mut fs, p) = self.route(path);
-        KernelTree::stat(&mut fs, &p)
-    }
-    fn read_small(&mut self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, DonorError> {
-        let (mut fs, p) = self.route(path);
-        fs.read_small(&p, cap)
-    }
-}
-
-struct Guest<'a>(&'a mut dyn GuestFs);
-
-impl KernelTree for Guest<'_> {
-    fn list(&mut self, dir: &str) -> Result<Option<Vec<DirItem>>, DonorError> {
-        match self.0.stat(dir)? {
-            Some(m) if m.kind == NodeKind::Dir => {}
-            _ => return Ok(None),
-        }
-        let items = self.0.read_dir(dir)?;
-        if items.as_ref().is_some_and(|i| i.len() > MAX_ENTRIES) {
-            return Err(DonorError::TooManyEntries {
-                donor: "the guest".into(),
-                path: dir.into(),
-                cap: MAX_ENTRIES,
-            });
-        }
-        Ok(items)
-    }
-    fn stat(&mut self, path: &str) -> Result<Option<NodeMeta>, DonorError> {
-        Ok(self.0.stat(path)?)
-    }
-    fn read_small(&mut self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, DonorError> {
-        Ok(self.0.read_file(path, cap)?)
+/// Entries of `dir` (following symlinks); `None` when it is absent or not a directory.
+fn list(tree: &mut Tree<'_>, dir: &str) -> Result<Option<Vec<DirItem>>, DonorError> {
+    match tree.stat(dir)? {
+        Some(m) if m.kind == NodeKind::Dir => tree.read_dir(dir, MAX_ENTRIES),
+        _ => Ok(None),
     }
 }
 
 /// Find the newest usable non-Xen kernel in a guest read through the guarded reader
 /// (the source image, before anything is written).
 pub fn find_guest_kernel_in_reader(guest: &ExtReader) -> Result<GuestKernel, DonorError> {
-    find(&mut { guest })
+    find(&mut donor_tree(guest))
 }
 
 /// [`find_guest_kernel_in_reader`] for a guest whose `/boot` is the separate filesystem
@@ -124,14 +67,14 @@ pub fn find_guest_kernel_in_readers(
     boot: Option<&ExtReader>,
 ) -> Result<GuestKernel, DonorError> {
     match boot {
-        Some(boot) => find(&mut Split { root, boot }),
-        None => find(&mut { root }),
+        Some(boot) => find(&mut donor_tree(Mounted::new(root, boot))),
+        None => find(&mut donor_tree(root)),
     }
 }
 
 /// Find the newest usable non-Xen kernel in a guest filesystem (e.g. the output's root).
 pub fn find_guest_kernel(guest: &mut dyn GuestFs) -> Result<GuestKernel, DonorError> {
-    find(&mut Guest(guest))
+    find(&mut donor_tree(guest))
 }
 
 #[derive(Default)]
@@ -142,9 +85,9 @@ struct Found {
     modules: Option<String>,
 }
 
-fn find(tree: &mut dyn KernelTree) -> Result<GuestKernel, DonorError> {
+fn find(tree: &mut Tree<'_>) -> Result<GuestKernel, DonorError> {
     let mut by_version: BTreeMap<String, Found> = BTreeMap::new();
-    if let Some(mut items) = tree.list("/boot")? {
+    if let Some(mut items) = list(tree, "/boot")? {
         items.sort_by(|a, b| a.name.cmp(&b.name));
         for item in items {
             let Some((kind, version)) = classify_boot_name(&item.name) else {
@@ -165,7 +108,7 @@ fn find(tree: &mut dyn KernelTree) -> Result<GuestKernel, DonorError> {
         }
     }
     for base in ["/lib/modules", "/usr/lib/modules"] {
-        let Some(items) = tree.list(base)? else {
+        let Some(items) = list(tree, base)? else {
             continue;
         };
         for item in items {
@@ -237,13 +180,13 @@ fn find(tree: &mut dyn KernelTree) -> Result<GuestKernel, DonorError> {
 
 /// virt-v2v's Xen-only test, plus the version-name fallback when there is no config.
 fn is_xen_only(
-    tree: &mut dyn KernelTree,
+    tree: &mut Tree<'_>,
     version: &str,
     config: Option<&str>,
 ) -> Result<bool, DonorError> {
     match config {
         Some(path) => {
-            let text = tree.read_small(path, MAX_CONFIG_BYTES)?.unwrap_or_default();
+            let text = tree.read_file(path, MAX_CONFIG_BYTES)?.unwrap_or_default();
             let text = String::from_utf8_lossy(&text);
             Ok(text
                 .lines()
@@ -291,10 +234,10 @@ pub struct KvmReadiness {
 /// Module names that provide the disk controller of `bus` and the root filesystem type,
 /// with the kernel config option of each module (`CONFIG_…=y` means built in).
 fn needed_drivers(
-    bus: crate::convert::DiskBus,
+    bus: crate::hardware::DiskBus,
     root_fstype: &str,
 ) -> Vec<Vec<(&'static str, &'static str)>> {
-    use crate::convert::DiskBus;
+    use crate::hardware::DiskBus;
     let mut out = match bus {
         DiskBus::Virtio => vec![
             vec![("virtio_pci", "CONFIG_VIRTIO_PCI")],
@@ -316,14 +259,14 @@ fn needed_drivers(
 
 /// Read the kernel's initrd and config and tell whether it boots from `bus`.
 fn readiness(
-    tree: &mut dyn KernelTree,
+    tree: &mut Tree<'_>,
     kernel: &GuestKernel,
-    bus: crate::convert::DiskBus,
+    bus: crate::hardware::DiskBus,
     root_fstype: &str,
 ) -> Result<KvmReadiness, DonorError> {
     let config = match &kernel.config {
         Some(p) => tree
-            .read_small(p, MAX_CONFIG_BYTES)?
+            .read_file(p, MAX_CONFIG_BYTES)?
             .map(|d| String::from_utf8_lossy(&d).into_owned()),
         None => None,
     };
@@ -341,7 +284,7 @@ fn readiness(
         ready: false,
         why: String::new(),
     };
-    let data = tree.read_small(&kernel.initrd, crate::initrd::MAX_INITRD_BYTES)?;
+    let data = tree.read_file(&kernel.initrd, crate::initrd::MAX_INITRD_BYTES)?;
     let contents = match data.as_deref().map(crate::initrd::parse) {
         Some(Ok(c)) => c,
         Some(Err(e)) => {
@@ -360,7 +303,7 @@ fn readiness(
         .collect();
     // The guest's own list of built-in modules for this kernel.
     let listed = tree
-        .read_small(&format!("{}/modules.builtin", kernel.modules_dir), 4 << 20)?
+        .read_file(&format!("{}/modules.builtin", kernel.modules_dir), 4 << 20)?
         .map(|d| {
             String::from_utf8_lossy(&d)
                 .lines()
@@ -423,10 +366,10 @@ fn readiness(
 pub fn kvm_readiness_in_reader(
     guest: &ExtReader,
     kernel: &GuestKernel,
-    bus: crate::convert::DiskBus,
+    bus: crate::hardware::DiskBus,
     root_fstype: &str,
 ) -> Result<KvmReadiness, DonorError> {
-    readiness(&mut { guest }, kernel, bus, root_fstype)
+    readiness(&mut donor_tree(guest), kernel, bus, root_fstype)
 }
 
 /// [`kvm_readiness_in_reader`] for a guest with a separate `/boot` filesystem.
@@ -434,12 +377,17 @@ pub fn kvm_readiness_in_readers(
     root: &ExtReader,
     boot: Option<&ExtReader>,
     kernel: &GuestKernel,
-    bus: crate::convert::DiskBus,
+    bus: crate::hardware::DiskBus,
     root_fstype: &str,
 ) -> Result<KvmReadiness, DonorError> {
     match boot {
-        Some(boot) => readiness(&mut Split { root, boot }, kernel, bus, root_fstype),
-        None => readiness(&mut { root }, kernel, bus, root_fstype),
+        Some(boot) => readiness(
+            &mut donor_tree(Mounted::new(root, boot)),
+            kernel,
+            bus,
+            root_fstype,
+        ),
+        None => readiness(&mut donor_tree(root), kernel, bus, root_fstype),
     }
 }
 
@@ -447,10 +395,10 @@ pub fn kvm_readiness_in_readers(
 pub fn kvm_readiness(
     guest: &mut dyn GuestFs,
     kernel: &GuestKernel,
-    bus: crate::convert::DiskBus,
+    bus: crate::hardware::DiskBus,
     root_fstype: &str,
 ) -> Result<KvmReadiness, DonorError> {
-    readiness(&mut Guest(guest), kernel, bus, root_fstype)
+    readiness(&mut donor_tree(guest), kernel, bus, root_fstype)
 }
 
 #[cfg(test)]
@@ -485,7 +433,7 @@ mod tests {
 
     #[test]
     fn readiness_from_initrd_and_config() {
-        use crate::convert::DiskBus;
+        use crate::hardware::DiskBus;
         let v = "3.10.0-1160.el7.x86_64";
         let initrd = newc(&[
             (

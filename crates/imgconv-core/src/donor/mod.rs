@@ -6,7 +6,7 @@
 //! readable filesystem in it, lists every kernel it has ([`Donor::candidates`]), walks the
 //! modules tree of each complete one, and reads each vmlinuz's boot header for its
 //! architecture. [`Donor::select_kernel`] then picks the newest complete kernel (or the
-//! one asked for), and [`crate::graft`] copies it into the guest.
+//! one asked for), and the graft copies it into the guest.
 //!
 //! Donors are untrusted input. Images are read only through the guarded
 //! [`ExtReader`] (panics contained, whole-file reads capped before
@@ -26,10 +26,10 @@ pub use tree::{ModulesTree, TreeEntry};
 pub use version::compare_versions;
 
 use crate::blockio::Region;
-use crate::boot::GrubPlatformFiles;
 use crate::ext::read::{ExtReadError, ExtReader};
-use crate::guestfs::{NodeKind, NodeMeta};
+use crate::grub_files::GrubPlatformFiles;
 use crate::partition::{read_table, PartitionError};
+use crate::tree::{DirItem, NodeKind, NodeMeta, TreeRead};
 use source::{DirRoot, DonorRead, DonorSource, SourceKind};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -160,7 +160,7 @@ pub enum DonorError {
         donor: String,
         path: String,
         #[source]
-        source: crate::boot::BootError,
+        source: crate::grub_files::GrubFilesError,
     },
     /// Keeping the guest's kernel: the guest has kernels, but all of them are Xen-only.
     #[error("only Xen kernels are installed in this guest ({}); they cannot boot on HVM/KVM", found.join(", "))]
@@ -713,7 +713,7 @@ impl Donor {
 
     /// Where the donor's GRUB i386-pc module directory is, if it has one.
     fn grub_dir(&self) -> Option<(usize, String)> {
-        self.grub_dir_for(crate::boot::grub_files::PLATFORM_I386_PC)
+        self.grub_dir_for(crate::grub_files::PLATFORM_I386_PC)
     }
 
     fn grub_dir_for(&self, platform: &str) -> Option<(usize, String)> {
@@ -737,7 +737,7 @@ impl Donor {
     fn grub_dir_sizes(&self, source: usize, dir: &str) -> Result<Vec<u64>, DonorError> {
         let src = self.source(source)?;
         let items = src
-            .read_dir_inodes(dir, crate::boot::grub_files::MAX_DIR_ENTRIES)?
+            .read_dir_inodes(dir, crate::grub_files::MAX_DIR_ENTRIES)?
             .unwrap_or_default();
         let mut sizes = Vec::new();
         for (item, meta, _) in items {
@@ -760,10 +760,10 @@ impl Donor {
 
     /// The donor's GRUB files for `platform` (`"i386-pc"`): the `*.mod`, `*.lst`, `*.img`
     /// and `modinfo.sh` of its `/usr/lib/grub/<platform>/`, each file and the total
-    /// bounded (see [`crate::boot::grub_files`]). `None` when the donor has no such
+    /// bounded (see [`crate::grub_files`]). `None` when the donor has no such
     /// directory (the caller then uses the host's).
     pub fn grub_files(&self, platform: &str) -> Result<Option<GrubPlatformFiles>, DonorError> {
-        use crate::boot::grub_files::{MAX_DIR_ENTRIES, MAX_FILE_BYTES, MAX_TOTAL_BYTES};
+        use crate::grub_files::{MAX_DIR_ENTRIES, MAX_FILE_BYTES, MAX_TOTAL_BYTES};
         let Some((index, dir)) = self.grub_dir_for(platform) else {
             return Ok(None);
         };
@@ -813,28 +813,6 @@ impl Donor {
                 path: dir,
                 source,
             })
-    }
-
-    /// Whole content of the regular file at donor path `path` (symlinks followed inside
-    /// the donor), from the first of the donor's filesystems that has it, refusing more
-    /// than `cap` bytes before allocating; `None` when none has it. With the label of the
-    /// filesystem it came from. (Used for the shim/GRUB EFI binaries of the donor's
-    /// packages.)
-    pub fn read_small_file(
-        &self,
-        path: &str,
-        cap: u64,
-    ) -> Result<Option<(String, Vec<u8>)>, DonorError> {
-        for src in &self.sources {
-            match src.stat(path)? {
-                Some(m) if m.kind == NodeKind::File => {}
-                _ => continue,
-            }
-            if let Some(data) = src.read_small(path, cap)? {
-                return Ok(Some((src.label.clone(), data)));
-            }
-        }
-        Ok(None)
     }
 
     /// Find every kernel, then complete the complete ones.
@@ -1069,6 +1047,64 @@ impl Donor {
         } else {
             None
         }
+    }
+}
+
+/// The donor's filesystems read as one tree, in order: a path names what the first
+/// filesystem that has it holds there (a file for `read_file`, a directory for
+/// `read_dir`, a symlink for `read_link`). Symlinks resolve inside each filesystem.
+impl TreeRead for &Donor {
+    type Error = DonorError;
+
+    fn lstat(&mut self, path: &str) -> Result<Option<NodeMeta>, DonorError> {
+        for src in &self.sources {
+            if let Some(m) = src.lstat(path)? {
+                return Ok(Some(m));
+            }
+        }
+        Ok(None)
+    }
+
+    fn stat(&mut self, path: &str) -> Result<Option<NodeMeta>, DonorError> {
+        for src in &self.sources {
+            if let Some(m) = src.stat(path)? {
+                return Ok(Some(m));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Refuses more than `cap` bytes before allocating. (The shim/GRUB EFI binaries of
+    /// the donor's packages are read this way.)
+    fn read_file(&mut self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, DonorError> {
+        for src in &self.sources {
+            match src.stat(path)? {
+                Some(m) if m.kind == NodeKind::File => {}
+                _ => continue,
+            }
+            if let Some(data) = src.read_small(path, cap)? {
+                return Ok(Some(data));
+            }
+        }
+        Ok(None)
+    }
+
+    fn read_link(&mut self, path: &str) -> Result<Option<String>, DonorError> {
+        for src in &self.sources {
+            if matches!(src.lstat(path)?, Some(m) if m.kind == NodeKind::Symlink) {
+                return src.read_link(path);
+            }
+        }
+        Ok(None)
+    }
+
+    fn read_dir(&mut self, path: &str, cap: usize) -> Result<Option<Vec<DirItem>>, DonorError> {
+        for src in &self.sources {
+            if let Some(items) = src.read_dir(path, cap)? {
+                return Ok(Some(items));
+            }
+        }
+        Ok(None)
     }
 }
 

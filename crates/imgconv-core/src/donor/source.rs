@@ -1,21 +1,24 @@
 //! One filesystem of a donor, read-only: a host directory (an unpacked kernel package) or
 //! an ext2/3/4 filesystem read through [`ExtReader`].
 //!
-//! Paths are donor paths: absolute, `/`-separated, resolved inside the donor. For an ext
-//! filesystem [`ExtReader`] resolves them inside the filesystem. For a directory, [`DirRoot::resolve`] walks
-//! component by component with `lstat` and `readlink`, treating the donor directory as the
-//! root: an absolute symlink target starts again at the donor root and `..` stops there, so
-//! `lib -> usr/lib` works and `/etc/x -> /etc/shadow` can never reach the host's file.
-//! The final open uses `O_NOFOLLOW`, so a symlink swapped in after resolution is refused.
+//! Paths are donor paths: absolute, `/`-separated, resolved inside the donor by the one
+//! resolver ([`tree::resolve`]). For an ext filesystem [`ExtReader`] walks it by inode.
+//! For a directory, [`DirRoot::resolve`] walks component by component with `lstat` and
+//! `readlink`, treating the donor directory as the root: an absolute symlink target starts
+//! again at the donor root and `..` stops there, so `lib -> usr/lib` works and
+//! `/etc/x -> /etc/shadow` can never reach the host's file. The final open uses
+//! `O_NOFOLLOW`, so a symlink swapped in after resolution is refused.
+//!
+//! Both read as a [`TreeRead`] (`&DonorSource`), with donor errors.
 
 use super::DonorError;
 use crate::ext::read::ExtReader;
 use crate::ext::read::RawFs;
-use crate::guestfs::{self, GuestFsError, PathWalk};
-use crate::guestfs::{DirItem, NodeKind, NodeMeta};
+use crate::tree::{self, host_kind, host_meta, ResolveError, TreeRead};
+use crate::tree::{DirItem, NodeKind, NodeMeta};
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -55,6 +58,17 @@ impl DonorSource {
         match &self.kind {
             SourceKind::Ext { reader, .. } => Ok(reader.metadata(path)?),
             SourceKind::Dir(d) => match d.resolve(path, true)? {
+                Some(p) => d.meta(&p).map(Some),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Metadata of `path` itself (a final symlink is not followed); `None` if absent.
+    pub fn lstat(&self, path: &str) -> Result<Option<NodeMeta>, DonorError> {
+        match &self.kind {
+            SourceKind::Ext { reader, .. } => Ok(reader.symlink_metadata(path)?),
+            SourceKind::Dir(d) => match d.resolve(path, false)? {
                 Some(p) => d.meta(&p).map(Some),
                 None => Ok(None),
             },
@@ -295,30 +309,39 @@ impl DonorSource {
     }
 }
 
-/// [`PathWalk`] over a host directory: nodes are host paths below the donor root, looked
-/// up with `symlink_metadata` (never following a link on the host). The first host error
-/// is kept in `failed` and returned as it is.
-struct HostWalk<'a> {
-    root: &'a Path,
-    failed: Option<DonorError>,
-}
-
-impl HostWalk<'_> {
-    fn fail(&mut self, e: DonorError, path: &str) -> GuestFsError {
-        let why = e.to_string();
-        self.failed.get_or_insert(e);
-        GuestFsError::Engine {
-            op: "resolve",
-            path: path.into(),
-            why,
-        }
+/// A donor filesystem as a [`TreeRead`]: directories that are not are absent to
+/// `read_dir`, as to every donor read.
+impl TreeRead for &DonorSource {
+    type Error = DonorError;
+    fn lstat(&mut self, path: &str) -> Result<Option<NodeMeta>, DonorError> {
+        DonorSource::lstat(self, path)
+    }
+    fn stat(&mut self, path: &str) -> Result<Option<NodeMeta>, DonorError> {
+        DonorSource::stat(self, path)
+    }
+    fn read_file(&mut self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, DonorError> {
+        self.read_small(path, cap)
+    }
+    fn read_link(&mut self, path: &str) -> Result<Option<String>, DonorError> {
+        DonorSource::read_link(self, path)
+    }
+    fn read_dir(&mut self, path: &str, cap: usize) -> Result<Option<Vec<DirItem>>, DonorError> {
+        DonorSource::read_dir(self, path, cap)
     }
 }
 
-impl PathWalk for HostWalk<'_> {
-    type Node = PathBuf;
+/// [`tree::Walk`] over a host directory: nodes are host paths below the donor root,
+/// looked up with `symlink_metadata` (never following a link on the host). A host error
+/// ends the resolution and is returned as it is.
+struct HostWalk<'a> {
+    root: &'a Path,
+}
 
-    fn root(&mut self) -> Result<PathBuf, GuestFsError> {
+impl tree::Walk for HostWalk<'_> {
+    type Node = PathBuf;
+    type Error = DonorError;
+
+    fn root(&mut self) -> Result<PathBuf, DonorError> {
         Ok(self.root.to_path_buf())
     }
 
@@ -326,12 +349,12 @@ impl PathWalk for HostWalk<'_> {
         &mut self,
         dir: &PathBuf,
         name: &[u8],
-        path: &str,
-    ) -> Result<Option<(PathBuf, Option<NodeKind>)>, GuestFsError> {
+        _path: &str,
+    ) -> Result<Option<(PathBuf, Option<NodeKind>)>, DonorError> {
         use std::os::unix::ffi::OsStrExt;
         let host = dir.join(std::ffi::OsStr::from_bytes(name));
         match fs::symlink_metadata(&host) {
-            Ok(m) => Ok(Some((host, Some(kind_of(m.file_type()))))),
+            Ok(m) => Ok(Some((host, Some(host_kind(m.file_type()))))),
             Err(e)
                 if matches!(
                     e.kind(),
@@ -340,15 +363,15 @@ impl PathWalk for HostWalk<'_> {
             {
                 Ok(None)
             }
-            Err(e) => Err(self.fail(DonorError::io("inspecting", &host, e), path)),
+            Err(e) => Err(DonorError::io("inspecting", &host, e)),
         }
     }
 
-    fn link_target(&mut self, link: &PathBuf, path: &str) -> Result<Vec<u8>, GuestFsError> {
+    fn link_target(&mut self, link: &PathBuf, _path: &str) -> Result<Vec<u8>, DonorError> {
         use std::os::unix::ffi::OsStrExt;
         match fs::read_link(link) {
             Ok(t) => Ok(t.as_os_str().as_bytes().to_vec()),
-            Err(e) => Err(self.fail(DonorError::io("reading the symlink", link, e), path)),
+            Err(e) => Err(DonorError::io("reading the symlink", link, e)),
         }
     }
 }
@@ -367,28 +390,21 @@ impl DirRoot {
     }
 
     /// The host path that `path` names inside the donor, with every symlink resolved inside
-    /// the donor by [`guestfs::resolve`] (the final one only when `follow`). `None` when a
+    /// the donor by [`tree::resolve`] (the final one only when `follow`). `None` when a
     /// component is missing or is not a directory.
     pub fn resolve(&self, path: &str, follow: bool) -> Result<Option<PathBuf>, DonorError> {
-        let mut walk = HostWalk {
-            root: &self.root,
-            failed: None,
-        };
-        let resolved = guestfs::resolve(&mut walk, path, follow);
-        if let Some(e) = walk.failed {
-            return Err(e);
-        }
-        match resolved {
+        match tree::resolve(&mut HostWalk { root: &self.root }, path, follow) {
             Ok(r) => Ok(r.node.map(|(host, _)| host)),
-            Err(GuestFsError::NotFound { .. } | GuestFsError::NotADirectory { .. }) => Ok(None),
-            Err(GuestFsError::SymlinkLoop { .. }) => Err(DonorError::SymlinkLoop {
+            Err(ResolveError::Walk(e)) => Err(e),
+            Err(ResolveError::NotFound | ResolveError::NotADirectory) => Ok(None),
+            Err(ResolveError::SymlinkLoop) => Err(DonorError::SymlinkLoop {
                 donor: self.root.display().to_string(),
                 path: path.to_string(),
             }),
-            Err(e) => Err(DonorError::io(
+            Err(ResolveError::NulByte) => Err(DonorError::io(
                 "resolving",
                 self.root.join(path.trim_start_matches('/')),
-                io::Error::other(e.to_string()),
+                io::Error::other(format!("resolve {path}: the path contains a NUL byte")),
             )),
         }
     }
@@ -397,7 +413,7 @@ impl DirRoot {
     /// mapped to root: a package unpacked by a user belongs to root once installed.
     fn meta(&self, host: &Path) -> Result<NodeMeta, DonorError> {
         let m = fs::symlink_metadata(host).map_err(|e| DonorError::io("inspecting", host, e))?;
-        Ok(meta_of(&m))
+        Ok(host_meta(&m))
     }
 
     fn read_dir(&self, host: &Path, cap: usize) -> Result<Option<Vec<DirItem>>, DonorError> {
@@ -431,7 +447,7 @@ impl DirRoot {
                 .map_err(|e| DonorError::io("inspecting", entry.path(), e))?;
             out.push(DirItem {
                 name,
-                kind: kind_of(ft),
+                kind: host_kind(ft),
             });
         }
         Ok(Some(out))
@@ -458,37 +474,6 @@ impl DirRoot {
             });
         }
         Ok(Some((file, m.len(), host)))
-    }
-}
-
-fn kind_of(ft: fs::FileType) -> NodeKind {
-    use std::os::unix::fs::FileTypeExt;
-    if ft.is_dir() {
-        NodeKind::Dir
-    } else if ft.is_symlink() {
-        NodeKind::Symlink
-    } else if ft.is_char_device() {
-        NodeKind::CharDev
-    } else if ft.is_block_device() {
-        NodeKind::BlockDev
-    } else if ft.is_fifo() {
-        NodeKind::Fifo
-    } else if ft.is_socket() {
-        NodeKind::Socket
-    } else {
-        NodeKind::File
-    }
-}
-
-fn meta_of(m: &fs::Metadata) -> NodeMeta {
-    NodeMeta {
-        kind: kind_of(m.file_type()),
-        mode: (m.mode() & 0o7777) as u16,
-        uid: 0,
-        gid: 0,
-        len: m.len(),
-        mtime: m.mtime(),
-        atime: m.atime(),
     }
 }
 

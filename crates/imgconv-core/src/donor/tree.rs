@@ -10,7 +10,7 @@
 use super::source::DonorSource;
 use super::{DonorError, DonorPath};
 use crate::ext::read::{RawError, RawFs};
-use crate::guestfs::{DirItem, NodeKind, NodeMeta};
+use crate::tree::{DirItem, NodeKind, NodeMeta};
 use std::sync::Arc;
 
 /// Most nodes in one modules tree (a Debian amd64 tree has ~5 000).
@@ -99,7 +99,13 @@ pub(crate) fn walk(
         bytes: 0,
     };
     if let Some((raw, ino)) = src.dir_inode(root) {
-        match walk_entries(src, root, &mut tree, &mut InodeWalk { raw: &raw }, ino) {
+        match walk_entries(
+            src,
+            root,
+            &mut tree,
+            &Listing::Inode(&raw),
+            Handle::Inode(ino),
+        ) {
             Ok(()) => return Ok(tree),
             // Something the inode reader does not handle or finds damaged: by path.
             Err(Walked::ByPath) => {
@@ -115,7 +121,7 @@ pub(crate) fn walk(
             Err(Walked::Error(e)) => return Err(e),
         }
     }
-    match walk_entries(src, root, &mut tree, &mut PathLister, ()) {
+    match walk_entries(src, root, &mut tree, &Listing::Path, Handle::Path) {
         Ok(()) => Ok(tree),
         Err(Walked::Error(e)) => Err(e),
         Err(Walked::ByPath) => unreachable!("the path walk handles every node"),
@@ -136,56 +142,19 @@ impl From<DonorError> for Walked {
     }
 }
 
-/// How the walk lists a directory and reads a symlink: by path (any donor) or by inode.
-trait Lister {
-    /// A directory handle (its path is passed along too).
-    type Dir: Clone;
-    /// The entries of `dir` with their metadata, their own handle (for directories) and
-    /// their inode number when known.
-    #[allow(clippy::type_complexity)]
-    fn list(
-        &mut self,
-        src: &DonorSource,
-        dir: &Self::Dir,
-        abs: &str,
-    ) -> Result<Vec<(DirItem, NodeMeta, Self::Dir, Option<u32>)>, Walked>;
-    /// The target of the symlink `abs`, found in `dir` as `entry`.
-    fn link(&mut self, src: &DonorSource, entry: &Self::Dir, abs: &str) -> Result<String, Walked>;
+/// How the walk lists a directory and reads a symlink: by path through the
+/// [`DonorSource`] (any donor), or by inode ([`crate::ext::read`]: each directory is read once,
+/// each entry's inode once).
+enum Listing<'a> {
+    Path,
+    Inode(&'a Arc<RawFs>),
 }
 
-/// Listing through [`DonorSource`] by path.
-struct PathLister;
-
-impl Lister for PathLister {
-    type Dir = ();
-
-    fn list(
-        &mut self,
-        src: &DonorSource,
-        _dir: &(),
-        abs: &str,
-    ) -> Result<Vec<(DirItem, NodeMeta, (), Option<u32>)>, Walked> {
-        let items =
-            src.read_dir_meta(abs, MAX_DIR_ENTRIES)?
-                .ok_or_else(|| DonorError::Vanished {
-                    donor: src.label.clone(),
-                    path: abs.to_string(),
-                })?;
-        Ok(items.into_iter().map(|(i, m)| (i, m, (), None)).collect())
-    }
-
-    fn link(&mut self, src: &DonorSource, _entry: &(), abs: &str) -> Result<String, Walked> {
-        Ok(src.read_link(abs)?.ok_or_else(|| DonorError::Vanished {
-            donor: src.label.clone(),
-            path: abs.to_string(),
-        })?)
-    }
-}
-
-/// Listing an ext donor by inode ([`crate::ext::read`]): each directory is read once, each
-/// entry's inode once.
-struct InodeWalk<'a> {
-    raw: &'a Arc<RawFs>,
+/// A node met by the walk: its inode number when walking by inode.
+#[derive(Clone, Copy)]
+enum Handle {
+    Path,
+    Inode(u32),
 }
 
 /// Any error of the inode reader (unsupported or damaged data) sends the walk back to
@@ -195,36 +164,52 @@ fn by_path(_: RawError) -> Walked {
     Walked::ByPath
 }
 
-impl Lister for InodeWalk<'_> {
-    type Dir = u32;
-
+impl Listing<'_> {
+    /// The entries of directory `dir` (at `abs`) with their metadata (symlinks not
+    /// followed), their own handle and their inode number when known.
+    #[allow(clippy::type_complexity)]
     fn list(
-        &mut self,
-        _src: &DonorSource,
-        dir: &u32,
-        _abs: &str,
-    ) -> Result<Vec<(DirItem, NodeMeta, u32, Option<u32>)>, Walked> {
-        let inode = self.raw.inode(*dir).map_err(by_path)?;
-        let entries = self
-            .raw
-            .read_dir(&inode, MAX_DIR_ENTRIES)
-            .map_err(by_path)?;
+        &self,
+        src: &DonorSource,
+        dir: Handle,
+        abs: &str,
+    ) -> Result<Vec<(DirItem, NodeMeta, Handle, Option<u32>)>, Walked> {
+        let (Listing::Inode(raw), Handle::Inode(dir)) = (self, dir) else {
+            let items =
+                src.read_dir_meta(abs, MAX_DIR_ENTRIES)?
+                    .ok_or_else(|| DonorError::Vanished {
+                        donor: src.label.clone(),
+                        path: abs.to_string(),
+                    })?;
+            return Ok(items
+                .into_iter()
+                .map(|(i, m)| (i, m, Handle::Path, None))
+                .collect());
+        };
+        let inode = raw.inode(dir).map_err(by_path)?;
+        let entries = raw.read_dir(&inode, MAX_DIR_ENTRIES).map_err(by_path)?;
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
-            let meta = self.raw.inode(e.ino).map_err(by_path)?.meta();
+            let meta = raw.inode(e.ino).map_err(by_path)?.meta();
             let item = DirItem {
                 name: e.name,
                 kind: meta.kind,
             };
-            out.push((item, meta, e.ino, Some(e.ino)));
+            out.push((item, meta, Handle::Inode(e.ino), Some(e.ino)));
         }
         Ok(out)
     }
 
-    fn link(&mut self, _src: &DonorSource, entry: &u32, _abs: &str) -> Result<String, Walked> {
-        let inode = self.raw.inode(*entry).map_err(by_path)?;
-        let target = self
-            .raw
+    /// The target of the symlink `entry`, at `abs`.
+    fn link(&self, src: &DonorSource, entry: Handle, abs: &str) -> Result<String, Walked> {
+        let (Listing::Inode(raw), Handle::Inode(ino)) = (self, entry) else {
+            return Ok(src.read_link(abs)?.ok_or_else(|| DonorError::Vanished {
+                donor: src.label.clone(),
+                path: abs.to_string(),
+            })?);
+        };
+        let inode = raw.inode(ino).map_err(by_path)?;
+        let target = raw
             .read_link(&inode, MAX_LINK_TARGET as u64 - 1)
             .map_err(by_path)?;
         Ok(String::from_utf8_lossy(&target).into_owned())
@@ -233,19 +218,19 @@ impl Lister for InodeWalk<'_> {
 
 /// The walk proper: every node below `root`, parents before children, each directory's
 /// entries in name order.
-fn walk_entries<L: Lister>(
+fn walk_entries(
     src: &DonorSource,
     root: &str,
     tree: &mut ModulesTree,
-    lister: &mut L,
-    root_dir: L::Dir,
+    lister: &Listing<'_>,
+    root_dir: Handle,
 ) -> Result<(), Walked> {
     let file_cap = MAX_MODULE_FILE_BYTES.min(src.size_bound());
     // (relative dir path, depth, handle)
-    let mut stack: Vec<(String, usize, L::Dir)> = vec![(String::new(), 0, root_dir)];
+    let mut stack: Vec<(String, usize, Handle)> = vec![(String::new(), 0, root_dir)];
     while let Some((rel_dir, depth, dir)) = stack.pop() {
         let abs_dir = join(root, &rel_dir);
-        let mut items = lister.list(src, &dir, &abs_dir)?;
+        let mut items = lister.list(src, dir, &abs_dir)?;
         items.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         let mut subdirs = Vec::new();
         for (item, meta, handle, ino) in items {
@@ -300,7 +285,7 @@ fn walk_entries<L: Lister>(
                     }
                 }
                 NodeKind::Symlink => {
-                    let t = lister.link(src, &handle, &abs)?;
+                    let t = lister.link(src, handle, &abs)?;
                     if t.is_empty() || t.len() > MAX_LINK_TARGET || t.contains('\0') {
                         return Err(DonorError::BadSymlink {
                             donor: src.label.clone(),

@@ -212,7 +212,10 @@ fn disable_xen_getty_links(guest: &mut dyn GuestFs, report: &mut Report) -> Resu
         })
         .collect();
     for dir in wants_dirs(guest)? {
-        let items = guest.read_dir(&dir).at(STEP, &dir)?.unwrap_or_default();
+        let items = guest
+            .read_dir(&dir, crate::tree::MAX_DIR_ENTRIES)
+            .at(STEP, &dir)?
+            .unwrap_or_default();
         for item in items {
             if names.contains(&item.name) {
                 let path = join(&dir, &item.name);
@@ -234,7 +237,7 @@ fn disable_xen_getty_links(guest: &mut dyn GuestFs, report: &mut Report) -> Resu
 /// The `*.wants` directories of /etc/systemd/system.
 pub(crate) fn wants_dirs(guest: &mut dyn GuestFs) -> Result<Vec<String>, FixupError> {
     let items = guest
-        .read_dir(ETC_UNITS)
+        .read_dir(ETC_UNITS, crate::tree::MAX_DIR_ENTRIES)
         .at(STEP, ETC_UNITS)?
         .unwrap_or_default();
     Ok(items
@@ -547,7 +550,7 @@ fn jobs_mention(guest: &mut dyn GuestFs, dir: &str, needle: &str) -> Result<bool
 /// The job files of an upstart directory (`suffix` empty: every visible file).
 fn job_names(guest: &mut dyn GuestFs, dir: &str, suffix: &str) -> Result<Vec<String>, FixupError> {
     let mut names: Vec<String> = guest
-        .read_dir(dir)
+        .read_dir(dir, crate::tree::MAX_DIR_ENTRIES)
         .at(STEP, dir)?
         .unwrap_or_default()
         .into_iter()

@@ -14,7 +14,7 @@
 //! or is larger than the fixups ever read.
 
 use super::edit::{BACKUP_SUFFIX, MAX_CONFIG_BYTES};
-use crate::guestfs::{split_parent, DirItem, GuestFs, GuestFsError, NodeAttrs, NodeKind};
+use crate::guestfs::{split_parent, DirItem, GuestFs, GuestFsError, NodeAttrs, NodeKind, TreeRead};
 use crate::report::{FileDiff, FileDiffKind};
 use std::collections::HashMap;
 use std::io::Read;
@@ -313,7 +313,9 @@ fn render(kind: FileDiffKind, from: &str, old: &State, to: &str, new: &State) ->
     }
 }
 
-impl GuestFs for Recorder<'_> {
+impl TreeRead for Recorder<'_> {
+    type Error = GuestFsError;
+
     fn lstat(&mut self, path: &str) -> Result<Option<crate::guestfs::NodeMeta>, GuestFsError> {
         self.inner.lstat(path)
     }
@@ -330,10 +332,12 @@ impl GuestFs for Recorder<'_> {
         self.inner.read_link(path)
     }
 
-    fn read_dir(&mut self, path: &str) -> Result<Option<Vec<DirItem>>, GuestFsError> {
-        self.inner.read_dir(path)
+    fn read_dir(&mut self, path: &str, cap: usize) -> Result<Option<Vec<DirItem>>, GuestFsError> {
+        self.inner.read_dir(path, cap)
     }
+}
 
+impl GuestFs for Recorder<'_> {
     fn mkdir_p(&mut self, path: &str, attrs: NodeAttrs) -> Result<(), GuestFsError> {
         // Directories carry no content a diff shows; the files made in them do.
         self.inner.mkdir_p(path, attrs)

@@ -2,12 +2,14 @@
 //! that [`super::apply`] runs unchanged and its report lists the planned changes while
 //! nothing is written.
 //!
-//! The overlay resolves paths with the shared [`guestfs::resolve`], component by component,
-//! over a merged view of the source and its in-memory changes, with the same guest-only
-//! rules as every `GuestFs` (absolute link targets restart at the guest root, `..` stops at
-//! the root, at most [`guestfs::MAX_SYMLINK_HOPS`] links). So the source is only ever asked about *canonical* paths
-//! (no symlink in any component), which [`ExtReader`] — whose own resolution follows
-//! links inside the filesystem — answers exactly.
+//! The source is any [`TreeRead`] with guest errors ([`ext_source`] makes one of an
+//! [`ExtReader`]). The overlay resolves paths with the shared [`tree::resolve`],
+//! component by component, over a merged view of the source and its in-memory changes,
+//! with the same guest-only rules as every `GuestFs` (absolute link targets restart at the
+//! guest root, `..` stops at the root, at most [`tree::MAX_SYMLINK_HOPS`] links). So the
+//! source is only ever asked about *canonical* paths (no symlink in any component), which
+//! [`ExtReader`] — whose own resolution follows links inside the filesystem — answers
+//! exactly.
 //!
 //! The changes are kept as a map from canonical path to an upper node: a new file, link
 //! or directory, a removal ("whiteout"), or a node *moved* from a source path (a rename of
@@ -15,64 +17,12 @@
 //! created in the overlay are opaque: nothing of the source shows through them.
 
 use crate::ext::read::{ExtReadError, ExtReader};
-use crate::guestfs::{self, components, GuestFs, GuestFsError, NodeAttrs, PathWalk};
-use crate::guestfs::{DirItem, NodeKind, NodeMeta};
-use std::cell::RefCell;
+use crate::guestfs::{components, GuestFs, GuestFsError, NodeAttrs};
+use crate::tree::{self, DirItem, MapErr, NodeKind, NodeMeta, TreeRead, MAX_DIR_ENTRIES};
 use std::collections::BTreeMap;
 use std::io::Read;
 
-/// Most entries read from one source directory.
-const MAX_DIR_ENTRIES: usize = 1 << 20;
-
-/// The read side of a guest filesystem, asked only about canonical paths.
-pub trait ReadOnlySource {
-    /// Metadata of `path` itself (a final symlink is not followed); `None` if absent.
-    fn lstat(&self, path: &str) -> Result<Option<NodeMeta>, GuestFsError>;
-    /// Whole content of the regular file at `path`, at most `cap` bytes.
-    fn read_file(&self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, GuestFsError>;
-    /// Target of the symlink at `path`.
-    fn read_link(&self, path: &str) -> Result<Option<String>, GuestFsError>;
-    /// Entries of the directory at `path`.
-    fn read_dir(&self, path: &str) -> Result<Option<Vec<DirItem>>, GuestFsError>;
-}
-
-/// A read-only guest with a separate `/boot` filesystem mounted over the root's, as
-/// [`crate::guestfs::Mounted`] is for writing: paths under `/boot` are read from `boot`.
-pub struct MountedSource<'a> {
-    /// The root filesystem.
-    pub root: &'a dyn ReadOnlySource,
-    /// The filesystem mounted at `/boot`.
-    pub boot: &'a dyn ReadOnlySource,
-}
-
-impl MountedSource<'_> {
-    fn route(&self, path: &str) -> (&dyn ReadOnlySource, String) {
-        match crate::guestfs::boot_relative(path) {
-            Some(inner) => (self.boot, inner),
-            None => (self.root, path.to_string()),
-        }
-    }
-}
-
-impl ReadOnlySource for MountedSource<'_> {
-    fn lstat(&self, path: &str) -> Result<Option<NodeMeta>, GuestFsError> {
-        let (fs, p) = self.route(path);
-        fs.lstat(&p)
-    }
-    fn read_file(&self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, GuestFsError> {
-        let (fs, p) = self.route(path);
-        fs.read_file(&p, cap)
-    }
-    fn read_link(&self, path: &str) -> Result<Option<String>, GuestFsError> {
-        let (fs, p) = self.route(path);
-        fs.read_link(&p)
-    }
-    fn read_dir(&self, path: &str) -> Result<Option<Vec<DirItem>>, GuestFsError> {
-        let (fs, p) = self.route(path);
-        fs.read_dir(&p)
-    }
-}
-
+/// The guest error for a fault of the source's reader (`op` on `path`).
 fn ext_err(op: &'static str, path: &str, e: ExtReadError) -> GuestFsError {
     match e {
         ExtReadError::TooLarge { size, cap, .. } => GuestFsError::TooLarge {
@@ -88,42 +38,12 @@ fn ext_err(op: &'static str, path: &str, e: ExtReadError) -> GuestFsError {
     }
 }
 
-impl ReadOnlySource for ExtReader {
-    fn lstat(&self, path: &str) -> Result<Option<NodeMeta>, GuestFsError> {
-        self.symlink_metadata(path)
-            .map_err(|e| ext_err("lstat", path, e))
-    }
-
-    fn read_file(&self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, GuestFsError> {
-        ExtReader::read_file(self, path, cap).map_err(|e| ext_err("read", path, e))
-    }
-
-    fn read_link(&self, path: &str) -> Result<Option<String>, GuestFsError> {
-        ExtReader::read_link(self, path).map_err(|e| ext_err("readlink", path, e))
-    }
-
-    fn read_dir(&self, path: &str) -> Result<Option<Vec<DirItem>>, GuestFsError> {
-        ExtReader::read_dir(self, path, MAX_DIR_ENTRIES).map_err(|e| ext_err("readdir", path, e))
-    }
-}
-
-/// Any [`GuestFs`] (e.g. a `MemFs` in tests) can serve as a read-only source.
-impl<T: GuestFs> ReadOnlySource for RefCell<T> {
-    fn lstat(&self, path: &str) -> Result<Option<NodeMeta>, GuestFsError> {
-        self.borrow_mut().lstat(path)
-    }
-
-    fn read_file(&self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, GuestFsError> {
-        self.borrow_mut().read_file(path, cap)
-    }
-
-    fn read_link(&self, path: &str) -> Result<Option<String>, GuestFsError> {
-        self.borrow_mut().read_link(path)
-    }
-
-    fn read_dir(&self, path: &str) -> Result<Option<Vec<DirItem>>, GuestFsError> {
-        self.borrow_mut().read_dir(path)
-    }
+/// A guest read through [`ExtReader`] (or two of them, [`tree::Mounted`]) as an
+/// overlay source: the reader's faults become guest errors.
+pub fn ext_source<T: TreeRead<Error = ExtReadError>>(
+    reader: T,
+) -> impl TreeRead<Error = GuestFsError> {
+    MapErr::new(reader, ext_err)
 }
 
 /// A node of the in-memory layer.
@@ -149,7 +69,7 @@ enum Found {
 
 /// A copy-on-write view of a read-only source; see the module documentation.
 pub struct Overlay<'a> {
-    source: &'a dyn ReadOnlySource,
+    source: Box<dyn TreeRead<Error = GuestFsError> + 'a>,
     upper: BTreeMap<String, Upper>,
 }
 
@@ -184,12 +104,18 @@ fn upper_meta(u: &Upper) -> Option<NodeMeta> {
 }
 
 impl<'a> Overlay<'a> {
-    /// An overlay with no changes yet.
-    pub fn new(source: &'a dyn ReadOnlySource) -> Self {
+    /// An overlay with no changes yet over `source`, which it only reads (a `MemFs`, or
+    /// a borrow `&mut` of one, in tests).
+    pub fn new(source: impl TreeRead<Error = GuestFsError> + 'a) -> Self {
         Overlay {
-            source,
+            source: Box::new(source),
             upper: BTreeMap::new(),
         }
+    }
+
+    /// An overlay with no changes yet over the guest in `reader`.
+    pub fn over_ext(reader: &'a ExtReader) -> Self {
+        Overlay::new(ext_source(reader))
     }
 
     /// The canonical paths the overlay changed (created, replaced, removed or renamed
@@ -238,7 +164,10 @@ impl<'a> Overlay<'a> {
     }
 
     /// Metadata of a located node, and the link target when it is a symlink.
-    fn meta_of(&self, found: &Found) -> Result<Option<(NodeMeta, Option<String>)>, GuestFsError> {
+    fn meta_of(
+        &mut self,
+        found: &Found,
+    ) -> Result<Option<(NodeMeta, Option<String>)>, GuestFsError> {
         match found {
             Found::Upper(u @ Upper::Symlink(_, t)) => {
                 Ok(upper_meta(u).map(|m| (m, Some(t.clone()))))
@@ -257,15 +186,16 @@ impl<'a> Overlay<'a> {
 
     /// Resolve `path` to its canonical components, the node's location and metadata
     /// (`None` when the final component does not exist), by the shared guest-path rules
-    /// ([`guestfs::resolve`]). Intermediate links are always followed, the final one only
+    /// ([`tree::resolve`]). Intermediate links are always followed, the final one only
     /// when `follow`.
     #[allow(clippy::type_complexity)]
     fn resolve(
-        &self,
+        &mut self,
         path: &str,
         follow: bool,
     ) -> Result<(Vec<String>, Option<(Found, NodeMeta)>), GuestFsError> {
-        let r = guestfs::resolve(&mut Walk(self), path, follow)?;
+        let r = tree::resolve(&mut Walk(self), path, follow)
+            .map_err(|e| GuestFsError::resolving(path, e))?;
         Ok(match r.node {
             Some((n, _)) if r.name.is_empty() => (n.comps, Some((n.found, n.meta))),
             node => {
@@ -297,11 +227,12 @@ struct WalkNode {
     target: Option<String>,
 }
 
-/// One step of path resolution for [`guestfs::resolve`], over the merged view.
-struct Walk<'o, 'a>(&'o Overlay<'a>);
+/// One step of path resolution for [`tree::resolve`], over the merged view.
+struct Walk<'o, 'a>(&'o mut Overlay<'a>);
 
-impl PathWalk for Walk<'_, '_> {
+impl tree::Walk for Walk<'_, '_> {
     type Node = WalkNode;
+    type Error = GuestFsError;
 
     fn root(&mut self) -> Result<WalkNode, GuestFsError> {
         let meta = match self.0.upper.get("/") {
@@ -354,7 +285,9 @@ fn found_upper(f: &Found) -> Upper {
     }
 }
 
-impl GuestFs for Overlay<'_> {
+impl TreeRead for Overlay<'_> {
+    type Error = GuestFsError;
+
     fn lstat(&mut self, path: &str) -> Result<Option<NodeMeta>, GuestFsError> {
         match self.resolve(path, false) {
             Ok((_, node)) => Ok(node.map(|(_, m)| m)),
@@ -416,7 +349,7 @@ impl GuestFs for Overlay<'_> {
         }
     }
 
-    fn read_dir(&mut self, path: &str) -> Result<Option<Vec<DirItem>>, GuestFsError> {
+    fn read_dir(&mut self, path: &str, cap: usize) -> Result<Option<Vec<DirItem>>, GuestFsError> {
         let (comps, node) = match self.resolve(path, true) {
             Ok(r) => r,
             Err(GuestFsError::NotFound { .. }) => return Ok(None),
@@ -430,7 +363,11 @@ impl GuestFs for Overlay<'_> {
         }
         let mut entries: BTreeMap<String, NodeKind> = BTreeMap::new();
         if let Found::Source(p) = &found {
-            for item in self.source.read_dir(p)?.unwrap_or_default() {
+            for item in self
+                .source
+                .read_dir(p, MAX_DIR_ENTRIES)?
+                .unwrap_or_default()
+            {
                 entries.insert(item.name, item.kind);
             }
         }
@@ -461,6 +398,12 @@ impl GuestFs for Overlay<'_> {
             };
             entries.insert(name, kind);
         }
+        if entries.len() > cap {
+            return Err(GuestFsError::TooManyEntries {
+                path: path.into(),
+                cap,
+            });
+        }
         Ok(Some(
             entries
                 .into_iter()
@@ -468,7 +411,9 @@ impl GuestFs for Overlay<'_> {
                 .collect(),
         ))
     }
+}
 
+impl GuestFs for Overlay<'_> {
     fn mkdir_p(&mut self, path: &str, attrs: NodeAttrs) -> Result<(), GuestFsError> {
         let mut cur = String::new();
         for c in components(path) {
@@ -587,23 +532,21 @@ mod tests {
     use super::*;
     use crate::guestfs::MemFs;
 
-    fn source() -> RefCell<MemFs> {
-        RefCell::new(
-            MemFs::new()
-                .with_file("/usr/lib/systemd/system/a.service", "A")
-                .with_symlink("/lib", "usr/lib")
-                .with_file("/etc/fstab", "old")
-                .with_symlink("/etc/mtab", "/proc/self/mounts")
-                .with_symlink("/etc/loop1", "loop2")
-                .with_symlink("/etc/loop2", "/etc/loop1")
-                .with_file("/etc/udev/rules.d/70-persistent-net.rules", "R"),
-        )
+    fn source() -> MemFs {
+        MemFs::new()
+            .with_file("/usr/lib/systemd/system/a.service", "A")
+            .with_symlink("/lib", "usr/lib")
+            .with_file("/etc/fstab", "old")
+            .with_symlink("/etc/mtab", "/proc/self/mounts")
+            .with_symlink("/etc/loop1", "loop2")
+            .with_symlink("/etc/loop2", "/etc/loop1")
+            .with_file("/etc/udev/rules.d/70-persistent-net.rules", "R")
     }
 
     #[test]
     fn reads_through_and_writes_stay_in_memory() {
-        let src = source();
-        let mut o = Overlay::new(&src);
+        let mut src = source();
+        let mut o = Overlay::new(&mut src);
         assert_eq!(
             o.read_file("/lib/systemd/system/a.service", 10).unwrap(),
             Some(b"A".to_vec())
@@ -638,7 +581,7 @@ mod tests {
             .unwrap()
             .is_none());
         let names: Vec<String> = o
-            .read_dir("/etc/udev/rules.d")
+            .read_dir("/etc/udev/rules.d", 10)
             .unwrap()
             .unwrap()
             .into_iter()
@@ -650,7 +593,8 @@ mod tests {
             Some(b"new".to_vec())
         );
         // The source is untouched.
-        let mut s = src.borrow_mut();
+        drop(o);
+        let s = &mut src;
         assert_eq!(s.text("/etc/fstab").as_deref(), Some("old"));
         assert!(s.lstat("/etc/systemd").unwrap().is_none());
         assert_eq!(
@@ -662,8 +606,8 @@ mod tests {
 
     #[test]
     fn guest_path_rules() {
-        let src = source();
-        let mut o = Overlay::new(&src);
+        let mut src = source();
+        let mut o = Overlay::new(&mut src);
         assert!(matches!(
             o.read_file("/etc/loop1", 10),
             Err(GuestFsError::SymlinkLoop { .. })
@@ -700,8 +644,8 @@ mod tests {
 
     #[test]
     fn renamed_and_removed_directories() {
-        let src = source();
-        let mut o = Overlay::new(&src);
+        let mut src = source();
+        let mut o = Overlay::new(&mut src);
         o.rename("/etc/udev", "/etc/udev2").unwrap();
         assert_eq!(
             o.read_file("/etc/udev2/rules.d/70-persistent-net.rules", 10)
@@ -714,7 +658,7 @@ mod tests {
         o.remove("/lib").unwrap();
         o.mkdir_p("/lib/systemd", NodeAttrs::root(0o755, 0))
             .unwrap();
-        assert_eq!(o.read_dir("/lib/systemd").unwrap().unwrap(), vec![]);
+        assert_eq!(o.read_dir("/lib/systemd", 10).unwrap().unwrap(), vec![]);
         assert!(o.stat("/lib/systemd/system/a.service").unwrap().is_none());
         assert!(matches!(
             o.remove("/etc"),

@@ -349,7 +349,7 @@ fn is_space(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::guestfs::MemFs;
+    use crate::guestfs::{MemFs, TreeRead};
 
     #[test]
     fn fields_keep_whitespace() {

@@ -314,12 +314,13 @@ fn apply_all(
 /// anything: the fixups run unchanged over a [`dry_run::Overlay`] that keeps their writes
 /// in memory.
 pub fn plan(source: &ExtReader, ctx: &FixupContext) -> Result<Report, FixupError> {
-    plan_over(source, ctx)
+    plan_over(dry_run::ext_source(source), ctx)
 }
 
-/// [`plan`] over any read-only source.
+/// [`plan`] over any read-only source with guest errors (e.g. [`dry_run::ext_source`] of
+/// a [`crate::tree::Mounted`] pair of readers for a guest with a separate `/boot`).
 pub fn plan_over(
-    source: &dyn dry_run::ReadOnlySource,
+    source: impl crate::tree::TreeRead<Error = crate::guestfs::GuestFsError>,
     ctx: &FixupContext,
 ) -> Result<Report, FixupError> {
     let mut overlay = dry_run::Overlay::new(source);

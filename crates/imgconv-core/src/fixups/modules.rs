@@ -152,7 +152,7 @@ fn edit_sysconfig_kernel(old: &[u8]) -> Edited {
 /// The `*.conf` files of a directory, sorted.
 fn conf_files(guest: &mut dyn GuestFs, dir: &str) -> Result<Vec<String>, FixupError> {
     let mut names: Vec<String> = guest
-        .read_dir(dir)
+        .read_dir(dir, crate::tree::MAX_DIR_ENTRIES)
         .at(STEP, dir)?
         .unwrap_or_default()
         .into_iter()

@@ -78,7 +78,7 @@ pub fn fix_persistent_net(
         }
     }
     let mut names: Vec<String> = guest
-        .read_dir(IFCFG_DIR)
+        .read_dir(IFCFG_DIR, crate::tree::MAX_DIR_ENTRIES)
         .at(STEP, IFCFG_DIR)?
         .unwrap_or_default()
         .into_iter()
@@ -276,7 +276,7 @@ fn files_in(
     keep: impl Fn(&str) -> bool,
 ) -> Result<Vec<String>, FixupError> {
     let mut names: Vec<String> = guest
-        .read_dir(dir)
+        .read_dir(dir, crate::tree::MAX_DIR_ENTRIES)
         .at(STEP, dir)?
         .unwrap_or_default()
         .into_iter()

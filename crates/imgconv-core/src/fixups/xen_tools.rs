@@ -35,7 +35,10 @@ pub fn disable_xen_tools(
         .map(|s| format!("{s}.service"))
         .collect();
     for dir in wants_dirs(guest)? {
-        let items = guest.read_dir(&dir).at(STEP, &dir)?.unwrap_or_default();
+        let items = guest
+            .read_dir(&dir, crate::tree::MAX_DIR_ENTRIES)
+            .at(STEP, &dir)?
+            .unwrap_or_default();
         for item in items.into_iter().filter(|i| units.contains(&i.name)) {
             move_aside(
                 guest,
@@ -50,7 +53,10 @@ pub fn disable_xen_tools(
     }
     for level in ["0", "1", "2", "3", "4", "5", "6", "S"] {
         let dir = format!("/etc/rc{level}.d");
-        let Some(items) = guest.read_dir(&dir).at(STEP, &dir)? else {
+        let Some(items) = guest
+            .read_dir(&dir, crate::tree::MAX_DIR_ENTRIES)
+            .at(STEP, &dir)?
+        else {
             continue;
         };
         for item in items {

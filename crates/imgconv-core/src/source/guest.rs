@@ -212,7 +212,7 @@ pub fn inspect_guest(fs: &ExtReader) -> GuestInfo {
     let hostname = hostname(&mut s);
     let (arch, arch_source) = arch(&mut s);
     let init = init_system(&mut s);
-    let userland = crate::compat::read_userland(&mut crate::fixups::dry_run::Overlay::new(fs));
+    let userland = crate::compat::read_userland(&mut crate::fixups::dry_run::Overlay::over_ext(fs));
     let kernels = kernels(&mut s);
     let mut xenisms = Vec::new();
     fstab_devices(&mut s, &mut xenisms);
@@ -364,7 +364,7 @@ fn arch(s: &mut Scan<'_>) -> (Option<Arch>, Option<String>) {
 /// The init system, by the detector the fixups use too.
 fn init_system(s: &mut Scan<'_>) -> InitSystem {
     use crate::fixups::InitSystem as Init;
-    let mut view = crate::fixups::dry_run::Overlay::new(s.fs);
+    let mut view = crate::fixups::dry_run::Overlay::over_ext(s.fs);
     match crate::fixups::console::detect_init(&mut view) {
         Ok(Some(Init::Systemd)) => InitSystem::Systemd,
         Ok(Some(Init::Upstart)) => InitSystem::Upstart,

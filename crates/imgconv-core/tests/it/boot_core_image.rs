@@ -233,7 +233,10 @@ fn broken_module_directories_are_typed_errors() {
     ));
     let mut f = good.clone();
     f.files.remove("moddep.lst");
-    assert!(matches!(build(&f, &mods), BootError::MissingFile { .. }));
+    assert!(matches!(
+        build(&f, &mods),
+        BootError::GrubFiles(imgconv_core::grub_files::GrubFilesError::MissingFile { .. })
+    ));
     assert!(matches!(
         build_core_image(&good, "boot/grub\n", &mods),
         Err(BootError::BadPrefix { .. })

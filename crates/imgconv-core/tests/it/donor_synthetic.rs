@@ -10,7 +10,7 @@ use imgconv_core::donor::{find_guest_kernel_in_reader, Donor, DonorError, Kernel
 use imgconv_core::ext::read::ExtReader;
 use imgconv_core::graft::graft;
 use imgconv_core::guestfs::NodeKind;
-use imgconv_core::guestfs::{GuestFs, MemFs};
+use imgconv_core::guestfs::{MemFs, TreeRead};
 use imgconv_core::progress::NoProgress;
 use imgconv_core::report::Report;
 use std::path::Path;

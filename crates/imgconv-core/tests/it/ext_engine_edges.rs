@@ -7,7 +7,7 @@ use crate::support::ext_fixture as ext_engine_util;
 
 use ext_engine_util::*;
 use imgconv_core::ext::write::{ExtError, ExtFs};
-use imgconv_core::guestfs::{GuestFs, GuestFsError, NodeAttrs};
+use imgconv_core::guestfs::{GuestFs, GuestFsError, NodeAttrs, TreeRead};
 use std::io::{self, Read};
 use std::path::Path;
 
@@ -154,7 +154,7 @@ fn random_superblock_damage_never_crashes() {
             Ok(mut fs) => {
                 opened += 1;
                 // Whatever the damage, reads answer with a value or a typed error.
-                let _ = fs.read_dir("/");
+                let _ = fs.read_dir("/", 100_000);
                 let _ = fs.read_file("/etc/fstab", 1 << 20);
                 let _ = fs.stat("/lib/modules/x");
                 drop(fs);
@@ -218,7 +218,7 @@ fn reading_and_dropping_writes_nothing() {
         fs.read_link("/etc/abs").unwrap().unwrap(),
         "/usr/lib/modules/x"
     );
-    assert_eq!(fs.read_dir("/bigdir").unwrap().unwrap().len(), 10);
+    assert_eq!(fs.read_dir("/bigdir", 100_000).unwrap().unwrap().len(), 10);
     assert!(fs.stat("/etc/missing").unwrap().is_none());
     drop(fs);
     assert!(fx.snapshot() == before, "reading changed the image");
@@ -320,7 +320,10 @@ fn directories_grow_and_keep_link_counts() {
         let sub = format!("/many/sub-000-{}", "d".repeat(40));
         fs.rename(&sub, "/etc/sub-moved").unwrap();
         fs.rename("/etc/hostname", "/many/hostname").unwrap();
-        assert_eq!(fs.read_dir("/many").unwrap().unwrap().len(), 119 + 300 + 1);
+        assert_eq!(
+            fs.read_dir("/many", 100_000).unwrap().unwrap().len(),
+            119 + 300 + 1
+        );
         fs.close().unwrap();
         fx.assert_fsck_clean();
         let many = fx.stat("/many");
@@ -415,8 +418,11 @@ fn inline_data_guests_work() {
         fs.read_file("/lib/modules/x", 100).unwrap().unwrap(),
         b"module x\n"
     );
-    assert_eq!(fs.read_dir("/etc").unwrap().unwrap().len(), 6);
-    assert_eq!(fs.read_dir("/lib/modules").unwrap().unwrap().len(), 1);
+    assert_eq!(fs.read_dir("/etc", 100_000).unwrap().unwrap().len(), 6);
+    assert_eq!(
+        fs.read_dir("/lib/modules", 100_000).unwrap().unwrap().len(),
+        1
+    );
     // Adding entries to an inline directory moves it to a block.
     for i in 0..20 {
         let p = format!("/lib/modules/added-module-{i}");

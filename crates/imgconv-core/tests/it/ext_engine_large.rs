@@ -7,7 +7,7 @@ use crate::support::ext_fixture as ext_engine_util;
 
 use ext_engine_util::*;
 use imgconv_core::ext::write::ExtFs;
-use imgconv_core::guestfs::{GuestFs, NodeAttrs};
+use imgconv_core::guestfs::{GuestFs, NodeAttrs, TreeRead};
 use std::io::{Read, Seek, SeekFrom};
 
 const HEAD: usize = 1 << 20;

@@ -7,7 +7,7 @@ use crate::support::fixups as fixups_support;
 
 use fixups_support::*;
 use imgconv_core::fixups::FixupContext;
-use imgconv_core::guestfs::{GuestFs, MemFs};
+use imgconv_core::guestfs::{MemFs, TreeRead};
 
 const UUID_FSTAB: &str = "UUID=6f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f / ext4 defaults 0 1\nUUID=0d9e8f7a-6b5c-4d3e-9f1a-2b3c4d5e6f70 none swap sw 0 0\n";
 

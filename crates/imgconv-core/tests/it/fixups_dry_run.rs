@@ -8,7 +8,6 @@ use imgconv_core::blockio::Region;
 use imgconv_core::ext::read::ExtReader;
 use imgconv_core::fixups::{self, dry_run::Overlay};
 use imgconv_core::report::Report;
-use std::cell::RefCell;
 
 fn applied(entries: &[Entry]) -> (Report, Vec<Node>) {
     let mut fs = memfs(entries);
@@ -29,18 +28,14 @@ fn plan_over_memfs_matches_apply_and_leaves_the_source_alone() {
     let (expected_report, expected_tree) = applied(SYSTEMD_GUEST);
     assert!(expected_report.changes.len() >= 8);
 
-    let source = RefCell::new(memfs(SYSTEMD_GUEST));
-    let before = snapshot(&mut *source.borrow_mut());
-    let report = fixups::plan_over(&source, &ctx()).unwrap();
+    let mut source = memfs(SYSTEMD_GUEST);
+    let before = snapshot(&mut source);
+    let report = fixups::plan_over(&mut source, &ctx()).unwrap();
     assert_eq!(report, expected_report);
-    assert_eq!(
-        snapshot(&mut *source.borrow_mut()),
-        before,
-        "source unchanged"
-    );
+    assert_eq!(snapshot(&mut source), before, "source unchanged");
 
     // The overlay's view after apply is the applied guest, node for node.
-    let mut overlay = Overlay::new(&source);
+    let mut overlay = Overlay::new(&mut source);
     fixups::apply(&mut overlay, &ctx(), &mut Report::default()).unwrap();
     assert_eq!(snapshot(&mut overlay), expected_tree);
     // And a second apply through the same overlay is idempotent too.
@@ -69,7 +64,7 @@ fn plan_over_a_real_ext4_image_reads_through_ext_reader_and_writes_nothing() {
     let (expected_report, expected_tree) = applied(SYSTEMD_GUEST);
     assert_eq!(report, expected_report);
 
-    let mut overlay = Overlay::new(&reader);
+    let mut overlay = Overlay::over_ext(&reader);
     fixups::apply(&mut overlay, &ctx(), &mut Report::default()).unwrap();
     assert_eq!(without_lost_found(snapshot(&mut overlay)), expected_tree);
     assert!(overlay.changed_paths().contains(&"/etc/fstab".to_string()));

@@ -327,7 +327,7 @@ fn dry_run_and_real_run_agree_node_for_node_on_every_synthetic_guest() {
             .unwrap();
         let reader = ExtReader::open(region, image.as_str()).unwrap();
         let planned = fixups::plan(&reader, &copy.ctx).unwrap();
-        let mut overlay = Overlay::new(&reader);
+        let mut overlay = Overlay::over_ext(&reader);
         fixups::apply(&mut overlay, &copy.ctx, &mut Report::default()).unwrap();
         let planned_tree = snapshot(&mut overlay);
         drop(overlay);

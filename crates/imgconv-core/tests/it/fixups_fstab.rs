@@ -5,7 +5,7 @@ use crate::support::fixups as fixups_support;
 use fixups_support::*;
 use imgconv_core::fixups::{self, FixupContext, FixupError};
 use imgconv_core::guestfs::NodeKind;
-use imgconv_core::guestfs::{GuestFs, GuestFsError, MemFs};
+use imgconv_core::guestfs::{GuestFsError, MemFs, TreeRead};
 use imgconv_core::report::Report;
 
 /// Fix fstab twice; the second run must change and report nothing.

@@ -8,7 +8,7 @@ use fixups_support::*;
 use imgconv_core::blockio::Region;
 use imgconv_core::ext::read::ExtReader;
 use imgconv_core::fixups::{self, dry_run::Overlay, FixupContext};
-use imgconv_core::guestfs::GuestFs;
+use imgconv_core::guestfs::TreeRead;
 use imgconv_core::report::Report;
 
 const DATA_UUID: &str = "3b1f8c52-9d0e-4a67-b2c1-6e5d4f3a2b10";
@@ -43,7 +43,7 @@ fn plan(
         .map(|c| (c.step.as_str(), c.path.as_str()))
         .collect();
     assert_eq!(got, expected, "{image}: {:#?}", report.changes);
-    let mut overlay = Overlay::new(&reader);
+    let mut overlay = Overlay::over_ext(&reader);
     let mut again = Report::default();
     fixups::apply(&mut overlay, &ctx, &mut again).unwrap();
     assert_eq!(again, report, "plan is deterministic");

@@ -4,7 +4,7 @@ use crate::support::fixups as fixups_support;
 
 use fixups_support::*;
 use imgconv_core::fixups::{self, InitSystem};
-use imgconv_core::guestfs::{GuestFs, MemFs};
+use imgconv_core::guestfs::{GuestFs, MemFs, TreeRead};
 
 const FSTAB: &str = "# /etc/fstab: static file system information.
 #

@@ -5,7 +5,7 @@ use crate::support::fixups as fixups_support;
 
 use fixups_support::*;
 use imgconv_core::fixups::{self, DiskBus, FixupContext, InitSystem};
-use imgconv_core::guestfs::{GuestFs, MemFs};
+use imgconv_core::guestfs::{MemFs, TreeRead};
 
 const INITTAB: &str = "# /etc/inittab for a Xen guest
 id:2:initdefault:

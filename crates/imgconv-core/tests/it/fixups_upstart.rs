@@ -5,7 +5,7 @@ use crate::support::fixups as fixups_support;
 
 use fixups_support::*;
 use imgconv_core::fixups::{self, InitSystem};
-use imgconv_core::guestfs::{GuestFs, MemFs};
+use imgconv_core::guestfs::{MemFs, TreeRead};
 
 const HVC0_CONF: &str = "# hvc0 - getty
 #

@@ -7,7 +7,7 @@ use donor_fixtures::*;
 use imgconv_core::donor::{Donor, DonorKernel};
 use imgconv_core::graft::{graft, GraftError, GraftSummary};
 use imgconv_core::guestfs::NodeKind;
-use imgconv_core::guestfs::{GuestFs, MemFs, NodeAttrs};
+use imgconv_core::guestfs::{GuestFs, MemFs, NodeAttrs, TreeRead};
 use imgconv_core::progress::{NoProgress, Progress, Stage};
 use imgconv_core::report::Report;
 use std::collections::BTreeMap;

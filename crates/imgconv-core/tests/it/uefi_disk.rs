@@ -107,7 +107,7 @@ fn build_disk(firmware: GptFirmware, chain: Chain) -> Built {
     let efi = match chain {
         Chain::Signed => {
             need_signed_packages();
-            find_efi_boot_files(&EfiSearch {
+            find_efi_boot_files(&mut EfiSearch {
                 host: Some(Path::new("/")),
                 ..Default::default()
             })
@@ -536,11 +536,12 @@ fn qemu_ovmf_boots_the_unsigned_fallback_to_the_marker() {
 /// modules gives an unsigned GRUB built from them. The host is never consulted here.
 #[test]
 fn donors_supply_the_efi_files() {
+    use imgconv_core::convert::efi_search;
     use imgconv_core::donor::Donor;
     // A disk image donor (our own UEFI disk: ext4 root + ESP).
     let b = build_disk(GptFirmware::Uefi, Chain::Signed);
     let donor = Donor::open(&b.disk).unwrap();
-    let found = find_efi_boot_files(&EfiSearch::for_donor(&donor, None, None)).unwrap();
+    let found = find_efi_boot_files(&mut efi_search(Some(&donor), None, None)).unwrap();
     let esp_number = b.plan.esp().number;
     assert!(
         found
@@ -573,7 +574,7 @@ fn donors_supply_the_efi_files() {
     .unwrap();
     assert!(Path::new("/usr/lib/shim/mmx64.efi").exists());
     let donor = Donor::open(root).unwrap();
-    let found = find_efi_boot_files(&EfiSearch::for_donor(&donor, None, None)).unwrap();
+    let found = find_efi_boot_files(&mut efi_search(Some(&donor), None, None)).unwrap();
     assert!(found.signed && found.shim.is_some());
     assert_eq!(
         found.mok_manager, None,
@@ -598,7 +599,7 @@ fn donors_supply_the_efi_files() {
     let donor = Donor::open(dir.path()).unwrap();
     let efi_modules = donor.grub_files(PLATFORM_X86_64_EFI).unwrap().unwrap();
     let found =
-        find_efi_boot_files(&EfiSearch::for_donor(&donor, Some(&efi_modules), None)).unwrap();
+        find_efi_boot_files(&mut efi_search(Some(&donor), Some(&efi_modules), None)).unwrap();
     assert!(!found.signed && found.shim.is_none());
     assert_eq!(found.grub_info.prefix.as_deref(), Some("/EFI/BOOT"));
     assert!(
@@ -610,7 +611,7 @@ fn donors_supply_the_efi_files() {
     // Nothing at all: the error lists what was tried.
     let empty = tempfile::tempdir().unwrap();
     let donor = Donor::open(empty.path()).unwrap();
-    let err = find_efi_boot_files(&EfiSearch::for_donor(&donor, None, None)).unwrap_err();
+    let err = find_efi_boot_files(&mut efi_search(Some(&donor), None, None)).unwrap_err();
     assert!(err.to_string().contains("grubx64.efi.signed"), "{err}");
 }
 

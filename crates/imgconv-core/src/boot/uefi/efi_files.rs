@@ -23,8 +23,9 @@
 use super::pe::{grub_efi_image_info, GrubEfiImageInfo, PeImage, MACHINE_AMD64};
 use super::UefiError;
 use crate::blockio::Region;
-use crate::boot::GrubPlatformFiles;
+use crate::grub_files::GrubPlatformFiles;
 use crate::partition::{read_table, PartitionType};
+use crate::tree::{host_kind, host_meta, DirItem, NodeMeta, TreeRead};
 use crate::window::ReadOnlyWindow;
 use std::fmt;
 use std::io::Read;
@@ -245,27 +246,13 @@ impl EfiBootFiles {
     }
 }
 
-/// Files of a donor (or any root) by absolute path.
-pub trait EfiFileSource {
-    /// How messages name it ("donor.img", "the host").
-    fn label(&self) -> String;
-    /// Whole content of the regular file at `path` (following symlinks), refusing more
-    /// than `cap` bytes before allocating; `None` when absent.
-    fn read_file(&self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, UefiError>;
-}
-
-/// The donor's filesystems (guarded reader for images, confined resolution for
-/// directories), through [`crate::donor::Donor::read_small_file`].
-impl EfiFileSource for crate::donor::Donor {
-    fn label(&self) -> String {
-        format!("the donor {}", self.path().display())
-    }
-
-    fn read_file(&self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, UefiError> {
-        self.read_small_file(path, cap)
-            .map(|found| found.map(|(_, data)| data))
-            .map_err(|e| UefiError::Donor(Box::new(e)))
-    }
+/// The package files of one source (the donor's, the host's) for [`from_packages`]: a
+/// tree read by absolute path, and how messages name it ("the donor donor.img", "the host").
+pub struct PackageFiles<'a> {
+    /// How messages name the source.
+    pub label: String,
+    /// Its files.
+    pub tree: Box<dyn TreeRead<Error = UefiError> + 'a>,
 }
 
 /// A host directory as the root: `/` for the host's own packages. Trusted input (the
@@ -286,13 +273,79 @@ impl HostRoot {
     }
 }
 
-impl EfiFileSource for HostRoot {
-    fn label(&self) -> String {
-        self.label.clone()
+impl HostRoot {
+    fn host(&self, path: &str) -> PathBuf {
+        self.root.join(path.trim_start_matches('/'))
     }
 
-    fn read_file(&self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, UefiError> {
-        let host = self.root.join(path.trim_start_matches('/'));
+    fn meta(
+        &self,
+        path: &str,
+        read: fn(&Path) -> std::io::Result<std::fs::Metadata>,
+    ) -> Result<Option<NodeMeta>, UefiError> {
+        let host = self.host(path);
+        match read(&host) {
+            Ok(m) => Ok(Some(host_meta(&m))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(UefiError::io("inspecting", &host, e)),
+        }
+    }
+}
+
+/// The host's files, by host paths below the root (the kernel resolves them).
+impl TreeRead for HostRoot {
+    type Error = UefiError;
+
+    fn lstat(&mut self, path: &str) -> Result<Option<NodeMeta>, UefiError> {
+        self.meta(path, |p| std::fs::symlink_metadata(p))
+    }
+
+    fn stat(&mut self, path: &str) -> Result<Option<NodeMeta>, UefiError> {
+        self.meta(path, |p| std::fs::metadata(p))
+    }
+
+    fn read_link(&mut self, path: &str) -> Result<Option<String>, UefiError> {
+        let host = self.host(path);
+        match std::fs::read_link(&host) {
+            Ok(t) => Ok(Some(t.to_string_lossy().into_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(UefiError::io("reading the symlink", &host, e)),
+        }
+    }
+
+    fn read_dir(&mut self, path: &str, cap: usize) -> Result<Option<Vec<DirItem>>, UefiError> {
+        let host = self.host(path);
+        let iter = match std::fs::read_dir(&host) {
+            Ok(it) => it,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(UefiError::io("listing", &host, e)),
+        };
+        let mut out = Vec::new();
+        for entry in iter {
+            let entry = entry.map_err(|e| UefiError::io("listing", &host, e))?;
+            if out.len() >= cap {
+                return Err(UefiError::io(
+                    "listing",
+                    &host,
+                    std::io::Error::other(format!("more than {cap} entries")),
+                ));
+            }
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let ft = entry
+                .file_type()
+                .map_err(|e| UefiError::io("inspecting", entry.path(), e))?;
+            out.push(DirItem {
+                name,
+                kind: host_kind(ft),
+            });
+        }
+        Ok(Some(out))
+    }
+
+    fn read_file(&mut self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, UefiError> {
+        let host = self.host(path);
         let file = match std::fs::File::open(&host) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -329,7 +382,7 @@ fn read_capped(
 }
 
 fn first_of(
-    src: &dyn EfiFileSource,
+    src: &mut dyn TreeRead<Error = UefiError>,
     paths: &[&str],
     cap: u64,
 ) -> Result<Option<(String, Vec<u8>)>, UefiError> {
@@ -341,8 +394,12 @@ fn first_of(
     Ok(None)
 }
 
-/// The signed shim + GRUB of a root's packages. `Ok(None)` when there is no signed GRUB.
-pub fn from_packages(src: &dyn EfiFileSource) -> Result<Option<EfiBootFiles>, UefiError> {
+/// The signed shim + GRUB of a root's packages (`label` names it in the origin).
+/// `Ok(None)` when there is no signed GRUB.
+pub fn from_packages(
+    src: &mut dyn TreeRead<Error = UefiError>,
+    label: &str,
+) -> Result<Option<EfiBootFiles>, UefiError> {
     let Some((grub_path, grub)) = first_of(src, SIGNED_GRUB_PATHS, MAX_EFI_BINARY_BYTES)? else {
         return Ok(None);
     };
@@ -350,7 +407,7 @@ pub fn from_packages(src: &dyn EfiFileSource) -> Result<Option<EfiBootFiles>, Ue
     let mm = first_of(src, MOK_MANAGER_PATHS, MAX_EFI_BINARY_BYTES)?;
     let csv = src.read_file(BOOT_CSV_PATH, MAX_CSV_BYTES)?;
     let origin = EfiOrigin::Packages {
-        source: src.label(),
+        source: label.to_string(),
         shim: shim.as_ref().map(|(p, _)| p.clone()),
         grub: grub_path,
     };
@@ -565,34 +622,16 @@ pub struct EfiSearch<'a> {
     /// The donor disk image, for its ESP (`None` for a directory or bare-fs donor).
     pub donor_image: Option<&'a Path>,
     /// The donor's files, for its shim/GRUB packages.
-    pub donor_files: Option<&'a dyn EfiFileSource>,
+    pub donor_files: Option<PackageFiles<'a>>,
     /// The donor's `/usr/lib/grub/x86_64-efi` (for the unsigned fallback).
     pub donor_efi_modules: Option<&'a GrubPlatformFiles>,
     /// The host root (`/`) for the host's packages and modules; `None` = never the host.
     pub host: Option<&'a Path>,
 }
 
-impl<'a> EfiSearch<'a> {
-    /// Everything a donor offers: its ESP when it is a disk image, its package files, and
-    /// `efi_modules` (from [`crate::donor::Donor::grub_files`] with
-    /// [`PLATFORM_X86_64_EFI`]); the host root `host` as the last resort (`None`: never).
-    pub fn for_donor(
-        donor: &'a crate::donor::Donor,
-        efi_modules: Option<&'a GrubPlatformFiles>,
-        host: Option<&'a Path>,
-    ) -> Self {
-        EfiSearch {
-            donor_image: donor.path().is_file().then(|| donor.path()),
-            donor_files: Some(donor),
-            donor_efi_modules: efi_modules,
-            host,
-        }
-    }
-}
-
 /// Find the EFI binaries, signed first (see the module documentation for the order).
 /// The error lists every place tried and why it did not do.
-pub fn find_efi_boot_files(search: &EfiSearch<'_>) -> Result<EfiBootFiles, UefiError> {
+pub fn find_efi_boot_files(search: &mut EfiSearch<'_>) -> Result<EfiBootFiles, UefiError> {
     let mut tried = Vec::new();
     if let Some(img) = search.donor_image {
         match from_donor_esp(img) {
@@ -601,22 +640,22 @@ pub fn find_efi_boot_files(search: &EfiSearch<'_>) -> Result<EfiBootFiles, UefiE
             Err(e) => tried.push(e.to_string()),
         }
     }
-    let host = search
+    let mut host = search
         .host
         .map(|h| HostRoot::new(h, format!("the host ({})", h.display())));
-    let package_sources: Vec<&dyn EfiFileSource> = search
+    let package_sources = search
         .donor_files
+        .as_mut()
+        .map(|d| (d.label.clone(), &mut *d.tree))
         .into_iter()
-        .chain(host.as_ref().map(|h| h as &dyn EfiFileSource))
-        .collect();
-    for src in &package_sources {
-        match from_packages(*src) {
+        .chain(
+            host.as_mut()
+                .map(|h| (h.label.clone(), h as &mut dyn TreeRead<Error = UefiError>)),
+        );
+    for (label, src) in package_sources {
+        match from_packages(src, &label) {
             Ok(Some(f)) => return Ok(f),
-            Ok(None) => tried.push(format!(
-                "{}: no {}",
-                src.label(),
-                SIGNED_GRUB_PATHS.join(" or ")
-            )),
+            Ok(None) => tried.push(format!("{label}: no {}", SIGNED_GRUB_PATHS.join(" or "))),
             Err(e) => tried.push(e.to_string()),
         }
     }
@@ -656,28 +695,31 @@ mod tests {
             std::fs::create_dir_all(host.parent().unwrap()).unwrap();
             std::fs::write(host, d).unwrap();
         };
-        let src = HostRoot::new(dir.path(), "test root");
-        assert!(from_packages(&src).unwrap().is_none(), "nothing there yet");
+        let mut src = HostRoot::new(dir.path(), "test root");
+        assert!(
+            from_packages(&mut src, "test root").unwrap().is_none(),
+            "nothing there yet"
+        );
         put(SIGNED_GRUB_PATHS[0], &fake_grub("/EFI/ubuntu"));
         put("/usr/lib/shim/shimx64.efi", &fake_pe(&[(".text", &[1])]));
         put(
             "/usr/lib/shim/mmx64.efi.signed",
             &fake_pe(&[(".text", &[2])]),
         );
-        let f = from_packages(&src).unwrap().unwrap();
+        let f = from_packages(&mut src, "test root").unwrap().unwrap();
         assert!(f.signed && f.shim.is_some() && f.mok_manager.is_some());
         assert_eq!(f.boot_csv, None);
         assert_eq!(f.distro_dir().as_deref(), Some("ubuntu"));
         assert!(f.origin.to_string().contains("shimx64.efi"), "{}", f.origin);
         // A "grub" that is not GRUB is refused with the origin named.
         put(SIGNED_GRUB_PATHS[0], &fake_pe(&[(".text", &[1])]));
-        let e = from_packages(&src).unwrap_err();
+        let e = from_packages(&mut src, "test root").unwrap_err();
         assert!(e.to_string().contains("not a GRUB EFI image"), "{e}");
         // A shim that is not PE either.
         put(SIGNED_GRUB_PATHS[0], &fake_grub("/EFI/ubuntu"));
         put("/usr/lib/shim/shimx64.efi", b"hello");
         assert!(matches!(
-            from_packages(&src),
+            from_packages(&mut src, "test root"),
             Err(UefiError::BadEfiBinary {
                 what: "shimx64.efi",
                 ..
@@ -689,8 +731,11 @@ mod tests {
     fn search_reports_every_place_tried() {
         let dir = tempfile::tempdir().unwrap();
         let empty = HostRoot::new(dir.path(), "empty donor");
-        let e = find_efi_boot_files(&EfiSearch {
-            donor_files: Some(&empty),
+        let e = find_efi_boot_files(&mut EfiSearch {
+            donor_files: Some(PackageFiles {
+                label: "empty donor".into(),
+                tree: Box::new(empty),
+            }),
             host: Some(dir.path()),
             ..Default::default()
         })

@@ -134,7 +134,7 @@ mod tests {
     use super::super::pe::tests::{fake_mods, fake_pe};
     use super::*;
     use crate::guestfs::MemFs;
-    use crate::guestfs::NodeKind;
+    use crate::guestfs::{NodeKind, TreeRead};
 
     const UUID: &str = "0f3c5a7e-1b2d-4c6e-8f90-a1b2c3d4e5f6";
 

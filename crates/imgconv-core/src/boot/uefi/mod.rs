@@ -20,8 +20,8 @@
 //!                                               swap_bytes))?;          // print it in dry runs
 //! // the EFI binaries (before writing anything, so a missing GRUB fails early)
 //! let efi_modules = donor.grub_files(uefi::PLATFORM_X86_64_EFI)?;   // Option
-//! let efi = uefi::find_efi_boot_files(&EfiSearch::for_donor(&donor, efi_modules.as_ref(),
-//!                                                           Some(Path::new("/"))))?;
+//! let efi = uefi::find_efi_boot_files(&mut convert::efi_search(Some(&donor),
+//!                                         efi_modules.as_ref(), Some(Path::new("/"))))?;
 //! // fixups: fstab gains uefi::esp_fstab_line(&gpt.esp_serial())
 //! // output: temp file of gpt.disk_bytes; stream the root fs to gpt.root().start_bytes(),
 //! //         the swap to gpt.swap()
@@ -47,7 +47,7 @@ pub use crate::layout::gpt::{
     GptPlanOptions, GptRole, DEFAULT_ESP_BYTES,
 };
 pub use efi_files::{
-    find_efi_boot_files, EfiBootFiles, EfiFileSource, EfiSearch, HostRoot, PLATFORM_X86_64_EFI,
+    find_efi_boot_files, EfiBootFiles, EfiSearch, HostRoot, PackageFiles, PLATFORM_X86_64_EFI,
 };
 pub use esp::{grub_stub, grub_stub_in, install_esp, EspFile, EspSummary};
 pub use guest::{esp_fstab_line, write_guest_efi_files};
@@ -132,9 +132,10 @@ pub enum UefiError {
     #[error(transparent)]
     Parse(#[from] crate::bytes::ParseError),
 
-    /// The donor could not be read.
+    /// The package files of a source (the donor's, read through [`crate::tree::TreeRead`])
+    /// could not be read; the reader's own error.
     #[error(transparent)]
-    Donor(Box<crate::donor::DonorError>),
+    Files(Box<crate::Error>),
 
     /// A failure in the shared boot code (guest files, BIOS boot code).
     #[error(transparent)]
@@ -205,7 +206,7 @@ impl UefiError {
             | UefiError::IncompleteEfiModules { .. }
             | UefiError::FileTooLarge { .. }
             | UefiError::Parse(_) => K::Donor,
-            UefiError::Donor(d) => d.kind(),
+            UefiError::Files(e) => e.kind(),
             UefiError::Boot(b) => b.kind(),
             UefiError::Tool { .. } => K::Tool,
             UefiError::BadRootUuid { .. } => K::Input,

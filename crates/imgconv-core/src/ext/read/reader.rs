@@ -1,9 +1,9 @@
 //! The read-only ext2/3/4 reader of guest and donor filesystems, by path.
 //!
 //! One engine, [`crate::ext::read::RawFs`], our inode-level reader, behind one path API and
-//! one symlink resolver ([`guestfs::resolve`], which keeps every path inside the
+//! one symlink resolver ([`crate::tree::resolve`], which keeps every path inside the
 //! filesystem: an absolute target restarts at its root, `..` stops there, at most
-//! [`guestfs::MAX_SYMLINK_HOPS`] links). A directory is listed once and cached by inode;
+//! [`crate::tree::MAX_SYMLINK_HOPS`] links). A directory is listed once and cached by inode;
 //! files are read by inode straight from their extents, block maps or inline data in
 //! large positioned reads; a journal that needs recovery is replayed in memory when the
 //! filesystem is opened ([`crate::ext::read::journal`]), so guests that crashed read as the
@@ -25,7 +25,7 @@
 use crate::blockio::Region;
 use crate::ext::read::journal::JournalError;
 use crate::ext::read::{OpenError, RawDirEntry, RawError, RawFs, RawInode};
-use crate::guestfs::{self, DirItem, GuestFsError, NodeKind, NodeMeta, PathWalk, Resolved};
+use crate::tree::{self, DirItem, NodeKind, NodeMeta, ResolveError, Resolved, TreeRead};
 use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -127,24 +127,13 @@ fn child_path(dir: &str, name: &str) -> String {
     }
 }
 
-/// [`PathWalk`] by inode. The first fault of the on-disk data is kept in `failed`, so
-/// the operation reports it as it is.
+/// [`tree::Walk`] by inode; a fault of the on-disk data ends the resolution and is
+/// reported as it is, with the path it lies on.
 struct Walk<'a> {
     reader: &'a ExtReader,
-    failed: Option<(String, RawError)>,
 }
 
 impl Walk<'_> {
-    fn fail(&mut self, e: RawError, at: &str, path: &str) -> GuestFsError {
-        let why = e.to_string();
-        self.failed.get_or_insert((at.to_string(), e));
-        GuestFsError::Engine {
-            op: "resolve",
-            path: path.into(),
-            why,
-        }
-    }
-
     /// Name → inode of directory `dir`, listed once.
     fn listing(&self, dir: &RawInode) -> Result<Arc<HashMap<String, u32>>, RawError> {
         let reader = self.reader;
@@ -175,10 +164,11 @@ impl Walk<'_> {
     }
 }
 
-impl PathWalk for Walk<'_> {
+impl tree::Walk for Walk<'_> {
     type Node = Node;
+    type Error = ExtReadError;
 
-    fn root(&mut self) -> Result<Node, GuestFsError> {
+    fn root(&mut self) -> Result<Node, ExtReadError> {
         Ok(Node {
             ino: ROOT_INO,
             path: "/".into(),
@@ -190,18 +180,17 @@ impl PathWalk for Walk<'_> {
         dir: &Node,
         name: &[u8],
         path: &str,
-    ) -> Result<Option<(Node, Option<NodeKind>)>, GuestFsError> {
+    ) -> Result<Option<(Node, Option<NodeKind>)>, ExtReadError> {
         let Ok(name) = std::str::from_utf8(name) else {
             // Listings hold UTF-8 names only; a symlink target naming another cannot be
             // followed.
-            return Err(GuestFsError::Engine {
-                op: "resolve",
-                path: path.into(),
-                why: format!(
-                    "a symlink leads to a name in {} that is not UTF-8",
+            return Err(self.reader.why_err(
+                path,
+                format!(
+                    "resolve {path}: a symlink leads to a name in {} that is not UTF-8",
                     dir.path
                 ),
-            });
+            ));
         };
         let raw = &self.reader.raw;
         let found = raw.inode(dir.ino).and_then(|d| {
@@ -218,24 +207,25 @@ impl PathWalk for Walk<'_> {
                 };
                 (node, Some(kind))
             })),
-            Err(e) => Err(self.fail(e, &child_path(&dir.path, name), path)),
+            Err(e) => Err(self.reader.damaged(&child_path(&dir.path, name), e)),
         }
     }
 
-    fn link_target(&mut self, link: &Node, path: &str) -> Result<Vec<u8>, GuestFsError> {
-        let raw = Arc::clone(&self.reader.raw);
-        let inode = raw
-            .inode(link.ino)
-            .map_err(|e| self.fail(e, &link.path, path))?;
+    fn link_target(&mut self, link: &Node, _path: &str) -> Result<Vec<u8>, ExtReadError> {
+        let reader = self.reader;
+        let inode = reader.inode(link)?;
         if inode.size > MAX_SYMLINK_LEN {
-            return Err(GuestFsError::TooLarge {
+            return Err(ExtReadError::TooLarge {
+                image: reader.image.clone(),
                 path: link.path.clone(),
                 size: inode.size,
                 cap: MAX_SYMLINK_LEN,
             });
         }
-        raw.read_link(&inode, MAX_SYMLINK_LEN)
-            .map_err(|e| self.fail(e, &link.path, path))
+        reader
+            .raw
+            .read_link(&inode, MAX_SYMLINK_LEN)
+            .map_err(|e| reader.damaged(&link.path, e))
     }
 }
 
@@ -317,33 +307,23 @@ impl ExtReader {
     /// Resolve `path` (following a final symlink when `follow`): its node and kind, or
     /// `None` when it, or a directory on the way, does not exist.
     fn resolve(&self, path: &str, follow: bool) -> Result<Option<(Node, NodeKind)>, ExtReadError> {
-        let mut walk = Walk {
-            reader: self,
-            failed: None,
-        };
-        let resolved = guestfs::resolve(&mut walk, path, follow);
-        if let Some((at, e)) = walk.failed {
-            return Err(self.damaged(&at, e));
-        }
-        match resolved {
+        match tree::resolve(&mut Walk { reader: self }, path, follow) {
             Ok(Resolved {
                 node: Some((n, kind)),
                 ..
             }) => Ok(Some((n, kind.unwrap_or(NodeKind::File)))),
-            Ok(Resolved { node: None, .. }) | Err(GuestFsError::NotFound { .. }) => Ok(None),
-            Err(GuestFsError::TooLarge { path, size, cap }) => Err(ExtReadError::TooLarge {
-                image: self.image.clone(),
-                path,
-                size,
-                cap,
-            }),
-            Err(GuestFsError::SymlinkLoop { .. }) => {
+            Ok(Resolved { node: None, .. }) | Err(ResolveError::NotFound) => Ok(None),
+            Err(ResolveError::Walk(e)) => Err(e),
+            Err(ResolveError::SymlinkLoop) => {
                 Err(self.why_err(path, "too many levels of symbolic links"))
             }
-            Err(GuestFsError::NotADirectory { .. }) => {
+            Err(ResolveError::NotADirectory) => {
                 Err(self.why_err(path, "a component of the path is not a directory"))
             }
-            Err(other) => Err(self.why_err(path, other.to_string())),
+            Err(ResolveError::NulByte) => Err(self.why_err(
+                path,
+                format!("resolve {path}: the path contains a NUL byte"),
+            )),
         }
     }
 
@@ -359,13 +339,13 @@ impl ExtReader {
     pub fn canonical(&self, path: &str) -> Result<String, ExtReadError> {
         Ok(match self.resolve(path, true)? {
             Some((n, _)) => n.path,
-            None => format!("/{}", guestfs::components(path).join("/")),
+            None => format!("/{}", tree::components(path).join("/")),
         })
     }
 
     /// Metadata of `path`, following symlinks. `None` if it does not exist.
     ///
-    /// Paths are guest paths, resolved by [`guestfs::resolve`] inside this filesystem, so
+    /// Paths are guest paths, resolved by [`tree::resolve`] inside this filesystem, so
     /// a guest symlink such as `/lib -> usr/lib` or `/etc/x -> /etc/y` never reaches the
     /// host.
     pub fn metadata(&self, path: &str) -> Result<Option<NodeMeta>, ExtReadError> {
@@ -515,6 +495,26 @@ impl ExtReader {
     /// The filesystem UUID, as canonical lower-case text.
     pub fn uuid(&self) -> String {
         uuid::Uuid::from_bytes(self.raw.superblock().uuid).to_string()
+    }
+}
+
+/// The reader as a [`TreeRead`]; its reads need only a shared borrow.
+impl TreeRead for &ExtReader {
+    type Error = ExtReadError;
+    fn lstat(&mut self, path: &str) -> Result<Option<NodeMeta>, ExtReadError> {
+        self.symlink_metadata(path)
+    }
+    fn stat(&mut self, path: &str) -> Result<Option<NodeMeta>, ExtReadError> {
+        self.metadata(path)
+    }
+    fn read_file(&mut self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, ExtReadError> {
+        ExtReader::read_file(self, path, cap)
+    }
+    fn read_link(&mut self, path: &str) -> Result<Option<String>, ExtReadError> {
+        ExtReader::read_link(self, path)
+    }
+    fn read_dir(&mut self, path: &str, cap: usize) -> Result<Option<Vec<DirItem>>, ExtReadError> {
+        ExtReader::read_dir(self, path, cap)
     }
 }
 

@@ -5,7 +5,7 @@
 //! clean; this module follows it.
 //!
 //! [`ExtFs`] is the safe wrapper. It implements [`GuestFs`] with exactly the semantics of
-//! `guestfs::MemFs`: guest paths are resolved by the shared [`guestfs::resolve`]
+//! `guestfs::MemFs`: guest paths are resolved by the shared [`crate::tree::resolve`]
 //! over the entries of each directory (listed once through `ext2fs_dir_iterate2` and kept
 //! in a bounded cache, see `dcache.rs`; `ext2fs_lookup` for a directory too large to keep),
 //! following the guest's own symlinks inside the guest (absolute
@@ -50,8 +50,9 @@ mod dcache;
 #[allow(unsafe_code)]
 mod ffi;
 
-use crate::guestfs::{self, GuestFs, GuestFsError, NodeAttrs, PathWalk};
+use crate::guestfs::{self, GuestFs, GuestFsError, NodeAttrs};
 use crate::guestfs::{DirItem, NodeKind, NodeMeta};
+use crate::tree::{TreeRead, Walk};
 use ffi::{Errcode, Inode};
 use std::ffi::{CStr, CString};
 use std::io::{self, Read};
@@ -486,11 +487,12 @@ impl ExtFs {
         self.read_data(ino, size, path)
     }
 
-    /// Resolve a guest path by the shared guest-path rules ([`guestfs::resolve`]):
+    /// Resolve a guest path by the shared guest-path rules ([`crate::tree::resolve`]):
     /// returns the parent directory, the final name (empty when the path ends at a
     /// directory reached through `..`, a symlink, or the root) and the inode if it exists.
     fn resolve(&mut self, path: &str, follow: bool) -> Result<Found, GuestFsError> {
-        let r = guestfs::resolve(self, path, follow)?;
+        let r = crate::tree::resolve(self, path, follow)
+            .map_err(|e| GuestFsError::resolving(path, e))?;
         Ok(Found {
             parent: r.parent,
             name: r.name,
@@ -936,9 +938,10 @@ impl ExtFs {
     }
 }
 
-/// One step of path resolution for [`guestfs::resolve`]: nodes are inode numbers.
-impl PathWalk for ExtFs {
+/// One step of path resolution for [`crate::tree::resolve`]: nodes are inode numbers.
+impl Walk for ExtFs {
     type Node = u32;
+    type Error = GuestFsError;
 
     fn root(&mut self) -> Result<u32, GuestFsError> {
         Ok(ROOT)
@@ -971,7 +974,9 @@ struct Found {
     ino: Option<u32>,
 }
 
-impl GuestFs for ExtFs {
+impl TreeRead for ExtFs {
+    type Error = GuestFsError;
+
     fn lstat(&mut self, path: &str) -> Result<Option<NodeMeta>, GuestFsError> {
         match self.resolve_existing(path, false)? {
             Some(ino) => {
@@ -1025,7 +1030,7 @@ impl GuestFs for ExtFs {
             .map_err(|_| engine_msg("readlink", path, "the target is not UTF-8"))
     }
 
-    fn read_dir(&mut self, path: &str) -> Result<Option<Vec<DirItem>>, GuestFsError> {
+    fn read_dir(&mut self, path: &str, cap: usize) -> Result<Option<Vec<DirItem>>, GuestFsError> {
         let Some(ino) = self.resolve_existing(path, true)? else {
             return Ok(None);
         };
@@ -1039,12 +1044,23 @@ impl GuestFs for ExtFs {
                 if e.name != b"." && e.name != b".." {
                     // Non-UTF-8 names cannot be named through this API (as in ExtReader).
                     if let Ok(name) = std::str::from_utf8(e.name) {
+                        if entries.len() == cap {
+                            // One past the cap is enough to refuse the directory.
+                            entries.push((String::new(), 0));
+                            return ffi::DirStep::Stop;
+                        }
                         entries.push((name.to_string(), e.ino));
                     }
                 }
                 ffi::DirStep::Continue
             })
             .map_err(|c| engine("read directory", path, c))?;
+        if entries.len() > cap {
+            return Err(GuestFsError::TooManyEntries {
+                path: path.into(),
+                cap,
+            });
+        }
         entries.sort();
         let mut out = Vec::with_capacity(entries.len());
         for (name, child) in entries {
@@ -1060,7 +1076,9 @@ impl GuestFs for ExtFs {
         }
         Ok(Some(out))
     }
+}
 
+impl GuestFs for ExtFs {
     fn mkdir_p(&mut self, path: &str, attrs: NodeAttrs) -> Result<(), GuestFsError> {
         let mut cur = String::new();
         for c in guestfs::components(path) {

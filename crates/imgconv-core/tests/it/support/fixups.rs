@@ -40,7 +40,7 @@ pub fn snapshot(fs: &mut dyn GuestFs) -> Vec<Node> {
 
 fn walk(fs: &mut dyn GuestFs, dir: &str, out: &mut Vec<Node>) {
     let path = if dir.is_empty() { "/" } else { dir };
-    let mut items = fs.read_dir(path).unwrap().unwrap();
+    let mut items = fs.read_dir(path, 100_000).unwrap().unwrap();
     items.sort_by(|a, b| a.name.cmp(&b.name));
     for item in items {
         let p = format!("{dir}/{}", item.name);

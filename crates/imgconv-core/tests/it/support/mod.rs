@@ -11,7 +11,7 @@ pub mod stream;
 pub use shared::*;
 
 use imgconv_core::guestfs::NodeKind;
-use imgconv_core::guestfs::{GuestFs, MemFs};
+use imgconv_core::guestfs::{MemFs, TreeRead};
 use std::fs;
 use std::path::Path;
 

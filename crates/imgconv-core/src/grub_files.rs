@@ -7,15 +7,70 @@
 //! files travel together as one value, taken from the donor image (by the donor module), from
 //! a directory given by the user, or from the host ([`HOST_I386_PC_DIR`]).
 //!
+//! A leaf: the donor fills it, graft copies it, boot builds the boot code from it, and
+//! none of them needs the others for that.
+//!
 //! Only what GRUB's own tools read from that directory is kept: `*.mod`, `*.lst`, `*.img`
 //! and `modinfo.sh` (its `grub_version`). Sizes are bounded before anything is read: a
 //! real i386-pc directory is about 3.5 MB, its largest file (`normal.mod`) ~115 KB.
 
-use super::BootError;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Errors of reading or checking GRUB platform files.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GrubFilesError {
+    /// An I/O error on a named file or directory, with what we were doing.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A GRUB platform file is larger than any real one could be.
+    #[error("GRUB file {name} is {size} bytes, more than the {cap} bytes allowed for one file")]
+    FileTooLarge { name: String, size: u64, cap: u64 },
+
+    /// The GRUB module directory holds more bytes than any real one could.
+    #[error(
+        "the GRUB {platform} files add up to more than {cap} bytes (not a GRUB module directory?)"
+    )]
+    TooMuchData { platform: String, cap: u64 },
+
+    /// A file name that is not a plain file name (contains `/`, is empty, `.` or `..`).
+    #[error("invalid GRUB file name {name:?}: must be a plain file name")]
+    BadFileName { name: String },
+
+    /// A file GRUB needs is absent from the module directory.
+    #[error("the GRUB {platform} files have no {name} (incomplete GRUB installation?)")]
+    MissingFile { platform: String, name: String },
+}
+
+impl GrubFilesError {
+    fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        GrubFilesError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// What the error concerns: GRUB's files come from the donor (or a GRUB directory,
+    /// or the host), so what is wrong with them is the donor's.
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            GrubFilesError::Io { source, .. } => {
+                crate::error::io_kind(source, crate::ErrorKind::Donor)
+            }
+            _ => crate::ErrorKind::Donor,
+        }
+    }
+}
 
 /// The host's i386-pc module directory (Debian `grub-pc-bin`), the fallback when the donor
 /// has none.
@@ -55,9 +110,9 @@ impl GrubPlatformFiles {
 
     /// Read the wanted files of a host directory such as `/usr/lib/grub/i386-pc`.
     /// Symlinks to files are followed; subdirectories and other kinds are skipped.
-    pub fn from_dir(dir: &Path, platform: &str) -> Result<Self, BootError> {
+    pub fn from_dir(dir: &Path, platform: &str) -> Result<Self, GrubFilesError> {
         let entries = fs::read_dir(dir)
-            .map_err(|e| BootError::io("reading the GRUB module directory", dir, e))?;
+            .map_err(|e| GrubFilesError::io("reading the GRUB module directory", dir, e))?;
         let mut out = GrubPlatformFiles {
             platform: platform.to_string(),
             files: BTreeMap::new(),
@@ -65,13 +120,13 @@ impl GrubPlatformFiles {
         let mut total = 0u64;
         for (count, entry) in entries.enumerate() {
             if count >= MAX_DIR_ENTRIES {
-                return Err(BootError::TooMuchData {
+                return Err(GrubFilesError::TooMuchData {
                     platform: platform.to_string(),
                     cap: MAX_TOTAL_BYTES,
                 });
             }
-            let entry =
-                entry.map_err(|e| BootError::io("reading the GRUB module directory", dir, e))?;
+            let entry = entry
+                .map_err(|e| GrubFilesError::io("reading the GRUB module directory", dir, e))?;
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
@@ -79,8 +134,8 @@ impl GrubPlatformFiles {
                 continue;
             }
             let path = entry.path();
-            let meta =
-                fs::metadata(&path).map_err(|e| BootError::io("inspecting GRUB file", &path, e))?;
+            let meta = fs::metadata(&path)
+                .map_err(|e| GrubFilesError::io("inspecting GRUB file", &path, e))?;
             if !meta.is_file() {
                 continue;
             }
@@ -94,7 +149,7 @@ impl GrubPlatformFiles {
     /// Names must be plain file names; unwanted names (see [`Self::is_wanted`]) are
     /// dropped, so a caller may pass a whole directory's content. Same caps as
     /// [`Self::from_dir`].
-    pub fn from_files<I>(platform: &str, files: I) -> Result<Self, BootError>
+    pub fn from_files<I>(platform: &str, files: I) -> Result<Self, GrubFilesError>
     where
         I: IntoIterator<Item = (String, Vec<u8>)>,
     {
@@ -105,7 +160,7 @@ impl GrubPlatformFiles {
         let mut total = 0u64;
         for (name, data) in files {
             if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
-                return Err(BootError::BadFileName { name });
+                return Err(GrubFilesError::BadFileName { name });
             }
             if !Self::is_wanted(&name) {
                 continue;
@@ -117,9 +172,9 @@ impl GrubPlatformFiles {
 
     /// Add one file, within the caps: [`MAX_FILE_BYTES`] for it, [`MAX_TOTAL_BYTES`] for
     /// `total`, the bytes added so far.
-    fn add(&mut self, name: String, data: Vec<u8>, total: &mut u64) -> Result<(), BootError> {
+    fn add(&mut self, name: String, data: Vec<u8>, total: &mut u64) -> Result<(), GrubFilesError> {
         if data.len() as u64 > MAX_FILE_BYTES {
-            return Err(BootError::FileTooLarge {
+            return Err(GrubFilesError::FileTooLarge {
                 name,
                 size: data.len() as u64,
                 cap: MAX_FILE_BYTES,
@@ -127,7 +182,7 @@ impl GrubPlatformFiles {
         }
         *total += data.len() as u64;
         if *total > MAX_TOTAL_BYTES {
-            return Err(BootError::TooMuchData {
+            return Err(GrubFilesError::TooMuchData {
                 platform: self.platform.clone(),
                 cap: MAX_TOTAL_BYTES,
             });
@@ -137,7 +192,7 @@ impl GrubPlatformFiles {
     }
 
     /// The host's i386-pc files ([`HOST_I386_PC_DIR`]).
-    pub fn host_i386_pc() -> Result<Self, BootError> {
+    pub fn host_i386_pc() -> Result<Self, GrubFilesError> {
         Self::from_dir(Path::new(HOST_I386_PC_DIR), PLATFORM_I386_PC)
     }
 
@@ -146,9 +201,9 @@ impl GrubPlatformFiles {
         self.files.get(name).map(Vec::as_slice)
     }
 
-    /// Content of a file GRUB needs, or [`BootError::MissingFile`].
-    pub fn require(&self, name: &str) -> Result<&[u8], BootError> {
-        self.get(name).ok_or_else(|| BootError::MissingFile {
+    /// Content of a file GRUB needs, or [`GrubFilesError::MissingFile`].
+    pub fn require(&self, name: &str) -> Result<&[u8], GrubFilesError> {
+        self.get(name).ok_or_else(|| GrubFilesError::MissingFile {
             platform: self.platform.clone(),
             name: name.to_string(),
         })
@@ -203,14 +258,15 @@ pub struct GrubVersion {
 }
 
 /// Read a whole file, refusing more than [`MAX_FILE_BYTES`] without allocating for it.
-fn read_capped(path: &Path, name: &str) -> Result<Vec<u8>, BootError> {
-    let file = fs::File::open(path).map_err(|e| BootError::io("opening GRUB file", path, e))?;
+fn read_capped(path: &Path, name: &str) -> Result<Vec<u8>, GrubFilesError> {
+    let file =
+        fs::File::open(path).map_err(|e| GrubFilesError::io("opening GRUB file", path, e))?;
     let mut data = Vec::new();
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut data)
-        .map_err(|e| BootError::io("reading GRUB file", path, e))?;
+        .map_err(|e| GrubFilesError::io("reading GRUB file", path, e))?;
     if data.len() as u64 > MAX_FILE_BYTES {
-        return Err(BootError::FileTooLarge {
+        return Err(GrubFilesError::FileTooLarge {
             name: name.to_string(),
             size: data.len() as u64,
             cap: MAX_FILE_BYTES,
@@ -254,11 +310,11 @@ mod tests {
     fn rejects_paths_and_oversized_files() {
         let err = GrubPlatformFiles::from_files("i386-pc", [("../x.mod".to_string(), vec![])])
             .unwrap_err();
-        assert!(matches!(err, BootError::BadFileName { .. }), "{err}");
+        assert!(matches!(err, GrubFilesError::BadFileName { .. }), "{err}");
         let big = vec![0u8; MAX_FILE_BYTES as usize + 1];
         let err =
             GrubPlatformFiles::from_files("i386-pc", [("a.mod".to_string(), big)]).unwrap_err();
-        assert!(matches!(err, BootError::FileTooLarge { .. }), "{err}");
+        assert!(matches!(err, GrubFilesError::FileTooLarge { .. }), "{err}");
     }
 
     #[test]
@@ -274,7 +330,7 @@ mod tests {
         assert_eq!(files.get("fs.lst"), Some(&b"ext2\n"[..]));
         assert_eq!(files.files.len(), 2);
         let err = GrubPlatformFiles::from_dir(&dir.path().join("absent"), "i386-pc").unwrap_err();
-        assert!(matches!(err, BootError::Io { .. }), "{err}");
+        assert!(matches!(err, GrubFilesError::Io { .. }), "{err}");
     }
 
     #[test]
