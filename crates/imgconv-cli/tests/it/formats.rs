@@ -7,9 +7,9 @@
 
 use crate::common;
 use crate::support;
+use crate::xva_writer::{self, Digests, XvaDisk, MAC};
 
 use common::*;
-use sha1::{Digest as _, Sha1};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -21,127 +21,17 @@ fn fx(name: &str) -> PathBuf {
     support::synthetic().join(name)
 }
 
-const MAC: &str = "00:16:3e:5a:01:7f";
 const CHUNK: usize = 1 << 20;
 
-/// Which digest members the XVA carries.
-#[derive(Clone, Copy)]
-enum Digests {
-    Sha1,
-    XxHash,
-}
-
-/// The `ova.xml` of a one-disk VM (XML-RPC value syntax, as `xe vm-export` writes it).
-fn ova_xml(disk_size: u64) -> String {
-    let m = |n: &str, v: &str| format!("<member><name>{n}</name><value>{v}</value></member>");
-    let obj = |class: &str, id: &str, fields: String| {
-        format!(
-            "<value><struct>{}{}{}</struct></value>",
-            m("class", class),
-            m("id", id),
-            m("snapshot", &format!("<struct>{fields}</struct>"))
-        )
-    };
-    let refs = |r: &str| format!("<array><data><value>{r}</value></data></array>");
-    let objects = [
-        obj(
-            "VM",
-            "Ref:1",
-            [
-                m("name_label", "web-01"),
-                m("memory_static_max", "805306368"),
-                m("VCPUs_max", "3"),
-                m("PV_bootloader", "pygrub"),
-                m("VBDs", &refs("Ref:4")),
-                m("VIFs", &refs("Ref:9")),
-            ]
-            .concat(),
-        ),
-        obj(
-            "VBD",
-            "Ref:4",
-            [
-                m("VM", "Ref:1"),
-                m("VDI", "Ref:7"),
-                m("device", "xvda"),
-                m("userdevice", "0"),
-                m("bootable", "true"),
-                m("type", "Disk"),
-            ]
-            .concat(),
-        ),
-        obj(
-            "VDI",
-            "Ref:7",
-            [
-                m("name_label", "web-01 root"),
-                m("virtual_size", &disk_size.to_string()),
-            ]
-            .concat(),
-        ),
-        obj(
-            "VIF",
-            "Ref:9",
-            [m("device", "0"), m("MAC", &MAC.to_ascii_uppercase())].concat(),
-        ),
-    ]
-    .concat();
-    format!(
-        "<value><struct>{}{}</struct></value>",
-        m(
-            "version",
-            &format!("<struct>{}</struct>", m("export_vsn", "2"))
-        ),
-        m("objects", &format!("<array><data>{objects}</data></array>"))
-    )
-}
-
-/// Write `raw` as an XVA: `ova.xml`, then `Ref:7/NNNNNNNN` for every 1 MiB chunk that is
-/// not all zeros (and always the last), each followed by its digest member.
+/// Write `raw` as the one disk (VDI `Ref:7`, xvda) of an XVA.
 fn write_xva(raw: &Path, out: &Path, digests: Digests) {
-    let src = fs::File::open(raw).unwrap();
-    let size = src.metadata().unwrap().len();
-    let file = fs::File::create(out).unwrap();
-    let mut tar = tar::Builder::new(file);
-    let add = |tar: &mut tar::Builder<fs::File>, name: &str, bytes: &[u8]| {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut h, name, bytes).unwrap();
-    };
-    add(&mut tar, "ova.xml", ova_xml(size).as_bytes());
-    let n = (size as usize).div_ceil(CHUNK);
-    let mut buf = vec![0u8; CHUNK];
-    for i in 0..n {
-        let len = (size as usize - i * CHUNK).min(CHUNK);
-        let chunk = &mut buf[..len];
-        src.read_exact_at(chunk, (i * CHUNK) as u64).unwrap();
-        let chunk = &*chunk;
-        if chunk.iter().all(|&b| b == 0) && i + 1 != n {
-            continue;
-        }
-        let name = format!("Ref:7/{i:08}");
-        add(&mut tar, &name, chunk);
-        match digests {
-            Digests::Sha1 => {
-                let hex: String = Sha1::digest(chunk)
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
-                add(&mut tar, &format!("{name}.checksum"), hex.as_bytes());
-            }
-            Digests::XxHash => {
-                let h = xxhash_rust::xxh64::xxh64(chunk, 0);
-                add(
-                    &mut tar,
-                    &format!("{name}.xxhash"),
-                    format!("{h:016x}").as_bytes(),
-                );
-            }
-        }
-    }
-    tar.into_inner().unwrap().flush().unwrap();
+    xva_writer::write_xva(
+        out,
+        &[XvaDisk {
+            digests,
+            ..XvaDisk::new(raw, "Ref:7", 0)
+        }],
+    );
 }
 
 /// Convert `src` with the synthetic donor into `out`; returns the process output.
