@@ -320,9 +320,9 @@ impl Error {
             Error::Inspect(e) => match e.as_ref() {
                 crate::source::InspectError::DirtyJournal { .. } => Some(Hint::ReplayJournal),
                 crate::source::InspectError::Unclean { .. } => Some(Hint::Repair),
-                crate::source::InspectError::Format(
-                    crate::formats::FormatError::Incomplete { .. },
-                ) => Some(Hint::ExportAgain),
+                crate::source::InspectError::Format(crate::formats::FormatError::Incomplete {
+                    ..
+                }) => Some(Hint::ExportAgain),
                 _ => None,
             },
             Error::Ext(crate::ext::write::ExtError::Unclean { .. }) => Some(Hint::Repair),

@@ -565,3 +565,233 @@ fn real_guest_from_xva_to_qcow2_and_from_qcow2_boot() {
         .arg(&q));
     real_boots(&q, &donor, &work.path().join("from-qcow2.raw"), &[]);
 }
+
+const HOME_UUID: &str = "3d3d3d3d-0001-4000-8000-00000000a0b1";
+
+/// The disks of a three-disk guest, made at test time: the synthetic root (xvda) whose
+/// fstab mounts `/dev/xvdb1` at /home and `LABEL=xvadata` at /data; xvdb a partitioned
+/// disk whose p1 is that /home (ext4, `alice/notes.bin`); xvdc a bare ext4 labelled
+/// xvadata. Returns the disks and notes.bin's bytes.
+fn three_disk_guest(dir: &Path) -> (Vec<XvaDisk>, Vec<u8>) {
+    let root = dir.join("root.img");
+    fs::copy(fx("xen-ext4.img"), &root).unwrap();
+    let fstab = dir.join("fstab");
+    fs::write(
+        &fstab,
+        "/dev/xvda1 / ext4 errors=remount-ro 0 1\n/dev/xvdb1 /home ext4 defaults 0 2\nLABEL=xvadata /data ext4 defaults 0 2\n/dev/xvda2 none swap sw 0 0\n",
+    )
+    .unwrap();
+    let r = root.display().to_string();
+    let (rc, out) = support::tool_merged("debugfs", &["-w", "-R", "rm /etc/fstab", &r]);
+    assert_eq!(rc, 0, "{out}");
+    let write = format!("write {} /etc/fstab", fstab.display());
+    let (rc, out) = support::tool_merged("debugfs", &["-w", "-R", &write, &r]);
+    assert_eq!(rc, 0, "{out}");
+
+    let notes = support::prng_bytes(41, 300_000);
+    let tree = dir.join("home.tree");
+    fs::create_dir_all(tree.join("alice")).unwrap();
+    fs::write(tree.join("alice/notes.bin"), &notes).unwrap();
+    let home = dir.join("home.ext4");
+    support::mkfs(
+        "ext4",
+        Some(&tree),
+        &home,
+        24,
+        &["-L", "home", "-U", HOME_UUID, "-E", "root_owner=0:0"],
+    );
+    let home_disk = dir.join("home-disk.raw");
+    fs::File::create(&home_disk)
+        .unwrap()
+        .set_len(26 << 20)
+        .unwrap();
+    let mut sfdisk = Command::new("sfdisk")
+        .arg("-q")
+        .arg(&home_disk)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    sfdisk
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: dos\nstart=2048, size=49152, type=83\n")
+        .unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    let f = fs::OpenOptions::new().write(true).open(&home_disk).unwrap();
+    f.write_all_at(&fs::read(&home).unwrap(), 1 << 20).unwrap();
+
+    let data_tree = dir.join("data.tree");
+    fs::create_dir_all(&data_tree).unwrap();
+    fs::write(data_tree.join("hello.txt"), "hello from xvdc\n").unwrap();
+    let data = dir.join("data.raw");
+    support::mkfs("ext4", Some(&data_tree), &data, 8, &["-L", "xvadata"]);
+    (
+        vec![
+            XvaDisk::new(&root, "Ref:7", 0),
+            XvaDisk {
+                digests: Digests::XxHash,
+                ..XvaDisk::new(&home_disk, "Ref:12", 1)
+            },
+            XvaDisk::new(&data, "Ref:13", 2),
+        ],
+        notes,
+    )
+}
+
+#[test]
+fn xva_with_three_disks_matches_xva_img_and_carries_every_filesystem() {
+    let work = tempfile::tempdir().unwrap();
+    let (disks, notes) = three_disk_guest(work.path());
+    let xva = work.path().join("vm.xva");
+    xva_writer::write_xva(&xva, &disks);
+
+    // Debian's xva-img reassembles each disk from the untarred export; our reader reads
+    // the same bytes from the tar.
+    let x = work.path().join("x");
+    fs::create_dir_all(&x).unwrap();
+    run(Command::new("tar").arg("-xf").arg(&xva).arg("-C").arg(&x));
+    let opened = imgconv_core::formats::open(&xva, &Default::default()).unwrap();
+    let mut ours = vec![&opened.region];
+    ours.extend(opened.others.iter().map(|m| &m.region));
+    for (d, region) in disks.iter().zip(ours) {
+        let back = work.path().join("back.raw");
+        run(Command::new("xva-img")
+            .arg("-p")
+            .arg("disk-export")
+            .arg(x.join(&d.vdi))
+            .arg(&back));
+        let theirs = fs::read(&back).unwrap();
+        let mut read = vec![0u8; region.len() as usize];
+        region.read_exact_at(0, &mut read).unwrap();
+        assert!(theirs == read, "{}: xva-img and imgconv differ", d.vdi);
+        assert_eq!(theirs, fs::read(&d.raw).unwrap(), "{}", d.vdi);
+        fs::remove_file(&back).unwrap();
+    }
+    fs::remove_dir_all(&x).unwrap();
+
+    // inspect lists every disk: its volumes under their Xen names and VDIs, and the VM's
+    // disks in device order.
+    let o = imgconv().arg("inspect").arg(&xva).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for want in [
+        "xvdb1 (vm.xva Ref:12)",
+        "fstab: /home",
+        "xvdc (vm.xva Ref:13)",
+        "fstab: /data",
+    ] {
+        assert!(text.contains(want), "{want:?} in:\n{text}");
+    }
+    let o = imgconv()
+        .arg("inspect")
+        .arg(&xva)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let v = json(&o.stdout);
+    let devices: Vec<&str> = v["vm"]["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device"].as_str().unwrap())
+        .collect();
+    assert_eq!(devices, ["xvda", "xvdb", "xvdc"]);
+    assert_eq!(v["disks"][0]["member"], "Ref:12");
+    assert_eq!(v["disks"][1]["xen_device"], "xvdc");
+
+    // The dry run names each disk and its fate.
+    let out = work.path().join("out.raw");
+    let o = convert(&xva, &out, &["--dry-run"]);
+    let plan = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{plan}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for want in [
+        "xvda Ref:7 (128 MiB, bootable): read as the source",
+        "xvdb Ref:12 (26 MiB): carried",
+        "xvdc Ref:13 (8 MiB): carried",
+        "xvdb1    -> p2",
+        "xvdc     -> p3",
+    ] {
+        assert!(plan.contains(want), "{want:?} in:\n{plan}");
+    }
+
+    // The conversion: root, /home and /data each a partition, every one clean, /home's
+    // files there, fstab naming them by UUID or their label, a valid libvirt definition.
+    let xml = work.path().join("vm.xml");
+    let o = convert(&xva, &out, &["--libvirt-xml", xml.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (label, parts) = support::sfdisk_table(&out);
+    assert_eq!(label, "dos");
+    let types: Vec<&str> = parts.iter().map(|p| p.1.as_str()).collect();
+    assert_eq!(types, ["83", "83", "83", "82"], "{parts:?}");
+    for p in &parts[..3] {
+        support::assert_e2fsck_clean(&support::e2fs_spec(&out, p.2 * 512));
+    }
+    let at = |n: usize| support::e2fs_spec(&out, parts[n].2 * 512);
+    assert_eq!(support::blkid_at(&out, parts[1].2 * 512, "UUID"), HOME_UUID);
+    assert_eq!(
+        support::blkid_at(&out, parts[2].2 * 512, "LABEL"),
+        "xvadata"
+    );
+    let dumped = work.path().join("notes.out");
+    support::debugfs(
+        &at(1),
+        &format!("dump /alice/notes.bin {}", dumped.display()),
+    );
+    assert!(
+        fs::read(&dumped).unwrap() == notes,
+        "/home's notes.bin differs"
+    );
+    assert_eq!(
+        support::debugfs(&at(2), "cat /hello.txt"),
+        "hello from xvdc\n"
+    );
+    let fstab = support::debugfs(&at(0), "cat /etc/fstab");
+    assert!(
+        fstab.contains(&format!("UUID={HOME_UUID} /home ext4"))
+            && fstab.contains("LABEL=xvadata /data ext4")
+            && !fstab.contains("xvd"),
+        "{fstab}"
+    );
+    let (code, text) = support::tool_merged("virt-xml-validate", &[xml.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    fs::remove_file(&out).unwrap();
+
+    // Compressed, the export converts the same way.
+    let gz = work.path().join("vm.xva.gz");
+    run(Command::new("sh").arg("-c").arg(format!(
+        "gzip -c < '{}' > '{}'",
+        xva.display(),
+        gz.display()
+    )));
+    let o = convert(&gz, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (_, parts) = support::sfdisk_table(&out);
+    assert_eq!(parts.len(), 4, "{parts:?}");
+    assert_eq!(support::blkid_at(&out, parts[1].2 * 512, "UUID"), HOME_UUID);
+}
+
+#[test]
+fn xva_missing_a_disks_data_is_refused_with_exit_3() {
+    let work = tempfile::tempdir().unwrap();
+    let (mut disks, _) = three_disk_guest(work.path());
+    disks[1].members = xva_writer::Members::None;
+    let xva = work.path().join("vm.xva");
+    xva_writer::write_xva(&xva, &disks);
+    refused(
+        &xva,
+        "incomplete XVA export: disk Ref:12 (xvdb, 27262976 bytes) has no data member",
+    );
+    let o = imgconv().arg("inspect").arg(&xva).output().unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("hint: export the VM again"), "{err}");
+}

@@ -242,9 +242,8 @@ pub(crate) fn open_file(
                 }
             }
             Opened {
-                region: region.ok_or_else(|| {
-                    FormatError::corrupt(path, "XVA", "ova.xml lists no disk")
-                })?,
+                region: region
+                    .ok_or_else(|| FormatError::corrupt(path, "XVA", "ova.xml lists no disk"))?,
                 id,
                 vm: Some(export.vm),
                 others,

@@ -160,7 +160,13 @@ impl Indexing {
     }
 
     /// Place the data member `name` (chunk number `number`, `m` in the tar).
-    fn data(&mut self, path: &Path, name: &str, number: u64, m: &Member) -> Result<(), FormatError> {
+    fn data(
+        &mut self,
+        path: &Path,
+        name: &str,
+        number: u64,
+        m: &Member,
+    ) -> Result<(), FormatError> {
         let corrupt = |what: String| FormatError::corrupt(path, FORMAT, what);
         let skipped = match self.last {
             None => number,
@@ -886,8 +892,7 @@ fn device_number(name: &str) -> Option<u32> {
     let letters = ["xvd", "hd", "sd"]
         .iter()
         .find_map(|p| name.strip_prefix(p))?;
-    if letters.is_empty() || letters.len() > 2 || !letters.bytes().all(|b| b.is_ascii_lowercase())
-    {
+    if letters.is_empty() || letters.len() > 2 || !letters.bytes().all(|b| b.is_ascii_lowercase()) {
         return None;
     }
     let n = letters
@@ -1079,7 +1084,13 @@ mod tests {
 
     #[test]
     fn device_names_follow_the_block_front() {
-        for (n, name) in [(0, "xvda"), (1, "xvdb"), (25, "xvdz"), (26, "xvdaa"), (701, "xvdzz")] {
+        for (n, name) in [
+            (0, "xvda"),
+            (1, "xvdb"),
+            (25, "xvdz"),
+            (26, "xvdaa"),
+            (701, "xvdzz"),
+        ] {
             assert_eq!(device_name(n), name);
             assert_eq!(device_number(name), Some(n));
         }

@@ -87,8 +87,14 @@ fn xva_every_disk_is_its_own_block_source_in_device_order() {
             .map(|m| (m.xen_device.as_str(), m.id.as_str()))
             .collect();
         assert_eq!(others, [("xvdb", "Ref:13"), ("xvdc", "Ref:5")]);
-        assert_eq!(read_all(&o.others[0].region), fs::read(&disks[2].raw).unwrap());
-        assert_eq!(read_all(&o.others[1].region), fs::read(&disks[0].raw).unwrap());
+        assert_eq!(
+            read_all(&o.others[0].region),
+            fs::read(&disks[2].raw).unwrap()
+        );
+        assert_eq!(
+            read_all(&o.others[1].region),
+            fs::read(&disks[0].raw).unwrap()
+        );
         // Only b's two chunks hold data; the rest is known to be zeros.
         assert_eq!(
             o.others[0].region.data_ranges(0, 6 << 20),

@@ -145,7 +145,10 @@ pub fn ova_xml(disks: &[XvaDisk]) -> String {
     ));
     format!(
         "<value><struct>{}{}</struct></value>",
-        m("version", &format!("<struct>{}</struct>", m("export_vsn", "2"))),
+        m(
+            "version",
+            &format!("<struct>{}</struct>", m("export_vsn", "2"))
+        ),
         m(
             "objects",
             &format!("<array><data>{}</data></array>", objects.concat())
@@ -174,7 +177,11 @@ fn add_with_digest(tar: &mut tar::Builder<fs::File>, name: &str, bytes: &[u8], d
         Digests::XxHash => {
             // xapi writes the xxHash64 in upper case.
             let h = xxhash_rust::xxh64::xxh64(bytes, 0);
-            add(tar, &format!("{name}.xxhash"), format!("{h:016X}").as_bytes());
+            add(
+                tar,
+                &format!("{name}.xxhash"),
+                format!("{h:016X}").as_bytes(),
+            );
         }
     }
 }
