@@ -143,19 +143,22 @@ pub fn formats(data: &[u8]) {
         scratch_dir: Some(std::env::temp_dir()),
     };
     if let Ok(opened) = imgconv_core::formats::open(&p, &opts) {
-        let r = opened.region;
-        let _ = r.format();
-        let len = r.len();
-        let mut buf = vec![0u8; 64 << 10];
-        for pos in [0, len / 3, len / 2, len.saturating_sub(512)] {
-            let _ = r.read_at(pos, &mut buf);
+        // The disk opened and the container's other disks (an XVA's other VDIs).
+        let others = opened.others.into_iter().map(|m| m.region);
+        for r in std::iter::once(opened.region).chain(others) {
+            let _ = r.format();
+            let len = r.len();
+            let mut buf = vec![0u8; 64 << 10];
+            for pos in [0, len / 3, len / 2, len.saturating_sub(512)] {
+                let _ = r.read_at(pos, &mut buf);
+            }
+            let mut at = 0;
+            while at < len.min(1 << 20) {
+                let _ = r.read_at(at, &mut buf);
+                at += buf.len() as u64;
+            }
+            let _ = r.data_ranges(0, len.min(1 << 30));
         }
-        let mut at = 0;
-        while at < len.min(1 << 20) {
-            let _ = r.read_at(at, &mut buf);
-            at += buf.len() as u64;
-        }
-        let _ = r.data_ranges(0, len.min(1 << 30));
     }
     let _ = std::fs::remove_file(p);
 }

@@ -179,6 +179,10 @@ fn hint_text(hint: Hint) -> Option<&'static str> {
             "on a copy of the image, remove old kernels from the guest's /boot or repair it \
              with e2fsck -fy so that it can be grown, and convert that copy"
         }
+        Hint::ExportAgain => {
+            "export the VM again (xe vm-export) and check the copy arrived whole: every disk \
+             of an export ends with its last 1 MiB chunk"
+        }
         _ => return None,
     })
 }

@@ -263,6 +263,9 @@ pub enum Hint {
     /// The guest's separate `/boot` is too small and cannot be grown here: free space in
     /// it, or make it clean (e2fsck) so the conversion can grow it, on a copy of the image.
     MakeRoomInBoot,
+    /// An export lacks data of one of its disks (the copy stopped early or lost members):
+    /// export the machine again and convert the complete copy.
+    ExportAgain,
 }
 
 impl Error {
@@ -323,6 +326,9 @@ impl Error {
             Error::Inspect(e) => match e.as_ref() {
                 crate::source::InspectError::DirtyJournal { .. } => Some(Hint::ReplayJournal),
                 crate::source::InspectError::Unclean { .. } => Some(Hint::Repair),
+                crate::source::InspectError::Format(crate::formats::FormatError::Incomplete {
+                    ..
+                }) => Some(Hint::ExportAgain),
                 _ => None,
             },
             Error::Ext(crate::ext::write::ExtError::Unclean { .. }) => Some(Hint::Repair),

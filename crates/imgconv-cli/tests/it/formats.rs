@@ -7,9 +7,9 @@
 
 use crate::common;
 use crate::support;
+use crate::xva_writer::{self, Digests, XvaDisk, MAC};
 
 use common::*;
-use sha1::{Digest as _, Sha1};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -21,127 +21,17 @@ fn fx(name: &str) -> PathBuf {
     support::synthetic().join(name)
 }
 
-const MAC: &str = "00:16:3e:5a:01:7f";
 const CHUNK: usize = 1 << 20;
 
-/// Which digest members the XVA carries.
-#[derive(Clone, Copy)]
-enum Digests {
-    Sha1,
-    XxHash,
-}
-
-/// The `ova.xml` of a one-disk VM (XML-RPC value syntax, as `xe vm-export` writes it).
-fn ova_xml(disk_size: u64) -> String {
-    let m = |n: &str, v: &str| format!("<member><name>{n}</name><value>{v}</value></member>");
-    let obj = |class: &str, id: &str, fields: String| {
-        format!(
-            "<value><struct>{}{}{}</struct></value>",
-            m("class", class),
-            m("id", id),
-            m("snapshot", &format!("<struct>{fields}</struct>"))
-        )
-    };
-    let refs = |r: &str| format!("<array><data><value>{r}</value></data></array>");
-    let objects = [
-        obj(
-            "VM",
-            "Ref:1",
-            [
-                m("name_label", "web-01"),
-                m("memory_static_max", "805306368"),
-                m("VCPUs_max", "3"),
-                m("PV_bootloader", "pygrub"),
-                m("VBDs", &refs("Ref:4")),
-                m("VIFs", &refs("Ref:9")),
-            ]
-            .concat(),
-        ),
-        obj(
-            "VBD",
-            "Ref:4",
-            [
-                m("VM", "Ref:1"),
-                m("VDI", "Ref:7"),
-                m("device", "xvda"),
-                m("userdevice", "0"),
-                m("bootable", "true"),
-                m("type", "Disk"),
-            ]
-            .concat(),
-        ),
-        obj(
-            "VDI",
-            "Ref:7",
-            [
-                m("name_label", "web-01 root"),
-                m("virtual_size", &disk_size.to_string()),
-            ]
-            .concat(),
-        ),
-        obj(
-            "VIF",
-            "Ref:9",
-            [m("device", "0"), m("MAC", &MAC.to_ascii_uppercase())].concat(),
-        ),
-    ]
-    .concat();
-    format!(
-        "<value><struct>{}{}</struct></value>",
-        m(
-            "version",
-            &format!("<struct>{}</struct>", m("export_vsn", "2"))
-        ),
-        m("objects", &format!("<array><data>{objects}</data></array>"))
-    )
-}
-
-/// Write `raw` as an XVA: `ova.xml`, then `Ref:7/NNNNNNNN` for every 1 MiB chunk that is
-/// not all zeros (and always the last), each followed by its digest member.
+/// Write `raw` as the one disk (VDI `Ref:7`, xvda) of an XVA.
 fn write_xva(raw: &Path, out: &Path, digests: Digests) {
-    let src = fs::File::open(raw).unwrap();
-    let size = src.metadata().unwrap().len();
-    let file = fs::File::create(out).unwrap();
-    let mut tar = tar::Builder::new(file);
-    let add = |tar: &mut tar::Builder<fs::File>, name: &str, bytes: &[u8]| {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut h, name, bytes).unwrap();
-    };
-    add(&mut tar, "ova.xml", ova_xml(size).as_bytes());
-    let n = (size as usize).div_ceil(CHUNK);
-    let mut buf = vec![0u8; CHUNK];
-    for i in 0..n {
-        let len = (size as usize - i * CHUNK).min(CHUNK);
-        let chunk = &mut buf[..len];
-        src.read_exact_at(chunk, (i * CHUNK) as u64).unwrap();
-        let chunk = &*chunk;
-        if chunk.iter().all(|&b| b == 0) && i + 1 != n {
-            continue;
-        }
-        let name = format!("Ref:7/{i:08}");
-        add(&mut tar, &name, chunk);
-        match digests {
-            Digests::Sha1 => {
-                let hex: String = Sha1::digest(chunk)
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
-                add(&mut tar, &format!("{name}.checksum"), hex.as_bytes());
-            }
-            Digests::XxHash => {
-                let h = xxhash_rust::xxh64::xxh64(chunk, 0);
-                add(
-                    &mut tar,
-                    &format!("{name}.xxhash"),
-                    format!("{h:016x}").as_bytes(),
-                );
-            }
-        }
-    }
-    tar.into_inner().unwrap().flush().unwrap();
+    xva_writer::write_xva(
+        out,
+        &[XvaDisk {
+            digests,
+            ..XvaDisk::new(raw, "Ref:7", 0)
+        }],
+    );
 }
 
 /// Convert `src` with the synthetic donor into `out`; returns the process output.
@@ -674,4 +564,232 @@ fn real_guest_from_xva_to_qcow2_and_from_qcow2_boot() {
         .arg(real.join("bookworm-xen.img"))
         .arg(&q));
     real_boots(&q, &donor, &work.path().join("from-qcow2.raw"), &[]);
+}
+
+const HOME_UUID: &str = "3d3d3d3d-0001-4000-8000-00000000a0b1";
+
+/// The disks of a three-disk guest, made at test time: the synthetic root (xvda) whose
+/// fstab mounts `/dev/xvdb1` at /home and `LABEL=xvadata` at /data; xvdb a partitioned
+/// disk whose p1 is that /home (ext4, `alice/notes.bin`); xvdc a bare ext4 labelled
+/// xvadata. Returns the disks and notes.bin's bytes.
+fn three_disk_guest(dir: &Path) -> (Vec<XvaDisk>, Vec<u8>) {
+    let root = dir.join("root.img");
+    fs::copy(fx("xen-ext4.img"), &root).unwrap();
+    let fstab = dir.join("fstab");
+    fs::write(
+        &fstab,
+        "/dev/xvda1 / ext4 errors=remount-ro 0 1\n/dev/xvdb1 /home ext4 defaults 0 2\nLABEL=xvadata /data ext4 defaults 0 2\n/dev/xvda2 none swap sw 0 0\n",
+    )
+    .unwrap();
+    let r = root.display().to_string();
+    let (rc, out) = support::tool_merged("debugfs", &["-w", "-R", "rm /etc/fstab", &r]);
+    assert_eq!(rc, 0, "{out}");
+    let write = format!("write {} /etc/fstab", fstab.display());
+    let (rc, out) = support::tool_merged("debugfs", &["-w", "-R", &write, &r]);
+    assert_eq!(rc, 0, "{out}");
+
+    let notes = support::prng_bytes(41, 300_000);
+    let tree = dir.join("home.tree");
+    fs::create_dir_all(tree.join("alice")).unwrap();
+    fs::write(tree.join("alice/notes.bin"), &notes).unwrap();
+    let home = dir.join("home.ext4");
+    support::mkfs(
+        "ext4",
+        Some(&tree),
+        &home,
+        24,
+        &["-L", "home", "-U", HOME_UUID, "-E", "root_owner=0:0"],
+    );
+    let home_disk = dir.join("home-disk.raw");
+    fs::File::create(&home_disk)
+        .unwrap()
+        .set_len(26 << 20)
+        .unwrap();
+    let mut sfdisk = Command::new("sfdisk")
+        .arg("-q")
+        .arg(&home_disk)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    sfdisk
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: dos\nstart=2048, size=49152, type=83\n")
+        .unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    let f = fs::OpenOptions::new().write(true).open(&home_disk).unwrap();
+    f.write_all_at(&fs::read(&home).unwrap(), 1 << 20).unwrap();
+
+    let data_tree = dir.join("data.tree");
+    fs::create_dir_all(&data_tree).unwrap();
+    fs::write(data_tree.join("hello.txt"), "hello from xvdc\n").unwrap();
+    let data = dir.join("data.raw");
+    support::mkfs("ext4", Some(&data_tree), &data, 8, &["-L", "xvadata"]);
+    (
+        vec![
+            XvaDisk::new(&root, "Ref:7", 0),
+            // SHA-1 digests: xva-img 1.4 reads no .xxhash members.
+            XvaDisk::new(&home_disk, "Ref:12", 1),
+            XvaDisk::new(&data, "Ref:13", 2),
+        ],
+        notes,
+    )
+}
+
+#[test]
+fn xva_with_three_disks_matches_xva_img_and_carries_every_filesystem() {
+    let work = tempfile::tempdir().unwrap();
+    let (disks, notes) = three_disk_guest(work.path());
+    let xva = work.path().join("vm.xva");
+    xva_writer::write_xva(&xva, &disks);
+
+    // Debian's xva-img reassembles each disk from the untarred export; our reader reads
+    // the same bytes from the tar.
+    let x = work.path().join("x");
+    fs::create_dir_all(&x).unwrap();
+    run(Command::new("tar").arg("-xf").arg(&xva).arg("-C").arg(&x));
+    let opened = imgconv_core::formats::open(&xva, &Default::default()).unwrap();
+    let mut ours = vec![&opened.region];
+    ours.extend(opened.others.iter().map(|m| &m.region));
+    for (d, region) in disks.iter().zip(ours) {
+        let back = work.path().join("back.raw");
+        run(Command::new("xva-img")
+            .arg("-p")
+            .arg("disk-export")
+            .arg(x.join(&d.vdi))
+            .arg(&back));
+        let theirs = fs::read(&back).unwrap();
+        let mut read = vec![0u8; region.len() as usize];
+        region.read_exact_at(0, &mut read).unwrap();
+        assert!(theirs == read, "{}: xva-img and imgconv differ", d.vdi);
+        assert_eq!(theirs, fs::read(&d.raw).unwrap(), "{}", d.vdi);
+        fs::remove_file(&back).unwrap();
+    }
+    fs::remove_dir_all(&x).unwrap();
+
+    // inspect lists every disk: its volumes under their Xen names and VDIs, and the VM's
+    // disks in device order.
+    let o = imgconv().arg("inspect").arg(&xva).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for want in [
+        "xvdb1 (vm.xva Ref:12)",
+        "fstab: /home",
+        "xvdc (vm.xva Ref:13)",
+        "fstab: /data",
+    ] {
+        assert!(text.contains(want), "{want:?} in:\n{text}");
+    }
+    let o = imgconv()
+        .arg("inspect")
+        .arg(&xva)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let v = json(&o.stdout);
+    let devices: Vec<&str> = v["vm"]["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device"].as_str().unwrap())
+        .collect();
+    assert_eq!(devices, ["xvda", "xvdb", "xvdc"]);
+    assert_eq!(v["disks"][0]["member"], "Ref:12");
+    assert_eq!(v["disks"][1]["xen_device"], "xvdc");
+
+    // The dry run names each disk and its fate.
+    let out = work.path().join("out.raw");
+    let o = convert(&xva, &out, &["--dry-run"]);
+    let plan = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{plan}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for want in [
+        "xvda Ref:7 (128 MiB, bootable): read as the source",
+        "xvdb Ref:12 (26 MiB): carried",
+        "xvdc Ref:13 (8 MiB): carried",
+        "xvdb1    -> p2",
+        "xvdc     -> p3",
+    ] {
+        assert!(plan.contains(want), "{want:?} in:\n{plan}");
+    }
+
+    // The conversion: root, /home and /data each a partition, every one clean, /home's
+    // files there, fstab naming them by UUID or their label, a valid libvirt definition.
+    let xml = work.path().join("vm.xml");
+    let o = convert(&xva, &out, &["--libvirt-xml", xml.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (label, parts) = support::sfdisk_table(&out);
+    assert_eq!(label, "dos");
+    let types: Vec<&str> = parts.iter().map(|p| p.1.as_str()).collect();
+    assert_eq!(types, ["83", "83", "83", "82"], "{parts:?}");
+    for p in &parts[..3] {
+        support::assert_e2fsck_clean(&support::e2fs_spec(&out, p.2 * 512));
+    }
+    let at = |n: usize| support::e2fs_spec(&out, parts[n].2 * 512);
+    assert_eq!(support::blkid_at(&out, parts[1].2 * 512, "UUID"), HOME_UUID);
+    assert_eq!(
+        support::blkid_at(&out, parts[2].2 * 512, "LABEL"),
+        "xvadata"
+    );
+    let dumped = work.path().join("notes.out");
+    support::debugfs(
+        &at(1),
+        &format!("dump /alice/notes.bin {}", dumped.display()),
+    );
+    assert!(
+        fs::read(&dumped).unwrap() == notes,
+        "/home's notes.bin differs"
+    );
+    assert_eq!(
+        support::debugfs(&at(2), "cat /hello.txt"),
+        "hello from xvdc\n"
+    );
+    let fstab = support::debugfs(&at(0), "cat /etc/fstab");
+    assert!(
+        fstab.contains(&format!("UUID={HOME_UUID} /home ext4"))
+            && fstab.contains("LABEL=xvadata /data ext4")
+            && !fstab.contains("xvd"),
+        "{fstab}"
+    );
+    let (code, text) = support::tool_merged("virt-xml-validate", &[xml.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    fs::remove_file(&out).unwrap();
+
+    // Compressed, the export converts the same way.
+    let gz = work.path().join("vm.xva.gz");
+    run(Command::new("sh").arg("-c").arg(format!(
+        "gzip -c < '{}' > '{}'",
+        xva.display(),
+        gz.display()
+    )));
+    let o = convert(&gz, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (_, parts) = support::sfdisk_table(&out);
+    assert_eq!(parts.len(), 4, "{parts:?}");
+    assert_eq!(support::blkid_at(&out, parts[1].2 * 512, "UUID"), HOME_UUID);
+}
+
+#[test]
+fn xva_missing_a_disks_data_is_refused_with_exit_3() {
+    let work = tempfile::tempdir().unwrap();
+    let (mut disks, _) = three_disk_guest(work.path());
+    disks[1].members = xva_writer::Members::None;
+    let xva = work.path().join("vm.xva");
+    xva_writer::write_xva(&xva, &disks);
+    refused(
+        &xva,
+        "incomplete XVA export: disk Ref:12 (xvdb, 27262976 bytes) has no data member",
+    );
+    let o = imgconv().arg("inspect").arg(&xva).output().unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("hint: export the VM again"), "{err}");
 }

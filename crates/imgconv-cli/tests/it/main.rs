@@ -8,6 +8,8 @@
 mod common;
 #[path = "../../../imgconv-core/tests/it/support/shared.rs"]
 mod support;
+#[path = "../../../imgconv-core/tests/it/support/xva.rs"]
+mod xva_writer;
 
 mod batch_shard;
 mod cli;

@@ -22,6 +22,27 @@ impl fmt::Display for ConversionPlan {
             for line in guest.lines() {
                 writeln!(f, "{line}")?;
             }
+        } else if let Some(vm) = i.vm.as_ref().filter(|vm| vm.disks.len() > 1) {
+            // A container holding several disks (an XVA): each disk and what becomes of it.
+            for (n, d) in vm.disks.iter().enumerate() {
+                let fate =
+                    if d.converted && i.disks.iter().any(|s| s.member.as_ref() == Some(&d.id)) {
+                        "carried: its volumes are listed below"
+                    } else if d.converted {
+                        "read as the source"
+                    } else {
+                        "empty (size 0): left out"
+                    };
+                writeln!(
+                    f,
+                    "{}{} {} ({}{}): {fate}",
+                    if n == 0 { "disks:   " } else { "         " },
+                    d.device.as_deref().unwrap_or("?"),
+                    d.id,
+                    layout::human(d.size.unwrap_or(0)),
+                    if d.bootable { ", bootable" } else { "" },
+                )?;
+            }
         }
         if let Some(name) = i
             .guest

@@ -8,7 +8,7 @@
 //! and unlinked the moment it is created, so it disappears on every exit path, a crash
 //! included. What was decompressed is then recognised again (an XVA, a qcow2, a raw disk).
 
-use super::{FormatError, Kind, OpenOptions, Opened};
+use super::{FormatError, Kind, MemberDisk, OpenOptions, Opened};
 use crate::blockio::{BlockSource, Region, SourceFormat};
 use std::fs::File;
 use std::io::{self, Read};
@@ -86,17 +86,29 @@ pub fn open(
         .set_len(at)
         .map_err(|e| FormatError::io("cannot write the scratch copy in", &dir, e))?;
     let inner = super::open_file(scratch, path, opts, depth + 1)?;
-    Ok(Opened {
-        region: Region::whole(
+    let wrap = |region: Region| {
+        Region::whole(
             Arc::new(Decompressed {
-                inner: inner.region,
+                inner: region,
                 compression: name,
                 bytes: at,
                 data,
             }),
             path,
-        ),
+        )
+    };
+    Ok(Opened {
+        region: wrap(inner.region),
+        id: inner.id,
         vm: inner.vm,
+        others: inner
+            .others
+            .into_iter()
+            .map(|m| MemberDisk {
+                region: wrap(m.region),
+                ..m
+            })
+            .collect(),
     })
 }
 

@@ -55,6 +55,16 @@ pub enum FormatError {
         format: &'static str,
         what: String,
     },
+    /// An export lacks data of a disk it lists (its last chunk, or every member): the
+    /// copy stopped early or lost members, and the missing end is not guessed as zeros.
+    #[error("{} is an incomplete {format} export: {disk} {what}", path.display())]
+    Incomplete {
+        path: PathBuf,
+        format: &'static str,
+        /// The disk, as the container names it (`disk Ref:12 (xvdb, 1073741824 bytes)`).
+        disk: String,
+        what: String,
+    },
     /// A valid image using something imgconv does not read.
     #[error("{} is a {format} image using {what}, which imgconv cannot read", path.display())]
     Unsupported {
@@ -115,8 +125,25 @@ pub struct OpenOptions {
 /// about the machine it came from (XVA's `ova.xml`).
 #[derive(Debug, Clone)]
 pub struct Opened {
+    /// The disk (an XVA's boot disk).
     pub region: Region,
+    /// The container's reference for that disk (an XVA's VDI `Ref:N`).
+    pub id: Option<String>,
     pub vm: Option<VmFacts>,
+    /// The machine's other disks in the same container (an XVA's other VDIs, in device
+    /// order), read through the one index of the container.
+    pub others: Vec<MemberDisk>,
+}
+
+/// Another disk of the machine held in the same container as the opened one.
+#[derive(Debug, Clone)]
+pub struct MemberDisk {
+    /// The guest's name for it (`xvdb`).
+    pub xen_device: String,
+    /// The container's reference for it (an XVA's VDI `Ref:N`).
+    pub id: String,
+    /// Its bytes.
+    pub region: Region,
 }
 
 /// The container kinds recognised by content.
@@ -181,7 +208,9 @@ pub(crate) fn open_file(
     let file = raw.into_file();
     let whole = |src: Arc<dyn BlockSource>| Opened {
         region: Region::whole(src, path),
+        id: None,
         vm: None,
+        others: Vec::new(),
     };
     Ok(match detect(&head, &tail) {
         Kind::Raw => whole(Arc::new(
@@ -190,10 +219,34 @@ pub(crate) fn open_file(
         Kind::Qcow2 => whole(Arc::new(qcow2::Qcow2::open(file, path, opts, depth)?)),
         Kind::Vhd => whole(Arc::new(vhd::Vhd::open(file, path, opts, depth)?)),
         Kind::Xva => {
-            let (xva, vm) = xva::Xva::open(file, path)?;
+            let export = xva::Xva::open(file, path)?;
+            let mut region = None;
+            let mut id = None;
+            let mut others = Vec::new();
+            for (i, disk) in export.disks.into_iter().enumerate() {
+                let vdi = disk.vdi().to_string();
+                let device = disk.xen_device().map(str::to_string);
+                let r = Region::whole(Arc::new(disk), path);
+                match device {
+                    _ if i == export.boot => {
+                        region = Some(r);
+                        id = Some(vdi);
+                    }
+                    Some(xen_device) => others.push(MemberDisk {
+                        xen_device,
+                        id: vdi,
+                        region: r,
+                    }),
+                    // Only the boot disk may lack a device number (checked at open).
+                    None => {}
+                }
+            }
             Opened {
-                region: Region::whole(Arc::new(xva), path),
-                vm: Some(vm),
+                region: region
+                    .ok_or_else(|| FormatError::corrupt(path, "XVA", "ova.xml lists no disk"))?,
+                id,
+                vm: Some(export.vm),
+                others,
             }
         }
         Kind::Gzip | Kind::Xz | Kind::Zstd => {

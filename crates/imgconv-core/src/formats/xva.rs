@@ -2,16 +2,27 @@
 //!
 //! An XVA is an uncompressed POSIX tar (ustar). Its first member, `ova.xml`, describes
 //! the VM in XML-RPC value syntax (see [`OvaXml`]); each disk follows as members
-//! `Ref:<VDI>/<chunk>` holding 1 MiB of the disk at `chunk * 1 MiB` (eight decimal
-//! digits), each followed by `<chunk>.checksum` (the SHA-1 of the chunk, hex) or
-//! `<chunk>.xxhash` (its xxHash64, hex). Chunks that are all zeros are left out; the
-//! last chunk is always written. (Layout as xapi's `stream_vdi` writes it and Debian's
-//! `xva-img` reads it.)
+//! `Ref:<VDI>/<chunk>` holding 1 MiB of the disk (eight decimal digits), each followed
+//! by `<chunk>.checksum` (the SHA-1 of the chunk, hex) or `<chunk>.xxhash` (its
+//! xxHash64, hex). Chunks that are all zeros are left out; the first and the last chunk
+//! are always written. (Layout as xapi's `stream_vdi` writes it and Debian's `xva-img`
+//! reads it.)
+//!
+//! Where a member's bytes belong follows xapi's importer (`recv_all_vdi`): the members
+//! of one disk come in increasing chunk numbers; the numbers skipped since the previous
+//! member are all-zero chunks, and an empty member (which xapi writes to keep the
+//! connection alive during a long run of zeros) takes a number but no bytes, so the
+//! chunks after it are named one higher than their place. A disk's members therefore
+//! end exactly at its `virtual_size`; a disk whose data stops short of it (its last
+//! chunk, which every export writes, is missing, or it has no member at all) is an
+//! incomplete export and refused ([`FormatError::Incomplete`]): its end is never
+//! guessed as zeros.
 //!
 //! The tar headers are read once, each bounded (POSIX.1-1988 ustar: name 0..100, size
-//! 124..136 octal, checksum 148..156, type 156, magic 257, prefix 345..500), to index
-//! chunk number → offset of its data; a chunk's digest is checked the first time any
-//! byte of it is read, and a mismatch is an error naming the chunk.
+//! 124..136 octal, checksum 148..156, type 156, magic 257, prefix 345..500), to index the
+//! chunks of every disk of the VM ([`XvaExport`]: one [`Xva`] block source per disk,
+//! sharing the open file); a chunk's digest is checked the first time any byte of it is
+//! read, and a mismatch is an error naming the chunk.
 
 use super::{damaged, read_struct, FormatError};
 use crate::blockio::{BlockSource, SourceFormat};
@@ -21,8 +32,9 @@ use sha1::{Digest as _, Sha1};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 const FORMAT: &str = "XVA";
 /// Size of a disk chunk.
@@ -30,10 +42,13 @@ pub const CHUNK: u64 = 1 << 20;
 const BLOCK: u64 = 512;
 /// Bound on `ova.xml` (real ones are a few KiB to a few hundred KiB).
 const MAX_OVA_XML: u64 = 16 << 20;
-/// Bound on a disk's virtual size (16 TiB: 16M chunks in the index).
+/// Bound on a disk's virtual size (16 TiB).
 const MAX_DISK: u64 = 16 << 40;
 /// Bound on a checksum member (a hex digest and a newline).
 const MAX_DIGEST_MEMBER: u64 = 256;
+/// Bound on a VBD's `userdevice` (xapi allows a few dozen; 701 is `xvdzz`, the last
+/// two-letter name).
+const MAX_USERDEVICE: u32 = 701;
 
 /// True when `head` starts like an XVA: a ustar header whose first member is `ova.xml`.
 pub fn looks_like_xva(head: &[u8]) -> bool {
@@ -49,8 +64,28 @@ enum Digest {
     XxHash64(u64),
 }
 
+impl Digest {
+    fn matches(self, data: &[u8]) -> bool {
+        match self {
+            Digest::Sha1(want) => Sha1::digest(data).as_slice() == want,
+            Digest::XxHash64(want) => xxhash_rust::xxh64::xxh64(data, 0) == want,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Digest::Sha1(_) => "SHA-1 (.checksum)",
+            Digest::XxHash64(_) => "xxHash64 (.xxhash)",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Chunk {
+    /// Its place in the disk, in chunks.
+    index: u64,
+    /// The number in its member's name (differs from `index` after a keep-alive member).
+    number: u64,
     /// Offset of the chunk's data in the tar.
     offset: u64,
     /// Its length (1 MiB, or less for the last chunk of an odd-sized disk).
@@ -58,17 +93,39 @@ struct Chunk {
     digest: Option<Digest>,
 }
 
-/// One disk of an XVA, read in place.
+/// The tar file the disks of one export are read from.
+#[derive(Debug)]
+struct Tar {
+    file: File,
+    path: PathBuf,
+}
+
+/// One disk of an XVA, read in place through the export's one index.
 #[derive(Debug)]
 pub struct Xva {
-    file: File,
-    path: std::path::PathBuf,
+    tar: Arc<Tar>,
     size: u64,
     vdi: String,
-    chunks: Vec<Option<Chunk>>,
+    xen_device: Option<String>,
+    /// The chunks present, in increasing `index`.
+    chunks: Vec<Chunk>,
     verified: Vec<AtomicBool>,
-    present: usize,
     digests: &'static str,
+}
+
+/// An XVA opened: what `ova.xml` says of the VM, and every disk of it with data, in
+/// VBD device order, each its own block source.
+#[derive(Debug)]
+pub struct XvaExport {
+    /// The VM's facts (its disks each with their Xen name; all that are read are marked
+    /// converted).
+    pub vm: VmFacts,
+    /// The disks, in device order (userdevice 0, 1, ...); CD drives and empty VBDs are
+    /// not among them, nor disks of size 0.
+    pub disks: Vec<Xva>,
+    /// Index in `disks` of the boot disk: the bootable VBD, else userdevice 0, else the
+    /// first.
+    pub boot: usize,
 }
 
 /// One tar member.
@@ -78,10 +135,164 @@ struct Member {
     size: u64,
 }
 
+/// What the indexing pass knows of one disk so far.
+struct Indexing {
+    vdi: String,
+    xen_device: Option<String>,
+    size: u64,
+    chunks: Vec<Chunk>,
+    /// Where the next member's bytes start, in the disk.
+    end: u64,
+    /// The number of the last member and whether its digest was read.
+    last: Option<(u64, bool)>,
+    /// The last member was empty (a keep-alive): its digest is that of no bytes.
+    last_empty: bool,
+    sha1: usize,
+    xxhash: usize,
+}
+
+impl Indexing {
+    fn describe(&self) -> String {
+        match &self.xen_device {
+            Some(d) => format!("disk {} ({d}, {} bytes)", self.vdi, self.size),
+            None => format!("disk {} ({} bytes)", self.vdi, self.size),
+        }
+    }
+
+    /// Place the data member `name` (chunk number `number`, `m` in the tar).
+    fn data(
+        &mut self,
+        path: &Path,
+        name: &str,
+        number: u64,
+        m: &Member,
+    ) -> Result<(), FormatError> {
+        let corrupt = |what: String| FormatError::corrupt(path, FORMAT, what);
+        let skipped = match self.last {
+            None => number,
+            Some((last, _)) if number > last => number - last - 1,
+            Some(_) => {
+                return Err(corrupt(format!(
+                    "chunk {name:?} comes after a higher or equal chunk number of {} (an export writes them in increasing order)",
+                    self.describe()
+                )))
+            }
+        };
+        let at = skipped
+            .checked_mul(CHUNK)
+            .and_then(|s| self.end.checked_add(s))
+            .filter(|&at| at < self.size || (at == self.size && m.size == 0))
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "chunk {name:?} lies past the end of {}",
+                    self.describe()
+                ))
+            })?;
+        self.last = Some((number, false));
+        self.last_empty = m.size == 0;
+        self.end = at;
+        if m.size == 0 {
+            return Ok(());
+        }
+        let want = (self.size - at).min(CHUNK);
+        if m.size != want {
+            return Err(corrupt(format!(
+                "chunk {name:?} holds {} bytes, not {want} (at byte {at} of {})",
+                m.size,
+                self.describe()
+            )));
+        }
+        self.chunks.push(Chunk {
+            index: at / CHUNK,
+            number,
+            offset: m.offset,
+            len: m.size,
+            digest: None,
+        });
+        self.end = at + m.size;
+        Ok(())
+    }
+
+    /// Record the digest member `name` (`suffix` `.checksum` or `.xxhash`) of chunk
+    /// number `number`, holding `text`.
+    fn digest(
+        &mut self,
+        path: &Path,
+        name: &str,
+        number: u64,
+        suffix: &str,
+        text: &[u8],
+    ) -> Result<(), FormatError> {
+        let corrupt = |what: String| FormatError::corrupt(path, FORMAT, what);
+        match self.last {
+            Some((n, false)) if n == number => self.last = Some((n, true)),
+            _ => return Err(corrupt(format!("{name:?} does not follow its chunk"))),
+        }
+        let digest = parse_digest(suffix, text)
+            .ok_or_else(|| corrupt(format!("{name:?} does not hold a hex digest")))?;
+        match digest {
+            Digest::Sha1(_) => self.sha1 += 1,
+            Digest::XxHash64(_) => self.xxhash += 1,
+        }
+        if self.last_empty {
+            // A keep-alive member's digest is that of no bytes.
+            if !digest.matches(&[]) {
+                return Err(corrupt(format!(
+                    "{name:?} is not the {} of the empty member it follows",
+                    digest.name()
+                )));
+            }
+        } else if let Some(c) = self.chunks.last_mut() {
+            c.digest = Some(digest);
+        }
+        Ok(())
+    }
+
+    /// The disk, once every member was read: refused when its data stops short.
+    fn finish(self, tar: &Arc<Tar>) -> Result<Xva, FormatError> {
+        if self.end != self.size {
+            let what = if self.chunks.is_empty() {
+                "has no data member in the tar; every export writes at least its first and \
+                 last 1 MiB chunk"
+                    .to_string()
+            } else {
+                format!(
+                    "holds data only up to byte {}: its last chunk, which every export writes, \
+                     is missing",
+                    self.end
+                )
+            };
+            return Err(FormatError::Incomplete {
+                path: tar.path.clone(),
+                format: FORMAT,
+                disk: self.describe(),
+                what,
+            });
+        }
+        let digests = match (self.sha1, self.xxhash) {
+            (0, 0) => "no checksums",
+            (_, 0) => "SHA-1 checked",
+            (0, _) => "xxHash64 checked",
+            _ => "SHA-1 and xxHash64 checked",
+        };
+        Ok(Xva {
+            tar: Arc::clone(tar),
+            size: self.size,
+            vdi: self.vdi,
+            xen_device: self.xen_device,
+            verified: (0..self.chunks.len())
+                .map(|_| AtomicBool::new(false))
+                .collect(),
+            chunks: self.chunks,
+            digests,
+        })
+    }
+}
+
 impl Xva {
-    /// Index the XVA in `file` and open the VM's boot disk. Returns the disk and what
-    /// `ova.xml` says about the VM.
-    pub fn open(file: File, path: &Path) -> Result<(Xva, VmFacts), FormatError> {
+    /// Index the XVA in `file` (read from `path`): `ova.xml`, then the chunks of every
+    /// disk of the VM in one pass over the tar headers.
+    pub fn open(file: File, path: &Path) -> Result<XvaExport, FormatError> {
         let file_len = file
             .metadata()
             .map_err(|e| FormatError::io("cannot stat", path, e))?
@@ -116,88 +327,96 @@ impl Xva {
         let ova = OvaXml::parse(&xml)
             .map_err(|why| FormatError::corrupt(path, FORMAT, format!("ova.xml: {why}")))?;
         let mut vm = ova.facts();
-        let disk_index = vm
+        let boot = vm
             .disks
             .iter()
             .position(|d| d.bootable)
             .or_else(|| {
                 vm.disks
                     .iter()
-                    .position(|d| d.device.as_deref() == Some("0"))
+                    .position(|d| d.device.as_deref() == Some("xvda"))
             })
             .or(if vm.disks.is_empty() { None } else { Some(0) })
             .ok_or_else(|| FormatError::corrupt(path, FORMAT, "ova.xml lists no disk"))?;
-        vm.disks[disk_index].converted = true;
-        let vdi = vm.disks[disk_index].id.clone();
-        let size = vm.disks[disk_index].size.ok_or_else(|| {
-            FormatError::corrupt(
-                path,
-                FORMAT,
-                format!("ova.xml gives no virtual_size for {vdi}"),
-            )
-        })?;
-        if size == 0 || size > MAX_DISK {
-            return Err(FormatError::corrupt(
-                path,
-                FORMAT,
-                format!("disk {vdi} claims a virtual size of {size} bytes (bound {MAX_DISK})"),
-            ));
-        }
-        let n = size.div_ceil(CHUNK) as usize;
-        let mut chunks: Vec<Option<Chunk>> = vec![None; n];
-        let prefix = format!("{vdi}/");
-        let mut last_chunk: Option<usize> = None;
-        let mut digests = (0usize, 0usize);
-        while let Some(m) = members.next()? {
-            let Some(rest) = m.name.strip_prefix(&prefix) else {
-                continue;
+        // The disks read: every one with a size; the boot disk must have one.
+        let mut indexing = Vec::new();
+        let mut boot_at = 0;
+        for (i, d) in vm.disks.iter_mut().enumerate() {
+            let size = match d.size {
+                Some(0) if i != boot => continue,
+                Some(s) => s,
+                None => {
+                    return Err(FormatError::corrupt(
+                        path,
+                        FORMAT,
+                        format!("ova.xml gives no virtual_size for disk {}", d.id),
+                    ))
+                }
             };
-            let (digits, suffix) = rest.split_at(rest.find('.').unwrap_or(rest.len()));
-            let index = parse_chunk_number(digits).ok_or_else(|| {
-                FormatError::corrupt(path, FORMAT, format!("unexpected member {:?}", m.name))
-            })?;
-            if index >= n {
+            if size == 0 || size > MAX_DISK {
                 return Err(FormatError::corrupt(
                     path,
                     FORMAT,
                     format!(
-                        "chunk {:?} lies past the disk's end ({size} bytes, {n} chunks)",
-                        m.name
+                        "disk {} claims a virtual size of {size} bytes (bound {MAX_DISK})",
+                        d.id
                     ),
                 ));
             }
+            if i != boot && d.device.is_none() {
+                return Err(FormatError::corrupt(
+                    path,
+                    FORMAT,
+                    format!(
+                        "the VBD of disk {} gives no device number (userdevice), so the guest's name for it is unknown",
+                        d.id
+                    ),
+                ));
+            }
+            if let Some(other) = indexing
+                .iter()
+                .find(|o: &&Indexing| o.xen_device.is_some() && o.xen_device == d.device)
+            {
+                return Err(FormatError::corrupt(
+                    path,
+                    FORMAT,
+                    format!(
+                        "the VBDs of disks {} and {} give the same device number",
+                        other.vdi, d.id
+                    ),
+                ));
+            }
+            if i == boot {
+                boot_at = indexing.len();
+            }
+            d.converted = true;
+            indexing.push(Indexing {
+                vdi: d.id.clone(),
+                xen_device: d.device.clone(),
+                size,
+                chunks: Vec::new(),
+                end: 0,
+                last: None,
+                last_empty: false,
+                sha1: 0,
+                xxhash: 0,
+            });
+        }
+        while let Some(m) = members.next()? {
+            let Some((dir, rest)) = m.name.split_once('/') else {
+                continue;
+            };
+            // Members of a VDI no VBD of the VM names carry nothing of its disks.
+            let Some(disk) = indexing.iter_mut().find(|d| d.vdi == dir) else {
+                continue;
+            };
+            let (digits, suffix) = rest.split_at(rest.find('.').unwrap_or(rest.len()));
+            let number = parse_chunk_number(digits).ok_or_else(|| {
+                FormatError::corrupt(path, FORMAT, format!("unexpected member {:?}", m.name))
+            })?;
             match suffix {
-                "" => {
-                    let want = (size - index as u64 * CHUNK).min(CHUNK);
-                    if m.size != want {
-                        return Err(FormatError::corrupt(
-                            path,
-                            FORMAT,
-                            format!("chunk {:?} holds {} bytes, not {want}", m.name, m.size),
-                        ));
-                    }
-                    if chunks[index].is_some() {
-                        return Err(FormatError::corrupt(
-                            path,
-                            FORMAT,
-                            format!("chunk {:?} appears twice", m.name),
-                        ));
-                    }
-                    chunks[index] = Some(Chunk {
-                        offset: m.offset,
-                        len: m.size,
-                        digest: None,
-                    });
-                    last_chunk = Some(index);
-                }
+                "" => disk.data(path, &m.name, number, &m)?,
                 ".checksum" | ".xxhash" => {
-                    if last_chunk != Some(index) {
-                        return Err(FormatError::corrupt(
-                            path,
-                            FORMAT,
-                            format!("{:?} does not follow its chunk", m.name),
-                        ));
-                    }
                     if m.size > MAX_DIGEST_MEMBER {
                         return Err(FormatError::corrupt(
                             path,
@@ -207,20 +426,7 @@ impl Xva {
                     }
                     let mut text = vec![0u8; m.size as usize];
                     read_struct(&file, path, FORMAT, &m.name, m.offset, &mut text)?;
-                    let digest = parse_digest(suffix, &text).ok_or_else(|| {
-                        FormatError::corrupt(
-                            path,
-                            FORMAT,
-                            format!("{:?} does not hold a hex digest", m.name),
-                        )
-                    })?;
-                    if let Some(c) = chunks[index].as_mut() {
-                        c.digest = Some(digest);
-                    }
-                    match digest {
-                        Digest::Sha1(_) => digests.0 += 1,
-                        Digest::XxHash64(_) => digests.1 += 1,
-                    }
+                    disk.digest(path, &m.name, number, suffix, &text)?;
                 }
                 _ => {
                     return Err(FormatError::corrupt(
@@ -231,73 +437,67 @@ impl Xva {
                 }
             }
         }
-        let present = chunks.iter().filter(|c| c.is_some()).count();
-        if present == 0 {
-            return Err(FormatError::corrupt(
-                path,
-                FORMAT,
-                format!("no data member for disk {vdi} (the last chunk is always written)"),
-            ));
-        }
-        let digests = match digests {
-            (0, 0) => "no checksums",
-            (_, 0) => "SHA-1 checked",
-            (0, _) => "xxHash64 checked",
-            _ => "SHA-1 and xxHash64 checked",
-        };
-        Ok((
-            Xva {
-                file,
-                path: path.to_path_buf(),
-                size,
-                vdi,
-                verified: (0..n).map(|_| AtomicBool::new(false)).collect(),
-                chunks,
-                present,
-                digests,
-            },
+        let tar = Arc::new(Tar {
+            file,
+            path: path.to_path_buf(),
+        });
+        let disks = indexing
+            .into_iter()
+            .map(|d| d.finish(&tar))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(XvaExport {
             vm,
-        ))
+            disks,
+            boot: boot_at,
+        })
+    }
+
+    /// The VDI's reference in the export (`Ref:12`).
+    pub fn vdi(&self) -> &str {
+        &self.vdi
+    }
+
+    /// The guest's name for this disk (`xvdb`, from its VBD's userdevice), when known.
+    pub fn xen_device(&self) -> Option<&str> {
+        self.xen_device.as_deref()
     }
 
     /// Read `buf.len()` bytes at `at` inside chunk `index`, checking the chunk first.
-    fn read_chunk(&self, index: usize, at: u64, buf: &mut [u8]) -> io::Result<()> {
-        let Some(chunk) = self.chunks.get(index).copied().flatten() else {
+    fn read_chunk(&self, index: u64, at: u64, buf: &mut [u8]) -> io::Result<()> {
+        let Ok(slot) = self.chunks.binary_search_by_key(&index, |c| c.index) else {
             buf.fill(0);
             return Ok(());
         };
+        let chunk = self.chunks[slot];
         let len = buf.len() as u64;
         // Inside the chunk's data, the rest of a short last chunk reads as zeros.
         let have = chunk.len.saturating_sub(at).min(len) as usize;
         let (data, zeros) = buf.split_at_mut(have);
         zeros.fill(0);
-        if self.verified[index].load(Ordering::Acquire) || chunk.digest.is_none() {
-            return self.file.read_exact_at(data, chunk.offset + at);
+        let file = &self.tar.file;
+        let Some(digest) = chunk.digest else {
+            return file.read_exact_at(data, chunk.offset + at);
+        };
+        if self.verified[slot].load(Ordering::Acquire) {
+            return file.read_exact_at(data, chunk.offset + at);
         }
         let mut whole = vec![0u8; chunk.len as usize];
-        self.file.read_exact_at(&mut whole, chunk.offset)?;
-        let ok = match chunk.digest {
-            Some(Digest::Sha1(want)) => Sha1::digest(&whole).as_slice() == want,
-            Some(Digest::XxHash64(want)) => xxhash_rust::xxh64::xxh64(&whole, 0) == want,
-            None => true,
-        };
-        if !ok {
+        file.read_exact_at(&mut whole, chunk.offset)?;
+        if !digest.matches(&whole) {
             return Err(damaged(
                 FORMAT,
                 format!(
-                    "chunk {}/{index:08} of {} does not match its {} (disk bytes {}..{})",
+                    "chunk {}/{:08} of {} does not match its {} (disk bytes {}..{})",
                     self.vdi,
-                    self.path.display(),
-                    match chunk.digest {
-                        Some(Digest::Sha1(_)) => "SHA-1 (.checksum)",
-                        _ => "xxHash64 (.xxhash)",
-                    },
-                    index as u64 * CHUNK,
-                    index as u64 * CHUNK + chunk.len
+                    chunk.number,
+                    self.tar.path.display(),
+                    digest.name(),
+                    index * CHUNK,
+                    index * CHUNK + chunk.len
                 ),
             ));
         }
-        self.verified[index].store(true, Ordering::Release);
+        self.verified[slot].store(true, Ordering::Release);
         data.copy_from_slice(&whole[at as usize..at as usize + have]);
         Ok(())
     }
@@ -312,7 +512,7 @@ impl BlockSource for Xva {
         let mut done = 0usize;
         while done < buf.len() {
             let at = pos + done as u64;
-            let index = (at / CHUNK) as usize;
+            let index = at / CHUNK;
             let within = at % CHUNK;
             let n = ((CHUNK - within) as usize).min(buf.len() - done);
             self.read_chunk(index, within, &mut buf[done..done + n])?;
@@ -325,11 +525,14 @@ impl BlockSource for Xva {
         SourceFormat {
             kind: "xva",
             details: format!(
-                "disk {} of {} bytes, {} of {} 1 MiB chunks present, {}",
+                "disk {}{} of {} bytes, {} of {} 1 MiB chunks present, {}",
                 self.vdi,
+                self.xen_device
+                    .as_deref()
+                    .map_or_else(String::new, |d| format!(" ({d})")),
                 self.size,
-                self.present,
                 self.chunks.len(),
+                self.size.div_ceil(CHUNK),
                 self.digests
             ),
         }
@@ -341,12 +544,12 @@ impl BlockSource for Xva {
             len,
             self.size,
             CHUNK,
-            |c| self.chunks.get(c as usize).is_some_and(|x| x.is_some()),
+            |c| self.chunks.binary_search_by_key(&c, |x| x.index).is_ok(),
         ))
     }
 }
 
-fn parse_chunk_number(digits: &str) -> Option<usize> {
+fn parse_chunk_number(digits: &str) -> Option<u64> {
     if digits.is_empty() || digits.len() > 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -625,42 +828,77 @@ impl OvaXml {
             let n = |d: &Option<String>| d.as_deref().and_then(|s| s.parse::<u32>().ok());
             n(&a.device).cmp(&n(&b.device))
         });
+        let mut disks = Vec::new();
         for r in vm.refs("VBDs") {
             let Some(("VBD", vbd)) = self.object(&r) else {
                 continue;
             };
+            let yes = |k: &str| vbd.str(k).is_some_and(|b| b == "true" || b == "1");
+            // CD and floppy drives, and drives with nothing in them, hold no disk.
             if vbd
                 .str("type")
                 .is_some_and(|t| !t.eq_ignore_ascii_case("disk"))
+                || yes("empty")
             {
                 continue;
             }
-            let Some(vdi_ref) = vbd.str("VDI") else {
+            let Some(vdi_ref) = vbd.str("VDI").filter(|r| *r != "OpaqueRef:NULL") else {
                 continue;
             };
             let size = match self.object(vdi_ref) {
                 Some(("VDI", vdi)) => vdi.str("virtual_size").and_then(|s| s.parse().ok()),
                 _ => None,
             };
-            facts.disks.push(VmDisk {
-                id: vdi_ref.to_string(),
-                device: vbd
-                    .str("userdevice")
-                    .or_else(|| vbd.str("device"))
-                    .map(str::to_string),
-                size,
-                bootable: vbd.str("bootable").is_some_and(|b| b == "true" || b == "1"),
-                converted: false,
-            });
+            let number = vbd
+                .str("userdevice")
+                .and_then(|u| u.trim().parse::<u32>().ok())
+                .filter(|&n| n <= MAX_USERDEVICE)
+                .or_else(|| vbd.str("device").and_then(device_number));
+            disks.push((
+                number,
+                VmDisk {
+                    id: vdi_ref.to_string(),
+                    device: number.map(device_name),
+                    size,
+                    bootable: yes("bootable"),
+                    converted: false,
+                },
+            ));
         }
-        facts.disks.sort_by_key(|d| {
-            d.device
-                .as_deref()
-                .and_then(|s| s.parse::<u32>().ok())
-                .unwrap_or(u32::MAX)
-        });
+        disks.sort_by_key(|(n, _)| n.unwrap_or(u32::MAX));
+        facts.disks = disks.into_iter().map(|(_, d)| d).collect();
         facts
     }
+}
+
+/// The guest's name for the disk a VBD's `userdevice` numbers: 0 is `xvda`, 25 `xvdz`,
+/// 26 `xvdaa` (the Linux block front's naming).
+pub fn device_name(userdevice: u32) -> String {
+    let mut letters = Vec::new();
+    let mut n = userdevice as u64 + 1;
+    while n > 0 {
+        n -= 1;
+        letters.push(b'a' + (n % 26) as u8);
+        n /= 26;
+    }
+    letters.reverse();
+    format!("xvd{}", String::from_utf8_lossy(&letters))
+}
+
+/// The device number a whole-disk name (`xvdb`, `hdb`, `sdb`) stands for; the inverse of
+/// [`device_name`].
+fn device_number(name: &str) -> Option<u32> {
+    let name = name.trim();
+    let letters = ["xvd", "hd", "sd"]
+        .iter()
+        .find_map(|p| name.strip_prefix(p))?;
+    if letters.is_empty() || letters.len() > 2 || !letters.bytes().all(|b| b.is_ascii_lowercase()) {
+        return None;
+    }
+    let n = letters
+        .bytes()
+        .fold(0u32, |n, b| n * 26 + u32::from(b - b'a') + 1);
+    Some(n - 1)
 }
 
 enum Ev {
@@ -839,8 +1077,28 @@ mod tests {
         assert_eq!(f.nics[0].mac, "00:16:3e:01:02:03");
         assert_eq!(f.disks.len(), 1);
         assert_eq!(f.disks[0].id, "Ref:4");
+        assert_eq!(f.disks[0].device.as_deref(), Some("xvda"));
         assert_eq!(f.disks[0].size, Some(8 << 20));
         assert!(f.disks[0].bootable);
+    }
+
+    #[test]
+    fn device_names_follow_the_block_front() {
+        for (n, name) in [
+            (0, "xvda"),
+            (1, "xvdb"),
+            (25, "xvdz"),
+            (26, "xvdaa"),
+            (701, "xvdzz"),
+        ] {
+            assert_eq!(device_name(n), name);
+            assert_eq!(device_number(name), Some(n));
+        }
+        assert_eq!(device_number("hdc"), Some(2));
+        assert_eq!(device_number("sdb"), Some(1));
+        for not in ["", "xvd", "xvda1", "xvdaaa", "xvdA", "vda"] {
+            assert_eq!(device_number(not), None, "{not}");
+        }
     }
 
     #[test]

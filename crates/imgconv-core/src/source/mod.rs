@@ -79,7 +79,8 @@ pub struct Inspection {
     /// The Xen device name of the source (`xvda` for a partitioned disk, `xvda2` for a
     /// bare filesystem), as given or as the root's fstab names it.
     pub xen_device: Option<String>,
-    /// The other disk images of the guest, in the order given.
+    /// The other disks of the guest: those the source's container holds besides the one
+    /// read (an XVA's other VDIs, in device order), then the images given, in order.
     pub disks: Vec<SourceDisk>,
     /// Every volume of the guest (the root among them), in source order, each with what
     /// the conversion does with it.
@@ -268,6 +269,8 @@ pub enum InspectError {
         state: &'static str,
         fsck_target: String,
     },
+    #[error("{} holds no disk {member}", path.display())]
+    NoMember { path: PathBuf, member: String },
     #[error("{name:?}, given for {}, is not a Xen disk name such as xvdb, xvdb1, sdb1 or hdb1", path.display())]
     BadXenDevice { path: PathBuf, name: String },
     #[error("two source disks are named {name} ({} and {})", first.display(), second.display())]
@@ -290,6 +293,26 @@ pub enum InspectError {
 
 fn open_region(path: &Path, opts: &OpenOptions) -> Result<Opened, InspectError> {
     Ok(formats::open(path, opts)?)
+}
+
+/// Open another disk of the guest: its image, or the disk it names inside a container.
+fn open_disk(d: &SourceDisk, opts: &OpenOptions) -> Result<Region, InspectError> {
+    let opened = open_region(&d.path, opts)?;
+    let Some(member) = &d.member else {
+        return Ok(opened.region);
+    };
+    if opened.id.as_ref() == Some(member) {
+        return Ok(opened.region);
+    }
+    opened
+        .others
+        .into_iter()
+        .find(|m| &m.id == member)
+        .map(|m| m.region)
+        .ok_or_else(|| InspectError::NoMember {
+            path: d.path.clone(),
+            member: member.clone(),
+        })
 }
 
 /// What the start of a region holds.
@@ -400,6 +423,8 @@ pub fn inspect_with(path: &Path, opts: &OpenOptions) -> Result<Inspection, Inspe
 /// `xen_device` (guessed from the root's fstab when `None`), and its other disk images
 /// `disks`: every volume of every disk is listed (the logical volumes of the LVM2
 /// physical volumes among them too), matched to the guest's fstab and given its action.
+/// A container holding several disks (an XVA) gives its other disks first, under the
+/// names it records for them (`xvdb` for userdevice 1).
 /// A logical volume that the guest mounts (or is its root) but that cannot be read is
 /// refused ([`InspectError::Lvm`]). Every image is opened read-only.
 pub fn inspect_guest(
@@ -439,10 +464,20 @@ pub fn inspect_guest(
             whole.clone(),
         )],
     };
+    // The container's other disks (an XVA's other VDIs) come first, then those given.
+    let mut all_disks: Vec<SourceDisk> = opened
+        .others
+        .iter()
+        .map(|m| SourceDisk::member(path, &m.xen_device, &m.id))
+        .collect();
+    all_disks.extend_from_slice(disks);
     let mut extra_names = Vec::new();
-    for (i, d) in disks.iter().enumerate() {
-        let opened = open_region(&d.path, opts)?;
-        vols.extend(volumes::disk_volumes(i + 1, d, &opened.region)?);
+    for (i, d) in all_disks.iter().enumerate() {
+        let region = match opened.others.get(i) {
+            Some(m) => m.region.clone(),
+            None => open_disk(d, opts)?,
+        };
+        vols.extend(volumes::disk_volumes(i + 1, d, &region)?);
         let name =
             volumes::XenName::parse(&d.xen_device).ok_or_else(|| InspectError::BadXenDevice {
                 path: d.path.clone(),
@@ -543,7 +578,7 @@ pub fn inspect_guest(
         .warnings
         .extend(lvm_problems.iter().map(ToString::to_string));
     inspection.xen_device = main_name;
-    inspection.disks = disks.to_vec();
+    inspection.disks = all_disks;
     inspection.volumes = vols;
     Ok(inspection)
 }

@@ -306,13 +306,17 @@ fn survey_volumes(i: &Inspection) -> (String, Vec<Part>) {
                 (VolumeSource::Partition { disk: 0, .. }, _) => v.name.clone(),
                 (VolumeSource::Disk { disk: 0 }, _) if i.disks.is_empty() => "the image".into(),
                 (VolumeSource::Partition { disk, .. } | VolumeSource::Disk { disk }, dev) => {
-                    let file = match disk {
-                        0 => Some(i.image.as_path()),
-                        d => i.disks.get(d - 1).map(|d| d.path.as_path()),
+                    let given = disk.checked_sub(1).and_then(|d| i.disks.get(d));
+                    let mut file = match given {
+                        None => Some(i.image.as_path()),
+                        Some(d) => Some(d.path.as_path()),
                     }
                     .and_then(|p| p.file_name())
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
+                    if let Some(m) = given.and_then(|d| d.member.as_deref()) {
+                        file = format!("{file} {m}");
+                    }
                     format!("{} ({file})", dev.unwrap_or(&v.name))
                 }
                 (VolumeSource::LogicalVolume { vg, lv }, _) => format!("{vg}/{lv} (LVM)"),

@@ -32,6 +32,10 @@ pub struct SourceDisk {
     pub path: PathBuf,
     /// Its Xen device name, without `/dev/` (`xvdb1`, `xvdb`; `sdb1`/`hdb1` mean the same).
     pub xen_device: String,
+    /// The disk inside `path` when the file holds several (an XVA's VDI `Ref:12`);
+    /// `None` for an image of its own (or the container's boot disk).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
 }
 
 impl SourceDisk {
@@ -40,6 +44,20 @@ impl SourceDisk {
         SourceDisk {
             path: path.into(),
             xen_device: xen_device.into(),
+            member: None,
+        }
+    }
+
+    /// Disk `member` of the container at `path` (an XVA's VDI `Ref:12`), which the guest
+    /// knew as `xen_device`.
+    pub fn member(
+        path: impl Into<PathBuf>,
+        xen_device: impl Into<String>,
+        member: impl Into<String>,
+    ) -> Self {
+        SourceDisk {
+            member: Some(member.into()),
+            ..SourceDisk::new(path, xen_device)
         }
     }
 

@@ -14,15 +14,16 @@ fn open_and_read(path: &Path) {
         scratch_dir: Some(path.parent().unwrap().to_path_buf()),
     };
     if let Ok(o) = formats::open(path, &opts) {
-        let r = o.region;
-        let mut buf = vec![0u8; 64 << 10];
-        let mut at = 0;
-        while at < r.len().min(4 << 20) {
-            let _ = r.read_at(at, &mut buf);
-            at += buf.len() as u64;
+        for r in std::iter::once(o.region).chain(o.others.into_iter().map(|m| m.region)) {
+            let mut buf = vec![0u8; 64 << 10];
+            let mut at = 0;
+            while at < r.len().min(4 << 20) {
+                let _ = r.read_at(at, &mut buf);
+                at += buf.len() as u64;
+            }
+            let _ = r.data_ranges(0, r.len());
+            let _ = r.format();
         }
-        let _ = r.data_ranges(0, r.len());
-        let _ = r.format();
     }
 }
 
@@ -56,7 +57,9 @@ fn samples(dir: &Path) -> Vec<(String, Vec<u8>, Vec<std::ops::Range<usize>>)> {
         let regions = vec![0..n.min(16 << 10), n.saturating_sub(512)..n];
         out.push((name.to_string(), bytes, regions));
     }
-    // An XVA: ova.xml, then the disk's non-zero 1 MiB chunks with their SHA-1.
+    // An XVA of two disks: ova.xml, then each disk's non-zero 1 MiB chunks with their
+    // SHA-1 (the second disk one short chunk).
+    let small = support::prng_bytes(8, 4096);
     let mut tar = tar::Builder::new(Vec::new());
     let mut add = |name: &str, bytes: &[u8]| {
         let mut h = tar::Header::new_ustar();
@@ -78,14 +81,19 @@ fn samples(dir: &Path) -> Vec<(String, Vec<u8>, Vec<std::ops::Range<usize>>)> {
         m(
             "objects",
             &format!(
-                "<array><data>{}{}{}</data></array>",
+                "<array><data>{}{}{}{}{}</data></array>",
                 obj(
                     "VM",
                     "Ref:1",
-                    m("VBDs", "<array><data><value>Ref:2</value></data></array>")
+                    m(
+                        "VBDs",
+                        "<array><data><value>Ref:2</value><value>Ref:4</value></data></array>"
+                    )
                 ),
                 obj("VBD", "Ref:2", m("VDI", "Ref:3") + &m("bootable", "true")),
                 obj("VDI", "Ref:3", m("virtual_size", &disk.len().to_string())),
+                obj("VBD", "Ref:4", m("VDI", "Ref:5") + &m("userdevice", "1")),
+                obj("VDI", "Ref:5", m("virtual_size", &small.len().to_string())),
             )
         )
     );
@@ -95,12 +103,17 @@ fn samples(dir: &Path) -> Vec<(String, Vec<u8>, Vec<std::ops::Range<usize>>)> {
         add(&format!("Ref:3/{i:08}"), c);
         add(&format!("Ref:3/{i:08}.checksum"), hex_sha1(c).as_bytes());
     }
+    add("Ref:5/00000000", &small);
+    add(
+        "Ref:5/00000000.checksum",
+        sha1_smol_free::hex_sha1(&small).as_bytes(),
+    );
     let bytes = tar.into_inner().unwrap();
     let n = bytes.len();
     out.push((
         "x.xva".into(),
         bytes,
-        vec![0..4096, (1 << 20) + 1024..(1 << 20) + 2048, n - 4096..n],
+        vec![0..4096, (1 << 20) + 1024..(1 << 20) + 2048, n - 8192..n],
     ));
     out
 }
@@ -183,6 +196,13 @@ fn kept_container_regressions_end_in_the_errors_they_name() {
         fs::read_dir(scratch.path()).unwrap().next().is_none(),
         "scratch left behind"
     );
+    match formats::open(&dir.join("xva-second-disk-missing.xva"), &opts) {
+        Err(FormatError::Incomplete { disk, what, .. }) => {
+            assert_eq!(disk, "disk Ref:5 (xvdb, 8192 bytes)");
+            assert!(what.contains("no data member"), "{what}")
+        }
+        other => panic!("{other:?}"),
+    }
     let xva = formats::open(&dir.join("xva-chunk-sha1-mismatch.xva"), &opts).unwrap();
     assert_eq!(xva.region.format().kind, "xva");
     let mut b = [0u8; 16];

@@ -58,3 +58,4 @@ mod uefi_convert;
 mod uefi_disk;
 mod update_grub_reboot;
 mod xen_config_real;
+mod xva_disks;

@@ -7,6 +7,7 @@ pub mod fixups;
 pub mod qemu;
 mod shared;
 pub mod stream;
+pub mod xva;
 
 pub use shared::*;
 
