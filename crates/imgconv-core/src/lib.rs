@@ -82,9 +82,9 @@ pub mod stream;
 pub mod swap;
 #[doc(hidden)]
 pub mod tool;
-pub mod verify;
 #[doc(hidden)]
 pub mod tree;
+pub mod verify;
 #[doc(hidden)]
 pub mod vm;
 #[doc(hidden)]

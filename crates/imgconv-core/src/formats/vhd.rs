@@ -370,6 +370,27 @@ impl BlockSource for Vhd {
         Ok(())
     }
 
+    fn will_need(&self, pos: u64, len: u64) {
+        let end = pos.saturating_add(len).min(self.size);
+        if self.kind == DiskType::Fixed {
+            crate::blockio::will_need_file(&self.file, pos, end.saturating_sub(pos));
+            return;
+        }
+        // Each allocated block's data (after its sector bitmap) where the range meets it.
+        let mut at = pos;
+        while at < end {
+            let block = at / self.block_size;
+            let within = at % self.block_size;
+            let n = (self.block_size - within).min(end - at);
+            let entry = self.bat.get(block as usize).copied().unwrap_or(UNALLOCATED);
+            if entry != UNALLOCATED {
+                let data = u64::from(entry) * SECTOR + self.bitmap_bytes;
+                crate::blockio::will_need_file(&self.file, data + within, n);
+            }
+            at += n;
+        }
+    }
+
     fn format(&self) -> SourceFormat {
         match self.kind {
             DiskType::Fixed => SourceFormat {

@@ -538,6 +538,27 @@ impl BlockSource for Xva {
         }
     }
 
+    fn will_need(&self, pos: u64, len: u64) {
+        // The chunks of a range lie in the tar in disk order, their checksum members
+        // between them: one hint from the first chunk's data to the last one's end.
+        let (first, last) = (pos / CHUNK, pos.saturating_add(len).div_ceil(CHUNK));
+        let from = self.chunks.partition_point(|c| c.index < first);
+        let to = self.chunks.partition_point(|c| c.index < last);
+        if let (Some(a), Some(b)) = (
+            self.chunks.get(from),
+            to.checked_sub(1).and_then(|t| self.chunks.get(t)),
+        ) {
+            if from < to {
+                let end = b.offset.saturating_add(b.len);
+                crate::blockio::will_need_file(
+                    &self.tar.file,
+                    a.offset,
+                    end.saturating_sub(a.offset),
+                );
+            }
+        }
+    }
+
     fn data_ranges(&self, pos: u64, len: u64) -> Option<Vec<(u64, u64)>> {
         Some(crate::blockio::unit_data_ranges(
             pos,
