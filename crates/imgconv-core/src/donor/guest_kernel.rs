@@ -362,7 +362,7 @@ fn readiness(
     Ok(result)
 }
 
-/// [`readiness`] of a kernel found in a guest read through the guarded reader.
+/// `readiness` of a kernel found in a guest read through the guarded reader.
 pub fn kvm_readiness_in_reader(
     guest: &ExtReader,
     kernel: &GuestKernel,
@@ -391,7 +391,7 @@ pub fn kvm_readiness_in_readers(
     }
 }
 
-/// [`readiness`] of a kernel found in a guest filesystem.
+/// `readiness` of a kernel found in a guest filesystem.
 pub fn kvm_readiness(
     guest: &mut dyn GuestFs,
     kernel: &GuestKernel,

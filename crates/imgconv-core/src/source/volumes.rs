@@ -1,7 +1,7 @@
 //! Every volume of the guest: each partition of the source (primary and logical, and the
 //! extended containers that hold the logical ones), each extra disk image given with a
 //! Xen device name ([`SourceDisk`]), and each LVM2 logical volume found on the physical
-//! volumes among them ([`add_logical_volumes`], read by [`crate::lvm`]).
+//! volumes among them (`add_logical_volumes`, read by [`crate::lvm`]).
 //!
 //! Each volume is probed read-only ([`VolumeContent`]), matched to the guest's
 //! `/etc/fstab` by `UUID=`, `LABEL=`, its Xen kernel name (`/dev/xvdb1`, `/dev/sdb1` and
