@@ -408,6 +408,47 @@ impl BlockDevice for File {
     }
 }
 
+/// The disk a conversion writes into, as the stream and the boot writers see it: a
+/// [`BlockDevice`] that several threads may write at once (on disjoint ranges), and
+/// whose raw file, when it is one, allows `copy_file_range` and device ioctls.
+pub trait OutputDevice: BlockDevice + Sync + fmt::Debug {
+    /// The file whose byte `p` is the disk's byte `p` (a raw image or a block device);
+    /// `None` for a container such as qcow2.
+    fn raw_file(&self) -> Option<&File>;
+    /// The file that holds the disk, to name it in errors.
+    fn backing_file(&self) -> &File;
+    /// The disk's size in bytes.
+    fn disk_len(&self) -> io::Result<u64>;
+    /// Start writing back what was just written at `[offset, offset + len)` of the disk,
+    /// without waiting for it (see the stream's write-behind).
+    fn write_behind(&self, offset: u64, len: u64);
+}
+
+/// A raw image file or a block device.
+impl OutputDevice for File {
+    fn raw_file(&self) -> Option<&File> {
+        Some(self)
+    }
+
+    fn backing_file(&self) -> &File {
+        self
+    }
+
+    fn disk_len(&self) -> io::Result<u64> {
+        crate::blockdev::len_of(self)
+    }
+
+    /// `POSIX_FADV_DONTNEED` on a dirty range starts its writeback.
+    fn write_behind(&self, offset: u64, len: u64) {
+        let _ = rustix::fs::fadvise(
+            self,
+            offset,
+            std::num::NonZeroU64::new(len),
+            rustix::fs::Advice::DontNeed,
+        );
+    }
+}
+
 impl bootsector::pio::ReadAt for Region {
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
         Region::read_at(self, pos, buf)

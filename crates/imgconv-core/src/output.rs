@@ -12,9 +12,10 @@
 //! front; space is consumed as blocks are written, and running out of it is reported
 //! as [`OutputError::NoSpace`] naming the directory, not as a bare `ENOSPC`.
 
+use crate::blockio::{BlockDevice, OutputDevice};
+use crate::formats::qcow2_write::Qcow2Sink;
 use std::fs::File;
 use std::io;
-#[cfg(test)]
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -210,6 +211,135 @@ enum Backing {
     Device(Device),
 }
 
+/// The disk a conversion writes, whatever its format: every output write (stream, graft,
+/// partition table, boot code, ESP, swap header) goes through it.
+///
+/// A raw sink is the output file (or block device) itself, byte for byte, and keeps the
+/// file's fast paths (`copy_file_range`, holes by `set_len`); a qcow2 sink maps the disk
+/// into a qcow2 image as it is written ([`Qcow2Sink`]), so no raw copy exists at any time.
+#[derive(Debug)]
+pub enum Sink {
+    /// A raw image file or a block device.
+    Raw(File),
+    /// A qcow2 image (shared: the stream and the graft write it at once).
+    Qcow2(std::sync::Arc<Qcow2Sink>),
+}
+
+impl Sink {
+    /// Another handle on the same disk (a duplicated descriptor, or the same qcow2 map).
+    pub fn try_clone(&self) -> io::Result<Sink> {
+        Ok(match self {
+            Sink::Raw(f) => Sink::Raw(f.try_clone()?),
+            Sink::Qcow2(q) => Sink::Qcow2(std::sync::Arc::clone(q)),
+        })
+    }
+
+    /// True for a qcow2 sink.
+    pub fn is_qcow2(&self) -> bool {
+        matches!(self, Sink::Qcow2(_))
+    }
+}
+
+impl BlockDevice for Sink {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        match self {
+            Sink::Raw(f) => f.read_exact_at(buf, offset),
+            Sink::Qcow2(q) => q.read_at(offset, buf),
+        }
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Raw(f) => f.write_all_at(data, offset),
+            Sink::Qcow2(q) => q.write_at(offset, data),
+        }
+    }
+
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        match self {
+            Sink::Raw(f) => BlockDevice::zero_range(f, offset, len),
+            Sink::Qcow2(q) => q.zero_range(offset, len),
+        }
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        match self {
+            Sink::Raw(f) => BlockDevice::flush(f),
+            Sink::Qcow2(q) => q.flush(),
+        }
+    }
+}
+
+impl OutputDevice for Sink {
+    fn raw_file(&self) -> Option<&File> {
+        match self {
+            Sink::Raw(f) => Some(f),
+            Sink::Qcow2(_) => None,
+        }
+    }
+
+    fn backing_file(&self) -> &File {
+        match self {
+            Sink::Raw(f) => f,
+            Sink::Qcow2(q) => q.file(),
+        }
+    }
+
+    fn disk_len(&self) -> io::Result<u64> {
+        match self {
+            Sink::Raw(f) => crate::blockdev::len_of(f),
+            Sink::Qcow2(q) => Ok(q.size()),
+        }
+    }
+
+    fn write_behind(&self, offset: u64, len: u64) {
+        match self {
+            Sink::Raw(f) => f.write_behind(offset, len),
+            Sink::Qcow2(q) => q.write_behind(),
+        }
+    }
+}
+
+/// A [`Sink`] seen from byte `offset` on: one partition's filesystem as a
+/// [`BlockDevice`] for libext2fs.
+#[derive(Debug)]
+pub struct SinkAt {
+    sink: Sink,
+    offset: u64,
+}
+
+impl SinkAt {
+    /// `sink` from byte `offset` on.
+    pub fn new(sink: Sink, offset: u64) -> Self {
+        SinkAt { sink, offset }
+    }
+
+    fn at(&self, pos: u64) -> io::Result<u64> {
+        self.offset
+            .checked_add(pos)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))
+    }
+}
+
+impl BlockDevice for SinkAt {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.sink.read_at(self.at(offset)?, buf)
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.sink.write_at(self.at(offset)?, data)
+    }
+
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.sink.zero_range(self.at(offset)?, len)
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        // The output is synced once, when it is committed.
+        Ok(())
+    }
+}
+
 /// The temporary output of a conversion in its destination's directory; nothing is left
 /// of it on drop unless committed.
 ///
@@ -224,6 +354,8 @@ enum Backing {
 #[derive(Debug)]
 pub struct TempOutput {
     file: File,
+    /// Where the disk is written: the file itself, or a qcow2 map over it.
+    sink: Sink,
     backing: Backing,
     /// `/proc/<pid>/fd/<n>`.
     fd_path: PathBuf,
@@ -476,8 +608,10 @@ impl TempOutput {
             std::process::id(),
             file.as_raw_fd()
         ));
+        let sink = Sink::Raw(file.try_clone().map_err(open_err)?);
         Ok(TempOutput {
             file,
+            sink,
             backing: Backing::Device(Device {
                 claim: std::sync::Mutex::new(Some(claim)),
                 wipe,
@@ -602,8 +736,13 @@ impl TempOutput {
             std::process::id(),
             file.as_raw_fd()
         ));
+        let sink = Sink::Raw(
+            file.try_clone()
+                .map_err(|e| write_error(&file, "cannot reopen", e))?,
+        );
         Ok(TempOutput {
             file,
+            sink,
             backing,
             fd_path,
             dir,
@@ -618,13 +757,20 @@ impl TempOutput {
         self.access = Some(access);
     }
 
-    /// The open temporary file (read-write).
+    /// The open temporary file (read-write): the raw disk, or the qcow2 image that holds
+    /// it (write the disk through [`TempOutput::sink`]).
     pub fn file(&self) -> &File {
         &self.file
     }
 
+    /// The disk, for every write of the conversion.
+    pub fn sink(&self) -> &Sink {
+        &self.sink
+    }
+
     /// A path that opens this very file for external tools and libext2fs: the
-    /// `/proc/<pid>/fd/<n>` link of its descriptor (valid while `self` lives).
+    /// `/proc/<pid>/fd/<n>` link of its descriptor (valid while `self` lives). For a
+    /// qcow2 output it opens the qcow2 image, not the disk.
     pub fn path(&self) -> &Path {
         &self.fd_path
     }
@@ -634,10 +780,44 @@ impl TempOutput {
         &self.dest
     }
 
-    /// Rewrite the finished raw image as qcow2 into a second temporary file in the same
-    /// directory, punching each copied range out of the raw one as it goes (so the two
-    /// together hold the data about once), and return that file, with the same
+    /// [`TempOutput::create`] for a qcow2 disk of `size` bytes: the file starts empty
+    /// and the disk is written into it through [`TempOutput::sink`]; a block device is
+    /// refused.
+    pub fn create_qcow2(dest: &Path, size: u64, force: bool) -> Result<Self, OutputError> {
+        if crate::blockdev::is_block_device(dest) {
+            return Err(OutputError::DeviceFormat {
+                path: dest.to_path_buf(),
+                format: "qcow2",
+            });
+        }
+        let mut out = Self::create_file(dest, 0, force)?;
+        let file = out
+            .file
+            .try_clone()
+            .map_err(|e| write_error(&out.file, "cannot reopen", e))?;
+        let sink = Qcow2Sink::new(file, size)
+            .map_err(|e| write_error(&out.file, "cannot start the qcow2 image", e))?;
+        out.sink = Sink::Qcow2(std::sync::Arc::new(sink));
+        Ok(out)
+    }
+
+    /// Seal a qcow2 output (its tables and header; see [`Qcow2Sink::finish`]) once the
+    /// disk is complete. Nothing for a raw one.
+    pub fn finish(&self) -> Result<(), OutputError> {
+        match &self.sink {
+            Sink::Raw(_) => Ok(()),
+            Sink::Qcow2(q) => q
+                .finish()
+                .map(drop)
+                .map_err(|e| write_error(&self.file, "cannot write the qcow2 image", e)),
+        }
+    }
+
+    /// Rewrite this finished raw output as a sealed qcow2 into a second temporary file in
+    /// the same directory, punching each copied range out of the raw one as it goes (so
+    /// the two together hold the data about once), and return that file, with the same
     /// destination, overwrite rule and access; the raw one is dropped (and so removed).
+    /// For conversions whose outside tools need the disk as a raw file.
     pub fn into_qcow2(self, progress: &mut dyn crate::Progress) -> Result<TempOutput, OutputError> {
         if self.is_device() {
             return Err(OutputError::DeviceFormat {
@@ -650,10 +830,13 @@ impl TempOutput {
             .metadata()
             .map_err(|e| write_error(self.file(), "cannot stat", e))?
             .len();
-        let mut qcow2 = TempOutput::create(&self.dest, 0, self.force)?;
+        let mut qcow2 = TempOutput::create_qcow2(&self.dest, size, self.force)?;
         qcow2.access = self.access;
-        crate::formats::qcow2_write::write(self.file(), size, qcow2.file(), true, progress)
-            .map_err(|e| write_error(qcow2.file(), "cannot write the qcow2 image", e))?;
+        if let Sink::Qcow2(q) = &qcow2.sink {
+            crate::formats::qcow2_write::copy_raw(self.file(), size, q, progress)
+                .map_err(|e| write_error(qcow2.file(), "cannot write the qcow2 image", e))?;
+        }
+        qcow2.finish()?;
         Ok(qcow2)
     }
 

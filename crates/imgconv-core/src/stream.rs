@@ -35,7 +35,7 @@
 //! graft would allocate over blocks it wrongly calls free):
 //! [`StreamError::InconsistentBitmap`], before anything is written.
 
-use crate::blockio::Region;
+use crate::blockio::{OutputDevice, Region};
 use crate::bytes::ParseError;
 use crate::ext::group_desc::{self, DescReader, GroupDesc, GroupDescError};
 use crate::ext::superblock::{feature, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
@@ -43,7 +43,6 @@ use crate::output::{self, OutputError};
 use crate::progress::{Progress, Stage};
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 /// Largest single read/write: runs of used blocks are coalesced up to this size.
@@ -144,9 +143,9 @@ impl From<StreamError> for crate::Error {
 /// where nothing is copied. A block device `dst` gets its used all-zero blocks zeroed
 /// (free blocks keep whatever the device held). Progress: `stage(Stream, total bytes to copy)`, then
 /// `advance(bytes done)` after every chunk; cancellation is checked between chunks.
-pub fn copy_used_blocks(
+pub fn copy_used_blocks<D: OutputDevice>(
     src: &Region,
-    dst: &File,
+    dst: &D,
     dst_offset: u64,
     progress: &mut dyn Progress,
 ) -> Result<StreamStats, StreamError> {
@@ -154,9 +153,9 @@ pub fn copy_used_blocks(
 }
 
 /// [`copy_used_blocks`] with the copy method chosen by the caller.
-pub fn copy_used_blocks_with(
+pub fn copy_used_blocks_with<D: OutputDevice>(
     src: &Region,
-    dst: &File,
+    dst: &D,
     dst_offset: u64,
     method: CopyMethod,
     progress: &mut dyn Progress,
@@ -170,9 +169,9 @@ pub fn copy_used_blocks_with(
 /// all zeros, so the copy stays sparse. `dst` must read as zeros there (a fresh sparse
 /// output). Progress: `stage(Stream, bytes to read)`, `advance` per chunk; cancellation is
 /// checked between chunks. Returns the bytes written.
-pub fn copy_sparse(
+pub fn copy_sparse<D: OutputDevice>(
     src: &Region,
-    dst: &File,
+    dst: &D,
     dst_offset: u64,
     progress: &mut dyn Progress,
 ) -> Result<u64, StreamError> {
@@ -212,11 +211,13 @@ pub fn copy_sparse(
                     i += BLOCK;
                 }
                 let run_end = i.min(n);
-                dst.write_all_at(
-                    &chunk[run_start..run_end],
+                dst.write_at(
                     dst_offset + pos + run_start as u64,
+                    &chunk[run_start..run_end],
                 )
-                .map_err(|e| output::write_error(dst, "cannot write a carried volume to", e))?;
+                .map_err(|e| {
+                    output::write_error(dst.backing_file(), "cannot write a carried volume to", e)
+                })?;
                 written += (run_end - run_start) as u64;
             }
             pos += n as u64;
@@ -248,9 +249,9 @@ pub enum CopyMethod {
 /// `stage(Stream, …)` is reported only once the bitmaps were checked, so a caller can wait
 /// for it before letting anything else write. copy_file_range is not used here: a run
 /// has to be split around the written ranges under their lock.
-pub fn copy_used_blocks_around(
+pub fn copy_used_blocks_around<D: OutputDevice>(
     src: &Region,
-    dst: &File,
+    dst: &D,
     dst_offset: u64,
     written: &crate::ext::write::cow::WrittenRanges,
     progress: &mut dyn Progress,
@@ -265,9 +266,9 @@ pub fn copy_used_blocks_around(
     )
 }
 
-fn copy(
+fn copy<D: OutputDevice>(
     src: &Region,
-    dst: &File,
+    dst: &D,
     dst_offset: u64,
     written: Option<&crate::ext::write::cow::WrittenRanges>,
     method: CopyMethod,
@@ -287,8 +288,9 @@ fn copy(
             available: src.len(),
         });
     }
-    let dst_len =
-        crate::blockdev::len_of(dst).map_err(|e| output::write_error(dst, "cannot stat", e))?;
+    let dst_len = dst
+        .disk_len()
+        .map_err(|e| output::write_error(dst.backing_file(), "cannot stat", e))?;
     let need = dst_offset.saturating_add(fs_bytes);
     if dst_len < need {
         return Err(StreamError::DestinationTooSmall {
@@ -300,7 +302,10 @@ fn copy(
     let mut copier = Copier::new(src, dst, dst_offset, sb.block_size());
     copier.use_copy_range = written.is_none()
         && match method {
-            CopyMethod::Auto => src.plain_file().is_some_and(|f| shares_extents(f, dst)),
+            CopyMethod::Auto => src
+                .plain_file()
+                .zip(dst.raw_file())
+                .is_some_and(|(f, d)| shares_extents(f, d)),
             CopyMethod::CopyFileRange => true,
             CopyMethod::ReadWrite => false,
         };
@@ -371,9 +376,9 @@ fn read_superblock(src: &Region) -> Result<Superblock, StreamError> {
 }
 
 /// Reads runs of blocks into one buffer and writes their non-zero blocks.
-struct Copier<'a> {
+struct Copier<'a, D> {
     src: &'a Region,
-    dst: &'a File,
+    dst: &'a D,
     dst_offset: u64,
     block_size: u64,
     buf: Vec<u8>,
@@ -394,8 +399,8 @@ struct Copier<'a> {
     chunks: u64,
 }
 
-impl<'a> Copier<'a> {
-    fn new(src: &'a Region, dst: &'a File, dst_offset: u64, block_size: u64) -> Self {
+impl<'a, D: OutputDevice> Copier<'a, D> {
+    fn new(src: &'a Region, dst: &'a D, dst_offset: u64, block_size: u64) -> Self {
         Copier {
             src,
             dst,
@@ -404,7 +409,7 @@ impl<'a> Copier<'a> {
             buf: vec![0u8; CHUNK_BYTES],
             use_copy_range: false,
             written_around: None,
-            zero_fill: crate::blockdev::is_device_file(dst),
+            zero_fill: dst.raw_file().is_some_and(crate::blockdev::is_device_file),
             pending: None,
             read: 0,
             written: 0,
@@ -450,19 +455,14 @@ impl<'a> Copier<'a> {
     /// by the final fsync, after the last read: started here, the writes overlap with
     /// the reads and the fsync finds little left to do.
     fn write_behind(&self, offset: u64, len: u64) {
-        let _ = rustix::fs::fadvise(
-            self.dst,
-            offset,
-            std::num::NonZeroU64::new(len),
-            rustix::fs::Advice::DontNeed,
-        );
+        self.dst.write_behind(offset, len);
     }
 
     /// Copy `len` bytes at `pos` (relative to the filesystem) with `copy_file_range`.
     /// `Ok(false)` when the kernel does not offer it for these files (nothing was copied
     /// by this call then, and the caller falls back to read + write).
     fn copy_range(&mut self, pos: u64, len: u64) -> Result<bool, StreamError> {
-        let Some(src_file) = self.src.plain_file() else {
+        let (Some(src_file), Some(dst_file)) = (self.src.plain_file(), self.dst.raw_file()) else {
             return Ok(false);
         };
         let mut src_at = self.src.offset() + pos;
@@ -473,7 +473,7 @@ impl<'a> Copier<'a> {
             match rustix::fs::copy_file_range(
                 src_file,
                 Some(&mut src_at),
-                self.dst,
+                dst_file,
                 Some(&mut dst_at),
                 want,
             ) {
@@ -501,7 +501,7 @@ impl<'a> Copier<'a> {
                 }
                 Err(e) => {
                     return Err(StreamError::Write(output::write_error(
-                        self.dst,
+                        dst_file,
                         "cannot copy (copy_file_range) into",
                         e.into(),
                     )))
@@ -555,14 +555,16 @@ impl<'a> Copier<'a> {
                 if self.zero_fill {
                     // A block device holds old data where a file has holes.
                     let (dst, dst_offset) = (self.dst, self.dst_offset);
-                    let zero =
-                        |s: u64, e: u64| crate::blockdev::zero_range(dst, dst_offset + s, e - s);
+                    let zero = |s: u64, e: u64| match dst.raw_file() {
+                        Some(f) => crate::blockdev::zero_range(f, dst_offset + s, e - s),
+                        None => dst.zero_range(dst_offset + s, e - s),
+                    };
                     let (s, e) = (pos + start as u64, pos + i as u64);
                     match self.written_around {
                         None => zero(s, e),
                         Some(w) => w.write_unwritten(s, e, zero),
                     }
-                    .map_err(|e| output::write_error(self.dst, "cannot zero", e))?;
+                    .map_err(|e| output::write_error(self.dst.backing_file(), "cannot zero", e))?;
                 }
                 continue;
             }
@@ -574,16 +576,16 @@ impl<'a> Copier<'a> {
             let data = &buf[start..i];
             let (dst, dst_offset) = (self.dst, self.dst_offset);
             let write = |s: u64, e: u64| {
-                dst.write_all_at(
-                    &data[(s - from) as usize..(e - from) as usize],
+                dst.write_at(
                     dst_offset + s,
+                    &data[(s - from) as usize..(e - from) as usize],
                 )
             };
             match self.written_around {
                 None => write(from, from + data.len() as u64),
                 Some(w) => w.write_unwritten(from, from + data.len() as u64, write),
             }
-            .map_err(|e| output::write_error(self.dst, "cannot write", e))?;
+            .map_err(|e| output::write_error(self.dst.backing_file(), "cannot write", e))?;
             self.written += (i - start) as u64;
         }
         self.write_behind(self.dst_offset + pos, len as u64);
@@ -626,7 +628,7 @@ fn shares_extents(src: &File, dst: &File) -> bool {
 }
 
 /// True when `b` is all zeros (wide compares; the compiler vectorises this).
-fn is_zero(b: &[u8]) -> bool {
+pub(crate) fn is_zero(b: &[u8]) -> bool {
     let mut words = b.chunks_exact(16);
     let acc = words.by_ref().fold(0u128, |a, w| {
         a | u128::from_ne_bytes(w.try_into().unwrap_or([0; 16]))
@@ -879,21 +881,22 @@ impl<'a> Walker<'a> {
     }
 
     /// Copy every used block, group by group, coalescing adjacent runs.
-    fn copy(
+    fn copy<D: OutputDevice>(
         &mut self,
-        copier: &mut Copier<'_>,
+        copier: &mut Copier<'_, D>,
         progress: &mut dyn Progress,
     ) -> Result<(), StreamError> {
         let sb = self.sb;
         let max_run = CHUNK_BYTES as u64 / sb.block_size();
         let mut run: Option<(u64, u64)> = None;
-        let flush =
-            |run: &mut Option<(u64, u64)>, copier: &mut Copier<'_>, progress: &mut dyn Progress| {
-                if let Some((s, n)) = run.take() {
-                    copier.push_run(s, n, progress)?;
-                }
-                Ok::<(), StreamError>(())
-            };
+        let flush = |run: &mut Option<(u64, u64)>,
+                     copier: &mut Copier<'_, D>,
+                     progress: &mut dyn Progress| {
+            if let Some((s, n)) = run.take() {
+                copier.push_run(s, n, progress)?;
+            }
+            Ok::<(), StreamError>(())
+        };
         // Blocks before the first group (block 0 of a 1 KiB-block filesystem: the boot
         // sector area) are not tracked by any bitmap; copy them as they are.
         if sb.first_data_block > 0 {
@@ -976,6 +979,7 @@ impl StreamError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
 
     #[test]
     fn zero_detection() {

@@ -10,8 +10,6 @@
 
 use crate::output;
 use crate::stream::StreamError;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use uuid::Uuid;
 
 /// Swap page size on x86.
@@ -58,11 +56,17 @@ pub fn swap_header(len: u64, uuid: Uuid, label: &str) -> Result<Vec<u8>, StreamE
 
 /// Write a swap v1 header with a fresh random UUID and `label` at `offset` of `dst`,
 /// for an area of `len` bytes. Returns the UUID (for fstab's `UUID=`).
-pub fn write_swap(dst: &File, offset: u64, len: u64, label: &str) -> Result<Uuid, StreamError> {
+pub fn write_swap<D: crate::blockio::OutputDevice>(
+    dst: &D,
+    offset: u64,
+    len: u64,
+    label: &str,
+) -> Result<Uuid, StreamError> {
     let uuid = Uuid::new_v4();
     let page = swap_header(len, uuid, label)?;
-    dst.write_all_at(&page, offset)
-        .map_err(|e| output::write_error(dst, "cannot write the swap header to", e))?;
+    dst.write_at(offset, &page).map_err(|e| {
+        output::write_error(dst.backing_file(), "cannot write the swap header to", e)
+    })?;
     Ok(uuid)
 }
 

@@ -6,26 +6,25 @@
 //! All I/O is positioned (`pread`/`pwrite`), so the window keeps its own position and
 //! never disturbs (or depends on) the file's shared seek offset.
 
-use crate::blockio::Region;
+use crate::blockio::{BlockDevice, Region};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
 
-/// `[offset, offset + len)` of a file open for writing.
+/// `[offset, offset + len)` of a file open for writing, or of any output disk.
 #[derive(Debug)]
-pub struct FileWindow<'a> {
-    file: &'a File,
+pub struct FileWindow<'a, D: BlockDevice + ?Sized = File> {
+    file: &'a D,
     offset: u64,
     len: u64,
     pos: u64,
 }
 
-impl<'a> FileWindow<'a> {
+impl<'a, D: BlockDevice + ?Sized> FileWindow<'a, D> {
     /// The window `[offset, offset + len)` of `file`, positioned at its start. The file
     /// must already be at least `offset + len` bytes long (a sparse `set_len` is enough);
     /// a write past the window's end is an error, so a bug can never spill into the next
     /// partition.
-    pub fn new(file: &'a File, offset: u64, len: u64) -> Self {
+    pub fn new(file: &'a D, offset: u64, len: u64) -> Self {
         FileWindow {
             file,
             offset,
@@ -59,27 +58,22 @@ fn seek_in(pos: u64, len: u64, to: SeekFrom) -> io::Result<u64> {
     })
 }
 
-impl Read for FileWindow<'_> {
+impl<D: BlockDevice + ?Sized> Read for FileWindow<'_, D> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let left = self.len.saturating_sub(self.pos);
         let n = (buf.len() as u64).min(left) as usize;
         if n == 0 {
             return Ok(0);
         }
-        let got = self.file.read_at(&mut buf[..n], self.offset + self.pos)?;
-        if got == 0 {
-            // Inside the window but past the file's end: the file was not sized first.
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the image is shorter than the partition",
-            ));
-        }
-        self.pos += got as u64;
-        Ok(got)
+        // Inside the window but past the file's end (the file was not sized first) is
+        // an `UnexpectedEof` error.
+        self.file.read_at(self.offset + self.pos, &mut buf[..n])?;
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 
-impl Write for FileWindow<'_> {
+impl<D: BlockDevice + ?Sized> Write for FileWindow<'_, D> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
@@ -92,9 +86,9 @@ impl Write for FileWindow<'_> {
             ));
         }
         let n = (buf.len() as u64).min(left) as usize;
-        let put = self.file.write_at(&buf[..n], self.offset + self.pos)?;
-        self.pos += put as u64;
-        Ok(put)
+        self.file.write_at(self.offset + self.pos, &buf[..n])?;
+        self.pos += n as u64;
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -102,7 +96,7 @@ impl Write for FileWindow<'_> {
     }
 }
 
-impl Seek for FileWindow<'_> {
+impl<D: BlockDevice + ?Sized> Seek for FileWindow<'_, D> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
         self.pos = seek_in(self.pos, self.len, to)?;
         Ok(self.pos)
@@ -160,6 +154,7 @@ impl Seek for ReadOnlyWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
 
     #[test]
     fn window_reads_and_writes_only_inside() {

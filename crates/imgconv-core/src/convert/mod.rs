@@ -42,6 +42,7 @@ pub use plan::{
     Conversion, ConversionPlan, GrubChoice, GrubOrigin, KernelChoice, KernelOrigin, StageTime,
 };
 
+use crate::blockio::{BlockDevice, OutputDevice};
 use crate::boot::uefi::{self, EfiBootFiles, GptPlan};
 use crate::boot::{self, GrubPlatformFiles};
 use crate::donor::{Donor, DonorKernel};
@@ -59,7 +60,6 @@ use crate::{Error, Result};
 use plan::WrittenLayout;
 pub use prepare::efi_search;
 use prepare::{grow_reason, prepare, Prepared};
-use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
 fn timed<T>(
@@ -270,13 +270,31 @@ fn convert_into(
     let mut report = Report::default();
     report.warnings.extend(plan.warnings.iter().cloned());
 
-    let mut out = TempOutput::create_for(
-        &opts.output,
-        disk_bytes,
-        opts.force,
-        Some(&opts.source),
-        Some(note.clone()),
-    )?;
+    // Stream and graft run side by side (see `overlap::together`) unless an outside tool
+    // has to change the copied filesystem between them: journal replay, repair (e2fsck -fy
+    // on a filesystem whose bitmaps cannot be trusted; the graft allocates from them) and
+    // resize2fs work on the finished copy in the output, so there the stages stay one
+    // after the other. `Overlap::Sequential` forces the sequential path (tests compare
+    // both paths' outputs; benchmarks measure what the overlap gains).
+    let sequential = plan.inspection.fs.needs_recovery
+        || plan.inspection.unclean().is_some()
+        || plan.disk.grow.is_some()
+        || opts.repair
+        || opts.overlap == Overlap::Sequential;
+    // A qcow2 disk is written as qcow2 from the start, except where those outside tools
+    // need it as a raw file: then it is rewritten once complete.
+    let direct_qcow2 = opts.disk_format == DiskFormat::Qcow2 && !sequential;
+    let mut out = if direct_qcow2 {
+        TempOutput::create_qcow2(&opts.output, disk_bytes, opts.force)?
+    } else {
+        TempOutput::create_for(
+            &opts.output,
+            disk_bytes,
+            opts.force,
+            Some(&opts.source),
+            Some(note.clone()),
+        )?
+    };
     // A device holds old data: zero what the layout relies on reading as zeros.
     let mut kept = vec![(root_offset, root_len)];
     kept.extend(swap_part);
@@ -287,8 +305,8 @@ fn convert_into(
         out.set_access(access);
     }
     match &plan.gpt {
-        Some(g) => uefi::write_gpt(out.file(), g)?,
-        None => layout::write_mbr(out.file(), &plan.disk)?,
+        Some(g) => uefi::write_gpt(out.sink(), g)?,
+        None => layout::write_mbr(out.sink(), &plan.disk)?,
     }
     // A separate /boot is carried first (it is small), grown when the plan says so, and
     // written beside the root through its own libext2fs handle.
@@ -313,17 +331,6 @@ fn convert_into(
         report_done(&timings, progress);
     }
 
-    // Stream and graft run side by side (see `overlap::together`) unless an outside tool
-    // has to change the copied filesystem between them: journal replay, repair (e2fsck -fy
-    // on a filesystem whose bitmaps cannot be trusted; the graft allocates from them) and
-    // resize2fs work on the finished copy in the output, so there the stages stay one
-    // after the other. `Overlap::Sequential` forces the sequential path (tests compare
-    // both paths' outputs; benchmarks measure what the overlap gains).
-    let sequential = plan.inspection.fs.needs_recovery
-        || plan.inspection.unclean().is_some()
-        || plan.disk.grow.is_some()
-        || opts.repair
-        || opts.overlap == Overlap::Sequential;
     // The block check reads the source beside the stream; the guest work waits for it
     // before libext2fs touches anything. After a journal replay the copy is checked
     // instead, once replayed: before it, inodes and bitmaps may not agree yet.
@@ -343,11 +350,12 @@ fn convert_into(
         root_number,
         boot: boot_part.map(|(_, start, _, number)| (start, number)),
         image: out.path(),
+        sink: out.sink(),
     };
     let (stream, graft, core) = if sequential {
         let stream = timed(&mut timings, Stage::Stream, || {
             let src = plan.inspection.open_fs()?;
-            stream::copy_used_blocks_with(&src, out.file(), root_offset, opts.copy_method, progress)
+            stream::copy_used_blocks_with(&src, out.sink(), root_offset, opts.copy_method, progress)
                 .map_err(Error::from)
         })?;
         report_done(&timings, progress);
@@ -426,8 +434,8 @@ fn convert_into(
     }
     if let (Some((start, len)), Some(uuid)) = (swap_part, &plan.swap_uuid) {
         let page = swap::swap_header(len, *uuid, "swap").map_err(Error::from)?;
-        out.file()
-            .write_all_at(&page, start)
+        out.sink()
+            .write_at(start, &page)
             .map_err(|e| output::write_error(out.file(), "cannot write the swap header to", e))?;
     }
     check_cancel(progress)?;
@@ -437,21 +445,26 @@ fn convert_into(
             .boot_volume()
             .and_then(|v| v.uuid())
             .unwrap_or(&plan.inspection.fs.uuid);
-        uefi::install_esp(out.file(), g, files, grub_fs, &mut report)?;
+        uefi::install_esp(out.sink(), g, files, grub_fs, &mut report)?;
     }
     match (&plan.gpt, &core) {
-        (None, Some(core)) => boot::install_bios_boot(out.file(), &grub, core, 1, gap_end_lba)?,
-        (Some(g), Some(core)) => uefi::install_hybrid_bios_boot(out.file(), g, &grub, core)?,
+        (None, Some(core)) => boot::install_bios_boot(out.sink(), &grub, core, 1, gap_end_lba)?,
+        (Some(g), Some(core)) => uefi::install_hybrid_bios_boot(out.sink(), g, &grub, core)?,
         _ => {}
     }
     check_cancel(progress)?;
 
     progress.stage(Stage::Finish, None);
-    // A qcow2 output is rewritten from the finished raw image before it is handed back;
-    // its root partition offset then means nothing to outside tools (the CLI refuses
-    // `--fsck post` for it and `verify` reads it through a raw copy).
+    // A qcow2 output gets its tables and header, or is rewritten from the finished raw
+    // image, before it is handed back; its root partition offset then means nothing to
+    // outside tools (the CLI refuses `--fsck post` for it and `verify` reads it through a
+    // raw copy).
     let out = match opts.disk_format {
         DiskFormat::Raw => out,
+        DiskFormat::Qcow2 if direct_qcow2 => {
+            out.finish()?;
+            out
+        }
         DiskFormat::Qcow2 => match out.into_qcow2(progress) {
             Ok(o) => o,
             Err(_) if progress.is_cancelled() => return Err(Error::Cancelled),
@@ -495,7 +508,7 @@ fn carry_volumes(
                 .and_then(|u| uuid::Uuid::parse_str(u).ok())
                 .unwrap_or_else(uuid::Uuid::new_v4);
             let page = swap::swap_header(len, uuid, v.label().unwrap_or(""))?;
-            out.file().write_all_at(&page, start).map_err(|e| {
+            out.sink().write_at(start, &page).map_err(|e| {
                 output::write_error(out.file(), "cannot write the swap header to", e)
             })?;
             continue;
@@ -515,7 +528,7 @@ fn carry_volumes(
             .and_then(|fs| region.sub(0, fs.size_bytes).ok());
         match used_blocks {
             Some(fs) => {
-                match stream::copy_used_blocks_with(&fs, out.file(), start, method, progress) {
+                match stream::copy_used_blocks_with(&fs, out.sink(), start, method, progress) {
                     Ok(_) => {}
                     // An external journal or a superblock the walker refuses: the bytes as
                     // they are.
@@ -523,13 +536,13 @@ fn carry_volumes(
                         stream::StreamError::NotAFilesystem { .. }
                         | stream::StreamError::Superblock { .. },
                     ) => {
-                        stream::copy_sparse(region, out.file(), start, progress)?;
+                        stream::copy_sparse(region, out.sink(), start, progress)?;
                     }
                     Err(e) => return Err(e.into()),
                 }
             }
             None => {
-                stream::copy_sparse(region, out.file(), start, progress)?;
+                stream::copy_sparse(region, out.sink(), start, progress)?;
             }
         }
     }
@@ -584,7 +597,7 @@ fn carry_grown_boot(
     let grown =
         crate::blockio::Region::from_file(scratch.reopen().map_err(scratch_err)?, scratch.path())
             .map_err(scratch_err)?;
-    stream::copy_used_blocks_with(&grown, out.file(), start, method, progress)?;
+    stream::copy_used_blocks_with(&grown, out.sink(), start, method, progress)?;
     report.change(
         "grow",
         "/boot",
@@ -715,6 +728,8 @@ struct GuestWork<'a> {
     boot: Option<(u64, u32)>,
     /// The output image, where the separate /boot is opened.
     image: &'a std::path::Path,
+    /// The output disk (a qcow2 one opens the separate /boot through it).
+    sink: &'a output::Sink,
 }
 
 impl GuestWork<'_> {
@@ -732,7 +747,15 @@ impl GuestWork<'_> {
         let Some((offset, _)) = self.boot else {
             return self.write_into(fs, report, timings, progress);
         };
-        let mut boot_fs = ExtFs::open(self.image, offset)?;
+        let mut boot_fs = if self.sink.is_qcow2() {
+            let sink = self
+                .sink
+                .try_clone()
+                .map_err(|e| output::write_error(self.sink.backing_file(), "cannot reopen", e))?;
+            ExtFs::open_device(output::SinkAt::new(sink, offset), self.image, offset)?
+        } else {
+            ExtFs::open(self.image, offset)?
+        };
         let mut mounted = crate::guestfs::Mounted::new(fs, &mut boot_fs);
         let r = self.write_into(&mut mounted, report, timings, progress)?;
         boot_fs.close()?;

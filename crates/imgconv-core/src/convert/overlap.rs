@@ -173,7 +173,7 @@ pub(super) fn together(
     let stream_at = timings.len();
     let src = guest.plan.inspection.open_fs()?;
     let written = WrittenRanges::new(u64::from(guest.plan.inspection.fs.block_size));
-    let dst = out.file();
+    let dst = out.sink();
     let stop = AtomicBool::new(false);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::scope(|scope| {
@@ -222,7 +222,7 @@ pub(super) fn together(
                 let device = CowDevice::new(
                     src.clone(),
                     dst.try_clone()
-                        .map_err(|e| output::write_error(dst, "cannot reopen", e))?,
+                        .map_err(|e| output::write_error(out.file(), "cannot reopen", e))?,
                     root_offset,
                     std::sync::Arc::clone(&written),
                 );

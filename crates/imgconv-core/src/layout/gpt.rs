@@ -33,10 +33,10 @@
 //! before the ESP exists) and the ESP agree.
 
 use super::PlanError;
+use crate::blockio::OutputDevice;
 use crate::output;
 use crate::window::FileWindow;
 use std::fmt;
-use std::fs::File;
 use uuid::Uuid;
 
 /// Bytes per sector.
@@ -419,12 +419,13 @@ pub fn plan_gpt_with(
 /// Write the protective MBR, the primary and the backup GPT of `plan` to `out`, which
 /// must be exactly `plan.disk_bytes` long. Sector 0 is rewritten whole (boot code area
 /// zeroed), so for a hybrid disk GRUB's boot sector is installed AFTER this.
-pub fn write_gpt(out: &File, plan: &GptPlan) -> Result<(), PlanError> {
-    let len =
-        crate::blockdev::len_of(out).map_err(|e| output::write_error(out, "cannot inspect", e))?;
+pub fn write_gpt<D: OutputDevice>(out: &D, plan: &GptPlan) -> Result<(), PlanError> {
+    let len = out
+        .disk_len()
+        .map_err(|e| output::write_error(out.backing_file(), "cannot inspect", e))?;
     // A block device may be larger than the disk: the GPT then spans the whole device
     // (its backup at the device's end, where firmware and the kernel look for it).
-    let device = crate::blockdev::is_device_file(out);
+    let device = out.raw_file().is_some_and(crate::blockdev::is_device_file);
     if len != plan.disk_bytes && !(device && len > plan.disk_bytes) {
         return Err(PlanError::Gpt {
             why: format!(
@@ -435,9 +436,11 @@ pub fn write_gpt(out: &File, plan: &GptPlan) -> Result<(), PlanError> {
     }
     // The crate's I/O errors keep their kind (no space, …); the rest are table errors.
     let gpt_err = |e: gpt::GptError| match e {
-        gpt::GptError::Io(io) => {
-            PlanError::Write(output::write_error(out, "cannot write the GPT to", io))
-        }
+        gpt::GptError::Io(io) => PlanError::Write(output::write_error(
+            out.backing_file(),
+            "cannot write the GPT to",
+            io,
+        )),
         other => PlanError::Gpt {
             why: other.to_string(),
         },
@@ -450,7 +453,7 @@ pub fn write_gpt(out: &File, plan: &GptPlan) -> Result<(), PlanError> {
         .overwrite_lba0(&mut dev)
         .map_err(|e| match e {
             gpt::mbr::MBRError::Io(io) => PlanError::Write(output::write_error(
-                out,
+                out.backing_file(),
                 "cannot write the protective MBR to",
                 io,
             )),

@@ -22,11 +22,10 @@
 
 pub mod gpt;
 
+use crate::blockio::OutputDevice;
 use crate::output::{self, OutputError};
 use crate::source::FsInfo;
 use std::fmt;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 
 /// Bytes per sector of the target disk.
 pub const SECTOR_SIZE: u64 = 512;
@@ -553,20 +552,11 @@ fn random_signature() -> u32 {
 
 /// Write the plan's partition table to sector 0 of `dst`, keeping bytes 0..0x1B8 (the
 /// boot code area) as they are.
-pub fn write_mbr(dst: &File, plan: &DiskPlan) -> Result<(), PlanError> {
+pub fn write_mbr<D: OutputDevice>(dst: &D, plan: &DiskPlan) -> Result<(), PlanError> {
     let mut boot = [0u8; 440];
-    // A fresh or short file reads as zeros; only a real error matters.
-    let mut got = 0;
-    while got < boot.len() {
-        match dst.read_at(&mut boot[got..], got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                return Err(output::write_error(dst, "cannot read the boot code area of", e).into())
-            }
-        }
-    }
+    dst.read_at(0, &mut boot).map_err(|e| {
+        output::write_error(dst.backing_file(), "cannot read the boot code area of", e)
+    })?;
     let mut header = mbrman::MBRHeader::new(plan.disk_signature.to_le_bytes());
     header.bootstrap_code = boot;
     for p in plan.partitions.iter().filter(|p| p.number <= 4) {
@@ -595,10 +585,10 @@ pub fn write_mbr(dst: &File, plan: &DiskPlan) -> Result<(), PlanError> {
             })?;
         *slot = entry;
     }
-    let mut w: &File = dst;
+    let mut w = crate::window::FileWindow::new(dst, 0, SECTOR_SIZE);
     header.write_into(&mut w).map_err(|e| match e {
         mbrman::Error::Io(io) => PlanError::Write(output::write_error(
-            dst,
+            dst.backing_file(),
             "cannot write the partition table to",
             io,
         )),
@@ -614,7 +604,7 @@ pub fn write_mbr(dst: &File, plan: &DiskPlan) -> Result<(), PlanError> {
 /// first entry points at the partition (start relative to the EBR), its second at the
 /// next EBR (start relative to the extended partition, length up to the end of the next
 /// logical partition).
-fn write_ebrs(dst: &File, plan: &DiskPlan) -> Result<(), PlanError> {
+fn write_ebrs<D: OutputDevice>(dst: &D, plan: &DiskPlan) -> Result<(), PlanError> {
     let Some(ext) = plan
         .partitions
         .iter()
@@ -666,14 +656,13 @@ fn write_ebrs(dst: &File, plan: &DiskPlan) -> Result<(), PlanError> {
         }
         sector[510] = 0x55;
         sector[511] = 0xAA;
-        dst.write_all_at(&sector, ebr_lba * SECTOR_SIZE)
-            .map_err(|e| {
-                PlanError::Write(output::write_error(
-                    dst,
-                    "cannot write a logical partition's EBR to",
-                    e,
-                ))
-            })?;
+        dst.write_at(ebr_lba * SECTOR_SIZE, &sector).map_err(|e| {
+            PlanError::Write(output::write_error(
+                dst.backing_file(),
+                "cannot write a logical partition's EBR to",
+                e,
+            ))
+        })?;
     }
     Ok(())
 }
@@ -768,6 +757,7 @@ impl PlanError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
 
     const GIB: u64 = 1 << 30;
     const MIB: u64 = 1 << 20;

@@ -11,8 +11,6 @@
 
 use super::core_image::{CoreImage, SECTOR};
 use crate::boot::{BootError, GrubPlatformFiles};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 
 /// `GRUB_BOOT_MACHINE_BPB_START` / `BPB_END`: kept from the disk.
 pub const BPB_START: usize = 0x03;
@@ -100,8 +98,8 @@ pub fn boot_sector(
 /// Refuses, before writing anything, when core.img does not fit, when sector 0 has no
 /// partition table, or when an MBR partition entry (other than a GPT protective one)
 /// starts inside the area core.img would overwrite.
-pub fn install_bios_boot(
-    out: &File,
+pub fn install_bios_boot<D: crate::blockio::OutputDevice>(
+    out: &D,
     files: &GrubPlatformFiles,
     core: &CoreImage,
     core_lba: u64,
@@ -123,7 +121,7 @@ pub fn install_bios_boot(
             gap_end_lba,
         });
     }
-    let len = crate::blockdev::len_of(out).map_err(io("inspecting"))?;
+    let len = out.disk_len().map_err(io("inspecting"))?;
     if len < core_end * SECTOR as u64 {
         return Err(BootError::ImageTooSmall {
             needed: core_end * SECTOR as u64,
@@ -131,7 +129,7 @@ pub fn install_bios_boot(
         });
     }
     let mut sector0 = [0u8; SECTOR];
-    out.read_exact_at(&mut sector0, 0)
+    out.read_at(0, &mut sector0)
         .map_err(io("reading sector 0 of"))?;
     // Our own check of the caller's gap: no partition may start where core.img goes.
     for i in 0..4 {
@@ -151,9 +149,9 @@ pub fn install_bios_boot(
     }
     let mbr = boot_sector(files.require("boot.img")?, &sector0, core_lba)?;
     let image = core.for_lba(core_lba)?;
-    out.write_all_at(&image, core_lba * SECTOR as u64)
+    out.write_at(core_lba * SECTOR as u64, &image)
         .map_err(io("writing core.img into"))?;
-    out.write_all_at(&mbr, 0)
+    out.write_at(0, &mbr)
         .map_err(io("writing the boot sector of"))?;
     Ok(())
 }

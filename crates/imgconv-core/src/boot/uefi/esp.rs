@@ -25,10 +25,10 @@
 
 use super::efi_files::EfiBootFiles;
 use super::UefiError;
+use crate::blockio::OutputDevice;
 use crate::layout::gpt::{fat_serial_text, GptPlan};
 use crate::report::Report;
 use crate::window::FileWindow;
-use std::fs::File;
 use std::io::{Read, Write};
 
 /// FAT volume label of the ESP.
@@ -170,8 +170,8 @@ fn esp_layout<'a>(
 /// holds GRUB's directory: the root's `/boot/grub`, or `/grub` on the plan's separate
 /// `/boot` partition when it has one (then `root_fs_uuid` is that filesystem's UUID). Each file goes into `report` under `/boot/efi/…` (where the guest sees
 /// it). Returns what was written.
-pub fn install_esp(
-    out: &File,
+pub fn install_esp<D: OutputDevice>(
+    out: &D,
     plan: &GptPlan,
     efi: &EfiBootFiles,
     root_fs_uuid: &str,
@@ -184,7 +184,7 @@ pub fn install_esp(
         grub_stub(root_fs_uuid, plan.root().number)?
     };
     let esp = plan.esp();
-    let len = crate::blockdev::len_of(out).map_err(|source| UefiError::OutputIo {
+    let len = out.disk_len().map_err(|source| UefiError::OutputIo {
         action: "inspecting",
         source,
     })?;

@@ -21,9 +21,8 @@
 //! label), first cluster high @20 (u16) and low @26 (u16).
 
 use super::UefiError;
+use crate::blockio::BlockDevice;
 use crate::bytes::{Fields, ParseError};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 
 const ENTRY: usize = 32;
 const ATTR_LFN: u8 = 0x0F;
@@ -37,8 +36,8 @@ const MAX_DIRS: usize = 1024;
 const MAX_DIR_CLUSTERS: usize = 4096;
 
 /// The geometry of a FAT32 volume at `offset` of a file.
-struct Fat32<'a> {
-    file: &'a File,
+struct Fat32<'a, D: ?Sized> {
+    file: &'a D,
     offset: u64,
     len: u64,
     cluster_bytes: u64,
@@ -48,10 +47,10 @@ struct Fat32<'a> {
     root: u32,
 }
 
-impl<'a> Fat32<'a> {
-    fn open(file: &'a File, offset: u64, len: u64) -> Result<Self, UefiError> {
+impl<'a, D: BlockDevice + ?Sized> Fat32<'a, D> {
+    fn open(file: &'a D, offset: u64, len: u64) -> Result<Self, UefiError> {
         let mut bs = [0u8; 512];
-        file.read_exact_at(&mut bs, offset)
+        file.read_at(offset, &mut bs)
             .map_err(|e| UefiError::OutputIo {
                 action: "reading the ESP boot sector of",
                 source: e,
@@ -115,7 +114,7 @@ impl<'a> Fat32<'a> {
             return Err(self.bad("position", pos, "beyond the volume"));
         }
         self.file
-            .read_exact_at(buf, self.offset + pos)
+            .read_at(self.offset + pos, buf)
             .map_err(|e| UefiError::OutputIo {
                 action: "reading the ESP of",
                 source: e,
@@ -127,7 +126,7 @@ impl<'a> Fat32<'a> {
             return Err(self.bad("position", pos, "beyond the volume"));
         }
         self.file
-            .write_all_at(buf, self.offset + pos)
+            .write_at(self.offset + pos, buf)
             .map_err(|e| UefiError::OutputIo {
                 action: "repairing the ESP of",
                 source: e,
@@ -188,7 +187,11 @@ fn set_entry_cluster(e: &mut [u8], cluster: u32) {
 
 /// Repair every directory of the FAT32 volume at `[offset, offset + len)` of `file` (see
 /// the module documentation). Returns how many directories were rewritten.
-pub fn repair_directories(file: &File, offset: u64, len: u64) -> Result<usize, UefiError> {
+pub fn repair_directories<D: BlockDevice + ?Sized>(
+    file: &D,
+    offset: u64,
+    len: u64,
+) -> Result<usize, UefiError> {
     let fat = Fat32::open(file, offset, len)?;
     let mut repaired = 0;
     // (directory cluster, parent cluster as `..` must say it: 0 for the root)
@@ -239,11 +242,13 @@ pub fn repair_directories(file: &File, offset: u64, len: u64) -> Result<usize, U
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::io::{Read, Write};
+    use std::os::unix::fs::FileExt;
 
     const SIZE: u64 = 40 << 20;
 
-    fn slot(f: &File, fat: &Fat32<'_>, cluster: u32, i: usize) -> [u8; ENTRY] {
+    fn slot(f: &File, fat: &Fat32<'_, File>, cluster: u32, i: usize) -> [u8; ENTRY] {
         let mut e = [0u8; ENTRY];
         f.read_exact_at(
             &mut e,

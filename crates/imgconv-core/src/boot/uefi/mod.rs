@@ -53,7 +53,6 @@ pub use esp::{grub_stub, grub_stub_in, install_esp, EspFile, EspSummary};
 pub use guest::{esp_fstab_line, write_guest_efi_files};
 
 use crate::boot::{install_bios_boot, BootError, CoreImage, GrubPlatformFiles};
-use std::fs::File;
 use std::path::PathBuf;
 
 /// Everything that can go wrong making a UEFI or hybrid disk.
@@ -163,8 +162,8 @@ impl From<BootError> for UefiError {
 /// boot.img in sector 0, keeping the protective MBR entry. `core` must be built with
 /// part_gpt and the prefix `(,gpt<root>)/boot/grub` ([`crate::boot::prefix_for_partition`]
 /// with `gpt.root().number`). Call after [`write_gpt`], which rewrites sector 0.
-pub fn install_hybrid_bios_boot(
-    out: &File,
+pub fn install_hybrid_bios_boot<D: crate::blockio::OutputDevice>(
+    out: &D,
     plan: &GptPlan,
     files: &GrubPlatformFiles,
     core: &CoreImage,

@@ -19,7 +19,6 @@ use crate::blockio::Region;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Unit-aligned byte ranges of the filesystem that were written through a [`CowDevice`].
@@ -114,20 +113,21 @@ impl WrittenRanges {
     }
 }
 
-/// The root filesystem as it will be once streamed, plus everything written through it.
-pub struct CowDevice {
+/// The root filesystem as it will be once streamed, plus everything written through it,
+/// over the output disk `D` (a raw file, or any [`BlockDevice`] such as a qcow2 sink).
+pub struct CowDevice<D = File> {
     /// The source filesystem (read-only).
     source: Region,
-    output: File,
+    output: D,
     /// Where the filesystem starts in the output.
     out_offset: u64,
     written: Arc<WrittenRanges>,
 }
 
-impl CowDevice {
+impl<D: BlockDevice> CowDevice<D> {
     /// `output` must already hold nothing but zeros (or stream data) in the filesystem's
     /// range; `written` is shared with the stream.
-    pub fn new(source: Region, output: File, out_offset: u64, written: Arc<WrittenRanges>) -> Self {
+    pub fn new(source: Region, output: D, out_offset: u64, written: Arc<WrittenRanges>) -> Self {
         CowDevice {
             source,
             output,
@@ -167,7 +167,7 @@ impl CowDevice {
     }
 }
 
-impl BlockDevice for CowDevice {
+impl<D: BlockDevice> BlockDevice for CowDevice<D> {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let end = offset
             .checked_add(buf.len() as u64)
@@ -178,7 +178,7 @@ impl BlockDevice for CowDevice {
         for (s, e, written) in pieces {
             let part = &mut buf[(s - offset) as usize..(e - offset) as usize];
             if written {
-                self.output.read_exact_at(part, self.out_at(s)?)?;
+                self.output.read_at(self.out_at(s)?, part)?;
             } else {
                 self.read_source(s, part)?;
             }
@@ -210,11 +210,11 @@ impl BlockDevice for CowDevice {
             {
                 let mut tmp = vec![0u8; unit as usize];
                 self.read_source(u, &mut tmp)?;
-                self.output.write_all_at(&tmp, self.out_at(u)?)?;
+                self.output.write_at(self.out_at(u)?, &tmp)?;
                 WrittenRanges::insert(&mut map, u, u + unit);
             }
         }
-        self.output.write_all_at(data, self.out_at(offset)?)?;
+        self.output.write_at(self.out_at(offset)?, data)?;
         WrittenRanges::insert(&mut map, first, last);
         Ok(())
     }
@@ -235,12 +235,7 @@ impl BlockDevice for CowDevice {
         // the stream leaves it alone.
         let mut map = self.written.lock();
         let at = self.out_at(first_whole)?;
-        let punched = rustix::fs::fallocate(
-            &self.output,
-            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
-            at,
-            last_whole - first_whole,
-        );
+        let punched = self.output.zero_range(at, last_whole - first_whole);
         if punched.is_err() {
             drop(map);
             return self.write_zeros(first_whole, last_whole);
@@ -258,6 +253,7 @@ impl BlockDevice for CowDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
 
     fn set(ranges: &[(u64, u64)]) -> BTreeMap<u64, u64> {
         let mut m = BTreeMap::new();

@@ -272,7 +272,22 @@ impl ExtFs {
     /// Open the filesystem through a [`cow::CowDevice`]: the output's root filesystem as
     /// the stream will leave it, while the stream is still running. `image` and `offset`
     /// name the output in messages.
-    pub fn open_cow(device: cow::CowDevice, image: &Path, offset: u64) -> Result<ExtFs, ExtError> {
+    pub fn open_cow<D: crate::blockio::BlockDevice + 'static>(
+        device: cow::CowDevice<D>,
+        image: &Path,
+        offset: u64,
+    ) -> Result<ExtFs, ExtError> {
+        Self::open_device(device, image, offset)
+    }
+
+    /// Open the filesystem that is all of `device` (byte 0 of the device is byte 0 of
+    /// the filesystem), through imgconv's I/O manager: for an output that is not a raw
+    /// file (a qcow2 image). `image` and `offset` name the output in messages.
+    pub fn open_device(
+        device: impl crate::blockio::BlockDevice + 'static,
+        image: &Path,
+        offset: u64,
+    ) -> Result<ExtFs, ExtError> {
         let fs = ffi::Filesystem::open_device(Box::new(device)).map_err(|code| ExtError::Open {
             image: image.to_path_buf(),
             offset,
