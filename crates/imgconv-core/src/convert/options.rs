@@ -29,8 +29,8 @@ pub enum DiskFormat {
     /// A sparse raw image.
     #[default]
     Raw,
-    /// qcow2 version 3, 64 KiB clusters, zero clusters unallocated (see
-    /// `formats::qcow2_write`).
+    /// qcow2 version 3, 64 KiB clusters, zero clusters unallocated, written directly
+    /// (see `formats::qcow2_write`).
     Qcow2,
 }
 

@@ -4,7 +4,7 @@
 
 use crate::support;
 
-use imgconv_core::convert::{convert, plan, ConvertOptions, Firmware, SourceDisk};
+use imgconv_core::convert::{convert, plan, ConvertOptions, DiskFormat, Firmware, SourceDisk};
 use imgconv_core::source::{self, VolumeAction};
 use imgconv_core::NoProgress;
 use std::fs;
@@ -257,6 +257,48 @@ fn centos_layout_carries_every_volume() {
         "{fstab}"
     );
     assert!(!fstab.contains("nofail"), "{fstab}");
+    assert_separate_boot(&out, &parts, &done, dir.path().join("root.img").as_path());
+}
+
+/// The CentOS layout written directly as qcow2 (the separate /boot opened through the
+/// qcow2 sink, /home streamed into it, the swap header written into it): `qemu-img
+/// check` clean, and its disk, exported raw by qemu-img, passes every check the raw
+/// conversion does.
+#[test]
+fn centos_layout_as_qcow2_holds_every_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, notes) = centos_guest(dir.path());
+    let q = dir.path().join("out.qcow2");
+    let opts = ConvertOptions::new(&src, Some(donor()), &q).with_disk_format(DiskFormat::Qcow2);
+    let done = convert(&opts, &mut NoProgress).unwrap();
+    let (rc, check) = tool_merged("qemu-img", &["check", "-f", "qcow2", q.to_str().unwrap()]);
+    assert_eq!(rc, 0, "qemu-img check: {check}");
+    let out = dir.path().join("out.raw");
+    let (rc, log) = tool_merged(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "qcow2",
+            "-O",
+            "raw",
+            q.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(rc, 0, "{log}");
+    let (label, parts) = sfdisk(&out);
+    assert_eq!((label.as_str(), parts.len()), ("dos", 4), "{parts:?}");
+    assert_eq!(assert_ext_partitions_clean(&out, &parts), 3);
+    let home = start_of(&out, &parts, HOME_UUID);
+    let swap = start_of(&out, &parts, SWAP_UUID);
+    assert_eq!(blkid(&out, swap, "LABEL"), "guestswap");
+    let dumped = dir.path().join("notes.out");
+    support::debugfs(
+        &spec(&out, home),
+        &format!("dump /alice/notes.bin {}", dumped.display()),
+    );
+    assert_eq!(fs::read(&dumped).unwrap(), notes);
     assert_separate_boot(&out, &parts, &done, dir.path().join("root.img").as_path());
 }
 
