@@ -28,6 +28,7 @@
 //! `overlap` (the stream thread beside the guest work, with its progress relay) and
 //! `display` (the plan as the dry run prints it).
 
+mod carry;
 mod check;
 mod display;
 mod options;
@@ -291,26 +292,35 @@ fn convert_into(
         Some(g) => uefi::write_gpt(out.file(), g)?,
         None => layout::write_mbr(out.file(), &plan.disk)?,
     }
-    // A separate /boot is carried first (it is small), grown when the plan says so, and
-    // written beside the root through its own libext2fs handle.
+    // The other volumes (a separate /boot first) are carried by worker threads beside
+    // the root's stream and the guest work (see `carry`); the guest work waits for /boot's
+    // copy before writing into it through its own libext2fs handle. `Overlap::Sequential`
+    // carries /boot before the root and the others after it, one at a time.
     let boot_part = plan.boot_partition();
-    if let Some(boot) = boot_part {
+    let others: Vec<carry::Carried> = carried
+        .iter()
+        .copied()
+        .filter(|c| Some(*c) != boot_part)
+        .collect();
+    let volumes_beside =
+        opts.overlap != Overlap::Sequential && (boot_part.is_some() || !others.is_empty());
+    let boot_gate = carry::BootGate::default();
+    if let (Some(boot), false) = (boot_part, volumes_beside) {
         timed(&mut timings, Stage::Volumes, || {
             progress.stage(Stage::Volumes, None);
             let mut within = crate::progress::WithinStage(&mut *progress);
-            match &plan.boot_grow {
-                None => carry_volumes(&plan, &out, &[boot], opts.copy_method, &mut within),
-                Some(grow) => carry_grown_boot(
-                    &plan,
-                    &out,
-                    boot,
-                    grow,
-                    opts.copy_method,
-                    &mut report,
-                    &mut within,
-                ),
-            }
+            carry::carry_one(
+                &plan,
+                out.file(),
+                boot,
+                plan.boot_grow.as_ref(),
+                opts.copy_method,
+                &mut within,
+            )
         })?;
+        if let Some(grow) = &plan.boot_grow {
+            carry::report_boot_grown(&mut report, grow);
+        }
         report_done(&timings, progress);
     }
 
@@ -343,88 +353,125 @@ fn convert_into(
         efi: efi.as_ref(),
         root_number,
         boot: boot_part.map(|(_, start, _, number)| (start, number)),
+        boot_gate: Some(&boot_gate).filter(|_| volumes_beside && boot_part.is_some()),
         image: out.path(),
     };
-    let (stream, graft, core) = if sequential {
-        let stream = timed(&mut timings, Stage::Stream, || {
-            let src = plan.inspection.open_fs()?;
-            stream::copy_used_blocks_with(&src, out.file(), root_offset, opts.copy_method, progress)
+    let begun = timings.len();
+    let mut root_work = |progress: &mut dyn Progress| -> Result<_> {
+        Ok(if sequential {
+            let stream = timed(&mut timings, Stage::Stream, || {
+                let src = plan.inspection.open_fs()?;
+                stream::copy_used_blocks_with(
+                    &src,
+                    out.file(),
+                    root_offset,
+                    opts.copy_method,
+                    progress,
+                )
                 .map_err(Error::from)
-        })?;
-        report_done(&timings, progress);
-        check_cancel(progress)?;
-        let pending = guest.check.lock().ok().and_then(|mut c| c.take());
-        if let Some(pending) = pending {
-            let findings = pending.wait()?;
-            let src = plan.inspection.open_fs()?;
-            check::repair_or_refuse(
-                opts.repair,
+            })?;
+            report_done(&timings, progress);
+            check_cancel(progress)?;
+            let pending = guest.check.lock().ok().and_then(|mut c| c.take());
+            if let Some(pending) = pending {
+                let findings = pending.wait()?;
+                let src = plan.inspection.open_fs()?;
+                check::repair_or_refuse(
+                    opts.repair,
+                    &out,
+                    root_offset,
+                    findings,
+                    Some((&src, u64::from(plan.inspection.fs.block_size))),
+                    &mut report,
+                    progress,
+                )?;
+            }
+            grow_and_replay(
+                &plan,
                 &out,
                 root_offset,
-                findings,
-                Some((&src, u64::from(plan.inspection.fs.block_size))),
                 &mut report,
+                &mut timings,
                 progress,
             )?;
-        }
-        grow_and_replay(
-            &plan,
-            &out,
-            root_offset,
-            &mut report,
-            &mut timings,
-            progress,
-        )?;
-        if plan.inspection.fs.needs_recovery {
-            // Replayed: check the copy's root filesystem (streamed whole, so nothing
-            // it owns is missing from it).
-            let copy = crate::blockio::Region::from_file(
-                out.file()
-                    .try_clone()
-                    .map_err(|e| output::write_error(out.file(), "cannot reopen", e))?,
-                out.path(),
-            )
-            .and_then(|r| r.sub(root_offset, plan.inspection.fs_len))
-            .map_err(|e| output::write_error(out.file(), "cannot read back", e))?;
-            let findings = check::start(copy).wait()?;
-            check::repair_or_refuse(
-                opts.repair,
+            if plan.inspection.fs.needs_recovery {
+                // Replayed: check the copy's root filesystem (streamed whole, so nothing
+                // it owns is missing from it).
+                let copy = crate::blockio::Region::from_file(
+                    out.file()
+                        .try_clone()
+                        .map_err(|e| output::write_error(out.file(), "cannot reopen", e))?,
+                    out.path(),
+                )
+                .and_then(|r| r.sub(root_offset, plan.inspection.fs_len))
+                .map_err(|e| output::write_error(out.file(), "cannot read back", e))?;
+                let findings = check::start(copy).wait()?;
+                check::repair_or_refuse(
+                    opts.repair,
+                    &out,
+                    root_offset,
+                    findings,
+                    None,
+                    &mut report,
+                    progress,
+                )?;
+            }
+            let mut fs = ExtFs::open(out.path(), root_offset)?;
+            let (graft, core) = guest.write(&mut fs, &mut report, &mut timings, progress)?;
+            fs.close()?;
+            (stream, graft, core)
+        } else {
+            overlap::together(
+                &guest,
                 &out,
                 root_offset,
-                findings,
-                None,
                 &mut report,
+                &mut timings,
                 progress,
-            )?;
-        }
-        let mut fs = ExtFs::open(out.path(), root_offset)?;
-        let (graft, core) = guest.write(&mut fs, &mut report, &mut timings, progress)?;
-        fs.close()?;
-        (stream, graft, core)
-    } else {
-        overlap::together(
-            &guest,
-            &out,
-            root_offset,
-            &mut report,
-            &mut timings,
-            progress,
-        )?
+            )?
+        })
     };
-
-    let others: Vec<_> = carried
-        .iter()
-        .copied()
-        .filter(|c| Some(*c) != boot_part)
-        .collect();
-    if !others.is_empty() {
-        timed(&mut timings, Stage::Volumes, || {
-            progress.stage(Stage::Volumes, None);
-            let mut within = crate::progress::WithinStage(&mut *progress);
-            carry_volumes(&plan, &out, &others, opts.copy_method, &mut within)
-        })?;
-        report_done(&timings, progress);
-    }
+    let (stream, graft, core) = if volumes_beside {
+        let boot = boot_part.map(|part| carry::BootJob {
+            part,
+            grow: plan.boot_grow.as_ref(),
+            gate: &boot_gate,
+        });
+        let (done, seconds) = carry::beside(
+            &plan,
+            out.file(),
+            &others,
+            boot,
+            opts.copy_method,
+            progress,
+            root_work,
+        )?;
+        timings.insert(
+            begun.min(timings.len()),
+            StageTime {
+                stage: Stage::Volumes,
+                seconds,
+            },
+        );
+        if let Some(grow) = &plan.boot_grow {
+            carry::report_boot_grown(&mut report, grow);
+        }
+        done
+    } else {
+        let done = root_work(progress)?;
+        if !others.is_empty() {
+            timed(&mut timings, Stage::Volumes, || {
+                progress.stage(Stage::Volumes, None);
+                let mut within = crate::progress::WithinStage(&mut *progress);
+                for &c in &others {
+                    carry::carry_one(&plan, out.file(), c, None, opts.copy_method, &mut within)?;
+                }
+                Ok(())
+            })?;
+            report_done(&timings, progress);
+        }
+        done
+    };
     if let (Some((start, len)), Some(uuid)) = (swap_part, &plan.swap_uuid) {
         let uuid = uuid::Uuid::parse_str(uuid).expect("generated UUID");
         let page = swap::swap_header(len, uuid, "swap").map_err(Error::from)?;
@@ -475,130 +522,6 @@ fn convert_into(
         out,
         root: (root_offset, root_len),
     })
-}
-
-/// Copy every carried volume but the root into its partition: an ext filesystem used
-/// blocks only, anything else whole and sparse; a swap area gets only its header, with
-/// the guest's UUID and label.
-fn carry_volumes(
-    plan: &ConversionPlan,
-    out: &TempOutput,
-    carried: &[(usize, u64, u64, u32)],
-    method: CopyMethod,
-    progress: &mut dyn Progress,
-) -> Result<()> {
-    use crate::source::VolumeAction;
-    for &(index, start, len, _) in carried {
-        check_cancel(progress)?;
-        let v = &plan.inspection.volumes[index];
-        if v.action == VolumeAction::Swap {
-            let uuid = v
-                .uuid()
-                .and_then(|u| uuid::Uuid::parse_str(u).ok())
-                .unwrap_or_else(uuid::Uuid::new_v4);
-            let page = swap::swap_header(len, uuid, v.label().unwrap_or(""))?;
-            out.file().write_all_at(&page, start).map_err(|e| {
-                output::write_error(out.file(), "cannot write the swap header to", e)
-            })?;
-            continue;
-        }
-        let Some(region) = v.region() else {
-            continue;
-        };
-        progress.note(&format!(
-            "carrying {} ({}) into partition {}",
-            v.name,
-            v.content.describe(),
-            carried.iter().find(|c| c.0 == index).map_or(0, |c| c.3)
-        ));
-        let used_blocks = v
-            .ext()
-            .filter(|fs| fs.size_bytes <= region.len())
-            .and_then(|fs| region.sub(0, fs.size_bytes).ok());
-        match used_blocks {
-            Some(fs) => {
-                match stream::copy_used_blocks_with(&fs, out.file(), start, method, progress) {
-                    Ok(_) => {}
-                    // An external journal or a superblock the walker refuses: the bytes as
-                    // they are.
-                    Err(
-                        stream::StreamError::NotAFilesystem { .. }
-                        | stream::StreamError::Superblock { .. },
-                    ) => {
-                        stream::copy_sparse(region, out.file(), start, progress)?;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            None => {
-                stream::copy_sparse(region, out.file(), start, progress)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Carry the separate /boot grown: copied into a scratch file beside the output, grown
-/// there with resize2fs (at offset 0, where growing a regular file is safe whatever the
-/// growth), then its used blocks copied into its larger partition.
-fn carry_grown_boot(
-    plan: &ConversionPlan,
-    out: &TempOutput,
-    (index, start, len, _): (usize, u64, u64, u32),
-    grow: &layout::GrowPlan,
-    method: CopyMethod,
-    report: &mut Report,
-    progress: &mut dyn Progress,
-) -> Result<()> {
-    let v = &plan.inspection.volumes[index];
-    let fs = v
-        .region()
-        .zip(v.ext())
-        .and_then(|(r, fs)| r.sub(0, fs.size_bytes).ok())
-        .ok_or_else(|| Error::Io {
-            action: "cannot read the /boot filesystem of",
-            path: plan.options.source.clone(),
-            source: std::io::Error::other("its volume holds no readable ext filesystem"),
-        })?;
-    let output = &plan.options.output;
-    let dir = match output.parent().filter(|d| !d.as_os_str().is_empty()) {
-        _ if crate::blockdev::is_block_device(output) => std::env::temp_dir(),
-        Some(d) => d.to_path_buf(),
-        None => std::path::PathBuf::from("."),
-    };
-    let scratch_err = |source| Error::Io {
-        action: "cannot use a scratch file for growing /boot in",
-        path: dir.clone(),
-        source,
-    };
-    let scratch = tempfile::Builder::new()
-        .prefix(".imgconv-boot-")
-        .tempfile_in(&dir)
-        .map_err(scratch_err)?;
-    scratch.as_file().set_len(fs.len()).map_err(scratch_err)?;
-    stream::copy_used_blocks_with(&fs, scratch.as_file(), 0, method, progress)?;
-    progress.note(&format!(
-        "growing /boot from {} to {}",
-        layout::human(grow.from_bytes),
-        layout::human(grow.to_bytes)
-    ));
-    crate::e2fs_tools::grow(scratch.path(), 0, grow.to_bytes.min(len), &*progress)?;
-    let grown =
-        crate::blockio::Region::from_file(scratch.reopen().map_err(scratch_err)?, scratch.path())
-            .map_err(scratch_err)?;
-    stream::copy_used_blocks_with(&grown, out.file(), start, method, progress)?;
-    report.change(
-        "grow",
-        "/boot",
-        format!(
-            "grew the /boot filesystem from {} to {}",
-            layout::human(grow.from_bytes),
-            layout::human(grow.to_bytes)
-        ),
-        grow_reason(&grow.reason),
-        None,
-    );
-    Ok(())
 }
 
 /// Replay the copied filesystem's journal or repair it, then grow it, in the output
@@ -715,6 +638,8 @@ struct GuestWork<'a> {
     /// A separate /boot already copied into the output: its start byte and partition
     /// number.
     boot: Option<(u64, u32)>,
+    /// The separate /boot's copy running beside, waited for before /boot is opened.
+    boot_gate: Option<&'a carry::BootGate>,
     /// The output image, where the separate /boot is opened.
     image: &'a std::path::Path,
 }
@@ -734,6 +659,9 @@ impl GuestWork<'_> {
         let Some((offset, _)) = self.boot else {
             return self.write_into(fs, report, timings, progress);
         };
+        if let Some(gate) = self.boot_gate {
+            gate.wait(progress)?;
+        }
         let mut boot_fs = ExtFs::open(self.image, offset)?;
         let mut mounted = crate::guestfs::Mounted::new(fs, &mut boot_fs);
         let r = self.write_into(&mut mounted, report, timings, progress)?;
