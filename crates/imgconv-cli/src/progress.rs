@@ -507,4 +507,24 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn volumes_run_beside_the_stream_with_one_entry_per_volume() {
+        let mut p = CliProgress::single(Mode::Quiet, Arc::new(AtomicBool::new(false)));
+        p.stage(Stage::Volumes, None);
+        p.stage(Stage::Stream, Some(100));
+        p.advance_part(Stage::Volumes, "p3", 10, Some(40));
+        p.advance_part(Stage::Volumes, "xvdb1", 5, None);
+        p.advance_part(Stage::Volumes, "p3", 40, Some(40));
+        p.advance_beside(Stage::Volumes, 45);
+        p.advance(30);
+        let names: Vec<&str> = p.running.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["volumes", "stream"], "the volumes line keeps running");
+        assert_eq!(p.running[0].parts_text(), "p3 done, xvdb1 5 B");
+        assert_eq!(p.running[0].done, 45);
+        assert_eq!(p.running[1].done, 30);
+        p.stage_done(Stage::Volumes, 1.5);
+        p.finish(true, "ok");
+        assert_eq!(p.timings[0], ("volumes".to_string(), 1.5));
+    }
 }
