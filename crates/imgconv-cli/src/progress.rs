@@ -519,7 +519,11 @@ mod tests {
         p.advance_beside(Stage::Volumes, 45);
         p.advance(30);
         let names: Vec<&str> = p.running.iter().map(|l| l.name.as_str()).collect();
-        assert_eq!(names, ["volumes", "stream"], "the volumes line keeps running");
+        assert_eq!(
+            names,
+            ["volumes", "stream"],
+            "the volumes line keeps running"
+        );
         assert_eq!(p.running[0].parts_text(), "p3 done, xvdb1 5 B");
         assert_eq!(p.running[0].done, 45);
         assert_eq!(p.running[1].done, 30);
