@@ -1,5 +1,6 @@
-//! The guest's other volumes — carried filesystems, swap areas, a separate `/boot` — copied
-//! into their partitions, in worker threads beside the root's stream and the guest work.
+//! The guest's other volumes — carried filesystems, swap areas — copied into their
+//! partitions by worker threads beside the root's stream and the guest work; and the
+//! separate `/boot`, copied before them.
 //!
 //! Workers: one per source disk (the main image, each extra disk, each LVM volume group),
 //! at most [`MAX_WORKERS`] at once; a worker copies its disk's volumes in their order on
@@ -9,12 +10,11 @@
 //! disks (a Xen guest's `--disk` images, a volume group of its own) copy at once. Each
 //! copy holds one 8 MiB buffer, so the workers add at most 24 MiB to the root's stream.
 //!
-//! A separate `/boot` is the first volume its worker copies (grown on a scratch copy when
-//! the plan says so): the graft writes into it through a second libext2fs handle, so the
-//! guest work waits for its copy at [`BootGate::wait`] before opening it. It is not
-//! written through a copy-on-write device as the root is: growing it needs resize2fs on a
-//! finished copy, and the graft opens it first thing, so the wait is for a filesystem of
-//! a few dozen MiB while the root's stream goes on.
+//! A separate `/boot` is not among them: the graft writes into it through a second
+//! libext2fs handle, so it is copied (and grown) before the root's stream starts, alone.
+//! Copied beside the root's stream it only took longer (both read the same disk) while
+//! the graft, the longest stage of the converting thread, waited for it all the same:
+//! measured on the real split-layout and LVM fixtures, the conversion got slower.
 //!
 //! Errors: the first real error wins. A failed volume stops the others and the root's
 //! work (the progress seen by the root reports cancellation); a failed root stops the
@@ -36,7 +36,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
-use std::sync::{Condvar, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A carried volume and its partition: (volume index, start byte, length, number).
@@ -180,52 +180,6 @@ pub(super) fn report_boot_grown(report: &mut Report, grow: &GrowPlan) {
         grow_reason(&grow.reason),
         None,
     );
-}
-
-/// The state of the separate /boot's copy, which the guest work waits for.
-#[derive(Debug, Default)]
-pub(super) struct BootGate {
-    state: Mutex<Option<bool>>,
-    changed: Condvar,
-}
-
-impl BootGate {
-    /// Record that the copy ended: `ok` when it is complete.
-    fn open(&self, ok: bool) {
-        if let Ok(mut s) = self.state.lock() {
-            *s = Some(ok);
-        }
-        self.changed.notify_all();
-    }
-
-    /// Wait until /boot is copied, polling `progress` (which relays the other threads'
-    /// progress and reports cancellation) every 50 ms. A copy that failed is
-    /// [`Error::Cancelled`] here: its own error is the conversion's.
-    pub(super) fn wait(&self, progress: &dyn Progress) -> Result<()> {
-        loop {
-            check_cancel(progress)?;
-            let Ok(state) = self.state.lock() else {
-                return Err(Error::Cancelled);
-            };
-            let (state, _) = self
-                .changed
-                .wait_timeout_while(state, Duration::from_millis(50), |s| s.is_none())
-                .map_err(|_| Error::Cancelled)?;
-            match *state {
-                Some(true) => return Ok(()),
-                Some(false) => return Err(Error::Cancelled),
-                None => {}
-            }
-        }
-    }
-}
-
-/// The separate /boot carried by the workers: its partition, its grow plan, and the gate
-/// the guest work waits at.
-pub(super) struct BootJob<'a> {
-    pub(super) part: Carried,
-    pub(super) grow: Option<&'a GrowPlan>,
-    pub(super) gate: &'a BootGate,
 }
 
 /// What a worker tells the converting thread.
@@ -380,9 +334,8 @@ impl Progress for Relay<'_> {
 }
 
 /// The volumes grouped by the disk they are read from (an LVM volume group counts as one
-/// disk), groups in order of their first volume, the /boot group first and /boot first
-/// in it.
-fn by_disk(plan: &ConversionPlan, jobs: &[Carried], boot: Option<usize>) -> Vec<Vec<usize>> {
+/// disk), groups in order of their first volume.
+fn by_disk(plan: &ConversionPlan, jobs: &[Carried]) -> Vec<Vec<usize>> {
     #[derive(PartialEq)]
     enum Disk<'a> {
         Index(usize),
@@ -400,39 +353,24 @@ fn by_disk(plan: &ConversionPlan, jobs: &[Carried], boot: Option<usize>) -> Vec<
             None => groups.push((d, vec![i])),
         }
     }
-    let mut groups: Vec<Vec<usize>> = groups.into_iter().map(|g| g.1).collect();
-    if let Some(b) = boot {
-        if let Some(g) = groups.iter().position(|g| g.contains(&b)) {
-            let mut group = groups.remove(g);
-            group.retain(|&i| i != b);
-            group.insert(0, b);
-            groups.insert(0, group);
-        }
-    }
-    groups
+    groups.into_iter().map(|g| g.1).collect()
 }
 
 /// Run `root` (the root's stream and the guest work, given the progress to report
-/// through) while worker threads carry `volumes` and the separate /boot. Reports
-/// [`Stage::Volumes`] beside the root's stages (begun first, ended by its `stage_done`),
-/// with each volume's bytes through [`Progress::advance_part`]. Returns `root`'s value
-/// and the stage's time.
+/// through) while worker threads carry `volumes`. Reports [`Stage::Volumes`] beside the
+/// root's stages (begun first, ended by its `stage_done`), with each volume's bytes
+/// through [`Progress::advance_part`]. Returns `root`'s value and the stage's time.
 pub(super) fn beside<T>(
     plan: &ConversionPlan,
     dst: &File,
     volumes: &[Carried],
-    boot: Option<BootJob<'_>>,
     method: CopyMethod,
     progress: &mut dyn Progress,
     root: impl FnOnce(&mut dyn Progress) -> Result<T>,
 ) -> Result<(T, f64)> {
     progress.stage(Stage::Volumes, None);
-    let mut jobs: Vec<Carried> = volumes.to_vec();
-    let boot_at = boot.as_ref().map(|b| {
-        jobs.push(b.part);
-        jobs.len() - 1
-    });
-    let groups = by_disk(plan, &jobs, boot_at);
+    let jobs: Vec<Carried> = volumes.to_vec();
+    let groups = by_disk(plan, &jobs);
     let workers = groups.len().clamp(1, MAX_WORKERS);
     let queue = Mutex::new(groups.into_iter().collect::<VecDeque<_>>());
     let stop = AtomicBool::new(false);
@@ -442,7 +380,7 @@ pub(super) fn beside<T>(
         .iter()
         .map(|c| (plan.inspection.volumes[c.0].name.clone(), 0, None))
         .collect();
-    let (jobs, boot, queue, stop) = (&jobs, &boot, &queue, &stop);
+    let (jobs, queue, stop) = (&jobs, &queue, &stop);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
@@ -459,13 +397,7 @@ pub(super) fn beside<T>(
                                 events: &events,
                                 stop,
                             };
-                            let is_boot = Some(part) == boot_at;
-                            let grow = boot.as_ref().filter(|_| is_boot).and_then(|b| b.grow);
-                            let r = carry_one(plan, dst, jobs[part], grow, method, &mut side);
-                            if let (true, Some(b)) = (is_boot, boot) {
-                                b.gate.open(r.is_ok());
-                            }
-                            r?;
+                            carry_one(plan, dst, jobs[part], None, method, &mut side)?;
                         }
                     })();
                     if result.is_err() {

@@ -292,20 +292,19 @@ fn convert_into(
         Some(g) => uefi::write_gpt(out.file(), g)?,
         None => layout::write_mbr(out.file(), &plan.disk)?,
     }
-    // The other volumes (a separate /boot first) are carried by worker threads beside
-    // the root's stream and the guest work (see `carry`); the guest work waits for /boot's
-    // copy before writing into it through its own libext2fs handle. `Overlap::Sequential`
-    // carries /boot before the root and the others after it, one at a time.
+    // A separate /boot is carried first, alone (it is small, and the graft writes into it
+    // through its own libext2fs handle; see `carry` for why not beside the root), grown
+    // when the plan says so. The other volumes are carried by worker threads beside the
+    // root's stream and the guest work; `Overlap::Sequential` carries them after it, one
+    // at a time.
     let boot_part = plan.boot_partition();
     let others: Vec<carry::Carried> = carried
         .iter()
         .copied()
         .filter(|c| Some(*c) != boot_part)
         .collect();
-    let volumes_beside =
-        opts.overlap != Overlap::Sequential && (boot_part.is_some() || !others.is_empty());
-    let boot_gate = carry::BootGate::default();
-    if let (Some(boot), false) = (boot_part, volumes_beside) {
+    let volumes_beside = opts.overlap != Overlap::Sequential && !others.is_empty();
+    if let Some(boot) = boot_part {
         timed(&mut timings, Stage::Volumes, || {
             progress.stage(Stage::Volumes, None);
             let mut within = crate::progress::WithinStage(&mut *progress);
@@ -353,7 +352,6 @@ fn convert_into(
         efi: efi.as_ref(),
         root_number,
         boot: boot_part.map(|(_, start, _, number)| (start, number)),
-        boot_gate: Some(&boot_gate).filter(|_| volumes_beside && boot_part.is_some()),
         image: out.path(),
     };
     let begun = timings.len();
@@ -432,16 +430,10 @@ fn convert_into(
         })
     };
     let (stream, graft, core) = if volumes_beside {
-        let boot = boot_part.map(|part| carry::BootJob {
-            part,
-            grow: plan.boot_grow.as_ref(),
-            gate: &boot_gate,
-        });
         let (done, seconds) = carry::beside(
             &plan,
             out.file(),
             &others,
-            boot,
             opts.copy_method,
             progress,
             root_work,
@@ -453,9 +445,6 @@ fn convert_into(
                 seconds,
             },
         );
-        if let Some(grow) = &plan.boot_grow {
-            carry::report_boot_grown(&mut report, grow);
-        }
         done
     } else {
         let done = root_work(progress)?;
@@ -638,8 +627,6 @@ struct GuestWork<'a> {
     /// A separate /boot already copied into the output: its start byte and partition
     /// number.
     boot: Option<(u64, u32)>,
-    /// The separate /boot's copy running beside, waited for before /boot is opened.
-    boot_gate: Option<&'a carry::BootGate>,
     /// The output image, where the separate /boot is opened.
     image: &'a std::path::Path,
 }
@@ -659,9 +646,6 @@ impl GuestWork<'_> {
         let Some((offset, _)) = self.boot else {
             return self.write_into(fs, report, timings, progress);
         };
-        if let Some(gate) = self.boot_gate {
-            gate.wait(progress)?;
-        }
         let mut boot_fs = ExtFs::open(self.image, offset)?;
         let mut mounted = crate::guestfs::Mounted::new(fs, &mut boot_fs);
         let r = self.write_into(&mut mounted, report, timings, progress)?;
