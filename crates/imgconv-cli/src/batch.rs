@@ -13,7 +13,7 @@
 //! source's size and mtime) beside each output and skips sources whose output and report
 //! still match, so a re-run resumes where the last one stopped.
 
-use crate::cli::{BatchArgs, MergeArgs, Shard};
+use crate::cli::{BatchArgs, Jobs, MergeArgs, Shard};
 use crate::convert::{self, Converted};
 use crate::errors::{Class, CliError};
 use crate::progress::{CliProgress, Mode};
@@ -379,6 +379,76 @@ fn ignored_list(ignored: &[Ignored]) -> Option<String> {
     })
 }
 
+/// Most conversions `-j auto` runs at once: on solid-state (or unknown) storage, and
+/// when the output directory or a source is on a rotational disk.
+const AUTO_MAX: u32 = 8;
+const AUTO_MAX_ROTATIONAL: u32 = 2;
+
+/// What `-j auto` chose, and from what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoJobs {
+    /// Conversions at once (before the batch's image count bounds it).
+    pub jobs: u32,
+    /// The cores this process may use (`available_parallelism`: affinity and cgroup
+    /// quota count).
+    pub cores: u32,
+    /// The first of the output directory and the sources found on a rotational disk.
+    pub rotational: Option<PathBuf>,
+}
+
+/// `-j auto`: one conversion per core, at most [`AUTO_MAX`]; at most
+/// [`AUTO_MAX_ROTATIONAL`] when the output directory or any source is on a disk the
+/// kernel marks rotational. A conversion is mostly I/O (its stream reads and writes in
+/// 8 MiB runs beside a graft that keeps about one core busy), so one per core keeps the
+/// cores and a solid-state disk busy; on a spinning disk more than two streams at once
+/// spend their time seeking between each other. Storage the kernel does not describe (a
+/// btrfs or NFS mount, a file not there) counts as solid-state.
+pub fn auto_jobs(out_dir: &Path, sources: &[PathBuf]) -> AutoJobs {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(1024) as u32);
+    let mut seen = HashSet::new();
+    let rotational = std::iter::once(out_dir)
+        .chain(sources.iter().map(PathBuf::as_path))
+        .find(|p| device_of(p).is_some_and(|d| seen.insert(d) && is_rotational(d)))
+        .map(Path::to_path_buf);
+    let cap = if rotational.is_some() {
+        AUTO_MAX_ROTATIONAL
+    } else {
+        AUTO_MAX
+    };
+    AutoJobs {
+        jobs: cores.clamp(1, cap),
+        cores,
+        rotational,
+    }
+}
+
+/// The block device (major, minor) holding `path`: the device itself for a block device,
+/// the filesystem's device for anything else.
+fn device_of(path: &Path) -> Option<(u32, u32)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = std::fs::metadata(path).ok()?;
+    let dev = if m.file_type().is_block_device() {
+        m.rdev()
+    } else {
+        m.dev()
+    };
+    Some((libc::major(dev), libc::minor(dev)))
+}
+
+/// Whether the kernel marks block device `(major, minor)` rotational: its
+/// `queue/rotational` in sysfs, or its disk's for a partition. False when sysfs does not
+/// describe it.
+fn is_rotational((major, minor): (u32, u32)) -> bool {
+    let dev = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+    [
+        dev.join("queue/rotational"),
+        dev.join("../queue/rotational"),
+    ]
+    .iter()
+    .find_map(|q| std::fs::read_to_string(q).ok())
+    .is_some_and(|t| t.trim() == "1")
+}
+
 /// `imgconv batch`.
 pub fn run(a: &BatchArgs) -> Result<(), CliError> {
     let (mut all_sources, mut ignored) = match &a.dir {
@@ -487,7 +557,24 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
     let stop = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel::<(usize, Entry)>();
     let started = Instant::now();
-    let n = a.jobs.min(jobs.len() as u32).max(1);
+    let wanted = match a.jobs {
+        Jobs::Count(n) => n,
+        Jobs::Auto => {
+            let auto = auto_jobs(&a.out_dir, &sources);
+            if mode != Mode::Quiet {
+                let why = match &auto.rotational {
+                    Some(p) => format!(", {} on a rotational disk", p.display()),
+                    None => String::new(),
+                };
+                eprintln!(
+                    "imgconv: note: -j auto: {} conversions at once ({} cores{why})",
+                    auto.jobs, auto.cores
+                );
+            }
+            auto.jobs
+        }
+    };
+    let n = wanted.min(jobs.len() as u32).max(1);
     let queue = Mutex::new(jobs);
     std::thread::scope(|scope| {
         for _ in 0..n {
@@ -764,7 +851,65 @@ pub fn merge(a: &MergeArgs) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::FormatArg;
+    use crate::cli::{parse_jobs, FormatArg};
+
+    #[test]
+    fn jobs_are_a_number_from_1_to_64_or_auto() {
+        assert_eq!(parse_jobs("auto"), Ok(Jobs::Auto));
+        assert_eq!(parse_jobs("AUTO"), Ok(Jobs::Auto));
+        assert_eq!(parse_jobs("3"), Ok(Jobs::Count(3)));
+        assert_eq!(parse_jobs("64"), Ok(Jobs::Count(64)));
+        for bad in ["0", "65", "-1", "two", ""] {
+            assert!(parse_jobs(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// `lsblk`'s rotational flag (ROTA) of the disk holding `path`, as an outside judge;
+    /// `None` when the path is not on a block device lsblk knows.
+    fn lsblk_rota(path: &Path) -> Option<bool> {
+        let run = |cmd: &str, args: &[&str]| {
+            let o = std::process::Command::new(cmd).args(args).output().ok()?;
+            o.status
+                .success()
+                .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        };
+        let source = run("findmnt", &["-no", "SOURCE", "-T", path.to_str()?])?;
+        let rota = run("lsblk", &["-dno", "ROTA", &source])?;
+        match rota.lines().next()?.trim() {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn auto_jobs_follow_the_cores_and_the_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let cores = std::thread::available_parallelism().unwrap().get() as u32;
+        let a = auto_jobs(dir.path(), &[]);
+        assert_eq!(a.cores, cores);
+        assert!(
+            a.jobs >= 1 && a.jobs <= cores && a.jobs <= AUTO_MAX,
+            "{a:?}"
+        );
+        match &a.rotational {
+            Some(p) => {
+                assert_eq!(p, dir.path());
+                assert_eq!(a.jobs, cores.min(AUTO_MAX_ROTATIONAL), "{a:?}");
+            }
+            None => assert_eq!(a.jobs, cores.min(AUTO_MAX), "{a:?}"),
+        }
+        if let Some(rota) = lsblk_rota(dir.path()) {
+            assert_eq!(
+                a.rotational.is_some(),
+                rota,
+                "lsblk says ROTA={rota}: {a:?}"
+            );
+        }
+        // A source that does not exist says nothing about the storage.
+        let b = auto_jobs(dir.path(), &[dir.path().join("missing.img")]);
+        assert_eq!(a, b);
+    }
 
     fn names(sources: &[&str]) -> Vec<String> {
         let sources: Vec<PathBuf> = sources.iter().map(PathBuf::from).collect();

@@ -294,10 +294,13 @@ pub struct BatchArgs {
     /// Where outputs go: <out-dir>/<stem>.raw for each source.
     #[arg(long, value_name = "DIR")]
     pub out_dir: PathBuf,
-    /// Conversions run at once.
-    #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub jobs: u32,
+    /// Conversions run at once: 1 to 64, or `auto` (the default): as many as the cores
+    /// (at most 8) when the output directory and the sources sit on solid-state or
+    /// unknown storage, at most 2 when any of them is on a rotational disk
+    /// (/sys/block/*/queue/rotational); never more than the images.
+    #[arg(short = 'j', long = "jobs", value_name = "N|auto", default_value = "auto",
+          value_parser = parse_jobs)]
+    pub jobs: Jobs,
     /// Go on with the remaining images after a failure (default: start no new ones).
     #[arg(long)]
     pub keep_going: bool,
@@ -316,6 +319,26 @@ pub struct BatchArgs {
     pub skip_done: bool,
     #[command(flatten)]
     pub settings: ConversionSettings,
+}
+
+/// `batch -j`: a number of conversions at once, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jobs {
+    /// Chosen from the cores and the storage (see `batch::auto_jobs`).
+    Auto,
+    /// This many.
+    Count(u32),
+}
+
+/// Parse `-j`: `auto` or 1 to 64.
+pub fn parse_jobs(text: &str) -> Result<Jobs, String> {
+    if text.eq_ignore_ascii_case("auto") {
+        return Ok(Jobs::Auto);
+    }
+    match text.trim().parse::<u32>() {
+        Ok(n @ 1..=64) => Ok(Jobs::Count(n)),
+        _ => Err(format!("{text:?} is not a number from 1 to 64, or auto")),
+    }
 }
 
 /// One share of a batch: `index` (from 0) of `count`.

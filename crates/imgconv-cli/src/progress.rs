@@ -53,7 +53,7 @@ pub enum Unit {
 impl Unit {
     fn of(stage: Stage) -> Unit {
         match stage {
-            Stage::Stream => Unit::Bytes,
+            Stage::Stream | Stage::Volumes => Unit::Bytes,
             Stage::Graft => Unit::Files,
             _ => Unit::Items,
         }
@@ -78,6 +78,27 @@ struct Line {
     last_line: Instant,
     /// Its bar (one conversion on a terminal).
     bar: Option<ProgressBar>,
+    /// The parts running at once within it (each carried volume): name, done, total.
+    parts: Vec<(String, u64, Option<u64>)>,
+}
+
+impl Line {
+    /// The parts in one line: `p3 12.0 MiB/64.0 MiB, xvdb1 done`.
+    fn parts_text(&self) -> String {
+        self.parts
+            .iter()
+            .map(|(name, done, total)| match total {
+                Some(t) if done >= t => format!("{name} done"),
+                Some(t) => format!(
+                    "{name} {}/{}",
+                    self.unit.amount(*done),
+                    self.unit.amount(*t)
+                ),
+                None => format!("{name} {}", self.unit.amount(*done)),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// A [`Progress`] for the terminal. Cheap to create; one per conversion.
@@ -105,9 +126,10 @@ const HOLD_STAGE_ENV: &str = "IMGCONV_TEST_HOLD_STAGE";
 const PLAIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Whether a step keeps running when the next one begins: the library's stream runs
-/// beside the stages after it and ends with its `stage_done` (see [`Progress::stage`]).
+/// beside the stages after it, the carried volumes beside the stream, and each ends with
+/// its `stage_done` (see [`Progress::stage`]).
 fn runs_beside(name: &str) -> bool {
-    name == Stage::Stream.name()
+    name == Stage::Stream.name() || name == Stage::Volumes.name()
 }
 
 impl CliProgress {
@@ -198,6 +220,7 @@ impl CliProgress {
             started: now,
             last_line: now,
             bar: None,
+            parts: Vec::new(),
         };
         match self.mode {
             Mode::Quiet => {}
@@ -270,6 +293,10 @@ impl CliProgress {
             Mode::Plain => {
                 if line.last_line.elapsed() >= PLAIN_INTERVAL {
                     line.last_line = Instant::now();
+                    let parts = match line.parts_text() {
+                        t if t.is_empty() => t,
+                        t => format!(" ({t})"),
+                    };
                     let text = match line.total {
                         Some(t) if t > 0 => format!(
                             "stage {}: {}% ({}/{})",
@@ -280,7 +307,7 @@ impl CliProgress {
                         ),
                         _ => format!("stage {}: {}", line.name, line.unit.amount(done)),
                     };
-                    eprintln!("{prefix}{text}");
+                    eprintln!("{prefix}{text}{parts}");
                 }
             }
         }
@@ -361,6 +388,19 @@ impl Progress for CliProgress {
         if let Some(i) = self.running.iter().position(|l| l.name == stage.name()) {
             let foreground = i + 1 == self.running.len();
             self.advance_line(i, done, foreground);
+        }
+    }
+
+    fn advance_part(&mut self, stage: Stage, part: &str, done: u64, total: Option<u64>) {
+        let Some(line) = self.running.iter_mut().find(|l| l.name == stage.name()) else {
+            return;
+        };
+        match line.parts.iter_mut().find(|p| p.0 == part) {
+            Some(p) => (p.1, p.2) = (done, total),
+            None => line.parts.push((part.to_string(), done, total)),
+        }
+        if let Some(bar) = &line.bar {
+            bar.set_message(line.parts_text());
         }
     }
 
@@ -466,5 +506,29 @@ mod tests {
                 ("fixups".to_string(), 0.5)
             ]
         );
+    }
+
+    #[test]
+    fn volumes_run_beside_the_stream_with_one_entry_per_volume() {
+        let mut p = CliProgress::single(Mode::Quiet, Arc::new(AtomicBool::new(false)));
+        p.stage(Stage::Volumes, None);
+        p.stage(Stage::Stream, Some(100));
+        p.advance_part(Stage::Volumes, "p3", 10, Some(40));
+        p.advance_part(Stage::Volumes, "xvdb1", 5, None);
+        p.advance_part(Stage::Volumes, "p3", 40, Some(40));
+        p.advance_beside(Stage::Volumes, 45);
+        p.advance(30);
+        let names: Vec<&str> = p.running.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["volumes", "stream"],
+            "the volumes line keeps running"
+        );
+        assert_eq!(p.running[0].parts_text(), "p3 done, xvdb1 5 B");
+        assert_eq!(p.running[0].done, 45);
+        assert_eq!(p.running[1].done, 30);
+        p.stage_done(Stage::Volumes, 1.5);
+        p.finish(true, "ok");
+        assert_eq!(p.timings[0], ("volumes".to_string(), 1.5));
     }
 }

@@ -28,7 +28,8 @@ pub enum Stage {
     Fixups,
     /// Write boot code and grub.cfg.
     Boot,
-    /// Copy the guest's other volumes (data filesystems, swap) into their partitions.
+    /// Copy the guest's other volumes (a separate /boot, data filesystems, swap) into
+    /// their partitions, beside the root's stream.
     Volumes,
     /// Finish: flush, rename the temporary output into place.
     Finish,
@@ -71,10 +72,11 @@ impl fmt::Display for Stage {
 /// Receives progress from the library. Every method has a no-op default.
 pub trait Progress {
     /// A stage begins. `total` is its amount of work in the stage's unit (bytes for
-    /// stream, files for graft), when known. The stage begun before it has ended, except
-    /// [`Stage::Stream`]: the stream may run beside the stages begun after it (graft,
-    /// fixups, boot), reports its work through [`Progress::advance_beside`] meanwhile,
-    /// and ends at its [`Progress::stage_done`].
+    /// stream and volumes, files for graft), when known. The stage begun before it has
+    /// ended, except [`Stage::Stream`] and [`Stage::Volumes`]: they may run beside the
+    /// stages begun after them (the volumes beside the stream, the stream beside graft,
+    /// fixups and boot), report their work through [`Progress::advance_beside`]
+    /// meanwhile, and end at their [`Progress::stage_done`].
     fn stage(&mut self, _stage: Stage, _total: Option<u64>) {}
     /// Work done so far within the stage begun last (absolute, not a delta).
     fn advance(&mut self, _done: u64) {}
@@ -83,6 +85,13 @@ pub trait Progress {
     /// other stage's events. The default ignores it, for a caller that shows one stage at
     /// a time.
     fn advance_beside(&mut self, _stage: Stage, _done: u64) {}
+    /// Work done so far on `part` of `stage`, a stage whose parts run at once (each
+    /// carried volume of [`Stage::Volumes`], named as the source names it: `p3`,
+    /// `xvdb1`, `VolGroup00/LogVol02`), out of `total` when known, in the stage's unit
+    /// (absolute, not a delta; a part may start over, as a /boot grown on a scratch copy
+    /// does). The stage's own work, the sum over its parts, comes through
+    /// [`Progress::advance_beside`]. The default ignores it.
+    fn advance_part(&mut self, _stage: Stage, _part: &str, _done: u64, _total: Option<u64>) {}
     /// `stage` has finished after `seconds` of wall-clock time, measured by the library
     /// around the stage's work (the figure in
     /// [`Conversion::timings`](crate::Conversion::timings)). Sent when the stage

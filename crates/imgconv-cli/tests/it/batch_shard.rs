@@ -48,7 +48,8 @@ fn batch(
     json: &Path,
 ) -> std::process::Output {
     imgconv()
-        .args(["batch", "--quiet", "--swap", "0", "--dir"])
+        // A fixed -j: each shard's report and the single batch's name the same.
+        .args(["batch", "--quiet", "--swap", "0", "-j", "2", "--dir"])
         .arg(src)
         .arg("--donor")
         .arg(donor)

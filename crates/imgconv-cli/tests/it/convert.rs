@@ -681,6 +681,69 @@ fn batch_of_three_with_one_broken_gives_two_images_a_failure_a_summary_and_json(
     }
 }
 
+/// Without `-j`, batch runs `-j auto`: it says how many conversions it runs at once and
+/// why, reports that number (bounded by the images) in its JSON, and converts a
+/// directory into disks `verify` passes.
+#[test]
+fn batch_without_jobs_picks_them_from_cores_and_storage_and_converts_a_directory() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("exports");
+    fs::create_dir(&src).unwrap();
+    for (from, to) in [
+        ("xen-ext2.img", "a.img"),
+        ("xen-ext4.img", "b.img"),
+        ("xen-ext4-mbr.img", "c.img"),
+    ] {
+        fs::copy(fx(from), src.join(to)).unwrap();
+    }
+    let outdir = work.path().join("out");
+    let report = work.path().join("batch.json");
+    let run = imgconv()
+        .args(["batch", "--dir"])
+        .arg(&src)
+        .arg("--donor")
+        .arg(fx("donor-dir"))
+        .arg("--out-dir")
+        .arg(&outdir)
+        .arg("--json")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let err = stderr_of(&run);
+    assert!(run.status.success(), "{err}");
+    // "imgconv: note: -j auto: N conversions at once (C cores[, PATH on a rotational disk])"
+    let note = err
+        .lines()
+        .find_map(|l| l.strip_prefix("imgconv: note: -j auto: "))
+        .unwrap_or_else(|| panic!("no -j auto note: {err}"));
+    let number = |s: &str| s.split_whitespace().next().unwrap().parse::<u64>().unwrap();
+    let n = number(note);
+    let cores = number(note.split_once('(').unwrap().1);
+    let nproc: u64 = String::from_utf8_lossy(&Command::new("nproc").output().unwrap().stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(cores >= 1 && cores <= nproc, "{note} (nproc {nproc})");
+    let cap = if note.contains("rotational") { 2 } else { 8 };
+    assert_eq!(n, cores.min(cap), "{note}");
+    let j: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    assert_eq!(j["jobs"].as_u64(), Some(n.min(3)), "{note}");
+    assert_eq!(j["succeeded"].as_u64(), Some(3));
+    assert_eq!(names_in(&outdir), ["a.raw", "b.raw", "c.raw"]);
+    for name in ["a.raw", "b.raw", "c.raw"] {
+        let v = imgconv()
+            .arg("verify")
+            .arg(outdir.join(name))
+            .output()
+            .unwrap();
+        assert!(
+            v.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&v.stdout)
+        );
+    }
+}
+
 #[test]
 fn convert_progress_is_bars_on_a_terminal_and_lines_on_a_pipe() {
     let dir = tempfile::tempdir().unwrap();

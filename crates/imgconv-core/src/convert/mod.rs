@@ -28,6 +28,7 @@
 //! `overlap` (the stream thread beside the guest work, with its progress relay) and
 //! `display` (the plan as the dry run prints it).
 
+mod carry;
 mod check;
 mod display;
 mod options;
@@ -308,26 +309,34 @@ fn convert_into(
         Some(g) => uefi::write_gpt(out.sink(), g)?,
         None => layout::write_mbr(out.sink(), &plan.disk)?,
     }
-    // A separate /boot is carried first (it is small), grown when the plan says so, and
-    // written beside the root through its own libext2fs handle.
+    // A separate /boot is carried first, alone (it is small, and the graft writes into it
+    // through its own libext2fs handle; see `carry` for why not beside the root), grown
+    // when the plan says so. The other volumes are carried by worker threads beside the
+    // root's stream and the guest work; `Overlap::Sequential` carries them after it, one
+    // at a time.
     let boot_part = plan.boot_partition();
+    let others: Vec<carry::Carried> = carried
+        .iter()
+        .copied()
+        .filter(|c| Some(*c) != boot_part)
+        .collect();
+    let volumes_beside = opts.overlap != Overlap::Sequential && !others.is_empty();
     if let Some(boot) = boot_part {
         timed(&mut timings, Stage::Volumes, || {
             progress.stage(Stage::Volumes, None);
             let mut within = crate::progress::WithinStage(&mut *progress);
-            match &plan.boot_grow {
-                None => carry_volumes(&plan, &out, &[boot], opts.copy_method, &mut within),
-                Some(grow) => carry_grown_boot(
-                    &plan,
-                    &out,
-                    boot,
-                    grow,
-                    opts.copy_method,
-                    &mut report,
-                    &mut within,
-                ),
-            }
+            carry::carry_one(
+                &plan,
+                out.sink(),
+                boot,
+                plan.boot_grow.as_ref(),
+                opts.copy_method,
+                &mut within,
+            )
         })?;
+        if let Some(grow) = &plan.boot_grow {
+            carry::report_boot_grown(&mut report, grow);
+        }
         report_done(&timings, progress);
     }
 
@@ -352,86 +361,113 @@ fn convert_into(
         image: out.path(),
         sink: out.sink(),
     };
-    let (stream, graft, core) = if sequential {
-        let stream = timed(&mut timings, Stage::Stream, || {
-            let src = plan.inspection.open_fs()?;
-            stream::copy_used_blocks_with(&src, out.sink(), root_offset, opts.copy_method, progress)
+    let begun = timings.len();
+    let mut root_work = |progress: &mut dyn Progress| -> Result<_> {
+        Ok(if sequential {
+            let stream = timed(&mut timings, Stage::Stream, || {
+                let src = plan.inspection.open_fs()?;
+                stream::copy_used_blocks_with(
+                    &src,
+                    out.sink(),
+                    root_offset,
+                    opts.copy_method,
+                    progress,
+                )
                 .map_err(Error::from)
-        })?;
-        report_done(&timings, progress);
-        check_cancel(progress)?;
-        let pending = guest.check.lock().ok().and_then(|mut c| c.take());
-        if let Some(pending) = pending {
-            let findings = pending.wait()?;
-            let src = plan.inspection.open_fs()?;
-            check::repair_or_refuse(
-                opts.repair,
+            })?;
+            report_done(&timings, progress);
+            check_cancel(progress)?;
+            let pending = guest.check.lock().ok().and_then(|mut c| c.take());
+            if let Some(pending) = pending {
+                let findings = pending.wait()?;
+                let src = plan.inspection.open_fs()?;
+                check::repair_or_refuse(
+                    opts.repair,
+                    &out,
+                    root_offset,
+                    findings,
+                    Some((&src, u64::from(plan.inspection.fs.block_size))),
+                    &mut report,
+                    progress,
+                )?;
+            }
+            grow_and_replay(
+                &plan,
                 &out,
                 root_offset,
-                findings,
-                Some((&src, u64::from(plan.inspection.fs.block_size))),
                 &mut report,
+                &mut timings,
                 progress,
             )?;
-        }
-        grow_and_replay(
-            &plan,
-            &out,
-            root_offset,
-            &mut report,
-            &mut timings,
-            progress,
-        )?;
-        if plan.inspection.fs.needs_recovery {
-            // Replayed: check the copy's root filesystem (streamed whole, so nothing
-            // it owns is missing from it).
-            let copy = crate::blockio::Region::from_file(
-                out.file()
-                    .try_clone()
-                    .map_err(|e| output::write_error(out.file(), "cannot reopen", e))?,
-                out.path(),
-            )
-            .and_then(|r| r.sub(root_offset, plan.inspection.fs_len))
-            .map_err(|e| output::write_error(out.file(), "cannot read back", e))?;
-            let findings = check::start(copy).wait()?;
-            check::repair_or_refuse(
-                opts.repair,
+            if plan.inspection.fs.needs_recovery {
+                // Replayed: check the copy's root filesystem (streamed whole, so nothing
+                // it owns is missing from it).
+                let copy = crate::blockio::Region::from_file(
+                    out.file()
+                        .try_clone()
+                        .map_err(|e| output::write_error(out.file(), "cannot reopen", e))?,
+                    out.path(),
+                )
+                .and_then(|r| r.sub(root_offset, plan.inspection.fs_len))
+                .map_err(|e| output::write_error(out.file(), "cannot read back", e))?;
+                let findings = check::start(copy).wait()?;
+                check::repair_or_refuse(
+                    opts.repair,
+                    &out,
+                    root_offset,
+                    findings,
+                    None,
+                    &mut report,
+                    progress,
+                )?;
+            }
+            let mut fs = ExtFs::open(out.path(), root_offset)?;
+            let (graft, core) = guest.write(&mut fs, &mut report, &mut timings, progress)?;
+            fs.close()?;
+            (stream, graft, core)
+        } else {
+            overlap::together(
+                &guest,
                 &out,
                 root_offset,
-                findings,
-                None,
                 &mut report,
+                &mut timings,
                 progress,
-            )?;
-        }
-        let mut fs = ExtFs::open(out.path(), root_offset)?;
-        let (graft, core) = guest.write(&mut fs, &mut report, &mut timings, progress)?;
-        fs.close()?;
-        (stream, graft, core)
-    } else {
-        overlap::together(
-            &guest,
-            &out,
-            root_offset,
-            &mut report,
-            &mut timings,
-            progress,
-        )?
+            )?
+        })
     };
-
-    let others: Vec<_> = carried
-        .iter()
-        .copied()
-        .filter(|c| Some(*c) != boot_part)
-        .collect();
-    if !others.is_empty() {
-        timed(&mut timings, Stage::Volumes, || {
-            progress.stage(Stage::Volumes, None);
-            let mut within = crate::progress::WithinStage(&mut *progress);
-            carry_volumes(&plan, &out, &others, opts.copy_method, &mut within)
-        })?;
-        report_done(&timings, progress);
-    }
+    let (stream, graft, core) = if volumes_beside {
+        let (done, seconds) = carry::beside(
+            &plan,
+            out.sink(),
+            &others,
+            opts.copy_method,
+            progress,
+            root_work,
+        )?;
+        timings.insert(
+            begun.min(timings.len()),
+            StageTime {
+                stage: Stage::Volumes,
+                seconds,
+            },
+        );
+        done
+    } else {
+        let done = root_work(progress)?;
+        if !others.is_empty() {
+            timed(&mut timings, Stage::Volumes, || {
+                progress.stage(Stage::Volumes, None);
+                let mut within = crate::progress::WithinStage(&mut *progress);
+                for &c in &others {
+                    carry::carry_one(&plan, out.sink(), c, None, opts.copy_method, &mut within)?;
+                }
+                Ok(())
+            })?;
+            report_done(&timings, progress);
+        }
+        done
+    };
     if let (Some((start, len)), Some(uuid)) = (swap_part, &plan.swap_uuid) {
         let page = swap::swap_header(len, *uuid, "swap").map_err(Error::from)?;
         out.sink()
@@ -486,130 +522,6 @@ fn convert_into(
         out,
         root: (root_offset, root_len),
     })
-}
-
-/// Copy every carried volume but the root into its partition: an ext filesystem used
-/// blocks only, anything else whole and sparse; a swap area gets only its header, with
-/// the guest's UUID and label.
-fn carry_volumes(
-    plan: &ConversionPlan,
-    out: &TempOutput,
-    carried: &[(usize, u64, u64, u32)],
-    method: CopyMethod,
-    progress: &mut dyn Progress,
-) -> Result<()> {
-    use crate::source::VolumeAction;
-    for &(index, start, len, _) in carried {
-        check_cancel(progress)?;
-        let v = &plan.inspection.volumes[index];
-        if v.action == VolumeAction::Swap {
-            let uuid = v
-                .uuid()
-                .and_then(|u| uuid::Uuid::parse_str(u).ok())
-                .unwrap_or_else(uuid::Uuid::new_v4);
-            let page = swap::swap_header(len, uuid, v.label().unwrap_or(""))?;
-            out.sink().write_at(start, &page).map_err(|e| {
-                output::write_error(out.file(), "cannot write the swap header to", e)
-            })?;
-            continue;
-        }
-        let Some(region) = v.region() else {
-            continue;
-        };
-        progress.note(&format!(
-            "carrying {} ({}) into partition {}",
-            v.name,
-            v.content.describe(),
-            carried.iter().find(|c| c.0 == index).map_or(0, |c| c.3)
-        ));
-        let used_blocks = v
-            .ext()
-            .filter(|fs| fs.size_bytes <= region.len())
-            .and_then(|fs| region.sub(0, fs.size_bytes).ok());
-        match used_blocks {
-            Some(fs) => {
-                match stream::copy_used_blocks_with(&fs, out.sink(), start, method, progress) {
-                    Ok(_) => {}
-                    // An external journal or a superblock the walker refuses: the bytes as
-                    // they are.
-                    Err(
-                        stream::StreamError::NotAFilesystem { .. }
-                        | stream::StreamError::Superblock { .. },
-                    ) => {
-                        stream::copy_sparse(region, out.sink(), start, progress)?;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            None => {
-                stream::copy_sparse(region, out.sink(), start, progress)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Carry the separate /boot grown: copied into a scratch file beside the output, grown
-/// there with resize2fs (at offset 0, where growing a regular file is safe whatever the
-/// growth), then its used blocks copied into its larger partition.
-fn carry_grown_boot(
-    plan: &ConversionPlan,
-    out: &TempOutput,
-    (index, start, len, _): (usize, u64, u64, u32),
-    grow: &layout::GrowPlan,
-    method: CopyMethod,
-    report: &mut Report,
-    progress: &mut dyn Progress,
-) -> Result<()> {
-    let v = &plan.inspection.volumes[index];
-    let fs = v
-        .region()
-        .zip(v.ext())
-        .and_then(|(r, fs)| r.sub(0, fs.size_bytes).ok())
-        .ok_or_else(|| Error::Io {
-            action: "cannot read the /boot filesystem of",
-            path: plan.options.source.clone(),
-            source: std::io::Error::other("its volume holds no readable ext filesystem"),
-        })?;
-    let output = &plan.options.output;
-    let dir = match output.parent().filter(|d| !d.as_os_str().is_empty()) {
-        _ if crate::blockdev::is_block_device(output) => std::env::temp_dir(),
-        Some(d) => d.to_path_buf(),
-        None => std::path::PathBuf::from("."),
-    };
-    let scratch_err = |source| Error::Io {
-        action: "cannot use a scratch file for growing /boot in",
-        path: dir.clone(),
-        source,
-    };
-    let scratch = tempfile::Builder::new()
-        .prefix(".imgconv-boot-")
-        .tempfile_in(&dir)
-        .map_err(scratch_err)?;
-    scratch.as_file().set_len(fs.len()).map_err(scratch_err)?;
-    stream::copy_used_blocks_with(&fs, scratch.as_file(), 0, method, progress)?;
-    progress.note(&format!(
-        "growing /boot from {} to {}",
-        layout::human(grow.from_bytes),
-        layout::human(grow.to_bytes)
-    ));
-    crate::e2fs_tools::grow(scratch.path(), 0, grow.to_bytes.min(len), &*progress)?;
-    let grown =
-        crate::blockio::Region::from_file(scratch.reopen().map_err(scratch_err)?, scratch.path())
-            .map_err(scratch_err)?;
-    stream::copy_used_blocks_with(&grown, out.sink(), start, method, progress)?;
-    report.change(
-        "grow",
-        "/boot",
-        format!(
-            "grew the /boot filesystem from {} to {}",
-            layout::human(grow.from_bytes),
-            layout::human(grow.to_bytes)
-        ),
-        grow_reason(&grow.reason),
-        None,
-    );
-    Ok(())
 }
 
 /// Replay the copied filesystem's journal or repair it, then grow it, in the output

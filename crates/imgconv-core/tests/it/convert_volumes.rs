@@ -11,8 +11,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use support::tool_merged;
 
-const HOME_UUID: &str = "3d3d3d3d-0001-4000-8000-00000000a001";
-const BOOT_UUID: &str = "3d3d3d3d-0002-4000-8000-00000000a002";
+pub(crate) const HOME_UUID: &str = "3d3d3d3d-0001-4000-8000-00000000a001";
+pub(crate) const BOOT_UUID: &str = "3d3d3d3d-0002-4000-8000-00000000a002";
 const SWAP_UUID: &str = "3d3d3d3d-0003-4000-8000-00000000a003";
 const DATA_UUID: &str = "3d3d3d3d-0004-4000-8000-00000000a004";
 
@@ -41,7 +41,7 @@ fn root_with_fstab(dir: &Path, fstab: &str) -> PathBuf {
 }
 
 /// An ext filesystem image of `size_mib` holding `files` (path, bytes).
-fn ext_image(
+pub(crate) fn ext_image(
     dir: &Path,
     name: &str,
     kind: &str,
@@ -85,15 +85,15 @@ fn swap_image(dir: &Path, size_mib: u64) -> PathBuf {
 }
 
 /// sfdisk's view of an image: (node number, type, start sector, size in sectors).
-fn sfdisk(img: &Path) -> (String, Vec<(u32, String, u64, u64)>) {
+pub(crate) fn sfdisk(img: &Path) -> (String, Vec<(u32, String, u64, u64)>) {
     support::sfdisk_table(img)
 }
 
-fn blkid(img: &Path, offset: u64, tag: &str) -> String {
+pub(crate) fn blkid(img: &Path, offset: u64, tag: &str) -> String {
     support::blkid_at(img, offset, tag)
 }
 
-fn spec(img: &Path, offset: u64) -> String {
+pub(crate) fn spec(img: &Path, offset: u64) -> String {
     format!("{}?offset={offset}", img.display())
 }
 
@@ -111,7 +111,7 @@ fn start_of(img: &Path, parts: &[(u32, String, u64, u64)], uuid: &str) -> u64 {
 }
 
 /// Every ext partition of the output passes `e2fsck -fn`.
-fn assert_ext_partitions_clean(img: &Path, parts: &[(u32, String, u64, u64)]) -> usize {
+pub(crate) fn assert_ext_partitions_clean(img: &Path, parts: &[(u32, String, u64, u64)]) -> usize {
     let mut n = 0;
     for p in parts {
         let off = p.2 * 512;
@@ -124,7 +124,7 @@ fn assert_ext_partitions_clean(img: &Path, parts: &[(u32, String, u64, u64)]) ->
 }
 
 /// The CentOS layout: p1 /boot ext3 with 1 KiB blocks, p2 root, p3 /home by UUID, p4 swap.
-fn centos_guest(dir: &Path) -> (PathBuf, Vec<u8>) {
+pub(crate) fn centos_guest(dir: &Path) -> (PathBuf, Vec<u8>) {
     centos_guest_with_boot(dir, 32, &[], &[])
 }
 
@@ -180,7 +180,7 @@ fn centos_guest_with_boot(
     (img, notes)
 }
 
-fn donor() -> PathBuf {
+pub(crate) fn donor() -> PathBuf {
     support::synthetic().join("donor-dir")
 }
 

@@ -14,6 +14,7 @@ mod convert_compat;
 mod convert_lvm;
 mod convert_synthetic;
 mod convert_volumes;
+mod convert_volumes_beside;
 mod cow_device;
 mod donor_corrupt;
 mod donor_open;
