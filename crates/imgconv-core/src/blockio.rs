@@ -419,9 +419,6 @@ pub trait OutputDevice: BlockDevice + Sync + fmt::Debug {
     fn backing_file(&self) -> &File;
     /// The disk's size in bytes.
     fn disk_len(&self) -> io::Result<u64>;
-    /// Start writing back what was just written at `[offset, offset + len)` of the disk,
-    /// without waiting for it (see the stream's write-behind).
-    fn write_behind(&self, offset: u64, len: u64);
 }
 
 /// A raw image file or a block device.
@@ -436,16 +433,6 @@ impl OutputDevice for File {
 
     fn disk_len(&self) -> io::Result<u64> {
         crate::blockdev::len_of(self)
-    }
-
-    /// `POSIX_FADV_DONTNEED` on a dirty range starts its writeback.
-    fn write_behind(&self, offset: u64, len: u64) {
-        let _ = rustix::fs::fadvise(
-            self,
-            offset,
-            std::num::NonZeroU64::new(len),
-            rustix::fs::Advice::DontNeed,
-        );
     }
 }
 

@@ -291,13 +291,6 @@ impl OutputDevice for Sink {
             Sink::Qcow2(q) => Ok(q.size()),
         }
     }
-
-    fn write_behind(&self, offset: u64, len: u64) {
-        match self {
-            Sink::Raw(f) => f.write_behind(offset, len),
-            Sink::Qcow2(q) => q.write_behind(),
-        }
-    }
 }
 
 /// A [`Sink`] seen from byte `offset` on: one partition's filesystem as a

@@ -448,16 +448,6 @@ impl<'a, D: OutputDevice> Copier<'a, D> {
         }
     }
 
-    /// Start writing back what was just written at `offset` (`POSIX_FADV_DONTNEED` on a
-    /// dirty range starts its writeback without waiting for it). Left to itself the
-    /// kernel writes nothing back until the dirty pages pass its background threshold (a
-    /// tenth of memory) or age 30 seconds, so a copy of a few GiB would be written only
-    /// by the final fsync, after the last read: started here, the writes overlap with
-    /// the reads and the fsync finds little left to do.
-    fn write_behind(&self, offset: u64, len: u64) {
-        self.dst.write_behind(offset, len);
-    }
-
     /// Copy `len` bytes at `pos` (relative to the filesystem) with `copy_file_range`.
     /// `Ok(false)` when the kernel does not offer it for these files (nothing was copied
     /// by this call then, and the caller falls back to read + write).
@@ -588,7 +578,6 @@ impl<'a, D: OutputDevice> Copier<'a, D> {
             .map_err(|e| output::write_error(self.dst.backing_file(), "cannot write", e))?;
             self.written += (i - start) as u64;
         }
-        self.write_behind(self.dst_offset + pos, len as u64);
         self.read += len as u64;
         self.chunks += 1;
         progress.advance(self.read);

@@ -64,8 +64,6 @@ struct State {
     data_clusters: u64,
     /// Set by [`Qcow2Sink::finish`]: the image is sealed.
     finished: Option<Written>,
-    /// The end of the file when [`Qcow2Sink::write_behind`] last ran.
-    behind: u64,
 }
 
 /// A qcow2 image being written: a [`BlockDevice`] of [`Qcow2Sink::size`] bytes over its
@@ -101,7 +99,6 @@ impl Qcow2Sink {
                 next: (1 + l1_clusters) * CLUSTER,
                 data_clusters: 0,
                 finished: None,
-                behind: 0,
             }),
         })
     }
@@ -203,27 +200,6 @@ impl Qcow2Sink {
             pos = stop;
         }
         Ok(())
-    }
-
-    /// Start writing back the clusters appended since the last call, without waiting
-    /// (`POSIX_FADV_DONTNEED` on a dirty range starts its writeback): new clusters go at
-    /// the end of the file, so that is where the recent writes are.
-    pub fn write_behind(&self) {
-        let (from, to) = {
-            let mut st = self.lock();
-            let from = st.behind;
-            st.behind = st.next;
-            (from, st.next)
-        };
-        if to == from {
-            return;
-        }
-        let _ = rustix::fs::fadvise(
-            &self.file,
-            from,
-            std::num::NonZeroU64::new(to - from),
-            rustix::fs::Advice::DontNeed,
-        );
     }
 
     /// Seal the image: write the L1 table, the refcount table and blocks after the last
