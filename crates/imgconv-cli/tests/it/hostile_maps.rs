@@ -147,15 +147,25 @@ fn set(img: &Path, path: &str, field: &str, value: u64) {
 struct Run {
     code: Option<i32>,
     stderr: String,
-    /// The child's peak RSS in KiB (wait4's ru_maxrss).
+    /// The converter's peak RSS in KiB (`/usr/bin/time`'s %M).
     max_rss_kib: i64,
 }
 
-/// Run `imgconv convert SRC --donor donor-dir -o DIR/out.img EXTRA…`, reaping it with
-/// wait4 for its own resource usage; killed (and the test failed) if it hangs.
+/// Run `imgconv convert SRC --donor donor-dir -o DIR/out.img EXTRA…` under
+/// `/usr/bin/time`, which reports the converter's own peak RSS: a child forked straight
+/// from this test process would inherit the process's high-water mark in its
+/// `ru_maxrss` (Linux keeps it across exec), so any big test running beside this one
+/// would show up in it. Killed (and the test failed) if it hangs.
 fn convert(src: &Path, dir: &Path, extra: &[&str]) -> Run {
+    use std::os::unix::process::CommandExt;
     let err_path = dir.join("stderr.txt");
-    let child = Command::new(bin())
+    let rss_path = dir.join("rss.txt");
+    let mut child = Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&rss_path)
+        .arg(bin())
         .env("NO_COLOR", "1")
         .arg("convert")
         .arg(src)
@@ -168,32 +178,33 @@ fn convert(src: &Path, dir: &Path, extra: &[&str]) -> Run {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(fs::File::create(&err_path).unwrap())
+        .process_group(0)
         .spawn()
         .unwrap();
-    let pid = child.id() as libc::pid_t;
     let started = Instant::now();
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it and `status` for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: as above; WNOHANG returns 0 while the child runs.
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        if r == pid {
-            break;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
         }
-        assert_eq!(r, 0, "wait4: {}", std::io::Error::last_os_error());
         if started.elapsed() > HANG {
-            // SAFETY: kill our own child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // SAFETY: kill the process group of our own child (time and imgconv).
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+            let _ = child.wait();
             panic!("imgconv convert {} hung", src.display());
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-    std::mem::forget(child);
+    };
+    // time writes "Command exited with non-zero status N" first when it does, then %M.
+    let rss = fs::read_to_string(&rss_path).unwrap();
+    let max_rss_kib = rss
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS from /usr/bin/time: {rss:?}"));
     Run {
-        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        code: status.code(),
         stderr: fs::read_to_string(&err_path).unwrap(),
-        max_rss_kib: usage.ru_maxrss,
+        max_rss_kib,
     }
 }
 
