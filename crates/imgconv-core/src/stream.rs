@@ -76,6 +76,9 @@ pub struct StreamStats {
     pub bytes_written: u64,
     /// Selected bytes skipped because they were zeros.
     pub zero_bytes_skipped: u64,
+    /// Selected bytes not even read: the ends of inode tables that hold no inode ever
+    /// used (past `bg_itable_unused`), which the fresh output reads as zeros.
+    pub unused_inode_table_bytes: u64,
     pub groups: u64,
     pub block_uninit_groups: u64,
     /// Read/write chunks issued.
@@ -311,6 +314,10 @@ fn copy<D: OutputDevice>(
         };
     copier.written_around = written;
     let mut walker = Walker::new(src, &sb);
+    // A fresh output file reads as zeros where nothing is written; a device does not.
+    walker.skip_unused_tables = dst
+        .raw_file()
+        .is_none_or(|f| !crate::blockdev::is_device_file(f));
     let verdict = walker.analyse()?;
     let mut stats = StreamStats {
         method: StreamMethod::Bitmaps,
@@ -319,6 +326,7 @@ fn copy<D: OutputDevice>(
         bytes_read: 0,
         bytes_written: 0,
         zero_bytes_skipped: 0,
+        unused_inode_table_bytes: 0,
         groups: sb.groups_count(),
         block_uninit_groups: 0,
         chunks: 0,
@@ -328,10 +336,15 @@ fn copy<D: OutputDevice>(
         Verdict::Bitmaps {
             used_blocks,
             uninit_groups,
+            unused_table_blocks,
         } => {
             stats.selected_bytes = used_blocks * sb.block_size();
+            stats.unused_inode_table_bytes = unused_table_blocks * sb.block_size();
             stats.block_uninit_groups = uninit_groups;
-            progress.stage(Stage::Stream, Some(stats.selected_bytes));
+            progress.stage(
+                Stage::Stream,
+                Some(stats.selected_bytes - stats.unused_inode_table_bytes),
+            );
             walker.copy(&mut copier, progress)?;
         }
         Verdict::Whole(reason) => {
@@ -629,6 +642,8 @@ enum Verdict {
     Bitmaps {
         used_blocks: u64,
         uninit_groups: u64,
+        /// Of `used_blocks`, the inode-table ends left out of the copy.
+        unused_table_blocks: u64,
     },
     Whole(String),
 }
@@ -645,6 +660,12 @@ struct Walker<'a> {
     /// Sorted `(first block, count)` bitmaps and inode tables of any group that lie
     /// outside the group they describe (flex_bg).
     foreign: Vec<(u64, u64)>,
+    /// Sorted `(first block, count)` ends of inode tables that hold no inode ever used
+    /// ([`GroupDesc::unused_inode_table`]): left out of the copy, where the fresh output
+    /// reads them as zeros, as mke2fs and the kernel's lazy init leave them. Empty when
+    /// the destination is a block device (its old data would stay there).
+    unused_tables: Vec<(u64, u64)>,
+    skip_unused_tables: bool,
 }
 
 impl<'a> Walker<'a> {
@@ -655,6 +676,8 @@ impl<'a> Walker<'a> {
             descs: DescReader::new(src, sb),
             bitmap: vec![0u8; sb.block_size() as usize],
             foreign: Vec::new(),
+            unused_tables: Vec::new(),
+            skip_unused_tables: false,
         }
     }
 
@@ -730,6 +753,16 @@ impl<'a> Walker<'a> {
             if d.block_uninit(sb) {
                 uninit_groups += 1;
             }
+            if self.skip_unused_tables {
+                if let Some(tail) = d.unused_inode_table(sb) {
+                    if self.unused_tables.len() >= MAX_FOREIGN_EXTENTS {
+                        self.skip_unused_tables = false;
+                        self.unused_tables = Vec::new();
+                    } else {
+                        self.unused_tables.push(tail);
+                    }
+                }
+            }
             let gstart = sb.group_first_block(g);
             let gend = gstart + sb.group_block_count(g);
             for (_, start, n) in checks {
@@ -744,23 +777,24 @@ impl<'a> Walker<'a> {
             }
         }
         self.foreign.sort_unstable();
+        self.unused_tables.sort_unstable();
         // Pass 2: bitmaps.
         let mut used = u64::from(sb.first_data_block);
+        let mut unused_tables = 0;
         for g in 0..groups {
             if let Err(why) = self.load_bitmap(g)? {
                 return Ok(Verdict::Whole(why));
             }
             let n = sb.group_block_count(g) as usize;
-            let full = n / 8;
-            used += self.bitmap[..full]
-                .iter()
-                .map(|b| u64::from(b.count_ones()))
-                .sum::<u64>();
-            used += (full * 8..n).filter(|&i| bit(&self.bitmap, i)).count() as u64;
+            let marked = self.marked(n);
+            used += marked;
+            self.drop_unused_tables(g);
+            unused_tables += marked - self.marked(n);
         }
         Ok(Verdict::Bitmaps {
             used_blocks: used,
             uninit_groups,
+            unused_table_blocks: unused_tables,
         })
     }
 
@@ -869,6 +903,39 @@ impl<'a> Walker<'a> {
         Ok(Ok(()))
     }
 
+    /// Blocks marked in the first `n` bits of the loaded bitmap.
+    fn marked(&self, n: usize) -> u64 {
+        let full = n / 8;
+        self.bitmap[..full]
+            .iter()
+            .map(|b| u64::from(b.count_ones()))
+            .sum::<u64>()
+            + (full * 8..n).filter(|&i| bit(&self.bitmap, i)).count() as u64
+    }
+
+    /// Clear, in the loaded bitmap of group `g`, the inode-table ends that hold no inode
+    /// ever used (after the checks of [`Walker::load_bitmap`], which want them marked).
+    fn drop_unused_tables(&mut self, g: u64) {
+        let gstart = self.sb.group_first_block(g);
+        let gcount = self.sb.group_block_count(g);
+        let gend = gstart + gcount;
+        let from = self
+            .unused_tables
+            .partition_point(|&(s, n)| s + n <= gstart);
+        for &(s, n) in &self.unused_tables[from..] {
+            if s >= gend {
+                break;
+            }
+            let (lo, hi) = (s.max(gstart), s.saturating_add(n).min(gend));
+            for b in lo..hi {
+                let i = (b - gstart) as usize;
+                if let Some(byte) = self.bitmap.get_mut(i / 8) {
+                    *byte &= !(1 << (i % 8));
+                }
+            }
+        }
+    }
+
     /// Copy every used block, group by group, coalescing adjacent runs.
     fn copy<D: OutputDevice>(
         &mut self,
@@ -903,6 +970,7 @@ impl<'a> Walker<'a> {
                     ),
                 });
             }
+            self.drop_unused_tables(g);
             let gstart = sb.group_first_block(g);
             let n = sb.group_block_count(g) as usize;
             let mut i = 0;

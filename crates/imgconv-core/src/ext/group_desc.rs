@@ -44,6 +44,9 @@ pub struct GroupDesc {
     pub flags: u16,
     /// 0x18 `bg_block_bitmap_csum_lo` + 0x38 `bg_block_bitmap_csum_hi`.
     pub block_bitmap_csum: u32,
+    /// 0x1C `bg_itable_unused_lo` + 0x32 `bg_itable_unused_hi`: inodes at the end of the
+    /// inode table never used (meaningful only with descriptor checksums).
+    pub itable_unused: u32,
     /// 0x1E `bg_checksum`.
     pub checksum: u16,
 }
@@ -83,6 +86,8 @@ impl GroupDesc {
                 | hi16("bg_free_blocks_count_hi", 0x2C)?,
             flags: f.u16("bg_flags", 0x12)?,
             block_bitmap_csum: u32::from(f.u16("bg_block_bitmap_csum_lo", 0x18)?) | csum_hi,
+            itable_unused: u32::from(f.u16("bg_itable_unused_lo", 0x1C)?)
+                | hi16("bg_itable_unused_hi", 0x32)?,
             checksum: f.u16("bg_checksum", CHECKSUM_OFFSET)?,
         })
     }
@@ -91,6 +96,26 @@ impl GroupDesc {
     /// the kernel and e2fsprogs do; ext2/ext3 leave `bg_flags` meaningless).
     pub fn block_uninit(&self, sb: &Superblock) -> bool {
         sb.has_group_desc_csum() && self.flags & BG_BLOCK_UNINIT != 0
+    }
+
+    /// The blocks at the end of this group's inode table that hold no inode ever used,
+    /// as `(first block, count)`: those past `bg_itable_unused`, or the whole table of an
+    /// INODE_UNINIT group. `None` without descriptor checksums (the kernel and e2fsck
+    /// trust the field only then) or when no whole block is unused.
+    pub fn unused_inode_table(&self, sb: &Superblock) -> Option<(u64, u64)> {
+        if !sb.has_group_desc_csum() {
+            return None;
+        }
+        let per_group = u64::from(sb.inodes_per_group);
+        let unused = if self.flags & BG_INODE_UNINIT != 0 {
+            per_group
+        } else {
+            u64::from(self.itable_unused).min(per_group)
+        };
+        let used_bytes = (per_group - unused) * u64::from(sb.inode_size);
+        let first = used_bytes.div_ceil(sb.block_size());
+        let blocks = inode_table_blocks(sb);
+        (first < blocks).then(|| (self.inode_table + first, blocks - first))
     }
 }
 
