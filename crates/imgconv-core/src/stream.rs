@@ -29,6 +29,11 @@
 //! — the whole filesystem is copied instead, still skipping all-zero blocks, and the
 //! reason is reported through [`Progress::note`] and [`StreamStats::method`].
 //!
+//! The end of an inode table that no inode ever used (past `bg_itable_unused`, trusted
+//! only with descriptor checksums, as the kernel and e2fsck do) is not read at all: the
+//! fresh output reads zeros there, as mke2fs and the kernel's lazy init leave it. A block
+//! device output gets the whole table, since its old data would stay.
+//!
 //! A group's bitmaps and inode table are always copied, whatever its bitmap says. A
 //! block bitmap whose free count disagrees with its group descriptor, or that calls the
 //! group's superblock/descriptor blocks, bitmaps or inode tables free, is corruption the copy cannot fix (the
