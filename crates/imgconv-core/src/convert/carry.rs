@@ -167,13 +167,18 @@ fn carry_grown_boot(
     Ok(())
 }
 
-/// The report's line for a /boot grown on its copy.
-pub(super) fn report_boot_grown(report: &mut Report, grow: &GrowPlan) {
+/// The report's line for a filesystem grown: the root (`/`) or a separate `/boot`.
+pub(super) fn report_grown(report: &mut Report, mount: &str, grow: &GrowPlan) {
+    let what = if mount == "/" {
+        "the filesystem".to_string()
+    } else {
+        format!("the {mount} filesystem")
+    };
     report.change(
         "grow",
-        "/boot",
+        mount,
         format!(
-            "grew the /boot filesystem from {} to {}",
+            "grew {what} from {} to {}",
             layout::human(grow.from_bytes),
             layout::human(grow.to_bytes)
         ),

@@ -60,7 +60,7 @@ use crate::swap;
 use crate::{Error, Result};
 use plan::WrittenLayout;
 pub use prepare::efi_search;
-use prepare::{grow_reason, prepare, Prepared};
+use prepare::{prepare, Prepared};
 use std::time::Instant;
 
 fn timed<T>(
@@ -335,7 +335,7 @@ fn convert_into(
             )
         })?;
         if let Some(grow) = &plan.boot_grow {
-            carry::report_boot_grown(&mut report, grow);
+            carry::report_grown(&mut report, "/boot", grow);
         }
         report_done(&timings, progress);
     }
@@ -575,17 +575,7 @@ fn grow_and_replay(
             out.unclaimed(|| {
                 crate::e2fs_tools::grow(out.path(), root_offset, grow.to_bytes, &*progress)
             })??;
-            report.change(
-                "grow",
-                "/",
-                format!(
-                    "grew the filesystem from {} to {}",
-                    layout::human(grow.from_bytes),
-                    layout::human(grow.to_bytes)
-                ),
-                grow_reason(&grow.reason),
-                None,
-            );
+            carry::report_grown(report, "/", grow);
         }
         Ok(())
     })?;
