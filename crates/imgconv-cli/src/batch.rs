@@ -25,6 +25,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::Instant;
 
+mod gate;
+mod governor;
+
+use gate::Gate;
+use governor::{Change, Governor};
+
 /// The result of one image of a batch (one JSON entry, one summary row).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
@@ -65,7 +71,12 @@ impl Entry {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BatchReport {
     pub ok: bool,
+    /// Worker threads: the conversions at once with `-j N`, the most with `-j auto`
+    /// (both bounded by the images).
     pub jobs: u32,
+    /// How `-j auto` moved the conversions at once (absent with `-j N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<Parallelism>,
     pub succeeded: usize,
     pub failed: usize,
     pub skipped: usize,
@@ -82,6 +93,7 @@ impl BatchReport {
         BatchReport {
             ok: images.iter().all(Entry::succeeded),
             jobs,
+            parallelism: None,
             succeeded: images.iter().filter(|e| e.succeeded()).count(),
             failed: images
                 .iter()
@@ -99,6 +111,77 @@ impl BatchReport {
             crate::schema::BATCH,
             serde_json::to_value(self).expect("batch report serializes"),
         )
+    }
+}
+
+/// What `-j auto`'s governor did over a batch.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Parallelism {
+    /// The most it would run at once (`auto_jobs`, bounded by the images).
+    pub ceiling: u32,
+    /// The level it started at.
+    pub start: u32,
+    /// Each stretch at one level, in order; the last is where the batch ended.
+    pub history: Vec<LevelReport>,
+}
+
+/// One stretch of a batch at one level.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LevelReport {
+    /// Conversions at once.
+    pub level: u32,
+    /// Successful conversions that started and finished at this level (the measured
+    /// ones).
+    pub conversions: u32,
+    /// The batch's throughput at this level, in MB/s (10^6 bytes): `level` times the
+    /// measured conversions' bytes over their seconds; null when none was measured.
+    pub mb_per_s: Option<f64>,
+}
+
+impl Parallelism {
+    fn of(g: &Governor, start: u32) -> Parallelism {
+        Parallelism {
+            ceiling: g.ceiling(),
+            start,
+            history: g
+                .history()
+                .iter()
+                .map(|p| LevelReport {
+                    level: p.level,
+                    conversions: p.conversions,
+                    mb_per_s: p.bytes_per_second().map(|b| (b / 1e4).round() / 100.0),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Throughput for a note: `12.3 MB/s`.
+fn mb_per_s(bytes_per_second: f64) -> String {
+    format!("{:.1} MB/s", bytes_per_second / 1e6)
+}
+
+/// The note line of a governor's change.
+fn change_note(c: &Change) -> String {
+    let at = |r: &governor::Rate| format!("{} at {}", mb_per_s(r.bytes_per_second), r.level);
+    match c {
+        Change::Raised { to, below, at: now } => match below {
+            Some(b) => format!("-j auto: {to} at once ({}, {})", at(b), at(now)),
+            None => format!("-j auto: {to} at once ({})", at(now)),
+        },
+        Change::SteppedBack { kept, tried } => format!(
+            "-j auto: {} at once ({}, {}: no gain of {:.0}%, holding)",
+            kept.level,
+            at(kept),
+            at(tried),
+            governor::MARGIN * 100.0
+        ),
+        Change::HeldAtCeiling { below, at: now } => format!(
+            "-j auto: {} at once ({}, {}: the most, holding)",
+            now.level,
+            at(below),
+            at(now)
+        ),
     }
 }
 
@@ -557,37 +640,61 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
     let stop = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel::<(usize, Entry)>();
     let started = Instant::now();
-    let wanted = match a.jobs {
-        Jobs::Count(n) => n,
+    let note = |line: &str| match mode {
+        Mode::Quiet => {}
+        Mode::Bars => {
+            let _ = multi.println(format!("imgconv: note: {line}"));
+        }
+        Mode::Plain => eprintln!("imgconv: note: {line}"),
+    };
+    // The worker threads: `-j N`, or `-j auto`'s ceiling; never more than the images.
+    let pending = jobs.len() as u32;
+    let (n, gov) = match a.jobs {
+        Jobs::Count(n) => (n.min(pending).max(1), None),
         Jobs::Auto => {
             let auto = auto_jobs(&a.out_dir, &sources);
-            if mode != Mode::Quiet {
-                let why = match &auto.rotational {
-                    Some(p) => format!(", {} on a rotational disk", p.display()),
-                    None => String::new(),
-                };
-                eprintln!(
-                    "imgconv: note: -j auto: {} conversions at once ({} cores{why})",
-                    auto.jobs, auto.cores
-                );
+            let n = auto.jobs.min(pending).max(1);
+            let g = Governor::new(n);
+            let mut why = format!("{} cores", auto.cores);
+            if let Some(p) = &auto.rotational {
+                why += &format!(", {} on a rotational disk", p.display());
             }
-            auto.jobs
+            if pending < auto.jobs {
+                why += &format!(", {pending} to convert");
+            }
+            note(&if g.level() < n {
+                format!(
+                    "-j auto: {} conversion at once to start, at most {n} ({why}); one more while the throughput measured rises by {:.0}% or more",
+                    g.level(),
+                    governor::MARGIN * 100.0
+                )
+            } else {
+                format!(
+                    "-j auto: {n} conversion{} at once ({why})",
+                    if n == 1 { "" } else { "s" }
+                )
+            });
+            (n, Some(Mutex::new(g)))
         }
     };
-    let n = wanted.min(jobs.len() as u32).max(1);
+    let start_level = gov.as_ref().map(|g| lock(g).level());
+    let gate = Gate::new(start_level.unwrap_or(n));
     let queue = Mutex::new(jobs);
     std::thread::scope(|scope| {
         for _ in 0..n {
             let tx = tx.clone();
-            let (queue, stop, multi) = (&queue, &stop, &multi);
+            let (queue, stop, multi, gate, gov, note) = (&queue, &stop, &multi, &gate, &gov, &note);
             scope.spawn(move || loop {
-                if stop.load(Ordering::SeqCst) || signals::cancelled() {
+                let halted = || stop.load(Ordering::SeqCst) || signals::cancelled();
+                // Held until this image's conversion ends (after the governor heard of it).
+                let Some(pass) = gate.enter(halted) else {
                     return;
-                }
+                };
                 let Some((i, src, out, o)) = queue.lock().ok().and_then(|mut q| q.pop_front())
                 else {
                     return;
                 };
+                let epoch = gov.as_ref().map(|g| lock(g).epoch());
                 let label = src.file_name().map_or_else(
                     || src.display().to_string(),
                     |f| f.to_string_lossy().into_owned(),
@@ -599,6 +706,14 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
                     Err(e) => Err(e.clone()),
                 };
                 let seconds = t0.elapsed().as_secs_f64();
+                if let (Some(g), Some(epoch), Ok(c)) = (gov, epoch, &result) {
+                    let mut g = lock(g);
+                    if let Some(change) = g.record(epoch, c.bytes, seconds) {
+                        gate.set_level(g.level());
+                        note(&change_note(&change));
+                    }
+                }
+                drop(pass);
                 p.finish(result.is_ok(), &match &result {
                     Ok(_) => format!("ok in {seconds:.1} s"),
                     Err(e) => format!("FAILED: {}", e.cause.lines().next().unwrap_or("")),
@@ -657,6 +772,10 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
         .collect();
     let mut report = BatchReport::of(images, n, started.elapsed().as_secs_f64());
     report.ignored = ignored;
+    report.parallelism = gov
+        .as_ref()
+        .zip(start_level)
+        .map(|(g, start)| Parallelism::of(&lock(g), start));
     crate::stdout::emit(&summary_text(&report))?;
     if let Some(path) = &a.json {
         convert::write_json(path, &report.to_json())?;
@@ -688,6 +807,12 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
         ),
         "see the errors in the summary above (and in the --json report); fix them and run the failed ones again",
     ))
+}
+
+/// The governor, also after a worker panicked holding it (its state is consistent
+/// between calls).
+fn lock(g: &Mutex<Governor>) -> std::sync::MutexGuard<'_, Governor> {
+    g.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn class_of(code: i32) -> Class {

@@ -26,6 +26,9 @@ pub struct Converted {
     pub vm: Option<imgconv_core::vm::VmFacts>,
     /// What the fixups changed in each guest file.
     pub diffs: Vec<imgconv_core::report::FileDiff>,
+    /// The data it moved: the bytes the stream read from the source's root filesystem
+    /// and the file content the graft wrote (what `batch -j auto` measures throughput by).
+    pub bytes: u64,
 }
 
 /// Build the library's options from the command line and the environment.
@@ -321,6 +324,10 @@ fn converted(conversion: &Conversion) -> Converted {
         warnings: conversion.report.warnings.clone(),
         vm: conversion.plan.inspection.vm.clone(),
         diffs: conversion.report.diffs.clone(),
+        bytes: conversion
+            .stream
+            .bytes_read
+            .saturating_add(conversion.graft.as_ref().map_or(0, |g| g.bytes)),
     }
 }
 
