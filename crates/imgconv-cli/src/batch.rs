@@ -664,7 +664,7 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
             }
             note(&if g.level() < n {
                 format!(
-                    "-j auto: {} conversion at once to start, at most {n} ({why}); one more while the throughput measured rises by {:.0}% or more",
+                    "-j auto: {} conversion at once to start, at most {n} ({why}); one more while the measured throughput rises by {:.0}% or more",
                     g.level(),
                     governor::MARGIN * 100.0
                 )

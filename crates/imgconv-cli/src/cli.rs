@@ -294,10 +294,11 @@ pub struct BatchArgs {
     /// Where outputs go: <out-dir>/<stem>.raw for each source.
     #[arg(long, value_name = "DIR")]
     pub out_dir: PathBuf,
-    /// Conversions run at once: 1 to 64, or `auto` (the default): as many as the cores
-    /// (at most 8) when the output directory and the sources sit on solid-state or
-    /// unknown storage, at most 2 when any of them is on a rotational disk
-    /// (/sys/block/*/queue/rotational); never more than the images.
+    /// Conversions run at once: 1 to 64, or `auto` (the default): starts at 1 and adds one
+    /// while the measured throughput rises by 10% or more, stepping back and holding when
+    /// a raise does not pay; at most the cores (at most 8) when the output directory and
+    /// the sources sit on solid-state or unknown storage, at most 2 when any of them is on
+    /// a rotational disk (/sys/block/*/queue/rotational); never more than the images.
     #[arg(short = 'j', long = "jobs", value_name = "N|auto", default_value = "auto",
           value_parser = parse_jobs)]
     pub jobs: Jobs,

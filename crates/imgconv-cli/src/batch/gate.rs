@@ -145,11 +145,11 @@ mod tests {
         gate.set_level(1);
         let tried = AtomicU32::new(0);
         let full = || tried.fetch_add(1, Ordering::SeqCst) > 0;
-        assert!(gate.enter(&full).is_none(), "3 inside, level 1: waits");
+        assert!(gate.enter(full).is_none(), "3 inside, level 1: waits");
         drop((a, b));
         assert!(gate.enter(|| true).is_none(), "stop before anything");
         tried.store(0, Ordering::SeqCst);
-        assert!(gate.enter(&full).is_none(), "1 inside, level 1: waits");
+        assert!(gate.enter(full).is_none(), "1 inside, level 1: waits");
         drop(c);
         assert!(gate.enter(|| false).is_some(), "0 inside: enters");
         // A level of 0 means 1.

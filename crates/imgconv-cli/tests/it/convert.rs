@@ -660,6 +660,9 @@ fn batch_of_three_with_one_broken_gives_two_images_a_failure_a_summary_and_json(
         .map(|e| e["result"].as_str().unwrap())
         .collect();
     assert_eq!(results, ["ok", "failed", "ok"]);
+    // `-j 2`: that many at once, no history of levels.
+    assert_eq!(j["jobs"].as_u64(), Some(2));
+    assert!(j.get("parallelism").is_none(), "{j:#}");
     assert_eq!(images[1]["exit_code"], 3);
     assert!(images[1]["error"].as_str().unwrap().len() > 10);
     for i in [0, 2] {
@@ -681,11 +684,11 @@ fn batch_of_three_with_one_broken_gives_two_images_a_failure_a_summary_and_json(
     }
 }
 
-/// Without `-j`, batch runs `-j auto`: it says how many conversions it runs at once and
-/// why, reports that number (bounded by the images) in its JSON, and converts a
-/// directory into disks `verify` passes.
+/// Without `-j`, batch runs `-j auto`: it says the most it runs at once and why, starts
+/// at one conversion, raises the level while the throughput it measures rises, reports
+/// that history in its JSON, and converts a directory into disks `verify` passes.
 #[test]
-fn batch_without_jobs_picks_them_from_cores_and_storage_and_converts_a_directory() {
+fn batch_without_jobs_climbs_from_one_by_measured_throughput_and_converts_a_directory() {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("exports");
     fs::create_dir(&src).unwrap();
@@ -693,6 +696,7 @@ fn batch_without_jobs_picks_them_from_cores_and_storage_and_converts_a_directory
         ("xen-ext2.img", "a.img"),
         ("xen-ext4.img", "b.img"),
         ("xen-ext4-mbr.img", "c.img"),
+        ("xen-ext4.img", "d.img"),
     ] {
         fs::copy(fx(from), src.join(to)).unwrap();
     }
@@ -711,26 +715,100 @@ fn batch_without_jobs_picks_them_from_cores_and_storage_and_converts_a_directory
         .unwrap();
     let err = stderr_of(&run);
     assert!(run.status.success(), "{err}");
-    // "imgconv: note: -j auto: N conversions at once (C cores[, PATH on a rotational disk])"
-    let note = err
+    // "-j auto: 1 conversion at once to start, at most N (C cores[, PATH on a rotational
+    // disk]); …", or "-j auto: N conversion(s) at once (C cores…)" when N is 1.
+    let notes: Vec<&str> = err
         .lines()
-        .find_map(|l| l.strip_prefix("imgconv: note: -j auto: "))
+        .filter_map(|l| l.strip_prefix("imgconv: note: -j auto: "))
+        .collect();
+    let first = *notes
+        .first()
         .unwrap_or_else(|| panic!("no -j auto note: {err}"));
     let number = |s: &str| s.split_whitespace().next().unwrap().parse::<u64>().unwrap();
-    let n = number(note);
-    let cores = number(note.split_once('(').unwrap().1);
+    let start = number(first);
+    let ceiling = first
+        .split_once("at most ")
+        .map_or(start, |(_, rest)| number(rest));
+    let cores = number(first.split_once('(').unwrap().1);
     let nproc: u64 = String::from_utf8_lossy(&Command::new("nproc").output().unwrap().stdout)
         .trim()
         .parse()
         .unwrap();
-    assert!(cores >= 1 && cores <= nproc, "{note} (nproc {nproc})");
-    let cap = if note.contains("rotational") { 2 } else { 8 };
-    assert_eq!(n, cores.min(cap), "{note}");
+    assert!(cores >= 1 && cores <= nproc, "{first} (nproc {nproc})");
+    let cap = if first.contains("rotational") { 2 } else { 8 };
+    assert_eq!(ceiling, cores.min(cap).min(4), "{first}");
+    assert_eq!(start, 1, "{first}");
+
     let j: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
-    assert_eq!(j["jobs"].as_u64(), Some(n.min(3)), "{note}");
-    assert_eq!(j["succeeded"].as_u64(), Some(3));
-    assert_eq!(names_in(&outdir), ["a.raw", "b.raw", "c.raw"]);
-    for name in ["a.raw", "b.raw", "c.raw"] {
+    crate::schema::validate(&report, "batch").unwrap();
+    assert_eq!(j["jobs"].as_u64(), Some(ceiling), "{first}");
+    assert_eq!(j["succeeded"].as_u64(), Some(4));
+    let p = &j["parallelism"];
+    assert_eq!(
+        (p["ceiling"].as_u64(), p["start"].as_u64()),
+        (Some(ceiling), Some(1)),
+        "{p:#}"
+    );
+    let history = p["history"].as_array().unwrap();
+    let levels: Vec<u64> = history
+        .iter()
+        .map(|h| h["level"].as_u64().unwrap())
+        .collect();
+    let counts: Vec<u64> = history
+        .iter()
+        .map(|h| h["conversions"].as_u64().unwrap())
+        .collect();
+    assert!(
+        levels.iter().all(|l| (1..=ceiling).contains(l)),
+        "{levels:?} within 1..={ceiling}"
+    );
+    assert!(
+        levels.windows(2).all(|w| w[0].abs_diff(w[1]) == 1),
+        "one step at a time: {levels:?}"
+    );
+    assert!(counts.iter().sum::<u64>() <= 4, "{counts:?}");
+    for h in history {
+        let measured = h["conversions"].as_u64().unwrap() > 0;
+        assert_eq!(
+            h["mb_per_s"].as_f64().is_some_and(|r| r > 0.0),
+            measured,
+            "a rate exactly where conversions were measured: {h}"
+        );
+    }
+    if ceiling == 1 {
+        assert_eq!((levels, counts), (vec![1], vec![4]), "{p:#}");
+        assert_eq!(notes.len(), 1, "no change: {err}");
+    } else {
+        // One at a time until two are measured, then two at once for the other two; then
+        // back to one, or on to three (with nothing left to measure), or two paid and
+        // are the ceiling.
+        assert_eq!(&levels[..2], [1, 2], "{p:#}");
+        assert_eq!(&counts[..2], [2, 2], "{p:#}");
+        assert!(
+            match levels.len() {
+                2 => ceiling == 2,
+                3 => counts[2] == 0 && (levels[2] == 1 || ceiling > 2),
+                _ => false,
+            },
+            "{p:#}"
+        );
+        let raise = notes
+            .iter()
+            .find(|n| n.starts_with("2 at once ("))
+            .unwrap_or_else(|| panic!("no note of the raise: {err}"));
+        assert!(raise.contains("MB/s at 1"), "{raise}");
+        if levels.len() == 3 {
+            assert!(
+                notes
+                    .iter()
+                    .any(|n| n.starts_with("1 at once (") && n.contains("MB/s at 2")),
+                "a note of the step back: {err}"
+            );
+        }
+    }
+
+    assert_eq!(names_in(&outdir), ["a.raw", "b.raw", "c.raw", "d.raw"]);
+    for name in ["a.raw", "b.raw", "c.raw", "d.raw"] {
         let v = imgconv()
             .arg("verify")
             .arg(outdir.join(name))
