@@ -1,5 +1,7 @@
 //! `imgconv batch`: many conversions on a pool of N worker threads, one progress line
 //! per image, a summary table and a JSON report; `imgconv report merge` joins reports.
+//! With `-j N` all N convert at once; with `-j auto` the pool is [`auto_jobs`]'s ceiling
+//! and a [`gate::Gate`] lets through as many as the [`governor::Governor`] finds pay.
 //!
 //! Outputs are named `<out-dir>/<stem>.raw` (`.qcow2` with `--format qcow2`; the source's file name without its last
 //! extension); sources sharing a stem are named `<parent>-<stem>.raw` after their
@@ -662,17 +664,15 @@ pub fn run(a: &BatchArgs) -> Result<(), CliError> {
             if pending < auto.jobs {
                 why += &format!(", {pending} to convert");
             }
+            let conversions = |k: u32| format!("{k} conversion{}", if k == 1 { "" } else { "s" });
             note(&if g.level() < n {
                 format!(
-                    "-j auto: {} conversion at once to start, at most {n} ({why}); one more while the measured throughput rises by {:.0}% or more",
-                    g.level(),
+                    "-j auto: {} at once to start, at most {n} ({why}); one more while the measured throughput rises by {:.0}% or more",
+                    conversions(g.level()),
                     governor::MARGIN * 100.0
                 )
             } else {
-                format!(
-                    "-j auto: {n} conversion{} at once ({why})",
-                    if n == 1 { "" } else { "s" }
-                )
+                format!("-j auto: {} at once ({why})", conversions(n))
             });
             (n, Some(Mutex::new(g)))
         }
