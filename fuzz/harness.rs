@@ -411,10 +411,14 @@ pub fn xen_config(data: &[u8]) {
 
 /// A filesystem image whose journal needs recovery through `ext::read`'s in-memory replay
 /// (journal superblock, descriptor, revoke and commit blocks, the overlay), then its
-/// first inodes, directories, symlinks and file contents read through the replayed view.
+/// first inodes, directories, symlinks and file contents read through the replayed view;
+/// first, its journal as the stream reads a clean one (`journal::idle_log`).
 pub fn extraw_journal(data: &[u8]) {
     let p = write_scratch("journal", data);
     if let Ok(region) = Region::open(&p) {
+        if let Ok(fs) = imgconv_core::ext::read::RawFs::open_unreplayed(region.clone()) {
+            let _ = imgconv_core::ext::read::journal::idle_log(&fs);
+        }
         if let Ok(fs) = imgconv_core::ext::read::RawFs::open(region) {
             let fs = std::sync::Arc::new(fs);
             let last = fs.superblock().inodes_count.min(32);

@@ -34,6 +34,23 @@
 //! fresh output reads zeros there, as mke2fs and the kernel's lazy init leave it. A block
 //! device output gets the whole table, since its old data would stay.
 //!
+//! So is the log of a clean internal journal, under the same condition: when the
+//! filesystem has `has_journal` with a journal inode (`s_journal_inum`), its
+//! `needs_recovery` flag is clear and the journal superblock's `s_start` is 0, every
+//! journal block after the journal superblock is left out (see
+//! [`crate::ext::read::journal::idle_log`]); the journal superblock and the inode's
+//! extent tree or indirect blocks are copied. An empty log is never read:
+//! Documentation/filesystems/ext4/journal.rst ("Super Block") puts `s_start`, big-endian,
+//! at 0x1C of the journal superblock, the log's first block, and the kernel's
+//! `jbd2_journal_recover` and e2fsprogs' recovery return without reading the log when it
+//! is 0. That field alone does not make the filesystem clean (journal.rst says so: a
+//! mounted filesystem may have committed nothing yet), hence `needs_recovery` must be
+//! clear too. After the next mount jbd2 writes each transaction before any recovery
+//! could read it, and recovery accepts a block only with the journal magic and the
+//! expected sequence, so zeros serve as well as the stale transactions they replace. A
+//! journal that is not clean, or anything odd about it (a hole, a block outside the
+//! filesystem, fast commits, an unknown feature, a bad checksum), and it is copied whole.
+//!
 //! A group's bitmaps and inode table are always copied, whatever its bitmap says. A
 //! block bitmap whose free count disagrees with its group descriptor, or that calls the
 //! group's superblock/descriptor blocks, bitmaps or inode tables free, is corruption the copy cannot fix (the
@@ -84,6 +101,10 @@ pub struct StreamStats {
     /// Selected bytes not even read: the ends of inode tables that hold no inode ever
     /// used (past `bg_itable_unused`), which the fresh output reads as zeros.
     pub unused_inode_table_bytes: u64,
+    /// Selected bytes not even read: the log of a clean internal journal (its blocks
+    /// after the journal superblock, not its extent tree or indirect blocks), which
+    /// nothing reads before writing it again and the fresh output reads as zeros.
+    pub clean_journal_bytes: u64,
     pub groups: u64,
     pub block_uninit_groups: u64,
     /// Read/write chunks issued.
@@ -323,6 +344,7 @@ fn copy<D: OutputDevice>(
     walker.skip_unused_tables = dst
         .raw_file()
         .is_none_or(|f| !crate::blockdev::is_device_file(f));
+    walker.skip_clean_journal = walker.skip_unused_tables;
     let verdict = walker.analyse()?;
     let mut stats = StreamStats {
         method: StreamMethod::Bitmaps,
@@ -332,6 +354,7 @@ fn copy<D: OutputDevice>(
         bytes_written: 0,
         zero_bytes_skipped: 0,
         unused_inode_table_bytes: 0,
+        clean_journal_bytes: 0,
         groups: sb.groups_count(),
         block_uninit_groups: 0,
         chunks: 0,
@@ -342,13 +365,19 @@ fn copy<D: OutputDevice>(
             used_blocks,
             uninit_groups,
             unused_table_blocks,
+            clean_journal_blocks,
         } => {
             stats.selected_bytes = used_blocks * sb.block_size();
             stats.unused_inode_table_bytes = unused_table_blocks * sb.block_size();
+            stats.clean_journal_bytes = clean_journal_blocks * sb.block_size();
             stats.block_uninit_groups = uninit_groups;
             progress.stage(
                 Stage::Stream,
-                Some(stats.selected_bytes - stats.unused_inode_table_bytes),
+                Some(
+                    stats.selected_bytes
+                        - stats.unused_inode_table_bytes
+                        - stats.clean_journal_bytes,
+                ),
             );
             walker.copy(&mut copier, progress)?;
         }
@@ -649,12 +678,23 @@ enum Verdict {
         uninit_groups: u64,
         /// Of `used_blocks`, the inode-table ends left out of the copy.
         unused_table_blocks: u64,
+        /// Of `used_blocks`, the clean journal's log left out of the copy.
+        clean_journal_blocks: u64,
     },
     Whole(String),
 }
 
 /// Why the bitmaps are unusable (then the whole filesystem is copied).
 type Unusable = String;
+
+/// Used blocks the copy leaves out, since the fresh output reads them as zeros.
+#[derive(Clone, Copy)]
+enum Skipped {
+    /// [`Walker::unused_tables`].
+    UnusedTables,
+    /// [`Walker::clean_journal`].
+    CleanJournal,
+}
 
 /// Walks the groups and produces each group's used-block bitmap.
 struct Walker<'a> {
@@ -671,6 +711,11 @@ struct Walker<'a> {
     /// the destination is a block device (its old data would stay there).
     unused_tables: Vec<(u64, u64)>,
     skip_unused_tables: bool,
+    /// Sorted `(first block, count)` pieces of a clean internal journal's log
+    /// ([`crate::ext::read::journal::idle_log`]): left out of the copy like the table
+    /// ends, under the same condition.
+    clean_journal: Vec<(u64, u64)>,
+    skip_clean_journal: bool,
 }
 
 impl<'a> Walker<'a> {
@@ -683,6 +728,8 @@ impl<'a> Walker<'a> {
             foreign: Vec::new(),
             unused_tables: Vec::new(),
             skip_unused_tables: false,
+            clean_journal: Vec::new(),
+            skip_clean_journal: false,
         }
     }
 
@@ -783,9 +830,12 @@ impl<'a> Walker<'a> {
         }
         self.foreign.sort_unstable();
         self.unused_tables.sort_unstable();
+        if self.skip_clean_journal {
+            self.clean_journal = self.clean_journal_log();
+        }
         // Pass 2: bitmaps.
         let mut used = u64::from(sb.first_data_block);
-        let mut unused_tables = 0;
+        let (mut unused_tables, mut clean_journal) = (0, 0);
         for g in 0..groups {
             if let Err(why) = self.load_bitmap(g)? {
                 return Ok(Verdict::Whole(why));
@@ -793,13 +843,17 @@ impl<'a> Walker<'a> {
             let n = sb.group_block_count(g) as usize;
             let marked = self.marked(n);
             used += marked;
-            self.drop_unused_tables(g);
-            unused_tables += marked - self.marked(n);
+            self.drop_ranges(g, Skipped::UnusedTables);
+            let without_tables = self.marked(n);
+            unused_tables += marked - without_tables;
+            self.drop_ranges(g, Skipped::CleanJournal);
+            clean_journal += without_tables - self.marked(n);
         }
         Ok(Verdict::Bitmaps {
             used_blocks: used,
             uninit_groups,
             unused_table_blocks: unused_tables,
+            clean_journal_blocks: clean_journal,
         })
     }
 
@@ -918,16 +972,43 @@ impl<'a> Walker<'a> {
             + (full * 8..n).filter(|&i| bit(&self.bitmap, i)).count() as u64
     }
 
-    /// Clear, in the loaded bitmap of group `g`, the inode-table ends that hold no inode
-    /// ever used (after the checks of [`Walker::load_bitmap`], which want them marked).
-    fn drop_unused_tables(&mut self, g: u64) {
+    /// The pieces of the journal's log to leave out: those of
+    /// [`crate::ext::read::journal::idle_log`] when the filesystem has a clean internal
+    /// journal, none when it has none, when the log may hold something, or when anything
+    /// about the journal is odd (then it is copied whole, as any used block).
+    fn clean_journal_log(&self) -> Vec<(u64, u64)> {
+        use crate::ext::read::{journal, RawFs};
+        let sb = self.sb;
+        if !sb.has_compat(feature::COMPAT_HAS_JOURNAL) || sb.journal_inum == 0 {
+            return Vec::new();
+        }
+        let Ok(fs) = RawFs::open_unreplayed(self.src.clone()) else {
+            return Vec::new();
+        };
+        match journal::idle_log(&fs) {
+            Ok(Some(pieces))
+                if pieces
+                    .iter()
+                    .all(|&(s, n)| s >= 1 && s.saturating_add(n) <= sb.blocks_count) =>
+            {
+                pieces
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Clear, in the loaded bitmap of group `g`, the blocks `which` leaves out (after
+    /// the checks of [`Walker::load_bitmap`], which want them marked).
+    fn drop_ranges(&mut self, g: u64, which: Skipped) {
         let gstart = self.sb.group_first_block(g);
         let gcount = self.sb.group_block_count(g);
         let gend = gstart + gcount;
-        let from = self
-            .unused_tables
-            .partition_point(|&(s, n)| s + n <= gstart);
-        for &(s, n) in &self.unused_tables[from..] {
+        let ranges = match which {
+            Skipped::UnusedTables => &self.unused_tables,
+            Skipped::CleanJournal => &self.clean_journal,
+        };
+        let from = ranges.partition_point(|&(s, n)| s + n <= gstart);
+        for &(s, n) in &ranges[from..] {
             if s >= gend {
                 break;
             }
@@ -975,7 +1056,8 @@ impl<'a> Walker<'a> {
                     ),
                 });
             }
-            self.drop_unused_tables(g);
+            self.drop_ranges(g, Skipped::UnusedTables);
+            self.drop_ranges(g, Skipped::CleanJournal);
             let gstart = sb.group_first_block(g);
             let n = sb.group_block_count(g) as usize;
             let mut i = 0;

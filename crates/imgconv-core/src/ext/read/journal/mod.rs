@@ -168,62 +168,141 @@ pub fn replay(fs: &RawFs) -> Result<Option<Replay>, JournalError> {
     Ok(Some(out))
 }
 
+/// The internal journal of `fs`: its inode, the inode's data runs and its superblock,
+/// checked against each other and the filesystem (block size, `s_maxlen` within the
+/// inode, `s_first` inside the journal, every incompat feature one the replay reads).
+fn locate(fs: &RawFs) -> Result<(super::RawInode, Vec<Run>, JournalSuperblock), JournalError> {
+    let fsb = fs.superblock();
+    if fsb.has_incompat(fs_feature::INCOMPAT_JOURNAL_DEV) || fsb.journal_inum == 0 {
+        if fsb.journal_dev != 0
+            || fsb.journal_inum == 0 && fsb.has_compat(fs_feature::COMPAT_HAS_JOURNAL)
+        {
+            return Err(JournalError::External {
+                dev: fsb.journal_dev,
+            });
+        }
+        return Err(JournalError::NoJournal);
+    }
+    let inode = fs.inode(fsb.journal_inum).map_err(JournalError::Inode)?;
+    let bs = fs.block_size();
+    let inode_blocks = inode.size / bs;
+    if inode_blocks > MAX_JOURNAL_BLOCKS {
+        return Err(JournalError::TooLarge {
+            what: "journal blocks",
+            cap: MAX_JOURNAL_BLOCKS,
+        });
+    }
+    let runs = fs.extents(&inode).map_err(JournalError::Inode)?;
+    let mut block = vec![0u8; bs as usize];
+    read_in(fs, &runs, 0, &mut block)?;
+    let sb = JournalSuperblock::parse(&block)
+        .map_err(|source| JournalError::Malformed { block: 0, source })?;
+    let corrupt = |why: String| JournalError::Corrupt { block: 0, why };
+    if u64::from(sb.block_size) != bs {
+        return Err(corrupt(format!(
+            "a journal block size of {} bytes in a filesystem of {bs}-byte blocks",
+            sb.block_size
+        )));
+    }
+    if u64::from(sb.maxlen) > inode_blocks {
+        return Err(corrupt(format!(
+            "the journal claims {} blocks, its inode holds {inode_blocks}",
+            sb.maxlen
+        )));
+    }
+    if sb.first == 0 || sb.first >= sb.maxlen {
+        return Err(corrupt(format!(
+            "the log starts at block {} of {}",
+            sb.first, sb.maxlen
+        )));
+    }
+    let unknown = sb.incompat & !feature::INCOMPAT_KNOWN;
+    if sb.has_incompat(feature::INCOMPAT_FAST_COMMIT) {
+        return Err(JournalError::Unsupported("fast commits".into()));
+    }
+    if unknown != 0 {
+        return Err(JournalError::Unsupported(format!(
+            "incompatible journal features {unknown:#x}"
+        )));
+    }
+    Ok((inode, runs, sb))
+}
+
+/// Most pieces an idle log may lie in (16 bytes each); mke2fs makes one or a few.
+pub const MAX_IDLE_PIECES: usize = 1 << 16;
+
+/// Where the log of an empty internal journal lies: the filesystem blocks of journal
+/// blocks `s_first..s_maxlen` as sorted `(first block, count)` pieces, or `None` when
+/// the log may hold something (needs_recovery set, `s_start` not 0, no journal).
+///
+/// Nothing reads an empty log (journal.rst, "Super Block": `s_start` 0 "means that the
+/// journal is clean"): the kernel's `jbd2_journal_recover` and e2fsprogs' recovery
+/// return at once when `s_start` is 0, and once mounted jbd2 writes each new transaction
+/// before a later recovery could read it, accepting only blocks with the journal magic
+/// and the expected sequence. The journal superblock (block 0) and the inode's extent
+/// tree or indirect blocks are not part of the result.
+///
+/// The inode's whole map is checked as [`RawFs::owned_blocks`] checks it (inside the
+/// filesystem, outside its metadata, no block twice, so no log block is a mapping
+/// block); a hole or an unwritten piece in the log, more than [`MAX_IDLE_PIECES`]
+/// pieces, fast commits or an incompat feature the replay does not read is an error.
+pub fn idle_log(fs: &RawFs) -> Result<Option<Vec<(u64, u64)>>, JournalError> {
+    let fsb = fs.superblock();
+    if fsb.needs_recovery() || !fsb.has_compat(fs_feature::COMPAT_HAS_JOURNAL) {
+        return Ok(None);
+    }
+    let (inode, _, sb) = locate(fs)?;
+    if sb.start != 0 {
+        return Ok(None);
+    }
+    let map = fs.owned_blocks(&inode).map_err(JournalError::Inode)?;
+    let (first, end) = (u64::from(sb.first), u64::from(sb.maxlen));
+    let blocks = fs.blocks_count();
+    let mut pieces = Vec::new();
+    let mut next = first;
+    for r in &map.runs {
+        let (lo, hi) = (r.lblk.max(first), (r.lblk + u64::from(r.len)).min(end));
+        if lo >= hi {
+            continue;
+        }
+        let corrupt = |why: &str| JournalError::Corrupt {
+            block: next,
+            why: why.into(),
+        };
+        if lo != next {
+            return Err(corrupt("the journal inode has no block there"));
+        }
+        if r.unwritten {
+            return Err(corrupt("the journal inode maps it unwritten"));
+        }
+        let phys = r.pblk + (lo - r.lblk);
+        if phys.saturating_add(hi - lo) > blocks {
+            return Err(corrupt("the journal inode maps it outside the filesystem"));
+        }
+        if pieces.len() >= MAX_IDLE_PIECES {
+            return Err(JournalError::TooLarge {
+                what: "pieces of log",
+                cap: MAX_IDLE_PIECES as u64,
+            });
+        }
+        pieces.push((phys, hi - lo));
+        next = hi;
+    }
+    if next != end {
+        return Err(JournalError::Corrupt {
+            block: next,
+            why: "the journal inode has no block there".into(),
+        });
+    }
+    pieces.sort_unstable();
+    Ok(Some(pieces))
+}
+
 impl<'a> Journal<'a> {
     /// Locate the journal of `fs` and read its superblock; `None` for an empty log.
     fn open(fs: &'a RawFs) -> Result<Option<Journal<'a>>, JournalError> {
-        let fsb = fs.superblock();
-        if fsb.has_incompat(fs_feature::INCOMPAT_JOURNAL_DEV) || fsb.journal_inum == 0 {
-            if fsb.journal_dev != 0
-                || fsb.journal_inum == 0 && fsb.has_compat(fs_feature::COMPAT_HAS_JOURNAL)
-            {
-                return Err(JournalError::External {
-                    dev: fsb.journal_dev,
-                });
-            }
-            return Err(JournalError::NoJournal);
-        }
-        let inode = fs.inode(fsb.journal_inum).map_err(JournalError::Inode)?;
-        let bs = fs.block_size();
-        let inode_blocks = inode.size / bs;
-        if inode_blocks > MAX_JOURNAL_BLOCKS {
-            return Err(JournalError::TooLarge {
-                what: "journal blocks",
-                cap: MAX_JOURNAL_BLOCKS,
-            });
-        }
-        let runs = fs.extents(&inode).map_err(JournalError::Inode)?;
-        let mut block = vec![0u8; bs as usize];
-        read_in(fs, &runs, 0, &mut block)?;
-        let sb = JournalSuperblock::parse(&block)
-            .map_err(|source| JournalError::Malformed { block: 0, source })?;
+        let (_, runs, sb) = locate(fs)?;
         let corrupt = |why: String| JournalError::Corrupt { block: 0, why };
-        if u64::from(sb.block_size) != bs {
-            return Err(corrupt(format!(
-                "a journal block size of {} bytes in a filesystem of {bs}-byte blocks",
-                sb.block_size
-            )));
-        }
-        if u64::from(sb.maxlen) > inode_blocks {
-            return Err(corrupt(format!(
-                "the journal claims {} blocks, its inode holds {inode_blocks}",
-                sb.maxlen
-            )));
-        }
-        if sb.first == 0 || sb.first >= sb.maxlen {
-            return Err(corrupt(format!(
-                "the log starts at block {} of {}",
-                sb.first, sb.maxlen
-            )));
-        }
-        let unknown = sb.incompat & !feature::INCOMPAT_KNOWN;
-        if sb.has_incompat(feature::INCOMPAT_FAST_COMMIT) {
-            return Err(JournalError::Unsupported("fast commits".into()));
-        }
-        if unknown != 0 {
-            return Err(JournalError::Unsupported(format!(
-                "incompatible journal features {unknown:#x}"
-            )));
-        }
         if sb.start == 0 {
             return Ok(None);
         }
