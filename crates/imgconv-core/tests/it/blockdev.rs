@@ -18,12 +18,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A loop device, detached on drop (whatever the test does).
-struct Loop(PathBuf);
+pub(crate) struct Loop(PathBuf);
 
 impl Loop {
     /// `losetup -f --show [-r] [-P] FILE`, or `None` (with a skip line) when loop devices
     /// cannot be set up here.
-    fn attach(file: &Path, flags: &[&str]) -> Option<Loop> {
+    pub(crate) fn attach(file: &Path, flags: &[&str]) -> Option<Loop> {
         if !support::is_root() {
             support::skip(
                 SkipKind::CiCanRun,
@@ -53,7 +53,7 @@ impl Loop {
         Some(Loop(dev))
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 

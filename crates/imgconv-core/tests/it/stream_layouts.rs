@@ -457,3 +457,232 @@ fn unused_inode_table_ends_are_left_out() {
     let (_, r) = stream(&img, &mut p);
     assert_eq!(r.unwrap().unused_inode_table_bytes, 0);
 }
+
+/// The journal inode (`<8>`) as debugfs maps it: the filesystem block of each journal
+/// block, in order, and its extent-tree or indirect blocks.
+struct JournalMap {
+    bs: u64,
+    blocks: Vec<u64>,
+    mapping: Vec<u64>,
+}
+
+fn journal_map(img: &Path) -> JournalMap {
+    let h = run(Command::new("dumpe2fs").arg("-h").arg(img));
+    let field = |name: &str| -> u64 {
+        h.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or_else(|| panic!("{name} missing:\n{h}"))
+    };
+    let (bs, total) = (field("Block size:"), field("Total journal blocks:"));
+    let stat = run(Command::new("debugfs").args(["-R", "stat <8>"]).arg(img));
+    let map = stat
+        .lines()
+        .skip_while(|l| !matches!(l.trim(), "EXTENTS:" | "BLOCKS:"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no block map:\n{stat}"));
+    let range = |s: &str| -> (u64, u64) {
+        match s.split_once('-') {
+            Some((a, b)) => (a.parse().unwrap(), b.parse().unwrap()),
+            None => (s.parse().unwrap(), s.parse().unwrap()),
+        }
+    };
+    let (mut blocks, mut mapping) = (Vec::new(), Vec::new());
+    for item in map.split(", ") {
+        let (what, phys) = item.trim().split_once("):").unwrap();
+        let what = what.trim_start_matches('(');
+        if what.starts_with("ETB") || what.ends_with("IND") {
+            mapping.push(phys.parse().unwrap());
+            continue;
+        }
+        let ((l0, l1), (p0, p1)) = (range(what), range(phys));
+        assert_eq!(l0, blocks.len() as u64, "a hole in the journal: {map}");
+        assert_eq!(l1 - l0, p1 - p0, "{item}");
+        blocks.extend(p0..=p1);
+    }
+    assert_eq!(blocks.len() as u64, total, "{map}");
+    JournalMap {
+        bs,
+        blocks,
+        mapping,
+    }
+}
+
+/// Write, at the start of every journal block after the journal superblock, what a
+/// stale transaction leaves there: the journal magic, a descriptor type, a sequence
+/// number, noise.
+fn stale_log(img: &Path, j: &JournalMap) {
+    let f = OpenOptions::new().write(true).open(img).unwrap();
+    for (n, &b) in j.blocks.iter().enumerate().skip(1) {
+        let mut junk = noise(64, n as u64);
+        junk[..4].copy_from_slice(&0xC03B_3998u32.to_be_bytes());
+        junk[4..8].copy_from_slice(&1u32.to_be_bytes());
+        f.write_all_at(&junk, b * j.bs).unwrap();
+    }
+}
+
+fn block_at(img: &Path, pos: u64, bs: u64) -> Vec<u8> {
+    let mut b = vec![0u8; bs as usize];
+    std::fs::File::open(img)
+        .unwrap()
+        .read_exact_at(&mut b, pos)
+        .unwrap();
+    b
+}
+
+/// Every journal block and mapping block of the copy at `offset` of `out` equals the
+/// source's.
+fn assert_journal_copied(img: &Path, out: &Path, offset: u64, j: &JournalMap) {
+    for &b in j.blocks.iter().chain(&j.mapping) {
+        assert!(
+            block_at(img, b * j.bs, j.bs) == block_at(out, offset + b * j.bs, j.bs),
+            "journal block at {b} differs from the source's"
+        );
+    }
+}
+
+/// A clean internal journal (needs_recovery clear, s_start 0) whose log is full of
+/// stale blocks: the log reads as zeros in the copy, the journal superblock and the
+/// extent tree or indirect blocks are copied, e2fsck finds the copy clean with every
+/// file intact, and the stats count the log apart.
+fn clean_journal_left_out(kind: &str, size_mib: u64, extra: &[&str]) -> JournalMap {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    small_tree(&tree);
+    let img = work.path().join("src.img");
+    mkfs(kind, &tree, &img, size_mib, extra);
+    let h = run(Command::new("dumpe2fs").arg("-h").arg(&img));
+    assert!(h.contains("Journal start:            0"), "{h}");
+    let j = journal_map(&img);
+    stale_log(&img, &j);
+    let mut p = Recorder::default();
+    let (out, r) = stream(&img, &mut p);
+    let stats = r.unwrap();
+    assert_eq!(stats.method, StreamMethod::Bitmaps, "{:?}", p.notes);
+    let log = (j.blocks.len() as u64 - 1) * j.bs;
+    assert_eq!(stats.clean_journal_bytes, log, "{stats:?}");
+    assert_eq!(stats.selected_bytes, used_bytes(&img));
+    assert_eq!(
+        stats.bytes_read + stats.unused_inode_table_bytes + stats.clean_journal_bytes,
+        stats.selected_bytes,
+        "{stats:?}"
+    );
+    assert_eq!(
+        p.stages.last().unwrap().1,
+        Some(stats.bytes_read),
+        "the progress total leaves the log out"
+    );
+    for &b in &j.blocks[1..] {
+        assert!(
+            block_at(&out, OFFSET + b * j.bs, j.bs).iter().all(|&x| x == 0),
+            "the stale log block at {b} was copied"
+        );
+    }
+    for &b in j.blocks[..1].iter().chain(&j.mapping) {
+        assert!(
+            block_at(&img, b * j.bs, j.bs) == block_at(&out, OFFSET + b * j.bs, j.bs),
+            "the journal superblock or mapping block at {b} was not copied"
+        );
+    }
+    assert_fsck_clean(&out, OFFSET);
+    manifest(&out, OFFSET).assert_same(&manifest(&img, 0), true);
+    j
+}
+
+/// ext4: an extent-mapped journal long enough (160 MiB of 1 KiB blocks) to need an
+/// extent tree block, which must be copied.
+#[test]
+fn clean_journal_log_is_left_out_ext4() {
+    let j = clean_journal_left_out(
+        "ext4",
+        512,
+        &["-b", "1024", "-J", "size=160", "-E", "lazy_journal_init=1"],
+    );
+    assert!(!j.mapping.is_empty(), "no extent tree block to check");
+}
+
+/// ext3: a block-mapped journal, whose indirect and double-indirect blocks must be
+/// copied (e2fsck would report the journal inode otherwise).
+#[test]
+fn clean_journal_log_is_left_out_ext3() {
+    let j = clean_journal_left_out("ext3", 64, &["-b", "1024"]);
+    assert!(j.mapping.len() > 2, "{:?}", j.mapping);
+}
+
+/// A journal with something in its log is copied whole: one that needs recovery (the
+/// whole filesystem is copied then) and one whose `s_start` is not 0 though
+/// needs_recovery was cleared.
+#[test]
+fn journal_with_a_log_is_copied_whole() {
+    for clear_recovery in [false, true] {
+        let work = tempfile::tempdir().unwrap();
+        let img = image(work.path(), 64, &["-b", "1024"]);
+        let j = journal_map(&img);
+        stale_log(&img, &j);
+        // A committed transaction rewriting a file's first block (debugfs's journal
+        // writer), not replayed.
+        let block = run(Command::new("debugfs")
+            .args(["-R", "bmap /d/e/small 0"])
+            .arg(&img));
+        let payload = work.path().join("payload");
+        std::fs::write(&payload, vec![b'J'; 1024]).unwrap();
+        let cmds = work.path().join("jcmds");
+        let script = format!("jo\njw -b {} {}\njc\n", block.trim(), payload.display());
+        std::fs::write(&cmds, script).unwrap();
+        run(Command::new("debugfs")
+            .arg("-w")
+            .arg("-f")
+            .arg(&cmds)
+            .arg(&img));
+        if clear_recovery {
+            run(Command::new("debugfs")
+                .args(["-w", "-R", "feature -needs_recovery"])
+                .arg(&img));
+        }
+        let h = run(Command::new("dumpe2fs").arg("-h").arg(&img));
+        assert_eq!(h.contains("needs_recovery"), !clear_recovery, "{h}");
+        assert!(!h.contains("Journal start:            0\n"), "{h}");
+        let mut p = Recorder::default();
+        let (out, r) = stream(&img, &mut p);
+        let stats = r.unwrap();
+        assert_eq!(
+            matches!(stats.method, StreamMethod::Bitmaps),
+            clear_recovery,
+            "{stats:?}"
+        );
+        assert_eq!(stats.clean_journal_bytes, 0, "{stats:?}");
+        assert_journal_copied(&img, &out, OFFSET, &j);
+    }
+}
+
+/// Into a block device nothing of the journal is left out: the device's old data would
+/// stay where the log is.
+#[test]
+fn clean_journal_is_copied_whole_into_a_device() {
+    let work = tempfile::tempdir().unwrap();
+    let img = image(work.path(), 64, &["-b", "1024"]);
+    let j = journal_map(&img);
+    stale_log(&img, &j);
+    let len = std::fs::metadata(&img).unwrap().len();
+    let backing = work.path().join("device.img");
+    std::fs::write(&backing, vec![0xEEu8; (OFFSET + len) as usize]).unwrap();
+    let Some(dev) = crate::blockdev::Loop::attach(&backing, &[]) else {
+        return;
+    };
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev.path())
+        .unwrap();
+    let src = Region::open(&img).unwrap();
+    let stats = copy_used_blocks(&src, &f, OFFSET, &mut Recorder::default()).unwrap();
+    assert_eq!(stats.method, StreamMethod::Bitmaps);
+    assert_eq!(
+        (stats.clean_journal_bytes, stats.unused_inode_table_bytes),
+        (0, 0),
+        "{stats:?}"
+    );
+    f.sync_all().unwrap();
+    assert_journal_copied(&img, dev.path(), OFFSET, &j);
+    assert_fsck_clean(dev.path(), OFFSET);
+}
