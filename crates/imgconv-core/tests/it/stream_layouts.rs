@@ -574,7 +574,9 @@ fn clean_journal_left_out(kind: &str, size_mib: u64, extra: &[&str]) -> JournalM
     );
     for &b in &j.blocks[1..] {
         assert!(
-            block_at(&out, OFFSET + b * j.bs, j.bs).iter().all(|&x| x == 0),
+            block_at(&out, OFFSET + b * j.bs, j.bs)
+                .iter()
+                .all(|&x| x == 0),
             "the stale log block at {b} was copied"
         );
     }
@@ -685,4 +687,34 @@ fn clean_journal_is_copied_whole_into_a_device() {
     f.sync_all().unwrap();
     assert_journal_copied(&img, dev.path(), OFFSET, &j);
     assert_fsck_clean(dev.path(), OFFSET);
+}
+
+/// A journal the stream cannot reason about is copied whole, without an error: a
+/// journal superblock without its magic, and fast commits.
+#[test]
+fn odd_journal_is_copied_whole() {
+    for case in ["bad magic", "fast_commit"] {
+        let work = tempfile::tempdir().unwrap();
+        let extra: &[&str] = match case {
+            "fast_commit" => &["-b", "1024", "-O", "fast_commit"],
+            _ => &["-b", "1024"],
+        };
+        let img = image(work.path(), 64, extra);
+        let j = journal_map(&img);
+        stale_log(&img, &j);
+        if case == "bad magic" {
+            OpenOptions::new()
+                .write(true)
+                .open(&img)
+                .unwrap()
+                .write_all_at(&[0], j.blocks[0] * j.bs)
+                .unwrap();
+        }
+        let mut p = Recorder::default();
+        let (out, r) = stream(&img, &mut p);
+        let stats = r.unwrap();
+        assert_eq!(stats.method, StreamMethod::Bitmaps, "{case}: {:?}", p.notes);
+        assert_eq!(stats.clean_journal_bytes, 0, "{case}: {stats:?}");
+        assert_journal_copied(&img, &out, OFFSET, &j);
+    }
 }

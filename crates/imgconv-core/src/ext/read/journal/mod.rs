@@ -245,7 +245,8 @@ pub const MAX_IDLE_PIECES: usize = 1 << 16;
 /// The inode's whole map is checked as [`RawFs::owned_blocks`] checks it (inside the
 /// filesystem, outside its metadata, no block twice, so no log block is a mapping
 /// block); a hole or an unwritten piece in the log, more than [`MAX_IDLE_PIECES`]
-/// pieces, fast commits or an incompat feature the replay does not read is an error.
+/// pieces, fast commits (the journal's flag, the filesystem's `fast_commit` or a
+/// fast-commit area) or an incompat feature the replay does not read is an error.
 pub fn idle_log(fs: &RawFs) -> Result<Option<Vec<(u64, u64)>>, JournalError> {
     let fsb = fs.superblock();
     if fsb.needs_recovery() || !fsb.has_compat(fs_feature::COMPAT_HAS_JOURNAL) {
@@ -254,6 +255,11 @@ pub fn idle_log(fs: &RawFs) -> Result<Option<Vec<(u64, u64)>>, JournalError> {
     let (inode, _, sb) = locate(fs)?;
     if sb.start != 0 {
         return Ok(None);
+    }
+    // mke2fs -O fast_commit leaves the journal's own fast-commit flag clear (the kernel
+    // sets it when mounting): the filesystem's flag and a fast-commit area tell.
+    if fsb.has_compat(fs_feature::COMPAT_FAST_COMMIT) || sb.fc_blocks != 0 {
+        return Err(JournalError::Unsupported("fast commits".into()));
     }
     let map = fs.owned_blocks(&inode).map_err(JournalError::Inode)?;
     let (first, end) = (u64::from(sb.first), u64::from(sb.maxlen));
