@@ -160,10 +160,17 @@ fn roundtrip(kind: &str, size_mib: u64, mkfs_extra: &[&str], container: Containe
         c.stats.selected_bytes, c.inspection.fs.used_bytes,
         "used blocks by bitmap must equal blocks_count - free blocks"
     );
-    // Every selected byte is read, except the inode-table ends no inode ever used.
+    // Every selected byte is read, except the inode-table ends no inode ever used and
+    // the log of the clean journal.
     assert_eq!(
-        c.stats.bytes_read + c.stats.unused_inode_table_bytes,
+        c.stats.bytes_read + c.stats.unused_inode_table_bytes + c.stats.clean_journal_bytes,
         c.stats.selected_bytes
+    );
+    assert_eq!(
+        c.stats.clean_journal_bytes > 0,
+        c.inspection.fs.has_journal,
+        "{:?}",
+        c.stats
     );
     assert_eq!(
         c.stats.bytes_written + c.stats.zero_bytes_skipped,
