@@ -149,6 +149,15 @@ fn convert_writes_a_disk_that_verifies_and_reports_json() {
     assert!(serde_json::to_string(&j["plan"])
         .unwrap()
         .contains(DONOR_KERNEL));
+    // The clean journal's stale log was left out, and the report says how much (the
+    // output's e2fsck, --fsck both, and verify below judge the result).
+    assert!(
+        j["stream"]["clean_journal_bytes"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{:#}",
+        j["stream"]
+    );
 
     // Outside judge for the table; our own verify for everything else.
     let sf = Command::new("sfdisk").arg("-J").arg(&out).output().unwrap();
