@@ -34,8 +34,8 @@
 //! fresh output reads zeros there, as mke2fs and the kernel's lazy init leave it. A block
 //! device output gets the whole table, since its old data would stay.
 //!
-//! So is the log of a clean internal journal, under the same condition: when the
-//! filesystem has `has_journal` with a journal inode (`s_journal_inum`), its
+//! The log of a clean internal journal is not read either, under the same condition:
+//! when the filesystem has `has_journal` with a journal inode (`s_journal_inum`), its
 //! `needs_recovery` flag is clear and the journal superblock's `s_start` is 0, every
 //! journal block after the journal superblock is left out (see
 //! [`crate::ext::read::journal::idle_log`]); the journal superblock and the inode's
@@ -48,8 +48,8 @@
 //! clear too. After the next mount jbd2 writes each transaction before any recovery
 //! could read it, and recovery accepts a block only with the journal magic and the
 //! expected sequence, so zeros serve as well as the stale transactions they replace. A
-//! journal that is not clean, or anything odd about it (a hole, a block outside the
-//! filesystem, fast commits, an unknown feature, a bad checksum), and it is copied whole.
+//! journal that is not clean, or has anything odd about it (a hole, a block outside the
+//! filesystem, fast commits, an unknown feature, a bad checksum), is copied whole.
 //!
 //! A group's bitmaps and inode table are always copied, whatever its bitmap says. A
 //! block bitmap whose free count disagrees with its group descriptor, or that calls the
