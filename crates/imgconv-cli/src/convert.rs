@@ -33,10 +33,11 @@ pub struct Converted {
 
 /// Build the library's options from the command line and the environment.
 ///
-/// Two environment variables tune how the library copies, for benchmarks and for
-/// comparing the two paths by hand: `IMGCONV_OVERLAP=never` streams before the guest
+/// Three environment variables tune how the library copies, for benchmarks and for
+/// comparing the paths by hand: `IMGCONV_OVERLAP=never` streams before the guest
 /// work instead of beside it, `IMGCONV_COPY_FILE_RANGE=always|never` forces or forbids
-/// `copy_file_range(2)`. Other values leave the library's choice.
+/// `copy_file_range(2)`, `IMGCONV_DIRECT_IO=never` copies through the page cache instead
+/// of with `O_DIRECT`. Other values leave the library's choice.
 pub fn options(source: &Path, output: &Path, s: &ConversionSettings) -> ConvertOptions {
     with_settings(ConvertOptions::new(source, s.donor.clone(), output), s)
 }
@@ -99,11 +100,17 @@ fn with_settings(o: ConvertOptions, s: &ConversionSettings) -> ConvertOptions {
             "never" => Overlap::Sequential,
             _ => Overlap::Auto,
         })
-        .with_copy_method(match env("IMGCONV_COPY_FILE_RANGE").as_str() {
-            "always" => CopyMethod::CopyFileRange,
-            "never" => CopyMethod::ReadWrite,
-            _ => CopyMethod::Auto,
-        })
+        .with_copy_method(
+            match (
+                env("IMGCONV_COPY_FILE_RANGE").as_str(),
+                env("IMGCONV_DIRECT_IO").as_str(),
+            ) {
+                ("always", _) => CopyMethod::CopyFileRange,
+                (_, "never") => CopyMethod::ReadWrite,
+                ("never", _) => CopyMethod::Direct,
+                _ => CopyMethod::Auto,
+            },
+        )
 }
 
 /// The paths of a conversion, to classify I/O errors.

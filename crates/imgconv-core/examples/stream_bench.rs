@@ -33,9 +33,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .open(&args[2])?;
     out.set_len(offset + src.len())?;
     let t = Instant::now();
-    let method = match std::env::var("IMGCONV_COPY_FILE_RANGE").as_deref() {
-        Ok("always") => CopyMethod::CopyFileRange,
-        Ok("never") => CopyMethod::ReadWrite,
+    let env = |k: &str| std::env::var(k).unwrap_or_default();
+    let method = match (
+        env("IMGCONV_COPY_FILE_RANGE").as_str(),
+        env("IMGCONV_DIRECT_IO").as_str(),
+    ) {
+        ("always", _) => CopyMethod::CopyFileRange,
+        (_, "never") => CopyMethod::ReadWrite,
+        ("never", _) => CopyMethod::Direct,
         _ => CopyMethod::Auto,
     };
     let stats = copy_used_blocks_with(&src, &out, offset, method, &mut NoProgress)?;

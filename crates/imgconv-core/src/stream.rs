@@ -29,6 +29,10 @@
 //! — the whole filesystem is copied instead, still skipping all-zero blocks, and the
 //! reason is reported through [`Progress::note`] and [`StreamStats::method`].
 //!
+//! Into a raw output file whose filesystem allows it, the runs are written with
+//! `O_DIRECT` by a second thread while the next run is read (see the `direct` module):
+//! the written gigabytes do not pass through the page cache.
+//!
 //! The end of an inode table that no inode ever used (past `bg_itable_unused`, trusted
 //! only with descriptor checksums, as the kernel and e2fsck do) is not read at all: the
 //! fresh output reads zeros there, as mke2fs and the kernel's lazy init leave it. A block
@@ -66,6 +70,8 @@ use crate::progress::{Progress, Stage};
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
+
+mod direct;
 
 /// Largest single read/write: runs of used blocks are coalesced up to this size.
 pub const CHUNK_BYTES: usize = 8 << 20;
@@ -112,6 +118,10 @@ pub struct StreamStats {
     /// Bytes handed to `copy_file_range(2)` (shared with the source where the filesystem
     /// can; counted in `bytes_read` and `bytes_written` too). 0 when read + write was used.
     pub copy_file_range_bytes: u64,
+    /// Bytes of the runs read for direct writes (`O_DIRECT`, past the page cache; counted
+    /// in `bytes_read` too); 0 when the output does not allow them (see the `direct`
+    /// module).
+    pub direct_bytes: u64,
 }
 
 /// Errors of the stream and swap stages.
@@ -262,37 +272,37 @@ pub fn copy_sparse<D: OutputDevice>(
 #[serde(rename_all = "kebab-case")]
 pub enum CopyMethod {
     /// `copy_file_range(2)` where input and output share a filesystem that shares extents
-    /// (see [`CopyMethod::CopyFileRange`]), read + write elsewhere.
+    /// (see [`CopyMethod::CopyFileRange`]); elsewhere read + write, with `O_DIRECT` where
+    /// the files allow it ([`CopyMethod::Direct`]).
     #[default]
     Auto,
     /// Always try `copy_file_range(2)` first (falling back to read + write for good when
     /// the kernel refuses it for the two files). On a filesystem without shared extents
     /// this copies through the page cache and allocates all-zero blocks.
     CopyFileRange,
-    /// Always read + write, leaving all-zero blocks as holes.
+    /// Always read + write through the page cache, leaving all-zero blocks as holes.
     ReadWrite,
+    /// Read through the page cache, write with `O_DIRECT` where the output allows it (see
+    /// the `direct` module; through the page cache elsewhere); never
+    /// `copy_file_range(2)`.
+    Direct,
 }
 
 /// [`copy_used_blocks`] while the graft writes into the same filesystem through a
 /// [`crate::ext::write::cow::CowDevice`]: ranges in `written` are left alone (see that module).
 /// `stage(Stream, …)` is reported only once the bitmaps were checked, so a caller can wait
 /// for it before letting anything else write. copy_file_range is not used here: a run
-/// has to be split around the written ranges under their lock.
+/// has to be split around the written ranges under their lock; `method` chooses between
+/// direct I/O and the page cache.
 pub fn copy_used_blocks_around<D: OutputDevice>(
     src: &Region,
     dst: &D,
     dst_offset: u64,
     written: &crate::ext::write::cow::WrittenRanges,
+    method: CopyMethod,
     progress: &mut dyn Progress,
 ) -> Result<StreamStats, StreamError> {
-    copy(
-        src,
-        dst,
-        dst_offset,
-        Some(written),
-        CopyMethod::ReadWrite,
-        progress,
-    )
+    copy(src, dst, dst_offset, Some(written), method, progress)
 }
 
 fn copy<D: OutputDevice>(
@@ -336,7 +346,7 @@ fn copy<D: OutputDevice>(
                 .zip(dst.raw_file())
                 .is_some_and(|(f, d)| shares_extents(f, d)),
             CopyMethod::CopyFileRange => true,
-            CopyMethod::ReadWrite => false,
+            CopyMethod::ReadWrite | CopyMethod::Direct => false,
         };
     copier.written_around = written;
     let mut walker = Walker::new(src, &sb);
@@ -359,18 +369,40 @@ fn copy<D: OutputDevice>(
         block_uninit_groups: 0,
         chunks: 0,
         copy_file_range_bytes: 0,
+        direct_bytes: 0,
     };
-    match verdict {
+    let bs = sb.block_size();
+    let copy_all = |copier: &mut Copier<'_, D>,
+                    walker: &mut Walker<'_>,
+                    verdict: &Verdict,
+                    progress: &mut dyn Progress|
+     -> Result<(), StreamError> {
+        match verdict {
+            Verdict::Bitmaps { .. } => walker.copy(copier, progress),
+            Verdict::Whole(_) => {
+                let chunk_blocks = CHUNK_BYTES as u64 / bs;
+                let blocks = sb.blocks_count;
+                let mut b = 0;
+                while b < blocks {
+                    let n = chunk_blocks.min(blocks - b);
+                    copier.push_run(b, n, progress)?;
+                    b += n;
+                }
+                copier.finish(progress)
+            }
+        }
+    };
+    match &verdict {
         Verdict::Bitmaps {
             used_blocks,
             uninit_groups,
             unused_table_blocks,
             clean_journal_blocks,
         } => {
-            stats.selected_bytes = used_blocks * sb.block_size();
-            stats.unused_inode_table_bytes = unused_table_blocks * sb.block_size();
-            stats.clean_journal_bytes = clean_journal_blocks * sb.block_size();
-            stats.block_uninit_groups = uninit_groups;
+            stats.selected_bytes = used_blocks * bs;
+            stats.unused_inode_table_bytes = unused_table_blocks * bs;
+            stats.clean_journal_bytes = clean_journal_blocks * bs;
+            stats.block_uninit_groups = *uninit_groups;
             progress.stage(
                 Stage::Stream,
                 Some(
@@ -379,32 +411,49 @@ fn copy<D: OutputDevice>(
                         - stats.clean_journal_bytes,
                 ),
             );
-            walker.copy(&mut copier, progress)?;
         }
         Verdict::Whole(reason) => {
             progress.note(&format!(
                 "copying the whole filesystem (skipping zero blocks) instead of only its used blocks: {reason}"
             ));
-            stats.method = StreamMethod::WholeFilesystem { reason };
+            stats.method = StreamMethod::WholeFilesystem {
+                reason: reason.clone(),
+            };
             stats.selected_bytes = fs_bytes;
             progress.stage(Stage::Stream, Some(fs_bytes));
-            let bs = sb.block_size();
-            let chunk_blocks = CHUNK_BYTES as u64 / bs;
-            let blocks = sb.blocks_count;
-            let mut b = 0;
-            while b < blocks {
-                let n = chunk_blocks.min(blocks - b);
-                copier.push_run(b, n, progress)?;
-                b += n;
-            }
-            copier.finish(progress)?;
         }
+    }
+    let direct_files = match method {
+        CopyMethod::Auto | CopyMethod::Direct if !copier.use_copy_range => dst
+            .raw_file()
+            .and_then(|d| direct::open(d, dst_offset, bs, written)),
+        _ => None,
+    };
+    match direct_files {
+        None => copy_all(&mut copier, &mut walker, &verdict, progress)?,
+        Some(files) => std::thread::scope(|scope| {
+            let (feed, writer) = direct::start(scope, files, dst_offset, bs, written);
+            copier.direct = Some(feed);
+            let copied = copy_all(&mut copier, &mut walker, &verdict, progress);
+            if let Some(feed) = &mut copier.direct {
+                feed.close();
+            }
+            let done = writer
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            copier.written += done.bytes;
+            copier.direct_read = copier.read - copier.ranged;
+            // The writer stops early only on an error, which is then why the reader
+            // stopped too.
+            done.result.and(copied)
+        })?,
     }
     stats.bytes_read = copier.read;
     stats.bytes_written = copier.written;
     stats.zero_bytes_skipped = copier.read - copier.written;
     stats.chunks = copier.chunks;
     stats.copy_file_range_bytes = copier.ranged;
+    stats.direct_bytes = copier.direct_read;
     Ok(stats)
 }
 
@@ -444,6 +493,11 @@ struct Copier<'a, D> {
     written: u64,
     ranged: u64,
     chunks: u64,
+    /// The reading side of a direct copy (see the `direct` module): runs are read here
+    /// and written with `O_DIRECT` by its writer thread.
+    direct: Option<direct::Feed>,
+    /// Bytes read for the direct copy.
+    direct_read: u64,
 }
 
 impl<'a, D: OutputDevice> Copier<'a, D> {
@@ -462,6 +516,8 @@ impl<'a, D: OutputDevice> Copier<'a, D> {
             written: 0,
             ranged: 0,
             chunks: 0,
+            direct: None,
+            direct_read: 0,
         }
     }
 
@@ -572,6 +628,16 @@ impl<'a, D: OutputDevice> Copier<'a, D> {
             }
             self.use_copy_range = false;
         }
+        if let Some(feed) = &mut self.direct {
+            if !feed.push(self.src, pos, len)? {
+                // The writer failed; its error is reported instead of this one.
+                return Err(StreamError::Cancelled);
+            }
+            self.read += len as u64;
+            self.chunks += 1;
+            progress.advance(self.read);
+            return Ok(());
+        }
         let buf = &mut self.buf[..len];
         self.src
             .read_exact_at(pos, buf)
@@ -580,37 +646,31 @@ impl<'a, D: OutputDevice> Copier<'a, D> {
                 offset: self.src.offset() + pos,
                 source,
             })?;
-        // Write maximal stretches of non-zero blocks.
         let bsz = bs as usize;
-        let mut i = 0;
-        while i < len {
-            if is_zero(&buf[i..i + bsz]) {
-                let start = i;
-                while i < len && is_zero(&buf[i..i + bsz]) {
-                    i += bsz;
-                }
-                if self.zero_fill {
-                    // A block device holds old data where a file has holes.
+        if self.zero_fill {
+            // A block device holds old data where a file has holes: zero the used
+            // all-zero blocks there.
+            let mut at = 0;
+            for (start, end) in nonzero_runs(buf, bsz).chain(std::iter::once((len, len))) {
+                if start > at {
                     let (dst, dst_offset) = (self.dst, self.dst_offset);
                     let zero = |s: u64, e: u64| match dst.raw_file() {
                         Some(f) => crate::blockdev::zero_range(f, dst_offset + s, e - s),
                         None => dst.zero_range(dst_offset + s, e - s),
                     };
-                    let (s, e) = (pos + start as u64, pos + i as u64);
+                    let (s, e) = (pos + at as u64, pos + start as u64);
                     match self.written_around {
                         None => zero(s, e),
                         Some(w) => w.write_unwritten(s, e, zero),
                     }
                     .map_err(|e| output::write_error(self.dst.backing_file(), "cannot zero", e))?;
                 }
-                continue;
+                at = end;
             }
-            let start = i;
-            while i < len && !is_zero(&buf[i..i + bsz]) {
-                i += bsz;
-            }
+        }
+        for (start, end) in nonzero_runs(buf, bsz) {
             let from = pos + start as u64;
-            let data = &buf[start..i];
+            let data = &buf[start..end];
             let (dst, dst_offset) = (self.dst, self.dst_offset);
             let write = |s: u64, e: u64| {
                 dst.write_at(
@@ -623,13 +683,34 @@ impl<'a, D: OutputDevice> Copier<'a, D> {
                 Some(w) => w.write_unwritten(from, from + data.len() as u64, write),
             }
             .map_err(|e| output::write_error(self.dst.backing_file(), "cannot write", e))?;
-            self.written += (i - start) as u64;
+            self.written += (end - start) as u64;
         }
         self.read += len as u64;
         self.chunks += 1;
         progress.advance(self.read);
         Ok(())
     }
+}
+
+/// The maximal stretches `[start, end)` of `buf` made of whole `block`-byte blocks that
+/// are not all zeros, in order (`buf.len()` is a multiple of `block`).
+fn nonzero_runs(buf: &[u8], block: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let len = buf.len();
+    let zero = move |i: usize| is_zero(&buf[i..(i + block).min(len)]);
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < len && zero(i) {
+            i += block;
+        }
+        if i >= len {
+            return None;
+        }
+        let start = i;
+        while i < len && !zero(i) {
+            i += block;
+        }
+        Some((start, i.min(len)))
+    })
 }
 
 /// Whether `src` and `dst` sit on one filesystem that shares extents on

@@ -50,6 +50,7 @@ mod mutation_regressions;
 mod mutation_suite;
 mod overlap_equivalence;
 mod progress_live;
+mod stream_direct;
 mod stream_grow;
 mod stream_journal;
 mod stream_layouts;

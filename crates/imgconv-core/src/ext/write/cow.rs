@@ -19,14 +19,33 @@ use crate::blockio::Region;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Unit-aligned byte ranges of the filesystem that were written through a [`CowDevice`].
 #[derive(Debug)]
 pub struct WrittenRanges {
     unit: u64,
+    state: Mutex<State>,
+    /// Signalled when the stream's claimed range is done.
+    copied: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
     /// start -> end (exclusive), byte offsets in the filesystem; disjoint, not touching.
-    map: Mutex<BTreeMap<u64, u64>>,
+    written: BTreeMap<u64, u64>,
+    /// The range the stream is copying outside the lock.
+    copying: Option<(u64, u64)>,
+}
+
+/// Clears the stream's claim when its copy ends, also by an error or a panic.
+struct Claim<'a>(&'a WrittenRanges);
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.0.lock().copying = None;
+        self.0.copied.notify_all();
+    }
 }
 
 /// One piece of a byte range: `[start, end)` and whether it was written.
@@ -37,14 +56,31 @@ impl WrittenRanges {
     pub fn new(block_size: u64) -> Arc<Self> {
         Arc::new(WrittenRanges {
             unit: block_size.max(4096),
-            map: Mutex::new(BTreeMap::new()),
+            state: Mutex::new(State::default()),
+            copied: Condvar::new(),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, u64>> {
+    /// The unit writes are recorded in: a piece the stream copies never shares a unit
+    /// with one written through the device.
+    pub fn unit(&self) -> u64 {
+        self.unit
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere cannot leave the map half-updated (every update is one
         // insert/remove sequence without I/O), so a poisoned lock is still usable.
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The lock, once the stream copies nothing in `[start, end)`: for a write through
+    /// the device.
+    fn lock_outside_copy(&self, start: u64, end: u64) -> MutexGuard<'_, State> {
+        let mut st = self.lock();
+        while st.copying.is_some_and(|(s, e)| s < end && start < e) {
+            st = self.copied.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st
     }
 
     /// `[start, end)` split into written and unwritten pieces, in order.
@@ -90,16 +126,25 @@ impl WrittenRanges {
     }
 
     /// For the stream: call `write(start, end)` for each piece of `[start, end)` not yet
-    /// written through the device, holding the lock throughout, so the device cannot
-    /// write into those pieces before or while they are copied.
+    /// written through the device. The range is claimed while the pieces are copied, so
+    /// the device cannot write into it before they are done.
     pub fn write_unwritten<E>(
         &self,
         start: u64,
         end: u64,
         mut write: impl FnMut(u64, u64) -> Result<(), E>,
     ) -> Result<(), E> {
-        let map = self.lock();
-        for (s, e, written) in Self::pieces(&map, start, end) {
+        let pieces = {
+            let mut st = self.lock();
+            // One claim at a time (the stream is one writer; a second waits its turn).
+            while st.copying.is_some() {
+                st = self.copied.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            st.copying = Some((start, end));
+            Self::pieces(&st.written, start, end)
+        };
+        let _claim = Claim(self);
+        for (s, e, written) in pieces {
             if !written {
                 write(s, e)?;
             }
@@ -109,7 +154,7 @@ impl WrittenRanges {
 
     /// Bytes recorded as written.
     pub fn written_bytes(&self) -> u64 {
-        self.lock().iter().map(|(s, e)| e - s).sum()
+        self.lock().written.iter().map(|(s, e)| e - s).sum()
     }
 }
 
@@ -174,7 +219,7 @@ impl<D: BlockDevice> BlockDevice for CowDevice<D> {
             .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
         // Only this device's thread adds ranges and the source never changes, so the
         // pieces stay valid after the lock is released.
-        let pieces = WrittenRanges::pieces(&self.written.lock(), offset, end);
+        let pieces = WrittenRanges::pieces(&self.written.lock().written, offset, end);
         for (s, e, written) in pieces {
             let part = &mut buf[(s - offset) as usize..(e - offset) as usize];
             if written {
@@ -193,7 +238,8 @@ impl<D: BlockDevice> BlockDevice for CowDevice<D> {
         let unit = self.written.unit;
         let first = offset / unit * unit;
         let last = end.div_ceil(unit) * unit;
-        let mut map = self.written.lock();
+        let mut st = self.written.lock_outside_copy(first, last);
+        let map = &mut st.written;
         // Partly covered end units not written yet: bring them over from the source
         // first, so the recorded unit is whole.
         let mut partial = Vec::new();
@@ -204,18 +250,18 @@ impl<D: BlockDevice> BlockDevice for CowDevice<D> {
             partial.push(last - unit);
         }
         for u in partial {
-            if !WrittenRanges::pieces(&map, u, u + unit)
+            if !WrittenRanges::pieces(map, u, u + unit)
                 .iter()
                 .all(|&(_, _, w)| w)
             {
                 let mut tmp = vec![0u8; unit as usize];
                 self.read_source(u, &mut tmp)?;
                 self.output.write_at(self.out_at(u)?, &tmp)?;
-                WrittenRanges::insert(&mut map, u, u + unit);
+                WrittenRanges::insert(map, u, u + unit);
             }
         }
         self.output.write_at(self.out_at(offset)?, data)?;
-        WrittenRanges::insert(&mut map, first, last);
+        WrittenRanges::insert(map, first, last);
         Ok(())
     }
 
@@ -233,14 +279,14 @@ impl<D: BlockDevice> BlockDevice for CowDevice<D> {
         self.write_zeros(last_whole, end)?;
         // Whole units: a hole in the output (it reads as zeros), recorded as written so
         // the stream leaves it alone.
-        let mut map = self.written.lock();
+        let mut st = self.written.lock_outside_copy(first_whole, last_whole);
         let at = self.out_at(first_whole)?;
         let punched = self.output.zero_range(at, last_whole - first_whole);
         if punched.is_err() {
-            drop(map);
+            drop(st);
             return self.write_zeros(first_whole, last_whole);
         }
-        WrittenRanges::insert(&mut map, first_whole, last_whole);
+        WrittenRanges::insert(&mut st.written, first_whole, last_whole);
         Ok(())
     }
 
@@ -364,5 +410,71 @@ mod tests {
         );
         // Overflowing offsets are refused, not wrapped.
         assert!(dev.read_at(u64::MAX - 10, &mut [0u8; 100]).is_err());
+    }
+
+    /// While the stream copies a claimed range outside the lock, a device write into it
+    /// waits and then lands on top of the stream's bytes; a device write elsewhere goes
+    /// ahead meanwhile; the claim ends also when the copy fails.
+    #[test]
+    fn device_writes_wait_for_the_claimed_copy_and_land_on_top() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let src_path = dir.path().join("src");
+        std::fs::write(&src_path, vec![7u8; 16 * 4096]).unwrap();
+        let out = tempfile::tempfile_in(dir.path()).unwrap();
+        out.set_len(16 * 4096).unwrap();
+        let written = WrittenRanges::new(4096);
+        let dev = CowDevice::new(
+            Region::open(&src_path).unwrap(),
+            out.try_clone().unwrap(),
+            0,
+            Arc::clone(&written),
+        );
+        let (in_copy, copying) = mpsc::channel();
+        let (go, wait_go) = mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            let (ranges, output) = (&written, &out);
+            let stream = scope.spawn(move || {
+                ranges.write_unwritten(0, 8 * 4096, |s, e| {
+                    in_copy.send(()).unwrap();
+                    wait_go.recv().unwrap();
+                    output.write_all_at(&vec![7u8; (e - s) as usize], s)
+                })
+            });
+            copying.recv().unwrap();
+            // Outside the claimed range: goes ahead while the copy is held.
+            dev.write_at(12 * 4096, &[0xcc; 4096]).unwrap();
+            let (done_tx, done) = mpsc::channel();
+            let dev = &dev;
+            scope.spawn(move || {
+                dev.write_at(2 * 4096, &[0xdd; 4096]).unwrap();
+                done_tx.send(()).unwrap();
+            });
+            assert!(
+                done.recv_timeout(Duration::from_millis(300)).is_err(),
+                "a device write into the range being copied waits for the copy"
+            );
+            go.send(()).unwrap();
+            done.recv_timeout(Duration::from_secs(10))
+                .expect("the device write goes ahead once the copy is done");
+            stream.join().unwrap().unwrap();
+        });
+        let mut unit = vec![0u8; 4096];
+        out.read_exact_at(&mut unit, 2 * 4096).unwrap();
+        assert_eq!(
+            unit,
+            vec![0xdd; 4096],
+            "the device's newer bytes are on top"
+        );
+        out.read_exact_at(&mut unit, 12 * 4096).unwrap();
+        assert_eq!(unit, vec![0xcc; 4096]);
+        // A failed copy releases its claim too.
+        let failed: Result<(), &str> =
+            written.write_unwritten(8 * 4096, 12 * 4096, |_, _| Err("full"));
+        assert_eq!(failed, Err("full"));
+        dev.write_at(9 * 4096, &[0xee; 4096]).unwrap();
+        out.read_exact_at(&mut unit, 9 * 4096).unwrap();
+        assert_eq!(unit, vec![0xee; 4096]);
     }
 }
