@@ -6,8 +6,8 @@
 //! the conversion's CPU time went to that copy (`copy_folio_from_iter_atomic`), CPU the
 //! graft running beside the stream needs; and the copy's gigabytes, which nobody reads
 //! again, pushed everything else out of the cache. With `O_DIRECT` the disk takes the
-//! data from our buffer itself: the stream's CPU time on that guest fell from 1.2–3.2 s
-//! to 0.4 s. Reads stay buffered: the kernel's read-ahead keeps the disk busy, and a
+//! data from our buffer itself: on that guest, cold, three runs of the stream took
+//! 2.0–2.1 s and 0.8–0.9 s of CPU, against 2.0–4.8 s and 0.8–4.0 s with buffered writes. Reads stay buffered: the kernel's read-ahead keeps the disk busy, and a
 //! source already in the cache (converted again, or just written) is not read again.
 //! The reading thread hands each filled buffer to the writing thread over a channel of
 //! two buffers (two [`CHUNK_BYTES`] buffers in all per stream), so the read of one run
