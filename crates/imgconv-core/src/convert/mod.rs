@@ -366,14 +366,14 @@ fn convert_into(
         Ok(if sequential {
             let stream = timed(&mut timings, Stage::Stream, || {
                 let src = plan.inspection.open_fs()?;
-                stream::copy_used_blocks_with(
-                    &src,
-                    out.sink(),
-                    root_offset,
-                    opts.copy_method,
-                    progress,
-                )
-                .map_err(Error::from)
+                // Other volumes may be copied into the output beside this stream.
+                let method = if volumes_beside {
+                    opts.copy_method.beside_other_writers()
+                } else {
+                    opts.copy_method
+                };
+                stream::copy_used_blocks_with(&src, out.sink(), root_offset, method, progress)
+                    .map_err(Error::from)
             })?;
             report_done(&timings, progress);
             check_cancel(progress)?;
@@ -441,7 +441,7 @@ fn convert_into(
             &plan,
             out.sink(),
             &others,
-            opts.copy_method,
+            opts.copy_method.beside_other_writers(),
             progress,
             root_work,
         )?;

@@ -183,14 +183,8 @@ pub(super) fn together(
                 events: tx,
                 stop: &stop,
             };
-            let result = stream::copy_used_blocks_around(
-                &src,
-                dst,
-                root_offset,
-                &written,
-                guest.opts.copy_method,
-                &mut side,
-            );
+            let result =
+                stream::copy_used_blocks_around(&src, dst, root_offset, &written, &mut side);
             let seconds = started.elapsed().as_secs_f64();
             let _ = side.events.send(match result {
                 Ok(_) => StreamEvent::Finished(seconds),

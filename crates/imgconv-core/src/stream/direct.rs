@@ -20,10 +20,8 @@
 //!   that divides the copied filesystem's block size and the output offset, so every
 //!   write's offset and length is aligned; buffers are aligned to the page size, which is
 //!   at least the memory alignment asked;
-//! * with a graft writing into the same filesystem through the page cache at the same
-//!   time ([`WrittenRanges`]), its unit and the output offset are multiples of the page
-//!   size: a page never holds a block the graft wrote (buffered) beside one the stream
-//!   writes direct, which the kernel cannot keep coherent.
+//! * the stream is the file's only writer while it runs (never beside the graft, see
+//!   [`super::CopyMethod::AutoShared`]).
 //!
 //! A direct write the kernel refuses with `EINVAL` (a filesystem that accepts the flag at
 //! open but not the request) is redone through the page cache, and the rest of the copy
@@ -31,7 +29,6 @@
 
 use super::{nonzero_runs, StreamError, CHUNK_BYTES};
 use crate::blockio::Region;
-use crate::ext::write::cow::WrittenRanges;
 use crate::output;
 use std::fs::File;
 use std::io;
@@ -104,17 +101,9 @@ fn reopen_direct(file: &File) -> Option<File> {
 }
 
 /// Open `dst` for direct writes when the copy qualifies (see the module docs).
-pub(super) fn open(
-    dst: &File,
-    dst_offset: u64,
-    block_size: u64,
-    around: Option<&WrittenRanges>,
-) -> Option<Files> {
+pub(super) fn open(dst: &File, dst_offset: u64, block_size: u64) -> Option<Files> {
     let page = rustix::param::page_size() as u64;
     if crate::blockdev::is_device_file(dst) {
-        return None;
-    }
-    if around.is_some_and(|w| w.unit() % page != 0 || dst_offset % page != 0) {
         return None;
     }
     let (mem_align, offset_align) = dio_align(dst)?;
@@ -147,7 +136,6 @@ pub(super) fn start<'scope>(
     files: Files,
     dst_offset: u64,
     block_size: u64,
-    around: Option<&'scope WrittenRanges>,
 ) -> (Feed, std::thread::ScopedJoinHandle<'scope, Written>) {
     let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<Job>(BUFFERS);
     let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Buffer>(BUFFERS);
@@ -165,7 +153,6 @@ pub(super) fn start<'scope>(
             buffered: false,
             dst_offset,
             block_size: block_size as usize,
-            around,
             bytes: 0,
         };
         let result = w.run(jobs_rx, free_tx);
@@ -208,39 +195,30 @@ impl Feed {
     }
 }
 
-struct Writer<'a> {
+struct Writer {
     dst: File,
     dst_buffered: File,
     /// A direct write was refused: write through the page cache from now on.
     buffered: bool,
     dst_offset: u64,
     block_size: usize,
-    around: Option<&'a WrittenRanges>,
     bytes: u64,
 }
 
-impl Writer<'_> {
+impl Writer {
     fn run(&mut self, jobs: Receiver<Job>, free: SyncSender<Buffer>) -> Result<(), StreamError> {
-        let around = self.around;
         for mut job in jobs {
             let (len, pos) = (job.len, job.pos);
             let data = job.buf.window(len);
             for (start, end) in nonzero_runs(data, self.block_size) {
-                let from = pos + start as u64;
-                let chunk = &data[start..end];
-                let mut write = |s: u64, e: u64| {
-                    self.write_at(
-                        self.dst_offset + s,
-                        &chunk[(s - from) as usize..(e - from) as usize],
-                    )
-                };
-                match around {
-                    None => write(from, from + chunk.len() as u64),
-                    Some(w) => w.write_unwritten(from, from + chunk.len() as u64, write),
-                }
-                .map_err(|e| {
-                    StreamError::Write(output::write_error(&self.dst_buffered, "cannot write", e))
-                })?;
+                self.write_at(self.dst_offset + pos + start as u64, &data[start..end])
+                    .map_err(|e| {
+                        StreamError::Write(output::write_error(
+                            &self.dst_buffered,
+                            "cannot write",
+                            e,
+                        ))
+                    })?;
                 self.bytes += (end - start) as u64;
             }
             // The reader waits for a free buffer; it ends first only on its own error.

@@ -61,12 +61,6 @@ impl WrittenRanges {
         })
     }
 
-    /// The unit writes are recorded in: a piece the stream copies never shares a unit
-    /// with one written through the device.
-    pub fn unit(&self) -> u64 {
-        self.unit
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere cannot leave the map half-updated (every update is one
         // insert/remove sequence without I/O), so a poisoned lock is still usable.
