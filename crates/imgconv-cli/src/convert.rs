@@ -100,17 +100,10 @@ fn with_settings(o: ConvertOptions, s: &ConversionSettings) -> ConvertOptions {
             "never" => Overlap::Sequential,
             _ => Overlap::Auto,
         })
-        .with_copy_method(
-            match (
-                env("IMGCONV_COPY_FILE_RANGE").as_str(),
-                env("IMGCONV_DIRECT_IO").as_str(),
-            ) {
-                ("always", _) => CopyMethod::CopyFileRange,
-                (_, "never") => CopyMethod::ReadWrite,
-                ("never", _) => CopyMethod::Direct,
-                _ => CopyMethod::Auto,
-            },
-        )
+        .with_copy_method(CopyMethod::from_switches(
+            &env("IMGCONV_COPY_FILE_RANGE"),
+            &env("IMGCONV_DIRECT_IO"),
+        ))
 }
 
 /// The paths of a conversion, to classify I/O errors.

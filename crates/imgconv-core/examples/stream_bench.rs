@@ -4,7 +4,8 @@
 //!
 //!     stream_bench SRC OUT [OFFSET]
 //!
-//! `IMGCONV_COPY_FILE_RANGE=always|never` forces or forbids `copy_file_range(2)`.
+//! `IMGCONV_COPY_FILE_RANGE=always|never` forces or forbids `copy_file_range(2)`;
+//! `IMGCONV_DIRECT_IO=never` writes through the page cache instead of with `O_DIRECT`.
 
 use imgconv_core::blockio::Region;
 use imgconv_core::stream::{copy_used_blocks_with, CopyMethod};
@@ -34,15 +35,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     out.set_len(offset + src.len())?;
     let t = Instant::now();
     let env = |k: &str| std::env::var(k).unwrap_or_default();
-    let method = match (
-        env("IMGCONV_COPY_FILE_RANGE").as_str(),
-        env("IMGCONV_DIRECT_IO").as_str(),
-    ) {
-        ("always", _) => CopyMethod::CopyFileRange,
-        (_, "never") => CopyMethod::ReadWrite,
-        ("never", _) => CopyMethod::Direct,
-        _ => CopyMethod::Auto,
-    };
+    let method =
+        CopyMethod::from_switches(&env("IMGCONV_COPY_FILE_RANGE"), &env("IMGCONV_DIRECT_IO"));
     let stats = copy_used_blocks_with(&src, &out, offset, method, &mut NoProgress)?;
     let copy = t.elapsed();
     out.sync_all()?;

@@ -297,6 +297,18 @@ pub enum CopyMethod {
 }
 
 impl CopyMethod {
+    /// The method two switches ask for (each `always`, `never`, or anything else for the
+    /// default): `copy_file_range` forced (`always`) or forbidden (`never`: direct
+    /// writes where allowed), direct writes forbidden (`never`: the page cache only).
+    pub fn from_switches(copy_file_range: &str, direct_io: &str) -> Self {
+        match (copy_file_range, direct_io) {
+            ("always", _) => CopyMethod::CopyFileRange,
+            (_, "never") => CopyMethod::ReadWrite,
+            ("never", _) => CopyMethod::Direct,
+            _ => CopyMethod::Auto,
+        }
+    }
+
     /// This method for a stream that shares the output file with other writers at the
     /// same time: never direct writes (see [`CopyMethod::AutoShared`]).
     pub fn beside_other_writers(self) -> Self {
@@ -1246,6 +1258,25 @@ mod tests {
     /// sub-region of the source into an offset of the destination, across short kernel
     /// copies; read + write leaves the all-zero block as a hole, copy_file_range does not
     /// have to.
+    #[test]
+    fn copy_method_switches() {
+        use CopyMethod::*;
+        for (cfr, dio, want) in [
+            ("", "", Auto),
+            ("always", "", CopyFileRange),
+            ("always", "never", CopyFileRange),
+            ("never", "", Direct),
+            ("never", "never", ReadWrite),
+            ("", "never", ReadWrite),
+            ("yes", "always", Auto),
+        ] {
+            assert_eq!(CopyMethod::from_switches(cfr, dio), want, "{cfr:?} {dio:?}");
+        }
+        assert_eq!(Auto.beside_other_writers(), AutoShared);
+        assert_eq!(Direct.beside_other_writers(), ReadWrite);
+        assert_eq!(CopyFileRange.beside_other_writers(), CopyFileRange);
+    }
+
     #[test]
     fn copy_file_range_and_read_write_agree() {
         use std::io::Write;
