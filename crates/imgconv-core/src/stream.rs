@@ -324,23 +324,18 @@ impl CopyMethod {
 /// [`crate::ext::write::cow::CowDevice`]: ranges in `written` are left alone (see that module).
 /// `stage(Stream, …)` is reported only once the bitmaps were checked, so a caller can wait
 /// for it before letting anything else write. copy_file_range is not used here: a run
-/// has to be split around the written ranges; nor are direct writes, which would hold up
-/// the graft's (see [`CopyMethod::AutoShared`]).
+/// has to be split around the written ranges. Direct writes ([`CopyMethod::Auto`],
+/// [`CopyMethod::Direct`]) start only once the device has finished
+/// ([`crate::ext::write::cow::WrittenRanges::device_finished`]; see the `direct` module).
 pub fn copy_used_blocks_around<D: OutputDevice>(
     src: &Region,
     dst: &D,
     dst_offset: u64,
     written: &crate::ext::write::cow::WrittenRanges,
+    method: CopyMethod,
     progress: &mut dyn Progress,
 ) -> Result<StreamStats, StreamError> {
-    copy(
-        src,
-        dst,
-        dst_offset,
-        Some(written),
-        CopyMethod::ReadWrite,
-        progress,
-    )
+    copy(src, dst, dst_offset, Some(written), method, progress)
 }
 
 fn copy<D: OutputDevice>(
@@ -462,15 +457,15 @@ fn copy<D: OutputDevice>(
         }
     }
     let direct_files = match method {
-        CopyMethod::Auto | CopyMethod::Direct if !copier.use_copy_range && written.is_none() => {
-            dst.raw_file().and_then(|d| direct::open(d, dst_offset, bs))
-        }
+        CopyMethod::Auto | CopyMethod::Direct if !copier.use_copy_range => dst
+            .raw_file()
+            .and_then(|d| direct::open(d, dst_offset, bs, written)),
         _ => None,
     };
     match direct_files {
         None => copy_all(&mut copier, &mut walker, &verdict, progress)?,
         Some(files) => std::thread::scope(|scope| {
-            let (feed, writer) = direct::start(scope, files, dst_offset, bs);
+            let (feed, writer) = direct::start(scope, files, dst_offset, bs, written);
             copier.direct = Some(feed);
             let copied = copy_all(&mut copier, &mut walker, &verdict, progress);
             if let Some(feed) = &mut copier.direct {
@@ -480,7 +475,6 @@ fn copy<D: OutputDevice>(
                 .join()
                 .unwrap_or_else(|p| std::panic::resume_unwind(p));
             copier.written += done.bytes;
-            copier.direct_read = copier.read - copier.ranged;
             // The writer stops early only on an error, which is then why the reader
             // stopped too.
             done.result.and(copied)
@@ -666,12 +660,18 @@ impl<'a, D: OutputDevice> Copier<'a, D> {
             }
             self.use_copy_range = false;
         }
-        if let Some(feed) = &mut self.direct {
+        // Beside a graft, direct writes wait until it has finished (see the `direct`
+        // module): the runs before go through the page cache.
+        let direct_now = self
+            .written_around
+            .is_none_or(crate::ext::write::cow::WrittenRanges::is_device_finished);
+        if let (Some(feed), true) = (&mut self.direct, direct_now) {
             if !feed.push(self.src, pos, len)? {
                 // The writer failed; its error is reported instead of this one.
                 return Err(StreamError::Cancelled);
             }
             self.read += len as u64;
+            self.direct_read += len as u64;
             self.chunks += 1;
             progress.advance(self.read);
             return Ok(());

@@ -183,8 +183,14 @@ pub(super) fn together(
                 events: tx,
                 stop: &stop,
             };
-            let result =
-                stream::copy_used_blocks_around(&src, dst, root_offset, &written, &mut side);
+            let result = stream::copy_used_blocks_around(
+                &src,
+                dst,
+                root_offset,
+                &written,
+                guest.opts.copy_method,
+                &mut side,
+            );
             let seconds = started.elapsed().as_secs_f64();
             let _ = side.events.send(match result {
                 Ok(_) => StreamEvent::Finished(seconds),
@@ -234,6 +240,9 @@ pub(super) fn together(
         } else {
             Err(Error::Cancelled)
         };
+        // Nothing writes through the device any more: the rest of the stream may write
+        // direct.
+        written.device_finished();
         if guest_result.is_err() {
             stop.store(true, Ordering::SeqCst);
         }

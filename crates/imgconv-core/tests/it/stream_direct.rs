@@ -11,6 +11,7 @@ use imgconv_core::stream::{copy_used_blocks_with, CopyMethod, StreamStats};
 use imgconv_core::NoProgress;
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 use stream_util::*;
 
 const MIB: u64 = 1 << 20;
@@ -149,5 +150,90 @@ fn an_unaligned_output_offset_falls_back_to_the_page_cache() {
     assert!(
         read(&w.join("odd.img"), odd) == read(&w.join("aligned.img"), MIB),
         "the same filesystem bytes at either offset"
+    );
+}
+
+/// Beside a graft: once the device has finished, the stream writes direct, and a unit the
+/// device wrote keeps the device's bytes, not the source's.
+#[test]
+fn beside_a_finished_graft_the_stream_writes_direct_around_its_units() {
+    use imgconv_core::blockio::BlockDevice;
+    use imgconv_core::ext::write::cow::{CowDevice, WrittenRanges};
+    use imgconv_core::stream::copy_used_blocks_around;
+    use std::os::unix::fs::FileExt;
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let tree = w.join("tree");
+    guest_tree(&tree, Init::Systemd);
+    std::fs::write(tree.join("srv-big.bin"), noise(12 * MIB as usize, 9)).unwrap();
+    let fs_img = w.join("fs.img");
+    mkfs("ext4", &tree, &fs_img, 64, &["-b", "4096"]);
+    let fs_len = std::fs::metadata(&fs_img).unwrap().len();
+    let src = Region::open(&fs_img).unwrap().sub(0, fs_len).unwrap();
+    // The plain copy, and the unit the device will write: the superblock's 4 KiB.
+    let plain = w.join("plain.img");
+    copy(&src, &plain, MIB, CopyMethod::ReadWrite);
+    let out_path = w.join("beside.img");
+    let out = File::options()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&out_path)
+        .unwrap();
+    out.set_len(MIB + fs_len + MIB).unwrap();
+    let written = WrittenRanges::new(4096);
+    let dev = CowDevice::new(
+        src.clone(),
+        out.try_clone().unwrap(),
+        MIB,
+        Arc::clone(&written),
+    );
+    dev.write_at(0, &[0xab; 4096]).unwrap();
+    written.device_finished();
+    let stats = copy_used_blocks_around(
+        &src,
+        &out,
+        MIB,
+        &written,
+        CopyMethod::Direct,
+        &mut NoProgress,
+    )
+    .unwrap();
+    if direct_supported(&stats) {
+        assert_eq!(stats.direct_bytes, stats.bytes_read, "all of it direct");
+    }
+    let mut unit = vec![0u8; 4096];
+    out.read_exact_at(&mut unit, MIB).unwrap();
+    assert_eq!(unit, vec![0xab; 4096], "the device's unit is kept");
+    // Everything else as the plain copy has it.
+    let mut expect = vec![0u8; fs_len as usize];
+    File::open(&plain)
+        .unwrap()
+        .read_exact_at(&mut expect, MIB)
+        .unwrap();
+    expect[..4096].fill(0xab);
+    let mut got = vec![0u8; fs_len as usize];
+    out.read_exact_at(&mut got, MIB).unwrap();
+    assert!(got == expect, "the rest equals the plain copy");
+    // While the device may still write, nothing goes direct.
+    let busy = WrittenRanges::new(4096);
+    let again = File::options()
+        .write(true)
+        .read(true)
+        .open(w.join("plain.img"))
+        .unwrap();
+    let stats = copy_used_blocks_around(
+        &src,
+        &again,
+        MIB,
+        &busy,
+        CopyMethod::Direct,
+        &mut NoProgress,
+    )
+    .unwrap();
+    assert_eq!(
+        stats.direct_bytes, 0,
+        "no direct write beside a running graft"
     );
 }

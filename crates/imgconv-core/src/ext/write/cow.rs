@@ -28,6 +28,8 @@ pub struct WrittenRanges {
     state: Mutex<State>,
     /// Signalled when the stream's claimed range is done.
     copied: Condvar,
+    /// Nothing writes through the device any more.
+    device_finished: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -58,7 +60,27 @@ impl WrittenRanges {
             unit: block_size.max(4096),
             state: Mutex::new(State::default()),
             copied: Condvar::new(),
+            device_finished: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// The unit writes are recorded in: a piece the stream copies never shares a unit
+    /// with one written through the device.
+    pub fn unit(&self) -> u64 {
+        self.unit
+    }
+
+    /// Say that nothing writes through the device any more (the graft, fixups and boot
+    /// files are done): the stream may then write in ways that would hold such writes up.
+    pub fn device_finished(&self) {
+        self.device_finished
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether [`WrittenRanges::device_finished`] was called.
+    pub fn is_device_finished(&self) -> bool {
+        self.device_finished
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
