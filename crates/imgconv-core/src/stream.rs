@@ -706,28 +706,41 @@ impl<'a, D: OutputDevice> Copier<'a, D> {
                 at = end;
             }
         }
-        for (start, end) in nonzero_runs(buf, bsz) {
-            let from = pos + start as u64;
-            let data = &buf[start..end];
-            let (dst, dst_offset) = (self.dst, self.dst_offset);
-            let write = |s: u64, e: u64| {
-                dst.write_at(
-                    dst_offset + s,
-                    &data[(s - from) as usize..(e - from) as usize],
-                )
-            };
-            match self.written_around {
-                None => write(from, from + data.len() as u64),
-                Some(w) => w.write_unwritten(from, from + data.len() as u64, write),
-            }
-            .map_err(|e| output::write_error(self.dst.backing_file(), "cannot write", e))?;
-            self.written += (end - start) as u64;
-        }
+        let (dst, dst_offset) = (self.dst, self.dst_offset);
+        self.written += write_nonzero(buf, pos, bsz, self.written_around, |at, data| {
+            dst.write_at(dst_offset + at, data)
+        })
+        .map_err(|e| output::write_error(self.dst.backing_file(), "cannot write", e))?;
         self.read += len as u64;
         self.chunks += 1;
         progress.advance(self.read);
         Ok(())
     }
+}
+
+/// Write the stretches of `buf` (the filesystem's bytes from `pos` on) that are not all
+/// zeros through `write(filesystem offset, bytes)`, leaving out the pieces `around` says
+/// another writer wrote (see [`crate::ext::write::cow::WrittenRanges::write_unwritten`]).
+/// Returns the bytes of those stretches.
+fn write_nonzero<E>(
+    buf: &[u8],
+    pos: u64,
+    block: usize,
+    around: Option<&crate::ext::write::cow::WrittenRanges>,
+    mut write: impl FnMut(u64, &[u8]) -> Result<(), E>,
+) -> Result<u64, E> {
+    let mut bytes = 0;
+    for (start, end) in nonzero_runs(buf, block) {
+        let (from, to) = (pos + start as u64, pos + end as u64);
+        let data = &buf[start..end];
+        let mut piece = |s: u64, e: u64| write(s, &data[(s - from) as usize..(e - from) as usize]);
+        match around {
+            None => piece(from, to),
+            Some(w) => w.write_unwritten(from, to, piece),
+        }?;
+        bytes += (end - start) as u64;
+    }
+    Ok(bytes)
 }
 
 /// The maximal stretches `[start, end)` of `buf` made of whole `block`-byte blocks that

@@ -35,7 +35,7 @@
 //! open but not the request) is redone through the page cache, and the rest of the copy
 //! stays there.
 
-use super::{nonzero_runs, StreamError, CHUNK_BYTES};
+use super::{write_nonzero, StreamError, CHUNK_BYTES};
 use crate::blockio::Region;
 use crate::ext::write::cow::WrittenRanges;
 use crate::output;
@@ -227,28 +227,15 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     fn run(&mut self, jobs: Receiver<Job>, free: SyncSender<Buffer>) -> Result<(), StreamError> {
-        let around = self.around;
+        let (around, block) = (self.around, self.block_size);
         for mut job in jobs {
-            let (len, pos) = (job.len, job.pos);
-            let data = job.buf.window(len);
-            for (start, end) in nonzero_runs(data, self.block_size) {
-                let from = pos + start as u64;
-                let chunk = &data[start..end];
-                let mut write = |s: u64, e: u64| {
-                    self.write_at(
-                        self.dst_offset + s,
-                        &chunk[(s - from) as usize..(e - from) as usize],
-                    )
-                };
-                match around {
-                    None => write(from, from + chunk.len() as u64),
-                    Some(w) => w.write_unwritten(from, from + chunk.len() as u64, write),
-                }
-                .map_err(|e| {
-                    StreamError::Write(output::write_error(&self.dst_buffered, "cannot write", e))
-                })?;
-                self.bytes += (end - start) as u64;
-            }
+            let data = job.buf.window(job.len);
+            self.bytes += write_nonzero(data, job.pos, block, around, |at, data| {
+                self.write_at(self.dst_offset + at, data)
+            })
+            .map_err(|e| {
+                StreamError::Write(output::write_error(&self.dst_buffered, "cannot write", e))
+            })?;
             // The reader waits for a free buffer; it ends first only on its own error.
             if free.send(job.buf).is_err() {
                 break;

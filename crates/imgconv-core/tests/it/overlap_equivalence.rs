@@ -172,20 +172,10 @@ fn assert_same_tree(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>, 
 
 /// `sfdisk -J`'s partitions: (start, size, type) each.
 fn partitions(img: &Path) -> Vec<(u64, u64, String)> {
-    let (rc, json) = tool_merged("sfdisk", &["-J", img.to_str().unwrap()]);
-    assert_eq!(rc, 0, "{json}");
-    let t: serde_json::Value = serde_json::from_str(&json).unwrap();
-    t["partitiontable"]["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["start"].as_u64().unwrap(),
-                p["size"].as_u64().unwrap(),
-                p["type"].as_str().unwrap().to_string(),
-            )
-        })
+    support::sfdisk_table(img)
+        .1
+        .into_iter()
+        .map(|(_, kind, start, size)| (start, size, kind))
         .collect()
 }
 
@@ -226,19 +216,7 @@ fn qcow2_and_raw_conversions_give_the_same_disk() {
             "{what}: the qcow2 takes {q_used} bytes, the raw disk {raw_used}"
         );
         let back = dir.path().join("b.raw");
-        let (rc, log) = tool_merged(
-            "qemu-img",
-            &[
-                "convert",
-                "-f",
-                "qcow2",
-                "-O",
-                "raw",
-                q.to_str().unwrap(),
-                back.to_str().unwrap(),
-            ],
-        );
-        assert_eq!(rc, 0, "{what}: {log}");
+        support::qcow2_to_raw(&q, &back);
         fs::remove_file(&q).unwrap();
         assert_eq!(partitions(&raw), partitions(&back), "{what}");
         if fw == Firmware::Bios {

@@ -410,6 +410,24 @@ impl imgconv_core::Progress for CancelAt {
     }
 }
 
+/// Export the disk of qcow2 image `qcow2` to raw file `raw` with `qemu-img convert` (an
+/// outside judge of what the qcow2 holds).
+pub fn qcow2_to_raw(qcow2: &Path, raw: &Path) {
+    let (rc, log) = tool_merged(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "qcow2",
+            "-O",
+            "raw",
+            qcow2.to_str().unwrap(),
+            raw.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(rc, 0, "qemu-img convert {}: {log}", qcow2.display());
+}
+
 /// `sfdisk -J`'s view of a disk image: its label, and per partition (number from the node
 /// name, type, start sector, size in sectors).
 pub fn sfdisk_table(img: &Path) -> (String, Vec<(u32, String, u64, u64)>) {
