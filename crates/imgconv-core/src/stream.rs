@@ -76,6 +76,18 @@ mod direct;
 /// Largest single read/write: runs of used blocks are coalesced up to this size.
 pub const CHUNK_BYTES: usize = 8 << 20;
 
+/// Source bytes announced for read-ahead while direct writes wait for the device beside
+/// the stream (see [`Copier::push_run`]): they sit in the page cache, not in memory of
+/// ours, and the kernel drops them under pressure.
+const WAIT_READ_AHEAD_BYTES: u64 = 256 << 20;
+
+/// At most this many runs queued meanwhile (a fragmented filesystem has runs of one
+/// block).
+const WAIT_READ_AHEAD_RUNS: usize = 65_536;
+
+/// How often a wait for the device checks for cancellation.
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Most out-of-group bitmap and inode-table extents remembered (16 bytes each; flex_bg
 /// places up to three per group elsewhere, so this covers ~350k groups, ~40 TiB at
 /// 4 KiB blocks); a filesystem needing more is copied whole.
@@ -324,9 +336,12 @@ impl CopyMethod {
 /// [`crate::ext::write::cow::CowDevice`]: ranges in `written` are left alone (see that module).
 /// `stage(Stream, …)` is reported only once the bitmaps were checked, so a caller can wait
 /// for it before letting anything else write. copy_file_range is not used here: a run
-/// has to be split around the written ranges. Direct writes ([`CopyMethod::Auto`],
-/// [`CopyMethod::Direct`]) start only once the device has finished
-/// ([`crate::ext::write::cow::WrittenRanges::device_finished`]; see the `direct` module).
+/// has to be split around the written ranges. With direct writes ([`CopyMethod::Auto`],
+/// [`CopyMethod::Direct`], where the output allows them) the stream reads ahead and
+/// writes nothing until the device has finished
+/// ([`crate::ext::write::cow::WrittenRanges::device_finished`], which the caller must
+/// call, also on its errors; see the `direct` module); through the page cache it copies
+/// beside the device's writes.
 pub fn copy_used_blocks_around<D: OutputDevice>(
     src: &Region,
     dst: &D,
@@ -467,10 +482,15 @@ fn copy<D: OutputDevice>(
         Some(files) => std::thread::scope(|scope| {
             let (feed, writer) = direct::start(scope, files, dst_offset, bs, written);
             copier.direct = Some(feed);
-            let copied = copy_all(&mut copier, &mut walker, &verdict, progress);
+            // The writer and the flusher end when the feed closes, also after a panic:
+            // the scope waits for them before the panic goes on.
+            let copied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                copy_all(&mut copier, &mut walker, &verdict, progress)
+            }));
             if let Some(feed) = &mut copier.direct {
                 feed.close();
             }
+            let copied = copied.unwrap_or_else(|p| std::panic::resume_unwind(p));
             let done = writer
                 .join()
                 .unwrap_or_else(|p| std::panic::resume_unwind(p));
@@ -518,9 +538,10 @@ struct Copier<'a, D> {
     /// The destination is a block device: all-zero used blocks are zeroed there, not
     /// left as holes.
     zero_fill: bool,
-    /// The run announced to the kernel for read-ahead and copied on the next
-    /// [`Copier::push_run`] or [`Copier::finish`].
-    pending: Option<(u64, u64)>,
+    /// Runs announced to the kernel for read-ahead and not copied yet, oldest first
+    /// (see [`Copier::push_run`]), and their bytes.
+    ahead: std::collections::VecDeque<(u64, u64)>,
+    ahead_bytes: u64,
     read: u64,
     written: u64,
     ranged: u64,
@@ -543,7 +564,8 @@ impl<'a, D: OutputDevice> Copier<'a, D> {
             use_copy_range: false,
             written_around: None,
             zero_fill: dst.raw_file().is_some_and(crate::blockdev::is_device_file),
-            pending: None,
+            ahead: std::collections::VecDeque::new(),
+            ahead_bytes: 0,
             read: 0,
             written: 0,
             ranged: 0,
@@ -553,12 +575,16 @@ impl<'a, D: OutputDevice> Copier<'a, D> {
         }
     }
 
-    /// Queue the run of `count` blocks from block `first` and copy the one queued before.
+    /// Queue the run of `count` blocks from block `first` and copy the runs queued
+    /// before it, keeping one ahead.
     ///
     /// The kernel is asked to read the new run ahead (`POSIX_FADV_WILLNEED`) while the
     /// previous one is checked for zeros and written, so the source's reads overlap with
     /// the copy's own work instead of waiting for it: one run (at most [`CHUNK_BYTES`])
     /// ahead, so the page cache holds no more than two runs of the source at a time.
+    /// While direct writes wait for the device beside the stream to finish (see
+    /// [`Copier::copy_run`]), up to [`WAIT_READ_AHEAD_BYTES`] are announced instead: the
+    /// disk reads them while it would otherwise only serve the device.
     fn push_run(
         &mut self,
         first: u64,
@@ -569,18 +595,40 @@ impl<'a, D: OutputDevice> Copier<'a, D> {
             self.src
                 .will_need(first * self.block_size, count * self.block_size);
         }
-        match self.pending.replace((first, count)) {
-            Some((f, c)) => self.copy_run(f, c, progress),
+        self.ahead.push_back((first, count));
+        self.ahead_bytes += count * self.block_size;
+        let (bytes, runs) = if self.direct_waits_for_device() {
+            (WAIT_READ_AHEAD_BYTES, WAIT_READ_AHEAD_RUNS)
+        } else {
+            (0, 1)
+        };
+        while self.ahead.len() > runs || (self.ahead.len() > 1 && self.ahead_bytes > bytes) {
+            self.copy_oldest(progress)?;
+        }
+        Ok(())
+    }
+
+    /// Copy the runs still queued by [`Copier::push_run`].
+    fn finish(&mut self, progress: &mut dyn Progress) -> Result<(), StreamError> {
+        while !self.ahead.is_empty() {
+            self.copy_oldest(progress)?;
+        }
+        Ok(())
+    }
+
+    fn copy_oldest(&mut self, progress: &mut dyn Progress) -> Result<(), StreamError> {
+        match self.ahead.pop_front() {
+            Some((f, c)) => {
+                self.ahead_bytes -= c * self.block_size;
+                self.copy_run(f, c, progress)
+            }
             None => Ok(()),
         }
     }
 
-    /// Copy the run still queued by [`Copier::push_run`].
-    fn finish(&mut self, progress: &mut dyn Progress) -> Result<(), StreamError> {
-        match self.pending.take() {
-            Some((f, c)) => self.copy_run(f, c, progress),
-            None => Ok(()),
-        }
+    /// Direct writes are set up beside a device that has not finished yet.
+    fn direct_waits_for_device(&self) -> bool {
+        self.direct.is_some() && self.written_around.is_some_and(|w| !w.is_device_finished())
     }
 
     /// Copy `len` bytes at `pos` (relative to the filesystem) with `copy_file_range`.
@@ -661,11 +709,20 @@ impl<'a, D: OutputDevice> Copier<'a, D> {
             self.use_copy_range = false;
         }
         // Beside a graft, direct writes wait until it has finished (see the `direct`
-        // module): the runs before go through the page cache.
-        let direct_now = self
-            .written_around
-            .is_none_or(crate::ext::write::cow::WrittenRanges::is_device_finished);
-        if let (Some(feed), true) = (&mut self.direct, direct_now) {
+        // module), then its pages are sent to the disk while the stream goes on.
+        if self.direct_waits_for_device() {
+            if let Some(w) = self.written_around {
+                while !w.wait_device_finished(WAIT_POLL) {
+                    if progress.is_cancelled() {
+                        return Err(StreamError::Cancelled);
+                    }
+                }
+            }
+            if let Some(feed) = &self.direct {
+                feed.device_finished();
+            }
+        }
+        if let Some(feed) = &mut self.direct {
             if !feed.push(self.src, pos, len)? {
                 // The writer failed; its error is reported instead of this one.
                 return Err(StreamError::Cancelled);

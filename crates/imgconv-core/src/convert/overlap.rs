@@ -157,6 +157,16 @@ impl Progress for Relay<'_> {
     }
 }
 
+/// Says [`WrittenRanges::device_finished`](crate::ext::write::cow::WrittenRanges) when
+/// dropped.
+struct DeviceDone<'a>(&'a crate::ext::write::cow::WrittenRanges);
+
+impl Drop for DeviceDone<'_> {
+    fn drop(&mut self) {
+        self.0.device_finished();
+    }
+}
+
 /// Stream in a second thread while this one grafts, applies the fixups and writes the
 /// boot files through a [`CowDevice`](crate::ext::write::cow::CowDevice): the guest work hides
 /// behind the stream's I/O instead of following it.
@@ -223,6 +233,8 @@ pub(super) fn together(
                 None => {}
             }
         };
+        // The stream's direct writes wait for this: said on every way out, a panic too.
+        let device_done = DeviceDone(&written);
         let guest_result = if go {
             (|| {
                 let device = CowDevice::new(
@@ -242,7 +254,7 @@ pub(super) fn together(
         };
         // Nothing writes through the device any more: the rest of the stream may write
         // direct.
-        written.device_finished();
+        drop(device_done);
         if guest_result.is_err() {
             stop.store(true, Ordering::SeqCst);
         }

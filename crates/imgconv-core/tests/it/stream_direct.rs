@@ -153,16 +153,8 @@ fn an_unaligned_output_offset_falls_back_to_the_page_cache() {
     );
 }
 
-/// Beside a graft: once the device has finished, the stream writes direct, and a unit the
-/// device wrote keeps the device's bytes, not the source's.
-#[test]
-fn beside_a_finished_graft_the_stream_writes_direct_around_its_units() {
-    use imgconv_core::blockio::BlockDevice;
-    use imgconv_core::ext::write::cow::{CowDevice, WrittenRanges};
-    use imgconv_core::stream::copy_used_blocks_around;
-    use std::os::unix::fs::FileExt;
-    let work = tempfile::tempdir().unwrap();
-    let w = work.path();
+/// A guest filesystem with 12 MiB of file data, its window, and its plain copy at 1 MiB.
+fn beside_fixture(w: &Path) -> (Region, std::path::PathBuf, u64) {
     let tree = w.join("tree");
     guest_tree(&tree, Init::Systemd);
     std::fs::write(tree.join("srv-big.bin"), noise(12 * MIB as usize, 9)).unwrap();
@@ -170,18 +162,50 @@ fn beside_a_finished_graft_the_stream_writes_direct_around_its_units() {
     mkfs("ext4", &tree, &fs_img, 64, &["-b", "4096"]);
     let fs_len = std::fs::metadata(&fs_img).unwrap().len();
     let src = Region::open(&fs_img).unwrap().sub(0, fs_len).unwrap();
-    // The plain copy, and the unit the device will write: the superblock's 4 KiB.
     let plain = w.join("plain.img");
     copy(&src, &plain, MIB, CopyMethod::ReadWrite);
-    let out_path = w.join("beside.img");
+    (src, plain, fs_len)
+}
+
+/// A fresh output file for the copy at 1 MiB.
+fn fresh_output(path: &Path, fs_len: u64) -> File {
     let out = File::options()
         .create(true)
         .truncate(true)
         .read(true)
         .write(true)
-        .open(&out_path)
+        .open(path)
         .unwrap();
     out.set_len(MIB + fs_len + MIB).unwrap();
+    out
+}
+
+/// The output's copy equals the plain copy, except its first 4 KiB unit holds `unit`.
+fn assert_plain_but_first_unit(out: &File, plain: &Path, fs_len: u64, unit: u8) {
+    use std::os::unix::fs::FileExt;
+    let mut expect = vec![0u8; fs_len as usize];
+    File::open(plain)
+        .unwrap()
+        .read_exact_at(&mut expect, MIB)
+        .unwrap();
+    expect[..4096].fill(unit);
+    let mut got = vec![0u8; fs_len as usize];
+    out.read_exact_at(&mut got, MIB).unwrap();
+    assert!(got[..4096] == expect[..4096], "the device's unit is kept");
+    assert!(got == expect, "the rest equals the plain copy");
+}
+
+/// Beside a graft: once the device has finished, the stream writes direct, and a unit the
+/// device wrote keeps the device's bytes, not the source's.
+#[test]
+fn beside_a_finished_graft_the_stream_writes_direct_around_its_units() {
+    use imgconv_core::blockio::BlockDevice;
+    use imgconv_core::ext::write::cow::{CowDevice, WrittenRanges};
+    use imgconv_core::stream::copy_used_blocks_around;
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let (src, plain, fs_len) = beside_fixture(w);
+    let out = fresh_output(&w.join("beside.img"), fs_len);
     let written = WrittenRanges::new(4096);
     let dev = CowDevice::new(
         src.clone(),
@@ -189,6 +213,7 @@ fn beside_a_finished_graft_the_stream_writes_direct_around_its_units() {
         MIB,
         Arc::clone(&written),
     );
+    // The superblock's unit.
     dev.write_at(0, &[0xab; 4096]).unwrap();
     written.device_finished();
     let stats = copy_used_blocks_around(
@@ -203,37 +228,128 @@ fn beside_a_finished_graft_the_stream_writes_direct_around_its_units() {
     if direct_supported(&stats) {
         assert_eq!(stats.direct_bytes, stats.bytes_read, "all of it direct");
     }
-    let mut unit = vec![0u8; 4096];
-    out.read_exact_at(&mut unit, MIB).unwrap();
-    assert_eq!(unit, vec![0xab; 4096], "the device's unit is kept");
-    // Everything else as the plain copy has it.
-    let mut expect = vec![0u8; fs_len as usize];
-    File::open(&plain)
-        .unwrap()
-        .read_exact_at(&mut expect, MIB)
-        .unwrap();
-    expect[..4096].fill(0xab);
-    let mut got = vec![0u8; fs_len as usize];
-    out.read_exact_at(&mut got, MIB).unwrap();
-    assert!(got == expect, "the rest equals the plain copy");
-    // While the device may still write, nothing goes direct.
+    assert_plain_but_first_unit(&out, &plain, fs_len, 0xab);
+    // Through the page cache, the stream does not wait for a running device.
     let busy = WrittenRanges::new(4096);
-    let again = File::options()
-        .write(true)
-        .read(true)
-        .open(w.join("plain.img"))
-        .unwrap();
+    let again = fresh_output(&w.join("again.img"), fs_len);
     let stats = copy_used_blocks_around(
         &src,
         &again,
         MIB,
         &busy,
-        CopyMethod::Direct,
+        CopyMethod::ReadWrite,
         &mut NoProgress,
     )
     .unwrap();
+    assert_eq!(stats.direct_bytes, 0);
     assert_eq!(
-        stats.direct_bytes, 0,
-        "no direct write beside a running graft"
+        sha256(&w.join("again.img")),
+        sha256(&plain),
+        "the plain copy"
     );
+}
+
+/// Beside a running graft, a stream that writes direct writes nothing until the device
+/// has finished (its writes would hold the device's up), then writes all of it direct,
+/// around what the device wrote meanwhile.
+#[test]
+fn beside_a_running_graft_the_direct_stream_waits_for_it() {
+    use imgconv_core::blockio::BlockDevice;
+    use imgconv_core::ext::write::cow::{CowDevice, WrittenRanges};
+    use imgconv_core::stream::copy_used_blocks_around;
+    use std::os::unix::fs::FileExt;
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let (src, plain, fs_len) = beside_fixture(w);
+    // Whether this filesystem takes direct writes at all.
+    let probe = copy(&src, &w.join("probe.img"), MIB, CopyMethod::Direct);
+    if !direct_supported(&probe) {
+        return;
+    }
+    let out = fresh_output(&w.join("beside.img"), fs_len);
+    let written = WrittenRanges::new(4096);
+    let dev = CowDevice::new(
+        src.clone(),
+        out.try_clone().unwrap(),
+        MIB,
+        Arc::clone(&written),
+    );
+    let stats = std::thread::scope(|scope| {
+        let device = scope.spawn(|| {
+            // Time for a stream that did not wait to write everything.
+            std::thread::sleep(std::time::Duration::from_millis(400));
+            let mut fs = vec![0u8; fs_len as usize];
+            out.read_exact_at(&mut fs, MIB).unwrap();
+            assert!(
+                fs.iter().all(|&b| b == 0),
+                "the stream wrote while the device was running"
+            );
+            dev.write_at(0, &[0xcd; 4096]).unwrap();
+            written.device_finished();
+        });
+        let stats = copy_used_blocks_around(
+            &src,
+            &out,
+            MIB,
+            &written,
+            CopyMethod::Direct,
+            &mut NoProgress,
+        )
+        .unwrap();
+        device.join().unwrap();
+        stats
+    });
+    assert_eq!(stats.direct_bytes, stats.bytes_read, "all of it direct");
+    assert_eq!(stats.bytes_read, probe.bytes_read);
+    assert_plain_but_first_unit(&out, &plain, fs_len, 0xcd);
+}
+
+/// Cancelled while it waits for a device that never finishes, the stream stops.
+#[test]
+fn a_stream_waiting_for_the_graft_stops_when_cancelled() {
+    use imgconv_core::ext::write::cow::WrittenRanges;
+    use imgconv_core::stream::{copy_used_blocks_around, StreamError};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    struct Cancel<'a>(&'a AtomicBool);
+    impl imgconv_core::Progress for Cancel<'_> {
+        fn is_cancelled(&self) -> bool {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let (src, _plain, fs_len) = beside_fixture(w);
+    let probe = copy(&src, &w.join("probe.img"), MIB, CopyMethod::Direct);
+    if !direct_supported(&probe) {
+        return;
+    }
+    let out = fresh_output(&w.join("beside.img"), fs_len);
+    let written = WrittenRanges::new(4096);
+    let cancel = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let r = copy_used_blocks_around(
+                &src,
+                &out,
+                MIB,
+                &written,
+                CopyMethod::Direct,
+                &mut Cancel(&cancel),
+            );
+            let _ = tx.send(r.map(|_| ()));
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(rx.try_recv().is_err(), "the stream did not wait");
+        cancel.store(true, Ordering::SeqCst);
+        let r = rx.recv_timeout(std::time::Duration::from_secs(30));
+        if r.is_err() {
+            // Let the scope end instead of hanging the test binary.
+            written.device_finished();
+        }
+        assert!(
+            matches!(r, Ok(Err(StreamError::Cancelled))),
+            "cancelled within 30 s: {r:?}"
+        );
+    });
 }

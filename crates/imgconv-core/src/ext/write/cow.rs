@@ -26,7 +26,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 pub struct WrittenRanges {
     unit: u64,
     state: Mutex<State>,
-    /// Signalled when the stream's claimed range is done.
+    /// Signalled when the stream's claimed range is done, and when the device has
+    /// finished.
     copied: Condvar,
     /// Nothing writes through the device any more.
     device_finished: std::sync::atomic::AtomicBool,
@@ -75,6 +76,20 @@ impl WrittenRanges {
     pub fn device_finished(&self) {
         self.device_finished
             .store(true, std::sync::atomic::Ordering::Release);
+        // Under the lock, so a waiter that has just seen the flag clear is already
+        // waiting when the signal comes.
+        let _st = self.lock();
+        self.copied.notify_all();
+    }
+
+    /// Wait up to `timeout` for [`WrittenRanges::device_finished`]; whether it was called.
+    pub fn wait_device_finished(&self, timeout: std::time::Duration) -> bool {
+        let st = self.lock();
+        let _st = self
+            .copied
+            .wait_timeout_while(st, timeout, |_| !self.is_device_finished())
+            .unwrap_or_else(|e| e.into_inner());
+        self.is_device_finished()
     }
 
     /// Whether [`WrittenRanges::device_finished`] was called.
@@ -492,5 +507,27 @@ mod tests {
         dev.write_at(9 * 4096, &[0xee; 4096]).unwrap();
         out.read_exact_at(&mut unit, 9 * 4096).unwrap();
         assert_eq!(unit, vec![0xee; 4096]);
+    }
+
+    /// A wait for the device's end times out while it runs and returns as soon as another
+    /// thread says it has finished.
+    #[test]
+    fn waiting_for_the_device_ends_when_it_finishes() {
+        use std::time::{Duration, Instant};
+        let written = WrittenRanges::new(4096);
+        assert!(!written.wait_device_finished(Duration::from_millis(20)));
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                written.device_finished();
+            });
+            let asked = Instant::now();
+            assert!(written.wait_device_finished(Duration::from_secs(60)));
+            assert!(
+                asked.elapsed() < Duration::from_secs(30),
+                "woken by the signal, not the timeout"
+            );
+        });
+        assert!(written.wait_device_finished(Duration::ZERO));
     }
 }
