@@ -168,8 +168,9 @@ impl Drop for DeviceDone<'_> {
 }
 
 /// Stream in a second thread while this one grafts, applies the fixups and writes the
-/// boot files through a [`CowDevice`](crate::ext::write::cow::CowDevice): the guest work hides
-/// behind the stream's I/O instead of following it.
+/// boot files through a [`CowDevice`](crate::ext::write::cow::CowDevice). Through the page
+/// cache the stream copies meanwhile; writing direct, it reads ahead meanwhile and writes
+/// once the guest work is done (see the `stream::direct` module).
 pub(super) fn together(
     guest: &GuestWork<'_>,
     out: &TempOutput,
@@ -252,8 +253,8 @@ pub(super) fn together(
         } else {
             Err(Error::Cancelled)
         };
-        // Nothing writes through the device any more: the rest of the stream may write
-        // direct.
+        // Nothing writes through the device any more: a stream that waited for it
+        // writes now.
         drop(device_done);
         if guest_result.is_err() {
             stop.store(true, Ordering::SeqCst);
