@@ -64,13 +64,13 @@ pub trait BlockSource: Send + Sync + fmt::Debug {
 /// The piece one `POSIX_FADV_WILLNEED` asks for: the kernel reads at most the larger of
 /// the device's read-ahead window and its largest request of each call (Linux's
 /// `force_page_cache_ra`), and the window is 128 KiB unless someone raised it.
-const WILL_NEED_PIECE: u64 = 128 << 10;
+pub const WILL_NEED_PIECE: u64 = 128 << 10;
 
 /// Ask the kernel to read `[offset, offset+len)` of `file` ahead; a failure only costs
-/// the read-ahead. Asked piece by piece ([`WILL_NEED_PIECE`]): in one call, an 8 MiB run
-/// on a disk with the default window was read ahead only as far as its largest request
-/// (measured: 64 MiB asked, 4 MiB read; the bench guest's stream, cold, took 1.94 s
-/// against 1.70 s asked in pieces, median of 5 each).
+/// the read-ahead. Asked [`WILL_NEED_PIECE`] at a time: with the default 128 KiB window,
+/// one call was read ahead only as far as the disk's largest request (64 MiB asked, 4 MiB
+/// read), and the bench guest's stream, cold, took 1.94 s against 1.70 s asked in pieces
+/// (median of 5 each; no change with an 8 MiB window).
 pub fn will_need_file(file: &File, offset: u64, len: u64) {
     let end = offset.saturating_add(len);
     let mut at = offset;
