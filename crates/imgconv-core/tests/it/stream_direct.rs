@@ -195,36 +195,47 @@ fn assert_plain_but_first_unit(out: &File, plain: &Path, fs_len: u64, unit: u8) 
     assert!(got == expect, "the rest equals the plain copy");
 }
 
+/// The stream of `src` into `out` at 1 MiB beside the device recording into `written`.
+fn around(
+    src: &Region,
+    out: &File,
+    written: &imgconv_core::ext::write::cow::WrittenRanges,
+    method: CopyMethod,
+    progress: &mut dyn imgconv_core::Progress,
+) -> Result<StreamStats, imgconv_core::stream::StreamError> {
+    imgconv_core::stream::copy_used_blocks_around(src, out, MIB, written, method, progress)
+}
+
+/// The device writing into `out`'s copy of `src` at 1 MiB beside the stream.
+fn cow_over(
+    src: &Region,
+    out: &File,
+    written: &Arc<imgconv_core::ext::write::cow::WrittenRanges>,
+) -> imgconv_core::ext::write::cow::CowDevice {
+    imgconv_core::ext::write::cow::CowDevice::new(
+        src.clone(),
+        out.try_clone().unwrap(),
+        MIB,
+        Arc::clone(written),
+    )
+}
+
 /// Beside a graft: once the device has finished, the stream writes direct, and a unit the
 /// device wrote keeps the device's bytes, not the source's.
 #[test]
 fn beside_a_finished_graft_the_stream_writes_direct_around_its_units() {
     use imgconv_core::blockio::BlockDevice;
-    use imgconv_core::ext::write::cow::{CowDevice, WrittenRanges};
-    use imgconv_core::stream::copy_used_blocks_around;
+    use imgconv_core::ext::write::cow::WrittenRanges;
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
     let (src, plain, fs_len) = beside_fixture(w);
     let out = fresh_output(&w.join("beside.img"), fs_len);
     let written = WrittenRanges::new(4096);
-    let dev = CowDevice::new(
-        src.clone(),
-        out.try_clone().unwrap(),
-        MIB,
-        Arc::clone(&written),
-    );
+    let dev = cow_over(&src, &out, &written);
     // The superblock's unit.
     dev.write_at(0, &[0xab; 4096]).unwrap();
     written.device_finished();
-    let stats = copy_used_blocks_around(
-        &src,
-        &out,
-        MIB,
-        &written,
-        CopyMethod::Direct,
-        &mut NoProgress,
-    )
-    .unwrap();
+    let stats = around(&src, &out, &written, CopyMethod::Direct, &mut NoProgress).unwrap();
     if direct_supported(&stats) {
         assert_eq!(stats.direct_bytes, stats.bytes_read, "all of it direct");
     }
@@ -232,15 +243,7 @@ fn beside_a_finished_graft_the_stream_writes_direct_around_its_units() {
     // Through the page cache, the stream does not wait for a running device.
     let busy = WrittenRanges::new(4096);
     let again = fresh_output(&w.join("again.img"), fs_len);
-    let stats = copy_used_blocks_around(
-        &src,
-        &again,
-        MIB,
-        &busy,
-        CopyMethod::ReadWrite,
-        &mut NoProgress,
-    )
-    .unwrap();
+    let stats = around(&src, &again, &busy, CopyMethod::ReadWrite, &mut NoProgress).unwrap();
     assert_eq!(stats.direct_bytes, 0);
     assert_eq!(
         sha256(&w.join("again.img")),
@@ -255,8 +258,7 @@ fn beside_a_finished_graft_the_stream_writes_direct_around_its_units() {
 #[test]
 fn beside_a_running_graft_the_direct_stream_waits_for_it() {
     use imgconv_core::blockio::BlockDevice;
-    use imgconv_core::ext::write::cow::{CowDevice, WrittenRanges};
-    use imgconv_core::stream::copy_used_blocks_around;
+    use imgconv_core::ext::write::cow::WrittenRanges;
     use std::os::unix::fs::FileExt;
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
@@ -268,12 +270,7 @@ fn beside_a_running_graft_the_direct_stream_waits_for_it() {
     }
     let out = fresh_output(&w.join("beside.img"), fs_len);
     let written = WrittenRanges::new(4096);
-    let dev = CowDevice::new(
-        src.clone(),
-        out.try_clone().unwrap(),
-        MIB,
-        Arc::clone(&written),
-    );
+    let dev = cow_over(&src, &out, &written);
     let stats = std::thread::scope(|scope| {
         let device = scope.spawn(|| {
             // Time for a stream that did not wait to write everything.
@@ -287,15 +284,7 @@ fn beside_a_running_graft_the_direct_stream_waits_for_it() {
             dev.write_at(0, &[0xcd; 4096]).unwrap();
             written.device_finished();
         });
-        let stats = copy_used_blocks_around(
-            &src,
-            &out,
-            MIB,
-            &written,
-            CopyMethod::Direct,
-            &mut NoProgress,
-        )
-        .unwrap();
+        let stats = around(&src, &out, &written, CopyMethod::Direct, &mut NoProgress).unwrap();
         device.join().unwrap();
         stats
     });
@@ -308,7 +297,7 @@ fn beside_a_running_graft_the_direct_stream_waits_for_it() {
 #[test]
 fn a_stream_waiting_for_the_graft_stops_when_cancelled() {
     use imgconv_core::ext::write::cow::WrittenRanges;
-    use imgconv_core::stream::{copy_used_blocks_around, StreamError};
+    use imgconv_core::stream::StreamError;
     use std::sync::atomic::{AtomicBool, Ordering};
     struct Cancel<'a>(&'a AtomicBool);
     impl imgconv_core::Progress for Cancel<'_> {
@@ -329,10 +318,9 @@ fn a_stream_waiting_for_the_graft_stops_when_cancelled() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::scope(|scope| {
         scope.spawn(|| {
-            let r = copy_used_blocks_around(
+            let r = around(
                 &src,
                 &out,
-                MIB,
                 &written,
                 CopyMethod::Direct,
                 &mut Cancel(&cancel),
