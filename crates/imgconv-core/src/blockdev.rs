@@ -240,7 +240,7 @@ pub fn reads_as_zeros(file: &File, offset: u64, len: u64) -> io::Result<bool> {
     while at < offset + len {
         let n = (offset + len - at).min(buf.len() as u64) as usize;
         file.read_exact_at(&mut buf[..n], at)?;
-        if buf[..n].iter().any(|&b| b != 0) {
+        if !crate::bytes::is_zero(&buf[..n]) {
             return Ok(false);
         }
         at += n as u64;

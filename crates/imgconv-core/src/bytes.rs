@@ -4,6 +4,25 @@
 //! so a truncated or lying structure becomes a [`ParseError`] naming the structure and the
 //! field, never a panic or an out-of-bounds slice.
 
+/// True when `b` is all zeros. Each 256-byte stretch is or-ed 16 bytes at a time, which
+/// the compiler vectorises, and the scan stops at the first stretch that is not zero (data
+/// blocks end it at once). A byte-wise scan that stops at the first non-zero byte is not
+/// vectorised, and took a quarter of the time of an 8 GiB image's decompression.
+pub fn is_zero(b: &[u8]) -> bool {
+    fn or_words(b: &[u8]) -> u128 {
+        let mut words = b.chunks_exact(16);
+        let acc = words.by_ref().fold(0u128, |a, w| {
+            a | u128::from_ne_bytes(w.try_into().unwrap_or([0; 16]))
+        });
+        words
+            .remainder()
+            .iter()
+            .fold(acc, |a, &x| a | u128::from(x))
+    }
+    let mut stretches = b.chunks_exact(256);
+    stretches.by_ref().all(|s| or_words(s) == 0) && or_words(stretches.remainder()) == 0
+}
+
 /// A field could not be read, or held a value outside what the format allows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -134,6 +153,24 @@ impl<'a> Fields<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_detection() {
+        let mut b = vec![0u8; 4096];
+        assert!(is_zero(&b));
+        b[4095] = 1;
+        assert!(!is_zero(&b));
+        b[4095] = 0;
+        b[0] = 1;
+        assert!(!is_zero(&b));
+        assert!(is_zero(&[0u8; 7]));
+        assert!(is_zero(&[]));
+        assert!(!is_zero(&[0, 0, 0, 0, 0, 0, 3]));
+        // A non-zero byte in the tail past the last whole 16-byte word.
+        let mut odd = vec![0u8; 35];
+        odd[34] = 9;
+        assert!(!is_zero(&odd));
+    }
 
     #[test]
     fn reads_little_endian_fields() {

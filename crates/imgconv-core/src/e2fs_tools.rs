@@ -296,7 +296,7 @@ pub fn grow(
         let n = (orig_len - pos).min(buf.len() as u64) as usize;
         file.read_exact_at(&mut buf[..n], pos).map_err(path_err)?;
         for (i, block) in buf[..n].chunks(4096).enumerate() {
-            if block.iter().any(|&b| b != 0) {
+            if !crate::bytes::is_zero(block) {
                 saved_bytes += block.len() as u64;
                 if saved_bytes > MAX_TAIL_SAVE {
                     return Err(ToolError::TailTooLarge {

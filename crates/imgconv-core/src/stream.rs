@@ -253,12 +253,12 @@ pub fn copy_sparse<D: OutputDevice>(
             let mut i = 0;
             while i < n {
                 let blk = |i: usize| &chunk[i..(i + BLOCK).min(n)];
-                if blk(i).iter().all(|&b| b == 0) {
+                if crate::bytes::is_zero(blk(i)) {
                     i += BLOCK;
                     continue;
                 }
                 let run_start = i;
-                while i < n && !blk(i).iter().all(|&b| b == 0) {
+                while i < n && !crate::bytes::is_zero(blk(i)) {
                     i += BLOCK;
                 }
                 let run_end = i.min(n);
@@ -804,7 +804,7 @@ fn write_nonzero<E>(
 /// are not all zeros, in order (`buf.len()` is a multiple of `block`).
 fn nonzero_runs(buf: &[u8], block: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
     let len = buf.len();
-    let zero = move |i: usize| is_zero(&buf[i..(i + block).min(len)]);
+    let zero = move |i: usize| crate::bytes::is_zero(&buf[i..(i + block).min(len)]);
     let mut i = 0;
     std::iter::from_fn(move || {
         while i < len && zero(i) {
@@ -850,15 +850,6 @@ fn shares_extents(src: &File, dst: &File) -> bool {
             let kind = fs.f_type as i64;
             [BTRFS, XFS, BCACHEFS, ZFS, NFS, OCFS2].contains(&kind)
         })
-}
-
-/// True when `b` is all zeros (wide compares; the compiler vectorises this).
-pub(crate) fn is_zero(b: &[u8]) -> bool {
-    let mut words = b.chunks_exact(16);
-    let acc = words.by_ref().fold(0u128, |a, w| {
-        a | u128::from_ne_bytes(w.try_into().unwrap_or([0; 16]))
-    });
-    acc == 0 && words.remainder().iter().all(|&x| x == 0)
 }
 
 enum Verdict {
@@ -1313,16 +1304,6 @@ impl StreamError {
 mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
-
-    #[test]
-    fn zero_detection() {
-        let mut b = vec![0u8; 4096];
-        assert!(is_zero(&b));
-        b[4095] = 1;
-        assert!(!is_zero(&b));
-        assert!(is_zero(&[0u8; 7]));
-        assert!(!is_zero(&[0, 0, 0, 0, 0, 0, 3]));
-    }
 
     /// copy_file_range and read + write give the same bytes at the same places, from a
     /// sub-region of the source into an offset of the destination, across short kernel

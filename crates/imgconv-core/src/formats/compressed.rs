@@ -74,7 +74,7 @@ pub fn open(
         if n == 0 {
             break;
         }
-        if buf[..n].iter().any(|&b| b != 0) {
+        if !crate::bytes::is_zero(&buf[..n]) {
             scratch
                 .write_all_at(&buf[..n], at)
                 .map_err(|e| FormatError::io("cannot write the scratch copy in", &dir, e))?;

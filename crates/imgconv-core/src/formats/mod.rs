@@ -271,7 +271,7 @@ pub fn copy_to_raw(region: &Region, out: &File) -> io::Result<()> {
             let n = (start + len - at).min(STEP) as usize;
             region.read_exact_at(at, &mut buf[..n])?;
             for (i, block) in buf[..n].chunks(64 << 10).enumerate() {
-                if block.iter().any(|&b| b != 0) {
+                if !crate::bytes::is_zero(block) {
                     out.write_all_at(block, at + (i as u64) * (64 << 10))?;
                 }
             }

@@ -339,7 +339,7 @@ impl BlockDevice for Qcow2Sink {
                     let (a, b) = ((s - offset) as usize, (stop_c - offset) as usize);
                     let mut host = *e & OFFSET_MASK;
                     if host == 0 {
-                        if data[a..b].chunks(4096).all(crate::stream::is_zero) {
+                        if data[a..b].chunks(4096).all(crate::bytes::is_zero) {
                             continue;
                         }
                         if st.l1[t] == 0 {

@@ -179,7 +179,7 @@ pub fn identify(head: &[u8]) -> Option<Foreign> {
 
 /// True when every byte of `head` is zero.
 pub fn all_zero(head: &[u8]) -> bool {
-    head.iter().all(|&b| b == 0)
+    crate::bytes::is_zero(head)
 }
 
 #[cfg(test)]

@@ -200,8 +200,6 @@ const ALLOC_SLACK_BLOCKS: u64 = 16;
 const NAME_MAX: usize = 255;
 /// The kernel's limit on a symlink target (PATH_MAX, and never more than one block).
 const SYMLINK_MAX: u64 = 4096;
-/// Largest ext block size (64 KiB); all-zero blocks are compared against this.
-static ZEROS: [u8; 65536] = [0; 65536];
 
 /// An ext2/3/4 filesystem opened read-write inside an image file, at a byte offset.
 ///
@@ -743,12 +741,12 @@ impl ExtFs {
             let blocks = padded / bs;
             let mut i = 0;
             while i < blocks {
-                if is_zero(&buf[i * bs..(i + 1) * bs]) {
+                if crate::bytes::is_zero(&buf[i * bs..(i + 1) * bs]) {
                     i += 1;
                     continue;
                 }
                 let mut j = i + 1;
-                while j < blocks && !is_zero(&buf[j * bs..(j + 1) * bs]) {
+                while j < blocks && !crate::bytes::is_zero(&buf[j * bs..(j + 1) * bs]) {
                     j += 1;
                 }
                 self.write_run(ino, inode, first + i as u64, &buf[i * bs..j * bs], path)?;
@@ -1295,11 +1293,6 @@ fn read_full(src: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(done)
-}
-
-fn is_zero(block: &[u8]) -> bool {
-    // Slice equality is a memcmp, fast even in debug builds.
-    block == &ZEROS[..block.len()]
 }
 
 /// A directory entry name: 1..=255 bytes, no NUL (the path split already removed `/`).
