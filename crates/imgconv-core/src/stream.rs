@@ -631,6 +631,21 @@ impl<'a, D: OutputDevice> Copier<'a, D> {
         self.direct.is_some() && self.written_around.is_some_and(|w| !w.is_device_finished())
     }
 
+    /// Beside a graft, direct writes wait until it has finished (see the `direct`
+    /// module); then its pages are sent to the disk while the stream goes on.
+    fn wait_for_device(&self, progress: &mut dyn Progress) -> Result<(), StreamError> {
+        let (Some(w), Some(feed)) = (self.written_around, &self.direct) else {
+            return Ok(());
+        };
+        while !w.wait_device_finished(WAIT_POLL) {
+            if progress.is_cancelled() {
+                return Err(StreamError::Cancelled);
+            }
+        }
+        feed.device_finished();
+        Ok(())
+    }
+
     /// Copy `len` bytes at `pos` (relative to the filesystem) with `copy_file_range`.
     /// `Ok(false)` when the kernel does not offer it for these files (nothing was copied
     /// by this call then, and the caller falls back to read + write).
@@ -708,19 +723,8 @@ impl<'a, D: OutputDevice> Copier<'a, D> {
             }
             self.use_copy_range = false;
         }
-        // Beside a graft, direct writes wait until it has finished (see the `direct`
-        // module), then its pages are sent to the disk while the stream goes on.
         if self.direct_waits_for_device() {
-            if let Some(w) = self.written_around {
-                while !w.wait_device_finished(WAIT_POLL) {
-                    if progress.is_cancelled() {
-                        return Err(StreamError::Cancelled);
-                    }
-                }
-            }
-            if let Some(feed) = &self.direct {
-                feed.device_finished();
-            }
+            self.wait_for_device(progress)?;
         }
         if let Some(feed) = &mut self.direct {
             if !feed.push(self.src, pos, len)? {
@@ -1305,10 +1309,7 @@ mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
 
-    /// copy_file_range and read + write give the same bytes at the same places, from a
-    /// sub-region of the source into an offset of the destination, across short kernel
-    /// copies; read + write leaves the all-zero block as a hole, copy_file_range does not
-    /// have to.
+    /// The copy switches' reading, and the method beside other writers.
     #[test]
     fn copy_method_switches() {
         use CopyMethod::*;
@@ -1328,6 +1329,10 @@ mod tests {
         assert_eq!(CopyFileRange.beside_other_writers(), CopyFileRange);
     }
 
+    /// copy_file_range and read + write give the same bytes at the same places, from a
+    /// sub-region of the source into an offset of the destination, across short kernel
+    /// copies; read + write leaves the all-zero block as a hole, copy_file_range does not
+    /// have to.
     #[test]
     fn copy_file_range_and_read_write_agree() {
         use std::io::Write;
