@@ -480,9 +480,9 @@ fn copy<D: OutputDevice>(
     match direct_files {
         None => copy_all(&mut copier, &mut walker, &verdict, progress)?,
         Some(files) => std::thread::scope(|scope| {
-            let (feed, writer) = direct::start(scope, files, dst_offset, bs, written);
+            let (feed, writers) = direct::start(scope, files, dst_offset, bs, written);
             copier.direct = Some(feed);
-            // The writer and the flusher end when the feed closes, also after a panic:
+            // The writers and the flusher end when the feed closes, also after a panic:
             // the scope waits for them before the panic goes on.
             let copied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 copy_all(&mut copier, &mut walker, &verdict, progress)
@@ -491,11 +491,9 @@ fn copy<D: OutputDevice>(
                 feed.close();
             }
             let copied = copied.unwrap_or_else(|p| std::panic::resume_unwind(p));
-            let done = writer
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            let done = writers.join();
             copier.written += done.bytes;
-            // The writer stops early only on an error, which is then why the reader
+            // The writers stop early only on an error, which is then why the reader
             // stopped too.
             done.result.and(copied)
         })?,
@@ -547,7 +545,7 @@ struct Copier<'a, D> {
     ranged: u64,
     chunks: u64,
     /// The reading side of a direct copy (see the `direct` module): runs are read here
-    /// and written with `O_DIRECT` by its writer thread.
+    /// and written with `O_DIRECT` by its writer threads.
     direct: Option<direct::Feed>,
     /// Bytes read for the direct copy.
     direct_read: u64,
@@ -728,7 +726,7 @@ impl<'a, D: OutputDevice> Copier<'a, D> {
         }
         if let Some(feed) = &mut self.direct {
             if !feed.push(self.src, pos, len)? {
-                // The writer failed; its error is reported instead of this one.
+                // A writer failed; its error is reported instead of this one.
                 return Err(StreamError::Cancelled);
             }
             self.read += len as u64;
