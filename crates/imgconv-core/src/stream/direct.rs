@@ -61,8 +61,10 @@ use std::sync::{Arc, Mutex};
 
 /// Writing threads per stream. With one, the disk saw one 8 MiB write at a time and
 /// waited for the reader between them; with two, a write is queued while the other
-/// completes. The 8 GiB bench guest's stream alone, cold, interleaved, 5 runs each:
-/// 1.96 s (1.62–2.48) with one writer, 1.61 s (1.37–2.36) with two.
+/// completes. The 8 GiB bench guest's stream alone, cold, interleaved (medians): 1.96 s
+/// with one writer and 1.61 s with two (5 runs each), 2.13 s and 1.95 s (8 runs each);
+/// while the host's disk was slow, 2.40 s and 2.45 s (6 runs each). A third writer, and
+/// `fallocate` before each write (so that ext4 takes its lock shared), gained nothing.
 const WRITERS: usize = 2;
 
 /// Buffers per stream: one being read while each writer writes another.
