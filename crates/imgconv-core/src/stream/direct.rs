@@ -265,8 +265,8 @@ pub(super) struct Writers<'scope> {
 
 impl Writers<'_> {
     /// Wait for every writer (the feed must be closed first): the bytes they wrote, and
-    /// an error when one failed (the others stop at their next chunk then, with none of
-    /// their own). A writer's panic goes on here.
+    /// an error when one failed (the others stop at their next chunk then; when several
+    /// failed, the first started's). A writer's panic goes on here.
     pub(super) fn join(self) -> Written {
         let mut all = Written {
             bytes: 0,
