@@ -30,7 +30,7 @@
 //! reason is reported through [`Progress::note`] and [`StreamStats::method`].
 //!
 //! Into a raw output file whose filesystem allows it, the runs are written with
-//! `O_DIRECT` by a second thread while the next run is read (see the `direct` module):
+//! `O_DIRECT` by two writer threads while the next run is read (see the `direct` module):
 //! the written gigabytes do not pass through the page cache.
 //!
 //! The end of an inode table that no inode ever used (past `bg_itable_unused`, trusted
