@@ -60,8 +60,8 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 
 /// Writing threads per stream. With one, the disk saw one 8 MiB write at a time and
-/// waited for the reader between them; with two, a write is queued while the other
-/// completes. The 8 GiB bench guest's stream alone, cold, interleaved (medians): 1.96 s
+/// waited for the reader between them; with two, one writes while the other waits for
+/// its next chunk. The 8 GiB bench guest's stream alone, cold, interleaved (medians): 1.96 s
 /// with one writer and 1.61 s with two (5 runs each), 2.13 s and 1.95 s (8 runs each);
 /// while the host's disk was slow, 2.40 s and 2.45 s (6 runs each). A third writer, and
 /// `fallocate` before each write (so that ext4 takes its lock shared), gained nothing.
