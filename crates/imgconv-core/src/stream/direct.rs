@@ -204,22 +204,17 @@ pub(super) fn start<'scope>(
         jobs: Mutex::new(jobs_rx),
         failed: AtomicBool::new(false),
     });
-    let mut handles = Vec::with_capacity(WRITERS);
-    let mut files = Some((dst, dst_buffered));
-    for n in 0..WRITERS {
-        // The last writer takes the files themselves; the others their clones. A clone
-        // the kernel refuses (out of descriptors) only leaves fewer writers.
-        let (dst, dst_buffered) = if n + 1 == WRITERS {
-            match files.take() {
-                Some(f) => f,
-                None => break,
-            }
-        } else {
-            match files.as_ref().map(|(d, b)| (d.try_clone(), b.try_clone())) {
-                Some((Ok(d), Ok(b))) => (d, b),
-                _ => continue,
-            }
-        };
+    // Each writer has its own descriptors. A clone the kernel refuses (out of
+    // descriptors) only leaves fewer writers; the first has the files themselves.
+    let mut outputs = vec![(dst, dst_buffered)];
+    while outputs.len() < WRITERS {
+        match (outputs[0].0.try_clone(), outputs[0].1.try_clone()) {
+            (Ok(d), Ok(b)) => outputs.push((d, b)),
+            _ => break,
+        }
+    }
+    let mut handles = Vec::with_capacity(outputs.len());
+    for (dst, dst_buffered) in outputs {
         let (shared, free) = (Arc::clone(&shared), free_tx.clone());
         handles.push(scope.spawn(move || {
             let mut w = Writer {
