@@ -420,4 +420,80 @@ mod tests {
             assert_eq!(done.bytes, 0);
         });
     }
+
+    /// The largest size `file`'s filesystem lets it have (its `s_maxbytes`): `ftruncate`
+    /// refuses a size past it.
+    fn largest_size(file: &File) -> u64 {
+        let (mut ok, mut refused) = (0u64, i64::MAX as u64 + 1);
+        while refused - ok > 1 {
+            let mid = ok + (refused - ok) / 2;
+            if file.set_len(mid).is_ok() {
+                ok = mid;
+            } else {
+                refused = mid;
+            }
+        }
+        file.set_len(0).unwrap();
+        ok
+    }
+
+    #[test]
+    fn a_writer_that_fails_stops_the_one_that_could_go_on() {
+        let chunk = CHUNK_BYTES as u64;
+        let dir = tempfile::tempdir().unwrap();
+        let src_path = dir.path().join("src");
+        std::fs::write(&src_path, vec![0xA5u8; 3 * CHUNK_BYTES]).unwrap();
+        let src = Region::open(&src_path).unwrap();
+        let out = File::options()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(dir.path().join("out"))
+            .unwrap();
+        // The output starts two chunks before the largest size its filesystem allows:
+        // chunks 0 and 1 can be written there, chunk 2 cannot (EFBIG, or EINVAL past the
+        // largest file offset).
+        let limit = largest_size(&out);
+        assert!(
+            limit > 3 * chunk,
+            "a filesystem this small cannot run the test"
+        );
+        let files = Files {
+            dst: out.try_clone().unwrap(),
+            dst_buffered: out,
+            align: rustix::param::page_size(),
+        };
+        std::thread::scope(|scope| {
+            let (mut feed, writers) = start(scope, files, limit - 2 * chunk, 4096, None);
+            let mut pushed = 0;
+            for pos in [0, chunk, 2 * chunk]
+                .into_iter()
+                .chain(std::iter::repeat(0))
+            {
+                if pushed == 100 {
+                    break;
+                }
+                match feed.push(&src, pos, CHUNK_BYTES) {
+                    Ok(true) => pushed += 1,
+                    Ok(false) => break,
+                    Err(e) => panic!("the read failed: {e}"),
+                }
+            }
+            feed.close();
+            let done = writers.join();
+            // Chunk 0 rewritten over and over would go on as long as it is pushed: the
+            // writer still able to write stops once the other has failed, and the reader
+            // with it.
+            assert!(
+                pushed < 3 + 2 * BUFFERS,
+                "{pushed} chunks pushed: the writers went on after one failed"
+            );
+            assert!(
+                matches!(done.result, Err(StreamError::Write(_))),
+                "{:?}",
+                done.result.err()
+            );
+        });
+    }
 }
