@@ -252,24 +252,55 @@ fn beside_a_finished_graft_the_stream_writes_direct_around_its_units() {
     );
 }
 
+/// The fixture beside a device, when this filesystem takes direct writes (a Host SKIP line
+/// otherwise): the source, its plain copy and length, a direct copy's statistics, a fresh
+/// output and the device's record.
+struct BesideDirect {
+    src: Region,
+    plain: std::path::PathBuf,
+    fs_len: u64,
+    probe: StreamStats,
+    out: File,
+    written: Arc<imgconv_core::ext::write::cow::WrittenRanges>,
+}
+
+fn beside_direct(w: &Path) -> Option<BesideDirect> {
+    let (src, plain, fs_len) = beside_fixture(w);
+    // Whether this filesystem takes direct writes at all.
+    let probe = copy(&src, &w.join("probe.img"), MIB, CopyMethod::Direct);
+    if !direct_supported(&probe) {
+        return None;
+    }
+    let out = fresh_output(&w.join("beside.img"), fs_len);
+    Some(BesideDirect {
+        src,
+        plain,
+        fs_len,
+        probe,
+        out,
+        written: imgconv_core::ext::write::cow::WrittenRanges::new(4096),
+    })
+}
+
 /// Beside a running graft, a stream that writes direct writes nothing until the device
 /// has finished (its writes would hold the device's up), then writes all of it direct,
 /// around what the device wrote meanwhile.
 #[test]
 fn beside_a_running_graft_the_direct_stream_waits_for_it() {
     use imgconv_core::blockio::BlockDevice;
-    use imgconv_core::ext::write::cow::WrittenRanges;
     use std::os::unix::fs::FileExt;
     let work = tempfile::tempdir().unwrap();
-    let w = work.path();
-    let (src, plain, fs_len) = beside_fixture(w);
-    // Whether this filesystem takes direct writes at all.
-    let probe = copy(&src, &w.join("probe.img"), MIB, CopyMethod::Direct);
-    if !direct_supported(&probe) {
+    let Some(BesideDirect {
+        src,
+        plain,
+        fs_len,
+        probe,
+        out,
+        written,
+    }) = beside_direct(work.path())
+    else {
         return;
-    }
-    let out = fresh_output(&w.join("beside.img"), fs_len);
-    let written = WrittenRanges::new(4096);
+    };
     let dev = cow_over(&src, &out, &written);
     let stats = std::thread::scope(|scope| {
         let device = scope.spawn(|| {
@@ -296,7 +327,6 @@ fn beside_a_running_graft_the_direct_stream_waits_for_it() {
 /// Cancelled while it waits for a device that never finishes, the stream stops.
 #[test]
 fn a_stream_waiting_for_the_graft_stops_when_cancelled() {
-    use imgconv_core::ext::write::cow::WrittenRanges;
     use imgconv_core::stream::StreamError;
     use std::sync::atomic::{AtomicBool, Ordering};
     struct Cancel<'a>(&'a AtomicBool);
@@ -306,14 +336,12 @@ fn a_stream_waiting_for_the_graft_stops_when_cancelled() {
         }
     }
     let work = tempfile::tempdir().unwrap();
-    let w = work.path();
-    let (src, _plain, fs_len) = beside_fixture(w);
-    let probe = copy(&src, &w.join("probe.img"), MIB, CopyMethod::Direct);
-    if !direct_supported(&probe) {
+    let Some(BesideDirect {
+        src, out, written, ..
+    }) = beside_direct(work.path())
+    else {
         return;
-    }
-    let out = fresh_output(&w.join("beside.img"), fs_len);
-    let written = WrittenRanges::new(4096);
+    };
     let cancel = AtomicBool::new(false);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::scope(|scope| {
