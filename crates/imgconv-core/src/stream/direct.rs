@@ -379,31 +379,52 @@ impl Writer<'_> {
 mod tests {
     use super::*;
 
+    /// A source of `chunks` chunks of non-zero bytes in `dir`.
+    fn source(dir: &std::path::Path, chunks: usize) -> Region {
+        let path = dir.join("src");
+        std::fs::write(&path, vec![0xA5u8; chunks * CHUNK_BYTES]).unwrap();
+        Region::open(&path).unwrap()
+    }
+
+    /// `out` as the writers' files.
+    fn files(out: File) -> Files {
+        Files {
+            dst: out.try_clone().unwrap(),
+            dst_buffered: out,
+            align: rustix::param::page_size(),
+        }
+    }
+
+    /// Push a chunk at each of `positions` until `most` were taken or the writers stopped
+    /// taking them; how many were taken.
+    fn push_all(
+        feed: &mut Feed,
+        src: &Region,
+        positions: impl Iterator<Item = u64>,
+        most: usize,
+    ) -> usize {
+        let mut pushed = 0;
+        for pos in positions.take(most) {
+            match feed.push(src, pos, CHUNK_BYTES) {
+                Ok(true) => pushed += 1,
+                Ok(false) => break,
+                Err(e) => panic!("the read failed: {e}"),
+            }
+        }
+        pushed
+    }
+
     #[test]
     fn a_failed_write_stops_the_writers_and_the_reader() {
         let dir = tempfile::tempdir().unwrap();
-        let src_path = dir.path().join("src");
-        std::fs::write(&src_path, vec![0xA5u8; CHUNK_BYTES]).unwrap();
-        let src = Region::open(&src_path).unwrap();
+        let src = source(dir.path(), 1);
         let out_path = dir.path().join("out");
         std::fs::write(&out_path, b"").unwrap();
         // Opened read-only, every write fails (EBADF), direct or not.
-        let read_only = File::open(&out_path).unwrap();
-        let files = Files {
-            dst: read_only.try_clone().unwrap(),
-            dst_buffered: read_only,
-            align: rustix::param::page_size(),
-        };
+        let files = files(File::open(&out_path).unwrap());
         std::thread::scope(|scope| {
             let (mut feed, writers) = start(scope, files, 0, 4096, None);
-            let mut pushed = 0;
-            while pushed < 100 {
-                match feed.push(&src, 0, CHUNK_BYTES) {
-                    Ok(true) => pushed += 1,
-                    Ok(false) => break,
-                    Err(e) => panic!("the read failed: {e}"),
-                }
-            }
+            let pushed = push_all(&mut feed, &src, std::iter::repeat(0), 100);
             feed.close();
             let done = writers.join();
             // No failed writer gives its buffer back: the reader stops once the
@@ -441,9 +462,7 @@ mod tests {
     fn a_writer_that_fails_stops_the_one_that_could_go_on() {
         let chunk = CHUNK_BYTES as u64;
         let dir = tempfile::tempdir().unwrap();
-        let src_path = dir.path().join("src");
-        std::fs::write(&src_path, vec![0xA5u8; 3 * CHUNK_BYTES]).unwrap();
-        let src = Region::open(&src_path).unwrap();
+        let src = source(dir.path(), 3);
         let out = File::options()
             .create(true)
             .truncate(true)
@@ -459,27 +478,13 @@ mod tests {
             limit > 3 * chunk,
             "a filesystem this small cannot run the test"
         );
-        let files = Files {
-            dst: out.try_clone().unwrap(),
-            dst_buffered: out,
-            align: rustix::param::page_size(),
-        };
+        let files = files(out);
         std::thread::scope(|scope| {
             let (mut feed, writers) = start(scope, files, limit - 2 * chunk, 4096, None);
-            let mut pushed = 0;
-            for pos in [0, chunk, 2 * chunk]
+            let positions = [0, chunk, 2 * chunk]
                 .into_iter()
-                .chain(std::iter::repeat(0))
-            {
-                if pushed == 100 {
-                    break;
-                }
-                match feed.push(&src, pos, CHUNK_BYTES) {
-                    Ok(true) => pushed += 1,
-                    Ok(false) => break,
-                    Err(e) => panic!("the read failed: {e}"),
-                }
-            }
+                .chain(std::iter::repeat(0));
+            let pushed = push_all(&mut feed, &src, positions, 100);
             feed.close();
             let done = writers.join();
             // Chunk 0 rewritten over and over would go on as long as it is pushed: the
