@@ -31,7 +31,8 @@
 //!
 //! Into a raw output file whose filesystem allows it, the runs are written with
 //! `O_DIRECT` by two writer threads while the next run is read (see the `direct` module):
-//! the written gigabytes do not pass through the page cache.
+//! the written gigabytes do not pass through the page cache. Runs of a plain source file
+//! that is not in the page cache are read with `O_DIRECT` too, when they are long.
 //!
 //! The end of an inode table that no inode ever used (past `bg_itable_unused`, trusted
 //! only with descriptor checksums, as the kernel and e2fsck do) is not read at all: the
@@ -134,6 +135,9 @@ pub struct StreamStats {
     /// in `bytes_read` too); 0 when the output does not allow them (see the `direct`
     /// module).
     pub direct_bytes: u64,
+    /// Bytes of those runs read with `O_DIRECT` as well (long runs of a source file not
+    /// in the page cache; see the `direct` module); counted in `direct_bytes` too.
+    pub direct_read_bytes: u64,
 }
 
 /// Errors of the stream and swap stages.
@@ -302,9 +306,9 @@ pub enum CopyMethod {
     CopyFileRange,
     /// Always read + write through the page cache, leaving all-zero blocks as holes.
     ReadWrite,
-    /// Read through the page cache, write with `O_DIRECT` where the output allows it (see
-    /// the `direct` module; through the page cache elsewhere); never
-    /// `copy_file_range(2)`.
+    /// Write with `O_DIRECT` where the output allows it, and read long runs of a source
+    /// not in the page cache with `O_DIRECT` too (see the `direct` module; through the
+    /// page cache elsewhere); never `copy_file_range(2)`.
     Direct,
 }
 
@@ -418,6 +422,7 @@ fn copy<D: OutputDevice>(
         chunks: 0,
         copy_file_range_bytes: 0,
         direct_bytes: 0,
+        direct_read_bytes: 0,
     };
     let bs = sb.block_size();
     let copy_all = |copier: &mut Copier<'_, D>,
@@ -480,7 +485,7 @@ fn copy<D: OutputDevice>(
     match direct_files {
         None => copy_all(&mut copier, &mut walker, &verdict, progress)?,
         Some(files) => std::thread::scope(|scope| {
-            let (feed, writers) = direct::start(scope, files, dst_offset, bs, written);
+            let (feed, writers) = direct::start(scope, src, files, dst_offset, bs, written);
             copier.direct = Some(feed);
             // The writers and the flusher end when the feed closes, also after a panic:
             // the scope waits for them before the panic goes on.
@@ -504,6 +509,7 @@ fn copy<D: OutputDevice>(
     stats.chunks = copier.chunks;
     stats.copy_file_range_bytes = copier.ranged;
     stats.direct_bytes = copier.direct_read;
+    stats.direct_read_bytes = copier.direct.as_ref().map_or(0, |feed| feed.read_direct);
     Ok(stats)
 }
 
@@ -536,9 +542,10 @@ struct Copier<'a, D> {
     /// The destination is a block device: all-zero used blocks are zeroed there, not
     /// left as holes.
     zero_fill: bool,
-    /// Runs announced to the kernel for read-ahead and not copied yet, oldest first
-    /// (see [`Copier::push_run`]), and their bytes.
-    ahead: std::collections::VecDeque<(u64, u64)>,
+    /// Runs queued and not copied yet, oldest first, each with whether it is to be read
+    /// with `O_DIRECT` rather than announced for read-ahead (see [`Copier::push_run`]),
+    /// and their bytes.
+    ahead: std::collections::VecDeque<(u64, u64, bool)>,
     ahead_bytes: u64,
     read: u64,
     written: u64,
@@ -579,7 +586,9 @@ impl<'a, D: OutputDevice> Copier<'a, D> {
     /// The kernel is asked to read the new run ahead (`POSIX_FADV_WILLNEED`) while the
     /// previous one is checked for zeros and written, so the source's reads overlap with
     /// the copy's own work instead of waiting for it: one run (at most [`CHUNK_BYTES`])
-    /// ahead, so the page cache holds no more than two runs of the source at a time.
+    /// ahead, so the page cache holds no more than two runs of the source at a time. A
+    /// run the direct copy may read with `O_DIRECT` is not announced: its pages would
+    /// only be read twice.
     /// While direct writes wait for the device beside the stream to finish (see
     /// [`Copier::copy_run`]), up to [`WAIT_READ_AHEAD_BYTES`] are announced instead: the
     /// disk reads them while it would otherwise only serve the device.
@@ -589,13 +598,19 @@ impl<'a, D: OutputDevice> Copier<'a, D> {
         count: u64,
         progress: &mut dyn Progress,
     ) -> Result<(), StreamError> {
-        if !self.use_copy_range {
-            self.src
-                .will_need(first * self.block_size, count * self.block_size);
+        let (pos, len) = (first * self.block_size, count * self.block_size);
+        let waiting = self.direct_waits_for_device();
+        let direct_read = !waiting
+            && match &mut self.direct {
+                Some(feed) => feed.reads_direct(self.src, pos, len),
+                None => false,
+            };
+        if !self.use_copy_range && !direct_read {
+            self.src.will_need(pos, len);
         }
-        self.ahead.push_back((first, count));
+        self.ahead.push_back((first, count, direct_read));
         self.ahead_bytes += count * self.block_size;
-        let (bytes, runs) = if self.direct_waits_for_device() {
+        let (bytes, runs) = if waiting {
             (WAIT_READ_AHEAD_BYTES, WAIT_READ_AHEAD_RUNS)
         } else {
             (0, 1)
@@ -616,9 +631,9 @@ impl<'a, D: OutputDevice> Copier<'a, D> {
 
     fn copy_oldest(&mut self, progress: &mut dyn Progress) -> Result<(), StreamError> {
         match self.ahead.pop_front() {
-            Some((f, c)) => {
+            Some((f, c, direct_read)) => {
                 self.ahead_bytes -= c * self.block_size;
-                self.copy_run(f, c, progress)
+                self.copy_run(f, c, direct_read, progress)
             }
             None => Ok(()),
         }
@@ -697,11 +712,13 @@ impl<'a, D: OutputDevice> Copier<'a, D> {
         Ok(true)
     }
 
-    /// Copy `count` blocks from block `first` (`count * block_size <= CHUNK_BYTES`).
+    /// Copy `count` blocks from block `first` (`count * block_size <= CHUNK_BYTES`);
+    /// `direct_read`: read them with `O_DIRECT` (see [`Copier::push_run`]).
     fn copy_run(
         &mut self,
         first: u64,
         count: u64,
+        direct_read: bool,
         progress: &mut dyn Progress,
     ) -> Result<(), StreamError> {
         if progress.is_cancelled() {
@@ -725,7 +742,7 @@ impl<'a, D: OutputDevice> Copier<'a, D> {
             self.wait_for_device(progress)?;
         }
         if let Some(feed) = &mut self.direct {
-            if !feed.push(self.src, pos, len)? {
+            if !feed.push(self.src, pos, len, direct_read)? {
                 // A writer failed; its error is reported instead of this one.
                 return Err(StreamError::Cancelled);
             }
@@ -1366,8 +1383,9 @@ mod tests {
             dst.set_len(1 << 20).unwrap();
             let mut c = Copier::new(&src, &dst, 65536, bs);
             c.use_copy_range = ranged;
-            c.copy_run(0, 10, &mut crate::progress::NoProgress).unwrap();
-            c.copy_run(20, 20, &mut crate::progress::NoProgress)
+            c.copy_run(0, 10, false, &mut crate::progress::NoProgress)
+                .unwrap();
+            c.copy_run(20, 20, false, &mut crate::progress::NoProgress)
                 .unwrap();
             assert_eq!(
                 c.use_copy_range, ranged,

@@ -153,6 +153,80 @@ fn an_unaligned_output_offset_falls_back_to_the_page_cache() {
     );
 }
 
+/// Drop `path`'s pages from the page cache (written back first), as after a reboot.
+fn evict(path: &Path) {
+    let f = File::open(path).unwrap();
+    f.sync_all().unwrap();
+    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+}
+
+/// A filesystem holding 24 MiB of file data, so that its runs are long enough to be
+/// read direct.
+fn long_runs_fixture(w: &Path) -> (Region, u64) {
+    let tree = w.join("tree");
+    guest_tree(&tree, Init::Systemd);
+    std::fs::write(tree.join("srv-big.bin"), noise(24 * MIB as usize, 11)).unwrap();
+    let fs_img = w.join("fs.img");
+    mkfs("ext4", &tree, &fs_img, 64, &["-b", "4096"]);
+    let fs_len = std::fs::metadata(&fs_img).unwrap().len();
+    (
+        Region::open(&fs_img).unwrap().sub(0, fs_len).unwrap(),
+        fs_len,
+    )
+}
+
+/// A source that is not in the page cache is read with O_DIRECT as well, and the copy
+/// equals the page-cache copy byte for byte.
+#[test]
+fn an_uncached_source_is_read_direct_with_the_same_result() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let (src, _) = long_runs_fixture(w);
+    let plain = w.join("plain.img");
+    let c = copy(&src, &plain, MIB, CopyMethod::ReadWrite);
+    evict(&w.join("fs.img"));
+    let direct = w.join("direct.img");
+    let d = copy(&src, &direct, MIB, CopyMethod::Direct);
+    if !direct_supported(&d) {
+        return;
+    }
+    assert!(
+        d.direct_read_bytes >= 24 * MIB,
+        "the big file's runs were read direct: {} bytes",
+        d.direct_read_bytes
+    );
+    assert!(d.direct_read_bytes <= d.direct_bytes);
+    assert_eq!(c.direct_read_bytes, 0, "the page-cache copy reads buffered");
+    assert_eq!(
+        (d.bytes_read, d.bytes_written),
+        (c.bytes_read, c.bytes_written)
+    );
+    assert_eq!(sha256(&direct), sha256(&plain), "the same bytes");
+    assert_eq!(data_map(&direct), data_map(&plain), "the same holes");
+    assert_fsck_clean(&direct, MIB);
+}
+
+/// A source already in the page cache (just written, as a decompressed input is) is
+/// read from there, not again from the disk, though the copy still writes direct.
+#[test]
+fn a_cached_source_is_read_through_the_page_cache() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let (src, _) = long_runs_fixture(w);
+    // mkfs has just written it; read it all once more to be sure every page is there.
+    std::io::copy(
+        &mut File::open(w.join("fs.img")).unwrap(),
+        &mut std::io::sink(),
+    )
+    .unwrap();
+    let d = copy(&src, &w.join("direct.img"), MIB, CopyMethod::Direct);
+    if !direct_supported(&d) {
+        return;
+    }
+    assert_eq!(d.direct_read_bytes, 0, "nothing read direct");
+    assert_eq!(d.direct_bytes, d.bytes_read, "all of it written direct");
+}
+
 /// A guest filesystem with 12 MiB of file data, its window, and its plain copy at 1 MiB.
 fn beside_fixture(w: &Path) -> (Region, std::path::PathBuf, u64) {
     let tree = w.join("tree");
