@@ -380,7 +380,11 @@ impl Feed {
             return false;
         };
         let at = src.offset() + pos;
-        if len < DIRECT_READ_BYTES as u64 || at % direct.align != 0 || len % direct.align != 0 {
+        if len < DIRECT_READ_BYTES as u64
+            || at % direct.align != 0
+            || len % direct.align != 0
+            || pos.checked_add(len).is_none_or(|end| end > src.len())
+        {
             return false;
         }
         if self.probes_left == 0 {
