@@ -238,13 +238,17 @@ pub(super) fn together(
         let device_done = DeviceDone(&written);
         let guest_result = if go {
             (|| {
-                let device = CowDevice::new(
+                let mut device = CowDevice::new(
                     src.clone(),
                     dst.try_clone()
                         .map_err(|e| output::write_error(out.file(), "cannot reopen", e))?,
                     root_offset,
                     std::sync::Arc::clone(&written),
                 );
+                // The graft's data goes to the disk while it runs (see `cow::WriteBack`).
+                if let Some(file) = crate::blockio::OutputDevice::raw_file(dst) {
+                    device.start_write_back(file);
+                }
                 let mut fs = ExtFs::open_cow(device, out.path(), root_offset)?;
                 let r = guest.write(&mut fs, report, timings, &mut relay)?;
                 fs.close()?;

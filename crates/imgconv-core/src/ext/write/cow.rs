@@ -198,9 +198,141 @@ pub struct CowDevice<D = File> {
     /// Where the filesystem starts in the output.
     out_offset: u64,
     written: Arc<WrittenRanges>,
+    /// Starts the disk writes of large writes early, when asked (see [`WriteBack`]).
+    write_back: Option<WriteBack>,
+}
+
+/// Writes of at least this many bytes (file data; libext2fs writes its metadata a block
+/// at a time) have their write-back started early by a [`WriteBack`].
+const WRITE_BACK_MIN: usize = 64 << 10;
+
+/// Adjacent large writes are gathered up to this many bytes before their write-back is
+/// started.
+const WRITE_BACK_BATCH: u64 = 8 << 20;
+
+/// Adjacent byte ranges gathered into batches of about [`WRITE_BACK_BATCH`] bytes.
+#[derive(Debug, Default)]
+struct Gather {
+    /// The batch being gathered: `[start, end)`.
+    open: Option<(u64, u64)>,
+}
+
+impl Gather {
+    /// Add `[at, at + len)`; returns a batch that is complete: the open one when this
+    /// range does not continue it, or the open one with this range once it reaches
+    /// [`WRITE_BACK_BATCH`].
+    fn add(&mut self, at: u64, len: u64) -> Option<(u64, u64)> {
+        let end = at.saturating_add(len);
+        let done = match self.open {
+            Some((s, e)) if e == at => {
+                self.open = Some((s, end));
+                None
+            }
+            other => {
+                self.open = Some((at, end));
+                other
+            }
+        };
+        if done.is_some() {
+            return done;
+        }
+        match self.open {
+            Some((s, e)) if e - s >= WRITE_BACK_BATCH => self.open.take(),
+            _ => None,
+        }
+    }
+
+    /// The batch still open.
+    fn finish(&mut self) -> Option<(u64, u64)> {
+        self.open.take()
+    }
+}
+
+/// Starts the write-back of the device's large writes (file data) while the graft goes
+/// on: a helper thread asks `POSIX_FADV_DONTNEED` for each gathered range of the output,
+/// which starts writing its dirty pages without waiting for them (and drops the pages
+/// already clean, which nothing reads again). Only the ranges of large writes are asked,
+/// so the metadata pages libext2fs reads back stay cached.
+///
+/// Why: while the graft runs, the disk only serves its reads of the donor and the
+/// stream's read-ahead; sampled every 100 ms on the 8 GiB bench guest, it was 40–52 %
+/// busy then, and the graft's 450 MB of data went to the disk only after it, while the
+/// stream waited. Started early, the disk was 56–84 % busy during the graft; the graft
+/// took longer (0.47 s against 0.40 s), the whole convert less: cold, interleaved, 6 runs
+/// each, a median of 1.90 s (1.86–2.42) against 2.03 s (1.95–2.32). Batches of 2 MiB gave
+/// 1.95 s, of 8 MiB 1.97 s, of 32 MiB 2.10 s (a first version, 5 runs each, against
+/// 2.09 s without).
+struct WriteBack {
+    gather: Mutex<Gather>,
+    ranges: Option<std::sync::mpsc::Sender<(u64, u64)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WriteBack {
+    /// Start the helper for `file`; `None` when the thread cannot start.
+    fn start(file: File) -> Option<WriteBack> {
+        let (tx, rx) = std::sync::mpsc::channel::<(u64, u64)>();
+        let thread = std::thread::Builder::new()
+            .name("imgconv-write-back".into())
+            .spawn(move || {
+                while let Ok((start, end)) = rx.recv() {
+                    // A failure only leaves the pages for the final sync.
+                    let _ = rustix::fs::fadvise(
+                        &file,
+                        start,
+                        std::num::NonZeroU64::new(end - start),
+                        rustix::fs::Advice::DontNeed,
+                    );
+                }
+            })
+            .ok()?;
+        Some(WriteBack {
+            gather: Mutex::new(Gather::default()),
+            ranges: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// `len` bytes were written at output byte `at`.
+    fn wrote(&self, at: u64, len: u64) {
+        let batch = self
+            .gather
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(at, len);
+        if let (Some(range), Some(tx)) = (batch, &self.ranges) {
+            let _ = tx.send(range);
+        }
+    }
+}
+
+impl Drop for WriteBack {
+    fn drop(&mut self) {
+        let last = self
+            .gather
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .finish();
+        if let (Some(range), Some(tx)) = (last, &self.ranges) {
+            let _ = tx.send(range);
+        }
+        // Closing the channel ends the helper once it has asked for every range.
+        self.ranges = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl<D: BlockDevice> CowDevice<D> {
+    /// Start the write-back of large writes early (see [`WriteBack`]); `output` is the
+    /// output file this device writes into.
+    pub fn start_write_back(&mut self, output: &File) {
+        if let Ok(file) = output.try_clone() {
+            self.write_back = WriteBack::start(file);
+        }
+    }
+
     /// `output` must already hold nothing but zeros (or stream data) in the filesystem's
     /// range; `written` is shared with the stream.
     pub fn new(source: Region, output: D, out_offset: u64, written: Arc<WrittenRanges>) -> Self {
@@ -209,6 +341,7 @@ impl<D: BlockDevice> CowDevice<D> {
             output,
             out_offset,
             written,
+            write_back: None,
         }
     }
 
@@ -291,8 +424,14 @@ impl<D: BlockDevice> BlockDevice for CowDevice<D> {
                 WrittenRanges::insert(map, u, u + unit);
             }
         }
-        self.output.write_at(self.out_at(offset)?, data)?;
+        let at = self.out_at(offset)?;
+        self.output.write_at(at, data)?;
         WrittenRanges::insert(map, first, last);
+        if let Some(write_back) = &self.write_back {
+            if data.len() >= WRITE_BACK_MIN {
+                write_back.wrote(at, data.len() as u64);
+            }
+        }
         Ok(())
     }
 
@@ -338,6 +477,23 @@ mod tests {
             WrittenRanges::insert(&mut m, s, e);
         }
         m
+    }
+
+    #[test]
+    fn write_back_gathers_adjacent_ranges_into_batches() {
+        let mib = 1u64 << 20;
+        let mut g = Gather::default();
+        assert_eq!(g.add(0, mib), None);
+        assert_eq!(g.add(mib, 3 * mib), None);
+        // Not adjacent: the open batch is complete.
+        assert_eq!(g.add(10 * mib, mib), Some((0, 4 * mib)));
+        // Adjacent up to the batch size: complete with the range that reaches it.
+        assert_eq!(g.add(11 * mib, 6 * mib), None);
+        assert_eq!(g.add(17 * mib, 2 * mib), Some((10 * mib, 19 * mib)));
+        assert_eq!(g.finish(), None);
+        assert_eq!(g.add(20 * mib, mib), None);
+        assert_eq!(g.finish(), Some((20 * mib, 21 * mib)));
+        assert_eq!(g.finish(), None);
     }
 
     #[test]
