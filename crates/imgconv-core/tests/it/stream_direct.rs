@@ -160,12 +160,12 @@ fn evict(path: &Path) {
     rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
 }
 
-/// A filesystem holding 24 MiB of file data, so that its runs are long enough to be
-/// read direct.
-fn long_runs_fixture(w: &Path) -> (Region, u64) {
+/// An ext4 filesystem (4 KiB blocks) of the guest tree plus `mib` MiB of file data, and
+/// its window.
+fn fs_with_big_file(w: &Path, mib: u64, seed: u64) -> (Region, u64) {
     let tree = w.join("tree");
     guest_tree(&tree, Init::Systemd);
-    std::fs::write(tree.join("srv-big.bin"), noise(24 * MIB as usize, 11)).unwrap();
+    std::fs::write(tree.join("srv-big.bin"), noise((mib * MIB) as usize, seed)).unwrap();
     let fs_img = w.join("fs.img");
     mkfs("ext4", &tree, &fs_img, 64, &["-b", "4096"]);
     let fs_len = std::fs::metadata(&fs_img).unwrap().len();
@@ -173,6 +173,12 @@ fn long_runs_fixture(w: &Path) -> (Region, u64) {
         Region::open(&fs_img).unwrap().sub(0, fs_len).unwrap(),
         fs_len,
     )
+}
+
+/// A filesystem holding 24 MiB of file data, so that its runs are long enough to be
+/// read direct.
+fn long_runs_fixture(w: &Path) -> (Region, u64) {
+    fs_with_big_file(w, 24, 11)
 }
 
 /// A source that is not in the page cache is read with O_DIRECT as well, and the copy
@@ -229,13 +235,7 @@ fn a_cached_source_is_read_through_the_page_cache() {
 
 /// A guest filesystem with 12 MiB of file data, its window, and its plain copy at 1 MiB.
 fn beside_fixture(w: &Path) -> (Region, std::path::PathBuf, u64) {
-    let tree = w.join("tree");
-    guest_tree(&tree, Init::Systemd);
-    std::fs::write(tree.join("srv-big.bin"), noise(12 * MIB as usize, 9)).unwrap();
-    let fs_img = w.join("fs.img");
-    mkfs("ext4", &tree, &fs_img, 64, &["-b", "4096"]);
-    let fs_len = std::fs::metadata(&fs_img).unwrap().len();
-    let src = Region::open(&fs_img).unwrap().sub(0, fs_len).unwrap();
+    let (src, fs_len) = fs_with_big_file(w, 12, 9);
     let plain = w.join("plain.img");
     copy(&src, &plain, MIB, CopyMethod::ReadWrite);
     (src, plain, fs_len)
