@@ -86,6 +86,14 @@ pub fn will_need_file(file: &File, offset: u64, len: u64) {
     }
 }
 
+/// Start writing the dirty pages of `[offset, offset+len)` of `file` back (the rest of the
+/// file with `len` `None`) and return without waiting for the disk: `POSIX_FADV_DONTNEED`
+/// writes the range back without waiting (`WB_SYNC_NONE`) and drops the pages already
+/// clean, which nothing reads again. A failure only leaves the pages for the final sync.
+pub fn start_write_back(file: &File, offset: u64, len: Option<std::num::NonZeroU64>) {
+    let _ = rustix::fs::fadvise(file, offset, len, rustix::fs::Advice::DontNeed);
+}
+
 /// A plain image file or a block device, read as it is.
 #[derive(Debug)]
 pub struct RawFile {

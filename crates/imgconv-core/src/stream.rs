@@ -509,7 +509,10 @@ fn copy<D: OutputDevice>(
     stats.chunks = copier.chunks;
     stats.copy_file_range_bytes = copier.ranged;
     stats.direct_bytes = copier.direct_read;
-    stats.direct_read_bytes = copier.direct.as_ref().map_or(0, |feed| feed.read_direct);
+    stats.direct_read_bytes = copier
+        .direct
+        .as_ref()
+        .map_or(0, |feed| feed.o_direct_read_bytes);
     Ok(stats)
 }
 

@@ -143,15 +143,25 @@ fn dio_align(file: &File) -> Option<(u64, u64)> {
     ))
 }
 
-/// Reopen `file` for writing with `O_DIRECT` (through `/proc/self/fd`, which also
-/// reaches an unlinked `O_TMPFILE` output).
-fn reopen_direct(file: &File) -> Option<File> {
+/// Open `file` again as `options` say (through `/proc/self/fd`, which also reaches an
+/// unlinked `O_TMPFILE` output): a new open file description, with its own flags and
+/// read-ahead state.
+fn reopen(file: &File, options: &std::fs::OpenOptions) -> Option<File> {
     use std::os::fd::AsRawFd;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
+    options
         .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
         .ok()
+}
+
+/// `O_DIRECT` (and `O_CLOEXEC`, which `custom_flags` would otherwise drop) for
+/// [`reopen`], reading or writing.
+fn direct_options(write: bool) -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options
+        .read(!write)
+        .write(write)
+        .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC);
+    options
 }
 
 /// The source opened for direct reads, and the file-offset alignment they need.
@@ -170,19 +180,13 @@ impl SourceDirect {
     /// Open `src`'s file with `O_DIRECT` when it is a plain file whose filesystem
     /// reports a direct-I/O alignment that page-aligned buffers meet.
     fn open(src: &Region) -> Option<SourceDirect> {
-        use std::os::fd::AsRawFd;
         let file = src.plain_file()?;
         let (mem_align, align) = dio_align(file)?;
         if mem_align > rustix::param::page_size() as u64 {
             return None;
         }
-        let path = format!("/proc/self/fd/{}", file.as_raw_fd());
-        let direct = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
-            .open(&path)
-            .ok()?;
-        let cached = File::open(&path).ok()?;
+        let direct = reopen(file, &direct_options(false))?;
+        let cached = reopen(file, std::fs::OpenOptions::new().read(true))?;
         rustix::fs::fadvise(&cached, 0, None, rustix::fs::Advice::Random).ok()?;
         Some(SourceDirect {
             file: direct,
@@ -227,7 +231,7 @@ pub(super) fn open(
         return None;
     }
     Some(Files {
-        dst: reopen_direct(dst)?,
+        dst: reopen(dst, &direct_options(true))?,
         dst_buffered: dst.try_clone().ok()?,
         align: page as usize,
     })
@@ -241,7 +245,7 @@ pub(super) struct Feed {
     /// Runs still to probe before the copy reads direct (see [`Feed::reads_direct`]).
     probes_left: usize,
     /// Bytes read with `O_DIRECT`.
-    pub read_direct: u64,
+    pub o_direct_read_bytes: u64,
     jobs: Option<SyncSender<Job>>,
     free: Receiver<Buffer>,
     /// Tells the flusher that the device beside the stream has finished.
@@ -278,7 +282,7 @@ pub(super) fn start<'scope>(
             let (tx, rx) = std::sync::mpsc::channel::<()>();
             scope.spawn(move || {
                 if rx.recv().is_ok() {
-                    start_writeback(&file);
+                    crate::blockio::start_write_back(&file, 0, None);
                 }
             });
             Some(tx)
@@ -325,7 +329,7 @@ pub(super) fn start<'scope>(
         Feed {
             source: SourceDirect::open(src),
             probes_left: PROBED_RUNS,
-            read_direct: 0,
+            o_direct_read_bytes: 0,
             jobs: Some(jobs_tx),
             free: free_rx,
             device_done,
@@ -448,7 +452,7 @@ impl Feed {
             if direct {
                 match source.file.read_exact_at(buf, at) {
                     Ok(()) => {
-                        self.read_direct += buf.len() as u64;
+                        self.o_direct_read_bytes += buf.len() as u64;
                         return Ok(());
                     }
                     Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.source = None,
@@ -477,14 +481,6 @@ impl Feed {
         self.jobs = None;
         self.device_done = None;
     }
-}
-
-/// Start writing `file`'s dirty pages back and return without waiting for the disk:
-/// `POSIX_FADV_DONTNEED` writes the range back without waiting (`WB_SYNC_NONE`) and drops
-/// the pages already clean, which nothing reads again. A failure only leaves the pages
-/// for the final sync.
-fn start_writeback(file: &File) {
-    let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
 }
 
 struct Writer<'a> {

@@ -223,18 +223,13 @@ impl Gather {
     /// [`WRITE_BACK_BATCH`].
     fn add(&mut self, at: u64, len: u64) -> Option<(u64, u64)> {
         let end = at.saturating_add(len);
-        let done = match self.open {
-            Some((s, e)) if e == at => {
-                self.open = Some((s, end));
-                None
+        match &mut self.open {
+            Some((_, e)) if *e == at => *e = end,
+            open => {
+                if let Some(done) = open.replace((at, end)) {
+                    return Some(done);
+                }
             }
-            other => {
-                self.open = Some((at, end));
-                other
-            }
-        };
-        if done.is_some() {
-            return done;
         }
         match self.open {
             Some((s, e)) if e - s >= WRITE_BACK_BATCH => self.open.take(),
@@ -249,9 +244,8 @@ impl Gather {
 }
 
 /// Starts the write-back of the device's large writes (file data) while the graft goes
-/// on: a helper thread asks `POSIX_FADV_DONTNEED` for each gathered range of the output,
-/// which starts writing its dirty pages without waiting for them (and drops the pages
-/// already clean, which nothing reads again). Only the ranges of large writes are asked,
+/// on: a helper thread asks [`crate::blockio::start_write_back`] for each gathered range
+/// of the output. Only the ranges of large writes are asked,
 /// so the metadata pages libext2fs reads back stay cached.
 ///
 /// Why: while the graft runs, the disk only serves its reads of the donor and the
@@ -276,12 +270,10 @@ impl WriteBack {
             .name("imgconv-write-back".into())
             .spawn(move || {
                 while let Ok((start, end)) = rx.recv() {
-                    // A failure only leaves the pages for the final sync.
-                    let _ = rustix::fs::fadvise(
+                    crate::blockio::start_write_back(
                         &file,
                         start,
                         std::num::NonZeroU64::new(end - start),
-                        rustix::fs::Advice::DontNeed,
                     );
                 }
             })
